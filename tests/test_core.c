@@ -1,0 +1,86 @@
+/* Core runtime: status messages, tensors and size overflow, half conversions, RNG, tiers. */
+#include <math.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static void test_status_and_error(void **state) {
+    (void)state;
+    assert_string_equal(arb_status_str(ARB_OK), "ok");
+    arb_status s = arb_error(ARB_ERR_FORMAT, "bad thing %d", 42);
+    assert_int_equal(s, ARB_ERR_FORMAT);
+    assert_string_equal(arb_last_error(), "bad thing 42");
+    arb_clear_error();
+    assert_string_equal(arb_last_error(), "");
+}
+
+static void test_tensor_alloc_and_overflow(void **state) {
+    (void)state;
+    arb_tensor t;
+    int64_t shape[3] = {3, 5, 7};
+    ARB_ASSERT_OK(arb_tensor_init(&t, ARB_F32, 3, shape, arb_cpu()));
+    assert_int_equal(t.nbytes, 3 * 5 * 7 * 4);
+    assert_int_equal((uintptr_t)t.data % ARB_ALIGN, 0);
+    assert_int_equal(arb_tensor_numel(&t), 105);
+    char buf[64];
+    assert_string_equal(arb_tensor_describe(&t, buf, sizeof buf), "F32[3,5,7]");
+    arb_tensor_free(&t);
+    assert_null(t.data);
+
+    int64_t huge[3] = {INT64_MAX / 2, 4, 4};
+    assert_int_equal(arb_tensor_init(&t, ARB_F32, 3, huge, arb_cpu()), ARB_ERR_OVERFLOW);
+    int64_t neg[2] = {4, -1};
+    assert_int_equal(arb_tensor_init(&t, ARB_F32, 2, neg, arb_cpu()), ARB_ERR_SHAPE);
+#ifndef ARB_HAVE_CUDA
+    assert_int_equal(arb_tensor_init(&t, ARB_F32, 1, shape, arb_cuda(0)), ARB_ERR_UNSUPPORTED);
+#endif
+}
+
+static void test_half_conversions(void **state) {
+    (void)state;
+    /* bf16: round to nearest even on the 16 dropped bits. */
+    assert_int_equal(arb_f32_to_bf16(1.0f), 0x3F80);
+    assert_true(arb_bf16_to_f32(arb_f32_to_bf16(3.140625f)) == 3.140625f);
+    /* f16: every finite half round-trips exactly. */
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if (((h >> 10) & 0x1F) == 0x1F) continue;
+        float f = arb_f16_to_f32((uint16_t)h);
+        assert_int_equal(arb_f32_to_f16(f), h);
+    }
+    assert_true(fabsf(arb_f16_to_f32(arb_f32_to_f16(0.1f)) - 0.1f) < 1e-4f);
+}
+
+static void test_rng_is_a_pure_function(void **state) {
+    (void)state;
+    arb_rng_key k = arb_rng_key_make(1234, 5);
+    arb_rng_key k2 = arb_rng_key_make(1234, 6);
+    assert_int_equal(arb_rand_u32(k, 99), arb_rand_u32(k, 99));
+    assert_int_not_equal(arb_rand_u32(k, 99), arb_rand_u32(k2, 99));
+    /* Uniformity: mean of 1e5 draws near 0.5; bit balance near half. */
+    double sum = 0;
+    int64_t ones = 0;
+    for (uint32_t i = 0; i < 100000; i++) {
+        sum += arb_rand_unit(k, i);
+        ones += __builtin_popcount(arb_rand_u32(k, i));
+    }
+    assert_true(fabs(sum / 100000 - 0.5) < 0.005);
+    assert_true(fabs((double)ones / (100000.0 * 32) - 0.5) < 0.002);
+}
+
+static void test_tier_override(void **state) {
+    (void)state;
+    arb_cpu_tier best = arb_cpu_tier_get();
+    assert_int_equal(arb_cpu_tier_force(ARB_TIER_SCALAR), ARB_TIER_SCALAR);
+    assert_int_equal(arb_cpu_tier_force(ARB_TIER_AVX512), best > ARB_TIER_AVX512 ? ARB_TIER_AVX512 : best);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_status_and_error),
+        cmocka_unit_test(test_tensor_alloc_and_overflow),
+        cmocka_unit_test(test_half_conversions),
+        cmocka_unit_test(test_rng_is_a_pure_function),
+        cmocka_unit_test(test_tier_override),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,63 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+const char *arb_test_shared(const char *rel, char *buf, size_t cap) {
+    struct stat st;
+    if (stat(ARB_SHARED_DIR, &st) != 0) return NULL;
+    snprintf(buf, cap, "%s/%s", ARB_SHARED_DIR, rel);
+    return buf;
+}
+
+void arb_test_require_shared(void) {
+    struct stat st;
+    if (stat(ARB_SHARED_DIR, &st) != 0) {
+        printf("SKIP: %s is absent (the fixtures live in ../shared beside the checkout)\n", ARB_SHARED_DIR);
+        exit(ARB_TEST_SKIP);
+    }
+}
+
+void arb_test_fill_f32(float *x, size_t n, uint64_t seed, float lo, float hi) {
+    arb_rng_key k = arb_rng_key_make(seed, 0xF32);
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * arb_rand_unit(k, (uint32_t)i);
+}
+
+void arb_test_fill_i8(int8_t *x, size_t n, uint64_t seed, int lo, int hi) {
+    arb_rng_key k = arb_rng_key_make(seed, 0x18);
+    for (size_t i = 0; i < n; i++) x[i] = (int8_t)(lo + (int)(arb_rand_u32(k, (uint32_t)i) % (uint32_t)(hi - lo + 1)));
+}
+
+double arb_test_rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * (double)b[i];
+        if (isnan(a[i])) return INFINITY;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+double arb_test_rel_l2_f64(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += b[i] * b[i];
+        if (isnan(a[i])) return INFINITY;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+double arb_test_max_abs(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(d)) return INFINITY;
+        if (d > m) m = d;
+    }
+    return m;
+}
