@@ -16,7 +16,5 @@
 #define ARBITOR_H
 #include "arbitor/core.h"
 #include "arbitor/ternary.h"
-#if __has_include("arbitor/safetensors.h")
 #include "arbitor/safetensors.h"
-#endif
 #endif
