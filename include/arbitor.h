@@ -4,6 +4,7 @@
  *   arbitor/core.h         status, log, tensors, RNG, threads, CPU tiers
  *   arbitor/safetensors.h  validated safetensors reader and atomic writer
  *   arbitor/ternary.h      packed ternary tensors, integer training state, ternary ops, audit
+ *   arbitor/model.h        ARBModel: config, forward, backward + update, enumeration, audit
  *
  *   #include <arbitor.h>
  *   arb_safetensors *st;
@@ -17,4 +18,5 @@
 #include "arbitor/core.h"
 #include "arbitor/ternary.h"
 #include "arbitor/safetensors.h"
+#include "arbitor/model.h"
 #endif
