@@ -80,6 +80,39 @@ size_t arb_ternary_state_bytes(const arb_ternary *w);
 /* Bytes of derived float buffers (scale). */
 size_t arb_ternary_buffer_bytes(const arb_ternary *w);
 
+/* Limits checked by arb_ternary_init: 1 ≤ rows, cols ≤ ARB_TERNARY_MAX_DIM; 0 ≤ id < ARB_TERNARY_MAX_ID
+ * (the id is packed into RNG stream numbers, see arb_update_key). */
+#define ARB_TERNARY_MAX_DIM ((int64_t)1 << 30)
+#define ARB_TERNARY_MAX_ID (1 << 20)
+
+/* The row scale exactly as arb_ternary_refresh derives it (every backend must match bit for bit):
+ *   exp_mult(e) = ldexpf(Q[e & 3], e >> 2), Q[j] = 2^(j/4) rounded to float (1, 1.18920712f,
+ *                 1.41421356f, 1.68179283f)  — a table, not exp2f, which is not correctly rounded;
+ *   base: LINEAR 1.0f / sqrtf((float)max(nnz,1)); EMBED sqrtf((float)cols / (float)max(nnz,1)); GAIN 1;
+ *   scale = base * exp_mult(E)   (one float multiply, no fused multiply-add). */
+float arb_ternary_exp_mult(int e);
+float arb_ternary_row_scale(arb_ternary_kind kind, int64_t cols, int32_t nnz, int e);
+/* Nonzero trits of row r, read from the packed tiles (host). */
+int32_t arb_ternary_row_nnz(const arb_ternary *w, int64_t r);
+
+/* ---- RNG streams of training -------------------------------------------------------------
+ * Initialization draws from arb_rng_key_make(seed, id) at index r*cols + c. Step `step` of
+ * tensor `id` draws for `purpose` from arb_update_key(seed, step, id, purpose):
+ *   stream = (step + 1) << 24 | id << 4 | purpose   (never equal to an init stream, id < 2^20).
+ * Element indices are logical and wrap modulo 2^32. */
+typedef enum arb_rng_purpose {
+    ARB_RNG_GRAD = 0,     /* stochastic rounding of the gradient signal feeding the weight gradient */
+    ARB_RNG_PRESSURE = 1, /* stochastic rounding of the pressure q */
+    ARB_RNG_EXP = 2,      /* stochastic rounding of the E evidence */
+    ARB_RNG_DX = 3,       /* dy quantization in backward_x (callers pass this key) */
+    ARB_RNG_USER = 8      /* 8..15: free for the training loop (dropout, sampling) */
+} arb_rng_purpose;
+
+static inline arb_rng_key arb_update_key(uint64_t seed, uint64_t step, int32_t id, int purpose) {
+    uint64_t stream = ((step + 1) << 24) | ((uint64_t)(uint32_t)id << 4) | (uint64_t)(purpose & 15);
+    return arb_rng_key_make(seed, stream);
+}
+
 /* ---- the update rule's scalar core, shared verbatim by every backend ----------------------
  * One weight's step, given integer pressure q (already stochastically rounded, |q| ≤ 127):
  *   A ← sat8(A − trunc(A / 2^k) − q)              leaky accumulate, AGAINST the gradient

@@ -1,0 +1,292 @@
+/* Packed ternary tensors: storage, initialization, element access, derived scales, int8
+ * activation quantization and the model audit.
+ *
+ * Why here and not in src/cpu: everything in this file is layout bookkeeping that every
+ * backend shares; the hot kernels (matmul, fused update) live in src/cpu and src/cuda. The
+ * row scale is computed from a 4-entry table instead of exp2f so that the CPU and CUDA builds
+ * derive the very same float (exp2f is not correctly rounded on either). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arbitor/ternary.h"
+#include "ternary/update_internal.h"
+
+/* CUDA storage hooks, defined by src/cuda when it supports ternary tensors on the device.
+ * Weak references: NULL in builds (or stages of the project) without them. */
+arb_status arb_cuda_ternary_alloc(arb_ternary *w) __attribute__((weak));
+void arb_cuda_ternary_release(arb_ternary *w) __attribute__((weak));
+
+/* 2^(j/4) for j = 0..3, rounded to float once (the same constants are used on CUDA). */
+static const float k_quarter_octave[4] = {1.0f, 1.18920711500272106672f, 1.41421356237309504880f,
+                                          1.68179283050742908606f};
+
+float arb_ternary_exp_mult(int e) {
+    int q = e >> 2; /* floor(e / 4): arithmetic shift */
+    return ldexpf(k_quarter_octave[e & 3], q);
+}
+
+float arb_ternary_row_scale(arb_ternary_kind kind, int64_t cols, int32_t nnz, int e) {
+    float n = (float)(nnz > 0 ? nnz : 1);
+    float base;
+    switch (kind) {
+    case ARB_TERNARY_EMBED: base = sqrtf((float)cols / n); break;
+    case ARB_TERNARY_GAIN: base = 1.0f; break;
+    default: base = 1.0f / sqrtf(n); break;
+    }
+    return base * arb_ternary_exp_mult(e);
+}
+
+static void ternary_zero(arb_ternary *w) { memset(w, 0, sizeof *w); }
+
+arb_status arb_ternary_init(arb_ternary *w, int64_t rows, int64_t cols, arb_ternary_kind kind, int32_t id,
+                            arb_device dev) {
+    if (!w) return arb_error(ARB_ERR_INVALID_ARG, "ternary tensor is NULL");
+    ternary_zero(w);
+    if (rows <= 0 || cols <= 0 || rows > ARB_TERNARY_MAX_DIM || cols > ARB_TERNARY_MAX_DIM)
+        return arb_error(ARB_ERR_SHAPE, "ternary tensor shape (%lld, %lld) must be within 1..%lld",
+                         (long long)rows, (long long)cols, (long long)ARB_TERNARY_MAX_DIM);
+    if (kind != ARB_TERNARY_LINEAR && kind != ARB_TERNARY_EMBED && kind != ARB_TERNARY_GAIN)
+        return arb_error(ARB_ERR_INVALID_ARG, "unknown ternary kind %d", (int)kind);
+    if (id < 0 || id >= ARB_TERNARY_MAX_ID)
+        return arb_error(ARB_ERR_INVALID_ARG, "ternary tensor id %d is outside 0..%d", (int)id,
+                         ARB_TERNARY_MAX_ID - 1);
+    w->rows = rows;
+    w->cols = cols;
+    w->rows_pad = arb_round_up16(rows);
+    w->cols_pad = arb_round_up16(cols);
+    w->kind = kind;
+    w->id = id;
+    w->device = dev;
+    size_t tbytes, abytes;
+    if (!arb_mul_size((size_t)w->rows_pad, (size_t)w->cols_pad / 4, &tbytes) ||
+        !arb_mul_size((size_t)rows, (size_t)cols, &abytes) || abytes > (size_t)INT64_MAX / 2)
+        return arb_error(ARB_ERR_OVERFLOW, "ternary tensor (%lld, %lld) is too large", (long long)rows,
+                         (long long)cols);
+    if (dev.kind == ARB_DEVICE_CUDA) {
+        if (!arb_cuda_ternary_alloc)
+            return arb_error(ARB_ERR_UNSUPPORTED,
+                             "ternary tensor (%lld, %lld) on cuda:%d: this build has no CUDA ternary storage",
+                             (long long)rows, (long long)cols, dev.index);
+        arb_status s = arb_cuda_ternary_alloc(w);
+        if (s != ARB_OK) ternary_zero(w);
+        return s;
+    }
+    if (dev.kind != ARB_DEVICE_CPU) return arb_error(ARB_ERR_INVALID_ARG, "unknown device kind %d", (int)dev.kind);
+    w->trits = arb_alloc(tbytes);
+    w->accum = arb_calloc(abytes);
+    w->exp = arb_calloc((size_t)rows);
+    w->exp_evidence = arb_calloc((size_t)rows);
+    w->scale = arb_alloc((size_t)rows * sizeof(float));
+    w->nnz = arb_calloc((size_t)rows * sizeof(int32_t));
+    if (!w->trits || !w->accum || !w->exp || !w->exp_evidence || !w->scale || !w->nnz) {
+        arb_ternary_free(w);
+        return arb_error(ARB_ERR_OOM, "cannot allocate ternary tensor (%lld, %lld): %zu + %zu bytes",
+                         (long long)rows, (long long)cols, tbytes, abytes);
+    }
+    memset(w->trits, 0x55, tbytes); /* code 1 everywhere: trit 0, padding included */
+    return arb_ternary_refresh(w);
+}
+
+void arb_ternary_free(arb_ternary *w) {
+    if (!w) return;
+    if (w->device.kind == ARB_DEVICE_CUDA) {
+        if (arb_cuda_ternary_release) arb_cuda_ternary_release(w);
+    } else {
+        arb_free(w->trits);
+        arb_free(w->accum);
+        arb_free(w->exp);
+        arb_free(w->exp_evidence);
+        arb_free(w->scale);
+        arb_free(w->nnz);
+    }
+    ternary_zero(w);
+}
+
+static arb_status require_host(const arb_ternary *w, const char *what) {
+    if (!w || !w->trits) return arb_error(ARB_ERR_INVALID_ARG, "%s: ternary tensor is NULL or not initialized", what);
+    if (w->device.kind != ARB_DEVICE_CPU)
+        return arb_error(ARB_ERR_UNSUPPORTED, "%s: ternary tensor (%lld, %lld) is on cuda:%d; this op is host-only",
+                         what, (long long)w->rows, (long long)w->cols, w->device.index);
+    return ARB_OK;
+}
+
+arb_status arb_ternary_randomize(arb_ternary *w, uint64_t seed) {
+    ARB_TRY(require_host(w, "arb_ternary_randomize"));
+    arb_rng_key key = arb_rng_key_make(seed, (uint64_t)w->id);
+    size_t tbytes = (size_t)w->rows_pad * (size_t)w->cols_pad / 4;
+    memset(w->trits, 0x55, tbytes);
+    for (int64_t r = 0; r < w->rows; r++) {
+        for (int64_t c = 0; c < w->cols; c++) {
+            int t = 1;
+            if (w->kind != ARB_TERNARY_GAIN) {
+                uint32_t u = arb_rand_u32(key, (uint32_t)(r * w->cols + c));
+                t = (int)(((uint64_t)u * 3u) >> 32) - 1; /* multiply-shift: {0,1,2} - 1 */
+            }
+            arb_ternary_set(w, r, c, t);
+        }
+    }
+    memset(w->accum, 0, (size_t)w->rows * (size_t)w->cols);
+    memset(w->exp, 0, (size_t)w->rows);
+    memset(w->exp_evidence, 0, (size_t)w->rows);
+    return arb_ternary_refresh(w);
+}
+
+int32_t arb_ternary_row_nnz(const arb_ternary *w, int64_t r) {
+    const uint8_t *row = w->trits + (size_t)(r >> 4) * (size_t)(w->cols_pad >> 4) * ARB_TILE_BYTES + 4 * (r & 15);
+    int32_t n = 0;
+    for (int64_t kb = 0; kb < (w->cols_pad >> 4); kb++) {
+        uint32_t word;
+        memcpy(&word, row + kb * ARB_TILE_BYTES, 4);
+        uint32_t x = word ^ 0x55555555u;     /* field 0 ⇔ code 1 ⇔ trit 0 */
+        n += __builtin_popcount((x | (x >> 1)) & 0x55555555u);
+    }
+    return n;
+}
+
+arb_status arb_ternary_refresh(arb_ternary *w) {
+    ARB_TRY(require_host(w, "arb_ternary_refresh"));
+    for (int64_t r = 0; r < w->rows; r++) {
+        int e = w->exp[r];
+        if (e < ARB_EXP_MIN || e > ARB_EXP_MAX)
+            return arb_error(ARB_ERR_INVALID_ARG, "ternary tensor %d row %lld: exponent %d outside [%d, %d]",
+                             (int)w->id, (long long)r, e, ARB_EXP_MIN, ARB_EXP_MAX);
+        w->nnz[r] = arb_ternary_row_nnz(w, r);
+        w->scale[r] = arb_ternary_row_scale(w->kind, w->cols, w->nnz[r], e);
+    }
+    return ARB_OK;
+}
+
+int arb_ternary_get(const arb_ternary *w, int64_t r, int64_t c) {
+    const uint8_t *tile = w->trits + ((size_t)(r >> 4) * (size_t)(w->cols_pad >> 4) + (size_t)(c >> 4)) * ARB_TILE_BYTES;
+    int j = (int)(4 * (r & 15) + (c & 3)), g = (int)((c & 15) >> 2);
+    return ((tile[j] >> (2 * g)) & 3) - 1;
+}
+
+void arb_ternary_set(arb_ternary *w, int64_t r, int64_t c, int trit) {
+    uint8_t *tile = w->trits + ((size_t)(r >> 4) * (size_t)(w->cols_pad >> 4) + (size_t)(c >> 4)) * ARB_TILE_BYTES;
+    int j = (int)(4 * (r & 15) + (c & 3)), g = (int)((c & 15) >> 2);
+    int code = trit < 0 ? 0 : (trit > 0 ? 2 : 1);
+    tile[j] = (uint8_t)((tile[j] & ~(3u << (2 * g))) | ((unsigned)code << (2 * g)));
+}
+
+size_t arb_ternary_state_bytes(const arb_ternary *w) {
+    if (!w || w->rows <= 0) return 0;
+    return (size_t)w->rows_pad * (size_t)w->cols_pad / 4 + (size_t)w->rows * (size_t)w->cols + 2 * (size_t)w->rows;
+}
+
+size_t arb_ternary_buffer_bytes(const arb_ternary *w) {
+    if (!w || w->rows <= 0) return 0;
+    return (size_t)w->rows * sizeof(float);
+}
+
+arb_update_params arb_update_params_default(void) {
+    /* Run `b` of the reference (../shared/reference/README.md): eta 6, T 64, k 5, eta_e 1, R 32.
+     * eta keeps the reference's RMS meaning: the mean-|G| normalizer is scaled by sqrt(pi/2)
+     * (see docs/TERNARY.md). */
+    arb_update_params p;
+    memset(&p, 0, sizeof p);
+    p.eta = 6.0f;
+    p.threshold = 64;
+    p.leak_shift = 5;
+    p.eta_exp = 1.0f;
+    p.exp_threshold = 32;
+    p.update_exp = true;
+    p.seed = 0;
+    p.step = 0;
+    return p;
+}
+
+/* ---- activation quantization -------------------------------------------------------------- */
+
+/* Round to nearest, ties to even, for |v| < 2^22 (the default FP environment): adding and
+ * subtracting 1.5·2^23 leaves the integer part. Vectorizes without SSE4.1, unlike rintf. */
+static inline float round_even(float v) {
+    const float magic = 12582912.0f;
+    return (v + magic) - magic; /* exact in ISO C mode: no -ffast-math anywhere in this build */
+}
+
+arb_status arb_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q, float *scale) {
+    if (rows < 0 || cols < 0 || ld < cols)
+        return arb_error(ARB_ERR_SHAPE, "arb_quantize_rows: rows %lld, cols %lld, ld %lld", (long long)rows,
+                         (long long)cols, (long long)ld);
+    if (rows > 0 && (!x || !q || !scale)) return arb_error(ARB_ERR_INVALID_ARG, "arb_quantize_rows: NULL buffer");
+#pragma omp parallel for schedule(static) if (rows * cols > 32768)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        int8_t *qr = q + r * ld;
+        float amax = 0.0f;
+        int nan = 0;
+        for (int64_t c = 0; c < cols; c++) {
+            float a = fabsf(xr[c]);
+            amax = a > amax ? a : amax;
+            nan |= a != a;
+        }
+        if (amax == 0.0f || nan || !isfinite(amax)) {
+            scale[r] = (amax == 0.0f && !nan) ? 0.0f : -1.0f; /* -1 marks a bad row, reported below */
+            memset(qr, 0, (size_t)ld);
+            continue;
+        }
+        float inv = 127.0f / amax;
+        scale[r] = amax / 127.0f;
+        for (int64_t c = 0; c < cols; c++) {
+            float v = round_even(xr[c] * inv);
+            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            qr[c] = (int8_t)v;
+        }
+        if (ld > cols) memset(qr + cols, 0, (size_t)(ld - cols));
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        if (scale[r] < 0.0f) {
+            for (int64_t k = r; k < rows; k++)
+                if (scale[k] < 0.0f) scale[k] = 0.0f;
+            return arb_error(ARB_ERR_INVALID_ARG, "arb_quantize_rows: row %lld has a NaN or infinite value",
+                             (long long)r);
+        }
+    }
+    return ARB_OK;
+}
+
+/* ---- audit -------------------------------------------------------------------------------- */
+
+void arb_audit_add_ternary(arb_audit *a, const arb_ternary *w) {
+    if (!a || !w) return;
+    a->ternary_weights += w->rows * w->cols;
+    a->ternary_state_bytes += (double)arb_ternary_state_bytes(w);
+    a->float_buffer_tensors += 1;
+    a->float_buffer_bytes += (double)arb_ternary_buffer_bytes(w);
+}
+
+/* 42669632 → "42,669,632" */
+static void format_thousands(int64_t v, char *out, size_t cap) {
+    char digits[32];
+    int n = snprintf(digits, sizeof digits, "%lld", (long long)(v < 0 ? -v : v));
+    size_t o = 0;
+    if (v < 0 && o + 1 < cap) out[o++] = '-';
+    for (int i = 0; i < n && o + 1 < cap; i++) {
+        out[o++] = digits[i];
+        int left = n - 1 - i;
+        if (left > 0 && left % 3 == 0 && o + 1 < cap) out[o++] = ',';
+    }
+    if (cap) out[o < cap ? o : cap - 1] = '\0';
+}
+
+const char *arb_audit_format(const arb_audit *a, char *buf, size_t cap) {
+    if (!buf || cap == 0) return buf;
+    const double mib = 1024.0 * 1024.0; /* the seed printed MiB and called it MB */
+    char weights[40];
+    format_thousands(a ? a->ternary_weights : 0, weights, sizeof weights);
+    arb_audit z;
+    memset(&z, 0, sizeof z);
+    if (!a) a = &z;
+    snprintf(buf, cap,
+             "logical ternary weights: %s\n"
+             "ternary training state: %.2f MB\n"
+             "trainable float params: %lld tensors, %.2f MB\n"
+             "frozen float params: %lld tensors, %.2f MB\n"
+             "float buffers: %lld tensors, %.2f MB\n",
+             weights, a->ternary_state_bytes / mib, (long long)a->trainable_float_tensors,
+             a->trainable_float_bytes / mib, (long long)a->frozen_float_tensors, a->frozen_float_bytes / mib,
+             (long long)a->float_buffer_tensors, a->float_buffer_bytes / mib);
+    return buf;
+}
