@@ -220,3 +220,14 @@ done:
     arb_free(acc);
     return s;
 }
+
+arb_status arb_upd_linear_grad(const arb_ternary *w, const int8_t *xq, const float *xs, const float *dy, int64_t n,
+                               arb_rng_key key, int32_t *g, float *c) {
+    int8_t *hq = arb_alloc((size_t)(n * w->rows));
+    if (!hq) return arb_error(ARB_ERR_OOM, "arb_upd_linear_grad: %lld x %lld", (long long)n, (long long)w->rows);
+    arb_status s = arb_upd_quantize_grad(dy, xs, w->scale, n, w->rows, key, hq, c);
+    if (s == ARB_OK)
+        for (int64_t o = 0; o < w->rows; o++) grad_row_ref(hq, xq, n, w->rows, w->cols, w->cols_pad, o, g + o * w->cols);
+    arb_free(hq);
+    return s;
+}

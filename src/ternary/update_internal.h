@@ -108,6 +108,21 @@ arb_status arb_ternary_linear_backward_update_ref(arb_ternary *w, const int8_t *
                                                   int64_t n, const arb_update_params *p, arb_update_state *st,
                                                   arb_update_stats *stats);
 
+/* The integer gradients the three ops feed to the pressure, materialized (tests and reference
+ * checks only; the ops themselves stream them row by row). G_real[o,i] ≈ c[o] · g[o,i].
+ *   linear:    g (rows, cols) = Σ_n hq[n,o] xq[n,i], hq from arb_upd_quantize_grad
+ *   embedding: g (rows, cols) = Σ_{n: idx[n]=o} dq[n,i], dq = per-tensor sround(dy · 127/amax);
+ *              c[o] = (amax/127) · scale[o]
+ *   rmsnorm:   g (1, dim) = Σ_n pq[n,i], pq = per-tensor sround(((x·rstd)·dy) · 127/amax);
+ *              c[0] = (amax/127) · scale[0]
+ * key is the ARB_RNG_GRAD key of the step. */
+arb_status arb_upd_linear_grad(const arb_ternary *w, const int8_t *xq, const float *xs, const float *dy, int64_t n,
+                               arb_rng_key key, int32_t *g, float *c);
+arb_status arb_upd_embedding_grad(const arb_ternary *w, const int32_t *idx, const float *dy, int64_t n,
+                                  arb_rng_key key, int32_t *g, float *c);
+arb_status arb_upd_rmsnorm_grad(const arb_ternary *gain, const float *x, const float *rstd, const float *dy,
+                                int64_t n, arb_rng_key key, int32_t *g, float *c);
+
 #ifdef __cplusplus
 }
 #endif
