@@ -10,7 +10,10 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "testutil.h"
 
@@ -818,6 +821,107 @@ static void test_writer_atomic(void **state) {
     arb_log_set(NULL, NULL);
 }
 
+
+/* ---------------------------------------------------------------- `arbitor inspect` */
+
+/* Runs a shell command; returns its exit status and stdout/stderr in the given files. */
+static int run_cli(const char *args, const char *out, const char *err) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' inspect %s > '%s' 2> '%s'", ARB_CLI_PATH, args, out, err);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void test_cli_inspect(void **state) {
+    (void)state;
+    if (access(ARB_CLI_PATH, X_OK) != 0) {
+        printf("SKIP: %s is not built; inspect not tested\n", ARB_CLI_PATH);
+        skip();
+    }
+    char f[512], out[512], err[512], args[2048];
+    write_spec(scratch("cli.safetensors", f, sizeof f), false);
+    scratch("cli.out", out, sizeof out);
+    scratch("cli.err", err, sizeof err);
+    size_t n;
+
+    /* Table: every tensor and metadata key is listed, and a totals line. */
+    snprintf(args, sizeof args, "'%s'", f);
+    assert_int_equal(run_cli(args, out, err), 0);
+    char *text = (char *)read_all(out, &n);
+    text = realloc(text, n + 1);
+    text[n] = 0;
+    for (size_t k = 0; k < NSPEC; k++) assert_non_null(strstr(text, g_spec[k].name));
+    assert_non_null(strstr(text, "[2,3,4]"));
+    assert_non_null(strstr(text, "config = "));
+    assert_non_null(strstr(text, "total: 9 tensors"));
+    free(text);
+
+    /* --json agrees with the reader on every field. */
+    snprintf(args, sizeof args, "'%s' --json", f);
+    assert_int_equal(run_cli(args, out, err), 0);
+    text = (char *)read_all(out, &n);
+    cJSON *root = cJSON_ParseWithLength(text, n);
+    free(text);
+    assert_non_null(root);
+    arb_safetensors *st;
+    ARB_ASSERT_OK(arb_safetensors_open(&st, f));
+    const cJSON *tens = cJSON_GetObjectItem(root, "tensors");
+    assert_int_equal(cJSON_GetArraySize(tens), arb_safetensors_count(st));
+    size_t i = 0, total = 0;
+    for (const cJSON *e = tens->child; e; e = e->next, i++) {
+        const arb_st_tensor *t = arb_safetensors_at(st, i);
+        assert_string_equal(cJSON_GetObjectItem(e, "name")->valuestring, t->name);
+        assert_string_equal(cJSON_GetObjectItem(e, "dtype")->valuestring, t->dtype_name);
+        assert_int_equal((size_t)cJSON_GetObjectItem(e, "bytes")->valuedouble, t->nbytes);
+        assert_int_equal((uint64_t)cJSON_GetObjectItem(e, "offset")->valuedouble, t->offset);
+        const cJSON *shp = cJSON_GetObjectItem(e, "shape");
+        assert_int_equal(cJSON_GetArraySize(shp), t->ndim);
+        for (int d = 0; d < t->ndim; d++)
+            assert_int_equal((int64_t)cJSON_GetArrayItem(shp, d)->valuedouble, t->shape[d]);
+        total += t->nbytes;
+    }
+    assert_int_equal((size_t)cJSON_GetObjectItem(cJSON_GetObjectItem(root, "total"), "bytes")->valuedouble, total);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "metadata"), "config")->valuestring,
+                        arb_safetensors_metadata(st, "config"));
+    cJSON_Delete(root);
+    arb_safetensors_close(st);
+
+    /* --metadata KEY prints the value unmodified. */
+    snprintf(args, sizeof args, "'%s' --metadata unicode", f);
+    assert_int_equal(run_cli(args, out, err), 0);
+    text = (char *)read_all(out, &n);
+    assert_int_equal(n, strlen(g_meta[2][1]) + 1);
+    assert_memory_equal(text, g_meta[2][1], n - 1);
+    free(text);
+
+    /* Errors: non-zero exit, nothing on stdout, one "arbitor: error:" line naming the cause. */
+    size_t len;
+    uint8_t *bad = mk("{\"x\":{" T3 ",\"data_offsets\":[0,10]}}", 10, &len);
+    char badf[512];
+    write_file(scratch("cli-bad.safetensors", badf, sizeof badf), bad, len);
+    free(bad);
+    struct {
+        const char *args, *msg;
+    } errs[4] = {{"", "no FILE"}, {"--frobnicate x", "unknown option"}, {NULL, "No such file"}, {NULL, "needs 12"}};
+    char a2[1024], a3[1024];
+    snprintf(a2, sizeof a2, "'%s/missing.safetensors'", g_dir);
+    snprintf(a3, sizeof a3, "'%s'", badf);
+    errs[2].args = a2;
+    errs[3].args = a3;
+    for (int k = 0; k < 4; k++) {
+        assert_int_not_equal(run_cli(errs[k].args, out, err), 0);
+        char *e = (char *)read_all(err, &n);
+        e = realloc(e, n + 1);
+        e[n] = 0;
+        if (strncmp(e, "arbitor: error: ", 16) || !strstr(e, errs[k].msg) || strchr(e, '\n') != e + n - 1)
+            fail_msg("inspect %s: stderr was '%s'", errs[k].args, e);
+        free(e);
+        free(read_all(out, &n));
+        assert_int_equal(n, 0);
+    }
+    assert_int_equal(run_cli("--help", out, err), 0);
+}
+
 static int setup(void **state) {
     (void)state;
     snprintf(g_dir, sizeof g_dir, "/tmp/arb_st_test_XXXXXX");
@@ -837,6 +941,7 @@ int main(void) {
         cmocka_unit_test(test_python_interop),        cmocka_unit_test(test_shared_fixtures),
         cmocka_unit_test(test_corrupt_files),         cmocka_unit_test(test_foreign_dtypes),
         cmocka_unit_test(test_missing_and_odd_paths), cmocka_unit_test(test_writer_atomic),
+        cmocka_unit_test(test_cli_inspect),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -336,7 +336,7 @@ static arb_status parse(arb_safetensors *st) {
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | st->base[i];
     if (hl > ARB_ST_MAX_HEADER)
-        return arb_error(ARB_ERR_FORMAT, "%s: header length %llu exceeds the format's limit of %llu bytes", src,
+        return arb_error(ARB_ERR_FORMAT, "%s: header length %llu exceeds the format's limit of %llu bytes (not a safetensors file?)", src,
                          (unsigned long long)hl, (unsigned long long)ARB_ST_MAX_HEADER);
     if (hl > st->len - 8)
         return arb_error(ARB_ERR_FORMAT, "%s: header length %llu runs past the end of the %zu-byte file (truncated?)",
