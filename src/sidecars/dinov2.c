@@ -1,0 +1,229 @@
+/* DINOv2 (transformers Dinov2Model) forward pass: patch conv, CLS + bicubic-interpolated position
+ * embeddings, pre-norm ViT layers with LayerScale, final LayerNorm.
+ *
+ * Why the interpolation is spelled out: the standard 224 crop gives a 16×16 grid from the 37×37
+ * pretrained one, so every real call resizes the position table. It must be PyTorch's bicubic
+ * (A = -0.75, align_corners=False, size=(h,w), border taps clamped, fp32), as transformers 5.x calls it. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sidecars/sc_internal.h"
+
+typedef struct dino_layer {
+    float *n1w, *n1b, *n2w, *n2b; /* [D] */
+    float *ls1, *ls2;             /* [D] LayerScale λ */
+    sc_lin q, k, v, o;            /* [D,D] */
+    sc_lin fc1, fc2;              /* [F,D], [D,F] */
+} dino_layer;
+
+struct sc_dinov2 {
+    int D, L, H, F, P, grid; /* width, layers, heads, MLP width, patch, pretrained grid side */
+    float eps;
+    sc_lin patch;            /* [D, 3·P·P] in (c, ky, kx) order */
+    float *cls;              /* [D] */
+    float *pos;              /* [1+grid², D] */
+    dino_layer *layers;
+    float *lnw, *lnb;        /* [D] */
+};
+
+void sc_dinov2_free(sc_dinov2 *d) {
+    if (!d) return;
+    sc_lin_free(&d->patch);
+    arb_free(d->cls);
+    arb_free(d->pos);
+    if (d->layers)
+        for (int i = 0; i < d->L; i++) {
+            dino_layer *l = &d->layers[i];
+            arb_free(l->n1w), arb_free(l->n1b), arb_free(l->n2w), arb_free(l->n2b), arb_free(l->ls1), arb_free(l->ls2);
+            sc_lin_free(&l->q), sc_lin_free(&l->k), sc_lin_free(&l->v), sc_lin_free(&l->o);
+            sc_lin_free(&l->fc1), sc_lin_free(&l->fc2);
+        }
+    free(d->layers);
+    arb_free(d->lnw);
+    arb_free(d->lnb);
+    free(d);
+}
+
+arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
+    int D, L, H, P, img, mlp_ratio, ch;
+    double eps;
+    ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
+    ARB_TRY(sc_cfg_int(cfg, "num_hidden_layers", 1, 1024, 0, true, &L));
+    ARB_TRY(sc_cfg_int(cfg, "num_attention_heads", 1, 4096, 0, true, &H));
+    ARB_TRY(sc_cfg_int(cfg, "patch_size", 1, 1024, 14, false, &P));
+    ARB_TRY(sc_cfg_int(cfg, "image_size", 1, 65536, 518, false, &img));
+    ARB_TRY(sc_cfg_int(cfg, "mlp_ratio", 1, 64, 4, false, &mlp_ratio));
+    ARB_TRY(sc_cfg_int(cfg, "num_channels", 3, 3, 3, false, &ch));
+    ARB_TRY(sc_cfg_num(cfg, "layer_norm_eps", 1e-6, false, &eps));
+    if (D % H) return arb_error(ARB_ERR_FORMAT, "config.json: hidden_size %d is not a multiple of num_attention_heads %d", D, H);
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(cfg, "use_swiglu_ffn");
+    if (cJSON_IsTrue(sw)) return arb_error(ARB_ERR_UNSUPPORTED, "config.json: use_swiglu_ffn (DINOv2-giant) is not supported");
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "gelu")))
+        return arb_error(ARB_ERR_UNSUPPORTED, "config.json: hidden_act must be \"gelu\"");
+    const cJSON *qb = cJSON_GetObjectItemCaseSensitive(cfg, "qkv_bias");
+    bool qkv_bias = !qb || cJSON_IsTrue(qb);
+    sc_dinov2 *d = (sc_dinov2 *)calloc(1, sizeof *d);
+    if (!d) return arb_error(ARB_ERR_OOM, "dinov2: out of memory");
+    m->dino = d;
+    d->D = D, d->L = L, d->H = H, d->F = D * mlp_ratio, d->P = P, d->grid = img / P, d->eps = (float)eps;
+    arb_sidecar_info *info = &m->info;
+    info->hidden = D, info->layers = L, info->heads = H;
+    sc_mode mode = m->mode;
+    int64_t npos = (int64_t)d->grid * d->grid + 1;
+    ARB_TRY(sc_conv2d_load(&d->patch, c, "embeddings.patch_embeddings.projection", D, 3, P, P, true, true, mode, info));
+    ARB_TRY(sc_vec_load(&d->cls, c, "embeddings.cls_token", 3, (int64_t[]){1, 1, D}, info));
+    ARB_TRY(sc_vec_load(&d->pos, c, "embeddings.position_embeddings", 3, (int64_t[]){1, npos, D}, info));
+    if (sc_ckpt_has(c, "embeddings.mask_token")) { /* used only for masked pretraining: frozen, unused */
+        float *mt;
+        ARB_TRY(sc_vec_load(&mt, c, "embeddings.mask_token", 2, (int64_t[]){1, D}, info));
+        arb_free(mt);
+    }
+    d->layers = (dino_layer *)calloc((size_t)L, sizeof(dino_layer));
+    if (!d->layers) return arb_error(ARB_ERR_OOM, "dinov2: out of memory");
+    int64_t vD[1] = {D};
+    for (int i = 0; i < L; i++) {
+        dino_layer *l = &d->layers[i];
+        char n[256];
+#define V(field, suffix)                                                \
+    snprintf(n, sizeof n, "encoder.layer.%d.%s", i, suffix);            \
+    ARB_TRY(sc_vec_load(&l->field, c, n, 1, vD, info));
+#define LIN(field, suffix, no, ni, bias)                                \
+    snprintf(n, sizeof n, "encoder.layer.%d.%s", i, suffix);            \
+    ARB_TRY(sc_lin_load(&l->field, c, n, no, ni, bias, mode, info));
+        V(n1w, "norm1.weight") V(n1b, "norm1.bias") V(n2w, "norm2.weight") V(n2b, "norm2.bias")
+        V(ls1, "layer_scale1.lambda1") V(ls2, "layer_scale2.lambda1")
+        LIN(q, "attention.attention.query", D, D, qkv_bias) LIN(k, "attention.attention.key", D, D, qkv_bias)
+        LIN(v, "attention.attention.value", D, D, qkv_bias) LIN(o, "attention.output.dense", D, D, true)
+        LIN(fc1, "mlp.fc1", d->F, D, true) LIN(fc2, "mlp.fc2", D, d->F, true)
+#undef V
+#undef LIN
+    }
+    ARB_TRY(sc_vec_load(&d->lnw, c, "layernorm.weight", 1, vD, info));
+    ARB_TRY(sc_vec_load(&d->lnb, c, "layernorm.bias", 1, vD, info));
+    return ARB_OK;
+}
+
+/* PyTorch upsample_bicubic2d (align_corners=False, size given): cubic convolution with A = -0.75. */
+static void cubic_coeffs(float t, float w[4]) {
+    const float A = -0.75f;
+    float x1 = t + 1.f, x2 = 1.f - t, x3 = 2.f - t;
+    w[0] = ((A * x1 - 5.f * A) * x1 + 8.f * A) * x1 - 4.f * A;
+    w[1] = ((A + 2.f) * t - (A + 3.f)) * t * t + 1.f;
+    w[2] = ((A + 2.f) * x2 - (A + 3.f)) * x2 * x2 + 1.f;
+    w[3] = ((A * x3 - 5.f * A) * x3 + 8.f * A) * x3 - 4.f * A;
+}
+
+/* src: [gs, gs, D] grid → dst: [h, w, D]. */
+static void bicubic_grid(const float *src, int gs, int D, float *dst, int h, int w) {
+    float sy = (float)gs / (float)h, sx = (float)gs / (float)w;
+    for (int oy = 0; oy < h; oy++) {
+        float ry = sy * ((float)oy + 0.5f) - 0.5f;
+        int iy = (int)floorf(ry);
+        float wy[4];
+        cubic_coeffs(ry - (float)iy, wy);
+        for (int ox = 0; ox < w; ox++) {
+            float rx = sx * ((float)ox + 0.5f) - 0.5f;
+            int ix = (int)floorf(rx);
+            float wx[4];
+            cubic_coeffs(rx - (float)ix, wx);
+            float *o = dst + ((size_t)oy * w + ox) * D;
+            for (int c = 0; c < D; c++) o[c] = 0.f;
+            for (int a = 0; a < 4; a++) {
+                int yy = iy - 1 + a;
+                yy = yy < 0 ? 0 : (yy >= gs ? gs - 1 : yy);
+                for (int b = 0; b < 4; b++) {
+                    int xx = ix - 1 + b;
+                    xx = xx < 0 ? 0 : (xx >= gs ? gs - 1 : xx);
+                    const float *s = src + ((size_t)yy * gs + xx) * D;
+                    float wgt = wy[a] * wx[b];
+                    for (int c = 0; c < D; c++) o[c] += wgt * s[c];
+                }
+            }
+        }
+    }
+}
+
+arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *out, arb_tensor *pool) {
+    if (!m || !px || !out) return arb_error(ARB_ERR_INVALID_ARG, "arb_dinov2_forward: NULL argument");
+    if (m->kind != ARB_SIDECAR_DINOV2 || !m->dino) return arb_error(ARB_ERR_INVALID_ARG, "arb_dinov2_forward: not a DINOv2 model");
+    sc_dinov2 *d = m->dino;
+    if (px->dtype != ARB_F32 || px->ndim != 4 || px->shape[1] != 3 || px->device.kind != ARB_DEVICE_CPU)
+        return arb_error(ARB_ERR_SHAPE, "dinov2: pixel_values must be f32 [B,3,H,W] on the CPU");
+    int64_t B = px->shape[0], Hi = px->shape[2], Wi = px->shape[3];
+    if (B < 1 || B > 4096 || Hi < d->P || Wi < d->P || Hi > 8192 || Wi > 8192)
+        return arb_error(ARB_ERR_SHAPE, "dinov2: pixel_values [%lld,3,%lld,%lld] out of range (need H,W in [%d, 8192])",
+                         (long long)B, (long long)Hi, (long long)Wi, d->P);
+    int P = d->P, D = d->D, gh = (int)Hi / P, gw = (int)Wi / P, hw = gh * gw, T = hw + 1, K = 3 * P * P;
+    size_t rows = (size_t)B * T;
+    float *x = sc_falloc(rows, (size_t)D, 1), *hb = sc_falloc(rows, (size_t)D, 1);
+    float *q = sc_falloc(rows, (size_t)D, 1), *kk = sc_falloc(rows, (size_t)D, 1), *v = sc_falloc(rows, (size_t)D, 1);
+    float *a = sc_falloc(rows, (size_t)D, 1), *f = sc_falloc(rows, (size_t)d->F, 1);
+    float *col = sc_falloc((size_t)hw, (size_t)K, 1), *pos = sc_falloc((size_t)hw, (size_t)D, 1);
+    arb_status st = ARB_OK;
+    if (!x || !hb || !q || !kk || !v || !a || !f || !col || !pos) {
+        st = arb_error(ARB_ERR_OOM, "dinov2: out of memory for %lld×%d tokens", (long long)B, T);
+        goto done;
+    }
+    /* position table for this grid */
+    if (hw == d->grid * d->grid && Hi == Wi) memcpy(pos, d->pos + D, (size_t)hw * D * sizeof(float));
+    else bicubic_grid(d->pos + D, d->grid, D, pos, gh, gw);
+    const float *pix = (const float *)px->data;
+    for (int64_t b = 0; b < B; b++) {
+        const float *img = pix + (size_t)b * 3 * Hi * Wi;
+        for (int py = 0; py < gh; py++)
+            for (int pxx = 0; pxx < gw; pxx++) {
+                float *r = col + ((size_t)py * gw + pxx) * K;
+                for (int c = 0; c < 3; c++)
+                    for (int ky = 0; ky < P; ky++)
+                        memcpy(r + ((size_t)c * P + ky) * P, img + ((size_t)c * Hi + (size_t)py * P + ky) * Wi + (size_t)pxx * P,
+                               (size_t)P * sizeof(float));
+            }
+        float *xb = x + (size_t)b * T * D;
+        memcpy(xb + D, pos, (size_t)hw * D * sizeof(float));
+        sc_lin_forward(&d->patch, m->mode, hw, col, (size_t)K, xb + D, (size_t)D, SC_EPI_ACCUM);
+        for (int c = 0; c < D; c++) xb[c] = d->cls[c] + d->pos[c];
+    }
+    int dh = D / d->H;
+    float scale = 1.f / sqrtf((float)dh);
+    const sc_ops_tier *ops = sc_ops();
+    for (int li = 0; li < d->L; li++) {
+        dino_layer *l = &d->layers[li];
+        sc_layernorm(x, hb, (int)rows, D, l->n1w, l->n1b, d->eps);
+        sc_lin_forward(&l->q, m->mode, (int)rows, hb, D, q, D, 0);
+        sc_lin_forward(&l->k, m->mode, (int)rows, hb, D, kk, D, 0);
+        sc_lin_forward(&l->v, m->mode, (int)rows, hb, D, v, D, 0);
+        for (int64_t b = 0; b < B && st == ARB_OK; b++) {
+            size_t o = (size_t)b * T * D;
+            st = sc_attention(T, T, d->H, dh, q + o, D, kk + o, D, v + o, D, a + o, D, scale, false);
+        }
+        if (st) goto done;
+        sc_lin_forward(&l->o, m->mode, (int)rows, a, D, hb, D, 0);
+        for (size_t i = 0; i < rows; i++)
+            for (int c = 0; c < D; c++) x[i * D + c] += l->ls1[c] * hb[i * D + c];
+        sc_layernorm(x, hb, (int)rows, D, l->n2w, l->n2b, d->eps);
+        sc_lin_forward(&l->fc1, m->mode, (int)rows, hb, D, f, d->F, 0);
+        ops->gelu(f, rows * d->F);
+        sc_lin_forward(&l->fc2, m->mode, (int)rows, f, d->F, hb, D, 0);
+        for (size_t i = 0; i < rows; i++)
+            for (int c = 0; c < D; c++) x[i * D + c] += l->ls2[c] * hb[i * D + c];
+    }
+    st = arb_tensor_init(out, ARB_F32, 3, (int64_t[]){B, T, D}, arb_cpu());
+    if (st) goto done;
+    sc_layernorm(x, (float *)out->data, (int)rows, D, d->lnw, d->lnb, d->eps);
+    if (pool) {
+        st = arb_tensor_init(pool, ARB_F32, 2, (int64_t[]){B, D}, arb_cpu());
+        if (st) {
+            arb_tensor_free(out);
+            goto done;
+        }
+        for (int64_t b = 0; b < B; b++)
+            memcpy((float *)pool->data + b * D, (float *)out->data + (size_t)b * T * D, (size_t)D * sizeof(float));
+    }
+done:
+    arb_free(x), arb_free(hb), arb_free(q), arb_free(kk), arb_free(v), arb_free(a), arb_free(f), arb_free(col), arb_free(pos);
+    return st;
+}

@@ -1,0 +1,193 @@
+/* Private pieces shared by the sidecar encoders (src/sidecars/): layers, GEMM kernels,
+ * elementwise ops, checkpoint helpers.
+ *
+ * Why one small kernel set: DINOv2, Moonshine and the VAE are all "GEMM + a few norms". A
+ * Linear is y = x·Wᵀ + b; a Conv2d/Conv1d is the same GEMM on im2col rows (the VAE keeps
+ * activations channels-last so the GEMM output is already the next layer's input). Every GEMM
+ * has a plain scalar reference; the AVX-512 tier is tested against it. */
+#ifndef ARB_SC_INTERNAL_H
+#define ARB_SC_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arbitor/core.h"
+#include "arbitor/safetensors.h"
+#include "arbitor/sidecars.h"
+
+/* ---------------------------------------------------------------- packed weights
+ *
+ * A GEMM's B operand ("weights", N outputs × K inputs) is packed once into 16-column panels so
+ * the micro-kernels read one vector per k step:
+ *   f32:  [ceil(N/16)][K][16]
+ *   int8: [ceil(N/16)][Kp/4][16][4], Kp = K rounded up to 4 (vpdpbusd takes 4 bytes per lane).
+ * Columns past N and k past K are zero. */
+typedef struct sc_packf {
+    int n, k;
+    float *p; /* [ceil(n/16)][k][16] */
+} sc_packf;
+
+typedef struct sc_packq {
+    int n, k, kp;
+    int8_t *p;    /* [ceil(n/16)][kp/4][16][4] */
+    int32_t *qsum; /* [ceil(n/16)*16]: 128·Σ_k q[n,k] (undoes the +128 activation offset) */
+    float *scale; /* [ceil(n/16)*16]: per output channel, absmax/127 (0 past n) */
+} sc_packq;
+
+/* One Linear or Conv (as GEMM): y[m, n] = Σ_k x[m, k]·W[n, k] + b[n].
+ * fp32 mode keeps `f`; int8 modes keep `q` (quanto's q and scale) and drop the float weight. */
+typedef struct sc_lin {
+    int n, k;        /* out features, in features (Cin·kh·kw for a conv) */
+    sc_packf f;      /* fp32 weights (empty when quantized) */
+    sc_packq q;      /* int8 weights (empty when fp32) */
+    float *bias;     /* [n] or NULL */
+    bool quantized;
+} sc_lin;
+
+typedef enum sc_mode { SC_FP32 = 0, SC_INT8 = 1, SC_INT8W = 2 } sc_mode;
+
+/* ---------------------------------------------------------------- quantizer (optimum-quanto qint8) */
+
+/* q[n,k] = clamp(rint(W/s[n]), -128, 127), s[n] = absmax(W[n,:]) / 127 (a zero row gives s = 0,
+ * q = 0 instead of quanto's NaN). Division, not a reciprocal multiply, as quanto does. */
+void sc_quantize_rows(const float *w, int n, int k, int8_t *q, float *s);
+
+/* ---------------------------------------------------------------- packing + GEMMs */
+
+arb_status sc_packf_init(sc_packf *p, const float *w, int n, int k); /* w: [n][k] */
+void sc_packf_free(sc_packf *p);
+arb_status sc_packq_init(sc_packq *p, const int8_t *q, const float *s, int n, int k);
+void sc_packq_free(sc_packq *p);
+/* Packs from a [k][n] (KN) layout, e.g. V in P·V. `p->p` must hold ceil(n/16)*k*16 floats. */
+void sc_packf_from_kn(float *dst, const float *b, size_t ldb, int n, int k);
+/* Packs from a [n][k] (NK) layout, e.g. K in Q·Kᵀ. */
+void sc_packf_from_nk(float *dst, const float *b, size_t ldb, int n, int k);
+
+/* Epilogue flags */
+enum { SC_EPI_NONE = 0, SC_EPI_ACCUM = 1 /* C += result (residual add) */ };
+
+/* C[M,N] (ldc) = A[M,K] (lda) · Bᵀ + bias. Threads over row/column tiles unless already inside
+ * an OpenMP parallel region. */
+void sc_gemm_f32(int M, int N, int K, const float *A, size_t lda, const float *Bp, const float *bias, float *C,
+                 size_t ldc, int flags);
+/* int8: A is quantized per row (dynamic absmax, symmetric, +128 offset to u8), B is int8. */
+void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
+                int flags);
+/* Weights-only int8: float activations, int8 weights (quanto's numerics). */
+void sc_gemm_w8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
+                int flags);
+
+/* A layer's forward: x [M, lin->k] (lda) → y [M, lin->n] (ldc), per the mode it was built in. */
+void sc_lin_forward(const sc_lin *l, sc_mode mode, int M, const float *x, size_t lda, float *y, size_t ldc, int flags);
+
+/* Row quantization for the int8 GEMM: u8[k] = rint(x/s)+128 with s = absmax/127 (s=0 → all 128),
+ * k past K padded with 128. Returns s. */
+float sc_quant_row_u8(const float *x, int K, int Kp, uint8_t *u8);
+
+/* Tier micro-kernels (scalar reference in sc_kernels.c; AVX-512 in sc_kernels_avx512.c):
+ * compute rows [0, M) of C for column panels [nb0, nb1) (16 columns each). */
+typedef struct sc_gemm_tier {
+    void (*f32)(int M, int N, int K, const float *A, size_t lda, const float *Bp, const float *bias, float *C,
+                size_t ldc, int flags, int nb0, int nb1);
+    void (*q8)(int M, const uint8_t *Aq, const float *as, const sc_packq *B, const float *bias, float *C,
+               size_t ldc, int flags, int nb0, int nb1);
+    float (*quant_row)(const float *x, int K, int Kp, uint8_t *u8);
+} sc_gemm_tier;
+extern const sc_gemm_tier sc_tier_scalar;
+extern const sc_gemm_tier sc_tier_avx512;
+const sc_gemm_tier *sc_tier(void);
+/* A register-only vpdpbusd loop of `iters` iterations; returns the int8 ops it did. */
+double sc_vnni_peak_ops(long iters);
+
+/* ---------------------------------------------------------------- elementwise / norms */
+
+typedef struct sc_ops_tier {
+    void (*exp_inplace)(float *x, size_t n);
+    void (*gelu)(float *x, size_t n);   /* exact erf GELU */
+    void (*silu)(float *x, size_t n);
+    void (*tanh_)(float *x, size_t n);
+} sc_ops_tier;
+extern const sc_ops_tier sc_ops_scalar;
+extern const sc_ops_tier sc_ops_avx512;
+const sc_ops_tier *sc_ops(void);
+
+/* LayerNorm over the last dim D of x [M, D] into y (may alias); beta may be NULL. */
+void sc_layernorm(const float *x, float *y, int M, int D, const float *gamma, const float *beta, float eps);
+/* GroupNorm on channels-last x [P, C] (P positions) with G groups; optional SiLU after. */
+void sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const float *gamma, const float *beta,
+                       float eps, bool silu);
+/* Softmax of each row of s [M, N] in place (max-subtracted). */
+void sc_softmax_rows(float *s, int M, int N, size_t lds);
+
+/* Multi-head attention. q [Tq, H·dh] (ldq), k/v [Tk, H·dh] (ldk, ldv) → o [Tq, H·dh] (ldo).
+ * scale multiplies qkᵀ; causal masks key j > query i. */
+arb_status sc_attention(int Tq, int Tk, int H, int dh, const float *q, size_t ldq, const float *k, size_t ldk,
+                        const float *v, size_t ldv, float *o, size_t ldo, float scale, bool causal);
+
+/* ---------------------------------------------------------------- checkpoints */
+
+typedef struct sc_ckpt {
+    arb_safetensors *st;
+    char path[1024];
+    unsigned char *used; /* per tensor index: consumed by the loader (to report extra tensors) */
+    size_t n;
+    const char *prefix;  /* prepended to every looked-up name ("" or "model.") */
+} sc_ckpt;
+
+/* Opens DIR/model.safetensors or DIR/diffusion_pytorch_model.safetensors. */
+arb_status sc_ckpt_open(sc_ckpt *c, const char *dir);
+void sc_ckpt_close(sc_ckpt *c);
+/* Finds prefix+name as F32/BF16/F16 with exactly this shape; copies it to a new float buffer. */
+arb_status sc_ckpt_get(sc_ckpt *c, const char *name, int ndim, const int64_t *shape, float **out);
+/* Marks a tensor as known-but-unused (e.g. mask_token, tied proj_out); absent is fine. */
+void sc_ckpt_ignore(sc_ckpt *c, const char *name);
+bool sc_ckpt_has(sc_ckpt *c, const char *name);
+/* ARB_ERR_FORMAT naming the first tensor no loader consumed. */
+arb_status sc_ckpt_check_all_used(sc_ckpt *c);
+
+/* Loads a Linear ("<name>.weight" [n,k] and, if has_bias, "<name>.bias") in `mode`. */
+arb_status sc_lin_load(sc_lin *l, sc_ckpt *c, const char *name, int n, int k, bool has_bias, sc_mode mode,
+                       arb_sidecar_info *info);
+/* Conv2d [o, ci, kh, kw] → GEMM weights in (ky, kx, c) order (channels-last im2col).
+ * Conv1d [o, ci, kw] → (kx, c) order; Conv1d stays float (quanto leaves nn.Conv1d alone). */
+arb_status sc_conv2d_load(sc_lin *l, sc_ckpt *c, const char *name, int o, int ci, int kh, int kw, bool has_bias,
+                          bool patch_order, sc_mode mode, arb_sidecar_info *info);
+arb_status sc_conv1d_load(sc_lin *l, sc_ckpt *c, const char *name, int o, int ci, int kw, bool has_bias,
+                          arb_sidecar_info *info);
+/* A float vector parameter (norm weight, bias, λ): counts it in the audit. */
+arb_status sc_vec_load(float **out, sc_ckpt *c, const char *name, int ndim, const int64_t *shape,
+                       arb_sidecar_info *info);
+void sc_lin_free(sc_lin *l);
+
+/* config.json helpers */
+typedef struct cJSON cJSON;
+arb_status sc_config_read(const char *dir, cJSON **out);
+arb_status sc_cfg_int(const cJSON *cfg, const char *key, int lo, int hi, int def, bool required, int *out);
+arb_status sc_cfg_num(const cJSON *cfg, const char *key, double def, bool required, double *out);
+
+/* Scratch allocation helper: aligned, overflow-checked float buffer of a·b·c elements. */
+float *sc_falloc(size_t a, size_t b, size_t c);
+
+/* Model-specific state (each model file owns its struct). */
+typedef struct sc_dinov2 sc_dinov2;
+typedef struct sc_moonshine sc_moonshine;
+typedef struct sc_vae sc_vae;
+
+struct arb_sidecar {
+    arb_sidecar_kind kind;
+    sc_mode mode;
+    arb_sidecar_info info;
+    sc_dinov2 *dino;
+    sc_moonshine *moon;
+    sc_vae *vae;
+};
+
+arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);
+void sc_dinov2_free(sc_dinov2 *d);
+arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);
+void sc_moonshine_free(sc_moonshine *d);
+arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);
+void sc_vae_free(sc_vae *d);
+
+#endif

@@ -1,0 +1,426 @@
+/* Sidecar kernels: the scalar reference of every GEMM and elementwise op, the tier dispatch,
+ * weight packing, the threaded GEMM drivers, norms, softmax and attention.
+ *
+ * Why this split: the micro-kernels (one per tier) only compute a block of C; threading,
+ * quantization of activations and packing live here once, so the scalar reference and the
+ * AVX-512 kernels see identical inputs and the int8 results are bit-exact between them. */
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sidecars/sc_internal.h"
+
+/* ---------------------------------------------------------------- quantizer */
+
+void sc_quantize_rows(const float *w, int n, int k, int8_t *q, float *s) {
+    for (int o = 0; o < n; o++) {
+        const float *r = w + (size_t)o * k;
+        float amax = 0.f;
+        for (int i = 0; i < k; i++) amax = fmaxf(amax, fabsf(r[i]));
+        float sc = amax / 127.f; /* in the weight's dtype (fp32), as quanto's AbsmaxOptimizer */
+        s[o] = sc;
+        for (int i = 0; i < k; i++) {
+            float v = sc > 0.f ? nearbyintf(r[i] / sc) : 0.f; /* half to even, true division */
+            if (v > 127.f) v = 127.f;
+            if (v < -128.f) v = -128.f;
+            q[(size_t)o * k + i] = (int8_t)v;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- packing */
+
+float *sc_falloc(size_t a, size_t b, size_t c) {
+    size_t n, bytes;
+    if (!arb_mul_size(a, b, &n) || !arb_mul_size(n, c, &n) || !arb_mul_size(n, sizeof(float), &bytes)) return NULL;
+    return (float *)arb_alloc(bytes ? bytes : 4);
+}
+
+void sc_packf_from_nk(float *dst, const float *b, size_t ldb, int n, int k) {
+    int nb = (n + 15) / 16;
+    for (int p = 0; p < nb; p++)
+        for (int kk = 0; kk < k; kk++) {
+            float *d = dst + ((size_t)p * k + kk) * 16;
+            for (int j = 0; j < 16; j++) {
+                int col = p * 16 + j;
+                d[j] = col < n ? b[(size_t)col * ldb + kk] : 0.f;
+            }
+        }
+}
+
+void sc_packf_from_kn(float *dst, const float *b, size_t ldb, int n, int k) {
+    int nb = (n + 15) / 16;
+    for (int p = 0; p < nb; p++)
+        for (int kk = 0; kk < k; kk++) {
+            float *d = dst + ((size_t)p * k + kk) * 16;
+            const float *s = b + (size_t)kk * ldb + p * 16;
+            int w = n - p * 16 < 16 ? n - p * 16 : 16;
+            for (int j = 0; j < w; j++) d[j] = s[j];
+            for (int j = w; j < 16; j++) d[j] = 0.f;
+        }
+}
+
+arb_status sc_packf_init(sc_packf *p, const float *w, int n, int k) {
+    memset(p, 0, sizeof *p);
+    p->p = sc_falloc((size_t)(n + 15) / 16, (size_t)k, 16);
+    if (!p->p) return arb_error(ARB_ERR_OOM, "sidecar: cannot allocate packed weights [%d,%d]", n, k);
+    p->n = n;
+    p->k = k;
+    sc_packf_from_nk(p->p, w, (size_t)k, n, k);
+    return ARB_OK;
+}
+
+void sc_packf_free(sc_packf *p) {
+    arb_free(p->p);
+    memset(p, 0, sizeof *p);
+}
+
+arb_status sc_packq_init(sc_packq *p, const int8_t *q, const float *s, int n, int k) {
+    memset(p, 0, sizeof *p);
+    int nb = (n + 15) / 16, kp = (k + 3) & ~3;
+    size_t bytes;
+    if (!arb_mul_size((size_t)nb * 16, (size_t)kp, &bytes))
+        return arb_error(ARB_ERR_OVERFLOW, "sidecar: int8 weights [%d,%d] too large", n, k);
+    p->p = (int8_t *)arb_calloc(bytes);
+    p->qsum = (int32_t *)arb_calloc((size_t)nb * 16 * sizeof(int32_t));
+    p->scale = (float *)arb_calloc((size_t)nb * 16 * sizeof(float));
+    if (!p->p || !p->qsum || !p->scale) {
+        sc_packq_free(p);
+        return arb_error(ARB_ERR_OOM, "sidecar: cannot allocate int8 weights [%d,%d]", n, k);
+    }
+    p->n = n;
+    p->k = k;
+    p->kp = kp;
+    for (int o = 0; o < n; o++) {
+        int pb = o / 16, j = o % 16;
+        int32_t sum = 0;
+        for (int i = 0; i < k; i++) {
+            int8_t v = q[(size_t)o * k + i];
+            sum += v;
+            p->p[(((size_t)pb * (kp / 4) + i / 4) * 16 + j) * 4 + (i & 3)] = v;
+        }
+        p->qsum[o] = 128 * sum;
+        p->scale[o] = s[o];
+    }
+    return ARB_OK;
+}
+
+void sc_packq_free(sc_packq *p) {
+    arb_free(p->p);
+    arb_free(p->qsum);
+    arb_free(p->scale);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---------------------------------------------------------------- scalar reference tier */
+
+static void f32_scalar(int M, int N, int K, const float *A, size_t lda, const float *Bp, const float *bias, float *C,
+                       size_t ldc, int flags, int nb0, int nb1) {
+    for (int m = 0; m < M; m++)
+        for (int p = nb0; p < nb1; p++)
+            for (int j = 0; j < 16 && p * 16 + j < N; j++) {
+                int n = p * 16 + j;
+                float acc = 0.f;
+                const float *b = Bp + (size_t)p * K * 16 + j;
+                const float *a = A + (size_t)m * lda;
+                for (int k = 0; k < K; k++) acc += a[k] * b[(size_t)k * 16];
+                float y = acc + (bias ? bias[n] : 0.f);
+                float *c = C + (size_t)m * ldc + n;
+                *c = (flags & SC_EPI_ACCUM) ? *c + y : y;
+            }
+}
+
+static void q8_scalar(int M, const uint8_t *Aq, const float *as, const sc_packq *B, const float *bias, float *C,
+                      size_t ldc, int flags, int nb0, int nb1) {
+    int kp = B->kp;
+    for (int m = 0; m < M; m++)
+        for (int p = nb0; p < nb1; p++)
+            for (int j = 0; j < 16 && p * 16 + j < B->n; j++) {
+                int n = p * 16 + j;
+                int32_t acc = 0;
+                const uint8_t *a = Aq + (size_t)m * kp;
+                const int8_t *b = B->p + (size_t)p * kp * 16 + j * 4;
+                for (int k4 = 0; k4 < kp / 4; k4++)
+                    for (int t = 0; t < 4; t++) acc += (int32_t)a[k4 * 4 + t] * (int32_t)b[(size_t)k4 * 64 + t];
+                float y = (float)(acc - B->qsum[n]) * (as[m] * B->scale[n]);
+                if (bias) y = y + bias[n];
+                float *c = C + (size_t)m * ldc + n;
+                *c = (flags & SC_EPI_ACCUM) ? *c + y : y;
+            }
+}
+
+static float quant_row_scalar(const float *x, int K, int Kp, uint8_t *u8) {
+    float amax = 0.f;
+    for (int k = 0; k < K; k++) amax = fmaxf(amax, fabsf(x[k]));
+    float s = amax / 127.f;
+    float inv = amax > 0.f ? 127.f / amax : 0.f;
+    for (int k = 0; k < K; k++) {
+        float v = nearbyintf(x[k] * inv);
+        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+        u8[k] = (uint8_t)((int)v + 128);
+    }
+    for (int k = K; k < Kp; k++) u8[k] = 128;
+    return s;
+}
+
+const sc_gemm_tier sc_tier_scalar = {f32_scalar, q8_scalar, quant_row_scalar};
+
+/* The AVX-512 tier lives in sc_kernels_avx512.c; it needs AVX-512 F/BW/VL/DQ and VNNI. */
+const sc_gemm_tier *sc_tier(void) {
+    if (arb_cpu_tier_get() >= ARB_TIER_AVX512 && arb_cpu_features_get()->avx512_vnni) return &sc_tier_avx512;
+    return &sc_tier_scalar;
+}
+
+float sc_quant_row_u8(const float *x, int K, int Kp, uint8_t *u8) { return sc_tier()->quant_row(x, K, Kp, u8); }
+
+/* ---------------------------------------------------------------- GEMM drivers */
+
+#define SC_MCHUNK 96 /* rows per task: a multiple of the micro-kernels' 6 */
+#define SC_NGROUP 4  /* 16-column panels per task (64 columns) */
+
+static bool want_parallel(int tasks, double work) { return tasks > 1 && work > 2e5 && !omp_in_parallel(); }
+
+void sc_gemm_f32(int M, int N, int K, const float *A, size_t lda, const float *Bp, const float *bias, float *C,
+                 size_t ldc, int flags) {
+    if (M <= 0 || N <= 0) return;
+    const sc_gemm_tier *t = sc_tier();
+    int nb = (N + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP, nm = (M + SC_MCHUNK - 1) / SC_MCHUNK;
+    int tasks = ng * nm;
+#pragma omp parallel for schedule(static) if (want_parallel(tasks, (double)M * N * K))
+    for (int task = 0; task < tasks; task++) {
+        int mc = task / ng, g = task % ng;
+        int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
+        int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
+        t->f32(mr, N, K, A + (size_t)m0 * lda, lda, Bp, bias, C + (size_t)m0 * ldc, ldc, flags, nb0, nb1);
+    }
+}
+
+void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
+                int flags) {
+    if (M <= 0) return;
+    const sc_gemm_tier *t = sc_tier();
+    int kp = B->kp;
+    uint8_t *aq = (uint8_t *)arb_alloc((size_t)M * kp);
+    float *as = (float *)arb_alloc((size_t)M * sizeof(float));
+    if (!aq || !as) { /* cannot fail softly inside a forward: fall back to the w8 path */
+        arb_free(aq);
+        arb_free(as);
+        sc_gemm_w8(M, A, lda, B, bias, C, ldc, flags);
+        return;
+    }
+    bool par = want_parallel(M, (double)M * kp * 4);
+#pragma omp parallel for schedule(static) if (par)
+    for (int m = 0; m < M; m++) as[m] = t->quant_row(A + (size_t)m * lda, B->k, kp, aq + (size_t)m * kp);
+    int nb = (B->n + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP, nm = (M + SC_MCHUNK - 1) / SC_MCHUNK;
+    int tasks = ng * nm;
+#pragma omp parallel for schedule(static) if (want_parallel(tasks, (double)M * B->n * kp))
+    for (int task = 0; task < tasks; task++) {
+        int mc = task / ng, g = task % ng;
+        int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
+        int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
+        t->q8(mr, aq + (size_t)m0 * kp, as + m0, B, bias, C + (size_t)m0 * ldc, ldc, flags, nb0, nb1);
+    }
+    arb_free(aq);
+    arb_free(as);
+}
+
+void sc_gemm_w8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
+                int flags) {
+    if (M <= 0) return;
+    const sc_gemm_tier *t = sc_tier();
+    int K = B->k, kp = B->kp, nb = (B->n + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP;
+    /* One 64-column group of s·q at a time (a transient L2-sized panel), all rows through it. */
+#pragma omp parallel for schedule(static) if (want_parallel(ng, (double)M * B->n * K))
+    for (int g = 0; g < ng; g++) {
+        int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
+        float *panel = sc_falloc((size_t)(nb1 - nb0), (size_t)K, 16);
+        if (!panel) continue;
+        for (int p = nb0; p < nb1; p++)
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < 16; j++)
+                    panel[((size_t)(p - nb0) * K + k) * 16 + j] =
+                        B->scale[p * 16 + j] * (float)B->p[(((size_t)p * (kp / 4) + k / 4) * 16 + j) * 4 + (k & 3)];
+        /* The panel holds columns [nb0*16, ...): shift C, bias and N so the kernel sees panel 0.. */
+        int nloc = B->n - nb0 * 16;
+        for (int m0 = 0; m0 < M; m0 += SC_MCHUNK) {
+            int mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
+            t->f32(mr, nloc, K, A + (size_t)m0 * lda, lda, panel, bias ? bias + nb0 * 16 : NULL,
+                   C + (size_t)m0 * ldc + nb0 * 16, ldc, flags, 0, nb1 - nb0);
+        }
+        arb_free(panel);
+    }
+}
+
+void sc_lin_forward(const sc_lin *l, sc_mode mode, int M, const float *x, size_t lda, float *y, size_t ldc, int flags) {
+    if (!l->quantized) sc_gemm_f32(M, l->n, l->k, x, lda, l->f.p, l->bias, y, ldc, flags);
+    else if (mode == SC_INT8W) sc_gemm_w8(M, x, lda, &l->q, l->bias, y, ldc, flags);
+    else sc_gemm_q8(M, x, lda, &l->q, l->bias, y, ldc, flags);
+}
+
+/* ---------------------------------------------------------------- elementwise (scalar tier) */
+
+static void exp_scalar(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = expf(x[i]);
+}
+static void gelu_scalar(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.f + erff(x[i] * 0.70710678118654752f));
+}
+static void silu_scalar(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.f + expf(-x[i]));
+}
+static void tanh_scalar(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = tanhf(x[i]);
+}
+const sc_ops_tier sc_ops_scalar = {exp_scalar, gelu_scalar, silu_scalar, tanh_scalar};
+
+const sc_ops_tier *sc_ops(void) {
+    if (arb_cpu_tier_get() >= ARB_TIER_AVX512) return &sc_ops_avx512;
+    return &sc_ops_scalar;
+}
+
+/* ---------------------------------------------------------------- norms, softmax */
+
+void sc_layernorm(const float *x, float *y, int M, int D, const float *gamma, const float *beta, float eps) {
+#pragma omp parallel for schedule(static) if (M > 64 && !omp_in_parallel())
+    for (int m = 0; m < M; m++) {
+        const float *r = x + (size_t)m * D;
+        double s = 0, ss = 0;
+        for (int i = 0; i < D; i++) s += r[i];
+        double mean = s / D;
+        for (int i = 0; i < D; i++) ss += (r[i] - mean) * (r[i] - mean);
+        float inv = (float)(1.0 / sqrt(ss / D + eps));
+        float mu = (float)mean;
+        float *o = y + (size_t)m * D;
+        for (int i = 0; i < D; i++) o[i] = (r[i] - mu) * inv * gamma[i] + (beta ? beta[i] : 0.f);
+    }
+}
+
+#define SC_GN_CHUNK 256 /* positions per partial sum: fixed, so results do not depend on threads */
+
+void sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const float *gamma, const float *beta,
+                       float eps, bool silu) {
+    size_t nch = (P + SC_GN_CHUNK - 1) / SC_GN_CHUNK;
+    double *part = (double *)calloc(nch * (size_t)C, sizeof(double));
+    double mean_c[4096], var_g[512], mean_g[512];
+    float a[4096], b[4096];
+    if (!part || C > 4096 || G > 512 || C % G) { /* loaders guarantee C, G; OOM: leave y untouched */
+        free(part);
+        return;
+    }
+    int cg = C / G;
+    double cnt = (double)P * cg;
+    /* pass 1: per-channel sums per chunk */
+#pragma omp parallel for schedule(static) if (P * C > 65536 && !omp_in_parallel())
+    for (size_t ch = 0; ch < nch; ch++) {
+        double *s = part + ch * C;
+        size_t p1 = (ch + 1) * SC_GN_CHUNK < P ? (ch + 1) * SC_GN_CHUNK : P;
+        for (size_t p = ch * SC_GN_CHUNK; p < p1; p++) {
+            const float *r = x + p * C;
+            for (int c = 0; c < C; c++) s[c] += r[c];
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        double s = 0;
+        for (size_t ch = 0; ch < nch; ch++)
+            for (int c = g * cg; c < (g + 1) * cg; c++) s += part[ch * C + c];
+        mean_g[g] = s / cnt;
+    }
+    for (int c = 0; c < C; c++) mean_c[c] = mean_g[c / cg];
+    memset(part, 0, nch * (size_t)C * sizeof(double));
+    /* pass 2: centered sums of squares (two-pass: no cancellation) */
+#pragma omp parallel for schedule(static) if (P * C > 65536 && !omp_in_parallel())
+    for (size_t ch = 0; ch < nch; ch++) {
+        double *s = part + ch * C;
+        size_t p1 = (ch + 1) * SC_GN_CHUNK < P ? (ch + 1) * SC_GN_CHUNK : P;
+        for (size_t p = ch * SC_GN_CHUNK; p < p1; p++) {
+            const float *r = x + p * C;
+            for (int c = 0; c < C; c++) {
+                double d = r[c] - mean_c[c];
+                s[c] += d * d;
+            }
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        double s = 0;
+        for (size_t ch = 0; ch < nch; ch++)
+            for (int c = g * cg; c < (g + 1) * cg; c++) s += part[ch * C + c];
+        var_g[g] = s / cnt;
+    }
+    for (int c = 0; c < C; c++) {
+        double inv = 1.0 / sqrt(var_g[c / cg] + eps);
+        a[c] = (float)(inv * gamma[c]);
+        b[c] = (float)(beta[c] - mean_c[c] * inv * gamma[c]);
+    }
+    free(part);
+    const sc_ops_tier *ops = sc_ops();
+#pragma omp parallel for schedule(static) if (P * C > 65536 && !omp_in_parallel())
+    for (size_t ch = 0; ch < nch; ch++) {
+        size_t p0 = ch * SC_GN_CHUNK, p1 = (ch + 1) * SC_GN_CHUNK < P ? (ch + 1) * SC_GN_CHUNK : P;
+        for (size_t p = p0; p < p1; p++) {
+            const float *r = x + p * C;
+            float *o = y + p * C;
+            for (int c = 0; c < C; c++) o[c] = r[c] * a[c] + b[c];
+        }
+        if (silu) ops->silu(y + p0 * C, (p1 - p0) * C);
+    }
+}
+
+void sc_softmax_rows(float *s, int M, int N, size_t lds) {
+    const sc_ops_tier *ops = sc_ops();
+    for (int m = 0; m < M; m++) {
+        float *r = s + (size_t)m * lds;
+        float mx = -INFINITY;
+        for (int j = 0; j < N; j++) mx = r[j] > mx ? r[j] : mx;
+        for (int j = 0; j < N; j++) r[j] -= mx;
+        ops->exp_inplace(r, (size_t)N);
+        float sum = 0.f;
+        for (int j = 0; j < N; j++) sum += r[j];
+        float inv = 1.f / sum;
+        for (int j = 0; j < N; j++) r[j] *= inv;
+    }
+}
+
+/* ---------------------------------------------------------------- attention */
+
+#define SC_ATT_QCHUNK 48
+
+arb_status sc_attention(int Tq, int Tk, int H, int dh, const float *q, size_t ldq, const float *k, size_t ldk,
+                        const float *v, size_t ldv, float *o, size_t ldo, float scale, bool causal) {
+    size_t kpn = (size_t)((Tk + 15) / 16) * dh * 16, vpn = (size_t)((dh + 15) / 16) * Tk * 16;
+    float *kp = sc_falloc((size_t)H, kpn, 1), *vp = sc_falloc((size_t)H, vpn, 1);
+    int nq = (Tq + SC_ATT_QCHUNK - 1) / SC_ATT_QCHUNK, tasks = H * nq;
+    float *sbuf = sc_falloc((size_t)omp_get_max_threads(), SC_ATT_QCHUNK, (size_t)Tk);
+    if (!kp || !vp || !sbuf) {
+        arb_free(kp);
+        arb_free(vp);
+        arb_free(sbuf);
+        return arb_error(ARB_ERR_OOM, "sidecar attention: cannot allocate scratch for %d×%d×%d", H, Tq, Tk);
+    }
+    bool par = !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (par && H > 1)
+    for (int h = 0; h < H; h++) {
+        sc_packf_from_nk(kp + h * kpn, k + (size_t)h * dh, ldk, Tk, dh);
+        sc_packf_from_kn(vp + h * vpn, v + (size_t)h * dh, ldv, dh, Tk);
+    }
+#pragma omp parallel for schedule(dynamic, 1) if (par && tasks > 1)
+    for (int task = 0; task < tasks; task++) {
+        int h = task / nq, q0 = (task % nq) * SC_ATT_QCHUNK;
+        int rows = Tq - q0 < SC_ATT_QCHUNK ? Tq - q0 : SC_ATT_QCHUNK;
+        float *s = sbuf + (size_t)(par ? omp_get_thread_num() : 0) * SC_ATT_QCHUNK * Tk;
+        sc_gemm_f32(rows, Tk, dh, q + (size_t)q0 * ldq + (size_t)h * dh, ldq, kp + h * kpn, NULL, s, (size_t)Tk, 0);
+        for (int i = 0; i < rows; i++) {
+            float *r = s + (size_t)i * Tk;
+            for (int j = 0; j < Tk; j++) r[j] *= scale;
+            if (causal)
+                for (int j = q0 + i + 1; j < Tk; j++) r[j] = -INFINITY;
+        }
+        sc_softmax_rows(s, rows, Tk, (size_t)Tk);
+        sc_gemm_f32(rows, dh, Tk, s, (size_t)Tk, vp + h * vpn, NULL, o + (size_t)q0 * ldo + (size_t)h * dh, ldo, 0);
+    }
+    arb_free(kp);
+    arb_free(vp);
+    arb_free(sbuf);
+    return ARB_OK;
+}

@@ -1,0 +1,243 @@
+/* AVX-512 sidecar kernels: register-blocked fp32 GEMM (FMA) and int8 GEMM (VNNI vpdpbusd),
+ * activation row quantization, and vectorized exp / GELU / SiLU / tanh.
+ *
+ * Why these shapes: a 6-row × 64-column tile keeps 24 accumulators in zmm registers and needs
+ * 4 weight vectors + 1 broadcast per k step, so loads stay well under the FMA/VNNI rate. The
+ * int8 epilogue uses the same float operations, in the same order, as the scalar reference in
+ * sc_kernels.c, so int8 results are bit-identical between tiers. Compiled with AVX-512 flags;
+ * only called after a CPUID check (sc_tier()). */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "sidecars/sc_internal.h"
+
+#define AI static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------- fp32 GEMM */
+
+AI void f32_tile(const int MR, const int NV, int K, const float *A, size_t lda, const float *B, size_t ps,
+                 const float *bias, float *C, size_t ldc, int ncols, int flags) {
+    __m512 acc[6][4];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m512 b[4];
+        for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_ps(B + v * ps + (size_t)k * 16);
+        for (int r = 0; r < MR; r++) {
+            __m512 a = _mm512_set1_ps(A[(size_t)r * lda + k]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+        }
+    }
+    for (int v = 0; v < NV; v++) {
+        int w = ncols - v * 16;
+        __mmask16 mk = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w > 0 ? w : 0)) - 1);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + v * 16) : _mm512_setzero_ps();
+        for (int r = 0; r < MR; r++) {
+            float *c = C + (size_t)r * ldc + v * 16;
+            __m512 y = _mm512_add_ps(acc[r][v], bv);
+            if (flags & SC_EPI_ACCUM) y = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, c), y);
+            _mm512_mask_storeu_ps(c, mk, y);
+        }
+    }
+}
+
+typedef void (*f32_tile_fn)(int K, const float *A, size_t lda, const float *B, size_t ps, const float *bias, float *C,
+                            size_t ldc, int ncols, int flags);
+#define F32T(MR, NV)                                                                                              \
+    static void f32t_##MR##_##NV(int K, const float *A, size_t lda, const float *B, size_t ps, const float *bias, \
+                                 float *C, size_t ldc, int ncols, int flags) {                                    \
+        f32_tile(MR, NV, K, A, lda, B, ps, bias, C, ldc, ncols, flags);                                           \
+    }
+#define F32ROW(MR) F32T(MR, 1) F32T(MR, 2) F32T(MR, 3) F32T(MR, 4)
+F32ROW(1) F32ROW(2) F32ROW(3) F32ROW(4) F32ROW(5) F32ROW(6)
+#define F32ENT(MR) {f32t_##MR##_1, f32t_##MR##_2, f32t_##MR##_3, f32t_##MR##_4}
+static const f32_tile_fn f32_tiles[6][4] = {F32ENT(1), F32ENT(2), F32ENT(3), F32ENT(4), F32ENT(5), F32ENT(6)};
+
+static void f32_avx512(int M, int N, int K, const float *A, size_t lda, const float *Bp, const float *bias, float *C,
+                       size_t ldc, int flags, int nb0, int nb1) {
+    size_t ps = (size_t)K * 16;
+    for (int p = nb0; p < nb1; p += 4) {
+        int nv = nb1 - p < 4 ? nb1 - p : 4;
+        int ncols = N - p * 16;
+        for (int m = 0; m < M; m += 6) {
+            int mr = M - m < 6 ? M - m : 6;
+            f32_tiles[mr - 1][nv - 1](K, A + (size_t)m * lda, lda, Bp + (size_t)p * ps, ps, bias ? bias + p * 16 : NULL,
+                                      C + (size_t)m * ldc + p * 16, ldc, ncols, flags);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- int8 GEMM (VNNI) */
+
+AI void q8_tile(const int MR, const int NV, int kp, const uint8_t *A, const float *as, const int8_t *B, size_t ps,
+                const int32_t *qsum, const float *scale, const float *bias, float *C, size_t ldc, int ncols,
+                int flags) {
+    __m512i acc[6][4];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_si512();
+    for (int k4 = 0; k4 < kp / 4; k4++) {
+        __m512i b[4];
+        for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_si512((const void *)(B + v * ps + (size_t)k4 * 64));
+        for (int r = 0; r < MR; r++) {
+            int32_t a4;
+            __builtin_memcpy(&a4, A + (size_t)r * kp + k4 * 4, 4);
+            __m512i a = _mm512_set1_epi32(a4);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, b[v]);
+        }
+    }
+    for (int v = 0; v < NV; v++) {
+        int w = ncols - v * 16;
+        __mmask16 mk = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w > 0 ? w : 0)) - 1);
+        __m512i qs = _mm512_loadu_si512((const void *)(qsum + v * 16));
+        __m512 sc = _mm512_loadu_ps(scale + v * 16);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + v * 16) : _mm512_setzero_ps();
+        for (int r = 0; r < MR; r++) {
+            float *c = C + (size_t)r * ldc + v * 16;
+            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][v], qs)),
+                                     _mm512_mul_ps(_mm512_set1_ps(as[r]), sc));
+            if (bias) y = _mm512_add_ps(y, bv);
+            if (flags & SC_EPI_ACCUM) y = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, c), y);
+            _mm512_mask_storeu_ps(c, mk, y);
+        }
+    }
+}
+
+typedef void (*q8_tile_fn)(int kp, const uint8_t *A, const float *as, const int8_t *B, size_t ps, const int32_t *qsum,
+                           const float *scale, const float *bias, float *C, size_t ldc, int ncols, int flags);
+#define Q8T(MR, NV)                                                                                                \
+    static void q8t_##MR##_##NV(int kp, const uint8_t *A, const float *as, const int8_t *B, size_t ps,            \
+                                const int32_t *qsum, const float *scale, const float *bias, float *C, size_t ldc, \
+                                int ncols, int flags) {                                                            \
+        q8_tile(MR, NV, kp, A, as, B, ps, qsum, scale, bias, C, ldc, ncols, flags);                                \
+    }
+#define Q8ROW(MR) Q8T(MR, 1) Q8T(MR, 2) Q8T(MR, 3) Q8T(MR, 4)
+Q8ROW(1) Q8ROW(2) Q8ROW(3) Q8ROW(4) Q8ROW(5) Q8ROW(6)
+#define Q8ENT(MR) {q8t_##MR##_1, q8t_##MR##_2, q8t_##MR##_3, q8t_##MR##_4}
+static const q8_tile_fn q8_tiles[6][4] = {Q8ENT(1), Q8ENT(2), Q8ENT(3), Q8ENT(4), Q8ENT(5), Q8ENT(6)};
+
+static void q8_avx512(int M, const uint8_t *Aq, const float *as, const sc_packq *B, const float *bias, float *C,
+                      size_t ldc, int flags, int nb0, int nb1) {
+    int kp = B->kp;
+    size_t ps = (size_t)kp * 16;
+    for (int p = nb0; p < nb1; p += 4) {
+        int nv = nb1 - p < 4 ? nb1 - p : 4;
+        int ncols = B->n - p * 16;
+        for (int m = 0; m < M; m += 6) {
+            int mr = M - m < 6 ? M - m : 6;
+            q8_tiles[mr - 1][nv - 1](kp, Aq + (size_t)m * kp, as + m, B->p + (size_t)p * ps, ps, B->qsum + p * 16,
+                                     B->scale + p * 16, bias ? bias + p * 16 : NULL, C + (size_t)m * ldc + p * 16,
+                                     ldc, ncols, flags);
+        }
+    }
+}
+
+static float quant_row_avx512(const float *x, int K, int Kp, uint8_t *u8) {
+    __m512 mx = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+    if (k < K) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps((__mmask16)((1u << (K - k)) - 1), x + k)));
+    float amax = _mm512_reduce_max_ps(mx);
+    float s = amax / 127.f;
+    float inv = amax > 0.f ? 127.f / amax : 0.f;
+    __m512 vi = _mm512_set1_ps(inv), hi = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
+    __m512i off = _mm512_set1_epi32(128);
+    for (k = 0; k < K; k += 16) {
+        int w = K - k < 16 ? K - k : 16;
+        __mmask16 mk = (__mmask16)(w == 16 ? 0xFFFF : (1u << w) - 1);
+        __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + k), vi),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), off);
+        _mm_mask_storeu_epi8(u8 + k, mk, _mm512_cvtepi32_epi8(q));
+    }
+    for (k = K; k < Kp; k++) u8[k] = 128;
+    return s;
+}
+
+const sc_gemm_tier sc_tier_avx512 = {f32_avx512, q8_avx512, quant_row_avx512};
+
+/* ---------------------------------------------------------------- int8 peak */
+
+/* A register-only vpdpbusd loop: 24 independent chains (enough for 2 ports × latency 5+). */
+double sc_vnni_peak_ops(long iters) {
+    __m512i acc[24];
+    __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01010101);
+    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_epi32(i);
+    for (long it = 0; it < iters; it++) {
+        for (int i = 0; i < 24; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+        __asm__ volatile("" : "+v"(a), "+v"(b));
+    }
+    __m512i s = acc[0];
+    for (int i = 1; i < 24; i++) s = _mm512_add_epi32(s, acc[i]);
+    volatile int sink = _mm512_reduce_add_epi32(s);
+    (void)sink;
+    return (double)iters * 24 * 64 * 2; /* 64 multiply-adds per instruction, 2 ops each */
+}
+
+/* ---------------------------------------------------------------- elementwise */
+
+AI __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.f)), _mm512_set1_ps(88.37626f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* erf(x) by Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7), odd extension. */
+AI __m512 erf512(__m512 x) {
+    __m512 ax = _mm512_abs_ps(x);
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(ax, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.f)));
+    __m512 p = _mm512_set1_ps(1.061405429f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+    p = _mm512_mul_ps(p, t);
+    __m512 e = exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), ax), ax));
+    __m512 y = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.f));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y),
+                                               _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000))));
+}
+
+#define MAP512(name, expr)                                                   \
+    static void name(float *x, size_t n) {                                   \
+        size_t i = 0;                                                        \
+        for (; i < n; i += 16) {                                             \
+            size_t w = n - i < 16 ? n - i : 16;                              \
+            __mmask16 mk = (__mmask16)(w == 16 ? 0xFFFF : (1u << w) - 1);    \
+            __m512 v = _mm512_maskz_loadu_ps(mk, x + i);                     \
+            _mm512_mask_storeu_ps(x + i, mk, (expr));                        \
+        }                                                                    \
+    }
+
+MAP512(exp_avx512, exp512(v))
+MAP512(gelu_avx512, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v),
+                                  _mm512_add_ps(_mm512_set1_ps(1.f),
+                                                erf512(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f))))))
+MAP512(silu_avx512, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), v)))))
+
+AI __m512 tanh512(__m512 v) {
+    __m512 ax = _mm512_abs_ps(v);
+    __m512 e = exp512(_mm512_add_ps(ax, ax));
+    __m512 t = _mm512_sub_ps(_mm512_set1_ps(1.f), _mm512_div_ps(_mm512_set1_ps(2.f), _mm512_add_ps(e, _mm512_set1_ps(1.f))));
+    /* near 0, 1 - 2/(e+1) cancels: use the odd series x - x³/3 + 2x⁵/15 there */
+    __m512 x2 = _mm512_mul_ps(ax, ax);
+    __m512 s = _mm512_fmadd_ps(_mm512_fmadd_ps(x2, _mm512_set1_ps(2.f / 15), _mm512_set1_ps(-1.f / 3)), _mm512_mul_ps(x2, ax), ax);
+    t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.02f), _CMP_LT_OQ), t, s);
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t),
+                                               _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000))));
+}
+MAP512(tanh_avx512, tanh512(v))
+
+const sc_ops_tier sc_ops_avx512 = {exp_avx512, gelu_avx512, silu_avx512, tanh_avx512};
