@@ -1,0 +1,406 @@
+/* src/cpu/linear_avx512.c — AVX-512 VNNI tier of the ternary linear ops.
+ *
+ * Why these loops (measured with `arbitor bench kernels`, see docs/PERFORMANCE.md):
+ * - Codes are trit+1 ∈ {0,1,2} (u8), so Σ t·x = Σ code·x − Σ x and vpdpbusd (u8 × s8) does
+ *   64 MACs per instruction; Σ x per token is precomputed.
+ * - A tile's 64 bytes masked with 3<<2g are the VNNI layout [16 rows][4 k] of code·4^g. GEMV
+ *   (n = 1) keeps one accumulator per g and divides by 4^g once at the end (exact): one AND +
+ *   one vpdpbusd per 64 weights, the broadcast activations shared by 4 row blocks.
+ * - GEMM decodes a tile once (shift + and) and reuses it for a register block of 2 row blocks
+ *   × up to 12 tokens; K is blocked so a thread's weight panel stays in L2.
+ * - dX needs sums along rows: vpermb turns a tile into [16 columns][4 rows] vectors (masked to
+ *   code·4^g per column lane, rescaled exactly at the end), then the same microkernel runs.
+ * - dW is a GEMM over tokens on operands transposed once into 4-token groups; each 16×16 tile
+ *   of G lives in 16 registers and is folded straight into T_accum and the trits (the integer
+ *   rule of update_internal.h, vectorized lane for lane), never stored. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "cpu/linear_internal.h"
+
+#define AI static inline __attribute__((always_inline))
+
+enum { KC_TILES = 64, GEMV_CHUNK = 2048 };
+
+AI __m512i bcast32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+AI __mmask16 lane_mask(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u); }
+
+/* Final store of 16 outputs j0..j0+15 of token t (masked by m). */
+AI void store16(const arb_lin_out *o, int64_t t, int64_t j0, __m512i acc, __mmask16 m) {
+    if (o->rs) {
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(o->rs[t]));
+        if (o->cs) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, o->cs + j0));
+        _mm512_mask_storeu_ps((float *)o->out + t * o->ld + j0, m, v);
+    } else {
+        _mm512_mask_storeu_epi32((int32_t *)o->out + t * o->ld + j0, m, acc);
+    }
+}
+AI int32_t *partial_at(const arb_lin_out *o, int64_t t, int64_t j0) { return (int32_t *)o->out + t * o->ld + j0; }
+
+/* ---- forward: GEMV ------------------------------------------------------------------------ */
+
+AI void gemv_nr(const arb_ternary *w, const int8_t *x, int32_t xsum, int64_t rb, int NR, const arb_lin_out *o) {
+    const int64_t kbs = w->cols_pad >> 4, stride = kbs * 64;
+    const uint8_t *t0 = arb_lin_tile(w, rb, 0);
+    const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0C), m2 = _mm512_set1_epi8(0x30),
+                  m3 = _mm512_set1_epi8((char)0xC0);
+    __m512i tot[4];
+    for (int r = 0; r < NR; r++) tot[r] = _mm512_setzero_si512();
+    for (int64_t k0 = 0; k0 < kbs; k0 += GEMV_CHUNK) {
+        int64_t k1 = k0 + GEMV_CHUNK < kbs ? k0 + GEMV_CHUNK : kbs;
+        __m512i a[4][4];
+        for (int r = 0; r < NR; r++)
+            for (int g = 0; g < 4; g++) a[r][g] = _mm512_setzero_si512();
+        for (int64_t kb = k0; kb < k1; kb++) {
+            const int8_t *xb = x + kb * 16;
+            __m512i b0 = bcast32(xb), b1 = bcast32(xb + 4), b2 = bcast32(xb + 8), b3 = bcast32(xb + 12);
+            for (int r = 0; r < NR; r++) {
+                __m512i t = _mm512_loadu_si512(t0 + r * stride + kb * 64);
+                a[r][0] = _mm512_dpbusd_epi32(a[r][0], _mm512_and_si512(t, m0), b0);
+                a[r][1] = _mm512_dpbusd_epi32(a[r][1], _mm512_and_si512(t, m1), b1);
+                a[r][2] = _mm512_dpbusd_epi32(a[r][2], _mm512_and_si512(t, m2), b2);
+                a[r][3] = _mm512_dpbusd_epi32(a[r][3], _mm512_and_si512(t, m3), b3);
+            }
+        }
+        for (int r = 0; r < NR; r++) {
+            __m512i s = _mm512_add_epi32(a[r][0], _mm512_srai_epi32(a[r][1], 2));
+            s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_srai_epi32(a[r][2], 4), _mm512_srai_epi32(a[r][3], 6)));
+            tot[r] = _mm512_add_epi32(tot[r], s);
+        }
+    }
+    const __m512i xs = _mm512_set1_epi32(xsum);
+    for (int r = 0; r < NR; r++)
+        store16(o, 0, (rb + r) * 16, _mm512_sub_epi32(tot[r], xs), lane_mask(w->rows - (rb + r) * 16));
+}
+
+static void gemv4(const arb_ternary *w, const int8_t *x, int32_t xs, int64_t rb, const arb_lin_out *o) {
+    gemv_nr(w, x, xs, rb, 4, o);
+}
+static void gemv1(const arb_ternary *w, const int8_t *x, int32_t xs, int64_t rb, const arb_lin_out *o) {
+    gemv_nr(w, x, xs, rb, 1, o);
+}
+
+/* ---- forward: GEMM microkernel -------------------------------------------------------------- */
+
+/* RB row blocks × NT tokens over tiles [kb0, kb0+nkb) of row blocks rb.. ; partial sums live in
+ * the output between K chunks. */
+AI void fwd_mk(const arb_ternary *w, const int8_t *xq, const int32_t *xsum, int64_t t0, int64_t rb, int64_t kb0,
+               int64_t nkb, bool first, bool last, int RB, int NT, const arb_lin_out *o) {
+    const int64_t kbs = w->cols_pad >> 4, stride = kbs * 64, ldx = w->cols_pad;
+    const uint8_t *wt = arb_lin_tile(w, rb, kb0);
+    const int8_t *x = xq + t0 * ldx + kb0 * 16;
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i acc[2][12];
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_si512();
+    for (int64_t kb = 0; kb < nkb; kb++) {
+        __m512i tl[2];
+        for (int r = 0; r < RB; r++) tl[r] = _mm512_loadu_si512(wt + r * stride + kb * 64);
+        for (int g = 0; g < 4; g++) {
+            __m512i d[2];
+            for (int r = 0; r < RB; r++)
+                d[r] = g ? _mm512_and_si512(_mm512_srli_epi16(tl[r], 2 * g), m3) : _mm512_and_si512(tl[r], m3);
+            for (int t = 0; t < NT; t++) {
+                __m512i b = bcast32(x + t * ldx + kb * 16 + 4 * g);
+                for (int r = 0; r < RB; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], d[r], b);
+            }
+        }
+    }
+    for (int r = 0; r < RB; r++) {
+        int64_t j0 = (rb + r) * 16;
+        __mmask16 m = lane_mask(w->rows - j0);
+        for (int t = 0; t < NT; t++) {
+            __m512i v = acc[r][t];
+            if (!first) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(m, partial_at(o, t0 + t, j0)));
+            if (last) store16(o, t0 + t, j0, _mm512_sub_epi32(v, _mm512_set1_epi32(xsum[t0 + t])), m);
+            else _mm512_mask_storeu_epi32(partial_at(o, t0 + t, j0), m, v);
+        }
+    }
+}
+
+#define FWD_NT_MAX 12
+#define FWD_MK(RB, NT)                                                                                          \
+    static void fwd_mk_##RB##_##NT(const arb_ternary *w, const int8_t *xq, const int32_t *xsum, int64_t t0,      \
+                                   int64_t rb, int64_t kb0, int64_t nkb, bool first, bool last,                  \
+                                   const arb_lin_out *o) {                                                       \
+        fwd_mk(w, xq, xsum, t0, rb, kb0, nkb, first, last, RB, NT, o);                                           \
+    }
+#define FWD_MK_ALL(RB)                                                                                          \
+    FWD_MK(RB, 1) FWD_MK(RB, 2) FWD_MK(RB, 3) FWD_MK(RB, 4) FWD_MK(RB, 5) FWD_MK(RB, 6) FWD_MK(RB, 7)            \
+        FWD_MK(RB, 8) FWD_MK(RB, 9) FWD_MK(RB, 10) FWD_MK(RB, 11) FWD_MK(RB, 12)
+FWD_MK_ALL(1)
+FWD_MK_ALL(2)
+typedef void (*fwd_mk_fn)(const arb_ternary *, const int8_t *, const int32_t *, int64_t, int64_t, int64_t, int64_t,
+                          bool, bool, const arb_lin_out *);
+static const fwd_mk_fn k_fwd_mk[2][FWD_NT_MAX] = {
+    {fwd_mk_1_1, fwd_mk_1_2, fwd_mk_1_3, fwd_mk_1_4, fwd_mk_1_5, fwd_mk_1_6, fwd_mk_1_7, fwd_mk_1_8, fwd_mk_1_9,
+     fwd_mk_1_10, fwd_mk_1_11, fwd_mk_1_12},
+    {fwd_mk_2_1, fwd_mk_2_2, fwd_mk_2_3, fwd_mk_2_4, fwd_mk_2_5, fwd_mk_2_6, fwd_mk_2_7, fwd_mk_2_8, fwd_mk_2_9,
+     fwd_mk_2_10, fwd_mk_2_11, fwd_mk_2_12}};
+
+static void avx512_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const int32_t *xsum, int64_t rb0,
+                       int64_t rb1, const arb_lin_out *o) {
+    if (n == 1) {
+        int64_t rb = rb0;
+        for (; rb + 4 <= rb1; rb += 4) gemv4(w, xq, xsum[0], rb, o);
+        for (; rb < rb1; rb++) gemv1(w, xq, xsum[0], rb, o);
+        return;
+    }
+    const int64_t kbs = w->cols_pad >> 4;
+    for (int64_t k0 = 0; k0 < kbs; k0 += KC_TILES) {
+        int64_t nkb = k0 + KC_TILES < kbs ? KC_TILES : kbs - k0;
+        bool first = k0 == 0, last = k0 + nkb == kbs;
+        for (int64_t t0 = 0; t0 < n; t0 += FWD_NT_MAX) {
+            int nt = n - t0 < FWD_NT_MAX ? (int)(n - t0) : FWD_NT_MAX;
+            for (int64_t rb = rb0; rb < rb1; rb += 2) {
+                int rbn = rb1 - rb >= 2 ? 2 : 1;
+                k_fwd_mk[rbn - 1][nt - 1](w, xq, xsum, t0, rb, k0, nkb, first, last, o);
+            }
+        }
+    }
+}
+
+/* ---- input gradient ----------------------------------------------------------------------- */
+
+/* vpermb indices: vector h of a tile is [16 columns i][4 rows 4h+c]: byte 4i+c ← 16h + 4c + (i&3),
+ * field g = i>>2, kept in place (code·4^g) by the mask and undone per lane at the end. */
+AI __m512i bwd_idx(int h) {
+    uint8_t b[64];
+    for (int i = 0; i < 16; i++)
+        for (int c = 0; c < 4; c++) b[4 * i + c] = (uint8_t)(16 * h + 4 * c + (i & 3));
+    return _mm512_loadu_si512(b);
+}
+
+AI void bwd_mk(const arb_ternary *w, const int8_t *hq, const int32_t *hsum, int64_t t0, int64_t cb, int64_t rbc0,
+               int64_t nrb, bool first, bool last, int RB, int NT, const arb_lin_out *o) {
+    const int64_t kbs = w->cols_pad >> 4, rstride = kbs * 64, ldh = w->rows_pad;
+    const uint8_t *wt = arb_lin_tile(w, rbc0, cb);
+    const int8_t *h = hq + t0 * ldh + rbc0 * 16;
+    const __m512i i0 = bwd_idx(0), i1 = bwd_idx(1), i2 = bwd_idx(2), i3 = bwd_idx(3);
+    const __m512i mlane = _mm512_set_epi32(0xC0C0C0C0, 0xC0C0C0C0, 0xC0C0C0C0, 0xC0C0C0C0, 0x30303030, 0x30303030,
+                                           0x30303030, 0x30303030, 0x0C0C0C0C, 0x0C0C0C0C, 0x0C0C0C0C, 0x0C0C0C0C,
+                                           0x03030303, 0x03030303, 0x03030303, 0x03030303);
+    __m512i acc[2][12];
+    for (int c = 0; c < RB; c++)
+        for (int t = 0; t < NT; t++) acc[c][t] = _mm512_setzero_si512();
+    for (int64_t rb = 0; rb < nrb; rb++) {
+        __m512i tl[2];
+        for (int c = 0; c < RB; c++) tl[c] = _mm512_loadu_si512(wt + rb * rstride + c * 64);
+        for (int hh = 0; hh < 4; hh++) {
+            const __m512i ix = hh == 0 ? i0 : hh == 1 ? i1 : hh == 2 ? i2 : i3;
+            __m512i d[2];
+            for (int c = 0; c < RB; c++) d[c] = _mm512_and_si512(_mm512_permutexvar_epi8(ix, tl[c]), mlane);
+            for (int t = 0; t < NT; t++) {
+                __m512i b = bcast32(h + t * ldh + rb * 16 + 4 * hh);
+                for (int c = 0; c < RB; c++) acc[c][t] = _mm512_dpbusd_epi32(acc[c][t], d[c], b);
+            }
+        }
+    }
+    const __m512i sh = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
+    for (int c = 0; c < RB; c++) {
+        int64_t j0 = (cb + c) * 16;
+        __mmask16 m = lane_mask(w->cols - j0);
+        for (int t = 0; t < NT; t++) {
+            __m512i v = _mm512_srav_epi32(acc[c][t], sh);
+            if (!first) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(m, partial_at(o, t0 + t, j0)));
+            if (last) store16(o, t0 + t, j0, _mm512_sub_epi32(v, _mm512_set1_epi32(hsum[t0 + t])), m);
+            else _mm512_mask_storeu_epi32(partial_at(o, t0 + t, j0), m, v);
+        }
+    }
+}
+
+#define BWD_NT_MAX 12
+#define BWD_MK(RB, NT)                                                                                          \
+    static void bwd_mk_##RB##_##NT(const arb_ternary *w, const int8_t *hq, const int32_t *hsum, int64_t t0,      \
+                                   int64_t cb, int64_t rbc0, int64_t nrb, bool first, bool last,                 \
+                                   const arb_lin_out *o) {                                                       \
+        bwd_mk(w, hq, hsum, t0, cb, rbc0, nrb, first, last, RB, NT, o);                                          \
+    }
+#define BWD_MK_ALL(RB)                                                                                          \
+    BWD_MK(RB, 1) BWD_MK(RB, 2) BWD_MK(RB, 3) BWD_MK(RB, 4) BWD_MK(RB, 5) BWD_MK(RB, 6) BWD_MK(RB, 7)            \
+        BWD_MK(RB, 8) BWD_MK(RB, 9) BWD_MK(RB, 10) BWD_MK(RB, 11) BWD_MK(RB, 12)
+BWD_MK_ALL(1)
+BWD_MK_ALL(2)
+static const fwd_mk_fn k_bwd_mk[2][BWD_NT_MAX] = {
+    {bwd_mk_1_1, bwd_mk_1_2, bwd_mk_1_3, bwd_mk_1_4, bwd_mk_1_5, bwd_mk_1_6, bwd_mk_1_7, bwd_mk_1_8, bwd_mk_1_9,
+     bwd_mk_1_10, bwd_mk_1_11, bwd_mk_1_12},
+    {bwd_mk_2_1, bwd_mk_2_2, bwd_mk_2_3, bwd_mk_2_4, bwd_mk_2_5, bwd_mk_2_6, bwd_mk_2_7, bwd_mk_2_8, bwd_mk_2_9,
+     bwd_mk_2_10, bwd_mk_2_11, bwd_mk_2_12}};
+
+static void avx512_bwdx(const arb_ternary *w, const int8_t *hq, int64_t n, const int32_t *hsum, int64_t cb0,
+                        int64_t cb1, const arb_lin_out *o) {
+    const int64_t rbs = w->rows_pad >> 4;
+    for (int64_t r0 = 0; r0 < rbs; r0 += KC_TILES) {
+        int64_t nrb = r0 + KC_TILES < rbs ? KC_TILES : rbs - r0;
+        bool first = r0 == 0, last = r0 + nrb == rbs;
+        for (int64_t t0 = 0; t0 < n; t0 += BWD_NT_MAX) {
+            int nt = n - t0 < BWD_NT_MAX ? (int)(n - t0) : BWD_NT_MAX;
+            for (int64_t cb = cb0; cb < cb1; cb += 2) {
+                int cbn = cb1 - cb >= 2 ? 2 : 1;
+                k_bwd_mk[cbn - 1][nt - 1](w, hq, (const int32_t *)hsum, t0, cb, r0, nrb, first, last, o);
+            }
+        }
+    }
+}
+
+/* ---- fused weight gradient + update --------------------------------------------------------- */
+
+/* Lane i = 4g + c of a row's 16 trits sits at bits 2g + 8c of the row's tile word. */
+AI __m512i trit_shifts(void) {
+    return _mm512_set_epi32(30, 22, 14, 6, 28, 20, 12, 4, 26, 18, 10, 2, 24, 16, 8, 0);
+}
+
+/* arb_rand_u32 on 16 consecutive indices (x0 = index·0x9E3779B1 + k0 precomputed). */
+AI __m512i rand16(__m512i x, uint32_t k1) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x21F0AAAD));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x735A2D97));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_xor_si512(x, _mm512_set1_epi32((int)k1));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    return x;
+}
+
+/* arb_upd_pressure on 16 lanes: clamp((g·m + round_bits(u, S)) >> S, ±127) in 64-bit halves. */
+AI __m512i pressure16(__m512i g, __m512i m64, int shift, __m512i u) {
+    __m512i pe = _mm512_mul_epi32(g, m64);
+    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(g, 32), m64);
+    if (shift > 0) {
+        __m512i ue = _mm512_and_si512(u, _mm512_set1_epi64(0xFFFFFFFFll)), uo = _mm512_srli_epi64(u, 32);
+        if (shift <= 32) {
+            __m128i c = _mm_cvtsi32_si128(32 - shift);
+            ue = _mm512_srl_epi64(ue, c);
+            uo = _mm512_srl_epi64(uo, c);
+        } else {
+            __m128i c = _mm_cvtsi32_si128(shift - 32);
+            ue = _mm512_sll_epi64(ue, c);
+            uo = _mm512_sll_epi64(uo, c);
+        }
+        __m128i s = _mm_cvtsi32_si128(shift);
+        pe = _mm512_sra_epi64(_mm512_add_epi64(pe, ue), s);
+        po = _mm512_sra_epi64(_mm512_add_epi64(po, uo), s);
+    }
+    const __m512i lo = _mm512_set1_epi64(-127), hi = _mm512_set1_epi64(127);
+    pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo), hi);
+    po = _mm512_min_epi64(_mm512_max_epi64(po, lo), hi);
+    return _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_slli_epi64(po, 32));
+}
+
+typedef struct upd_row_stats {
+    __m512i abs_g, ge; /* int64 lanes */
+    int64_t flips;
+} upd_row_stats;
+
+AI __m512i widen_add(__m512i acc, __m512i v, bool is_unsigned) {
+    __m256i lo = _mm512_castsi512_si256(v), hi = _mm512_extracti64x4_epi64(v, 1);
+    if (is_unsigned)
+        return _mm512_add_epi64(acc, _mm512_add_epi64(_mm512_cvtepu32_epi64(lo), _mm512_cvtepu32_epi64(hi)));
+    return _mm512_add_epi64(acc, _mm512_add_epi64(_mm512_cvtepi32_epi64(lo), _mm512_cvtepi32_epi64(hi)));
+}
+
+/* One row's 16 weights of one tile: the exact lane-wise image of arb_upd_weight. */
+AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const arb_upd_plan *pl, int32_t m,
+                  uint32_t idx0, upd_row_stats *st) {
+    const __m512i one = _mm512_set1_epi32(1), three = _mm512_set1_epi32(3), sh = trit_shifts();
+    uint32_t word;
+    memcpy(&word, word_p, 4);
+    __m512i code_old = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), sh), three);
+    __m512i trit = _mm512_sub_epi32(code_old, one);
+    __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, acc_p));
+
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512i x0 = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)idx0), iota),
+                                                     _mm512_set1_epi32((int)0x9E3779B1u)),
+                                  _mm512_set1_epi32((int)pl->key.k0));
+    __m512i u = rand16(x0, pl->key.k1);
+    __m512i q = pressure16(g, _mm512_set1_epi64(m), pl->shift, u);
+
+    /* arb_trit_step */
+    __m128i ks = _mm_cvtsi32_si128(pl->leak_shift);
+    __m512i bias = _mm512_and_si512(_mm512_srai_epi32(a, 31), _mm512_set1_epi32((int)((1u << pl->leak_shift) - 1u)));
+    __m512i leak = _mm512_sra_epi32(_mm512_add_epi32(a, bias), ks);
+    a = _mm512_sub_epi32(_mm512_sub_epi32(a, leak), q);
+    a = _mm512_min_epi32(_mm512_max_epi32(a, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+    const __m512i tv = _mm512_set1_epi32(pl->threshold), ntv = _mm512_set1_epi32(-pl->threshold);
+    __mmask16 up = _mm512_cmpge_epi32_mask(a, tv) & _mm512_cmplt_epi32_mask(trit, one);
+    __mmask16 dn = (__mmask16)(~up & _mm512_cmple_epi32_mask(a, ntv) &
+                               _mm512_cmpgt_epi32_mask(trit, _mm512_set1_epi32(-1)));
+    __m512i tn = _mm512_mask_add_epi32(trit, up, trit, one);
+    a = _mm512_mask_sub_epi32(a, up, a, tv);
+    tn = _mm512_mask_sub_epi32(tn, dn, tn, one);
+    a = _mm512_mask_add_epi32(a, dn, a, tv);
+    a = _mm512_mask_min_epi32(a, _mm512_cmpeq_epi32_mask(tn, one), a, tv);
+    a = _mm512_mask_max_epi32(a, _mm512_cmpeq_epi32_mask(tn, _mm512_set1_epi32(-1)), a, ntv);
+
+    /* exact row sums with the old trits; flips */
+    st->abs_g = widen_add(st->abs_g, _mm512_maskz_abs_epi32(cm, g), true);
+    __mmask16 pos = _mm512_cmpeq_epi32_mask(trit, one) & cm, neg = _mm512_cmpeq_epi32_mask(trit, _mm512_set1_epi32(-1)) & cm;
+    __m512i ge = _mm512_mask_sub_epi32(_mm512_maskz_mov_epi32(pos, g), neg, _mm512_setzero_si512(), g);
+    st->ge = widen_add(st->ge, ge, false);
+    st->flips += __builtin_popcount((unsigned)(_mm512_cmpneq_epi32_mask(tn, trit) & cm));
+
+    _mm_mask_storeu_epi8(acc_p, cm, _mm512_cvtepi32_epi8(a));
+    __m512i code = _mm512_mask_blend_epi32(cm, code_old, _mm512_add_epi32(tn, one));
+    word = (uint32_t)_mm512_reduce_or_epi32(_mm512_sllv_epi32(code, sh));
+    memcpy(word_p, &word, 4);
+}
+
+static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const arb_upd_plan *pl,
+                       arb_upd_row_acc *racc) {
+    const int64_t kbs = w->cols_pad >> 4, n4 = gr->n4;
+    const int64_t nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
+    const int nrow = w->rows - rb * 16 < 16 ? (int)(w->rows - rb * 16) : 16;
+    upd_row_stats st[16];
+    for (int r = 0; r < 16; r++) {
+        st[r].abs_g = _mm512_setzero_si512();
+        st[r].ge = _mm512_setzero_si512();
+        st[r].flips = 0;
+    }
+    const int8_t *hb = gr->ht + (size_t)rb * (size_t)n4 * 64;
+    for (int64_t kb = 0; kb < kbs; kb++) {
+        __m512i g[16];
+        for (int r = 0; r < 16; r++) g[r] = _mm512_setzero_si512();
+        for (int64_t ch = 0; ch < nchunk; ch++) {
+            int64_t g0 = ch * ARB_LIN_NG_CHUNK, g1 = g0 + ARB_LIN_NG_CHUNK < n4 ? g0 + ARB_LIN_NG_CHUNK : n4;
+            __m512i a[16];
+            for (int r = 0; r < 16; r++) a[r] = _mm512_setzero_si512();
+            const uint8_t *xv = gr->xt + ((size_t)kb * (size_t)n4) * 64;
+            for (int64_t ng = g0; ng < g1; ng++) {
+                __m512i xx = _mm512_loadu_si512(xv + ng * 64);
+                const int8_t *hv = hb + ng * 64;
+                for (int r = 0; r < 16; r++) a[r] = _mm512_dpbusd_epi32(a[r], xx, bcast32(hv + 4 * r));
+            }
+            const int32_t *hs = gr->hsum + ch * w->rows_pad + rb * 16;
+            for (int r = 0; r < 16; r++)
+                g[r] = _mm512_add_epi32(g[r], _mm512_sub_epi32(a[r], _mm512_set1_epi32(128 * hs[r])));
+        }
+        __mmask16 cm = lane_mask(w->cols - kb * 16);
+        uint8_t *tile = (uint8_t *)arb_lin_tile(w, rb, kb);
+        for (int r = 0; r < nrow; r++) {
+            int64_t row = rb * 16 + r;
+            if (pl) {
+                uint32_t idx0 = (uint32_t)((uint64_t)row * (uint64_t)w->cols + (uint64_t)kb * 16);
+                upd_row16(tile + 4 * r, w->accum + row * w->cols + kb * 16, g[r], cm, pl, pl->mult[row], idx0, &st[r]);
+            } else {
+                st[r].abs_g = widen_add(st[r].abs_g, _mm512_maskz_abs_epi32(cm, g[r]), true);
+            }
+        }
+    }
+    for (int r = 0; r < nrow; r++) {
+        racc[r].abs_g += _mm512_reduce_add_epi64(st[r].abs_g);
+        racc[r].ge += _mm512_reduce_add_epi64(st[r].ge);
+        racc[r].flips += st[r].flips;
+    }
+}
+
+const arb_lin_kernels arb_lin_kernels_avx512 = {avx512_fwd, avx512_bwdx, avx512_upd};

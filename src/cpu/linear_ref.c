@@ -1,0 +1,92 @@
+/* src/cpu/linear_ref.c — the scalar tier of the ternary linear ops: plain loops over the
+ * tile16 layout that the AVX2 and AVX-512 tiers must match bit for bit.
+ *
+ * Why plain: this is the reference the fast tiers are tested against (and what runs on a CPU
+ * without AVX2), so it reads trits one at a time and sums in the obvious order. The weight
+ * update calls ternary-core's arb_upd_row, the per-weight rule every backend shares. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/linear_internal.h"
+
+static inline int trit_at(const uint8_t *tile, int r, int c) {
+    return ((tile[4 * r + (c & 3)] >> (2 * (c >> 2))) & 3) - 1;
+}
+
+static void ref_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const int32_t *xsum, int64_t rb0,
+                    int64_t rb1, const arb_lin_out *o) {
+    (void)xsum;
+    int64_t kbs = w->cols_pad >> 4;
+    int8_t row[16];
+    for (int64_t rb = rb0; rb < rb1; rb++) {
+        for (int r = 0; r < 16 && rb * 16 + r < w->rows; r++) {
+            for (int64_t t = 0; t < n; t++) {
+                const int8_t *x = xq + t * w->cols_pad;
+                int32_t acc = 0;
+                for (int64_t kb = 0; kb < kbs; kb++) {
+                    const uint8_t *tile = arb_lin_tile(w, rb, kb);
+                    for (int c = 0; c < 16; c++) row[c] = (int8_t)trit_at(tile, r, c);
+                    for (int c = 0; c < 16; c++) acc += row[c] * x[kb * 16 + c];
+                }
+                arb_lin_store1(o, t, rb * 16 + r, acc);
+            }
+        }
+    }
+}
+
+static void ref_bwdx(const arb_ternary *w, const int8_t *hq, int64_t n, const int32_t *hsum, int64_t cb0,
+                     int64_t cb1, const arb_lin_out *o) {
+    (void)hsum;
+    int64_t rbs = w->rows_pad >> 4;
+    for (int64_t cb = cb0; cb < cb1; cb++) {
+        for (int64_t t = 0; t < n; t++) {
+            const int8_t *h = hq + t * w->rows_pad;
+            int32_t acc[16] = {0};
+            for (int64_t rb = 0; rb < rbs; rb++) {
+                const uint8_t *tile = arb_lin_tile(w, rb, cb);
+                for (int r = 0; r < 16; r++) {
+                    int hv = h[rb * 16 + r];
+                    if (!hv) continue;
+                    for (int c = 0; c < 16; c++) acc[c] += hv * trit_at(tile, r, c);
+                }
+            }
+            for (int c = 0; c < 16 && cb * 16 + c < w->cols; c++) arb_lin_store1(o, t, cb * 16 + c, acc[c]);
+        }
+    }
+}
+
+static void ref_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const arb_upd_plan *pl,
+                    arb_upd_row_acc *racc) {
+    int64_t kbs = w->cols_pad >> 4;
+    int64_t nchunk = (gr->n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
+    for (int64_t kb = 0; kb < kbs; kb++) {
+        int32_t g[16][16] = {{0}};
+        for (int64_t ch = 0; ch < nchunk; ch++) {
+            int64_t g0 = ch * ARB_LIN_NG_CHUNK, g1 = g0 + ARB_LIN_NG_CHUNK < gr->n4 ? g0 + ARB_LIN_NG_CHUNK : gr->n4;
+            int32_t part[16][16] = {{0}};
+            for (int64_t ng = g0; ng < g1; ng++) {
+                const uint8_t *xv = gr->xt + ((size_t)kb * (size_t)gr->n4 + (size_t)ng) * 64;
+                const int8_t *hv = gr->ht + ((size_t)rb * (size_t)gr->n4 + (size_t)ng) * 64;
+                for (int r = 0; r < 16; r++)
+                    for (int c = 0; c < 16; c++)
+                        for (int j = 0; j < 4; j++) part[r][c] += hv[4 * r + j] * xv[4 * c + j];
+            }
+            const int32_t *hs = gr->hsum + ch * w->rows_pad + rb * 16;
+            for (int r = 0; r < 16; r++)
+                for (int c = 0; c < 16; c++) g[r][c] += part[r][c] - 128 * hs[r];
+        }
+        int64_t c1 = kb * 16 + 16 < w->cols ? kb * 16 + 16 : w->cols;
+        for (int r = 0; r < 16 && rb * 16 + r < w->rows; r++) {
+            if (pl) {
+                arb_upd_row(w, rb * 16 + r, kb * 16, c1, g[r], pl, &racc[r]);
+            } else {
+                for (int64_t c = kb * 16; c < c1; c++) {
+                    int32_t v = g[r][c - kb * 16];
+                    racc[r].abs_g += v < 0 ? -(int64_t)v : (int64_t)v;
+                }
+            }
+        }
+    }
+}
+
+const arb_lin_kernels arb_lin_kernels_ref = {ref_fwd, ref_bwdx, ref_upd};
