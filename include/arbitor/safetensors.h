@@ -14,7 +14,7 @@
  *
  *   arb_st_writer *wr;
  *   ARB_TRY(arb_st_writer_open(&wr, "ckpt.safetensors"));
- *   arb_st_writer_add(wr, "w", ARB_F32, 2, shape, data);   // data is copied or referenced until commit
+ *   arb_st_writer_add(wr, "w", ARB_F32, 2, shape, data);   // copied (add_ref: referenced until commit)
  *   arb_st_writer_set_metadata(wr, "config", json_text);
  *   ARB_TRY(arb_st_writer_commit(wr));                      // atomic; frees wr
  *   // on any failure before commit: arb_st_writer_abort(wr) removes the temp file
