@@ -1,0 +1,105 @@
+/* arbitor/cuda.h — the CUDA backend: device runtime (memory pool, streams, copies) and the
+ * ternary ops on device-resident tensors.
+ *
+ * Why a separate header: the generic ops in ternary.h take host pointers; these take device
+ * pointers and run on the calling thread's current stream, so a training step can chain them
+ * without host round trips. Every op computes exactly what its ternary.h twin computes: integer
+ * state (trits, T_accum, E, evidence) is bit-identical to the CPU reference for the same inputs
+ * and RNG keys; float outputs match within the tolerances stated in docs/CUDA.md.
+ *
+ * Available only in builds with ARB_HAVE_CUDA. Every function returns ARB_ERR_CUDA with
+ * "file:line: call: reason" when a CUDA call or launch fails, ARB_ERR_UNSUPPORTED when the
+ * machine has no CUDA device.
+ *
+ *   arb_ternary hw, dw;                      // host layer, device copy
+ *   arb_cuda_ternary_upload(&dw, &hw, 0);    // state to cuda:0
+ *   arb_cuda_quantize_rows(d_x, n, dw.cols, dw.cols_pad, d_xq, d_xs);
+ *   arb_cuda_ternary_linear_forward(&dw, d_xq, d_xs, n, d_y);
+ *   arb_cuda_ternary_download(&hw, &dw);     // state back (checkpoint)
+ *   arb_ternary_free(&dw);
+ */
+#ifndef ARBITOR_CUDA_H
+#define ARBITOR_CUDA_H
+
+#include "arbitor/core.h"
+#include "arbitor/ternary.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- devices ------------------------------------------------------------------------------ */
+
+/* Number of usable CUDA devices (0 when no driver or device; never fails). */
+int arb_cuda_device_count(void);
+/* Selects the device for the calling thread. */
+arb_status arb_cuda_set_device(int index);
+/* "NVIDIA H100 80GB HBM3" and its SM count / memory, into buf. */
+arb_status arb_cuda_device_name(int index, char *buf, size_t cap);
+
+/* ---- memory: cudaMalloc behind a caching pool (never managed memory) ------------------------
+ * Freed blocks are kept per (device, size class) and handed out again; arb_cuda_pool_trim()
+ * returns them to the driver. A block freed while the stream that used it still runs is reused
+ * only on that stream, or after that stream synchronizes. */
+arb_status arb_cuda_malloc(void **p, size_t nbytes);
+void arb_cuda_free(void *p);
+void arb_cuda_pool_trim(void);
+/* Bytes held by the pool: in use and cached. */
+void arb_cuda_pool_stats(size_t *in_use, size_t *cached);
+
+/* ---- streams --------------------------------------------------------------------------------
+ * Ops run on the calling thread's current stream (default: the legacy default stream). */
+typedef struct arb_cuda_stream_s *arb_cuda_stream; /* a cudaStream_t */
+arb_status arb_cuda_stream_create(arb_cuda_stream *s);
+void arb_cuda_stream_destroy(arb_cuda_stream s);
+void arb_cuda_stream_set(arb_cuda_stream s); /* NULL: default stream */
+arb_cuda_stream arb_cuda_stream_get(void);
+arb_status arb_cuda_synchronize(void); /* the current stream */
+
+/* ---- copies (on the current stream; host memory may be pageable) --------------------------- */
+arb_status arb_cuda_copy_h2d(void *dst, const void *src, size_t nbytes);
+arb_status arb_cuda_copy_d2h(void *dst, const void *src, size_t nbytes); /* synchronous */
+arb_status arb_cuda_copy_d2d(void *dst, const void *src, size_t nbytes);
+/* dst = src's contents on dst->device (shapes and dtypes must agree; any device pair). */
+arb_status arb_tensor_copy(arb_tensor *dst, const arb_tensor *src);
+
+/* ---- ternary tensors on the device --------------------------------------------------------
+ * A device arb_ternary has every array (trits, accum, exp, exp_evidence, scale, nnz) in device
+ * memory and device.kind == ARB_DEVICE_CUDA; arb_ternary_init(..., arb_cuda(i)) and
+ * arb_ternary_free work on it. */
+arb_status arb_cuda_ternary_upload(arb_ternary *dst, const arb_ternary *src_host, int device);
+/* dst_host must be an initialized host tensor of the same shape, kind and id. */
+arb_status arb_cuda_ternary_download(arb_ternary *dst_host, const arb_ternary *src);
+/* Recompute nnz and scale from trits and E on the device (arb_ternary_refresh's twin). */
+arb_status arb_cuda_ternary_refresh(arb_ternary *w);
+
+/* ---- ops (all pointers are device pointers) -------------------------------------------------
+ * Same contracts as ternary.h. */
+arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q, float *scale);
+arb_status arb_cuda_ternary_matmul_i32(const arb_ternary *w, const int8_t *xq, int64_t n, int32_t *acc);
+arb_status arb_cuda_ternary_linear_forward(const arb_ternary *w, const int8_t *xq, const float *xs, int64_t n,
+                                           float *y);
+arb_status arb_cuda_ternary_linear_backward_x(const arb_ternary *w, const float *dy, int64_t n, arb_rng_key key,
+                                              float *dx);
+/* st and stats are host structs (the per-tensor statistics live on the host). */
+arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs,
+                                                   const float *dy, int64_t n, const arb_update_params *p,
+                                                   arb_update_state *st, arb_update_stats *stats);
+arb_status arb_cuda_ternary_embedding_forward(const arb_ternary *w, const int32_t *idx, int64_t n, float *out);
+arb_status arb_cuda_ternary_embedding_backward_update(arb_ternary *w, const int32_t *idx, const float *dy, int64_t n,
+                                                      const arb_update_params *p, arb_update_state *st,
+                                                      arb_update_stats *stats);
+arb_status arb_cuda_ternary_rmsnorm_forward(const arb_ternary *gain, const float *x, int64_t n, float eps, float *y,
+                                            float *rstd);
+arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain, const float *x, const float *rstd,
+                                                    const float *dy, int64_t n, float *dx,
+                                                    const arb_update_params *p, arb_update_state *st,
+                                                    arb_update_stats *stats);
+
+/* `arbitor bench kernels --device cuda` (cli/bench_kernels.c calls it through a weak symbol). */
+int arb_cuda_bench_kernels(int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ARBITOR_CUDA_H */

@@ -1,0 +1,50 @@
+/* src/cuda/internal.cuh — what every .cu of the CUDA backend shares: the checked-call macros
+ * (errors carry file:line), the current stream, device checks of arb_ternary arguments.
+ * Why macros: a failing launch must name the place it failed, and the library never aborts. */
+#ifndef ARB_CUDA_INTERNAL_CUH
+#define ARB_CUDA_INTERNAL_CUH
+
+#include <cuda_runtime.h>
+
+#include "arbitor/core.h"
+#include "arbitor/cuda.h"
+#include "arbitor/ternary.h"
+
+/* Returns ARB_ERR_CUDA "file:line: call: reason" from the enclosing function on failure. */
+#define ARB_CU(call)                                                                                   \
+    do {                                                                                               \
+        cudaError_t arb_cu_e_ = (call);                                                                \
+        if (arb_cu_e_ != cudaSuccess)                                                                  \
+            return arb_error(ARB_ERR_CUDA, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                 \
+                             cudaGetErrorString(arb_cu_e_));                                           \
+    } while (0)
+
+/* After every launch: launch-configuration errors (and, with ARB_CUDA_SYNC_CHECK=1 in the
+ * environment, execution errors of the kernel itself, at the cost of a synchronize). */
+#define ARB_CU_LAUNCH(what)                                                                            \
+    do {                                                                                               \
+        cudaError_t arb_cu_e_ = cudaGetLastError();                                                    \
+        if (arb_cu_e_ == cudaSuccess && arb_cuda_sync_check())                                         \
+            arb_cu_e_ = cudaStreamSynchronize(arb_cuda_cur_stream());                                  \
+        if (arb_cu_e_ != cudaSuccess)                                                                  \
+            return arb_error(ARB_ERR_CUDA, "%s:%d: launch of %s: %s", __FILE__, __LINE__, what,        \
+                             cudaGetErrorString(arb_cu_e_));                                           \
+    } while (0)
+
+cudaStream_t arb_cuda_cur_stream(void);
+bool arb_cuda_sync_check(void);
+/* ARB_ERR_UNSUPPORTED unless a device exists; selects w's device when given. */
+arb_status arb_cuda_require(const char *what);
+arb_status arb_cuda_require_ternary(const arb_ternary *w, const char *what);
+
+/* A scratch buffer from the pool that frees itself (RAII keeps error paths short). */
+struct arb_cuda_scratch {
+    void *p = nullptr;
+    ~arb_cuda_scratch() { if (p) arb_cuda_free(p); }
+    arb_status alloc(size_t n) { return arb_cuda_malloc(&p, n); }
+    template <class T> T *as() const { return static_cast<T *>(p); }
+};
+
+static inline unsigned arb_cuda_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
+
+#endif

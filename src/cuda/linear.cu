@@ -1,0 +1,668 @@
+/* CUDA ternary linear: forward (W2A8 GEMM on int8 tensor cores, GEMV at small batch), backward
+ * dX, and the fused dW → T_accum update.
+ *
+ * One tiled GEMM core serves all three (mma.sync m16n8k32 s8·s8→s32, cp.async 4-stage pipeline,
+ * CTA tile 128×256×64, 8 warps of 64×64). They differ only in the A operand and the epilogue:
+ *   forward  A = W (rows × cols), decoded from tile16 in registers: a row's 16 trits of a tile
+ *            are one 32-bit word, and (word >> 2·tig) & 0x03030303 is exactly the 4 codes an
+ *            mma A-fragment register needs; code − 1 is done bytewise without borrows.
+ *   dX       A = Wᵀ: the fragment needs 4 consecutive W rows of one column, i.e. one byte of
+ *            each of 4 consecutive row words (the same 16-byte chunk), gathered with byte_perm.
+ *   dW       A = hqᵀ, B = xqᵀ (int8, K = tokens) via ldmatrix; the epilogue applies the update
+ *            rule to each accumulator element in registers (Gint is never stored) and packs the
+ *            new trits back with two shuffles per row word.
+ * Integer results are exact, so any tiling gives the CPU reference's state bit for bit. */
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <vector>
+
+#include "cuda/kernels.cuh"
+
+namespace {
+
+constexpr int BM = 128, BN = 256, BK = 64, STAGES = 4, THREADS = 256;
+constexpr int SB_BYTES = BN * BK;      /* int8 B stage */
+constexpr int SA_I8_BYTES = BM * BK;   /* int8 A stage (dW) */
+constexpr int SA_PK_BYTES = BM * BK / 4; /* packed A stage */
+
+enum AMode { A_PACKED_W = 0, A_PACKED_WT = 1, A_INT8 = 2 };
+enum Epi { EPI_I32 = 0, EPI_F32 = 1, EPI_DX = 2, EPI_UPDATE = 3, EPI_STATS = 4 };
+
+struct GemmArgs {
+    int M, N, K;            /* K: reduction length, multiple of 16 (bytes beyond kmax read as 0) */
+    const uint8_t *a;       /* packed trits, or int8 (M × lda) */
+    int64_t lda;            /* int8: row stride; packed: unused */
+    int64_t tiles_r, tiles_c; /* packed: tile grid of W (rows_pad/16, cols_pad/16) */
+    const int8_t *b;        /* int8, N rows × ldb, K contiguous */
+    int64_t ldb;
+    int kmax;               /* B bytes at k ≥ kmax are zero */
+    /* epilogue */
+    void *out;
+    int64_t ldo;
+    const float *rs_n;      /* per-N scale (xs for forward, dy row scale for dX) */
+    const float *rs_m;      /* per-M scale (row scale for forward) */
+    /* update */
+    uint8_t *trits;
+    int8_t *accum;
+    int64_t cols;           /* W cols (row stride of accum) */
+    const int32_t *mult;
+    int shift, threshold, leak_shift;
+    arb_rng_key key;
+    unsigned long long *abs_g, *ge, *flips;
+};
+
+__device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4); }
+
+template <int AM>
+__device__ __forceinline__ void load_stage(const GemmArgs &g, uint8_t *sa, uint8_t *sb, int m0, int n0, int k0) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < (BN * BK / 16) / THREADS; j++) {
+        int c = tid + j * THREADS, row = c >> 2, ch = c & 3;
+        int n = n0 + row, k = k0 + ch * 16;
+        bool ok = n < g.N && k < g.kmax;
+        const int8_t *src = ok ? g.b + (int64_t)n * g.ldb + k : g.b;
+        arb_cp_async16(sb + swz(row, ch), src, ok);
+    }
+    if constexpr (AM == A_INT8) {
+#pragma unroll
+        for (int j = 0; j < (BM * BK / 16) / THREADS; j++) {
+            int c = tid + j * THREADS, row = c >> 2, ch = c & 3;
+            int m = m0 + row, k = k0 + ch * 16;
+            bool ok = m < g.M && k < g.K;
+            const uint8_t *src = ok ? g.a + (int64_t)m * g.lda + k : g.a;
+            arb_cp_async16(sa + swz(row, ch), src, ok);
+        }
+    } else if (tid < SA_PK_BYTES / 16) {
+        int c = tid, q = c & 3;
+        int64_t tr, tc;
+        int slot;
+        if constexpr (AM == A_PACKED_W) { /* [8 tile-rows (M)][4 tiles (K)] */
+            int mt = c >> 4, kt = (c >> 2) & 3;
+            tr = m0 / 16 + mt;
+            tc = k0 / 16 + kt;
+            slot = mt * 4 + kt;
+        } else { /* Wᵀ: [4 tile-rows (K)][8 tile-cols (M)] */
+            int kt = c >> 5, mt = (c >> 2) & 7;
+            tr = k0 / 16 + kt;
+            tc = m0 / 16 + mt;
+            slot = kt * 8 + mt;
+        }
+        bool ok = tr < g.tiles_r && tc < g.tiles_c;
+        const uint8_t *src = ok ? g.a + (tr * g.tiles_c + tc) * ARB_TILE_BYTES + q * 16 : g.a;
+        arb_cp_async16(sa + slot * ARB_TILE_BYTES + q * 16, src, ok);
+    }
+}
+
+/* A fragment of m-frag mi (16 rows) at k32 step ks. */
+template <int AM>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const uint8_t *sa, int wm, int mi, int ks, int lane) {
+    const int g = lane >> 2, tig = lane & 3;
+    if constexpr (AM == A_INT8) {
+        int row = wm * 64 + mi * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
+        int ch = 2 * ks + (lane >> 4);
+        arb_ldmatrix_x4(a[0], a[1], a[2], a[3], sa + swz(row, ch));
+    } else if constexpr (AM == A_PACKED_W) {
+        const uint8_t *t0 = sa + ((wm * 4 + mi) * 4 + 2 * ks) * ARB_TILE_BYTES; /* tiles kt = 2ks, 2ks+1 */
+        const uint8_t *t1 = t0 + ARB_TILE_BYTES;
+        uint32_t w0 = *(const uint32_t *)(t0 + 4 * g), w1 = *(const uint32_t *)(t0 + 4 * (g + 8));
+        uint32_t w2 = *(const uint32_t *)(t1 + 4 * g), w3 = *(const uint32_t *)(t1 + 4 * (g + 8));
+        a[0] = arb_dev_codes_to_trits(w0 >> (2 * tig));
+        a[1] = arb_dev_codes_to_trits(w1 >> (2 * tig));
+        a[2] = arb_dev_codes_to_trits(w2 >> (2 * tig));
+        a[3] = arb_dev_codes_to_trits(w3 >> (2 * tig));
+    } else { /* Wᵀ: M = W column (g, g+8 of tile-col), K = W rows 4tig..4tig+3 of tile-rows 2ks, 2ks+1 */
+        int mt = wm * 4 + mi;
+        const uint8_t *t0 = sa + ((2 * ks) * 8 + mt) * ARB_TILE_BYTES + 16 * tig;
+        const uint8_t *t1 = sa + ((2 * ks + 1) * 8 + mt) * ARB_TILE_BYTES + 16 * tig;
+        uint4 q0 = *(const uint4 *)t0, q1 = *(const uint4 *)t1;
+        unsigned b = g & 3, sel = b | ((4 + b) << 4);
+        uint32_t p0 = __byte_perm(__byte_perm(q0.x, q0.y, sel), __byte_perm(q0.z, q0.w, sel), 0x5410);
+        uint32_t p1 = __byte_perm(__byte_perm(q1.x, q1.y, sel), __byte_perm(q1.z, q1.w, sel), 0x5410);
+        int s = 2 * (g >> 2);
+        a[0] = arb_dev_codes_to_trits(p0 >> s);
+        a[1] = arb_dev_codes_to_trits(p0 >> (s + 4));
+        a[2] = arb_dev_codes_to_trits(p1 >> s);
+        a[3] = arb_dev_codes_to_trits(p1 >> (s + 4));
+    }
+}
+
+template <int EPI>
+__device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[4][8][4], int m0, int n0, int wm, int wn,
+                                         int lane) {
+    const int gq = lane >> 2, tig = lane & 3;
+    if constexpr (EPI == EPI_I32 || EPI == EPI_F32 || EPI == EPI_DX) {
+#pragma unroll
+        for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+            for (int nj = 0; nj < 8; nj++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int m = m0 + wm * 64 + mi * 16 + gq + ((e >> 1) << 3);
+                    int n = n0 + wn * 64 + nj * 8 + 2 * tig + (e & 1);
+                    if (m >= g.M || n >= g.N) continue;
+                    int32_t v = acc[mi][nj][e];
+                    if constexpr (EPI == EPI_I32) {
+                        ((int32_t *)g.out)[(int64_t)n * g.ldo + m] = v;
+                    } else if constexpr (EPI == EPI_F32) {
+                        ((float *)g.out)[(int64_t)n * g.ldo + m] = __fmul_rn(__fmul_rn((float)v, g.rs_n[n]), g.rs_m[m]);
+                    } else {
+                        ((float *)g.out)[(int64_t)n * g.ldo + m] = __fmul_rn((float)v, g.rs_n[n]);
+                    }
+                }
+    } else {
+        /* M = W row o, N = W col i. Lane holds, per 16-col tile p and row (g or g+8), columns
+         * 2tig, 2tig+1 (frag 2p) and 8+2tig, 9+2tig (frag 2p+1). */
+        arb_upd_plan pl = {g.mult, g.shift, g.key, g.threshold, g.leak_shift};
+#pragma unroll
+        for (int mi = 0; mi < 4; mi++) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int64_t o = m0 + wm * 64 + mi * 16 + gq + 8 * h;
+                const bool orow = o < g.M;
+                const int32_t m = (EPI == EPI_UPDATE && orow) ? g.mult[o] : 0;
+                long long sa = 0, se = 0, sf = 0;
+#pragma unroll
+                for (int p = 0; p < 4; p++) {
+                    const int64_t tc = (n0 + wn * 64 + p * 16) / 16;
+                    const bool ok = orow && tc < g.tiles_c;
+                    uint32_t *wp = (uint32_t *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES + 4 * (o & 15));
+                    uint32_t word = ok ? *wp : 0u, part = 0;
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int cl = (e >> 1) * 8 + 2 * tig + (e & 1); /* column within the tile */
+                        const int sh = 8 * (cl & 3) + 2 * (cl >> 2);
+                        const int64_t i = tc * 16 + cl;
+                        uint32_t code = (word >> sh) & 3u;
+                        if (ok && i < g.cols) {
+                            const int32_t gi = acc[mi][2 * p + (e >> 1)][2 * h + (e & 1)];
+                            sa += gi < 0 ? -(long long)gi : (long long)gi;
+                            if constexpr (EPI == EPI_UPDATE) {
+                                const int t = (int)code - 1;
+                                se += (long long)t * gi;
+                                int8_t *ap = g.accum + o * g.cols + i;
+                                int8_t a = *ap;
+                                int nt = arb_upd_weight(t, &a, gi, m, &pl, arb_rand_u32(g.key, (uint32_t)(o * g.cols + i)));
+                                *ap = a;
+                                if (nt != t) sf++;
+                                code = (uint32_t)(nt + 1);
+                            }
+                        }
+                        part |= code << sh;
+                    }
+                    if constexpr (EPI == EPI_UPDATE) {
+                        part |= __shfl_xor_sync(0xffffffffu, part, 1);
+                        part |= __shfl_xor_sync(0xffffffffu, part, 2);
+                        if (ok && tig == 0 && part != word) *wp = part;
+                    }
+                }
+                sa += __shfl_xor_sync(0xffffffffu, sa, 1);
+                sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+                if constexpr (EPI == EPI_UPDATE) {
+                    se += __shfl_xor_sync(0xffffffffu, se, 1);
+                    se += __shfl_xor_sync(0xffffffffu, se, 2);
+                    sf += __shfl_xor_sync(0xffffffffu, sf, 1);
+                    sf += __shfl_xor_sync(0xffffffffu, sf, 2);
+                }
+                if (orow && tig == 0) {
+                    if (sa) atomicAdd(&g.abs_g[o], (unsigned long long)sa);
+                    if (EPI == EPI_UPDATE && se) atomicAdd(&g.ge[o], (unsigned long long)se);
+                    if (EPI == EPI_UPDATE && sf) atomicAdd(&g.flips[o], (unsigned long long)sf);
+                }
+            }
+        }
+    }
+}
+
+template <int AM, int EPI>
+__global__ void __launch_bounds__(THREADS, 1) k_gemm(const GemmArgs g) {
+    extern __shared__ __align__(128) uint8_t smem[];
+    constexpr int SA = AM == A_INT8 ? SA_I8_BYTES : SA_PK_BYTES;
+    uint8_t *sA = smem, *sB = smem + STAGES * SA;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm = warp & 1, wn = warp >> 1;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int nk = (g.K + BK - 1) / BK;
+
+    int32_t acc[4][8][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < nk) load_stage<AM>(g, sA + s * SA, sB + s * SB_BYTES, m0, n0, s * BK);
+        arb_cp_async_commit();
+    }
+    for (int kb = 0; kb < nk; kb++) {
+        arb_cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        int pf = kb + STAGES - 1;
+        if (pf < nk) load_stage<AM>(g, sA + (pf % STAGES) * SA, sB + (pf % STAGES) * SB_BYTES, m0, n0, pf * BK);
+        arb_cp_async_commit();
+        const uint8_t *a_s = sA + (kb % STAGES) * SA, *b_s = sB + (kb % STAGES) * SB_BYTES;
+#pragma unroll
+        for (int ks = 0; ks < 2; ks++) {
+            uint32_t af[4][4], bf[8][2];
+#pragma unroll
+            for (int mi = 0; mi < 4; mi++) load_a<AM>(af[mi], a_s, wm, mi, ks, lane);
+#pragma unroll
+            for (int p = 0; p < 4; p++) {
+                int row = wn * 64 + p * 16 + (lane & 7) + ((lane >> 4) << 3);
+                int ch = 2 * ks + ((lane >> 3) & 1);
+                arb_ldmatrix_x4(bf[2 * p][0], bf[2 * p][1], bf[2 * p + 1][0], bf[2 * p + 1][1], b_s + swz(row, ch));
+            }
+#pragma unroll
+            for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+                for (int nj = 0; nj < 8; nj++) arb_mma_s8(acc[mi][nj], af[mi], bf[nj][0], bf[nj][1]);
+        }
+    }
+    arb_cp_async_wait<0>();
+    epilogue<EPI>(g, acc, m0, n0, wm, wn, lane);
+}
+
+template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char *what) {
+    constexpr int SA = AM == A_INT8 ? SA_I8_BYTES : SA_PK_BYTES;
+    constexpr int SMEM = STAGES * (SA + SB_BYTES);
+    static bool configured = false; /* per device would be stricter; all devices get the same value */
+    if (!configured) {
+        ARB_CU(cudaFuncSetAttribute(k_gemm<AM, EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
+        configured = true;
+    }
+    dim3 grid((unsigned)((g.N + BN - 1) / BN), (unsigned)((g.M + BM - 1) / BM));
+    if (grid.y > 65535) return arb_error(ARB_ERR_SHAPE, "%s: M = %d is too large for one launch", what, g.M);
+    k_gemm<AM, EPI><<<grid, THREADS, SMEM, arb_cuda_cur_stream()>>>(g);
+    ARB_CU_LAUNCH(what);
+    return ARB_OK;
+}
+
+/* ---- GEMV (n ≤ 4): one block per tile-row (16 outputs); each thread takes a 16-byte quarter
+ * tile (4 rows × 16 k) per step: 4 row words × 4 dp4a on the raw codes, and Σx once per tile
+ * for the code→trit correction (acc = Σ code·x − Σ x). */
+template <int NT>
+__global__ void __launch_bounds__(256) k_gemv(const uint8_t *trits, int64_t kt, int64_t rows, const int8_t *xq,
+                                              int64_t ldx, int32_t *acc_out, float *y, const float *xs,
+                                              const float *scale) {
+    const int64_t rt = blockIdx.x;
+    const int tid = threadIdx.x, q = tid & 3;
+    const uint4 *base = (const uint4 *)(trits + rt * kt * ARB_TILE_BYTES);
+    int32_t s[NT][4] = {}, xsum[NT] = {};
+    const int64_t nq = kt * 4;
+    int64_t i = tid;
+#pragma unroll 1
+    for (; i + 3 * 256 < nq; i += 4 * 256) {
+        uint4 w[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) w[u] = __ldcs(base + i + u * 256); /* streamed once: don't keep in L1 */
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int64_t k = ((i + u * 256) >> 2) * 16;
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                int4 x = __ldg((const int4 *)(xq + t * ldx + k));
+                int xv[4] = {x.x, x.y, x.z, x.w};
+                uint32_t wv[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+#pragma unroll
+                    for (int gg = 0; gg < 4; gg++) s[t][r] = __dp4a((int)((wv[r] >> (2 * gg)) & 0x03030303u), xv[gg], s[t][r]);
+#pragma unroll
+                for (int gg = 0; gg < 4; gg++) xsum[t] = __dp4a(0x01010101, xv[gg], xsum[t]);
+            }
+        }
+    }
+    for (; i < nq; i += 256) {
+        uint4 w = __ldcs(base + i);
+        int64_t k = (i >> 2) * 16;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int4 x = __ldg((const int4 *)(xq + t * ldx + k));
+            int xv[4] = {x.x, x.y, x.z, x.w};
+            uint32_t wv[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+#pragma unroll
+                for (int gg = 0; gg < 4; gg++) s[t][r] = __dp4a((int)((wv[r] >> (2 * gg)) & 0x03030303u), xv[gg], s[t][r]);
+#pragma unroll
+            for (int gg = 0; gg < 4; gg++) xsum[t] = __dp4a(0x01010101, xv[gg], xsum[t]);
+        }
+    }
+    __shared__ int32_t red[8][NT][16];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            int32_t v = s[t][r] - xsum[t];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            if ((tid & 31) < 4) red[tid >> 5][t][q * 4 + r] = v;
+        }
+    __syncthreads();
+    if (tid < NT * 16) {
+        int t = tid >> 4, r = tid & 15;
+        int32_t v = 0;
+#pragma unroll
+        for (int wi = 0; wi < 8; wi++) v += red[wi][t][r];
+        int64_t o = rt * 16 + r;
+        if (o < rows) {
+            if (acc_out) acc_out[t * rows + o] = v;
+            else y[t * rows + o] = __fmul_rn(__fmul_rn((float)v, xs[t]), scale[o]);
+        }
+    }
+}
+
+arb_status launch_gemv(const arb_ternary *w, const int8_t *xq, int64_t n, int32_t *acc, float *y, const float *xs) {
+    const int64_t kt = w->cols_pad / 16;
+    for (int64_t t0 = 0; t0 < n; t0 += 4) {
+        int64_t nt = n - t0 < 4 ? n - t0 : 4;
+        const int8_t *x = xq + t0 * w->cols_pad;
+        int32_t *a = acc ? acc + t0 * w->rows : nullptr;
+        float *yy = y ? y + t0 * w->rows : nullptr;
+        const float *s = xs ? xs + t0 : nullptr;
+        unsigned grid = (unsigned)(w->rows_pad / 16);
+        cudaStream_t st = arb_cuda_cur_stream();
+        switch (nt) {
+        case 1: k_gemv<1><<<grid, 256, 0, st>>>(w->trits, kt, w->rows, x, w->cols_pad, a, yy, s, w->scale); break;
+        case 2: k_gemv<2><<<grid, 256, 0, st>>>(w->trits, kt, w->rows, x, w->cols_pad, a, yy, s, w->scale); break;
+        case 3: k_gemv<3><<<grid, 256, 0, st>>>(w->trits, kt, w->rows, x, w->cols_pad, a, yy, s, w->scale); break;
+        default: k_gemv<4><<<grid, 256, 0, st>>>(w->trits, kt, w->rows, x, w->cols_pad, a, yy, s, w->scale); break;
+        }
+        ARB_CU_LAUNCH("k_gemv");
+    }
+    return ARB_OK;
+}
+
+arb_status check_linear(const arb_ternary *w, int64_t n, const char *what) {
+    ARB_TRY(arb_cuda_require_ternary(w, what));
+    if (n < 0 || n > INT32_MAX / 2) return arb_error(ARB_ERR_SHAPE, "%s: n = %lld", what, (long long)n);
+    if (w->rows > INT32_MAX / 2 || w->cols_pad > INT32_MAX / 2)
+        return arb_error(ARB_ERR_SHAPE, "%s: (%lld, %lld) is too large for the CUDA kernels", what,
+                         (long long)w->rows, (long long)w->cols);
+    return ARB_OK;
+}
+
+GemmArgs forward_args(const arb_ternary *w, const int8_t *xq, int64_t n) {
+    GemmArgs g;
+    memset(&g, 0, sizeof g);
+    g.M = (int)w->rows;
+    g.N = (int)n;
+    g.K = (int)w->cols_pad;
+    g.a = w->trits;
+    g.tiles_r = w->rows_pad / 16;
+    g.tiles_c = w->cols_pad / 16;
+    g.b = xq;
+    g.ldb = w->cols_pad;
+    g.kmax = (int)w->cols_pad;
+    g.ldo = w->rows;
+    return g;
+}
+
+/* Below this batch the GEMV (memory-bound, no tensor cores) is faster. */
+constexpr int64_t GEMV_MAX_N = 4;
+
+} // namespace
+
+extern "C" arb_status arb_cuda_ternary_matmul_i32(const arb_ternary *w, const int8_t *xq, int64_t n, int32_t *acc) {
+    const char *what = "arb_cuda_ternary_matmul_i32";
+    ARB_TRY(check_linear(w, n, what));
+    if (n == 0) return ARB_OK;
+    if (!xq || !acc) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    if (n <= GEMV_MAX_N) return launch_gemv(w, xq, n, acc, nullptr, nullptr);
+    GemmArgs g = forward_args(w, xq, n);
+    g.out = acc;
+    return launch_gemm<A_PACKED_W, EPI_I32>(g, "k_gemm<fwd,i32>");
+}
+
+extern "C" arb_status arb_cuda_ternary_linear_forward(const arb_ternary *w, const int8_t *xq, const float *xs,
+                                                      int64_t n, float *y) {
+    const char *what = "arb_cuda_ternary_linear_forward";
+    ARB_TRY(check_linear(w, n, what));
+    if (n == 0) return ARB_OK;
+    if (!xq || !xs || !y) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    if (n <= GEMV_MAX_N) return launch_gemv(w, xq, n, nullptr, y, xs);
+    GemmArgs g = forward_args(w, xq, n);
+    g.out = y;
+    g.rs_n = xs;
+    g.rs_m = w->scale;
+    return launch_gemm<A_PACKED_W, EPI_F32>(g, "k_gemm<fwd,f32>");
+}
+
+/* ---------------------------------------------------------------- backward dX */
+
+/* dy·scale per token row, quantized to int8 with stochastic rounding:
+ *   v = dy[t,o]·scale[o], amax_t = max_o |v|, q = clamp(floorf(v·(127/amax_t) + u), ±127),
+ *   u = arb_rand_unit(key, t·rows + o); row scale amax_t/127. One block per token row. */
+__global__ void k_quant_dy(const float *dy, const float *scale, int64_t rows, int64_t ldq, arb_rng_key key, int8_t *q,
+                           float *qs, int *bad) {
+    __shared__ float sm[32];
+    __shared__ int sn[32];
+    const int64_t t = blockIdx.x;
+    const float *d = dy + t * rows;
+    float m = 0.0f;
+    int nan = 0;
+    for (int64_t o = threadIdx.x; o < rows; o += blockDim.x) {
+        float a = fabsf(__fmul_rn(d[o], scale[o]));
+        nan |= !(a <= 3.4028234663852886e38f);
+        m = fmaxf(m, a);
+    }
+    for (int s = 16; s; s >>= 1) {
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, s));
+        nan |= __shfl_xor_sync(0xffffffffu, nan, s);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        sm[threadIdx.x >> 5] = m;
+        sn[threadIdx.x >> 5] = nan;
+    }
+    __syncthreads();
+    m = 0.0f;
+    nan = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) {
+        m = fmaxf(m, sm[i]);
+        nan |= sn[i];
+    }
+    if (nan && threadIdx.x == 0) atomicOr(bad, 1);
+    const float inv = m > 0.0f ? __fdiv_rn(127.0f, m) : 0.0f;
+    if (threadIdx.x == 0) qs[t] = __fdiv_rn(m, 127.0f);
+    for (int64_t o = threadIdx.x; o < ldq; o += blockDim.x) {
+        int v = 0;
+        if (o < rows && m > 0.0f && !nan) {
+            float f = floorf(__fadd_rn(__fmul_rn(__fmul_rn(d[o], scale[o]), inv),
+                                       arb_rand_unit(key, (uint32_t)(t * rows + o))));
+            f = f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f);
+            v = (int)f;
+        }
+        q[t * ldq + o] = (int8_t)v;
+    }
+}
+
+extern "C" arb_status arb_cuda_ternary_linear_backward_x(const arb_ternary *w, const float *dy, int64_t n,
+                                                         arb_rng_key key, float *dx) {
+    const char *what = "arb_cuda_ternary_linear_backward_x";
+    ARB_TRY(check_linear(w, n, what));
+    if (n == 0) return ARB_OK;
+    if (!dy || !dx) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    const int64_t kpad = (w->rows_pad + BK - 1) / BK * BK;
+    arb_cuda_scratch q, qs, bad;
+    ARB_TRY(q.alloc((size_t)(n * kpad)));
+    ARB_TRY(qs.alloc((size_t)n * sizeof(float)));
+    ARB_TRY(bad.alloc(sizeof(int)));
+    cudaStream_t s = arb_cuda_cur_stream();
+    ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), s));
+    k_quant_dy<<<(unsigned)n, 256, 0, s>>>(dy, w->scale, w->rows, kpad, key, q.as<int8_t>(), qs.as<float>(),
+                                           bad.as<int>());
+    ARB_CU_LAUNCH("k_quant_dy");
+    GemmArgs g;
+    memset(&g, 0, sizeof g);
+    g.M = (int)w->cols;
+    g.N = (int)n;
+    g.K = (int)kpad;
+    g.a = w->trits;
+    g.tiles_r = w->rows_pad / 16;
+    g.tiles_c = w->cols_pad / 16;
+    g.b = q.as<int8_t>();
+    g.ldb = kpad;
+    g.kmax = (int)kpad;
+    g.out = dx;
+    g.ldo = w->cols;
+    g.rs_n = qs.as<float>();
+    ARB_TRY((launch_gemm<A_PACKED_WT, EPI_DX>(g, "k_gemm<dx>")));
+    int h = 0;
+    ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h)); /* also keeps the scratch alive until the GEMM ran */
+    if (h) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
+    return ARB_OK;
+}
+
+/* ---------------------------------------------------------------- fused dW + update */
+
+/* Column absmax of h = (dy·scale[o])·xs[t] over a chunk of 64 tokens; bits of |h| as uint. */
+__global__ void k_grad_amax(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
+                            unsigned *amax_bits, int *bad) {
+    int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (o >= rows) return;
+    int64_t t0 = blockIdx.y * (int64_t)64, t1 = t0 + 64 < n ? t0 + 64 : n;
+    float m = 0.0f, so = scale[o];
+    int nan = 0;
+    for (int64_t t = t0; t < t1; t++) {
+        float a = fabsf(__fmul_rn(__fmul_rn(dy[t * rows + o], so), xs[t]));
+        nan |= !(a <= 3.4028234663852886e38f);
+        m = fmaxf(m, a);
+    }
+    if (m > 0.0f) atomicMax(&amax_bits[o], __float_as_uint(m));
+    if (nan) atomicOr(bad, 1);
+}
+
+/* hqᵀ (rows, ldt) from dy: the CPU's arb_upd_quantize_grad, transposed through shared memory
+ * so that both the dy reads and the hqᵀ writes are coalesced. Tokens n..ldt-1 are zero. */
+__global__ void k_grad_quant_t(const float *dy, const float *xs, const float *scale, const unsigned *amax_bits,
+                               int64_t n, int64_t rows, int64_t ldt, arb_rng_key key, int8_t *hqt) {
+    __shared__ int8_t tile[32][33];
+    const int64_t o0 = blockIdx.x * 32, t0 = blockIdx.y * 32;
+    const int tx = threadIdx.x, ty = threadIdx.y; /* 32 × 8 */
+    for (int j = ty; j < 32; j += 8) {
+        int64_t t = t0 + j, o = o0 + tx;
+        int v = 0;
+        if (t < n && o < rows) {
+            float amax = __uint_as_float(amax_bits[o]);
+            if (amax != 0.0f) {
+                float inv = __fdiv_rn(127.0f, amax);
+                float h = __fmul_rn(__fmul_rn(dy[t * rows + o], scale[o]), xs[t]);
+                float f = floorf(__fadd_rn(__fmul_rn(h, inv), arb_rand_unit(key, (uint32_t)(t * rows + o))));
+                f = f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f);
+                v = (int)f;
+            }
+        }
+        tile[j][tx] = (int8_t)v;
+    }
+    __syncthreads();
+    for (int j = ty; j < 32; j += 8) {
+        int64_t o = o0 + j, t = t0 + tx;
+        if (o < rows && t < ldt) hqt[o * ldt + t] = tile[tx][j];
+    }
+}
+
+/* xqᵀ (cols_pad, ldt) from xq (n, cols_pad). */
+__global__ void k_transpose_i8(const int8_t *x, int64_t n, int64_t cols, int64_t ldt, int8_t *xt) {
+    __shared__ int8_t tile[32][33];
+    const int64_t c0 = blockIdx.x * 32, t0 = blockIdx.y * 32;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    for (int j = ty; j < 32; j += 8) {
+        int64_t t = t0 + j, c = c0 + tx;
+        tile[j][tx] = (t < n && c < cols) ? x[t * cols + c] : (int8_t)0;
+    }
+    __syncthreads();
+    for (int j = ty; j < 32; j += 8) {
+        int64_t c = c0 + j, t = t0 + tx;
+        if (c < cols && t < ldt) xt[c * ldt + t] = tile[tx][j];
+    }
+}
+
+extern "C" arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs,
+                                                              const float *dy, int64_t n, const arb_update_params *p,
+                                                              arb_update_state *st, arb_update_stats *stats) {
+    const char *what = "arb_cuda_ternary_linear_backward_update";
+    ARB_TRY(arb_cuda_upd_check(w, n, p, st, what));
+    ARB_TRY(check_linear(w, n, what));
+    if (n > 0 && (!xq || !xs || !dy)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL input", what);
+    const int64_t rows = w->rows, cols = w->cols, cp = w->cols_pad;
+    const int64_t ldt = n > 0 ? (n + BK - 1) / BK * BK : BK;
+    cudaStream_t s = arb_cuda_cur_stream();
+    arb_cuda_scratch amax, bad, hqt, xqt, dmult;
+    ARB_TRY(amax.alloc((size_t)rows * sizeof(unsigned)));
+    ARB_TRY(bad.alloc(sizeof(int)));
+    ARB_TRY(hqt.alloc((size_t)(rows * ldt)));
+    ARB_TRY(xqt.alloc((size_t)(cp * ldt)));
+    ARB_TRY(dmult.alloc((size_t)rows * sizeof(int32_t)));
+    ARB_CU(cudaMemsetAsync(amax.p, 0, (size_t)rows * sizeof(unsigned), s));
+    ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), s));
+    if (n > 0) {
+        dim3 ga(arb_cuda_blocks(rows, 128), arb_cuda_blocks(n, 64));
+        k_grad_amax<<<ga, 128, 0, s>>>(dy, xs, w->scale, n, rows, amax.as<unsigned>(), bad.as<int>());
+        ARB_CU_LAUNCH("k_grad_amax");
+    }
+    dim3 gq(arb_cuda_blocks(rows, 32), arb_cuda_blocks(ldt, 32)), bq(32, 8);
+    k_grad_quant_t<<<gq, bq, 0, s>>>(dy, xs, w->scale, amax.as<unsigned>(), n, rows, ldt,
+                                     arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD), hqt.as<int8_t>());
+    ARB_CU_LAUNCH("k_grad_quant_t");
+    dim3 gt(arb_cuda_blocks(cp, 32), arb_cuda_blocks(ldt, 32));
+    k_transpose_i8<<<gt, bq, 0, s>>>(xq, n, cp, ldt, xqt.as<int8_t>());
+    ARB_CU_LAUNCH("k_transpose_i8");
+
+    std::vector<unsigned> hb((size_t)rows);
+    ARB_TRY(arb_cuda_copy_d2h(hb.data(), amax.p, (size_t)rows * sizeof(unsigned)));
+    int hbad = 0;
+    ARB_TRY(arb_cuda_copy_d2h(&hbad, bad.p, sizeof hbad));
+    if (hbad)
+        return arb_error(ARB_ERR_INVALID_ARG, "gradient has a NaN or infinite value (%lld x %lld)", (long long)n,
+                         (long long)rows);
+    std::vector<float> c((size_t)rows);
+    for (int64_t o = 0; o < rows; o++) {
+        float a;
+        memcpy(&a, &hb[(size_t)o], sizeof a);
+        c[(size_t)o] = a / 127.0f;
+    }
+
+    arb_cuda_rowsums rsum;
+    ARB_TRY(rsum.init(rows));
+    GemmArgs g;
+    memset(&g, 0, sizeof g);
+    g.M = (int)rows;
+    g.N = (int)cols;
+    g.K = (int)ldt;
+    g.a = (const uint8_t *)hqt.p;
+    g.lda = ldt;
+    g.b = xqt.as<int8_t>();
+    g.ldb = ldt;
+    g.kmax = (int)ldt;
+    g.tiles_r = w->rows_pad / 16;
+    g.tiles_c = cp / 16;
+    g.trits = w->trits;
+    g.accum = w->accum;
+    g.cols = cols;
+    g.threshold = p->threshold;
+    g.leak_shift = p->leak_shift;
+    g.key = arb_update_key(p->seed, p->step, w->id, ARB_RNG_PRESSURE);
+    g.abs_g = rsum.abs_g();
+    g.ge = rsum.ge();
+    g.flips = rsum.flips();
+    std::vector<arb_upd_row_acc> acc((size_t)rows);
+    double norm = st->grad_norm;
+    if (!(norm > 0.0)) { /* first step: a stats pass measures this step's own norm */
+        ARB_TRY((launch_gemm<A_INT8, EPI_STATS>(g, "k_gemm<dw,stats>")));
+        ARB_TRY(rsum.download(acc.data()));
+        norm = arb_upd_norm(c.data(), acc.data(), rows, cols);
+        ARB_TRY(rsum.zero());
+    }
+    std::vector<int32_t> mult((size_t)rows);
+    arb_upd_plan_make(c.data(), rows, (double)p->eta, norm, mult.data(), &g.shift);
+    ARB_TRY(arb_cuda_copy_h2d(dmult.p, mult.data(), (size_t)rows * sizeof(int32_t)));
+    g.mult = dmult.as<int32_t>();
+    ARB_TRY((launch_gemm<A_INT8, EPI_UPDATE>(g, "k_gemm<dw,update>")));
+    ARB_TRY(rsum.download(acc.data()));
+    return arb_cuda_upd_finish(w, c.data(), acc.data(), p, st, stats);
+}

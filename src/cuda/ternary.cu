@@ -1,0 +1,533 @@
+/* CUDA ternary ops other than the linear GEMMs: refresh (nnz, scale), activation quantization,
+ * the dense per-weight update (embedding, RMSNorm gain), embedding and RMSNorm forward/backward,
+ * and the host-side finish of every update.
+ *
+ * Why these are simple one-pass kernels: they are memory-bound and small next to the linear
+ * layers. Integer state must match the CPU bit for bit, so every float that feeds it is computed
+ * with the CPU's operation order (explicit __fmul_rn/__fadd_rn: no contraction into FMA), every
+ * reduction that feeds it is integer or a max, and the few double-precision rules (norm, E)
+ * run on the host through the very functions the CPU uses (src/ternary/update.c). */
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cuda/kernels.cuh"
+
+/* ------------------------------------------------------------------ refresh */
+
+/* One thread per row: nnz from the packed words (same popcount as arb_ternary_row_nnz). */
+__global__ void k_refresh(const uint8_t *trits, int64_t rows, int64_t cols, int64_t kt, int kind, const int8_t *exp,
+                          int32_t *nnz, float *scale) {
+    int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const uint8_t *row = trits + (r >> 4) * kt * ARB_TILE_BYTES + 4 * (r & 15);
+    int32_t n = 0;
+    for (int64_t k = 0; k < kt; k++) {
+        uint32_t x = *(const uint32_t *)(row + k * ARB_TILE_BYTES) ^ 0x55555555u;
+        n += __popc((x | (x >> 1)) & 0x55555555u);
+    }
+    nnz[r] = n;
+    scale[r] = arb_dev_row_scale(kind, cols, n, exp[r]);
+}
+
+extern "C" arb_status arb_cuda_ternary_refresh(arb_ternary *w) {
+    ARB_TRY(arb_cuda_require_ternary(w, "arb_cuda_ternary_refresh"));
+    k_refresh<<<arb_cuda_blocks(w->rows, 128), 128, 0, arb_cuda_cur_stream()>>>(
+        w->trits, w->rows, w->cols, w->cols_pad / 16, (int)w->kind, w->exp, w->nnz, w->scale);
+    ARB_CU_LAUNCH("k_refresh");
+    return ARB_OK;
+}
+
+/* ------------------------------------------------------------------ activation quantization */
+
+/* One block per row: absmax (exact: a max), then q = rint(x · (127/amax)) ties to even. */
+__global__ void k_quantize_rows(const float *x, int64_t cols, int64_t ld, int8_t *q, float *scale, int *bad) {
+    int64_t r = blockIdx.x;
+    const float *xr = x + r * cols;
+    int8_t *qr = q + r * ld;
+    float amax = 0.0f;
+    int nan = 0;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        float a = fabsf(xr[c]);
+        nan |= !(a <= 3.4028234663852886e38f);
+        amax = fmaxf(amax, a);
+    }
+    __shared__ float s_max[32];
+    __shared__ int s_nan[32];
+    for (int o = 16; o; o >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        nan |= __shfl_xor_sync(0xffffffffu, nan, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        s_max[threadIdx.x >> 5] = amax;
+        s_nan[threadIdx.x >> 5] = nan;
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        int nw = blockDim.x >> 5;
+        amax = threadIdx.x < nw ? s_max[threadIdx.x] : 0.0f;
+        nan = threadIdx.x < nw ? s_nan[threadIdx.x] : 0;
+        for (int o = 16; o; o >>= 1) {
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+            nan |= __shfl_xor_sync(0xffffffffu, nan, o);
+        }
+        if (threadIdx.x == 0) {
+            s_max[0] = amax;
+            s_nan[0] = nan;
+        }
+    }
+    __syncthreads();
+    amax = s_max[0];
+    nan = s_nan[0];
+    if (amax == 0.0f || nan) {
+        if (threadIdx.x == 0) {
+            scale[r] = 0.0f;
+            if (nan) atomicOr(bad, 1);
+        }
+        for (int64_t c = threadIdx.x; c < ld; c += blockDim.x) qr[c] = 0;
+        return;
+    }
+    float inv = __fdiv_rn(127.0f, amax);
+    if (threadIdx.x == 0) scale[r] = __fdiv_rn(amax, 127.0f);
+    for (int64_t c = threadIdx.x; c < ld; c += blockDim.x) {
+        int v = 0;
+        if (c < cols) {
+            v = __float2int_rn(__fmul_rn(xr[c], inv));
+            v = v > 127 ? 127 : (v < -127 ? -127 : v);
+        }
+        qr[c] = (int8_t)v;
+    }
+}
+
+extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q,
+                                             float *scale) {
+    if (rows < 0 || cols < 0 || ld < cols)
+        return arb_error(ARB_ERR_SHAPE, "arb_cuda_quantize_rows: rows %lld, cols %lld, ld %lld", (long long)rows,
+                         (long long)cols, (long long)ld);
+    if (rows == 0) return ARB_OK;
+    if (!x || !q || !scale) return arb_error(ARB_ERR_INVALID_ARG, "arb_cuda_quantize_rows: NULL buffer");
+    if (rows > INT32_MAX) return arb_error(ARB_ERR_SHAPE, "arb_cuda_quantize_rows: %lld rows", (long long)rows);
+    ARB_TRY(arb_cuda_require("arb_cuda_quantize_rows"));
+    arb_cuda_scratch bad;
+    ARB_TRY(bad.alloc(sizeof(int)));
+    ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), arb_cuda_cur_stream()));
+    k_quantize_rows<<<(unsigned)rows, 256, 0, arb_cuda_cur_stream()>>>(x, cols, ld, q, scale, bad.as<int>());
+    ARB_CU_LAUNCH("k_quantize_rows");
+    int h = 0;
+    ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h));
+    if (h) return arb_error(ARB_ERR_INVALID_ARG, "arb_cuda_quantize_rows: a row has a NaN or infinite value");
+    return ARB_OK;
+}
+
+/* ------------------------------------------------------------------ update: shared host side */
+
+arb_status arb_cuda_rowsums::init(int64_t r) {
+    rows = r;
+    ARB_TRY(buf.alloc((size_t)(3 * r) * sizeof(unsigned long long)));
+    return zero();
+}
+
+arb_status arb_cuda_rowsums::zero() {
+    ARB_CU(cudaMemsetAsync(buf.p, 0, (size_t)(3 * rows) * sizeof(unsigned long long), arb_cuda_cur_stream()));
+    return ARB_OK;
+}
+
+arb_status arb_cuda_rowsums::download(arb_upd_row_acc *acc) const {
+    std::vector<long long> h((size_t)(3 * rows));
+    ARB_TRY(arb_cuda_copy_d2h(h.data(), buf.p, h.size() * sizeof(long long)));
+    for (int64_t o = 0; o < rows; o++) {
+        acc[o].abs_g = h[(size_t)o];
+        acc[o].ge = h[(size_t)(rows + o)];
+        acc[o].flips = h[(size_t)(2 * rows + o)];
+    }
+    return ARB_OK;
+}
+
+arb_status arb_cuda_upd_check(const arb_ternary *w, int64_t n, const arb_update_params *p, const arb_update_state *st,
+                              const char *what) {
+    ARB_TRY(arb_cuda_require_ternary(w, what));
+    arb_ternary shadow = *w; /* arb_upd_check reads header fields only */
+    shadow.device = arb_cpu();
+    return arb_upd_check(&shadow, n, p, st, what);
+}
+
+arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_upd_row_acc *acc, const arb_update_params *p,
+                               arb_update_state *st, arb_update_stats *stats) {
+    const int64_t rows = w->rows;
+    st->grad_norm = arb_upd_norm(c, acc, rows, w->cols);
+    int32_t moves = 0;
+    if (p->update_exp) {
+        std::vector<int8_t> e((size_t)rows), ev((size_t)rows);
+        std::vector<double> ge((size_t)rows);
+        ARB_TRY(arb_cuda_copy_d2h(e.data(), w->exp, (size_t)rows));
+        ARB_TRY(arb_cuda_copy_d2h(ev.data(), w->exp_evidence, (size_t)rows));
+        for (int64_t o = 0; o < rows; o++) ge[(size_t)o] = (double)c[o] * (double)acc[o].ge;
+        arb_ternary shadow = *w; /* the E rule touches exp and exp_evidence only */
+        shadow.exp = e.data();
+        shadow.exp_evidence = ev.data();
+        shadow.trits = nullptr;
+        shadow.accum = nullptr;
+        shadow.scale = nullptr;
+        shadow.nnz = nullptr;
+        shadow.device = arb_cpu();
+        moves = arb_upd_exp_step(&shadow, ge.data(), p);
+        ARB_TRY(arb_cuda_copy_h2d(w->exp, e.data(), (size_t)rows));
+        ARB_TRY(arb_cuda_copy_h2d(w->exp_evidence, ev.data(), (size_t)rows));
+    }
+    ARB_TRY(arb_cuda_ternary_refresh(w));
+    if (stats) {
+        std::vector<int32_t> nnz((size_t)rows);
+        ARB_TRY(arb_cuda_copy_d2h(nnz.data(), w->nnz, (size_t)rows * sizeof(int32_t))); /* also syncs the h2d */
+        memset(stats, 0, sizeof *stats);
+        for (int64_t o = 0; o < rows; o++) {
+            stats->flips += acc[o].flips;
+            stats->zeros += w->cols - nnz[(size_t)o];
+        }
+        stats->weights = rows * w->cols;
+        stats->exp_moves = moves;
+    } else {
+        ARB_CU(cudaStreamSynchronize(arb_cuda_cur_stream())); /* the host vectors above die here */
+    }
+    return ARB_OK;
+}
+
+/* One thread per (row, 16-column tile): it owns that 32-bit word of the packed tile, so the
+ * trit writes need no atomics. Row sums are exact integers (atomic adds commute). */
+__global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t cols, int64_t kt, const int32_t *g,
+                            int64_t ld, const int32_t *mult, int shift, arb_rng_key key, int threshold,
+                            int leak_shift, unsigned long long *abs_g, unsigned long long *ge,
+                            unsigned long long *flips, int stats_only) {
+    int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (id >= rows * kt) return;
+    int64_t o = id / kt, tc = id % kt;
+    uint32_t *wp = (uint32_t *)(trits + ((o >> 4) * kt + tc) * ARB_TILE_BYTES + 4 * (o & 15));
+    uint32_t word = *wp, nw = word;
+    long long sa = 0, se = 0, sf = 0;
+    arb_upd_plan pl = {mult, shift, key, threshold, leak_shift};
+    int32_t m = stats_only ? 0 : mult[o];
+    for (int j = 0; j < 16; j++) {
+        int64_t i = tc * 16 + j;
+        if (i >= cols) break;
+        int sh = 8 * (j & 3) + 2 * (j >> 2);
+        int t = (int)((word >> sh) & 3u) - 1;
+        int32_t gi = g[o * ld + i];
+        sa += gi < 0 ? -(long long)gi : (long long)gi;
+        if (stats_only) continue;
+        se += (long long)t * gi;
+        int8_t a = accum[o * cols + i];
+        int nt = arb_upd_weight(t, &a, gi, m, &pl, arb_rand_u32(key, (uint32_t)(o * cols + i)));
+        accum[o * cols + i] = a;
+        if (nt != t) {
+            sf++;
+            nw = (nw & ~(3u << sh)) | ((uint32_t)(nt + 1) << sh);
+        }
+    }
+    if (nw != word) *wp = nw;
+    if (sa) atomicAdd(&abs_g[o], (unsigned long long)sa);
+    if (se) atomicAdd(&ge[o], (unsigned long long)se);
+    if (sf) atomicAdd(&flips[o], (unsigned long long)sf);
+}
+
+arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, const int32_t *mult, int shift,
+                              arb_rng_key key, int threshold, int leak_shift, const arb_cuda_rowsums &rs,
+                              bool stats_only) {
+    int64_t kt = w->cols_pad / 16;
+    k_upd_dense<<<arb_cuda_blocks(w->rows * kt, 128), 128, 0, arb_cuda_cur_stream()>>>(
+        w->trits, w->accum, w->rows, w->cols, kt, g, ld, mult, shift, key, threshold, leak_shift, rs.abs_g(), rs.ge(),
+        rs.flips(), stats_only ? 1 : 0);
+    ARB_CU_LAUNCH("k_upd_dense");
+    return ARB_OK;
+}
+
+/* The first step has no previous norm: a stats pass over the same Gint measures it. Then plan
+ * (host, double, fixed order), the update pass, and the finish. c is host (rows). */
+static arb_status upd_dense_step(arb_ternary *w, const int32_t *g, int64_t ld, const float *c,
+                                 const arb_update_params *p, arb_update_state *st, arb_update_stats *stats) {
+    const int64_t rows = w->rows;
+    arb_cuda_rowsums rs;
+    ARB_TRY(rs.init(rows));
+    std::vector<arb_upd_row_acc> acc((size_t)rows);
+    arb_rng_key kp = arb_update_key(p->seed, p->step, w->id, ARB_RNG_PRESSURE);
+    double norm = st->grad_norm;
+    if (!(norm > 0.0)) {
+        ARB_TRY(arb_cuda_upd_dense(w, g, ld, nullptr, 0, kp, p->threshold, p->leak_shift, rs, true));
+        ARB_TRY(rs.download(acc.data()));
+        norm = arb_upd_norm(c, acc.data(), rows, w->cols);
+        ARB_TRY(rs.zero());
+    }
+    std::vector<int32_t> mult((size_t)rows);
+    int shift = 0;
+    arb_upd_plan_make(c, rows, (double)p->eta, norm, mult.data(), &shift);
+    arb_cuda_scratch dm;
+    ARB_TRY(dm.alloc((size_t)rows * sizeof(int32_t)));
+    ARB_TRY(arb_cuda_copy_h2d(dm.p, mult.data(), (size_t)rows * sizeof(int32_t)));
+    ARB_TRY(arb_cuda_upd_dense(w, g, ld, dm.as<int32_t>(), shift, kp, p->threshold, p->leak_shift, rs, false));
+    ARB_TRY(rs.download(acc.data()));
+    return arb_cuda_upd_finish(w, c, acc.data(), p, st, stats);
+}
+
+/* ------------------------------------------------------------------ embedding */
+
+__global__ void k_check_idx(const int32_t *idx, int64_t n, int64_t rows, int *bad) {
+    int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (t < n && (idx[t] < 0 || idx[t] >= rows)) atomicMin(bad, (int)(t < INT32_MAX ? t : INT32_MAX));
+}
+
+static arb_status check_idx(const arb_ternary *w, const int32_t *idx, int64_t n, const char *what) {
+    arb_cuda_scratch bad;
+    ARB_TRY(bad.alloc(sizeof(int)));
+    int h = INT32_MAX;
+    ARB_TRY(arb_cuda_copy_h2d(bad.p, &h, sizeof h));
+    k_check_idx<<<arb_cuda_blocks(n, 256), 256, 0, arb_cuda_cur_stream()>>>(idx, n, w->rows, bad.as<int>());
+    ARB_CU_LAUNCH("k_check_idx");
+    ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h));
+    if (h != INT32_MAX) {
+        int32_t v = 0;
+        ARB_TRY(arb_cuda_copy_d2h(&v, idx + h, sizeof v));
+        return arb_error(ARB_ERR_INVALID_ARG, "%s: index %d at position %d is outside 0..%lld", what, (int)v, h,
+                         (long long)w->rows - 1);
+    }
+    return ARB_OK;
+}
+
+__global__ void k_embed_fwd(const uint8_t *trits, const float *scale, int64_t kt, int64_t cols, const int32_t *idx,
+                            int64_t n, float *out) {
+    int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (id >= n * cols) return;
+    int64_t t = id / cols, c = id % cols;
+    int64_t r = idx[t];
+    uint32_t word = *(const uint32_t *)(trits + ((r >> 4) * kt + (c >> 4)) * ARB_TILE_BYTES + 4 * (r & 15));
+    int j = (int)(c & 15);
+    int tr = (int)((word >> (8 * (j & 3) + 2 * (j >> 2))) & 3u) - 1;
+    out[id] = __fmul_rn((float)tr, scale[r]);
+}
+
+extern "C" arb_status arb_cuda_ternary_embedding_forward(const arb_ternary *w, const int32_t *idx, int64_t n,
+                                                         float *out) {
+    const char *what = "arb_cuda_ternary_embedding_forward";
+    ARB_TRY(arb_cuda_require_ternary(w, what));
+    if (n < 0) return arb_error(ARB_ERR_SHAPE, "%s: n = %lld", what, (long long)n);
+    if (n == 0) return ARB_OK;
+    if (!idx || !out) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    ARB_TRY(check_idx(w, idx, n, what));
+    k_embed_fwd<<<arb_cuda_blocks(n * w->cols, 256), 256, 0, arb_cuda_cur_stream()>>>(
+        w->trits, w->scale, w->cols_pad / 16, w->cols, idx, n, out);
+    ARB_CU_LAUNCH("k_embed_fwd");
+    return ARB_OK;
+}
+
+/* Absmax over a whole float tensor (bits of non-negative floats order like unsigned ints). */
+__global__ void k_absmax(const float *x, int64_t total, unsigned *amax_bits, int *bad) {
+    float m = 0.0f;
+    int nan = 0;
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total; j += (int64_t)gridDim.x * blockDim.x) {
+        float a = fabsf(x[j]);
+        nan |= !(a <= 3.4028234663852886e38f);
+        m = fmaxf(m, a);
+    }
+    for (int o = 16; o; o >>= 1) {
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        nan |= __shfl_xor_sync(0xffffffffu, nan, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        atomicMax(amax_bits, __float_as_uint(m));
+        if (nan) atomicOr(bad, 1);
+    }
+}
+
+/* dq = clamp(floorf(dy·inv + u)), Gint[idx[t], i] += dq[t, i] (integer atomics commute). */
+__global__ void k_embed_grad(const float *dy, const int32_t *idx, int64_t n, int64_t cols, float inv, arb_rng_key key,
+                             int32_t *g) {
+    int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (j >= n * cols) return;
+    float v = floorf(__fadd_rn(__fmul_rn(dy[j], inv), arb_rand_unit(key, (uint32_t)j)));
+    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+    int q = (int)v;
+    if (q) atomicAdd(&g[(int64_t)idx[j / cols] * cols + j % cols], q);
+}
+
+extern "C" arb_status arb_cuda_ternary_embedding_backward_update(arb_ternary *w, const int32_t *idx, const float *dy,
+                                                                 int64_t n, const arb_update_params *p,
+                                                                 arb_update_state *st, arb_update_stats *stats) {
+    const char *what = "arb_cuda_ternary_embedding_backward_update";
+    ARB_TRY(arb_cuda_upd_check(w, n, p, st, what));
+    if (n > 0 && (!idx || !dy)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    if (n > 0) ARB_TRY(check_idx(w, idx, n, what));
+    const int64_t rows = w->rows, cols = w->cols;
+    cudaStream_t s = arb_cuda_cur_stream();
+    arb_cuda_scratch flags, g;
+    ARB_TRY(flags.alloc(2 * sizeof(unsigned)));
+    ARB_CU(cudaMemsetAsync(flags.p, 0, 2 * sizeof(unsigned), s));
+    ARB_TRY(g.alloc((size_t)(rows * cols) * sizeof(int32_t)));
+    ARB_CU(cudaMemsetAsync(g.p, 0, (size_t)(rows * cols) * sizeof(int32_t), s));
+    unsigned hf[2] = {0, 0};
+    if (n > 0) {
+        k_absmax<<<264, 256, 0, s>>>(dy, n * cols, flags.as<unsigned>(), flags.as<int>() + 1);
+        ARB_CU_LAUNCH("k_absmax");
+        ARB_TRY(arb_cuda_copy_d2h(hf, flags.p, sizeof hf));
+    }
+    if (hf[1]) return arb_error(ARB_ERR_INVALID_ARG, "%s: embedding gradient has a NaN or infinite value", what);
+    float amax;
+    memcpy(&amax, &hf[0], sizeof amax);
+    float c0 = amax / 127.0f;
+    if (amax > 0.0f) {
+        float inv = 127.0f / amax;
+        k_embed_grad<<<arb_cuda_blocks(n * cols, 256), 256, 0, s>>>(
+            dy, idx, n, cols, inv, arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD), g.as<int32_t>());
+        ARB_CU_LAUNCH("k_embed_grad");
+    }
+    std::vector<float> scale((size_t)rows), c((size_t)rows);
+    ARB_TRY(arb_cuda_copy_d2h(scale.data(), w->scale, (size_t)rows * sizeof(float)));
+    for (int64_t r = 0; r < rows; r++) c[(size_t)r] = c0 * scale[(size_t)r];
+    return upd_dense_step(w, g.as<int32_t>(), cols, c.data(), p, st, stats);
+}
+
+/* ------------------------------------------------------------------ RMSNorm */
+
+__device__ __forceinline__ float gain_at(const uint8_t *trits, float s0, int64_t i) {
+    uint32_t word = *(const uint32_t *)(trits + (i >> 4) * ARB_TILE_BYTES); /* row 0 of tile i/16 */
+    int j = (int)(i & 15);
+    int tr = (int)((word >> (8 * (j & 3) + 2 * (j >> 2))) & 3u) - 1;
+    return __fmul_rn((float)tr, s0);
+}
+
+/* Block-wide double sum (fixed tree order within the block). */
+__device__ double block_sum_d(double v, double *sh) {
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        v = threadIdx.x < (blockDim.x >> 5) ? sh[threadIdx.x] : 0.0;
+        for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (threadIdx.x == 0) sh[0] = v;
+    }
+    __syncthreads();
+    v = sh[0];
+    __syncthreads();
+    return v;
+}
+
+__global__ void k_rms_fwd(const uint8_t *trits, const float *scale, const float *x, int64_t d, float eps, float *y,
+                          float *rstd) {
+    __shared__ double sh[32];
+    int64_t t = blockIdx.x;
+    const float *xr = x + t * d;
+    double ss = 0.0;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
+    ss = block_sum_d(ss, sh);
+    float r = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
+    if (threadIdx.x == 0) rstd[t] = r;
+    float s0 = scale[0];
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
+        y[t * d + i] = __fmul_rn(__fmul_rn(xr[i], r), gain_at(trits, s0, i));
+}
+
+static arb_status check_gain(const arb_ternary *g, const char *what) {
+    ARB_TRY(arb_cuda_require_ternary(g, what));
+    if (g->rows != 1)
+        return arb_error(ARB_ERR_SHAPE, "%s: gain must be 1 x dim, got %lld x %lld", what, (long long)g->rows,
+                         (long long)g->cols);
+    return ARB_OK;
+}
+
+extern "C" arb_status arb_cuda_ternary_rmsnorm_forward(const arb_ternary *gain, const float *x, int64_t n, float eps,
+                                                       float *y, float *rstd) {
+    const char *what = "arb_cuda_ternary_rmsnorm_forward";
+    ARB_TRY(check_gain(gain, what));
+    if (n < 0 || n > INT32_MAX) return arb_error(ARB_ERR_SHAPE, "%s: n = %lld", what, (long long)n);
+    if (!(eps >= 0.0f)) return arb_error(ARB_ERR_INVALID_ARG, "%s: eps %g must be >= 0", what, (double)eps);
+    if (n == 0) return ARB_OK;
+    if (!x || !y || !rstd) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    k_rms_fwd<<<(unsigned)n, 256, 0, arb_cuda_cur_stream()>>>(gain->trits, gain->scale, x, gain->cols, eps, y, rstd);
+    ARB_CU_LAUNCH("k_rms_fwd");
+    return ARB_OK;
+}
+
+/* dx per row (double, like the CPU), and the gain signal's absmax. */
+__global__ void k_rms_bwd(const uint8_t *trits, const float *scale, const float *x, const float *rstd, const float *dy,
+                          int64_t d, float *dx, unsigned *amax_bits, int *bad) {
+    __shared__ double sh[32];
+    int64_t t = blockIdx.x;
+    const float *xr = x + t * d, *dr = dy + t * d;
+    float r = rstd[t], s0 = scale[0];
+    double dot = 0.0;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
+        dot += (double)dr[i] * (double)gain_at(trits, s0, i) * (double)xr[i] * (double)r;
+    double mean = block_sum_d(dot, sh) / (double)d;
+    float m = 0.0f;
+    int nan = 0;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        double xh = (double)xr[i] * (double)r;
+        dx[t * d + i] = (float)((double)r * ((double)dr[i] * (double)gain_at(trits, s0, i) - xh * mean));
+        float a = fabsf(__fmul_rn(__fmul_rn(xr[i], r), dr[i]));
+        nan |= !(a <= 3.4028234663852886e38f);
+        m = fmaxf(m, a);
+    }
+    for (int o = 16; o; o >>= 1) {
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        nan |= __shfl_xor_sync(0xffffffffu, nan, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        atomicMax(amax_bits, __float_as_uint(m));
+        if (nan) atomicOr(bad, 1);
+    }
+}
+
+/* Column sums of the quantized gain signal: one thread per column, tokens in any order (int). */
+__global__ void k_rms_grad(const float *x, const float *rstd, const float *dy, int64_t n, int64_t d, float inv,
+                           arb_rng_key key, int32_t *g) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= d) return;
+    int64_t t0 = blockIdx.y * (int64_t)256, t1 = t0 + 256 < n ? t0 + 256 : n;
+    int32_t sum = 0;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t j = t * d + i;
+        float ps = __fmul_rn(__fmul_rn(x[j], rstd[t]), dy[j]);
+        float v = floorf(__fadd_rn(__fmul_rn(ps, inv), arb_rand_unit(key, (uint32_t)j)));
+        v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+        sum += (int)v;
+    }
+    if (sum) atomicAdd(&g[i], sum);
+}
+
+extern "C" arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain, const float *x, const float *rstd,
+                                                               const float *dy, int64_t n, float *dx,
+                                                               const arb_update_params *p, arb_update_state *st,
+                                                               arb_update_stats *stats) {
+    const char *what = "arb_cuda_ternary_rmsnorm_backward_update";
+    ARB_TRY(check_gain(gain, what));
+    if (p) ARB_TRY(arb_cuda_upd_check(gain, n, p, st, what));
+    if (n < 0 || n > INT32_MAX) return arb_error(ARB_ERR_SHAPE, "%s: n = %lld", what, (long long)n);
+    if (n > 0 && (!x || !rstd || !dy || !dx)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    const int64_t d = gain->cols;
+    cudaStream_t s = arb_cuda_cur_stream();
+    arb_cuda_scratch flags, g;
+    ARB_TRY(flags.alloc(2 * sizeof(unsigned)));
+    ARB_CU(cudaMemsetAsync(flags.p, 0, 2 * sizeof(unsigned), s));
+    if (n > 0) {
+        k_rms_bwd<<<(unsigned)n, 256, 0, s>>>(gain->trits, gain->scale, x, rstd, dy, d, dx, flags.as<unsigned>(),
+                                              flags.as<int>() + 1);
+        ARB_CU_LAUNCH("k_rms_bwd");
+    }
+    if (!p) return ARB_OK;
+    unsigned hf[2] = {0, 0};
+    ARB_TRY(arb_cuda_copy_d2h(hf, flags.p, sizeof hf));
+    if (hf[1]) return arb_error(ARB_ERR_INVALID_ARG, "%s: gradient has a NaN or infinite value", what);
+    float amax;
+    memcpy(&amax, &hf[0], sizeof amax);
+    ARB_TRY(g.alloc((size_t)d * sizeof(int32_t)));
+    ARB_CU(cudaMemsetAsync(g.p, 0, (size_t)d * sizeof(int32_t), s));
+    if (amax > 0.0f && n > 0) {
+        float inv = 127.0f / amax;
+        dim3 grid(arb_cuda_blocks(d, 128), arb_cuda_blocks(n, 256));
+        k_rms_grad<<<grid, 128, 0, s>>>(x, rstd, dy, n, d, inv, arb_update_key(p->seed, p->step, gain->id, ARB_RNG_GRAD),
+                                        g.as<int32_t>());
+        ARB_CU_LAUNCH("k_rms_grad");
+    }
+    float s0 = 0.0f;
+    ARB_TRY(arb_cuda_copy_d2h(&s0, gain->scale, sizeof s0));
+    float c = (amax / 127.0f) * s0;
+    return upd_dense_step(gain, g.as<int32_t>(), d, &c, p, st, stats);
+}

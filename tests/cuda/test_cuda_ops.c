@@ -1,0 +1,479 @@
+/* CUDA ops against the CPU references on random odd shapes: integer state (trits, T_accum, E,
+ * evidence, nnz) and exact integer products bit for bit, float outputs within stated tolerances.
+ * Skips (exit 77) with a clear message on a machine without a CUDA device; CI still builds it.
+ * Run under compute-sanitizer (memcheck) on the GPU machine: see docs/CUDA.md. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "arbitor/cuda.h"
+#include "ternary/update_internal.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static void *dev_alloc(size_t n) {
+    void *p = NULL;
+    ARB_ASSERT_OK(arb_cuda_malloc(&p, n ? n : 1));
+    return p;
+}
+static void *dev_from(const void *h, size_t n) {
+    void *p = dev_alloc(n);
+    ARB_ASSERT_OK(arb_cuda_copy_h2d(p, h, n));
+    return p;
+}
+static void to_host(void *h, const void *d, size_t n) { ARB_ASSERT_OK(arb_cuda_copy_d2h(h, d, n)); }
+
+/* Random layer: trits uniform, then a few steps' worth of random accumulators and exponents so
+ * that the leak, the rails and the E rule all see non-trivial state. */
+static void make_layer(arb_ternary *w, int64_t rows, int64_t cols, arb_ternary_kind kind, int32_t id, uint64_t seed) {
+    ARB_ASSERT_OK(arb_ternary_init(w, rows, cols, kind, id, arb_cpu()));
+    ARB_ASSERT_OK(arb_ternary_randomize(w, seed));
+    arb_test_fill_i8(w->accum, (size_t)(rows * cols), seed + 1, -127, 127);
+    arb_test_fill_i8(w->exp, (size_t)rows, seed + 2, -6, 6);
+    arb_test_fill_i8(w->exp_evidence, (size_t)rows, seed + 3, -20, 20);
+    ARB_ASSERT_OK(arb_ternary_refresh(w));
+}
+
+static void assert_same_state(const arb_ternary *h, const arb_ternary *d, const char *what) {
+    arb_ternary g;
+    ARB_ASSERT_OK(arb_ternary_init(&g, h->rows, h->cols, h->kind, h->id, arb_cpu()));
+    ARB_ASSERT_OK(arb_cuda_ternary_download(&g, d));
+    size_t tb = (size_t)(h->rows_pad * h->cols_pad / 4), ab = (size_t)(h->rows * h->cols), rb = (size_t)h->rows;
+    for (size_t i = 0; i < tb; i++)
+        if (g.trits[i] != h->trits[i]) fail_msg("%s: packed trit byte %zu: cuda %02x cpu %02x", what, i, g.trits[i], h->trits[i]);
+    for (size_t i = 0; i < ab; i++)
+        if (g.accum[i] != h->accum[i]) fail_msg("%s: T_accum[%zu]: cuda %d cpu %d", what, i, g.accum[i], h->accum[i]);
+    for (size_t i = 0; i < rb; i++) {
+        if (g.exp[i] != h->exp[i]) fail_msg("%s: E[%zu]: cuda %d cpu %d", what, i, g.exp[i], h->exp[i]);
+        if (g.exp_evidence[i] != h->exp_evidence[i])
+            fail_msg("%s: evidence[%zu]: cuda %d cpu %d", what, i, g.exp_evidence[i], h->exp_evidence[i]);
+        if (g.nnz[i] != h->nnz[i]) fail_msg("%s: nnz[%zu]: cuda %d cpu %d", what, i, g.nnz[i], h->nnz[i]);
+        if (memcmp(&g.scale[i], &h->scale[i], sizeof(float)))
+            fail_msg("%s: scale[%zu]: cuda %.9g cpu %.9g", what, i, (double)g.scale[i], (double)h->scale[i]);
+    }
+    arb_ternary_free(&g);
+}
+
+static void random_xq(int8_t *xq, float *xs, int64_t n, int64_t cols, int64_t ld, uint64_t seed) {
+    memset(xq, 0, (size_t)(n * ld));
+    int8_t *tmp = malloc((size_t)(n * cols) + 1);
+    arb_test_fill_i8(tmp, (size_t)(n * cols), seed, -127, 127);
+    for (int64_t t = 0; t < n; t++) memcpy(xq + t * ld, tmp + t * cols, (size_t)cols);
+    free(tmp);
+    if (xs) arb_test_fill_f32(xs, (size_t)n, seed + 7, 0.001f, 0.05f);
+}
+
+/* ---------------------------------------------------------------- runtime */
+
+static void test_pool_and_copies(void **state) {
+    (void)state;
+    void *a = dev_alloc(1000);
+    arb_cuda_free(a);
+    void *b = dev_alloc(900); /* same size class: the cached block comes back */
+    assert_ptr_equal(a, b);
+    size_t used = 0, cached = 0;
+    arb_cuda_pool_stats(&used, &cached);
+    assert_true(used >= 1000);
+    arb_cuda_free(b);
+    uint8_t h[777], r[777];
+    for (int i = 0; i < 777; i++) h[i] = (uint8_t)(i * 31 + 7);
+    void *d = dev_from(h, sizeof h), *d2 = dev_alloc(sizeof h);
+    ARB_ASSERT_OK(arb_cuda_copy_d2d(d2, d, sizeof h));
+    to_host(r, d2, sizeof h);
+    assert_memory_equal(h, r, sizeof h);
+    arb_cuda_free(d);
+    arb_cuda_free(d2);
+    /* tensors know their device; copies across host and device */
+    int64_t shape[2] = {13, 17};
+    arb_tensor th, td, tb;
+    ARB_ASSERT_OK(arb_tensor_init(&th, ARB_F32, 2, shape, arb_cpu()));
+    ARB_ASSERT_OK(arb_tensor_init(&td, ARB_F32, 2, shape, arb_cuda(0)));
+    ARB_ASSERT_OK(arb_tensor_init(&tb, ARB_F32, 2, shape, arb_cpu()));
+    assert_int_equal(td.device.kind, ARB_DEVICE_CUDA);
+    arb_test_fill_f32(th.data, 13 * 17, 5, -1, 1);
+    ARB_ASSERT_OK(arb_tensor_copy(&td, &th));
+    ARB_ASSERT_OK(arb_tensor_copy(&tb, &td));
+    assert_memory_equal(th.data, tb.data, th.nbytes);
+    arb_tensor_free(&th);
+    arb_tensor_free(&td);
+    arb_tensor_free(&tb);
+    /* a failing CUDA call names the file and line (an absurd allocation fails without a sticky error) */
+    void *huge = NULL;
+    assert_int_equal(arb_cuda_malloc(&huge, (size_t)1 << 60), ARB_ERR_OOM);
+    assert_null(huge);
+    assert_non_null(strstr(arb_last_error(), "runtime.cu:"));
+    arb_clear_error();
+}
+
+static void test_ternary_upload_roundtrip(void **state) {
+    (void)state;
+    arb_ternary h, d, back;
+    make_layer(&h, 37, 53, ARB_TERNARY_LINEAR, 3, 11);
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+    assert_int_equal(d.device.kind, ARB_DEVICE_CUDA);
+    assert_same_state(&h, &d, "upload");
+    /* refresh on the device derives the very same nnz and scale */
+    ARB_ASSERT_OK(arb_cuda_ternary_refresh(&d));
+    assert_same_state(&h, &d, "refresh");
+    ARB_ASSERT_OK(arb_ternary_init(&back, 37, 53, ARB_TERNARY_LINEAR, 3, arb_cpu()));
+    ARB_ASSERT_OK(arb_cuda_ternary_download(&back, &d));
+    assert_memory_equal(back.trits, h.trits, (size_t)(h.rows_pad * h.cols_pad / 4));
+    arb_ternary_free(&d);
+    /* init directly on the device: all trits 0, scale of nnz 0 */
+    arb_ternary z, zh;
+    ARB_ASSERT_OK(arb_ternary_init(&z, 20, 33, ARB_TERNARY_EMBED, 4, arb_cuda(0)));
+    ARB_ASSERT_OK(arb_ternary_init(&zh, 20, 33, ARB_TERNARY_EMBED, 4, arb_cpu()));
+    assert_same_state(&zh, &z, "init on device");
+    /* host ops refuse device tensors and vice versa */
+    assert_int_equal(arb_cuda_ternary_refresh(&zh), ARB_ERR_INVALID_ARG);
+    arb_ternary_free(&z);
+    arb_ternary_free(&zh);
+    arb_ternary_free(&back);
+    arb_ternary_free(&h);
+}
+
+/* ---------------------------------------------------------------- quantization */
+
+static void test_quantize_rows(void **state) {
+    (void)state;
+    const int64_t shapes[][3] = {{1, 1, 16}, {7, 33, 48}, {130, 301, 304}, {5, 2048, 2048}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1], ld = shapes[si][2];
+        float *x = malloc((size_t)(rows * cols) * sizeof(float)), *s = malloc((size_t)rows * sizeof(float)),
+              *s2 = malloc((size_t)rows * sizeof(float));
+        int8_t *q = malloc((size_t)(rows * ld)), *q2 = malloc((size_t)(rows * ld));
+        arb_test_fill_f32(x, (size_t)(rows * cols), 100 + si, -3.0f, 3.0f);
+        for (int64_t c = 0; c < cols; c++) x[c] = 0.0f; /* an all-zero row */
+        ARB_ASSERT_OK(arb_quantize_rows(x, rows, cols, ld, q, s));
+        float *dx = dev_from(x, (size_t)(rows * cols) * sizeof(float));
+        int8_t *dq = dev_alloc((size_t)(rows * ld));
+        float *ds = dev_alloc((size_t)rows * sizeof(float));
+        ARB_ASSERT_OK(arb_cuda_quantize_rows(dx, rows, cols, ld, dq, ds));
+        to_host(q2, dq, (size_t)(rows * ld));
+        to_host(s2, ds, (size_t)rows * sizeof(float));
+        assert_memory_equal(q, q2, (size_t)(rows * ld));
+        assert_memory_equal(s, s2, (size_t)rows * sizeof(float));
+        /* NaN is an error, as on the CPU */
+        float nanv = NAN;
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(dx + (rows * cols) / 2, &nanv, sizeof nanv));
+        assert_int_equal(arb_cuda_quantize_rows(dx, rows, cols, ld, dq, ds), ARB_ERR_INVALID_ARG);
+        arb_cuda_free(dx);
+        arb_cuda_free(dq);
+        arb_cuda_free(ds);
+        free(x);
+        free(s);
+        free(s2);
+        free(q);
+        free(q2);
+    }
+}
+
+/* ---------------------------------------------------------------- linear forward */
+
+/* Independent scalar reference: acc[t, o] = Σ_c trit(o, c) · xq[t, c]. */
+static void matmul_ref(const arb_ternary *w, const int8_t *xq, int64_t n, int32_t *acc) {
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t o = 0; o < w->rows; o++) {
+            int32_t s = 0;
+            for (int64_t c = 0; c < w->cols; c++) s += arb_ternary_get(w, o, c) * xq[t * w->cols_pad + c];
+            acc[t * w->rows + o] = s;
+        }
+}
+
+static void test_linear_forward(void **state) {
+    (void)state;
+    /* (rows, cols, n): GEMV (n ≤ 4) and GEMM paths, partial tiles in every dimension */
+    const int64_t shapes[][3] = {{1, 1, 1},    {17, 33, 1},   {45, 77, 3},    {130, 301, 4},   {33, 65, 5},
+                                 {129, 257, 9}, {300, 520, 517}, {1000, 48, 260}, {16, 1040, 33}, {2050, 100, 7}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1], n = shapes[si][2];
+        arb_ternary h, d;
+        make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 9, 500 + si);
+        ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+        int8_t *xq = malloc((size_t)(n * h.cols_pad));
+        float *xs = malloc((size_t)n * sizeof(float));
+        random_xq(xq, xs, n, cols, h.cols_pad, 900 + si);
+        int32_t *ref = malloc((size_t)(n * rows) * sizeof(int32_t)), *got = malloc((size_t)(n * rows) * sizeof(int32_t));
+        matmul_ref(&h, xq, n, ref);
+        int8_t *dxq = dev_from(xq, (size_t)(n * h.cols_pad));
+        float *dxs = dev_from(xs, (size_t)n * sizeof(float));
+        int32_t *dacc = dev_alloc((size_t)(n * rows) * sizeof(int32_t));
+        ARB_ASSERT_OK(arb_cuda_ternary_matmul_i32(&d, dxq, n, dacc));
+        to_host(got, dacc, (size_t)(n * rows) * sizeof(int32_t));
+        for (int64_t i = 0; i < n * rows; i++)
+            if (got[i] != ref[i])
+                fail_msg("matmul (%lld,%lld,n=%lld): element %lld: cuda %d ref %d", (long long)rows, (long long)cols,
+                         (long long)n, (long long)i, got[i], ref[i]);
+        /* y = acc · xs · scale: float, checked against double */
+        float *dy = dev_alloc((size_t)(n * rows) * sizeof(float)), *y = malloc((size_t)(n * rows) * sizeof(float));
+        double *yr = malloc((size_t)(n * rows) * sizeof(double));
+        ARB_ASSERT_OK(arb_cuda_ternary_linear_forward(&d, dxq, dxs, n, dy));
+        to_host(y, dy, (size_t)(n * rows) * sizeof(float));
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t o = 0; o < rows; o++)
+                yr[t * rows + o] = (double)ref[t * rows + o] * (double)xs[t] * (double)h.scale[o];
+        double e = arb_test_rel_l2_f64(y, yr, (size_t)(n * rows));
+        if (!(e < 1e-6)) fail_msg("forward (%lld,%lld,%lld): rel L2 %g", (long long)rows, (long long)cols, (long long)n, e);
+        arb_cuda_free(dxq);
+        arb_cuda_free(dxs);
+        arb_cuda_free(dacc);
+        arb_cuda_free(dy);
+        free(xq);
+        free(xs);
+        free(ref);
+        free(got);
+        free(y);
+        free(yr);
+        arb_ternary_free(&d);
+        arb_ternary_free(&h);
+    }
+}
+
+/* ---------------------------------------------------------------- linear backward dX */
+
+static void test_linear_backward_x(void **state) {
+    (void)state;
+    const int64_t shapes[][3] = {{17, 33, 5}, {130, 301, 64}, {300, 77, 257}, {2, 1000, 3}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1], n = shapes[si][2];
+        arb_ternary h, d;
+        make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 12, 700 + si);
+        ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+        float *dy = malloc((size_t)(n * rows) * sizeof(float)), *dx = malloc((size_t)(n * cols) * sizeof(float));
+        double *ref = malloc((size_t)(n * cols) * sizeof(double)), *exact = malloc((size_t)(n * cols) * sizeof(double));
+        arb_test_fill_f32(dy, (size_t)(n * rows), 800 + si, -1.0f, 1.0f);
+        arb_rng_key key = arb_update_key(3, 5, h.id, ARB_RNG_DX);
+        /* the documented quantization, in plain C: v = dy·scale, q = floor(v·127/amax_t + u) */
+        int8_t *q = malloc((size_t)rows);
+        for (int64_t t = 0; t < n; t++) {
+            float amax = 0.0f;
+            for (int64_t o = 0; o < rows; o++) {
+                float a = fabsf(dy[t * rows + o] * h.scale[o]);
+                amax = a > amax ? a : amax;
+            }
+            float inv = 127.0f / amax, qs = amax / 127.0f;
+            for (int64_t o = 0; o < rows; o++) {
+                float v = dy[t * rows + o] * h.scale[o];
+                float prod = v * inv;
+                float f = floorf(prod + arb_rand_unit(key, (uint32_t)(t * rows + o)));
+                q[o] = (int8_t)(f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f));
+            }
+            for (int64_t c = 0; c < cols; c++) {
+                int64_t s = 0;
+                double e = 0.0;
+                for (int64_t o = 0; o < rows; o++) {
+                    s += (int64_t)q[o] * arb_ternary_get(&h, o, c);
+                    e += (double)dy[t * rows + o] * (double)h.scale[o] * arb_ternary_get(&h, o, c);
+                }
+                ref[t * cols + c] = (double)s * (double)qs;
+                exact[t * cols + c] = e;
+            }
+        }
+        float *ddy = dev_from(dy, (size_t)(n * rows) * sizeof(float)), *ddx = dev_alloc((size_t)(n * cols) * sizeof(float));
+        ARB_ASSERT_OK(arb_cuda_ternary_linear_backward_x(&d, ddy, n, key, ddx));
+        to_host(dx, ddx, (size_t)(n * cols) * sizeof(float));
+        double e = arb_test_rel_l2_f64(dx, ref, (size_t)(n * cols));
+        if (!(e < 1e-6)) fail_msg("backward_x (%lld,%lld,%lld): rel L2 vs quantized ref %g", (long long)rows, (long long)cols, (long long)n, e);
+        /* and the stochastic rounding is unbiased enough to track the float product */
+        double e2 = arb_test_rel_l2_f64(dx, exact, (size_t)(n * cols));
+        if (!(e2 < 5e-2)) fail_msg("backward_x: rel L2 vs float product %g", e2);
+        arb_cuda_free(ddy);
+        arb_cuda_free(ddx);
+        free(q);
+        free(dy);
+        free(dx);
+        free(ref);
+        free(exact);
+        arb_ternary_free(&d);
+        arb_ternary_free(&h);
+    }
+}
+
+/* ---------------------------------------------------------------- fused backward + update */
+
+static void run_update_steps(int64_t rows, int64_t cols, int64_t n, int steps, uint64_t seed) {
+    arb_ternary h, d;
+    make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 21, seed);
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+    arb_update_params p = arb_update_params_default();
+    p.seed = seed;
+    arb_update_state sh = {0}, sd = {0};
+    int8_t *xq = malloc((size_t)(n * h.cols_pad));
+    float *xs = malloc((size_t)n * sizeof(float)), *dy = malloc((size_t)(n * rows) * sizeof(float));
+    int8_t *dxq = dev_alloc((size_t)(n * h.cols_pad));
+    float *dxs = dev_alloc((size_t)n * sizeof(float)), *ddy = dev_alloc((size_t)(n * rows) * sizeof(float));
+    int64_t total_flips = 0;
+    for (int step = 0; step < steps; step++) {
+        p.step = (uint64_t)step;
+        p.eta = 6.0f + (float)(step % 5);
+        p.update_exp = step % 3 != 1;
+        random_xq(xq, xs, n, cols, h.cols_pad, seed * 1000 + (uint64_t)step);
+        arb_test_fill_f32(dy, (size_t)(n * rows), seed * 1000 + 500 + (uint64_t)step, -1.0f, 1.0f);
+        if (step % 7 == 3) dy[0] = 40.0f; /* an outlier column */
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(dxq, xq, (size_t)(n * h.cols_pad)));
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(dxs, xs, (size_t)n * sizeof(float)));
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(ddy, dy, (size_t)(n * rows) * sizeof(float)));
+        arb_update_stats a, b;
+        ARB_ASSERT_OK(arb_ternary_linear_backward_update_ref(&h, xq, xs, dy, n, &p, &sh, &a));
+        ARB_ASSERT_OK(arb_cuda_ternary_linear_backward_update(&d, dxq, dxs, ddy, n, &p, &sd, &b));
+        if (sh.grad_norm != sd.grad_norm) fail_msg("step %d: grad_norm cuda %.17g cpu %.17g", step, sd.grad_norm, sh.grad_norm);
+        assert_int_equal(a.flips, b.flips);
+        assert_int_equal(a.zeros, b.zeros);
+        assert_int_equal(a.weights, b.weights);
+        assert_int_equal(a.exp_moves, b.exp_moves);
+        total_flips += a.flips;
+        if (step % 10 == 9 || step == steps - 1) {
+            char what[96];
+            snprintf(what, sizeof what, "update (%lld,%lld,n=%lld) step %d", (long long)rows, (long long)cols, (long long)n, step);
+            assert_same_state(&h, &d, what);
+        }
+    }
+    assert_true(total_flips > 0); /* the test must exercise trit steps */
+    arb_cuda_free(dxq);
+    arb_cuda_free(dxs);
+    arb_cuda_free(ddy);
+    free(xq);
+    free(xs);
+    free(dy);
+    arb_ternary_free(&d);
+    arb_ternary_free(&h);
+}
+
+static void test_linear_update_100_steps(void **state) {
+    (void)state;
+    run_update_steps(77, 150, 45, 100, 41);
+}
+
+static void test_linear_update_shapes(void **state) {
+    (void)state;
+    run_update_steps(300, 600, 200, 3, 42); /* several CTA tiles in both dimensions */
+    run_update_steps(16, 16, 1, 3, 43);
+    run_update_steps(131, 17, 333, 3, 44);
+}
+
+/* ---------------------------------------------------------------- embedding */
+
+static void test_embedding(void **state) {
+    (void)state;
+    const int64_t rows = 97, cols = 75, n = 300;
+    arb_ternary h, d;
+    make_layer(&h, rows, cols, ARB_TERNARY_EMBED, 30, 61);
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+    int32_t *idx = malloc((size_t)n * sizeof(int32_t));
+    float *dy = malloc((size_t)(n * cols) * sizeof(float)), *out = malloc((size_t)(n * cols) * sizeof(float)),
+          *ref = malloc((size_t)(n * cols) * sizeof(float));
+    int32_t *didx = dev_alloc((size_t)n * sizeof(int32_t));
+    float *ddy = dev_alloc((size_t)(n * cols) * sizeof(float)), *dout = dev_alloc((size_t)(n * cols) * sizeof(float));
+    arb_update_params p = arb_update_params_default();
+    p.seed = 61;
+    arb_update_state sh = {0}, sd = {0};
+    for (int step = 0; step < 30; step++) {
+        arb_rng_key k = arb_rng_key_make(62, (uint64_t)step);
+        for (int64_t t = 0; t < n; t++) idx[t] = (int32_t)(arb_rand_u32(k, (uint32_t)t) % (uint32_t)(rows / 2)); /* half the rows unused */
+        arb_test_fill_f32(dy, (size_t)(n * cols), 63 + (uint64_t)step, -1.0f, 1.0f);
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(didx, idx, (size_t)n * sizeof(int32_t)));
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(ddy, dy, (size_t)(n * cols) * sizeof(float)));
+        ARB_ASSERT_OK(arb_ternary_embedding_forward(&h, idx, n, ref));
+        ARB_ASSERT_OK(arb_cuda_ternary_embedding_forward(&d, didx, n, dout));
+        to_host(out, dout, (size_t)(n * cols) * sizeof(float));
+        assert_memory_equal(out, ref, (size_t)(n * cols) * sizeof(float)); /* trit · scale is exact */
+        p.step = (uint64_t)step;
+        arb_update_stats a, b;
+        ARB_ASSERT_OK(arb_ternary_embedding_backward_update(&h, idx, dy, n, &p, &sh, &a));
+        ARB_ASSERT_OK(arb_cuda_ternary_embedding_backward_update(&d, didx, ddy, n, &p, &sd, &b));
+        assert_true(sh.grad_norm == sd.grad_norm);
+        assert_int_equal(a.flips, b.flips);
+        assert_int_equal(a.exp_moves, b.exp_moves);
+        assert_int_equal(a.zeros, b.zeros);
+    }
+    assert_same_state(&h, &d, "embedding after 30 steps");
+    idx[5] = (int32_t)rows; /* out of range: an error, not a crash */
+    ARB_ASSERT_OK(arb_cuda_copy_h2d(didx, idx, (size_t)n * sizeof(int32_t)));
+    assert_int_equal(arb_cuda_ternary_embedding_forward(&d, didx, n, dout), ARB_ERR_INVALID_ARG);
+    arb_cuda_free(didx);
+    arb_cuda_free(ddy);
+    arb_cuda_free(dout);
+    free(idx);
+    free(dy);
+    free(out);
+    free(ref);
+    arb_ternary_free(&d);
+    arb_ternary_free(&h);
+}
+
+/* ---------------------------------------------------------------- RMSNorm */
+
+static void test_rmsnorm(void **state) {
+    (void)state;
+    const int64_t dim = 203, n = 67;
+    arb_ternary h, d;
+    make_layer(&h, 1, dim, ARB_TERNARY_GAIN, 40, 71);
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+    size_t nd = (size_t)(n * dim);
+    float *x = malloc(nd * sizeof(float)), *dy = malloc(nd * sizeof(float)), *y = malloc(nd * sizeof(float)),
+          *yr = malloc(nd * sizeof(float)), *dx = malloc(nd * sizeof(float)), *dxr = malloc(nd * sizeof(float)),
+          *rs = malloc((size_t)n * sizeof(float)), *rsr = malloc((size_t)n * sizeof(float));
+    float *dxd = dev_alloc(nd * sizeof(float)), *dyd = dev_alloc(nd * sizeof(float)), *yd = dev_alloc(nd * sizeof(float)),
+          *dxo = dev_alloc(nd * sizeof(float)), *rsd = dev_alloc((size_t)n * sizeof(float));
+    arb_update_params p = arb_update_params_default();
+    p.seed = 71;
+    arb_update_state sh = {0}, sd = {0};
+    for (int step = 0; step < 30; step++) {
+        arb_test_fill_f32(x, nd, 72 + (uint64_t)step, -2.0f, 2.0f);
+        arb_test_fill_f32(dy, nd, 172 + (uint64_t)step, -1.0f, 1.0f);
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(dxd, x, nd * sizeof(float)));
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(dyd, dy, nd * sizeof(float)));
+        ARB_ASSERT_OK(arb_ternary_rmsnorm_forward(&h, x, n, 1e-6f, yr, rsr));
+        ARB_ASSERT_OK(arb_cuda_ternary_rmsnorm_forward(&d, dxd, n, 1e-6f, yd, rsd));
+        to_host(y, yd, nd * sizeof(float));
+        to_host(rs, rsd, (size_t)n * sizeof(float));
+        double e = arb_test_rel_l2(y, yr, nd), er = arb_test_rel_l2(rs, rsr, (size_t)n);
+        if (!(e < 1e-6) || !(er < 1e-6)) fail_msg("rmsnorm forward: rel L2 y %g rstd %g", e, er);
+        /* backward from the CPU's rstd so that the gain's integer state must agree exactly */
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(rsd, rsr, (size_t)n * sizeof(float)));
+        p.step = (uint64_t)step;
+        arb_update_stats a, b;
+        ARB_ASSERT_OK(arb_ternary_rmsnorm_backward_update(&h, x, rsr, dy, n, dxr, &p, &sh, &a));
+        ARB_ASSERT_OK(arb_cuda_ternary_rmsnorm_backward_update(&d, dxd, rsd, dyd, n, dxo, &p, &sd, &b));
+        to_host(dx, dxo, nd * sizeof(float));
+        e = arb_test_rel_l2(dx, dxr, nd);
+        if (!(e < 1e-6)) fail_msg("rmsnorm backward: rel L2 dx %g", e);
+        assert_true(sh.grad_norm == sd.grad_norm);
+        assert_int_equal(a.flips, b.flips);
+    }
+    assert_same_state(&h, &d, "rmsnorm gain after 30 steps");
+    /* frozen gain: p == NULL computes dx only */
+    ARB_ASSERT_OK(arb_cuda_ternary_rmsnorm_backward_update(&d, dxd, rsd, dyd, n, dxo, NULL, NULL, NULL));
+    arb_cuda_free(dxd);
+    arb_cuda_free(dyd);
+    arb_cuda_free(yd);
+    arb_cuda_free(dxo);
+    arb_cuda_free(rsd);
+    free(x);
+    free(dy);
+    free(y);
+    free(yr);
+    free(dx);
+    free(dxr);
+    free(rs);
+    free(rsr);
+    arb_ternary_free(&d);
+    arb_ternary_free(&h);
+}
+
+int main(void) {
+    if (arb_cuda_device_count() <= 0) {
+        printf("SKIP: no CUDA device\n");
+        return ARB_TEST_SKIP;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool_and_copies),        cmocka_unit_test(test_ternary_upload_roundtrip),
+        cmocka_unit_test(test_quantize_rows),          cmocka_unit_test(test_linear_forward),
+        cmocka_unit_test(test_linear_backward_x),      cmocka_unit_test(test_linear_update_100_steps),
+        cmocka_unit_test(test_linear_update_shapes),   cmocka_unit_test(test_embedding),
+        cmocka_unit_test(test_rmsnorm),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
