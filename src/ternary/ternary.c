@@ -16,6 +16,7 @@
  * Weak references: NULL in builds (or stages of the project) without them. */
 arb_status arb_cuda_ternary_alloc(arb_ternary *w) __attribute__((weak));
 void arb_cuda_ternary_release(arb_ternary *w) __attribute__((weak));
+arb_status arb_cuda_ternary_refresh(arb_ternary *w) __attribute__((weak));
 
 /* 2^(j/4) for j = 0..3, rounded to float once (the same constants are used on CUDA). */
 static const float k_quarter_octave[4] = {1.0f, 1.18920711500272106672f, 1.41421356237309504880f,
@@ -145,6 +146,7 @@ int32_t arb_ternary_row_nnz(const arb_ternary *w, int64_t r) {
 }
 
 arb_status arb_ternary_refresh(arb_ternary *w) {
+    if (w && w->trits && w->device.kind == ARB_DEVICE_CUDA && arb_cuda_ternary_refresh) return arb_cuda_ternary_refresh(w);
     ARB_TRY(require_host(w, "arb_ternary_refresh"));
     for (int64_t r = 0; r < w->rows; r++) {
         int e = w->exp[r];
