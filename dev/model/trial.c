@@ -83,6 +83,16 @@ int main(int argc, char **argv) {
         if (step % 10 == 0)
             printf("step %ld loss %.4f flips %.2e zeros %.3f eta %.2f tok/s %.0f t %.0f\n", step, lp.ce,
                    (double)ss.flips / ss.weights, (double)ss.zeros / ss.weights, sp.update.eta, tokens / tfb, now() - t0);
+        if (step % 50 == 0) {
+            for (int32_t i = 0; i < arb_model_n_ternary(m); i++) {
+                const char *nm; arb_ternary *w; arb_update_state *us; arb_update_stats st;
+                arb_model_ternary_at(m, i, &nm, &w, &us);
+                arb_model_tensor_stats(m, i, &st);
+                if (strstr(nm, "layers.1") || strstr(nm, "layers") == NULL)
+                    printf("   %-28s flips %.2e zeros %.3f meanE %.2f\n", nm, (double)st.flips / (st.weights ? st.weights : 1),
+                           (double)st.zeros / (st.weights ? st.weights : 1), 0.0);
+            }
+        }
         fflush(stdout);
         if (step % evalevery == 0 && step > 0) {
             double v = 0; uint64_t vs = 7;
