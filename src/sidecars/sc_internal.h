@@ -169,6 +169,10 @@ arb_status sc_cfg_num(const cJSON *cfg, const char *key, double def, bool requir
 /* Scratch allocation helper: aligned, overflow-checked float buffer of a·b·c elements. */
 float *sc_falloc(size_t a, size_t b, size_t c);
 
+/* Test/fuzz-corpus helper: writes audio with libsndfile. format 0 WAV PCM16, 1 FLAC, 2 OGG Vorbis,
+ * 3 WAV float. data: interleaved [frames][channels]. */
+arb_status sc_audio_write(const char *path, int format, int rate, int channels, const float *data, size_t frames);
+
 /* Model-specific state (each model file owns its struct). */
 typedef struct sc_dinov2 sc_dinov2;
 typedef struct sc_moonshine sc_moonshine;
