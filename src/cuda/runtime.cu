@@ -7,6 +7,7 @@
  * another stream first waits for that stream (no use-after-free across streams). */
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
