@@ -281,11 +281,12 @@ int arb_cmd_train(int argc, char **argv) {
     g_stop = 0;
     signal(SIGINT, on_sigint);
     double val = NAN, last_val = NAN, reserve_s = 1.0;
-    int64_t last_eval_step = -1;
+    /* Periodic validations use a quarter of the fixed set (spread the same way); the final one all of it. */
+    int64_t periodic_windows = tr->opt.eval_windows / 4 > 0 ? tr->opt.eval_windows / 4 : 1;
     if (!resume) {
         /* Step 0's validation: the curve's start, and the first measure of what an evaluation costs. */
         double t0 = arb_cli_now();
-        if ((s = arb_trainer_evaluate(tr, &val)) != ARB_OK) {
+        if ((s = arb_trainer_evaluate_windows(tr, periodic_windows, &val)) != ARB_OK) {
             fclose(log);
             arb_trainer_free(tr);
             arb_corpus_free(&corpus);
@@ -293,8 +294,7 @@ int arb_cmd_train(int argc, char **argv) {
         }
         arb_trainer_record(tr, true, 0, val);
         last_val = val;
-        last_eval_step = 0;
-        reserve_s = 1.0 + 2.0 * (arb_cli_now() - t0);
+        reserve_s = 1.0 + 6.0 * (arb_cli_now() - t0);
         tr->elapsed_s += arb_cli_now() - t0;
         fprintf(stderr, "arbitor train: step 0 validation %.4f nats/byte (%.4f bits/byte)\n", val, val / M_LN2);
     }
@@ -326,21 +326,21 @@ int arb_cmd_train(int argc, char **argv) {
         if (do_eval) {
             double t0 = arb_cli_now();
             eval_bucket = (int)floor(arb_trainer_position(tr) * N_EVALS);
-            if ((s = arb_trainer_evaluate(tr, &val)) != ARB_OK) {
+            if ((s = arb_trainer_evaluate_windows(tr, periodic_windows, &val)) != ARB_OK) {
                 rc = arb_cli_fail("train: evaluation: %s", arb_last_error());
                 break;
             }
             last_val = val;
-            last_eval_step = tr->step;
             arb_trainer_record(tr, true, tr->step, val);
             do_log = true;
+            double t1 = arb_cli_now();
             if ((s = arb_trainer_save(tr, rf.ckpt)) != ARB_OK) {
                 rc = arb_cli_fail("train: checkpoint: %s", arb_last_error());
                 break;
             }
             double t2 = arb_cli_now();
-            /* Keep room in the budget for the final evaluation, checkpoint and plot. */
-            reserve_s = 1.0 + 1.3 * (t2 - t0);
+            /* Keep room in the budget for the final (full-set) evaluation, checkpoint and plot. */
+            reserve_s = 1.0 + 1.2 * (4.0 * (t1 - t0) + (t2 - t1));
             tr->elapsed_s += t2 - t0;
             tnow = t2;
         }
@@ -378,12 +378,8 @@ int arb_cmd_train(int argc, char **argv) {
             double mean = loss_sum / (double)loss_n;
             arb_trainer_record(tr, false, tr->step, mean);
         }
-        if (last_eval_step != tr->step) {
-            if ((s = arb_trainer_evaluate(tr, &val)) != ARB_OK) rc = arb_cli_fail("train: evaluation: %s", arb_last_error());
-            else arb_trainer_record(tr, true, tr->step, val);
-        } else {
-            val = last_val;
-        }
+        if ((s = arb_trainer_evaluate(tr, &val)) != ARB_OK) rc = arb_cli_fail("train: evaluation: %s", arb_last_error());
+        else arb_trainer_record(tr, true, tr->step, val);
     }
     if (rc == 0) {
         double dt = tr->step_time_s - step_time_at_log;

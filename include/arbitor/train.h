@@ -151,6 +151,8 @@ double arb_trainer_position(const arb_trainer *tr);
 arb_status arb_trainer_step(arb_trainer *tr, double *loss);
 /* Mean CE over the fixed validation windows, nats per byte. Does not change training state. */
 arb_status arb_trainer_evaluate(arb_trainer *tr, double *nats_per_byte);
+/* The same over a smaller fixed set: `want` windows evenly spread (cheap periodic checks). */
+arb_status arb_trainer_evaluate_windows(arb_trainer *tr, int64_t want, double *nats_per_byte);
 /* Appends to the histories (the plot and the checkpoint keep them). */
 arb_status arb_trainer_record(arb_trainer *tr, bool val, int64_t step, double value);
 /* One JSONL record: step, tokens, eta, loss, and per tensor its flip rate, zero fraction,

@@ -188,9 +188,14 @@ arb_status arb_trainer_step(arb_trainer *tr, double *loss) {
 }
 
 arb_status arb_trainer_evaluate(arb_trainer *tr, double *nats_per_byte) {
-    if (!tr || !nats_per_byte) return arb_error(ARB_ERR_INVALID_ARG, "evaluate: NULL argument");
+    if (!tr) return arb_error(ARB_ERR_INVALID_ARG, "evaluate: NULL argument");
+    return arb_trainer_evaluate_windows(tr, tr->opt.eval_windows, nats_per_byte);
+}
+
+arb_status arb_trainer_evaluate_windows(arb_trainer *tr, int64_t want, double *nats_per_byte) {
+    if (!tr || !nats_per_byte || want < 1) return arb_error(ARB_ERR_INVALID_ARG, "evaluate: bad argument");
     int64_t T = tr->opt.seq, B = tr->opt.batch;
-    int64_t nwin = arb_corpus_val_windows(tr->corpus, T, tr->opt.eval_windows);
+    int64_t nwin = arb_corpus_val_windows(tr->corpus, T, want);
     if (nwin < 1) return arb_error(ARB_ERR_INVALID_ARG, "evaluate: the validation split is too small");
     double sum = 0;
     int64_t count = 0;
