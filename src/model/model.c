@@ -811,6 +811,8 @@ arb_status arb_model_backward_update(arb_model *m, const arb_model_step_params *
     return ARB_OK;
 }
 
+const float *arb_model_embed_grad(const arb_model *m) { return m ? m->p[m->embed].dy : NULL; }
+
 /* ---------------------------------------------------------------- enumeration, audit */
 int32_t arb_model_n_ternary(const arb_model *m) { return m ? m->np : 0; }
 

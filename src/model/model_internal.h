@@ -94,4 +94,8 @@ double arb_vq_assign(const float *e, const float *C, int64_t N, int64_t K, int64
 /* Dequantize a host ternary tensor to float (rows × cols): trit · scale[row]. */
 void arb_ternary_dequant(const arb_ternary *w, float *out);
 
+/* Test hook: the embedding's output-gradient rows (N × dim) of the last backward, i.e.
+ * d loss / d (embedding output) as the model computed it. */
+const float *arb_model_embed_grad(const arb_model *m);
+
 #endif
