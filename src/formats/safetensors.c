@@ -355,9 +355,9 @@ static arb_status parse(arb_safetensors *st) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(h, st->header_len, &end, 0);
     if (!root) {
-        size_t at = (end && end >= h) ? (size_t)(end - h) : 0;
-        const char *err = cJSON_GetErrorPtr();
-        if (err && err >= h && err <= h + st->header_len) at = (size_t)(err - h);
+        /* cJSON reports the failing position through `end` (its global error pointer is shared
+         * between threads, so it is not read here). */
+        size_t at = (end && end >= h && end <= h + st->header_len) ? (size_t)(end - h) : 0;
         return arb_error(ARB_ERR_FORMAT, "%s: header is not valid JSON (near byte %zu of %zu)", src, at, st->header_len);
     }
     arb_status rc = ARB_OK;
