@@ -20,12 +20,25 @@
 
 #define AI static inline __attribute__((always_inline))
 
-enum { KC_TILES = 64, GEMV_CHUNK = 2048 };
+/* K chunk of the GEMMs (tiles; only huge layers have more than one: partial sums then go
+ * through the output), row/column blocks per L2-resident weight group, GEMV overflow chunk. */
+enum { KC_TILES = 1024, GROUP_BLOCKS = 64, GEMV_CHUNK = 2048 };
 
 AI __m512i bcast32(const void *p) {
     int32_t v;
     memcpy(&v, p, 4);
     return _mm512_set1_epi32(v);
+}
+
+/* vpdpbusd through inline asm: with the intrinsic, gcc 12 copies every accumulator through
+ * another register around each instruction (2 extra moves per vpdpbusd in these loops). */
+AI __m512i vnni(__m512i acc, __m512i u8, __m512i s8) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+    return acc;
+}
+AI __m512i vnni_bc(__m512i acc, __m512i u8, const void *s8x4) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u8), "m"(*(const int32_t *)s8x4));
+    return acc;
 }
 
 AI __mmask16 lane_mask(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u); }
@@ -61,10 +74,10 @@ AI void gemv_nr(const arb_ternary *w, const int8_t *x, int32_t xsum, int64_t rb,
             __m512i b0 = bcast32(xb), b1 = bcast32(xb + 4), b2 = bcast32(xb + 8), b3 = bcast32(xb + 12);
             for (int r = 0; r < NR; r++) {
                 __m512i t = _mm512_loadu_si512(t0 + r * stride + kb * 64);
-                a[r][0] = _mm512_dpbusd_epi32(a[r][0], _mm512_and_si512(t, m0), b0);
-                a[r][1] = _mm512_dpbusd_epi32(a[r][1], _mm512_and_si512(t, m1), b1);
-                a[r][2] = _mm512_dpbusd_epi32(a[r][2], _mm512_and_si512(t, m2), b2);
-                a[r][3] = _mm512_dpbusd_epi32(a[r][3], _mm512_and_si512(t, m3), b3);
+                a[r][0] = vnni(a[r][0], _mm512_and_si512(t, m0), b0);
+                a[r][1] = vnni(a[r][1], _mm512_and_si512(t, m1), b1);
+                a[r][2] = vnni(a[r][2], _mm512_and_si512(t, m2), b2);
+                a[r][3] = vnni(a[r][3], _mm512_and_si512(t, m3), b3);
             }
         }
         for (int r = 0; r < NR; r++) {
@@ -87,27 +100,27 @@ static void gemv1(const arb_ternary *w, const int8_t *x, int32_t xs, int64_t rb,
 
 /* ---- forward: GEMM microkernel -------------------------------------------------------------- */
 
-/* RB row blocks × NT tokens over tiles [kb0, kb0+nkb) of row blocks rb.. ; partial sums live in
- * the output between K chunks. */
-AI void fwd_mk(const arb_ternary *w, const int8_t *xq, const int32_t *xsum, int64_t t0, int64_t rb, int64_t kb0,
+/* RB row blocks × NT tokens over tiles [kb0, kb0+nkb) of row blocks rb.. ; xp is the packed
+ * activation panel [kb][NT][16] of this token block (constant offsets: no pointer per token);
+ * partial sums live in the output between K chunks. */
+AI void fwd_mk(const arb_ternary *w, const int8_t *xp, const int32_t *xsum, int64_t t0, int64_t rb, int64_t kb0,
                int64_t nkb, bool first, bool last, int RB, int NT, const arb_lin_out *o) {
-    const int64_t kbs = w->cols_pad >> 4, stride = kbs * 64, ldx = w->cols_pad;
+    const int64_t kbs = w->cols_pad >> 4, stride = kbs * 64;
     const uint8_t *wt = arb_lin_tile(w, rb, kb0);
-    const int8_t *x = xq + t0 * ldx + kb0 * 16;
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i acc[2][12];
     for (int r = 0; r < RB; r++)
         for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_si512();
-    for (int64_t kb = 0; kb < nkb; kb++) {
-        __m512i tl[2];
-        for (int r = 0; r < RB; r++) tl[r] = _mm512_loadu_si512(wt + r * stride + kb * 64);
+    for (int64_t kb = 0; kb < nkb; kb++, wt += 64, xp += NT * 16) {
         for (int g = 0; g < 4; g++) {
             __m512i d[2];
-            for (int r = 0; r < RB; r++)
-                d[r] = g ? _mm512_and_si512(_mm512_srli_epi16(tl[r], 2 * g), m3) : _mm512_and_si512(tl[r], m3);
+            for (int r = 0; r < RB; r++) {
+                __m512i tl = _mm512_loadu_si512(wt + r * stride);
+                d[r] = _mm512_and_si512(g ? _mm512_srli_epi16(tl, 2 * g) : tl, m3);
+            }
             for (int t = 0; t < NT; t++) {
-                __m512i b = bcast32(x + t * ldx + kb * 16 + 4 * g);
-                for (int r = 0; r < RB; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], d[r], b);
+                __m512i b = bcast32(xp + t * 16 + 4 * g);
+                for (int r = 0; r < RB; r++) acc[r][t] = vnni(acc[r][t], d[r], b);
             }
         }
     }
@@ -143,6 +156,18 @@ static const fwd_mk_fn k_fwd_mk[2][FWD_NT_MAX] = {
     {fwd_mk_2_1, fwd_mk_2_2, fwd_mk_2_3, fwd_mk_2_4, fwd_mk_2_5, fwd_mk_2_6, fwd_mk_2_7, fwd_mk_2_8, fwd_mk_2_9,
      fwd_mk_2_10, fwd_mk_2_11, fwd_mk_2_12}};
 
+/* Pack NT tokens × nkb tiles of activations (row stride ld) into [kb][NT][16]. */
+static void pack_panel(int8_t *dst, const int8_t *src, int64_t ld, int nt, int NT, int64_t nkb) {
+    for (int64_t kb = 0; kb < nkb; kb++)
+        for (int t = 0; t < NT; t++) {
+            int8_t *d = dst + (kb * NT + t) * 16;
+            if (t < nt) memcpy(d, src + t * ld + kb * 16, 16);
+            else memset(d, 0, 16);
+        }
+}
+
+/* Order: a group of row blocks (its weight panel stays in L2) × token blocks (a packed
+ * activation panel each) × row-block pairs, full K inside the microkernel. */
 static void avx512_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const int32_t *xsum, int64_t rb0,
                        int64_t rb1, const arb_lin_out *o) {
     if (n == 1) {
@@ -152,17 +177,28 @@ static void avx512_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const 
         return;
     }
     const int64_t kbs = w->cols_pad >> 4;
-    for (int64_t k0 = 0; k0 < kbs; k0 += KC_TILES) {
-        int64_t nkb = k0 + KC_TILES < kbs ? KC_TILES : kbs - k0;
-        bool first = k0 == 0, last = k0 + nkb == kbs;
-        for (int64_t t0 = 0; t0 < n; t0 += FWD_NT_MAX) {
-            int nt = n - t0 < FWD_NT_MAX ? (int)(n - t0) : FWD_NT_MAX;
-            for (int64_t rb = rb0; rb < rb1; rb += 2) {
-                int rbn = rb1 - rb >= 2 ? 2 : 1;
-                k_fwd_mk[rbn - 1][nt - 1](w, xq, xsum, t0, rb, k0, nkb, first, last, o);
+    const int64_t kc = kbs < KC_TILES ? kbs : KC_TILES;
+    int8_t *panel = arb_alloc((size_t)kc * FWD_NT_MAX * 16);
+    if (!panel) { /* cannot happen for sane sizes; fall back to the reference loops */
+        arb_lin_kernels_ref.fwd(w, xq, n, xsum, rb0, rb1, o);
+        return;
+    }
+    for (int64_t g0 = rb0; g0 < rb1; g0 += GROUP_BLOCKS) {
+        int64_t g1 = g0 + GROUP_BLOCKS < rb1 ? g0 + GROUP_BLOCKS : rb1;
+        for (int64_t k0 = 0; k0 < kbs; k0 += kc) {
+            int64_t nkb = k0 + kc < kbs ? kc : kbs - k0;
+            bool first = k0 == 0, last = k0 + nkb == kbs;
+            for (int64_t t0 = 0; t0 < n; t0 += FWD_NT_MAX) {
+                int nt = n - t0 < FWD_NT_MAX ? (int)(n - t0) : FWD_NT_MAX;
+                pack_panel(panel, xq + t0 * w->cols_pad + k0 * 16, w->cols_pad, nt, nt, nkb);
+                for (int64_t rb = g0; rb < g1; rb += 2) {
+                    int rbn = g1 - rb >= 2 ? 2 : 1;
+                    k_fwd_mk[rbn - 1][nt - 1](w, panel, xsum, t0, rb, k0, nkb, first, last, o);
+                }
             }
         }
     }
+    arb_free(panel);
 }
 
 /* ---- input gradient ----------------------------------------------------------------------- */
@@ -176,11 +212,9 @@ AI __m512i bwd_idx(int h) {
     return _mm512_loadu_si512(b);
 }
 
-AI void bwd_mk(const arb_ternary *w, const int8_t *hq, const int32_t *hsum, int64_t t0, int64_t cb, int64_t rbc0,
+AI void bwd_mk(const arb_ternary *w, const uint8_t *wt, const int8_t *hp, const int32_t *hsum, int64_t t0, int64_t cb,
                int64_t nrb, bool first, bool last, int RB, int NT, const arb_lin_out *o) {
-    const int64_t kbs = w->cols_pad >> 4, rstride = kbs * 64, ldh = w->rows_pad;
-    const uint8_t *wt = arb_lin_tile(w, rbc0, cb);
-    const int8_t *h = hq + t0 * ldh + rbc0 * 16;
+    const int64_t rstride = 128; /* column-pair copy: [pair][rb][2][64] */
     const __m512i i0 = bwd_idx(0), i1 = bwd_idx(1), i2 = bwd_idx(2), i3 = bwd_idx(3);
     const __m512i mlane = _mm512_set_epi32(0xC0C0C0C0, 0xC0C0C0C0, 0xC0C0C0C0, 0xC0C0C0C0, 0x30303030, 0x30303030,
                                            0x30303030, 0x30303030, 0x0C0C0C0C, 0x0C0C0C0C, 0x0C0C0C0C, 0x0C0C0C0C,
@@ -188,16 +222,15 @@ AI void bwd_mk(const arb_ternary *w, const int8_t *hq, const int32_t *hsum, int6
     __m512i acc[2][12];
     for (int c = 0; c < RB; c++)
         for (int t = 0; t < NT; t++) acc[c][t] = _mm512_setzero_si512();
-    for (int64_t rb = 0; rb < nrb; rb++) {
-        __m512i tl[2];
-        for (int c = 0; c < RB; c++) tl[c] = _mm512_loadu_si512(wt + rb * rstride + c * 64);
+    for (int64_t rb = 0; rb < nrb; rb++, wt += rstride, hp += NT * 16) {
         for (int hh = 0; hh < 4; hh++) {
             const __m512i ix = hh == 0 ? i0 : hh == 1 ? i1 : hh == 2 ? i2 : i3;
             __m512i d[2];
-            for (int c = 0; c < RB; c++) d[c] = _mm512_and_si512(_mm512_permutexvar_epi8(ix, tl[c]), mlane);
+            for (int c = 0; c < RB; c++)
+                d[c] = _mm512_and_si512(_mm512_permutexvar_epi8(ix, _mm512_loadu_si512(wt + c * 64)), mlane);
             for (int t = 0; t < NT; t++) {
-                __m512i b = bcast32(h + t * ldh + rb * 16 + 4 * hh);
-                for (int c = 0; c < RB; c++) acc[c][t] = _mm512_dpbusd_epi32(acc[c][t], d[c], b);
+                __m512i b = bcast32(hp + t * 16 + 4 * hh);
+                for (int c = 0; c < RB; c++) acc[c][t] = vnni(acc[c][t], d[c], b);
             }
         }
     }
@@ -215,37 +248,64 @@ AI void bwd_mk(const arb_ternary *w, const int8_t *hq, const int32_t *hsum, int6
 }
 
 #define BWD_NT_MAX 12
+#ifndef BWD_NT
+#define BWD_NT 12 /* 4 vpermb indices + 2·NT accumulators must fit the 32 registers */
+#endif
 #define BWD_MK(RB, NT)                                                                                          \
-    static void bwd_mk_##RB##_##NT(const arb_ternary *w, const int8_t *hq, const int32_t *hsum, int64_t t0,      \
-                                   int64_t cb, int64_t rbc0, int64_t nrb, bool first, bool last,                 \
+    static void bwd_mk_##RB##_##NT(const arb_ternary *w, const uint8_t *wt, const int8_t *hp, const int32_t *hsum, \
+                                   int64_t t0, int64_t cb, int64_t nrb, bool first, bool last,                   \
                                    const arb_lin_out *o) {                                                       \
-        bwd_mk(w, hq, hsum, t0, cb, rbc0, nrb, first, last, RB, NT, o);                                          \
+        bwd_mk(w, wt, hp, hsum, t0, cb, nrb, first, last, RB, NT, o);                                            \
     }
 #define BWD_MK_ALL(RB)                                                                                          \
     BWD_MK(RB, 1) BWD_MK(RB, 2) BWD_MK(RB, 3) BWD_MK(RB, 4) BWD_MK(RB, 5) BWD_MK(RB, 6) BWD_MK(RB, 7)            \
         BWD_MK(RB, 8) BWD_MK(RB, 9) BWD_MK(RB, 10) BWD_MK(RB, 11) BWD_MK(RB, 12)
 BWD_MK_ALL(1)
 BWD_MK_ALL(2)
-static const fwd_mk_fn k_bwd_mk[2][BWD_NT_MAX] = {
+typedef void (*bwd_mk_fn)(const arb_ternary *, const uint8_t *, const int8_t *, const int32_t *, int64_t, int64_t,
+                          int64_t, bool, bool, const arb_lin_out *);
+static const bwd_mk_fn k_bwd_mk[2][BWD_NT_MAX] = {
     {bwd_mk_1_1, bwd_mk_1_2, bwd_mk_1_3, bwd_mk_1_4, bwd_mk_1_5, bwd_mk_1_6, bwd_mk_1_7, bwd_mk_1_8, bwd_mk_1_9,
      bwd_mk_1_10, bwd_mk_1_11, bwd_mk_1_12},
     {bwd_mk_2_1, bwd_mk_2_2, bwd_mk_2_3, bwd_mk_2_4, bwd_mk_2_5, bwd_mk_2_6, bwd_mk_2_7, bwd_mk_2_8, bwd_mk_2_9,
      bwd_mk_2_10, bwd_mk_2_11, bwd_mk_2_12}};
 
+/* Column strips of the tile16 layout are 16 KB apart per row block (for 4096 columns): L1/L2
+ * set conflicts and no prefetch. The thread first copies its strips into [pair][rb][2][64] (one
+ * pass over its share of the packed weights), then streams them contiguously. */
 static void avx512_bwdx(const arb_ternary *w, const int8_t *hq, int64_t n, const int32_t *hsum, int64_t cb0,
                         int64_t cb1, const arb_lin_out *o) {
-    const int64_t rbs = w->rows_pad >> 4;
-    for (int64_t r0 = 0; r0 < rbs; r0 += KC_TILES) {
-        int64_t nrb = r0 + KC_TILES < rbs ? KC_TILES : rbs - r0;
-        bool first = r0 == 0, last = r0 + nrb == rbs;
-        for (int64_t t0 = 0; t0 < n; t0 += BWD_NT_MAX) {
-            int nt = n - t0 < BWD_NT_MAX ? (int)(n - t0) : BWD_NT_MAX;
-            for (int64_t cb = cb0; cb < cb1; cb += 2) {
-                int cbn = cb1 - cb >= 2 ? 2 : 1;
-                k_bwd_mk[cbn - 1][nt - 1](w, hq, (const int32_t *)hsum, t0, cb, r0, nrb, first, last, o);
+    const int64_t rbs = w->rows_pad >> 4, npair = (cb1 - cb0 + 1) / 2;
+    const int64_t rc = rbs < KC_TILES ? rbs : KC_TILES; /* 128·127·16·1024 < 2^31 */
+    int8_t *panel = arb_alloc((size_t)rc * BWD_NT_MAX * 16);
+    uint8_t *wt = arb_alloc((size_t)npair * (size_t)rbs * 128);
+    if (!panel || !wt) {
+        arb_free(panel);
+        arb_free(wt);
+        arb_lin_kernels_ref.bwdx(w, hq, n, hsum, cb0, cb1, o);
+        return;
+    }
+    for (int64_t rb = 0; rb < rbs; rb++)
+        for (int64_t cb = cb0; cb < cb1; cb++)
+            memcpy(wt + (((cb - cb0) >> 1) * rbs + rb) * 128 + ((cb - cb0) & 1) * 64, arb_lin_tile(w, rb, cb), 64);
+    for (int64_t g0 = cb0; g0 < cb1; g0 += GROUP_BLOCKS) {
+        int64_t g1 = g0 + GROUP_BLOCKS < cb1 ? g0 + GROUP_BLOCKS : cb1;
+        for (int64_t r0 = 0; r0 < rbs; r0 += rc) {
+            int64_t nrb = r0 + rc < rbs ? rc : rbs - r0;
+            bool first = r0 == 0, last = r0 + nrb == rbs;
+            for (int64_t t0 = 0; t0 < n; t0 += BWD_NT) {
+                int nt = n - t0 < BWD_NT ? (int)(n - t0) : BWD_NT;
+                pack_panel(panel, hq + t0 * w->rows_pad + r0 * 16, w->rows_pad, nt, nt, nrb);
+                for (int64_t cb = g0; cb < g1; cb += 2) {
+                    int cbn = g1 - cb >= 2 ? 2 : 1;
+                    const uint8_t *wp = wt + (((cb - cb0) >> 1) * rbs + r0) * 128;
+                    k_bwd_mk[cbn - 1][nt - 1](w, wp, panel, hsum, t0, cb, nrb, first, last, o);
+                }
             }
         }
     }
+    arb_free(panel);
+    arb_free(wt);
 }
 
 /* ---- fused weight gradient + update --------------------------------------------------------- */
@@ -296,17 +356,11 @@ AI __m512i pressure16(__m512i g, __m512i m64, int shift, __m512i u) {
     return _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_slli_epi64(po, 32));
 }
 
+/* Per-row running sums of one row block, in 32-bit lanes between flushes to int64 (a tile
+ * adds at most 127·127·n per lane; the caller flushes before 2^31). */
 typedef struct upd_row_stats {
-    __m512i abs_g, ge; /* int64 lanes */
-    int64_t flips;
+    __m512i abs_g, ge, flips;
 } upd_row_stats;
-
-AI __m512i widen_add(__m512i acc, __m512i v, bool is_unsigned) {
-    __m256i lo = _mm512_castsi512_si256(v), hi = _mm512_extracti64x4_epi64(v, 1);
-    if (is_unsigned)
-        return _mm512_add_epi64(acc, _mm512_add_epi64(_mm512_cvtepu32_epi64(lo), _mm512_cvtepu32_epi64(hi)));
-    return _mm512_add_epi64(acc, _mm512_add_epi64(_mm512_cvtepi32_epi64(lo), _mm512_cvtepi32_epi64(hi)));
-}
 
 /* One row's 16 weights of one tile: the exact lane-wise image of arb_upd_weight. */
 AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const arb_upd_plan *pl, int32_t m,
@@ -318,10 +372,12 @@ AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const
     __m512i trit = _mm512_sub_epi32(code_old, one);
     __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, acc_p));
 
-    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    __m512i x0 = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)idx0), iota),
-                                                     _mm512_set1_epi32((int)0x9E3779B1u)),
-                                  _mm512_set1_epi32((int)pl->key.k0));
+    const __m512i iota_c = _mm512_set_epi32((int)(15u * 0x9E3779B1u), (int)(14u * 0x9E3779B1u), (int)(13u * 0x9E3779B1u),
+                                            (int)(12u * 0x9E3779B1u), (int)(11u * 0x9E3779B1u), (int)(10u * 0x9E3779B1u),
+                                            (int)(9u * 0x9E3779B1u), (int)(8u * 0x9E3779B1u), (int)(7u * 0x9E3779B1u),
+                                            (int)(6u * 0x9E3779B1u), (int)(5u * 0x9E3779B1u), (int)(4u * 0x9E3779B1u),
+                                            (int)(3u * 0x9E3779B1u), (int)(2u * 0x9E3779B1u), (int)0x9E3779B1u, 0);
+    __m512i x0 = _mm512_add_epi32(_mm512_set1_epi32((int)(idx0 * 0x9E3779B1u + pl->key.k0)), iota_c);
     __m512i u = rand16(x0, pl->key.k1);
     __m512i q = pressure16(g, _mm512_set1_epi64(m), pl->shift, u);
 
@@ -343,16 +399,60 @@ AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const
     a = _mm512_mask_max_epi32(a, _mm512_cmpeq_epi32_mask(tn, _mm512_set1_epi32(-1)), a, ntv);
 
     /* exact row sums with the old trits; flips */
-    st->abs_g = widen_add(st->abs_g, _mm512_maskz_abs_epi32(cm, g), true);
+    st->abs_g = _mm512_add_epi32(st->abs_g, _mm512_maskz_abs_epi32(cm, g));
     __mmask16 pos = _mm512_cmpeq_epi32_mask(trit, one) & cm, neg = _mm512_cmpeq_epi32_mask(trit, _mm512_set1_epi32(-1)) & cm;
-    __m512i ge = _mm512_mask_sub_epi32(_mm512_maskz_mov_epi32(pos, g), neg, _mm512_setzero_si512(), g);
-    st->ge = widen_add(st->ge, ge, false);
-    st->flips += __builtin_popcount((unsigned)(_mm512_cmpneq_epi32_mask(tn, trit) & cm));
+    st->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st->ge, pos, st->ge, g), neg, st->ge, g);
+    __mmask16 flip = (__mmask16)((up | dn) & cm);
+    st->flips = _mm512_mask_add_epi32(st->flips, flip, st->flips, one);
 
     _mm_mask_storeu_epi8(acc_p, cm, _mm512_cvtepi32_epi8(a));
-    __m512i code = _mm512_mask_blend_epi32(cm, code_old, _mm512_add_epi32(tn, one));
-    word = (uint32_t)_mm512_reduce_or_epi32(_mm512_sllv_epi32(code, sh));
-    memcpy(word_p, &word, 4);
+    if (flip) { /* rare: rewrite the row's trit word */
+        __m512i code = _mm512_mask_blend_epi32(flip, code_old, _mm512_add_epi32(tn, one));
+        word = (uint32_t)_mm512_reduce_or_epi32(_mm512_sllv_epi32(code, sh));
+        memcpy(word_p, &word, 4);
+    }
+}
+
+AI void flush_stats(upd_row_stats *st, int nrow, arb_upd_row_acc *racc) {
+    for (int r = 0; r < nrow; r++) {
+        __m512i v = st[r].abs_g;
+        racc[r].abs_g += _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(v)),
+                                                                   _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(v, 1))));
+        v = st[r].ge;
+        racc[r].ge += _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)),
+                                                                _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1))));
+        racc[r].flips += _mm512_reduce_add_epi32(st[r].flips);
+        st[r].abs_g = st[r].ge = st[r].flips = _mm512_setzero_si512();
+    }
+}
+
+/* a[r] += Σ over token groups [g0, g1) of xt(kb) · ht(rb, row r): 16 rows × 16 columns. */
+AI void dw_tile(__m512i out[16], const uint8_t *xv, const int8_t *hv, int64_t g0, int64_t g1) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
+            a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
+    xv += g0 * 64;
+    hv += g0 * 64;
+    for (int64_t ng = g0; ng < g1; ng++, xv += 64, hv += 64) {
+        __m512i xx = _mm512_loadu_si512(xv);
+        a0 = vnni_bc(a0, xx, hv + 0);
+        a1 = vnni_bc(a1, xx, hv + 4);
+        a2 = vnni_bc(a2, xx, hv + 8);
+        a3 = vnni_bc(a3, xx, hv + 12);
+        a4 = vnni_bc(a4, xx, hv + 16);
+        a5 = vnni_bc(a5, xx, hv + 20);
+        a6 = vnni_bc(a6, xx, hv + 24);
+        a7 = vnni_bc(a7, xx, hv + 28);
+        a8 = vnni_bc(a8, xx, hv + 32);
+        a9 = vnni_bc(a9, xx, hv + 36);
+        a10 = vnni_bc(a10, xx, hv + 40);
+        a11 = vnni_bc(a11, xx, hv + 44);
+        a12 = vnni_bc(a12, xx, hv + 48);
+        a13 = vnni_bc(a13, xx, hv + 52);
+        a14 = vnni_bc(a14, xx, hv + 56);
+        a15 = vnni_bc(a15, xx, hv + 60);
+    }
+    out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3, out[4] = a4, out[5] = a5, out[6] = a6, out[7] = a7;
+    out[8] = a8, out[9] = a9, out[10] = a10, out[11] = a11, out[12] = a12, out[13] = a13, out[14] = a14, out[15] = a15;
 }
 
 static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const arb_upd_plan *pl,
@@ -360,47 +460,50 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
     const int64_t kbs = w->cols_pad >> 4, n4 = gr->n4;
     const int64_t nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
     const int nrow = w->rows - rb * 16 < 16 ? (int)(w->rows - rb * 16) : 16;
+    /* tiles per flush of the 32-bit row sums: each adds ≤ 127·127·4·n4 per lane */
+    const int64_t flush_every = ((int64_t)INT32_MAX) / (16129 * 4 * (n4 > 0 ? n4 : 1));
     upd_row_stats st[16];
-    for (int r = 0; r < 16; r++) {
-        st[r].abs_g = _mm512_setzero_si512();
-        st[r].ge = _mm512_setzero_si512();
-        st[r].flips = 0;
-    }
+    for (int r = 0; r < 16; r++) st[r].abs_g = st[r].ge = st[r].flips = _mm512_setzero_si512();
     const int8_t *hb = gr->ht + (size_t)rb * (size_t)n4 * 64;
+    const int32_t *hs0 = gr->hsum + rb * 16;
+    int64_t since_flush = 0;
     for (int64_t kb = 0; kb < kbs; kb++) {
-        __m512i g[16];
-        for (int r = 0; r < 16; r++) g[r] = _mm512_setzero_si512();
-        for (int64_t ch = 0; ch < nchunk; ch++) {
-            int64_t g0 = ch * ARB_LIN_NG_CHUNK, g1 = g0 + ARB_LIN_NG_CHUNK < n4 ? g0 + ARB_LIN_NG_CHUNK : n4;
-            __m512i a[16];
-            for (int r = 0; r < 16; r++) a[r] = _mm512_setzero_si512();
-            const uint8_t *xv = gr->xt + ((size_t)kb * (size_t)n4) * 64;
-            for (int64_t ng = g0; ng < g1; ng++) {
-                __m512i xx = _mm512_loadu_si512(xv + ng * 64);
-                const int8_t *hv = hb + ng * 64;
-                for (int r = 0; r < 16; r++) a[r] = _mm512_dpbusd_epi32(a[r], xx, bcast32(hv + 4 * r));
+        const uint8_t *xv = gr->xt + (size_t)kb * (size_t)n4 * 64;
+        __m512i a[16];
+        if (nchunk <= 1) {
+            dw_tile(a, xv, hb, 0, n4);
+            for (int r = 0; r < 16; r++) a[r] = _mm512_sub_epi32(a[r], _mm512_set1_epi32(128 * hs0[r]));
+        } else {
+            __m512i g[16];
+            for (int r = 0; r < 16; r++) g[r] = _mm512_setzero_si512();
+            for (int64_t ch = 0; ch < nchunk; ch++) {
+                int64_t g0 = ch * ARB_LIN_NG_CHUNK, g1 = g0 + ARB_LIN_NG_CHUNK < n4 ? g0 + ARB_LIN_NG_CHUNK : n4;
+                dw_tile(a, xv, hb, g0, g1);
+                const int32_t *hs = hs0 + ch * w->rows_pad;
+                for (int r = 0; r < 16; r++)
+                    g[r] = _mm512_add_epi32(g[r], _mm512_sub_epi32(a[r], _mm512_set1_epi32(128 * hs[r])));
             }
-            const int32_t *hs = gr->hsum + ch * w->rows_pad + rb * 16;
-            for (int r = 0; r < 16; r++)
-                g[r] = _mm512_add_epi32(g[r], _mm512_sub_epi32(a[r], _mm512_set1_epi32(128 * hs[r])));
+            for (int r = 0; r < 16; r++) a[r] = g[r];
         }
+        if (since_flush >= flush_every) {
+            flush_stats(st, nrow, racc);
+            since_flush = 0;
+        }
+        since_flush++;
         __mmask16 cm = lane_mask(w->cols - kb * 16);
         uint8_t *tile = (uint8_t *)arb_lin_tile(w, rb, kb);
         for (int r = 0; r < nrow; r++) {
             int64_t row = rb * 16 + r;
             if (pl) {
                 uint32_t idx0 = (uint32_t)((uint64_t)row * (uint64_t)w->cols + (uint64_t)kb * 16);
-                upd_row16(tile + 4 * r, w->accum + row * w->cols + kb * 16, g[r], cm, pl, pl->mult[row], idx0, &st[r]);
+                upd_row16(tile + 4 * r, w->accum + row * w->cols + kb * 16, a[r], cm, pl, pl->mult[row], idx0, &st[r]);
             } else {
-                st[r].abs_g = widen_add(st[r].abs_g, _mm512_maskz_abs_epi32(cm, g[r]), true);
+                st[r].abs_g = _mm512_add_epi32(st[r].abs_g, _mm512_maskz_abs_epi32(cm, a[r]));
             }
         }
     }
-    for (int r = 0; r < nrow; r++) {
-        racc[r].abs_g += _mm512_reduce_add_epi64(st[r].abs_g);
-        racc[r].ge += _mm512_reduce_add_epi64(st[r].ge);
-        racc[r].flips += st[r].flips;
-    }
+    flush_stats(st, nrow, racc);
 }
 
-const arb_lin_kernels arb_lin_kernels_avx512 = {avx512_fwd, avx512_bwdx, avx512_upd};
+const arb_lin_kernels arb_lin_kernels_avx512 = {avx512_fwd, avx512_bwdx, avx512_upd, arb_lin_quant_dy_ref,
+                                                arb_lin_pack_grad_ref, arb_lin_pack_x_ref};

@@ -119,45 +119,25 @@ arb_status arb_ternary_linear_forward(const arb_ternary *w, const int8_t *xq, co
 
 /* ---- input gradient ------------------------------------------------------------------------- */
 
-/* hq[t, o] = clamp(floor(h·127/amax_t + u), ±127), h = dy[t,o]·scale[o], u = arb_rand_unit(key, t·rows + o):
- * unbiased stochastic rounding per token row; hs[t] = amax_t / 127. Returns the first bad row or -1. */
-static int64_t lin_quantize_dy(const arb_ternary *w, const float *dy, int64_t n, arb_rng_key key, int8_t *hq,
-                               float *hs, int32_t *hsum) {
-    int64_t rows = w->rows, bad = -1;
-    int nt = (double)n * (double)rows < 65536 ? 1 : arb_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t t = 0; t < n; t++) {
-        const float *d = dy + t * rows;
-        int8_t *q = hq + t * w->rows_pad;
-        float amax = 0.0f;
-        bool finite = true;
-        for (int64_t o = 0; o < rows; o++) {
-            float a = fabsf(d[o] * w->scale[o]);
-            finite = finite && isfinite(a);
-            amax = a > amax ? a : amax;
-        }
-        memset(q, 0, (size_t)w->rows_pad);
-        hsum[t] = 0;
-        hs[t] = 0.0f;
-        if (!finite) {
-#pragma omp critical(arb_lin_bad)
-            if (bad < 0 || t < bad) bad = t;
-            continue;
-        }
-        if (amax == 0.0f) continue;
-        float inv = 127.0f / amax;
-        hs[t] = amax / 127.0f;
-        int32_t s = 0;
-        uint32_t base = (uint32_t)((uint64_t)t * (uint64_t)rows);
-        for (int64_t o = 0; o < rows; o++) {
-            float v = floorf((d[o] * w->scale[o]) * inv + arb_rand_unit(key, base + (uint32_t)o));
-            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-            q[o] = (int8_t)v;
-            s += q[o];
-        }
-        hsum[t] = s;
+/* backward_x's dy rows quantized per token (arb_lin_quant_dy_ref has the rule), tokens split
+ * over threads; returns the first bad row or -1. */
+static int64_t lin_quantize_dy(const arb_lin_kernels *k, const arb_ternary *w, const float *dy, int64_t n,
+                               arb_rng_key key, int8_t *hq, float *hs, int32_t *hsum) {
+    int nt = (double)n * (double)w->rows < 65536 ? 1 : arb_get_num_threads();
+    int64_t bad[256];
+    if (nt > 256) nt = 256;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        int64_t a, b;
+        lin_split(n, tn, t, &a, &b);
+        bad[t] = b > a ? k->quant_dy(w, dy, a, b, key, hq, hs, hsum) : -1;
+        if (t == 0)
+            for (int j = tn; j < nt; j++) bad[j] = -1;
     }
-    return bad;
+    for (int j = 0; j < nt; j++)
+        if (bad[j] >= 0) return bad[j];
+    return -1;
 }
 
 arb_status arb_ternary_linear_backward_x(const arb_ternary *w, const float *dy, int64_t n, arb_rng_key key,
@@ -175,12 +155,12 @@ arb_status arb_ternary_linear_backward_x(const arb_ternary *w, const float *dy, 
         arb_free(hs);
         return s;
     }
-    int64_t bad = lin_quantize_dy(w, dy, n, key, hq, hs, hsum);
+    const arb_lin_kernels *k = lin_kernels();
+    int64_t bad = lin_quantize_dy(k, w, dy, n, key, hq, hs, hsum);
     if (bad >= 0) {
         s = arb_error(ARB_ERR_INVALID_ARG, "arb_ternary_linear_backward_x: dy row %lld of tensor %d is not finite",
                       (long long)bad, (int)w->id);
     } else {
-        const arb_lin_kernels *k = lin_kernels();
         arb_lin_out o = {dx, w->cols, hs, NULL};
         int64_t ncb = w->cols_pad >> 4;
         int nt = arb_get_num_threads();
@@ -212,47 +192,51 @@ arb_status arb_ternary_linear_backward_x(const arb_ternary *w, const float *dy, 
 
 /* ---- fused weight gradient + update --------------------------------------------------------- */
 
-/* The transposed operands of G (see arb_lin_grad): one pass over xq and hq. */
-static void lin_build_grad(const arb_ternary *w, const int8_t *xq, const int8_t *hq, int64_t n, int64_t n4,
-                           uint8_t *xt, int8_t *ht, int32_t *hsum, int nt) {
-    int64_t kbs = w->cols_pad >> 4, rbs = w->rows_pad >> 4, rows = w->rows;
-    int64_t nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
+/* Step 1 of the rule (arb_upd_quantize_grad's exact arithmetic) fused with the transposed
+ * layouts of G's operands: column absmax over tokens (threads split columns), then ht/hsum
+ * (threads split row blocks) and xt (threads split column blocks). Fails, state untouched, on
+ * a non-finite gradient. */
+static arb_status lin_build_grad(const arb_lin_kernels *k, const arb_ternary *w, const int8_t *xq, const float *xs,
+                                 const float *dy, int64_t n, int64_t n4, arb_rng_key key, float *c, float *inv,
+                                 uint8_t *xt, int8_t *ht, int32_t *hsum, int nt) {
+    const int64_t rows = w->rows;
+    int nan = 0;
+#pragma omp parallel num_threads(nt) reduction(| : nan)
+    {
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        int64_t a, b;
+        lin_split(rows, tn, t, &a, &b);
+        for (int64_t o = a; o < b; o++) c[o] = 0.0f;
+        for (int64_t tk = 0; tk < n; tk++) {
+            const float *d = dy + tk * rows;
+            float x = xs[tk];
+            for (int64_t o = a; o < b; o++) {
+                float h = (d[o] * w->scale[o]) * x;
+                float ab = fabsf(h);
+                nan |= ab != ab;
+                c[o] = ab > c[o] ? ab : c[o];
+            }
+        }
+        for (int64_t o = a; o < b; o++) nan |= !isfinite(c[o]);
+    }
+    if (nan)
+        return arb_error(ARB_ERR_INVALID_ARG, "gradient has a NaN or infinite value (%lld x %lld)", (long long)n,
+                         (long long)rows);
+    for (int64_t o = 0; o < rows; o++) {
+        inv[o] = c[o] == 0.0f ? 0.0f : 127.0f / c[o];
+        c[o] = c[o] / 127.0f;
+    }
+    const int64_t rbs = w->rows_pad >> 4, kbs = w->cols_pad >> 4;
 #pragma omp parallel num_threads(nt)
     {
-#pragma omp for schedule(static) nowait
-        for (int64_t kb = 0; kb < kbs; kb++) {
-            for (int64_t ng = 0; ng < n4; ng++) {
-                uint8_t *dst = xt + ((size_t)kb * (size_t)n4 + (size_t)ng) * 64;
-                for (int j = 0; j < 4; j++) {
-                    int64_t t = 4 * ng + j;
-                    if (t < n) {
-                        const int8_t *src = xq + t * w->cols_pad + kb * 16;
-                        for (int i = 0; i < 16; i++) dst[4 * i + j] = (uint8_t)(src[i] + 128);
-                    } else {
-                        for (int i = 0; i < 16; i++) dst[4 * i + j] = 128;
-                    }
-                }
-            }
-        }
-#pragma omp for schedule(static)
-        for (int64_t rb = 0; rb < rbs; rb++) {
-            for (int64_t ch = 0; ch < nchunk; ch++)
-                for (int o = 0; o < 16; o++) hsum[ch * w->rows_pad + rb * 16 + o] = 0;
-            for (int64_t ng = 0; ng < n4; ng++) {
-                int8_t *dst = ht + ((size_t)rb * (size_t)n4 + (size_t)ng) * 64;
-                int32_t *hs = hsum + (ng / ARB_LIN_NG_CHUNK) * w->rows_pad + rb * 16;
-                for (int j = 0; j < 4; j++) {
-                    int64_t t = 4 * ng + j;
-                    for (int o = 0; o < 16; o++) {
-                        int64_t r = rb * 16 + o;
-                        int8_t v = (t < n && r < rows) ? hq[t * rows + r] : 0;
-                        dst[4 * o + j] = v;
-                        hs[o] += v;
-                    }
-                }
-            }
-        }
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        int64_t a, b;
+        lin_split(rbs, tn, t, &a, &b);
+        if (b > a) k->pack_grad(w, dy, xs, inv, n, n4, key, a, b, ht, hsum);
+        lin_split(kbs, tn, t, &a, &b);
+        if (b > a) k->pack_x(w, xq, n, n4, a, b, xt);
     }
+    return ARB_OK;
 }
 
 static void lin_run_upd(const arb_lin_kernels *k, arb_ternary *w, const arb_lin_grad *gr, const arb_upd_plan *pl,
@@ -273,22 +257,21 @@ arb_status arb_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, 
     int64_t nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
     arb_status s = ARB_OK;
     float *c = lin_alloc2(w->rows, 1, sizeof(float), &s);
-    int8_t *hq = c ? lin_alloc2(n > 0 ? n : 1, w->rows, 1, &s) : NULL;
-    uint8_t *xt = hq ? lin_alloc2(n4 > 0 ? n4 * 64 : 1, w->cols_pad >> 4, 1, &s) : NULL;
+    float *inv = c ? lin_alloc2(w->rows, 1, sizeof(float), &s) : NULL;
+    uint8_t *xt = inv ? lin_alloc2(n4 > 0 ? n4 * 64 : 1, w->cols_pad >> 4, 1, &s) : NULL;
     int8_t *ht = xt ? lin_alloc2(n4 > 0 ? n4 * 64 : 1, w->rows_pad >> 4, 1, &s) : NULL;
     int32_t *hsum = ht ? lin_alloc2(nchunk > 0 ? nchunk : 1, w->rows_pad, sizeof(int32_t), &s) : NULL;
     arb_upd_row_acc *racc = hsum ? lin_alloc2(w->rows_pad, 1, sizeof(arb_upd_row_acc), &s) : NULL;
     int32_t *mult = racc ? lin_alloc2(w->rows, 1, sizeof(int32_t), &s) : NULL;
     if (!mult) goto done;
 
-    arb_rng_key kg = arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD);
-    s = arb_upd_quantize_grad(dy, xs, w->scale, n, w->rows, kg, hq, c);
-    if (s != ARB_OK) goto done;
     int nt = arb_get_num_threads();
     if ((double)(n > 0 ? n : 1) * (double)w->rows_pad * (double)w->cols_pad < 2e6) nt = 1;
-    lin_build_grad(w, xq, hq, n, n4, xt, ht, hsum, nt);
-    arb_lin_grad gr = {xt, ht, hsum, n4};
     const arb_lin_kernels *k = lin_kernels();
+    s = lin_build_grad(k, w, xq, xs, dy, n, n4, arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD), c, inv, xt, ht,
+                       hsum, nt);
+    if (s != ARB_OK) goto done;
+    arb_lin_grad gr = {xt, ht, hsum, n4};
     memset(racc, 0, (size_t)w->rows_pad * sizeof *racc);
 
     double norm = st->grad_norm;
@@ -307,7 +290,7 @@ arb_status arb_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, 
     s = arb_upd_finish(w, c, racc, p, st, stats);
 done:
     arb_free(c);
-    arb_free(hq);
+    arb_free(inv);
     arb_free(xt);
     arb_free(ht);
     arb_free(hsum);

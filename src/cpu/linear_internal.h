@@ -52,7 +52,27 @@ typedef struct arb_lin_kernels {
      * sums (abs_g, ge, flips); without pl (stats pass) only abs_g is added and the state is kept. */
     void (*upd)(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const arb_upd_plan *pl,
                 arb_upd_row_acc *racc);
+    /* backward_x's int8 dy for tokens [t0, t1): hq (n, rows_pad) zero-padded, hs[t] = amax_t/127,
+     * hsum[t] = Σ_o hq[t,o] (see lin_quantize_dy in linear_dispatch.c for the rounding). Returns
+     * the first token whose row is not finite, or -1. */
+    int64_t (*quant_dy)(const arb_ternary *w, const float *dy, int64_t t0, int64_t t1, arb_rng_key key, int8_t *hq,
+                        float *hs, int32_t *hsum);
+    /* Step 1 of the update straight into the transposed layout, row blocks [rb0, rb1): hq[t,o] of
+     * arb_upd_quantize_grad (inv[o] = 127/amax[o], 0 for an all-zero column) into ht, and hsum. */
+    void (*pack_grad)(const arb_ternary *w, const float *dy, const float *xs, const float *inv, int64_t n,
+                      int64_t n4, arb_rng_key key, int64_t rb0, int64_t rb1, int8_t *ht, int32_t *hsum);
+    /* xt of column blocks [kb0, kb1). */
+    void (*pack_x)(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
+                   uint8_t *xt);
 } arb_lin_kernels;
+
+/* Scalar versions of the packing steps (linear_ref.c), shared by the tiers without their own. */
+int64_t arb_lin_quant_dy_ref(const arb_ternary *w, const float *dy, int64_t t0, int64_t t1, arb_rng_key key,
+                             int8_t *hq, float *hs, int32_t *hsum);
+void arb_lin_pack_grad_ref(const arb_ternary *w, const float *dy, const float *xs, const float *inv, int64_t n,
+                           int64_t n4, arb_rng_key key, int64_t rb0, int64_t rb1, int8_t *ht, int32_t *hsum);
+void arb_lin_pack_x_ref(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
+                        uint8_t *xt);
 
 extern const arb_lin_kernels arb_lin_kernels_ref;
 extern const arb_lin_kernels arb_lin_kernels_avx2;

@@ -4,6 +4,7 @@
  * Why plain: this is the reference the fast tiers are tested against (and what runs on a CPU
  * without AVX2), so it reads trits one at a time and sums in the obvious order. The weight
  * update calls ternary-core's arb_upd_row, the per-weight rule every backend shares. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,4 +90,87 @@ static void ref_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const ar
     }
 }
 
-const arb_lin_kernels arb_lin_kernels_ref = {ref_fwd, ref_bwdx, ref_upd};
+/* hq[t, o] = clamp(floor(h·127/amax_t + u), ±127), h = dy[t,o]·scale[o], u = arb_rand_unit(key, t·rows + o):
+ * unbiased stochastic rounding per token row; hs[t] = amax_t / 127. */
+int64_t arb_lin_quant_dy_ref(const arb_ternary *w, const float *dy, int64_t t0, int64_t t1, arb_rng_key key,
+                             int8_t *hq, float *hs, int32_t *hsum) {
+    const int64_t rows = w->rows;
+    int64_t bad = -1;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *d = dy + t * rows;
+        int8_t *q = hq + t * w->rows_pad;
+        float amax = 0.0f;
+        bool finite = true;
+        for (int64_t o = 0; o < rows; o++) {
+            float a = fabsf(d[o] * w->scale[o]);
+            finite = finite && isfinite(a);
+            amax = a > amax ? a : amax;
+        }
+        memset(q, 0, (size_t)w->rows_pad);
+        hsum[t] = 0;
+        hs[t] = 0.0f;
+        if (!finite) {
+            if (bad < 0) bad = t;
+            continue;
+        }
+        if (amax == 0.0f) continue;
+        float inv = 127.0f / amax;
+        hs[t] = amax / 127.0f;
+        int32_t s = 0;
+        uint32_t base = (uint32_t)((uint64_t)t * (uint64_t)rows);
+        for (int64_t o = 0; o < rows; o++) {
+            float v = floorf((d[o] * w->scale[o]) * inv + arb_rand_unit(key, base + (uint32_t)o));
+            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            q[o] = (int8_t)v;
+            s += q[o];
+        }
+        hsum[t] = s;
+    }
+    return bad;
+}
+
+void arb_lin_pack_grad_ref(const arb_ternary *w, const float *dy, const float *xs, const float *inv, int64_t n,
+                           int64_t n4, arb_rng_key key, int64_t rb0, int64_t rb1, int8_t *ht, int32_t *hsum) {
+    const int64_t rows = w->rows, nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
+    for (int64_t rb = rb0; rb < rb1; rb++) {
+        for (int64_t ch = 0; ch < nchunk; ch++)
+            for (int o = 0; o < 16; o++) hsum[ch * w->rows_pad + rb * 16 + o] = 0;
+        for (int64_t ng = 0; ng < n4; ng++) {
+            int8_t *dst = ht + ((size_t)rb * (size_t)n4 + (size_t)ng) * 64;
+            int32_t *hs = hsum + (ng / ARB_LIN_NG_CHUNK) * w->rows_pad + rb * 16;
+            for (int j = 0; j < 4; j++) {
+                int64_t t = 4 * ng + j;
+                for (int o = 0; o < 16; o++) {
+                    int64_t r = rb * 16 + o;
+                    int8_t v = 0;
+                    if (t < n && r < rows && inv[r] > 0.0f) { /* arb_upd_quantize_grad, element (t, r) */
+                        float h = (dy[t * rows + r] * w->scale[r]) * xs[t];
+                        float prod = h * inv[r];
+                        float f = floorf(prod + arb_rand_unit(key, (uint32_t)(t * rows + r)));
+                        f = f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f);
+                        v = (int8_t)f;
+                    }
+                    dst[4 * o + j] = v;
+                    hs[o] += v;
+                }
+            }
+        }
+    }
+}
+
+void arb_lin_pack_x_ref(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
+                        uint8_t *xt) {
+    for (int64_t kb = kb0; kb < kb1; kb++) {
+        for (int64_t ng = 0; ng < n4; ng++) {
+            uint8_t *dst = xt + ((size_t)kb * (size_t)n4 + (size_t)ng) * 64;
+            for (int j = 0; j < 4; j++) {
+                int64_t t = 4 * ng + j;
+                const int8_t *src = xq + t * w->cols_pad + kb * 16;
+                for (int i = 0; i < 16; i++) dst[4 * i + j] = t < n ? (uint8_t)(src[i] + 128) : 128;
+            }
+        }
+    }
+}
+
+const arb_lin_kernels arb_lin_kernels_ref = {ref_fwd, ref_bwdx, ref_upd, arb_lin_quant_dy_ref, arb_lin_pack_grad_ref,
+                                             arb_lin_pack_x_ref};
