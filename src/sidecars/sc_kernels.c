@@ -7,6 +7,7 @@
 #include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,6 +178,10 @@ float sc_quant_row_u8(const float *x, int K, int Kp, uint8_t *u8) { return sc_ti
 
 /* ---------------------------------------------------------------- GEMM drivers */
 
+/* Multiply-adds issued by the GEMM drivers (for the benchmark's ops count; one atomic per call). */
+static _Atomic unsigned long long g_macs;
+unsigned long long sc_macs_take(void) { return atomic_exchange(&g_macs, 0); }
+
 #define SC_MCHUNK 96 /* rows per task: a multiple of the micro-kernels' 6 */
 #define SC_NGROUP 4  /* 16-column panels per task (64 columns) */
 
@@ -185,6 +190,7 @@ static bool want_parallel(int tasks, double work) { return tasks > 1 && work > 2
 void sc_gemm_f32(int M, int N, int K, const float *A, size_t lda, const float *Bp, const float *bias, float *C,
                  size_t ldc, int flags) {
     if (M <= 0 || N <= 0) return;
+    atomic_fetch_add_explicit(&g_macs, (unsigned long long)M * N * K, memory_order_relaxed);
     const sc_gemm_tier *t = sc_tier();
     int nb = (N + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP, nm = (M + SC_MCHUNK - 1) / SC_MCHUNK;
     int tasks = ng * nm;
@@ -200,6 +206,7 @@ void sc_gemm_f32(int M, int N, int K, const float *A, size_t lda, const float *B
 void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
                 int flags) {
     if (M <= 0) return;
+    atomic_fetch_add_explicit(&g_macs, (unsigned long long)M * B->n * B->k, memory_order_relaxed);
     const sc_gemm_tier *t = sc_tier();
     int kp = B->kp;
     uint8_t *aq = (uint8_t *)arb_alloc((size_t)M * kp);
@@ -229,6 +236,7 @@ void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const floa
 void sc_gemm_w8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
                 int flags) {
     if (M <= 0) return;
+    atomic_fetch_add_explicit(&g_macs, (unsigned long long)M * B->n * B->k, memory_order_relaxed);
     const sc_gemm_tier *t = sc_tier();
     int K = B->k, kp = B->kp, nb = (B->n + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP;
     /* One 64-column group of s·q at a time (a transient L2-sized panel), all rows through it. */

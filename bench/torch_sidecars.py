@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""PyTorch fp32 eager baseline for `arbitor bench sidecars`.
+
+Runs the same three workloads as the C benchmark on the same synthetic checkpoints
+(`arbitor sidecar synth ...`): DINOv2-small on 224x224, the Moonshine-base encoder on 10 s of
+16 kHz audio, the SD VAE decoder to 256x256. fp32, eager, torch.set_num_threads(THREADS).
+Prints one line per measurement:  TORCH <model> b<batch> <median ms>
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dinov2", help="synthetic dinov2 checkpoint dir")
+    ap.add_argument("--moonshine", help="synthetic moonshine checkpoint dir")
+    ap.add_argument("--vae", help="synthetic vae checkpoint dir")
+    ap.add_argument("--batches", default="1,32", help="comma-separated batch sizes (dinov2, moonshine)")
+    ap.add_argument("--vae-batches", default="1", help="comma-separated batch sizes for the VAE decode")
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    try:
+        import torch
+        from safetensors.torch import load_file
+    except ImportError as e:  # the C bench treats this as "PyTorch not installed"
+        print(f"TORCH unavailable {e}", flush=True)
+        return 0
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+
+    def timeit(fn, iters):
+        with torch.inference_mode():
+            fn()  # warm-up
+            ts = []
+            for _ in range(iters):
+                t = time.perf_counter()
+                fn()
+                ts.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(ts)
+
+    batches = [int(b) for b in a.batches.split(",") if b]
+    if a.dinov2:
+        from transformers import Dinov2Config, Dinov2Model
+
+        m = Dinov2Model(Dinov2Config.from_pretrained(a.dinov2)).eval()
+        m.load_state_dict(load_file(os.path.join(a.dinov2, "model.safetensors")))
+        for b in batches:
+            x = torch.randn(b, 3, 224, 224)
+            print(f"TORCH dinov2 b{b} {timeit(lambda: m(pixel_values=x), a.iters if b == 1 else 1):.3f}", flush=True)
+        del m
+    if a.moonshine:
+        from transformers import MoonshineConfig, MoonshineForConditionalGeneration
+
+        m = MoonshineForConditionalGeneration(MoonshineConfig.from_pretrained(a.moonshine)).eval()
+        m.load_state_dict(load_file(os.path.join(a.moonshine, "model.safetensors")), strict=False)
+        enc = m.model.encoder
+        for b in batches:
+            x = 0.1 * torch.randn(b, 160000)
+            print(f"TORCH moonshine b{b} {timeit(lambda: enc(x), a.iters if b == 1 else 1):.3f}", flush=True)
+        del m
+    if a.vae:
+        from diffusers import AutoencoderKL
+
+        cfg = json.load(open(os.path.join(a.vae, "config.json")))
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        m = AutoencoderKL(**cfg).eval()
+        m.load_state_dict(load_file(os.path.join(a.vae, "diffusion_pytorch_model.safetensors")))
+        for b in [int(v) for v in a.vae_batches.split(",") if v]:
+            z = torch.randn(b, 4, 32, 32)
+            print(f"TORCH vae_decode b{b} {timeit(lambda: m.decode(z), a.iters if b == 1 else 1):.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
