@@ -18,6 +18,13 @@ int main(int argc, char **argv) {
   for (int64_t i=0;i<N*D;i++){ xq[i]=(int8_t)((int)(arb_rand_u32(k,i)%255)-127); dy[i]=arb_rand_unit(k,i+N*D)-0.5f; }
   for (int t=0;t<N;t++) xs[t]=0.01f;
   double ops = 2.0*D*D;
+  if (argc > 2) { /* rule only, for perf stat */
+    int64_t n4 = (N+3)/4; uint8_t *xt = arb_calloc(n4*64*(D/16)); int8_t *ht = arb_calloc(n4*64*(D/16)); int32_t *hs = arb_calloc(D*4);
+    arb_lin_grad gr = {xt, ht, hs, n4}; arb_upd_row_acc *ra = arb_calloc(D*sizeof *ra);
+    int32_t *mult = arb_alloc(D*4); for (int i=0;i<D;i++) mult[i]=1<<20;
+    arb_upd_plan pl = {mult, 24, k, 64, 5};
+    for (int it = 0; it < atoi(argv[2]); it++) for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,argc>3?NULL:&pl,ra+rb*16);
+    return 0; }
   TIME("gemv n=1", ops, 50, arb_ternary_matmul_i32(&w, xq, 1, acc));
   TIME("gemm n=8", ops*8, 10, arb_ternary_matmul_i32(&w, xq, 8, acc));
   TIME("i32 n=12", ops*12, 10, arb_ternary_matmul_i32(&w, xq, 12, acc));

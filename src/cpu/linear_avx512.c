@@ -203,8 +203,10 @@ static void avx512_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const 
 
 /* ---- input gradient ----------------------------------------------------------------------- */
 
-/* vpermb indices: vector h of a tile is [16 columns i][4 rows 4h+c]: byte 4i+c ← 16h + 4c + (i&3),
- * field g = i>>2, kept in place (code·4^g) by the mask and undone per lane at the end. */
+/* dX = hq · W is a forward product with W^T. Transposing a tile of 2-bit codes takes ~18 ops
+ * (vpermb gathers rows 4h..4h+3 of every column, a per-lane shift picks the field), so each
+ * thread transposes its column strips into tile16 form once (0.25 bytes per weight, about
+ * 1% of the product) and runs the forward GEMM on them: contiguous tiles, shift+and decode. */
 AI __m512i bwd_idx(int h) {
     uint8_t b[64];
     for (int i = 0; i < 16; i++)
@@ -212,100 +214,44 @@ AI __m512i bwd_idx(int h) {
     return _mm512_loadu_si512(b);
 }
 
-AI void bwd_mk(const arb_ternary *w, const uint8_t *wt, const int8_t *hp, const int32_t *hsum, int64_t t0, int64_t cb,
-               int64_t nrb, bool first, bool last, int RB, int NT, const arb_lin_out *o) {
-    const int64_t rstride = 128; /* column-pair copy: [pair][rb][2][64] */
-    const __m512i i0 = bwd_idx(0), i1 = bwd_idx(1), i2 = bwd_idx(2), i3 = bwd_idx(3);
-    const __m512i mlane = _mm512_set_epi32(0xC0C0C0C0, 0xC0C0C0C0, 0xC0C0C0C0, 0xC0C0C0C0, 0x30303030, 0x30303030,
-                                           0x30303030, 0x30303030, 0x0C0C0C0C, 0x0C0C0C0C, 0x0C0C0C0C, 0x0C0C0C0C,
-                                           0x03030303, 0x03030303, 0x03030303, 0x03030303);
-    __m512i acc[2][12];
-    for (int c = 0; c < RB; c++)
-        for (int t = 0; t < NT; t++) acc[c][t] = _mm512_setzero_si512();
-    for (int64_t rb = 0; rb < nrb; rb++, wt += rstride, hp += NT * 16) {
-        for (int hh = 0; hh < 4; hh++) {
-            const __m512i ix = hh == 0 ? i0 : hh == 1 ? i1 : hh == 2 ? i2 : i3;
-            __m512i d[2];
-            for (int c = 0; c < RB; c++)
-                d[c] = _mm512_and_si512(_mm512_permutexvar_epi8(ix, _mm512_loadu_si512(wt + c * 64)), mlane);
-            for (int t = 0; t < NT; t++) {
-                __m512i b = bcast32(hp + t * 16 + 4 * hh);
-                for (int c = 0; c < RB; c++) acc[c][t] = vnni(acc[c][t], d[c], b);
-            }
-        }
+/* W tile (rb, cb) → tile (cb, rb) of W^T: byte 4i + c, bits 2h ← code of W[4h + c][i]. */
+AI __m512i transpose_tile(__m512i t, const __m512i idx[4], __m512i shv, __m512i m3) {
+    __m512i out = _mm512_setzero_si512();
+    for (int h = 0; h < 4; h++) {
+        /* byte 4i+c = source byte of row 4h+c holding column i; field i>>2 moved to bits 0..1 */
+        __m512i e = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi8(idx[h], t), shv), m3);
+        out = _mm512_or_si512(out, h ? _mm512_slli_epi32(e, 2 * h) : e);
     }
-    const __m512i sh = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
-    for (int c = 0; c < RB; c++) {
-        int64_t j0 = (cb + c) * 16;
-        __mmask16 m = lane_mask(w->cols - j0);
-        for (int t = 0; t < NT; t++) {
-            __m512i v = _mm512_srav_epi32(acc[c][t], sh);
-            if (!first) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(m, partial_at(o, t0 + t, j0)));
-            if (last) store16(o, t0 + t, j0, _mm512_sub_epi32(v, _mm512_set1_epi32(hsum[t0 + t])), m);
-            else _mm512_mask_storeu_epi32(partial_at(o, t0 + t, j0), m, v);
-        }
-    }
+    return out;
 }
 
-#define BWD_NT_MAX 12
-#ifndef BWD_NT
-#define BWD_NT 12 /* 4 vpermb indices + 2·NT accumulators must fit the 32 registers */
-#endif
-#define BWD_MK(RB, NT)                                                                                          \
-    static void bwd_mk_##RB##_##NT(const arb_ternary *w, const uint8_t *wt, const int8_t *hp, const int32_t *hsum, \
-                                   int64_t t0, int64_t cb, int64_t nrb, bool first, bool last,                   \
-                                   const arb_lin_out *o) {                                                       \
-        bwd_mk(w, wt, hp, hsum, t0, cb, nrb, first, last, RB, NT, o);                                            \
-    }
-#define BWD_MK_ALL(RB)                                                                                          \
-    BWD_MK(RB, 1) BWD_MK(RB, 2) BWD_MK(RB, 3) BWD_MK(RB, 4) BWD_MK(RB, 5) BWD_MK(RB, 6) BWD_MK(RB, 7)            \
-        BWD_MK(RB, 8) BWD_MK(RB, 9) BWD_MK(RB, 10) BWD_MK(RB, 11) BWD_MK(RB, 12)
-BWD_MK_ALL(1)
-BWD_MK_ALL(2)
-typedef void (*bwd_mk_fn)(const arb_ternary *, const uint8_t *, const int8_t *, const int32_t *, int64_t, int64_t,
-                          int64_t, bool, bool, const arb_lin_out *);
-static const bwd_mk_fn k_bwd_mk[2][BWD_NT_MAX] = {
-    {bwd_mk_1_1, bwd_mk_1_2, bwd_mk_1_3, bwd_mk_1_4, bwd_mk_1_5, bwd_mk_1_6, bwd_mk_1_7, bwd_mk_1_8, bwd_mk_1_9,
-     bwd_mk_1_10, bwd_mk_1_11, bwd_mk_1_12},
-    {bwd_mk_2_1, bwd_mk_2_2, bwd_mk_2_3, bwd_mk_2_4, bwd_mk_2_5, bwd_mk_2_6, bwd_mk_2_7, bwd_mk_2_8, bwd_mk_2_9,
-     bwd_mk_2_10, bwd_mk_2_11, bwd_mk_2_12}};
-
-/* Column strips of the tile16 layout are 16 KB apart per row block (for 4096 columns): L1/L2
- * set conflicts and no prefetch. The thread first copies its strips into [pair][rb][2][64] (one
- * pass over its share of the packed weights), then streams them contiguously. */
 static void avx512_bwdx(const arb_ternary *w, const int8_t *hq, int64_t n, const int32_t *hsum, int64_t cb0,
                         int64_t cb1, const arb_lin_out *o) {
-    const int64_t rbs = w->rows_pad >> 4, npair = (cb1 - cb0 + 1) / 2;
-    const int64_t rc = rbs < KC_TILES ? rbs : KC_TILES; /* 128·127·16·1024 < 2^31 */
-    int8_t *panel = arb_alloc((size_t)rc * BWD_NT_MAX * 16);
-    uint8_t *wt = arb_alloc((size_t)npair * (size_t)rbs * 128);
-    if (!panel || !wt) {
-        arb_free(panel);
-        arb_free(wt);
+    const int64_t rbs = w->rows_pad >> 4, ncb = cb1 - cb0;
+    uint8_t *tt = arb_alloc((size_t)ncb * (size_t)rbs * 64);
+    if (!tt) {
         arb_lin_kernels_ref.bwdx(w, hq, n, hsum, cb0, cb1, o);
         return;
     }
-    for (int64_t rb = 0; rb < rbs; rb++)
+    const __m512i idx[4] = {bwd_idx(0), bwd_idx(1), bwd_idx(2), bwd_idx(3)};
+    const __m512i shv = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0), m3 = _mm512_set1_epi8(3);
+    for (int64_t r0 = 0; r0 < rbs; r0 += 8) /* 8 source rows of tiles at a time: 8 read streams */
         for (int64_t cb = cb0; cb < cb1; cb++)
-            memcpy(wt + (((cb - cb0) >> 1) * rbs + rb) * 128 + ((cb - cb0) & 1) * 64, arb_lin_tile(w, rb, cb), 64);
-    for (int64_t g0 = cb0; g0 < cb1; g0 += GROUP_BLOCKS) {
-        int64_t g1 = g0 + GROUP_BLOCKS < cb1 ? g0 + GROUP_BLOCKS : cb1;
-        for (int64_t r0 = 0; r0 < rbs; r0 += rc) {
-            int64_t nrb = r0 + rc < rbs ? rc : rbs - r0;
-            bool first = r0 == 0, last = r0 + nrb == rbs;
-            for (int64_t t0 = 0; t0 < n; t0 += BWD_NT) {
-                int nt = n - t0 < BWD_NT ? (int)(n - t0) : BWD_NT;
-                pack_panel(panel, hq + t0 * w->rows_pad + r0 * 16, w->rows_pad, nt, nt, nrb);
-                for (int64_t cb = g0; cb < g1; cb += 2) {
-                    int cbn = g1 - cb >= 2 ? 2 : 1;
-                    const uint8_t *wp = wt + (((cb - cb0) >> 1) * rbs + r0) * 128;
-                    k_bwd_mk[cbn - 1][nt - 1](w, wp, panel, hsum, t0, cb, nrb, first, last, o);
-                }
-            }
-        }
-    }
-    arb_free(panel);
-    arb_free(wt);
+            for (int64_t rb = r0; rb < r0 + 8 && rb < rbs; rb++)
+                _mm512_storeu_si512(tt + ((cb - cb0) * rbs + rb) * 64,
+                                transpose_tile(_mm512_loadu_si512(arb_lin_tile(w, rb, cb)), idx, shv, m3));
+    /* W^T restricted to columns [16cb0, 16cb1) of W: its rows; output columns offset to match */
+    arb_ternary wt;
+    memset(&wt, 0, sizeof wt);
+    wt.rows = w->cols - cb0 * 16 < ncb * 16 ? w->cols - cb0 * 16 : ncb * 16;
+    wt.cols = w->rows;
+    wt.rows_pad = ncb * 16;
+    wt.cols_pad = w->rows_pad;
+    wt.trits = tt;
+    arb_lin_out ot = *o;
+    ot.out = (int32_t *)o->out + cb0 * 16;
+    avx512_fwd(&wt, hq, n, hsum, 0, ncb, &ot);
+    arb_free(tt);
 }
 
 /* ---- fused weight gradient + update --------------------------------------------------------- */
@@ -331,84 +277,110 @@ AI __m512i rand16(__m512i x, uint32_t k1) {
     return x;
 }
 
-/* arb_upd_pressure on 16 lanes: clamp((g·m + round_bits(u, S)) >> S, ±127) in 64-bit halves. */
-AI __m512i pressure16(__m512i g, __m512i m64, int shift, __m512i u) {
-    __m512i pe = _mm512_mul_epi32(g, m64);
-    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(g, 32), m64);
-    if (shift > 0) {
-        __m512i ue = _mm512_and_si512(u, _mm512_set1_epi64(0xFFFFFFFFll)), uo = _mm512_srli_epi64(u, 32);
-        if (shift <= 32) {
-            __m128i c = _mm_cvtsi32_si128(32 - shift);
-            ue = _mm512_srl_epi64(ue, c);
-            uo = _mm512_srl_epi64(uo, c);
-        } else {
-            __m128i c = _mm_cvtsi32_si128(shift - 32);
-            ue = _mm512_sll_epi64(ue, c);
-            uo = _mm512_sll_epi64(uo, c);
-        }
-        __m128i s = _mm_cvtsi32_si128(shift);
-        pe = _mm512_sra_epi64(_mm512_add_epi64(pe, ue), s);
-        po = _mm512_sra_epi64(_mm512_add_epi64(po, uo), s);
-    }
-    const __m512i lo = _mm512_set1_epi64(-127), hi = _mm512_set1_epi64(127);
-    pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo), hi);
-    po = _mm512_min_epi64(_mm512_max_epi64(po, lo), hi);
-    return _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_slli_epi64(po, 32));
-}
-
 /* Per-row running sums of one row block, in 32-bit lanes between flushes to int64 (a tile
  * adds at most 127·127·n per lane; the caller flushes before 2^31). */
 typedef struct upd_row_stats {
     __m512i abs_g, ge, flips;
 } upd_row_stats;
 
+/* Everything the rule needs per call, in registers (hoisted: stores through the state would
+ * otherwise make the compiler reload the plan and rebuild constants for every row). */
+typedef struct upd_consts {
+    __m512i one, three, sh, iota_c, k0, k1, lo127, hi127, tv, ntv, neg1, bias, m32;
+    __m128i ks, s, s32;
+    int shift;
+} upd_consts;
+
+AI upd_consts upd_consts_make(const arb_upd_plan *pl) {
+    upd_consts c;
+    c.one = _mm512_set1_epi32(1);
+    c.three = _mm512_set1_epi32(3);
+    c.sh = trit_shifts();
+    c.iota_c = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                  _mm512_set1_epi32((int)0x9E3779B1u));
+    c.k0 = _mm512_set1_epi32((int)pl->key.k0);
+    c.k1 = _mm512_set1_epi32((int)pl->key.k1);
+    c.lo127 = _mm512_set1_epi64(-127);
+    c.hi127 = _mm512_set1_epi64(127);
+    c.tv = _mm512_set1_epi32(pl->threshold);
+    c.ntv = _mm512_set1_epi32(-pl->threshold);
+    c.neg1 = _mm512_set1_epi32(-1);
+    c.bias = _mm512_set1_epi32((int)((1u << pl->leak_shift) - 1u));
+    c.m32 = _mm512_set1_epi64(0xFFFFFFFFll);
+    c.ks = _mm_cvtsi32_si128(pl->leak_shift);
+    c.shift = pl->shift;
+    c.s = _mm_cvtsi32_si128(pl->shift);
+    c.s32 = _mm_cvtsi32_si128(pl->shift <= 32 ? 32 - pl->shift : pl->shift - 32);
+    return c;
+}
+
 /* One row's 16 weights of one tile: the exact lane-wise image of arb_upd_weight. */
-AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const arb_upd_plan *pl, int32_t m,
+AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const upd_consts c, int32_t m,
                   uint32_t idx0, upd_row_stats *st) {
-    const __m512i one = _mm512_set1_epi32(1), three = _mm512_set1_epi32(3), sh = trit_shifts();
     uint32_t word;
     memcpy(&word, word_p, 4);
-    __m512i code_old = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), sh), three);
-    __m512i trit = _mm512_sub_epi32(code_old, one);
+    __m512i code_old = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), c.sh), c.three);
+    __m512i trit = _mm512_sub_epi32(code_old, c.one);
     __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, acc_p));
 
-    const __m512i iota_c = _mm512_set_epi32((int)(15u * 0x9E3779B1u), (int)(14u * 0x9E3779B1u), (int)(13u * 0x9E3779B1u),
-                                            (int)(12u * 0x9E3779B1u), (int)(11u * 0x9E3779B1u), (int)(10u * 0x9E3779B1u),
-                                            (int)(9u * 0x9E3779B1u), (int)(8u * 0x9E3779B1u), (int)(7u * 0x9E3779B1u),
-                                            (int)(6u * 0x9E3779B1u), (int)(5u * 0x9E3779B1u), (int)(4u * 0x9E3779B1u),
-                                            (int)(3u * 0x9E3779B1u), (int)(2u * 0x9E3779B1u), (int)0x9E3779B1u, 0);
-    __m512i x0 = _mm512_add_epi32(_mm512_set1_epi32((int)(idx0 * 0x9E3779B1u + pl->key.k0)), iota_c);
-    __m512i u = rand16(x0, pl->key.k1);
-    __m512i q = pressure16(g, _mm512_set1_epi64(m), pl->shift, u);
+    /* arb_rand_u32(key, idx0 + lane) */
+    __m512i x = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(idx0 * 0x9E3779B1u)), c.iota_c), c.k0);
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x21F0AAAD));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x735A2D97));
+    x = _mm512_ternarylogic_epi32(x, _mm512_srli_epi32(x, 15), c.k1, 0x96);
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
+    __m512i u = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+
+    /* arb_upd_pressure: 64-bit even/odd halves */
+    __m512i m64 = _mm512_set1_epi64(m);
+    __m512i pe = _mm512_mul_epi32(g, m64);
+    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(g, 32), m64);
+    if (c.shift > 0) {
+        __m512i ue = _mm512_and_si512(u, c.m32), uo = _mm512_srli_epi64(u, 32);
+        if (c.shift <= 32) {
+            ue = _mm512_srl_epi64(ue, c.s32);
+            uo = _mm512_srl_epi64(uo, c.s32);
+        } else {
+            ue = _mm512_sll_epi64(ue, c.s32);
+            uo = _mm512_sll_epi64(uo, c.s32);
+        }
+        pe = _mm512_sra_epi64(_mm512_add_epi64(pe, ue), c.s);
+        po = _mm512_sra_epi64(_mm512_add_epi64(po, uo), c.s);
+    }
+    pe = _mm512_min_epi64(_mm512_max_epi64(pe, c.lo127), c.hi127);
+    po = _mm512_min_epi64(_mm512_max_epi64(po, c.lo127), c.hi127);
+    __m512i q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_slli_epi64(po, 32));
 
     /* arb_trit_step */
-    __m128i ks = _mm_cvtsi32_si128(pl->leak_shift);
-    __m512i bias = _mm512_and_si512(_mm512_srai_epi32(a, 31), _mm512_set1_epi32((int)((1u << pl->leak_shift) - 1u)));
-    __m512i leak = _mm512_sra_epi32(_mm512_add_epi32(a, bias), ks);
+    __m512i leak = _mm512_sra_epi32(_mm512_add_epi32(a, _mm512_and_si512(_mm512_srai_epi32(a, 31), c.bias)), c.ks);
     a = _mm512_sub_epi32(_mm512_sub_epi32(a, leak), q);
-    a = _mm512_min_epi32(_mm512_max_epi32(a, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
-    const __m512i tv = _mm512_set1_epi32(pl->threshold), ntv = _mm512_set1_epi32(-pl->threshold);
-    __mmask16 up = _mm512_cmpge_epi32_mask(a, tv) & _mm512_cmplt_epi32_mask(trit, one);
-    __mmask16 dn = (__mmask16)(~up & _mm512_cmple_epi32_mask(a, ntv) &
-                               _mm512_cmpgt_epi32_mask(trit, _mm512_set1_epi32(-1)));
-    __m512i tn = _mm512_mask_add_epi32(trit, up, trit, one);
-    a = _mm512_mask_sub_epi32(a, up, a, tv);
-    tn = _mm512_mask_sub_epi32(tn, dn, tn, one);
-    a = _mm512_mask_add_epi32(a, dn, a, tv);
-    a = _mm512_mask_min_epi32(a, _mm512_cmpeq_epi32_mask(tn, one), a, tv);
-    a = _mm512_mask_max_epi32(a, _mm512_cmpeq_epi32_mask(tn, _mm512_set1_epi32(-1)), a, ntv);
+    a = _mm512_min_epi32(_mm512_max_epi32(a, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_set1_epi32(127))),
+                         _mm512_set1_epi32(127));
+    __mmask16 up = _mm512_cmpge_epi32_mask(a, c.tv) & _mm512_cmplt_epi32_mask(trit, c.one);
+    __mmask16 dn = (__mmask16)(~up & _mm512_cmple_epi32_mask(a, c.ntv) & _mm512_cmpgt_epi32_mask(trit, c.neg1));
+    __m512i tn = _mm512_mask_add_epi32(trit, up, trit, c.one);
+    a = _mm512_mask_sub_epi32(a, up, a, c.tv);
+    tn = _mm512_mask_sub_epi32(tn, dn, tn, c.one);
+    a = _mm512_mask_add_epi32(a, dn, a, c.tv);
+    a = _mm512_mask_min_epi32(a, _mm512_cmpeq_epi32_mask(tn, c.one), a, c.tv);
+    a = _mm512_mask_max_epi32(a, _mm512_cmpeq_epi32_mask(tn, c.neg1), a, c.ntv);
 
     /* exact row sums with the old trits; flips */
     st->abs_g = _mm512_add_epi32(st->abs_g, _mm512_maskz_abs_epi32(cm, g));
-    __mmask16 pos = _mm512_cmpeq_epi32_mask(trit, one) & cm, neg = _mm512_cmpeq_epi32_mask(trit, _mm512_set1_epi32(-1)) & cm;
+    __mmask16 pos = _mm512_cmpeq_epi32_mask(trit, c.one) & cm, neg = _mm512_cmpeq_epi32_mask(trit, c.neg1) & cm;
     st->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st->ge, pos, st->ge, g), neg, st->ge, g);
     __mmask16 flip = (__mmask16)((up | dn) & cm);
-    st->flips = _mm512_mask_add_epi32(st->flips, flip, st->flips, one);
+    st->flips = _mm512_mask_add_epi32(st->flips, flip, st->flips, c.one);
 
     _mm_mask_storeu_epi8(acc_p, cm, _mm512_cvtepi32_epi8(a));
     if (flip) { /* rare: rewrite the row's trit word */
-        __m512i code = _mm512_mask_blend_epi32(flip, code_old, _mm512_add_epi32(tn, one));
-        word = (uint32_t)_mm512_reduce_or_epi32(_mm512_sllv_epi32(code, sh));
+        __m512i code = _mm512_mask_blend_epi32(flip, code_old, _mm512_add_epi32(tn, c.one));
+        word = (uint32_t)_mm512_reduce_or_epi32(_mm512_sllv_epi32(code, c.sh));
         memcpy(word_p, &word, 4);
     }
 }
@@ -467,6 +439,12 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
     const int8_t *hb = gr->ht + (size_t)rb * (size_t)n4 * 64;
     const int32_t *hs0 = gr->hsum + rb * 16;
     int64_t since_flush = 0;
+    upd_consts uc;
+    memset(&uc, 0, sizeof uc);
+    if (pl) uc = upd_consts_make(pl);
+    const int32_t *mult = pl ? pl->mult : NULL;
+    int8_t *const accum = w->accum;
+    const int64_t cols = w->cols;
     for (int64_t kb = 0; kb < kbs; kb++) {
         const uint8_t *xv = gr->xt + (size_t)kb * (size_t)n4 * 64;
         __m512i a[16];
@@ -492,12 +470,18 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
         since_flush++;
         __mmask16 cm = lane_mask(w->cols - kb * 16);
         uint8_t *tile = (uint8_t *)arb_lin_tile(w, rb, kb);
+        if (pl) {
+            __m512i gbuf[16]; /* through memory: frees the registers the rule's constants need */
+            for (int r = 0; r < 16; r++) gbuf[r] = a[r];
+            for (int r = 0; r < nrow; r++) {
+                int64_t row = rb * 16 + r;
+                uint32_t idx0 = (uint32_t)((uint64_t)row * (uint64_t)cols + (uint64_t)kb * 16);
+                upd_row16(tile + 4 * r, accum + row * cols + kb * 16, gbuf[r], cm, uc, mult[row], idx0, &st[r]);
+            }
+            continue;
+        }
         for (int r = 0; r < nrow; r++) {
-            int64_t row = rb * 16 + r;
-            if (pl) {
-                uint32_t idx0 = (uint32_t)((uint64_t)row * (uint64_t)w->cols + (uint64_t)kb * 16);
-                upd_row16(tile + 4 * r, w->accum + row * w->cols + kb * 16, a[r], cm, pl, pl->mult[row], idx0, &st[r]);
-            } else {
+            {
                 st[r].abs_g = _mm512_add_epi32(st[r].abs_g, _mm512_maskz_abs_epi32(cm, a[r]));
             }
         }
@@ -505,5 +489,131 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
     flush_stats(st, nrow, racc);
 }
 
-const arb_lin_kernels arb_lin_kernels_avx512 = {avx512_fwd, avx512_bwdx, avx512_upd, arb_lin_quant_dy_ref,
-                                                arb_lin_pack_grad_ref, arb_lin_pack_x_ref};
+/* ---- quantization and packing --------------------------------------------------------------- */
+
+/* arb_rand_unit on 16 consecutive indices from idx0. */
+AI __m512 rand_unit16(arb_rng_key key, uint32_t idx0) {
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512i x = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)idx0), iota),
+                                                    _mm512_set1_epi32((int)0x9E3779B1u)),
+                                 _mm512_set1_epi32((int)key.k0));
+    __m512i u = rand16(x, key.k1);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(u, 8)), _mm512_set1_ps(1.0f / 16777216.0f));
+}
+
+/* clamp(floor(v), ±127) as int32 lanes. */
+AI __m512i floor_clamp127(__m512 v) {
+    v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+    return _mm512_cvttps_epi32(v);
+}
+
+/* The same arithmetic as arb_lin_quant_dy_ref, 16 outputs at a time. */
+static int64_t avx512_quant_dy(const arb_ternary *w, const float *dy, int64_t t0, int64_t t1, arb_rng_key key,
+                               int8_t *hq, float *hs, int32_t *hsum) {
+    const int64_t rows = w->rows;
+    int64_t bad = -1;
+    const __m512 fmax = _mm512_set1_ps(3.402823466e38f);
+    for (int64_t t = t0; t < t1; t++) {
+        const float *d = dy + t * rows;
+        int8_t *q = hq + t * w->rows_pad;
+        __m512 amax = _mm512_setzero_ps();
+        __mmask16 ok = 0xFFFF;
+        for (int64_t o = 0; o < rows; o += 16) {
+            __mmask16 m = lane_mask(rows - o);
+            __m512 a = _mm512_abs_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + o), _mm512_maskz_loadu_ps(m, w->scale + o)));
+            ok &= _mm512_cmp_ps_mask(a, fmax, _CMP_LE_OQ);
+            amax = _mm512_max_ps(amax, a);
+        }
+        memset(q, 0, (size_t)w->rows_pad);
+        hsum[t] = 0;
+        hs[t] = 0.0f;
+        if (ok != 0xFFFF) {
+            if (bad < 0) bad = t;
+            continue;
+        }
+        float am = _mm512_reduce_max_ps(amax);
+        if (am == 0.0f) continue;
+        const __m512 inv = _mm512_set1_ps(127.0f / am);
+        hs[t] = am / 127.0f;
+        __m512i sum = _mm512_setzero_si512();
+        uint32_t base = (uint32_t)((uint64_t)t * (uint64_t)rows);
+        for (int64_t o = 0; o < rows; o += 16) {
+            __mmask16 m = lane_mask(rows - o);
+            __m512 h = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + o), _mm512_maskz_loadu_ps(m, w->scale + o));
+            __m512i v = floor_clamp127(_mm512_add_ps(_mm512_mul_ps(h, inv), rand_unit16(key, base + (uint32_t)o)));
+            v = _mm512_maskz_mov_epi32(m, v);
+            sum = _mm512_add_epi32(sum, v);
+            _mm_mask_storeu_epi8(q + o, m, _mm512_cvtepi32_epi8(v));
+        }
+        hsum[t] = _mm512_reduce_add_epi32(sum);
+    }
+    return bad;
+}
+
+/* byte 4i + j ← byte 16j + i: four 16-byte rows (tokens) into the VNNI [16][4] order. */
+AI __m512i interleave4_idx(void) {
+    uint8_t b[64];
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 4; j++) b[4 * i + j] = (uint8_t)(16 * j + i);
+    return _mm512_loadu_si512(b);
+}
+
+static void avx512_pack_grad(const arb_ternary *w, const float *dy, const float *xs, const float *inv, int64_t n,
+                             int64_t n4, arb_rng_key key, int64_t rb0, int64_t rb1, int8_t *ht, int32_t *hsum) {
+    const int64_t rows = w->rows, nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
+    const __m512i idx = interleave4_idx();
+    for (int64_t rb = rb0; rb < rb1; rb++) {
+        const int64_t r0 = rb * 16;
+        const __mmask16 m = lane_mask(rows - r0);
+        const __m512 sc = _mm512_maskz_loadu_ps(m, w->scale + r0), iv = _mm512_maskz_loadu_ps(m, inv + r0);
+        const __mmask16 live = m & _mm512_cmp_ps_mask(iv, _mm512_setzero_ps(), _CMP_GT_OQ);
+        for (int64_t ch = 0; ch < nchunk; ch++) {
+            int64_t g0 = ch * ARB_LIN_NG_CHUNK, g1 = g0 + ARB_LIN_NG_CHUNK < n4 ? g0 + ARB_LIN_NG_CHUNK : n4;
+            __m512i sum = _mm512_setzero_si512();
+            for (int64_t ng = g0; ng < g1; ng++) {
+                __m128i b[4];
+                for (int j = 0; j < 4; j++) {
+                    int64_t t = 4 * ng + j;
+                    if (t >= n) {
+                        b[j] = _mm_setzero_si128();
+                        continue;
+                    }
+                    __m512 h = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + t * rows + r0), sc),
+                                             _mm512_set1_ps(xs[t]));
+                    __m512 pr = _mm512_mul_ps(h, iv);
+                    __m512i v = floor_clamp127(
+                        _mm512_add_ps(pr, rand_unit16(key, (uint32_t)((uint64_t)t * (uint64_t)rows + (uint64_t)r0))));
+                    v = _mm512_maskz_mov_epi32(live, v);
+                    sum = _mm512_add_epi32(sum, v);
+                    b[j] = _mm512_cvtepi32_epi8(v);
+                }
+                __m512i z = _mm512_inserti32x4(_mm512_castsi128_si512(b[0]), b[1], 1);
+                z = _mm512_inserti32x4(_mm512_inserti32x4(z, b[2], 2), b[3], 3);
+                _mm512_storeu_si512(ht + ((size_t)rb * (size_t)n4 + (size_t)ng) * 64, _mm512_permutexvar_epi8(idx, z));
+            }
+            _mm512_storeu_si512(hsum + ch * w->rows_pad + r0, sum);
+        }
+    }
+}
+
+static void avx512_pack_x(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
+                          uint8_t *xt) {
+    const __m512i idx = interleave4_idx(), off = _mm512_set1_epi8((char)0x80);
+    for (int64_t kb = kb0; kb < kb1; kb++) {
+        for (int64_t ng = 0; ng < n4; ng++) {
+            __m128i b[4];
+            for (int j = 0; j < 4; j++) {
+                int64_t t = 4 * ng + j;
+                b[j] = t < n ? _mm_loadu_si128((const __m128i *)(xq + t * w->cols_pad + kb * 16)) : _mm_setzero_si128();
+            }
+            __m512i z = _mm512_inserti32x4(_mm512_castsi128_si512(b[0]), b[1], 1);
+            z = _mm512_inserti32x4(_mm512_inserti32x4(z, b[2], 2), b[3], 3);
+            _mm512_storeu_si512(xt + ((size_t)kb * (size_t)n4 + (size_t)ng) * 64,
+                                _mm512_xor_si512(_mm512_permutexvar_epi8(idx, z), off));
+        }
+    }
+}
+
+const arb_lin_kernels arb_lin_kernels_avx512 = {avx512_fwd,      avx512_bwdx,      avx512_upd,
+                                                avx512_quant_dy, avx512_pack_grad, avx512_pack_x};
