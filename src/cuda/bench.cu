@@ -175,7 +175,7 @@ bool run(bool quick, int dev) {
     ATRY(arb_cuda_set_device(dev));
     char name[256];
     ATRY(arb_cuda_device_name(dev, name, sizeof name));
-    printf("device: cuda:%d %s\n", dev, name);
+    printf("device: cuda:%d %s\nternary GEMM core: %s\n", dev, name, arb_cuda_gemm_core());
     Lt L;
     BLAS(cublasLtCreate(&L.lt));
     BLAS(cublasCreate(&L.blas));

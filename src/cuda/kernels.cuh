@@ -52,12 +52,16 @@ __device__ __forceinline__ void arb_ldmatrix_x4(uint32_t &r0, uint32_t &r1, uint
 }
 
 /* D += A(16×32, s8, row) · B(32×8, s8, col), s32 accumulate. */
-__device__ __forceinline__ void arb_mma_s8(int32_t (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void arb_mma_s8(int32_t &c0, int32_t &c1, int32_t &c2, int32_t &c3, const uint32_t (&a)[4],
+                                           uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
-                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "+r"(c0), "+r"(c1), "+r"(c2), "+r"(c3)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+
+/* Which int8 tensor-core GEMM the linear ops use on the current device (for the bench). */
+const char *arb_cuda_gemm_core(void);
 
 /* ---- host side shared by the update ops (ternary.cu) ------------------------------------- */
 

@@ -14,38 +14,46 @@
  * Integer results are exact, so any tiling gives the CPU reference's state bit for bit. */
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "cuda/kernels.cuh"
+#include "cuda/wgmma.cuh"
 
 namespace {
 
+/* mma.sync core: CTA 128×256×64, 4 stages, 8 warps of 64×64. */
 constexpr int BM = 128, BN = 256, BK = 64, STAGES = 4, THREADS = 256;
-constexpr int SB_BYTES = BN * BK;      /* int8 B stage */
-constexpr int SA_I8_BYTES = BM * BK;   /* int8 A stage (dW) */
+constexpr int SB_BYTES = BN * BK;        /* int8 B stage */
+constexpr int SA_I8_BYTES = BM * BK;     /* int8 A stage (dW) */
 constexpr int SA_PK_BYTES = BM * BK / 4; /* packed A stage */
+/* wgmma core: CTA 128×256×128, 4 stages, 2 warpgroups of 64×256 (m64n256k32). */
+constexpr int WBK = 128, WST = 4;
+constexpr int W_B_BYTES = BN * WBK;        /* 32 KB */
+constexpr int W_AI8_BYTES = BM * WBK;      /* 16 KB */
+constexpr int W_APK_BYTES = BM * WBK / 4;  /* 4 KB */
 
-enum AMode { A_PACKED_W = 0, A_PACKED_WT = 1, A_INT8 = 2 };
+enum AMode { A_PACKED_W = 0, A_INT8 = 2 };
 enum Epi { EPI_I32 = 0, EPI_F32 = 1, EPI_DX = 2, EPI_UPDATE = 3, EPI_STATS = 4 };
 
 struct GemmArgs {
-    int M, N, K;            /* K: reduction length, multiple of 16 (bytes beyond kmax read as 0) */
-    const uint8_t *a;       /* packed trits, or int8 (M × lda) */
-    int64_t lda;            /* int8: row stride; packed: unused */
-    int64_t tiles_r, tiles_c; /* packed: tile grid of W (rows_pad/16, cols_pad/16) */
-    const int8_t *b;        /* int8, N rows × ldb, K contiguous */
+    int M, N, K;              /* K: reduction length (bytes beyond kmax / tiles beyond tiles_c read as 0) */
+    const uint8_t *a;         /* packed trits (tile16), or int8 (M × lda, K contiguous) */
+    int64_t lda;              /* int8 A: row stride */
+    int64_t tiles_r, tiles_c; /* packed A: its tile grid; update: W's tile grid */
+    const int8_t *b;          /* int8, N rows × ldb, K contiguous */
     int64_t ldb;
-    int kmax;               /* B bytes at k ≥ kmax are zero */
+    int kmax;                 /* B bytes at k ≥ kmax are zero */
     /* epilogue */
     void *out;
     int64_t ldo;
-    const float *rs_n;      /* per-N scale (xs for forward, dy row scale for dX) */
-    const float *rs_m;      /* per-M scale (row scale for forward) */
+    const float *rs_n; /* per-N scale (xs for forward, dy row scale for dX) */
+    const float *rs_m; /* per-M scale (row scale for forward) */
     /* update */
     uint8_t *trits;
     int8_t *accum;
-    int64_t cols;           /* W cols (row stride of accum) */
+    int64_t cols; /* W cols (row stride of accum) */
     const int32_t *mult;
     int shift, threshold, leak_shift;
     arb_rng_key key;
@@ -53,96 +61,26 @@ struct GemmArgs {
 };
 
 __device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4); }
+/* The 128-byte swizzle the wgmma descriptors expect (tile 1024-byte aligned). */
+[[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
-template <int AM>
-__device__ __forceinline__ void load_stage(const GemmArgs &g, uint8_t *sa, uint8_t *sb, int m0, int n0, int k0) {
-    const int tid = threadIdx.x;
-#pragma unroll
-    for (int j = 0; j < (BN * BK / 16) / THREADS; j++) {
-        int c = tid + j * THREADS, row = c >> 2, ch = c & 3;
-        int n = n0 + row, k = k0 + ch * 16;
-        bool ok = n < g.N && k < g.kmax;
-        const int8_t *src = ok ? g.b + (int64_t)n * g.ldb + k : g.b;
-        arb_cp_async16(sb + swz(row, ch), src, ok);
-    }
-    if constexpr (AM == A_INT8) {
-#pragma unroll
-        for (int j = 0; j < (BM * BK / 16) / THREADS; j++) {
-            int c = tid + j * THREADS, row = c >> 2, ch = c & 3;
-            int m = m0 + row, k = k0 + ch * 16;
-            bool ok = m < g.M && k < g.K;
-            const uint8_t *src = ok ? g.a + (int64_t)m * g.lda + k : g.a;
-            arb_cp_async16(sa + swz(row, ch), src, ok);
-        }
-    } else if (tid < SA_PK_BYTES / 16) {
-        int c = tid, q = c & 3;
-        int64_t tr, tc;
-        int slot;
-        if constexpr (AM == A_PACKED_W) { /* [8 tile-rows (M)][4 tiles (K)] */
-            int mt = c >> 4, kt = (c >> 2) & 3;
-            tr = m0 / 16 + mt;
-            tc = k0 / 16 + kt;
-            slot = mt * 4 + kt;
-        } else { /* Wᵀ: [4 tile-rows (K)][8 tile-cols (M)] */
-            int kt = c >> 5, mt = (c >> 2) & 7;
-            tr = k0 / 16 + kt;
-            tc = m0 / 16 + mt;
-            slot = kt * 8 + mt;
-        }
-        bool ok = tr < g.tiles_r && tc < g.tiles_c;
-        const uint8_t *src = ok ? g.a + (tr * g.tiles_c + tc) * ARB_TILE_BYTES + q * 16 : g.a;
-        arb_cp_async16(sa + slot * ARB_TILE_BYTES + q * 16, src, ok);
-    }
-}
-
-/* A fragment of m-frag mi (16 rows) at k32 step ks. */
-template <int AM>
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const uint8_t *sa, int wm, int mi, int ks, int lane) {
-    const int g = lane >> 2, tig = lane & 3;
-    if constexpr (AM == A_INT8) {
-        int row = wm * 64 + mi * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
-        int ch = 2 * ks + (lane >> 4);
-        arb_ldmatrix_x4(a[0], a[1], a[2], a[3], sa + swz(row, ch));
-    } else if constexpr (AM == A_PACKED_W) {
-        const uint8_t *t0 = sa + ((wm * 4 + mi) * 4 + 2 * ks) * ARB_TILE_BYTES; /* tiles kt = 2ks, 2ks+1 */
-        const uint8_t *t1 = t0 + ARB_TILE_BYTES;
-        uint32_t w0 = *(const uint32_t *)(t0 + 4 * g), w1 = *(const uint32_t *)(t0 + 4 * (g + 8));
-        uint32_t w2 = *(const uint32_t *)(t1 + 4 * g), w3 = *(const uint32_t *)(t1 + 4 * (g + 8));
-        a[0] = arb_dev_codes_to_trits(w0 >> (2 * tig));
-        a[1] = arb_dev_codes_to_trits(w1 >> (2 * tig));
-        a[2] = arb_dev_codes_to_trits(w2 >> (2 * tig));
-        a[3] = arb_dev_codes_to_trits(w3 >> (2 * tig));
-    } else { /* Wᵀ: M = W column (g, g+8 of tile-col), K = W rows 4tig..4tig+3 of tile-rows 2ks, 2ks+1 */
-        int mt = wm * 4 + mi;
-        const uint8_t *t0 = sa + ((2 * ks) * 8 + mt) * ARB_TILE_BYTES + 16 * tig;
-        const uint8_t *t1 = sa + ((2 * ks + 1) * 8 + mt) * ARB_TILE_BYTES + 16 * tig;
-        uint4 q0 = *(const uint4 *)t0, q1 = *(const uint4 *)t1;
-        unsigned b = g & 3, sel = b | ((4 + b) << 4);
-        uint32_t p0 = __byte_perm(__byte_perm(q0.x, q0.y, sel), __byte_perm(q0.z, q0.w, sel), 0x5410);
-        uint32_t p1 = __byte_perm(__byte_perm(q1.x, q1.y, sel), __byte_perm(q1.z, q1.w, sel), 0x5410);
-        int s = 2 * (g >> 2);
-        a[0] = arb_dev_codes_to_trits(p0 >> s);
-        a[1] = arb_dev_codes_to_trits(p0 >> (s + 4));
-        a[2] = arb_dev_codes_to_trits(p1 >> s);
-        a[3] = arb_dev_codes_to_trits(p1 >> (s + 4));
-    }
-}
-
-template <int EPI>
-__device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[4][8][4], int m0, int n0, int wm, int wn,
+/* Accumulators: flat [MI][NJ][4] in mma C-fragment order (e: row g / g+8 × col 2tig / 2tig+1);
+ * the wgmma m64nN accumulator of one warp has the same order with MI = 1, NJ = N/8. */
+template <int EPI, int MI, int NJ>
+__device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * NJ * 4], int row0, int col0,
                                          int lane) {
     const int gq = lane >> 2, tig = lane & 3;
     if constexpr (EPI == EPI_I32 || EPI == EPI_F32 || EPI == EPI_DX) {
 #pragma unroll
-        for (int mi = 0; mi < 4; mi++)
+        for (int mi = 0; mi < MI; mi++)
 #pragma unroll
-            for (int nj = 0; nj < 8; nj++)
+            for (int nj = 0; nj < NJ; nj++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int m = m0 + wm * 64 + mi * 16 + gq + ((e >> 1) << 3);
-                    int n = n0 + wn * 64 + nj * 8 + 2 * tig + (e & 1);
+                    int m = row0 + mi * 16 + gq + ((e >> 1) << 3);
+                    int n = col0 + nj * 8 + 2 * tig + (e & 1);
                     if (m >= g.M || n >= g.N) continue;
-                    int32_t v = acc[mi][nj][e];
+                    int32_t v = acc[(mi * NJ + nj) * 4 + e];
                     if constexpr (EPI == EPI_I32) {
                         ((int32_t *)g.out)[(int64_t)n * g.ldo + m] = v;
                     } else if constexpr (EPI == EPI_F32) {
@@ -156,19 +94,19 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[4][8]
          * 2tig, 2tig+1 (frag 2p) and 8+2tig, 9+2tig (frag 2p+1). */
         arb_upd_plan pl = {g.mult, g.shift, g.key, g.threshold, g.leak_shift};
 #pragma unroll
-        for (int mi = 0; mi < 4; mi++) {
+        for (int mi = 0; mi < MI; mi++) {
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const int64_t o = m0 + wm * 64 + mi * 16 + gq + 8 * h;
+                const int64_t o = row0 + mi * 16 + gq + 8 * h;
                 const bool orow = o < g.M;
                 const int32_t m = (EPI == EPI_UPDATE && orow) ? g.mult[o] : 0;
                 long long sa = 0, se = 0, sf = 0;
 #pragma unroll
-                for (int p = 0; p < 4; p++) {
-                    const int64_t tc = (n0 + wn * 64 + p * 16) / 16;
+                for (int p = 0; p < NJ / 2; p++) {
+                    const int64_t tc = (col0 + p * 16) / 16;
                     const bool ok = orow && tc < g.tiles_c;
                     uint32_t *wp = (uint32_t *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES + 4 * (o & 15));
-                    uint32_t word = ok ? *wp : 0u, part = 0;
+                    uint32_t word = (ok && EPI == EPI_UPDATE) ? *wp : 0u, part = 0;
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int cl = (e >> 1) * 8 + 2 * tig + (e & 1); /* column within the tile */
@@ -176,7 +114,7 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[4][8]
                         const int64_t i = tc * 16 + cl;
                         uint32_t code = (word >> sh) & 3u;
                         if (ok && i < g.cols) {
-                            const int32_t gi = acc[mi][2 * p + (e >> 1)][2 * h + (e & 1)];
+                            const int32_t gi = acc[(mi * NJ + 2 * p + (e >> 1)) * 4 + 2 * h + (e & 1)];
                             sa += gi < 0 ? -(long long)gi : (long long)gi;
                             if constexpr (EPI == EPI_UPDATE) {
                                 const int t = (int)code - 1;
@@ -215,6 +153,58 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[4][8]
     }
 }
 
+/* ---------------------------------------------------------------- mma.sync core (any sm_80+) */
+
+template <int AM>
+__device__ __forceinline__ void load_stage(const GemmArgs &g, uint8_t *sa, uint8_t *sb, int m0, int n0, int k0) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < (BN * BK / 16) / THREADS; j++) {
+        int c = tid + j * THREADS, row = c >> 2, ch = c & 3;
+        int n = n0 + row, k = k0 + ch * 16;
+        bool ok = n < g.N && k < g.kmax;
+        const int8_t *src = ok ? g.b + (int64_t)n * g.ldb + k : g.b;
+        arb_cp_async16(sb + swz(row, ch), src, ok);
+    }
+    if constexpr (AM == A_INT8) {
+#pragma unroll
+        for (int j = 0; j < (BM * BK / 16) / THREADS; j++) {
+            int c = tid + j * THREADS, row = c >> 2, ch = c & 3;
+            int m = m0 + row, k = k0 + ch * 16;
+            bool ok = m < g.M && k < g.K;
+            const uint8_t *src = ok ? g.a + (int64_t)m * g.lda + k : g.a;
+            arb_cp_async16(sa + swz(row, ch), src, ok);
+        }
+    } else if (tid < SA_PK_BYTES / 16) { /* [8 tile-rows (M)][4 tiles (K)] */
+        int c = tid, q = c & 3, mt = c >> 4, kt = (c >> 2) & 3;
+        int64_t tr = m0 / 16 + mt, tc = k0 / 16 + kt;
+        bool ok = tr < g.tiles_r && tc < g.tiles_c;
+        const uint8_t *src = ok ? g.a + (tr * g.tiles_c + tc) * ARB_TILE_BYTES + q * 16 : g.a;
+        arb_cp_async16(sa + (mt * 4 + kt) * ARB_TILE_BYTES + q * 16, src, ok);
+    }
+}
+
+/* A fragment of m-frag mi (16 rows) at k32 step ks. Packed: a row's 16 trits of a tile are one
+ * word; (word >> 2·tig) & 0x03030303 holds the codes of columns 4tig..4tig+3. */
+template <int AM>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const uint8_t *sa, int wm, int mi, int ks, int lane) {
+    const int g = lane >> 2, tig = lane & 3;
+    if constexpr (AM == A_INT8) {
+        int row = wm * 64 + mi * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
+        int ch = 2 * ks + (lane >> 4);
+        arb_ldmatrix_x4(a[0], a[1], a[2], a[3], sa + swz(row, ch));
+    } else {
+        const uint8_t *t0 = sa + ((wm * 4 + mi) * 4 + 2 * ks) * ARB_TILE_BYTES; /* tiles kt = 2ks, 2ks+1 */
+        const uint8_t *t1 = t0 + ARB_TILE_BYTES;
+        uint32_t w0 = *(const uint32_t *)(t0 + 4 * g), w1 = *(const uint32_t *)(t0 + 4 * (g + 8));
+        uint32_t w2 = *(const uint32_t *)(t1 + 4 * g), w3 = *(const uint32_t *)(t1 + 4 * (g + 8));
+        a[0] = arb_dev_codes_to_trits(w0 >> (2 * tig));
+        a[1] = arb_dev_codes_to_trits(w1 >> (2 * tig));
+        a[2] = arb_dev_codes_to_trits(w2 >> (2 * tig));
+        a[3] = arb_dev_codes_to_trits(w3 >> (2 * tig));
+    }
+}
+
 template <int AM, int EPI>
 __global__ void __launch_bounds__(THREADS, 1) k_gemm(const GemmArgs g) {
     extern __shared__ __align__(128) uint8_t smem[];
@@ -225,13 +215,9 @@ __global__ void __launch_bounds__(THREADS, 1) k_gemm(const GemmArgs g) {
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int nk = (g.K + BK - 1) / BK;
 
-    int32_t acc[4][8][4];
+    int32_t acc[4 * 8 * 4];
 #pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0;
+    for (int i = 0; i < 4 * 8 * 4; i++) acc[i] = 0;
 
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
@@ -259,26 +245,177 @@ __global__ void __launch_bounds__(THREADS, 1) k_gemm(const GemmArgs g) {
 #pragma unroll
             for (int mi = 0; mi < 4; mi++)
 #pragma unroll
-                for (int nj = 0; nj < 8; nj++) arb_mma_s8(acc[mi][nj], af[mi], bf[nj][0], bf[nj][1]);
+                for (int nj = 0; nj < 8; nj++) {
+                    int32_t *c = &acc[(mi * 8 + nj) * 4];
+                    arb_mma_s8(c[0], c[1], c[2], c[3], af[mi], bf[nj][0], bf[nj][1]);
+                }
         }
     }
     arb_cp_async_wait<0>();
-    epilogue<EPI>(g, acc, m0, n0, wm, wn, lane);
+    epilogue<EPI, 4, 8>(g, acc, m0 + wm * 64, n0 + wn * 64, lane);
 }
 
-template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char *what) {
-    constexpr int SA = AM == A_INT8 ? SA_I8_BYTES : SA_PK_BYTES;
-    constexpr int SMEM = STAGES * (SA + SB_BYTES);
-    static bool configured = false; /* per device would be stricter; all devices get the same value */
-    if (!configured) {
-        ARB_CU(cudaFuncSetAttribute(k_gemm<AM, EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
-        configured = true;
+/* ---------------------------------------------------------------- wgmma core (sm_90a) */
+
+template <int AM>
+__device__ __forceinline__ void wg_load(const GemmArgs &g, uint8_t *sa, uint8_t *sp, uint8_t *sb, int m0, int n0,
+                                        int k0) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < (BN * WBK / 16) / THREADS; j++) {
+        int c = tid + j * THREADS, row = c >> 3, ch = c & 7;
+        int n = n0 + row, k = k0 + ch * 16;
+        bool ok = n < g.N && k < g.kmax;
+        arb_cp_async16(sb + swz128(row, ch), ok ? g.b + (int64_t)n * g.ldb + k : g.b, ok);
     }
+    if constexpr (AM == A_INT8) {
+#pragma unroll
+        for (int j = 0; j < (BM * WBK / 16) / THREADS; j++) {
+            int c = tid + j * THREADS, row = c >> 3, ch = c & 7;
+            int m = m0 + row, k = k0 + ch * 16;
+            bool ok = m < g.M && k < g.K;
+            arb_cp_async16(sa + swz128(row, ch), ok ? g.a + (int64_t)m * g.lda + k : g.a, ok);
+        }
+    } else { /* packed: [8 tile-rows][8 tiles] × 64 B, one 16-byte quarter per thread */
+        int c = tid, q = c & 3, mt = c >> 5, kt = (c >> 2) & 7;
+        int64_t tr = m0 / 16 + mt, tc = k0 / 16 + kt;
+        bool ok = tr < g.tiles_r && tc < g.tiles_c;
+        arb_cp_async16(sp + (mt * 8 + kt) * ARB_TILE_BYTES + q * 16,
+                       ok ? g.a + (tr * g.tiles_c + tc) * ARB_TILE_BYTES + q * 16 : g.a, ok);
+    }
+}
+
+template <int AM, int EPI>
+__global__ void __launch_bounds__(THREADS, 1) k_gemm_wg(const GemmArgs g) {
+#if defined(ARB_HAVE_WGMMA)
+    extern __shared__ __align__(1024) uint8_t smem_raw[];
+    uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    uint8_t *sB = smem;                                   /* WST × 32 KB */
+    uint8_t *sA = sB + WST * W_B_BYTES;                   /* int8: WST × 16 KB; packed: 2 decode buffers */
+    uint8_t *sP = sA + (AM == A_INT8 ? WST : 2) * W_AI8_BYTES; /* packed stages: WST × 4 KB */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int nk = (g.K + WBK - 1) / WBK;
+
+    int32_t acc[128];
+#pragma unroll
+    for (int i = 0; i < 128; i++) acc[i] = 0;
+
+    /* Prefetch distance WST-2: stage kb+WST-2 reuses the buffers of kb-2, whose wgmma every
+     * warpgroup has retired (wait_group 1 at the end of kb-1, then the barrier). */
+#pragma unroll
+    for (int s = 0; s < WST - 2; s++) {
+        if (s < nk) wg_load<AM>(g, sA + s * W_AI8_BYTES, sP + s * W_APK_BYTES, sB + s * W_B_BYTES, m0, n0, s * WBK);
+        arb_cp_async_commit();
+    }
+    for (int kb = 0; kb < nk; kb++) {
+        const int st = kb % WST;
+        arb_cp_async_wait<WST - 3>();
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
+        __syncthreads();
+        const int pf = kb + WST - 2;
+        if (pf < nk)
+            wg_load<AM>(g, sA + (pf % WST) * W_AI8_BYTES, sP + (pf % WST) * W_APK_BYTES, sB + (pf % WST) * W_B_BYTES,
+                        m0, n0, pf * WBK);
+        arb_cp_async_commit();
+        const uint8_t *a_t;
+        if constexpr (AM == A_INT8) {
+            a_t = sA + st * W_AI8_BYTES;
+        } else { /* decode the stage's trits into int8 rows (one tile-row word → 16 bytes) */
+            uint8_t *buf = sA + (kb & 1) * W_AI8_BYTES;
+            const uint8_t *pk = sP + st * W_APK_BYTES;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int c = tid + j * THREADS, row = c >> 3, kt = c & 7;
+                uint32_t w = *(const uint32_t *)(pk + ((row >> 4) * 8 + kt) * ARB_TILE_BYTES + 4 * (row & 15));
+                uint4 v = make_uint4(arb_dev_codes_to_trits(w), arb_dev_codes_to_trits(w >> 2),
+                                     arb_dev_codes_to_trits(w >> 4), arb_dev_codes_to_trits(w >> 6));
+                *(uint4 *)(buf + swz128(row, kt)) = v;
+            }
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+            __syncthreads();
+            a_t = buf;
+        }
+        const uint8_t *b_t = sB + st * W_B_BYTES;
+        arb_wgmma_fence_acc(acc);
+        arb_wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < WBK / 32; ks++)
+            arb_wgmma_m64n256k32(acc, arb_wgmma_desc(a_t + wg * 64 * WBK + ks * 32), arb_wgmma_desc(b_t + ks * 32));
+        arb_wgmma_commit();
+        arb_wgmma_wait<1>();
+        arb_wgmma_fence_acc(acc);
+    }
+    arb_wgmma_wait<0>();
+    arb_wgmma_fence_acc(acc);
+    arb_cp_async_wait<0>();
+    epilogue<EPI, 1, 32>(g, acc, m0 + wg * 64 + (warp & 3) * 16, n0, lane);
+#endif
+}
+
+/* wgmma where the card runs our sm_90a code (compute capability 9.0) unless ARB_CUDA_GEMM=mma. */
+bool use_wgmma() {
+    const char *e = getenv("ARB_CUDA_GEMM");
+    if (e && !strcmp(e, "mma")) return false;
+    static int cc[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (!cc[dev]) {
+        cudaDeviceProp p;
+        cc[dev] = cudaGetDeviceProperties(&p, dev) == cudaSuccess ? p.major * 10 + p.minor : -1;
+    }
+    return cc[dev] == 90;
+}
+
+} // namespace
+
+const char *arb_cuda_gemm_core(void) { return use_wgmma() ? "wgmma m64n256k32 (sm_90a)" : "mma.sync m16n8k32"; }
+
+namespace {
+
+template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char *what) {
     dim3 grid((unsigned)((g.N + BN - 1) / BN), (unsigned)((g.M + BM - 1) / BM));
     if (grid.y > 65535) return arb_error(ARB_ERR_SHAPE, "%s: M = %d is too large for one launch", what, g.M);
-    k_gemm<AM, EPI><<<grid, THREADS, SMEM, arb_cuda_cur_stream()>>>(g);
+    if (use_wgmma()) {
+        constexpr int SMEM = 1024 + WST * W_B_BYTES + (AM == A_INT8 ? WST * W_AI8_BYTES : 2 * W_AI8_BYTES + WST * W_APK_BYTES);
+        static bool configured = false; /* the attribute is per function, the same on every device */
+        if (!configured) {
+            ARB_CU(cudaFuncSetAttribute(k_gemm_wg<AM, EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
+            configured = true;
+        }
+        k_gemm_wg<AM, EPI><<<grid, THREADS, SMEM, arb_cuda_cur_stream()>>>(g);
+    } else {
+        constexpr int SMEM = STAGES * ((AM == A_INT8 ? SA_I8_BYTES : SA_PK_BYTES) + SB_BYTES);
+        static bool configured = false;
+        if (!configured) {
+            ARB_CU(cudaFuncSetAttribute(k_gemm<AM, EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
+            configured = true;
+        }
+        k_gemm<AM, EPI><<<grid, THREADS, SMEM, arb_cuda_cur_stream()>>>(g);
+    }
     ARB_CU_LAUNCH(what);
     return ARB_OK;
+}
+
+/* Wᵀ in tile16 layout: tile (c, r) of the result is tile (r, c) of W transposed. One thread per
+ * tile: 16 row words in, 16 row words out. dX = dy · W is then the forward kernel on Wᵀ. */
+__global__ void k_transpose_packed(const uint8_t *src, int64_t tr, int64_t tc, uint8_t *dst) {
+    int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (id >= tr * tc) return;
+    int64_t r = id / tc, c = id % tc;
+    const uint32_t *in = (const uint32_t *)(src + (r * tc + c) * ARB_TILE_BYTES);
+    uint32_t w[16];
+#pragma unroll
+    for (int j = 0; j < 16; j++) w[j] = in[j];
+    uint32_t *out = (uint32_t *)(dst + (c * tr + r) * ARB_TILE_BYTES);
+#pragma unroll
+    for (int i = 0; i < 16; i++) { /* output row i = input column i */
+        uint32_t o = 0;
+        const int si = 8 * (i & 3) + 2 * (i >> 2);
+#pragma unroll
+        for (int j = 0; j < 16; j++) o |= ((w[j] >> si) & 3u) << (8 * (j & 3) + 2 * (j >> 2));
+        out[i] = o;
+    }
 }
 
 /* ---- GEMV (n ≤ 4): one block per tile-row (16 outputs); each thread takes a 16-byte quarter
@@ -487,31 +624,35 @@ extern "C" arb_status arb_cuda_ternary_linear_backward_x(const arb_ternary *w, c
     ARB_TRY(check_linear(w, n, what));
     if (n == 0) return ARB_OK;
     if (!dy || !dx) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
-    const int64_t kpad = (w->rows_pad + BK - 1) / BK * BK;
-    arb_cuda_scratch q, qs, bad;
+    const int64_t kpad = w->rows_pad;
+    arb_cuda_scratch q, qs, bad, wt;
     ARB_TRY(q.alloc((size_t)(n * kpad)));
     ARB_TRY(qs.alloc((size_t)n * sizeof(float)));
     ARB_TRY(bad.alloc(sizeof(int)));
+    ARB_TRY(wt.alloc((size_t)(w->rows_pad * w->cols_pad / 4)));
     cudaStream_t s = arb_cuda_cur_stream();
     ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), s));
     k_quant_dy<<<(unsigned)n, 256, 0, s>>>(dy, w->scale, w->rows, kpad, key, q.as<int8_t>(), qs.as<float>(),
                                            bad.as<int>());
     ARB_CU_LAUNCH("k_quant_dy");
+    const int64_t tr = w->rows_pad / 16, tc = w->cols_pad / 16;
+    k_transpose_packed<<<arb_cuda_blocks(tr * tc, 128), 128, 0, s>>>(w->trits, tr, tc, wt.as<uint8_t>());
+    ARB_CU_LAUNCH("k_transpose_packed");
     GemmArgs g;
     memset(&g, 0, sizeof g);
     g.M = (int)w->cols;
     g.N = (int)n;
     g.K = (int)kpad;
-    g.a = w->trits;
-    g.tiles_r = w->rows_pad / 16;
-    g.tiles_c = w->cols_pad / 16;
+    g.a = wt.as<uint8_t>();
+    g.tiles_r = tc; /* Wᵀ: cols_pad/16 tile-rows of rows_pad/16 tiles */
+    g.tiles_c = tr;
     g.b = q.as<int8_t>();
     g.ldb = kpad;
     g.kmax = (int)kpad;
     g.out = dx;
     g.ldo = w->cols;
     g.rs_n = qs.as<float>();
-    ARB_TRY((launch_gemm<A_PACKED_WT, EPI_DX>(g, "k_gemm<dx>")));
+    ARB_TRY((launch_gemm<A_PACKED_W, EPI_DX>(g, "k_gemm<dx>")));
     int h = 0;
     ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h)); /* also keeps the scratch alive until the GEMM ran */
     if (h) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
