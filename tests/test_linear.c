@@ -44,6 +44,9 @@ static int8_t *make_xq(int64_t n, const arb_ternary *w, uint64_t seed) {
     return xq;
 }
 
+static void copy_weight(arb_ternary *dst, const arb_ternary *src);
+static void assert_same_state(const arb_ternary *a, const arb_ternary *b, const char *what);
+
 /* ---- product ------------------------------------------------------------------------------ */
 
 static void test_matmul_and_forward(void **state) {
@@ -128,6 +131,101 @@ static void test_extremes(void **state) {
     }
     arb_ternary_free(&w);
     arb_cpu_tier_force(ARB_TIER_AVX512);
+}
+
+/* Shapes past the kernels' blocking limits: K chunks of the GEMM (> 16384 columns) and of the
+ * GEMV (> 32768), row groups (> 1024 rows), dX's transposed K (> 16384 rows) and the token
+ * chunks of the weight gradient (> 65536 tokens). */
+static void check_product(const arb_ternary *w, int64_t n, uint64_t seed) {
+    int8_t *xq = make_xq(n, w, seed);
+    int32_t *acc = malloc((size_t)(n * w->rows) * sizeof(int32_t));
+    int32_t *want = malloc((size_t)(n * w->rows) * sizeof(int32_t));
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t o = 0; o < w->rows; o++) {
+            int64_t sum = 0;
+            for (int64_t i = 0; i < w->cols; i++) sum += (int64_t)arb_ternary_get(w, o, i) * xq[t * w->cols_pad + i];
+            want[t * w->rows + o] = (int32_t)sum;
+        }
+    for (size_t ti = 0; ti < 3; ti++) {
+        if (!use_tier(k_tiers[ti])) continue;
+        ARB_ASSERT_OK(arb_ternary_matmul_i32(w, xq, n, acc));
+        if (memcmp(acc, want, (size_t)(n * w->rows) * sizeof(int32_t)))
+            fail_msg("%s: %lldx%lld n=%lld differs from the int64 reference", arb_cpu_tier_name(k_tiers[ti]),
+                     (long long)w->rows, (long long)w->cols, (long long)n);
+    }
+    free(xq);
+    free(acc);
+    free(want);
+}
+
+static void test_blocking_limits(void **state) {
+    (void)state;
+    arb_set_num_threads(1); /* one thread sees every row group */
+    static const struct { int64_t rows, cols, n; } cases[] = {{20, 16500, 13}, {16, 33000, 1}, {1100, 40, 3}, {1100, 24, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        arb_ternary w;
+        make_weight(&w, (shape){cases[c].rows, cases[c].cols}, 900 + c);
+        check_product(&w, cases[c].n, 950 + c);
+        arb_ternary_free(&w);
+    }
+    /* dX with more than 16384 rows: against the f64 reference of the quantized product */
+    arb_ternary w;
+    make_weight(&w, (shape){16500, 20}, 990);
+    int64_t n = 3;
+    float *dy = malloc((size_t)(n * w.rows) * sizeof(float)), *dx = malloc((size_t)(n * w.cols) * sizeof(float));
+    arb_test_fill_f32(dy, (size_t)(n * w.rows), 991, -1.0f, 1.0f);
+    arb_rng_key key = arb_rng_key_make(5, 5);
+    double *q64 = calloc((size_t)(n * w.cols), sizeof(double));
+    for (int64_t t = 0; t < n; t++) {
+        float amax = 0.0f;
+        for (int64_t o = 0; o < w.rows; o++) amax = fmaxf(amax, fabsf(dy[t * w.rows + o] * w.scale[o]));
+        float inv = 127.0f / amax, hs = amax / 127.0f;
+        for (int64_t o = 0; o < w.rows; o++) {
+            float v = floorf((dy[t * w.rows + o] * w.scale[o]) * inv + arb_rand_unit(key, (uint32_t)(t * w.rows + o)));
+            for (int64_t i = 0; i < w.cols; i++) q64[t * w.cols + i] += (double)hs * v * arb_ternary_get(&w, o, i);
+        }
+    }
+    for (size_t ti = 0; ti < 3; ti++) {
+        if (!use_tier(k_tiers[ti])) continue;
+        ARB_ASSERT_OK(arb_ternary_linear_backward_x(&w, dy, n, key, dx));
+        double r = arb_test_rel_l2_f64(dx, q64, (size_t)(n * w.cols));
+        if (r > 1e-6) fail_msg("%s: dX with 16500 rows: rel err %.3g", arb_cpu_tier_name(k_tiers[ti]), r);
+    }
+    free(dy);
+    free(dx);
+    free(q64);
+    arb_ternary_free(&w);
+
+    /* the weight gradient over more than 65536 tokens: state equal to the scalar reference */
+    arb_ternary w0, ref;
+    make_weight(&w0, (shape){18, 20}, 995);
+    n = 70001;
+    int8_t *xq = make_xq(n, &w0, 996);
+    float *xs = malloc((size_t)n * sizeof(float));
+    dy = malloc((size_t)(n * w0.rows) * sizeof(float));
+    arb_test_fill_f32(xs, (size_t)n, 997, 0.001f, 0.05f);
+    arb_test_fill_f32(dy, (size_t)(n * w0.rows), 998, -1.0f, 1.0f);
+    arb_update_params p = arb_update_params_default();
+    p.eta = 40.0f;
+    copy_weight(&ref, &w0);
+    arb_update_state st_ref = {0};
+    ARB_ASSERT_OK(arb_ternary_linear_backward_update_ref(&ref, xq, xs, dy, n, &p, &st_ref, NULL));
+    for (size_t ti = 0; ti < 3; ti++) {
+        if (!use_tier(k_tiers[ti])) continue;
+        arb_ternary wt;
+        copy_weight(&wt, &w0);
+        arb_update_state st = {0};
+        ARB_ASSERT_OK(arb_ternary_linear_backward_update(&wt, xq, xs, dy, n, &p, &st, NULL));
+        assert_same_state(&wt, &ref, arb_cpu_tier_name(k_tiers[ti]));
+        arb_ternary_free(&wt);
+    }
+    arb_ternary_free(&w0);
+    arb_ternary_free(&ref);
+    free(xq);
+    free(xs);
+    free(dy);
+    arb_cpu_tier_force(ARB_TIER_AVX512);
+    arb_set_num_threads(0);
 }
 
 /* ---- input gradient ------------------------------------------------------------------------ */
@@ -349,7 +447,7 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_and_forward), cmocka_unit_test(test_extremes),
+        cmocka_unit_test(test_matmul_and_forward), cmocka_unit_test(test_extremes), cmocka_unit_test(test_blocking_limits),
         cmocka_unit_test(test_backward_x),         cmocka_unit_test(test_backward_update),
         cmocka_unit_test(test_update_descends),    cmocka_unit_test(test_errors),
     };

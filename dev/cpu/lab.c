@@ -18,6 +18,12 @@ int main(int argc, char **argv) {
   for (int64_t i=0;i<N*D;i++){ xq[i]=(int8_t)((int)(arb_rand_u32(k,i)%255)-127); dy[i]=arb_rand_unit(k,i+N*D)-0.5f; }
   for (int t=0;t<N;t++) xs[t]=0.01f;
   double ops = 2.0*D*D;
+  TIME("peak vpdpbusd (1 core)", 2.0*64*12*1000000, 5, for (int i_=0;i_<1000000;i_++) __asm__ volatile(
+    "vpdpbusd %%zmm12, %%zmm13, %%zmm0\n\tvpdpbusd %%zmm12, %%zmm13, %%zmm1\n\tvpdpbusd %%zmm12, %%zmm13, %%zmm2\n\t"
+    "vpdpbusd %%zmm12, %%zmm13, %%zmm3\n\tvpdpbusd %%zmm12, %%zmm13, %%zmm4\n\tvpdpbusd %%zmm12, %%zmm13, %%zmm5\n\t"
+    "vpdpbusd %%zmm12, %%zmm13, %%zmm6\n\tvpdpbusd %%zmm12, %%zmm13, %%zmm7\n\tvpdpbusd %%zmm12, %%zmm13, %%zmm8\n\t"
+    "vpdpbusd %%zmm12, %%zmm13, %%zmm9\n\tvpdpbusd %%zmm12, %%zmm13, %%zmm10\n\tvpdpbusd %%zmm12, %%zmm13, %%zmm11\n\t"
+    ::: "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11"));
   if (argc > 2) { /* rule only, for perf stat */
     int64_t n4 = (N+3)/4; uint8_t *xt = arb_calloc(n4*64*(D/16)); int8_t *ht = arb_calloc(n4*64*(D/16)); int32_t *hs = arb_calloc(D*4);
     arb_lin_grad gr = {xt, ht, hs, n4}; arb_upd_row_acc *ra = arb_calloc(D*sizeof *ra);
@@ -26,6 +32,10 @@ int main(int argc, char **argv) {
     for (int it = 0; it < atoi(argv[2]); it++) for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,argc>3?NULL:&pl,ra+rb*16);
     return 0; }
   TIME("gemv n=1", ops, 50, arb_ternary_matmul_i32(&w, xq, 1, acc));
+  { arb_ternary w2; arb_ternary_init(&w2, 1024, D, ARB_TERNARY_LINEAR, 1, arb_cpu()); arb_ternary_randomize(&w2, 3);
+    TIME("gemv 1024x4096 (L2)", ops/4, 200, arb_ternary_matmul_i32(&w2, xq, 1, acc));
+    int32_t xs0 = 0; arb_lin_out o = {acc, 1024, NULL, NULL};
+    TIME("gemv kernel 1024x4096", ops/4, 200, arb_lin_kernels_avx512.fwd(&w2, xq, 1, &xs0, 0, 64, &o)); }
   TIME("gemm n=8", ops*8, 10, arb_ternary_matmul_i32(&w, xq, 8, acc));
   TIME("i32 n=12", ops*12, 10, arb_ternary_matmul_i32(&w, xq, 12, acc));
   TIME("i32 n=24", ops*24, 10, arb_ternary_matmul_i32(&w, xq, 24, acc));

@@ -23,6 +23,9 @@
 /* K chunk of the GEMMs (tiles; only huge layers have more than one: partial sums then go
  * through the output), row/column blocks per L2-resident weight group, GEMV overflow chunk. */
 enum { KC_TILES = 1024, GROUP_BLOCKS = 64, GEMV_CHUNK = 2048 };
+#ifndef GEMV_PREFETCH
+#define GEMV_PREFETCH 2048 /* bytes ahead in each row-block stream (measured) */
+#endif
 
 AI __m512i bcast32(const void *p) {
     int32_t v;
@@ -73,6 +76,7 @@ AI void gemv_nr(const arb_ternary *w, const int8_t *x, int32_t xsum, int64_t rb,
             const int8_t *xb = x + kb * 16;
             __m512i b0 = bcast32(xb), b1 = bcast32(xb + 4), b2 = bcast32(xb + 8), b3 = bcast32(xb + 12);
             for (int r = 0; r < NR; r++) {
+                _mm_prefetch((const char *)(t0 + r * stride + kb * 64 + GEMV_PREFETCH), _MM_HINT_T0);
                 __m512i t = _mm512_loadu_si512(t0 + r * stride + kb * 64);
                 a[r][0] = vnni(a[r][0], _mm512_and_si512(t, m0), b0);
                 a[r][1] = vnni(a[r][1], _mm512_and_si512(t, m1), b1);
@@ -287,7 +291,7 @@ typedef struct upd_row_stats {
  * otherwise make the compiler reload the plan and rebuild constants for every row). */
 typedef struct upd_consts {
     __m512i one, three, sh, iota_c, k0, k1, lo127, hi127, tv, ntv, neg1, bias, m32;
-    __m128i ks, s, s32;
+    __m512i ks, s, s32; /* shift counts in every lane */
     int shift;
 } upd_consts;
 
@@ -307,10 +311,10 @@ AI upd_consts upd_consts_make(const arb_upd_plan *pl) {
     c.neg1 = _mm512_set1_epi32(-1);
     c.bias = _mm512_set1_epi32((int)((1u << pl->leak_shift) - 1u));
     c.m32 = _mm512_set1_epi64(0xFFFFFFFFll);
-    c.ks = _mm_cvtsi32_si128(pl->leak_shift);
+    c.ks = _mm512_set1_epi32(pl->leak_shift);
     c.shift = pl->shift;
-    c.s = _mm_cvtsi32_si128(pl->shift);
-    c.s32 = _mm_cvtsi32_si128(pl->shift <= 32 ? 32 - pl->shift : pl->shift - 32);
+    c.s = _mm512_set1_epi64(pl->shift);
+    c.s32 = _mm512_set1_epi64(pl->shift <= 32 ? 32 - pl->shift : pl->shift - 32);
     return c;
 }
 
@@ -336,28 +340,29 @@ AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
     __m512i u = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
 
-    /* arb_upd_pressure: 64-bit even/odd halves */
+    /* arb_upd_pressure: 64-bit even/odd halves; odd dwords moved down by vpshufd (port 5) and
+     * per-lane shift counts (one uop) keep port 0, which the hash's multiplies fill, free. */
     __m512i m64 = _mm512_set1_epi64(m);
     __m512i pe = _mm512_mul_epi32(g, m64);
-    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(g, 32), m64);
+    __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(g, _MM_PERM_DDBB), m64);
     if (c.shift > 0) {
-        __m512i ue = _mm512_and_si512(u, c.m32), uo = _mm512_srli_epi64(u, 32);
+        __m512i ue = _mm512_and_si512(u, c.m32), uo = _mm512_and_si512(_mm512_shuffle_epi32(u, _MM_PERM_DDBB), c.m32);
         if (c.shift <= 32) {
-            ue = _mm512_srl_epi64(ue, c.s32);
-            uo = _mm512_srl_epi64(uo, c.s32);
+            ue = _mm512_srlv_epi64(ue, c.s32);
+            uo = _mm512_srlv_epi64(uo, c.s32);
         } else {
-            ue = _mm512_sll_epi64(ue, c.s32);
-            uo = _mm512_sll_epi64(uo, c.s32);
+            ue = _mm512_sllv_epi64(ue, c.s32);
+            uo = _mm512_sllv_epi64(uo, c.s32);
         }
-        pe = _mm512_sra_epi64(_mm512_add_epi64(pe, ue), c.s);
-        po = _mm512_sra_epi64(_mm512_add_epi64(po, uo), c.s);
+        pe = _mm512_srav_epi64(_mm512_add_epi64(pe, ue), c.s);
+        po = _mm512_srav_epi64(_mm512_add_epi64(po, uo), c.s);
     }
     pe = _mm512_min_epi64(_mm512_max_epi64(pe, c.lo127), c.hi127);
     po = _mm512_min_epi64(_mm512_max_epi64(po, c.lo127), c.hi127);
-    __m512i q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_slli_epi64(po, 32));
+    __m512i q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_shuffle_epi32(po, _MM_PERM_CCAA));
 
     /* arb_trit_step */
-    __m512i leak = _mm512_sra_epi32(_mm512_add_epi32(a, _mm512_and_si512(_mm512_srai_epi32(a, 31), c.bias)), c.ks);
+    __m512i leak = _mm512_srav_epi32(_mm512_add_epi32(a, _mm512_and_si512(_mm512_srai_epi32(a, 31), c.bias)), c.ks);
     a = _mm512_sub_epi32(_mm512_sub_epi32(a, leak), q);
     a = _mm512_min_epi32(_mm512_max_epi32(a, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_set1_epi32(127))),
                          _mm512_set1_epi32(127));
