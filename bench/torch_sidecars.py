@@ -50,19 +50,17 @@ def main():
 
     batches = [int(b) for b in a.batches.split(",") if b]
     if a.dinov2:
-        from transformers import Dinov2Config, Dinov2Model
+        from transformers import Dinov2Model
 
-        m = Dinov2Model(Dinov2Config.from_pretrained(a.dinov2)).eval()
-        m.load_state_dict(load_file(os.path.join(a.dinov2, "model.safetensors")))
+        m = Dinov2Model.from_pretrained(a.dinov2).eval()  # maps the checkpoint's key names
         for b in batches:
             x = torch.randn(b, 3, 224, 224)
             print(f"TORCH dinov2 b{b} {timeit(lambda: m(pixel_values=x), a.iters if b == 1 else 1):.3f}", flush=True)
         del m
     if a.moonshine:
-        from transformers import MoonshineConfig, MoonshineForConditionalGeneration
+        from transformers import MoonshineForConditionalGeneration
 
-        m = MoonshineForConditionalGeneration(MoonshineConfig.from_pretrained(a.moonshine)).eval()
-        m.load_state_dict(load_file(os.path.join(a.moonshine, "model.safetensors")), strict=False)
+        m = MoonshineForConditionalGeneration.from_pretrained(a.moonshine).eval()
         enc = m.model.encoder
         for b in batches:
             x = 0.1 * torch.randn(b, 160000)

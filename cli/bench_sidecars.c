@@ -18,6 +18,8 @@
 
 #include "arbitor/sidecars.h"
 #include "cli.h"
+
+void arb_sidecar_cli_passive(int nlead, const char *const *lead, int argc, char **argv); /* cmd_sidecar.c */
 #include "sidecars/sc_internal.h"
 
 static double wall(void) {
@@ -116,6 +118,8 @@ static const char *torch_script(char *buf, size_t cap) {
 }
 
 int arb_bench_sidecars(int argc, char **argv) {
+    static const char *const lead[] = {"bench"};
+    arb_sidecar_cli_passive(1, lead, argc, argv);
     const char *dir = getenv("ARB_SIDECAR_DIR") ? getenv("ARB_SIDECAR_DIR") : "/tmp/arbitor-sidecars";
     bool full = false, quick = false, torch = true;
     int64_t iters = 3, threads = 0;
@@ -182,8 +186,10 @@ int arb_bench_sidecars(int argc, char **argv) {
     if (torch && !script) fprintf(stderr, "bench: bench/torch_sidecars.py not found (set ARB_TORCH_SIDECARS): no PyTorch comparison\n");
     if (script) {
         char cmd[20000];
-        snprintf(cmd, sizeof cmd, "python3 '%s' --dinov2 '%s' --moonshine '%s' --vae '%s' --batches %s --vae-batches %s --iters %d --threads 2",
-                 script, paths[0], paths[1], paths[2], quick ? "1" : "1,32", full && !quick ? "1,32" : "1", (int)iters);
+        /* PyTorch runs with the caller's OpenMP environment, not the passive policy we set for ourselves */
+        const char *envp = getenv("ARB_NO_REEXEC") ? "env -u OMP_WAIT_POLICY -u ARB_NO_REEXEC " : "";
+        snprintf(cmd, sizeof cmd, "%spython3 '%s' --dinov2 '%s' --moonshine '%s' --vae '%s' --batches %s --vae-batches %s --iters %d --threads 2",
+                 envp, script, paths[0], paths[1], paths[2], quick ? "1" : "1,32", full && !quick ? "1,32" : "1", (int)iters);
         FILE *p = popen(cmd, "r");
         char line[512];
         while (p && fgets(line, sizeof line, p)) {

@@ -65,7 +65,7 @@ int arb_cmd_generate(int argc, char **argv) {
     const char *ckpt = NULL, *prompt = "\n";
     int64_t max_tokens = 256, top_k = 0, seed = 1, threads = 0;
     double temperature = 0.8;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes one value */
         const char *a = argv[i];
         if (arb_cli_is_help(a)) {
             usage(stdout);
@@ -89,7 +89,6 @@ int arb_cmd_generate(int argc, char **argv) {
             fprintf(stderr, "arbitor: error: generate: unknown option '%s' (see arbitor generate --help)\n", a);
             return 2;
         }
-        i++;
     }
     if (!ckpt) return arb_cli_fail("generate: --ckpt FILE is required (see arbitor generate --help)");
     if (!*prompt) return arb_cli_fail("generate: --prompt is empty");

@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             "  --batch N, --seq N   sequences per step, tokens per sequence (default: the config's)\n"
             "  --eta0 X             update-rule pressure at the start (default: the config's)\n"
             "  --schedule MODE      cosine (eta0 -> eta0/10) or flip (cosine x per-layer flip-rate controller)\n"
+            "  --flip-target A,B    flip mode: flips per weight per step, A at the start -> B at the end (1e-3,1e-4)\n"
             "  --eval-every N       validate every N steps (default: %d times per run)\n"
             "  --eval-windows N     validation windows of the fixed set (default 256)\n"
             "  --log-every N        JSONL record every N steps (default: every 10 seconds)\n"
@@ -102,7 +103,7 @@ static int finish_plot(const arb_trainer *tr, const run_files *rf) {
 int arb_cmd_train(int argc, char **argv) {
     const char *data = NULL, *config = NULL, *out = NULL, *resume = NULL, *device = "cpu", *sched = NULL;
     int64_t steps = 0, seed = 1337, batch = 0, seq = 0, eval_every = 0, eval_windows = 256, log_every = 0, threads = 0;
-    double budget_min = 0, eta0 = -1;
+    double budget_min = 0, eta0 = -1, flip_early = 0, flip_late = 0;
     bool have_steps = false, have_budget = false, have_seed = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -119,6 +120,15 @@ int arb_cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--resume")) { NEED_VALUE(); resume = v; }
         else if (!strcmp(a, "--device")) { NEED_VALUE(); device = v; }
         else if (!strcmp(a, "--schedule")) { NEED_VALUE(); sched = v; }
+        else if (!strcmp(a, "--flip-target")) {
+            NEED_VALUE();
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", v);
+            char *comma = strchr(buf, ',');
+            if (comma) *comma = 0;
+            if (!comma || !arb_cli_parse_f64(buf, 1e-9, 1, &flip_early) || !arb_cli_parse_f64(comma + 1, 1e-9, 1, &flip_late))
+                return arb_cli_fail("train: --flip-target '%s' is not two rates in (0, 1] like 1e-3,1e-4", v);
+        }
         else if (!strcmp(a, "--steps")) {
             NEED_VALUE();
             if (!arb_cli_parse_i64(v, 1, INT64_C(1) << 40, &steps)) return arb_cli_fail("train: --steps '%s' is not an integer >= 1", v);
@@ -189,9 +199,9 @@ int arb_cmd_train(int argc, char **argv) {
     }
     arb_trainer *tr = NULL;
     if (resume) {
-        if (batch || seq || eta0 >= 0 || sched) {
+        if (batch || seq || eta0 >= 0 || sched || flip_early > 0) {
             arb_corpus_free(&corpus);
-            return arb_cli_fail("train: --resume continues the saved run: --batch, --seq, --eta0 and --schedule cannot change");
+            return arb_cli_fail("train: --resume continues the saved run: --batch, --seq, --eta0, --schedule and --flip-target cannot change");
         }
         arb_train_options ov = arb_train_options_default(&cfg);
         /* A new horizon may be given; otherwise the saved one stands (read after load). */
@@ -226,6 +236,10 @@ int arb_cmd_train(int argc, char **argv) {
         if (seq) o.seq = seq;
         if (eta0 >= 0) o.sched.eta0 = eta0;
         o.sched.mode = mode;
+        if (flip_early > 0) {
+            o.sched.flip_early = flip_early;
+            o.sched.flip_late = flip_late;
+        }
         o.eval_windows = eval_windows;
         o.device = dev;
         s = arb_trainer_create(&tr, &cfg, &corpus, &o);
