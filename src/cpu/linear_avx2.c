@@ -191,5 +191,10 @@ static void avx2_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const a
     }
 }
 
-const arb_lin_kernels arb_lin_kernels_avx2 = {avx2_fwd, avx2_bwdx, avx2_upd, arb_lin_quant_dy_ref, arb_lin_pack_grad_ref,
+const arb_lin_kernels arb_lin_kernels_avx2 = {avx2_fwd,
+                                              avx2_bwdx,
+                                              avx2_upd,
+                                              arb_lin_quant_dy_ref,
+                                              arb_lin_pack_grad_ref,
+                                              arb_lin_col_amax_ref,
                                               arb_lin_pack_x_ref};

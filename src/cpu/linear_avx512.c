@@ -602,6 +602,26 @@ static void avx512_pack_grad(const arb_ternary *w, const float *dy, const float 
     }
 }
 
+static bool avx512_col_amax(const arb_ternary *w, const float *dy, const float *xs, int64_t n, int64_t o0, int64_t o1,
+                            float *amax) {
+    const int64_t rows = w->rows;
+    const __m512 fmax = _mm512_set1_ps(3.402823466e38f);
+    __mmask16 ok = 0xFFFF;
+    for (int64_t o = o0; o < o1; o += 16) {
+        __mmask16 m = lane_mask(o1 - o);
+        const __m512 sc = _mm512_maskz_loadu_ps(m, w->scale + o);
+        __m512 mx = _mm512_setzero_ps();
+        for (int64_t t = 0; t < n; t++) {
+            __m512 a = _mm512_abs_ps(
+                _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + t * rows + o), sc), _mm512_set1_ps(xs[t])));
+            ok &= _mm512_cmp_ps_mask(a, fmax, _CMP_LE_OQ) | (__mmask16)~m;
+            mx = _mm512_max_ps(mx, a);
+        }
+        _mm512_mask_storeu_ps(amax + o, m, mx);
+    }
+    return ok != 0xFFFF;
+}
+
 static void avx512_pack_x(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
                           uint8_t *xt) {
     const __m512i idx = interleave4_idx(), off = _mm512_set1_epi8((char)0x80);
@@ -620,5 +640,5 @@ static void avx512_pack_x(const arb_ternary *w, const int8_t *xq, int64_t n, int
     }
 }
 
-const arb_lin_kernels arb_lin_kernels_avx512 = {avx512_fwd,      avx512_bwdx,      avx512_upd,
-                                                avx512_quant_dy, avx512_pack_grad, avx512_pack_x};
+const arb_lin_kernels arb_lin_kernels_avx512 = {avx512_fwd,       avx512_bwdx,     avx512_upd,   avx512_quant_dy,
+                                                avx512_pack_grad, avx512_col_amax, avx512_pack_x};

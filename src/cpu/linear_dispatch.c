@@ -205,19 +205,10 @@ static arb_status lin_build_grad(const arb_lin_kernels *k, const arb_ternary *w,
     {
         int t = omp_get_thread_num(), tn = omp_get_num_threads();
         int64_t a, b;
-        lin_split(rows, tn, t, &a, &b);
-        for (int64_t o = a; o < b; o++) c[o] = 0.0f;
-        for (int64_t tk = 0; tk < n; tk++) {
-            const float *d = dy + tk * rows;
-            float x = xs[tk];
-            for (int64_t o = a; o < b; o++) {
-                float h = (d[o] * w->scale[o]) * x;
-                float ab = fabsf(h);
-                nan |= ab != ab;
-                c[o] = ab > c[o] ? ab : c[o];
-            }
-        }
-        for (int64_t o = a; o < b; o++) nan |= !isfinite(c[o]);
+        lin_split(rows >> 4, tn, t, &a, &b); /* 16-column units */
+        a *= 16;
+        b = t == tn - 1 ? rows : b * 16;
+        if (b > a) nan |= k->col_amax(w, dy, xs, n, a, b, c);
     }
     if (nan)
         return arb_error(ARB_ERR_INVALID_ARG, "gradient has a NaN or infinite value (%lld x %lld)", (long long)n,

@@ -61,6 +61,10 @@ typedef struct arb_lin_kernels {
      * arb_upd_quantize_grad (inv[o] = 127/amax[o], 0 for an all-zero column) into ht, and hsum. */
     void (*pack_grad)(const arb_ternary *w, const float *dy, const float *xs, const float *inv, int64_t n,
                       int64_t n4, arb_rng_key key, int64_t rb0, int64_t rb1, int8_t *ht, int32_t *hsum);
+    /* amax[o] = max_t |(dy[t,o]·scale[o])·xs[t]| for o in [o0, o1) (arb_upd_quantize_grad's first
+     * pass); returns true if any of those values is NaN or infinite. */
+    bool (*col_amax)(const arb_ternary *w, const float *dy, const float *xs, int64_t n, int64_t o0, int64_t o1,
+                     float *amax);
     /* xt of column blocks [kb0, kb1). */
     void (*pack_x)(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
                    uint8_t *xt);
@@ -71,6 +75,8 @@ int64_t arb_lin_quant_dy_ref(const arb_ternary *w, const float *dy, int64_t t0, 
                              int8_t *hq, float *hs, int32_t *hsum);
 void arb_lin_pack_grad_ref(const arb_ternary *w, const float *dy, const float *xs, const float *inv, int64_t n,
                            int64_t n4, arb_rng_key key, int64_t rb0, int64_t rb1, int8_t *ht, int32_t *hsum);
+bool arb_lin_col_amax_ref(const arb_ternary *w, const float *dy, const float *xs, int64_t n, int64_t o0, int64_t o1,
+                          float *amax);
 void arb_lin_pack_x_ref(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
                         uint8_t *xt);
 

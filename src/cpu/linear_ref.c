@@ -158,6 +158,23 @@ void arb_lin_pack_grad_ref(const arb_ternary *w, const float *dy, const float *x
     }
 }
 
+bool arb_lin_col_amax_ref(const arb_ternary *w, const float *dy, const float *xs, int64_t n, int64_t o0, int64_t o1,
+                          float *amax) {
+    const int64_t rows = w->rows;
+    int bad = 0;
+    for (int64_t o = o0; o < o1; o++) amax[o] = 0.0f;
+    for (int64_t t = 0; t < n; t++) {
+        const float *d = dy + t * rows;
+        for (int64_t o = o0; o < o1; o++) {
+            float a = fabsf((d[o] * w->scale[o]) * xs[t]);
+            bad |= a != a;
+            amax[o] = a > amax[o] ? a : amax[o];
+        }
+    }
+    for (int64_t o = o0; o < o1; o++) bad |= !isfinite(amax[o]);
+    return bad != 0;
+}
+
 void arb_lin_pack_x_ref(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
                         uint8_t *xt) {
     for (int64_t kb = kb0; kb < kb1; kb++) {
@@ -172,5 +189,10 @@ void arb_lin_pack_x_ref(const arb_ternary *w, const int8_t *xq, int64_t n, int64
     }
 }
 
-const arb_lin_kernels arb_lin_kernels_ref = {ref_fwd, ref_bwdx, ref_upd, arb_lin_quant_dy_ref, arb_lin_pack_grad_ref,
+const arb_lin_kernels arb_lin_kernels_ref = {ref_fwd,
+                                             ref_bwdx,
+                                             ref_upd,
+                                             arb_lin_quant_dy_ref,
+                                             arb_lin_pack_grad_ref,
+                                             arb_lin_col_amax_ref,
                                              arb_lin_pack_x_ref};
