@@ -8,7 +8,7 @@
 #include <omp.h>
 #include <string.h>
 
-#include "ternary/update_internal.h"
+#include "ternary/ops_internal.h"
 
 static arb_status check_idx(const arb_ternary *w, const int32_t *idx, int64_t n, const char *what) {
     for (int64_t t = 0; t < n; t++)
@@ -27,24 +27,26 @@ arb_status arb_ternary_embedding_forward(const arb_ternary *w, const int32_t *id
     if (n > 0 && (!idx || !out)) return arb_error(ARB_ERR_INVALID_ARG, "arb_ternary_embedding_forward: NULL buffer");
     ARB_TRY(check_idx(w, idx, n, "arb_ternary_embedding_forward"));
     const int64_t cols = w->cols;
+    const arb_tern_kernels *k = arb_tern_kernels_get();
 #pragma omp parallel for schedule(static) if (n * cols > 65536)
-    for (int64_t t = 0; t < n; t++) {
-        int64_t r = idx[t];
-        float s = w->scale[r], *o = out + t * cols;
-        for (int64_t c = 0; c < cols; c++) o[c] = (float)arb_ternary_get(w, r, c) * s;
-    }
+    for (int64_t t = 0; t < n; t++) k->embed_row(w, idx[t], out + t * cols);
     return ARB_OK;
 }
 
+/* Elements per chunk of the per-tensor passes (a chunk is one kernel call; the split never
+ * changes a value: max is order-free and each element's draw is keyed by its index). */
+#define EMB_CHUNK ((int64_t)16384)
+
 /* dq (n, cols) = clamp(floorf(dy * inv + u), ±127), inv = 127 / amax over the whole tensor. */
 static arb_status quantize_dy(const float *dy, int64_t n, int64_t cols, arb_rng_key key, int8_t *dq, float *c0) {
+    const arb_tern_kernels *k = arb_tern_kernels_get();
     float amax = 0.0f;
     int bad = 0;
-    const int64_t total = n * cols;
+    const int64_t total = n * cols, nch = (total + EMB_CHUNK - 1) / EMB_CHUNK;
 #pragma omp parallel for schedule(static) reduction(max : amax) reduction(| : bad) if (total > 65536)
-    for (int64_t j = 0; j < total; j++) {
-        float a = fabsf(dy[j]);
-        bad |= !(a <= 3.4028234663852886e38f); /* NaN or infinite */
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int64_t j0 = ch * EMB_CHUNK, len = total - j0 < EMB_CHUNK ? total - j0 : EMB_CHUNK;
+        float a = k->absmax(dy + j0, len, &bad);
         amax = a > amax ? a : amax;
     }
     if (bad) return arb_error(ARB_ERR_INVALID_ARG, "embedding gradient has a NaN or infinite value");
@@ -55,11 +57,9 @@ static arb_status quantize_dy(const float *dy, int64_t n, int64_t cols, arb_rng_
     }
     const float inv = 127.0f / amax;
 #pragma omp parallel for schedule(static) if (total > 65536)
-    for (int64_t j = 0; j < total; j++) {
-        float prod = dy[j] * inv;
-        float v = floorf(prod + arb_rand_unit(key, (uint32_t)j));
-        v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-        dq[j] = (int8_t)v;
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int64_t j0 = ch * EMB_CHUNK, len = total - j0 < EMB_CHUNK ? total - j0 : EMB_CHUNK;
+        k->sround(dy + j0, len, inv, key, (uint32_t)j0, dq + j0);
     }
     return ARB_OK;
 }
@@ -67,11 +67,9 @@ static arb_status quantize_dy(const float *dy, int64_t n, int64_t cols, arb_rng_
 /* Gint[r, :] = Σ over the tokens of row r (list[first[r]..first[r+1])) of dq[t, :]. */
 static void grad_row(const int8_t *dq, const int64_t *list, const int64_t *first, int64_t r, int64_t cols,
                      int32_t *g) {
-    for (int64_t i = 0; i < cols; i++) g[i] = 0;
-    for (int64_t j = first[r]; j < first[r + 1]; j++) {
-        const int8_t *d = dq + list[j] * cols;
-        for (int64_t i = 0; i < cols; i++) g[i] += d[i];
-    }
+    const arb_tern_kernels *k = arb_tern_kernels_get();
+    memset(g, 0, (size_t)cols * sizeof *g);
+    for (int64_t j = first[r]; j < first[r + 1]; j++) k->add_i8(g, dq + list[j] * cols, cols);
 }
 
 /* dq, and the tokens grouped by row (counting sort): row r's tokens are list[first[r]..first[r+1]). */

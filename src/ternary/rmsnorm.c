@@ -7,7 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "ternary/update_internal.h"
+#include "ternary/ops_internal.h"
 
 static arb_status check_gain(const arb_ternary *g, const char *what) {
     if (!g || !g->trits) return arb_error(ARB_ERR_INVALID_ARG, "%s: gain is NULL or not initialized", what);
@@ -35,46 +35,43 @@ arb_status arb_ternary_rmsnorm_forward(const arb_ternary *gain, const float *x, 
     float *gv = arb_alloc((size_t)d * sizeof(float));
     if (!gv) return arb_error(ARB_ERR_OOM, "%s: dim %lld", what, (long long)d);
     gain_values(gain, gv);
+    const arb_tern_kernels *k = arb_tern_kernels_get();
 #pragma omp parallel for schedule(static) if (n * d > 65536)
-    for (int64_t t = 0; t < n; t++) {
-        const float *xr = x + t * d;
-        double ss = 0.0;
-        for (int64_t i = 0; i < d; i++) ss += (double)xr[i] * (double)xr[i];
-        float r = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
-        rstd[t] = r;
-        float *yr = y + t * d;
-        for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * r) * gv[i];
-    }
+    for (int64_t t = 0; t < n; t++) rstd[t] = k->rms_fwd_row(x + t * d, gv, d, eps, y + t * d);
     arb_free(gv);
     return ARB_OK;
 }
 
+/* Columns per chunk of the gain gradient's column sums (one thread per chunk, exact int32). */
+#define GAIN_COL_CHUNK ((int64_t)1024)
+
 /* g (dim) = Σ_t pq[t, i], pq = sround(((x·rstd)·dy) · 127/amax) per tensor; c = (amax/127)·scale. */
 static arb_status gain_grad(const arb_ternary *gain, const float *x, const float *rstd, const float *dy, int64_t n,
                             arb_rng_key key, int8_t *pq, int32_t *g, float *c) {
+    const arb_tern_kernels *k = arb_tern_kernels_get();
     const int64_t d = gain->cols, total = n * d;
     float amax = 0.0f;
     int bad = 0;
 #pragma omp parallel for schedule(static) reduction(max : amax) reduction(| : bad) if (total > 65536)
-    for (int64_t j = 0; j < total; j++) {
-        float a = fabsf((x[j] * rstd[j / d]) * dy[j]);
-        bad |= !(a <= 3.4028234663852886e38f); /* NaN or infinite */
+    for (int64_t t = 0; t < n; t++) {
+        float a = k->gain_absmax_row(x + t * d, rstd[t], dy + t * d, d, &bad);
         amax = a > amax ? a : amax;
     }
     if (bad) return arb_error(ARB_ERR_INVALID_ARG, "RMSNorm gain gradient has a NaN or infinite value");
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    if (amax > 0.0f) {
+        const float inv = 127.0f / amax;
 #pragma omp parallel for schedule(static) if (total > 65536)
-    for (int64_t j = 0; j < total; j++) {
-        float prod = ((x[j] * rstd[j / d]) * dy[j]) * inv;
-        float v = floorf(prod + arb_rand_unit(key, (uint32_t)j));
-        v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-        pq[j] = amax > 0.0f ? (int8_t)v : 0;
+        for (int64_t t = 0; t < n; t++)
+            k->gain_sround_row(x + t * d, rstd[t], dy + t * d, d, inv, key, (uint32_t)(t * d), pq + t * d);
+    } else {
+        memset(pq, 0, (size_t)total); /* inv would be 0: every draw floors to 0 */
     }
+    const int64_t nch = (d + GAIN_COL_CHUNK - 1) / GAIN_COL_CHUNK;
 #pragma omp parallel for schedule(static) if (total > 65536)
-    for (int64_t i = 0; i < d; i++) {
-        int32_t sum = 0;
-        for (int64_t t = 0; t < n; t++) sum += pq[t * d + i];
-        g[i] = sum;
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int64_t i0 = ch * GAIN_COL_CHUNK, len = d - i0 < GAIN_COL_CHUNK ? d - i0 : GAIN_COL_CHUNK;
+        memset(g + i0, 0, (size_t)len * sizeof *g);
+        for (int64_t t = 0; t < n; t++) k->add_i8(g + i0, pq + t * d + i0, len);
     }
     *c = (amax / 127.0f) * gain->scale[0];
     return ARB_OK;
@@ -100,6 +97,7 @@ arb_status arb_ternary_rmsnorm_backward_update(arb_ternary *gain, const float *x
     if (n < 0) return arb_error(ARB_ERR_SHAPE, "%s: n = %lld", what, (long long)n);
     if (n > 0 && (!x || !rstd || !dy || !dx)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
     const int64_t d = gain->cols;
+    const arb_tern_kernels *k = arb_tern_kernels_get();
     float *gv = arb_alloc((size_t)d * sizeof(float));
     int8_t *pq = p ? arb_alloc((size_t)(n * d)) : NULL;
     int32_t *g = p ? arb_alloc((size_t)d * sizeof(int32_t)) : NULL;
@@ -117,14 +115,7 @@ arb_status arb_ternary_rmsnorm_backward_update(arb_ternary *gain, const float *x
     gain_values(gain, gv);
     /* dx_j = r · (dy_j g_j − x̂_j · mean_i(dy_i g_i x̂_i)), x̂ = x · r */
 #pragma omp parallel for schedule(static) if (n * d > 65536)
-    for (int64_t t = 0; t < n; t++) {
-        const float *xr = x + t * d, *dr = dy + t * d;
-        double r = (double)rstd[t], dot = 0.0;
-        for (int64_t i = 0; i < d; i++) dot += (double)dr[i] * (double)gv[i] * ((double)xr[i] * r);
-        double mean = dot / (double)d;
-        float *o = dx + t * d;
-        for (int64_t i = 0; i < d; i++) o[i] = (float)(r * ((double)dr[i] * (double)gv[i] - (double)xr[i] * r * mean));
-    }
+    for (int64_t t = 0; t < n; t++) k->rms_dx_row(x + t * d, dy + t * d, gv, rstd[t], d, dx + t * d);
     if (p) {
         arb_upd_row_acc acc = {0, 0, 0};
         double norm = st->grad_norm;

@@ -2,7 +2,8 @@
  * activation quantization and the model audit.
  *
  * Why here and not in src/cpu: everything in this file is layout bookkeeping that every
- * backend shares; the hot kernels (matmul, fused update) live in src/cpu and src/cuda. The
+ * backend shares; the hot kernels (matmul, fused update) live in src/cpu and src/cuda, the row
+ * loops of quantization in the tiers of ops_internal.h. The
  * row scale is computed from a 4-entry table instead of exp2f so that the CPU and CUDA builds
  * derive the very same float (exp2f is not correctly rounded on either). */
 #include <math.h>
@@ -10,7 +11,7 @@
 #include <string.h>
 
 #include "arbitor/ternary.h"
-#include "ternary/update_internal.h"
+#include "ternary/ops_internal.h"
 
 /* CUDA storage hooks, defined by src/cuda when it supports ternary tensors on the device.
  * Weak references: NULL in builds (or stages of the project) without them. */
@@ -201,43 +202,14 @@ arb_update_params arb_update_params_default(void) {
 
 /* ---- activation quantization -------------------------------------------------------------- */
 
-/* Round to nearest, ties to even, for |v| < 2^22 (the default FP environment): adding and
- * subtracting 1.5·2^23 leaves the integer part. Vectorizes without SSE4.1, unlike rintf. */
-static inline float round_even(float v) {
-    const float magic = 12582912.0f;
-    return (v + magic) - magic; /* exact in ISO C mode: no -ffast-math anywhere in this build */
-}
-
 arb_status arb_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q, float *scale) {
     if (rows < 0 || cols < 0 || ld < cols)
         return arb_error(ARB_ERR_SHAPE, "arb_quantize_rows: rows %lld, cols %lld, ld %lld", (long long)rows,
                          (long long)cols, (long long)ld);
     if (rows > 0 && (!x || !q || !scale)) return arb_error(ARB_ERR_INVALID_ARG, "arb_quantize_rows: NULL buffer");
+    const arb_tern_kernels *kern = arb_tern_kernels_get(); /* one row per call: the tiers agree to the bit */
 #pragma omp parallel for schedule(static) if (rows * cols > 32768)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        int8_t *qr = q + r * ld;
-        float amax = 0.0f;
-        int nan = 0;
-        for (int64_t c = 0; c < cols; c++) {
-            float a = fabsf(xr[c]);
-            amax = a > amax ? a : amax;
-            nan |= a != a;
-        }
-        if (amax == 0.0f || nan || !isfinite(amax)) {
-            scale[r] = (amax == 0.0f && !nan) ? 0.0f : -1.0f; /* -1 marks a bad row, reported below */
-            memset(qr, 0, (size_t)ld);
-            continue;
-        }
-        float inv = 127.0f / amax;
-        scale[r] = amax / 127.0f;
-        for (int64_t c = 0; c < cols; c++) {
-            float v = round_even(xr[c] * inv);
-            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-            qr[c] = (int8_t)v;
-        }
-        if (ld > cols) memset(qr + cols, 0, (size_t)(ld - cols));
-    }
+    for (int64_t r = 0; r < rows; r++) kern->quantize_row(x + r * cols, cols, ld, q + r * ld, &scale[r]);
     for (int64_t r = 0; r < rows; r++) {
         if (scale[r] < 0.0f) {
             for (int64_t k = r; k < rows; k++)

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ternary/update_internal.h"
+#include "ternary/ops_internal.h"
 
 arb_status arb_upd_check(const arb_ternary *w, int64_t n, const arb_update_params *p, const arb_update_state *st,
                          const char *what) {
@@ -58,9 +58,7 @@ arb_status arb_upd_quantize_grad(const float *dy, const float *xs, const float *
             float inv = 127.0f / amax[o];
             float h = (dy[t * rows + o] * scale[o]) * xs[t];
             float prod = h * inv;
-            float v = floorf(prod + arb_rand_unit(key, (uint32_t)(t * rows + o)));
-            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-            hq[t * rows + o] = (int8_t)v;
+            hq[t * rows + o] = arb_ops_q8(floorf(prod + arb_rand_unit(key, (uint32_t)(t * rows + o))));
         }
     }
     for (int64_t o = 0; o < rows; o++) c[o] = amax[o] / 127.0f;
@@ -96,6 +94,11 @@ double arb_upd_norm(const float *c, const arb_upd_row_acc *acc, int64_t rows, in
 
 void arb_upd_row(arb_ternary *w, int64_t o, int64_t c0, int64_t c1, const int32_t *g, const arb_upd_plan *pl,
                  arb_upd_row_acc *acc) {
+    arb_tern_kernels_get()->upd_row(w, o, c0, c1, g, pl, acc);
+}
+
+void arb_upd_row_ref(arb_ternary *w, int64_t o, int64_t c0, int64_t c1, const int32_t *g, const arb_upd_plan *pl,
+                     arb_upd_row_acc *acc) {
     int32_t m = pl->mult[o];
     int8_t *a = w->accum + o * w->cols;
     int64_t abs_g = 0, ge = 0, flips = 0;
@@ -209,7 +212,7 @@ arb_status arb_ternary_linear_backward_update_ref(arb_ternary *w, const int8_t *
     arb_upd_plan_make(c, rows, (double)p->eta, norm, mult, &pl.shift);
     for (int64_t o = 0; o < rows; o++) {
         grad_row_ref(hq, xq, n, rows, cols, w->cols_pad, o, g);
-        arb_upd_row(w, o, 0, cols, g, &pl, &acc[o]);
+        arb_upd_row_ref(w, o, 0, cols, g, &pl, &acc[o]); /* the scalar rule, whatever tier is in force */
     }
     s = arb_upd_finish(w, c, acc, p, st, stats);
 done:

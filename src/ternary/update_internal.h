@@ -88,9 +88,12 @@ arb_status arb_upd_quantize_grad(const float *dy, const float *xs, const float *
 void arb_upd_plan_make(const float *c, int64_t rows, double eta, double norm, int32_t *mult, int *shift);
 /* mean|G| in real units from the exact row sums: Σ_o c[o]·abs_g[o] / (rows·cols), o ascending. */
 double arb_upd_norm(const float *c, const arb_upd_row_acc *acc, int64_t rows, int64_t cols);
-/* Step 4 over columns [c0, c1) of row o; g[j] = Gint[o, c0 + j]. Adds into *acc. */
+/* Step 4 over columns [c0, c1) of row o; g[j] = Gint[o, c0 + j]. Adds into *acc. Runs the
+ * kernel tier in force (src/ternary/ops_*.c); arb_upd_row_ref is the scalar reference. */
 void arb_upd_row(arb_ternary *w, int64_t o, int64_t c0, int64_t c1, const int32_t *g, const arb_upd_plan *pl,
                  arb_upd_row_acc *acc);
+void arb_upd_row_ref(arb_ternary *w, int64_t o, int64_t c0, int64_t c1, const int32_t *g, const arb_upd_plan *pl,
+                     arb_upd_row_acc *acc);
 /* Step 5: next norm into st, E evidence (if p->update_exp), refresh, stats (may be NULL).
  * c (rows) are the real units of one Gint unit per row. */
 arb_status arb_upd_finish(arb_ternary *w, const float *c, const arb_upd_row_acc *acc, const arb_update_params *p,
