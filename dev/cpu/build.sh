@@ -5,15 +5,17 @@ set -e
 cd "$(dirname "$0")/../.."
 OUT=$1; shift
 OBJ=${OBJ:-/tmp/lb/obj}; mkdir -p $OBJ
-CF="$XCF -Isrc/ternary -std=c17 -O3 -g -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -Iinclude -Isrc -Itests -Icli -DARB_SHARED_DIR=\"/work/shared\" -DARB_SOURCE_DIR=\"/work/main\" -DARB_CLI_PATH=\"/tmp/lb/arbitor\""
+CF="$XCF -I/tmp/lb/snap -Isrc/ternary -std=c17 -O3 -g -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -Iinclude -Isrc -Itests -Icli -DARB_SHARED_DIR=\"/work/shared\" -DARB_SOURCE_DIR=\"/work/main\" -DARB_CLI_PATH=\"/tmp/lb/arbitor\""
 A512="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512vbmi -mfma -mavx2 -mf16c"
 A2="-mavx2 -mfma -mf16c"
 objs=""
 # ternary-core's files as committed (their working copy may be mid-edit)
 mkdir -p /tmp/lb/snap
-for f in ternary update; do git show HEAD:src/ternary/$f.c > /tmp/lb/snap/$f.c.new
-  cmp -s /tmp/lb/snap/$f.c.new /tmp/lb/snap/$f.c || mv /tmp/lb/snap/$f.c.new /tmp/lb/snap/$f.c; done
-for f in src/core/*.c /tmp/lb/snap/ternary.c /tmp/lb/snap/update.c src/cpu/*.c; do
+TSRC=""
+for f in $(git ls-files src/ternary); do b=$(basename $f); git show HEAD:$f > /tmp/lb/snap/$b.new
+  cmp -s /tmp/lb/snap/$b.new /tmp/lb/snap/$b || mv /tmp/lb/snap/$b.new /tmp/lb/snap/$b
+  case $b in *.c) TSRC="$TSRC /tmp/lb/snap/$b";; esac; done
+for f in src/core/*.c $TSRC src/cpu/*.c; do
   o=$OBJ/$(echo $f | tr / _).o
   fl=""
   case $f in *_avx512.c) fl=$A512;; *_avx2.c) fl=$A2;; esac

@@ -564,40 +564,42 @@ AI __m512i interleave4_idx(void) {
     return _mm512_loadu_si512(b);
 }
 
+/* Token-major: each token row of dy is read front to back (four sequential streams, one per
+ * token of a group); the per-block state (scales, hsum) is small and stays in L1. */
 static void avx512_pack_grad(const arb_ternary *w, const float *dy, const float *xs, const float *inv, int64_t n,
                              int64_t n4, arb_rng_key key, int64_t rb0, int64_t rb1, int8_t *ht, int32_t *hsum) {
-    const int64_t rows = w->rows, nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
+    const int64_t rows = w->rows;
     const __m512i idx = interleave4_idx();
-    for (int64_t rb = rb0; rb < rb1; rb++) {
-        const int64_t r0 = rb * 16;
-        const __mmask16 m = lane_mask(rows - r0);
-        const __m512 sc = _mm512_maskz_loadu_ps(m, w->scale + r0), iv = _mm512_maskz_loadu_ps(m, inv + r0);
-        const __mmask16 live = m & _mm512_cmp_ps_mask(iv, _mm512_setzero_ps(), _CMP_GT_OQ);
-        for (int64_t ch = 0; ch < nchunk; ch++) {
-            int64_t g0 = ch * ARB_LIN_NG_CHUNK, g1 = g0 + ARB_LIN_NG_CHUNK < n4 ? g0 + ARB_LIN_NG_CHUNK : n4;
-            __m512i sum = _mm512_setzero_si512();
-            for (int64_t ng = g0; ng < g1; ng++) {
-                __m128i b[4];
-                for (int j = 0; j < 4; j++) {
-                    int64_t t = 4 * ng + j;
-                    if (t >= n) {
-                        b[j] = _mm_setzero_si128();
-                        continue;
-                    }
-                    __m512 h = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + t * rows + r0), sc),
-                                             _mm512_set1_ps(xs[t]));
-                    __m512 pr = _mm512_mul_ps(h, iv);
-                    __m512i v = floor_clamp127(
-                        _mm512_add_ps(pr, rand_unit16(key, (uint32_t)((uint64_t)t * (uint64_t)rows + (uint64_t)r0))));
-                    v = _mm512_maskz_mov_epi32(live, v);
-                    sum = _mm512_add_epi32(sum, v);
-                    b[j] = _mm512_cvtepi32_epi8(v);
+    for (int64_t rb = rb0; rb < rb1; rb++) memset(hsum + rb * 16, 0, 64);
+    for (int64_t ng = 0; ng < n4; ng++) {
+        const int64_t ch = ng / ARB_LIN_NG_CHUNK;
+        if (ch > 0 && ng % ARB_LIN_NG_CHUNK == 0)
+            for (int64_t rb = rb0; rb < rb1; rb++) memset(hsum + ch * w->rows_pad + rb * 16, 0, 64);
+        for (int64_t rb = rb0; rb < rb1; rb++) {
+            const int64_t r0 = rb * 16;
+            const __mmask16 m = lane_mask(rows - r0);
+            const __m512 sc = _mm512_maskz_loadu_ps(m, w->scale + r0), iv = _mm512_maskz_loadu_ps(m, inv + r0);
+            const __mmask16 live = m & _mm512_cmp_ps_mask(iv, _mm512_setzero_ps(), _CMP_GT_OQ);
+            __m512i sum = _mm512_loadu_si512(hsum + ch * w->rows_pad + r0);
+            __m128i b[4];
+            for (int j = 0; j < 4; j++) {
+                const int64_t t = 4 * ng + j;
+                if (t >= n) {
+                    b[j] = _mm_setzero_si128();
+                    continue;
                 }
-                __m512i z = _mm512_inserti32x4(_mm512_castsi128_si512(b[0]), b[1], 1);
-                z = _mm512_inserti32x4(_mm512_inserti32x4(z, b[2], 2), b[3], 3);
-                _mm512_storeu_si512(ht + ((size_t)rb * (size_t)n4 + (size_t)ng) * 64, _mm512_permutexvar_epi8(idx, z));
+                __m512 h = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + t * rows + r0), sc),
+                                         _mm512_set1_ps(xs[t]));
+                __m512i v = floor_clamp127(_mm512_add_ps(
+                    _mm512_mul_ps(h, iv), rand_unit16(key, (uint32_t)((uint64_t)t * (uint64_t)rows + (uint64_t)r0))));
+                v = _mm512_maskz_mov_epi32(live, v);
+                sum = _mm512_add_epi32(sum, v);
+                b[j] = _mm512_cvtepi32_epi8(v);
             }
             _mm512_storeu_si512(hsum + ch * w->rows_pad + r0, sum);
+            __m512i z = _mm512_inserti32x4(_mm512_castsi128_si512(b[0]), b[1], 1);
+            z = _mm512_inserti32x4(_mm512_inserti32x4(z, b[2], 2), b[3], 3);
+            _mm512_storeu_si512(ht + ((size_t)rb * (size_t)n4 + (size_t)ng) * 64, _mm512_permutexvar_epi8(idx, z));
         }
     }
 }
@@ -607,17 +609,17 @@ static bool avx512_col_amax(const arb_ternary *w, const float *dy, const float *
     const int64_t rows = w->rows;
     const __m512 fmax = _mm512_set1_ps(3.402823466e38f);
     __mmask16 ok = 0xFFFF;
-    for (int64_t o = o0; o < o1; o += 16) {
-        __mmask16 m = lane_mask(o1 - o);
-        const __m512 sc = _mm512_maskz_loadu_ps(m, w->scale + o);
-        __m512 mx = _mm512_setzero_ps();
-        for (int64_t t = 0; t < n; t++) {
+    for (int64_t o = o0; o < o1; o += 16) _mm512_mask_storeu_ps(amax + o, lane_mask(o1 - o), _mm512_setzero_ps());
+    for (int64_t t = 0; t < n; t++) {
+        const __m512 x = _mm512_set1_ps(xs[t]);
+        const float *d = dy + t * rows;
+        for (int64_t o = o0; o < o1; o += 16) {
+            __mmask16 m = lane_mask(o1 - o);
             __m512 a = _mm512_abs_ps(
-                _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + t * rows + o), sc), _mm512_set1_ps(xs[t])));
+                _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + o), _mm512_maskz_loadu_ps(m, w->scale + o)), x));
             ok &= _mm512_cmp_ps_mask(a, fmax, _CMP_LE_OQ) | (__mmask16)~m;
-            mx = _mm512_max_ps(mx, a);
+            _mm512_mask_storeu_ps(amax + o, m, _mm512_max_ps(_mm512_maskz_loadu_ps(m, amax + o), a));
         }
-        _mm512_mask_storeu_ps(amax + o, m, mx);
     }
     return ok != 0xFFFF;
 }
