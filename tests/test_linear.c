@@ -314,6 +314,7 @@ static void assert_same_state(const arb_ternary *a, const arb_ternary *b, const 
     if (memcmp(a->exp, b->exp, (size_t)a->rows)) fail_msg("%s: E differs", what);
     if (memcmp(a->exp_evidence, b->exp_evidence, (size_t)a->rows)) fail_msg("%s: E evidence differs", what);
     if (memcmp(a->scale, b->scale, (size_t)a->rows * sizeof(float))) fail_msg("%s: scale differs", what);
+    if (memcmp(a->nnz, b->nnz, (size_t)a->rows * sizeof(int32_t))) fail_msg("%s: nnz differs", what);
 }
 
 static void test_backward_update(void **state) {
