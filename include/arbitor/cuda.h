@@ -85,6 +85,12 @@ arb_status arb_cuda_ternary_linear_backward_x(const arb_ternary *w, const float 
 arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs,
                                                    const float *dy, int64_t n, const arb_update_params *p,
                                                    arb_update_state *st, arb_update_stats *stats);
+/* Both at once, as a training step needs them: dx (with the pre-update trits, dy quantized with
+ * dx_key exactly as backward_x does) and the fused update. One pass over dy finds the maxima of
+ * both, one more quantizes both; same results as the two calls in sequence. */
+arb_status arb_cuda_ternary_linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, const float *dy,
+                                            int64_t n, arb_rng_key dx_key, float *dx, const arb_update_params *p,
+                                            arb_update_state *st, arb_update_stats *stats);
 arb_status arb_cuda_ternary_embedding_forward(const arb_ternary *w, const int32_t *idx, int64_t n, float *out);
 arb_status arb_cuda_ternary_embedding_backward_update(arb_ternary *w, const int32_t *idx, const float *dy, int64_t n,
                                                       const arb_update_params *p, arb_update_state *st,

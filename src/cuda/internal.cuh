@@ -37,6 +37,9 @@ bool arb_cuda_sync_check(void);
 arb_status arb_cuda_require(const char *what);
 arb_status arb_cuda_require_ternary(const arb_ternary *w, const char *what);
 
+/* A page-locked host buffer of at least n bytes, private to the calling thread (grows; kept). */
+arb_status arb_cuda_host_scratch(size_t n, void **p);
+
 /* A scratch buffer from the pool that frees itself (RAII keeps error paths short). */
 struct arb_cuda_scratch {
     void *p = nullptr;

@@ -343,8 +343,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_gemm_wg(const GemmArgs g) {
         for (int ks = 0; ks < WBK / 32; ks++)
             arb_wgmma_m64n256k32(acc, arb_wgmma_desc(a_t + wg * 64 * WBK + ks * 32), arb_wgmma_desc(b_t + ks * 32));
         arb_wgmma_commit();
-        arb_wgmma_wait<1>();
-        arb_wgmma_fence_acc(acc);
+        arb_wgmma_wait<1>(); /* group kb may still run; kb-1 has retired */
     }
     arb_wgmma_wait<0>();
     arb_wgmma_fence_acc(acc);
@@ -570,144 +569,85 @@ extern "C" arb_status arb_cuda_ternary_linear_forward(const arb_ternary *w, cons
     return launch_gemm<A_PACKED_W, EPI_F32>(g, "k_gemm<fwd,f32>");
 }
 
-/* ---------------------------------------------------------------- backward dX */
+/* ---------------------------------------------------------------- backward: dX and dW → update
+ *
+ * Both gradients quantize the same v = dy[t,o]·scale[o] (float, no FMA):
+ *   dX: per token row t: amax_t = max_o |v|, q = clamp(floorf(v·(127/amax_t) + u), ±127),
+ *       u = arb_rand_unit(key, t·rows + o), row scale amax_t/127; dx = (q · W) · scale_t.
+ *   dW: h = v·xs[t], per column o: the CPU's arb_upd_quantize_grad (update_internal.h).
+ * So one pass over dy finds both maxima, one more writes both int8 operands (q row-major for
+ * dX, hqᵀ for the dW GEMM whose reduction runs over tokens). */
 
-/* dy·scale per token row, quantized to int8 with stochastic rounding:
- *   v = dy[t,o]·scale[o], amax_t = max_o |v|, q = clamp(floorf(v·(127/amax_t) + u), ±127),
- *   u = arb_rand_unit(key, t·rows + o); row scale amax_t/127. One block per token row. */
-__global__ void k_quant_dy(const float *dy, const float *scale, int64_t rows, int64_t ldq, arb_rng_key key, int8_t *q,
-                           float *qs, int *bad) {
-    __shared__ float sm[32];
-    __shared__ int sn[32];
-    const int64_t t = blockIdx.x;
-    const float *d = dy + t * rows;
-    float m = 0.0f;
-    int nan = 0;
-    for (int64_t o = threadIdx.x; o < rows; o += blockDim.x) {
-        float a = fabsf(__fmul_rn(d[o], scale[o]));
-        nan |= !(a <= 3.4028234663852886e38f);
-        m = fmaxf(m, a);
-    }
-    for (int s = 16; s; s >>= 1) {
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, s));
-        nan |= __shfl_xor_sync(0xffffffffu, nan, s);
-    }
-    if ((threadIdx.x & 31) == 0) {
-        sm[threadIdx.x >> 5] = m;
-        sn[threadIdx.x >> 5] = nan;
-    }
-    __syncthreads();
-    m = 0.0f;
-    nan = 0;
-    for (int i = 0; i < (int)(blockDim.x >> 5); i++) {
-        m = fmaxf(m, sm[i]);
-        nan |= sn[i];
-    }
-    if (nan && threadIdx.x == 0) atomicOr(bad, 1);
-    const float inv = m > 0.0f ? __fdiv_rn(127.0f, m) : 0.0f;
-    if (threadIdx.x == 0) qs[t] = __fdiv_rn(m, 127.0f);
-    for (int64_t o = threadIdx.x; o < ldq; o += blockDim.x) {
-        int v = 0;
-        if (o < rows && m > 0.0f && !nan) {
-            float f = floorf(__fadd_rn(__fmul_rn(__fmul_rn(d[o], scale[o]), inv),
-                                       arb_rand_unit(key, (uint32_t)(t * rows + o))));
-            f = f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f);
-            v = (int)f;
-        }
-        q[t * ldq + o] = (int8_t)v;
-    }
-}
+namespace {
 
-extern "C" arb_status arb_cuda_ternary_linear_backward_x(const arb_ternary *w, const float *dy, int64_t n,
-                                                         arb_rng_key key, float *dx) {
-    const char *what = "arb_cuda_ternary_linear_backward_x";
-    ARB_TRY(check_linear(w, n, what));
-    if (n == 0) return ARB_OK;
-    if (!dy || !dx) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
-    const int64_t kpad = w->rows_pad;
-    arb_cuda_scratch q, qs, bad, wt;
-    ARB_TRY(q.alloc((size_t)(n * kpad)));
-    ARB_TRY(qs.alloc((size_t)n * sizeof(float)));
-    ARB_TRY(bad.alloc(sizeof(int)));
-    ARB_TRY(wt.alloc((size_t)(w->rows_pad * w->cols_pad / 4)));
-    cudaStream_t s = arb_cuda_cur_stream();
-    ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), s));
-    k_quant_dy<<<(unsigned)n, 256, 0, s>>>(dy, w->scale, w->rows, kpad, key, q.as<int8_t>(), qs.as<float>(),
-                                           bad.as<int>());
-    ARB_CU_LAUNCH("k_quant_dy");
-    const int64_t tr = w->rows_pad / 16, tc = w->cols_pad / 16;
-    k_transpose_packed<<<arb_cuda_blocks(tr * tc, 128), 128, 0, s>>>(w->trits, tr, tc, wt.as<uint8_t>());
-    ARB_CU_LAUNCH("k_transpose_packed");
-    GemmArgs g;
-    memset(&g, 0, sizeof g);
-    g.M = (int)w->cols;
-    g.N = (int)n;
-    g.K = (int)kpad;
-    g.a = wt.as<uint8_t>();
-    g.tiles_r = tc; /* Wᵀ: cols_pad/16 tile-rows of rows_pad/16 tiles */
-    g.tiles_c = tr;
-    g.b = q.as<int8_t>();
-    g.ldb = kpad;
-    g.kmax = (int)kpad;
-    g.out = dx;
-    g.ldo = w->cols;
-    g.rs_n = qs.as<float>();
-    ARB_TRY((launch_gemm<A_PACKED_W, EPI_DX>(g, "k_gemm<dx>")));
-    int h = 0;
-    ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h)); /* also keeps the scratch alive until the GEMM ran */
-    if (h) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
-    return ARB_OK;
-}
-
-/* ---------------------------------------------------------------- fused dW + update */
-
-/* Column absmax of h = (dy·scale[o])·xs[t] over a chunk of 64 tokens; bits of |h| as uint. */
-__global__ void k_grad_amax(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
-                            unsigned *amax_bits, int *bad) {
-    int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (o >= rows) return;
-    int64_t t0 = blockIdx.y * (int64_t)64, t1 = t0 + 64 < n ? t0 + 64 : n;
-    float m = 0.0f, so = scale[o];
+/* Row maxima (dX) and column maxima (dW) of one 256-column × 32-token block. Non-negative float
+ * bits order like unsigned ints, so atomicMax on the bits is an exact, order-free max. */
+__global__ void k_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
+                           unsigned *row_amax, unsigned *col_amax, int *bad) {
+    const int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    const int64_t t0 = blockIdx.y * (int64_t)32, t1 = t0 + 32 < n ? t0 + 32 : n;
+    const float so = o < rows ? scale[o] : 0.0f;
+    unsigned cm = 0;
     int nan = 0;
     for (int64_t t = t0; t < t1; t++) {
-        float a = fabsf(__fmul_rn(__fmul_rn(dy[t * rows + o], so), xs[t]));
-        nan |= !(a <= 3.4028234663852886e38f);
-        m = fmaxf(m, a);
+        float v = o < rows ? __fmul_rn(dy[t * rows + o], so) : 0.0f;
+        float a = fabsf(v), h = xs ? fabsf(__fmul_rn(v, xs[t])) : 0.0f;
+        nan |= !(a <= 3.4028234663852886e38f) || !(h <= 3.4028234663852886e38f);
+        if (row_amax) {
+            unsigned r = __reduce_max_sync(0xffffffffu, __float_as_uint(a <= 3.4028234663852886e38f ? a : 0.0f));
+            if ((threadIdx.x & 31) == 0 && r) atomicMax(&row_amax[t], r);
+        }
+        cm = max(cm, __float_as_uint(h <= 3.4028234663852886e38f ? h : 0.0f));
     }
-    if (m > 0.0f) atomicMax(&amax_bits[o], __float_as_uint(m));
+    if (col_amax && o < rows && cm) atomicMax(&col_amax[o], cm);
     if (nan) atomicOr(bad, 1);
 }
 
-/* hqᵀ (rows, ldt) from dy: the CPU's arb_upd_quantize_grad, transposed through shared memory
- * so that both the dy reads and the hqᵀ writes are coalesced. Tokens n..ldt-1 are zero. */
-__global__ void k_grad_quant_t(const float *dy, const float *xs, const float *scale, const unsigned *amax_bits,
-                               int64_t n, int64_t rows, int64_t ldt, arb_rng_key key, int8_t *hqt) {
+/* 32 tokens × 32 columns per block (32 × 8 threads): q (n, ldq) for dX, hqᵀ (rows, ldt) for dW.
+ * Columns rows..ldq-1 of q and tokens n..ldt-1 of hqᵀ are written as zeros. */
+__global__ void k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
+                            const unsigned *row_amax, arb_rng_key kx, int8_t *q, int64_t ldq, float *qs,
+                            const unsigned *col_amax, arb_rng_key kg, int8_t *hqt, int64_t ldt) {
     __shared__ int8_t tile[32][33];
+    __shared__ float rinv[32], cinv[32];
     const int64_t o0 = blockIdx.x * 32, t0 = blockIdx.y * 32;
-    const int tx = threadIdx.x, ty = threadIdx.y; /* 32 × 8 */
-    for (int j = ty; j < 32; j += 8) {
-        int64_t t = t0 + j, o = o0 + tx;
-        int v = 0;
-        if (t < n && o < rows) {
-            float amax = __uint_as_float(amax_bits[o]);
-            if (amax != 0.0f) {
-                float inv = __fdiv_rn(127.0f, amax);
-                float h = __fmul_rn(__fmul_rn(dy[t * rows + o], scale[o]), xs[t]);
-                float f = floorf(__fadd_rn(__fmul_rn(h, inv), arb_rand_unit(key, (uint32_t)(t * rows + o))));
-                f = f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f);
-                v = (int)f;
-            }
-        }
-        tile[j][tx] = (int8_t)v;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    if (ty == 0) {
+        int64_t t = t0 + tx, o = o0 + tx;
+        float ra = (q && t < n) ? __uint_as_float(row_amax[t]) : 0.0f;
+        float ca = (hqt && o < rows) ? __uint_as_float(col_amax[o]) : 0.0f;
+        rinv[tx] = ra > 0.0f ? __fdiv_rn(127.0f, ra) : 0.0f;
+        cinv[tx] = ca > 0.0f ? __fdiv_rn(127.0f, ca) : 0.0f;
+        if (q && qs && blockIdx.x == 0 && t < n) qs[t] = __fdiv_rn(ra, 127.0f);
     }
     __syncthreads();
     for (int j = ty; j < 32; j += 8) {
-        int64_t o = o0 + j, t = t0 + tx;
+        const int64_t t = t0 + j, o = o0 + tx;
+        int vq = 0, vh = 0;
+        if (t < n && o < rows) {
+            const float v = __fmul_rn(dy[t * rows + o], scale[o]);
+            const uint32_t idx = (uint32_t)(t * rows + o);
+            if (q && rinv[j] > 0.0f) {
+                float f = floorf(__fadd_rn(__fmul_rn(v, rinv[j]), arb_rand_unit(kx, idx)));
+                vq = (int)(f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f));
+            }
+            if (hqt && cinv[tx] > 0.0f) {
+                float f = floorf(__fadd_rn(__fmul_rn(__fmul_rn(v, xs[t]), cinv[tx]), arb_rand_unit(kg, idx)));
+                vh = (int)(f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f));
+            }
+        }
+        if (q && t < n && o < ldq) q[t * ldq + o] = (int8_t)vq;
+        tile[j][tx] = (int8_t)vh;
+    }
+    if (!hqt) return;
+    __syncthreads();
+    for (int j = ty; j < 32; j += 8) {
+        const int64_t o = o0 + j, t = t0 + tx;
         if (o < rows && t < ldt) hqt[o * ldt + t] = tile[tx][j];
     }
 }
 
-/* xqᵀ (cols_pad, ldt) from xq (n, cols_pad). */
+/* xqᵀ (cols_pad, ldt) from xq (n, cols_pad); tokens n..ldt-1 are zero. */
 __global__ void k_transpose_i8(const int8_t *x, int64_t n, int64_t cols, int64_t ldt, int8_t *xt) {
     __shared__ int8_t tile[32][33];
     const int64_t c0 = blockIdx.x * 32, t0 = blockIdx.y * 32;
@@ -723,51 +663,106 @@ __global__ void k_transpose_i8(const int8_t *x, int64_t n, int64_t cols, int64_t
     }
 }
 
-extern "C" arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs,
-                                                              const float *dy, int64_t n, const arb_update_params *p,
-                                                              arb_update_state *st, arb_update_stats *stats) {
-    const char *what = "arb_cuda_ternary_linear_backward_update";
-    ARB_TRY(arb_cuda_upd_check(w, n, p, st, what));
-    ARB_TRY(check_linear(w, n, what));
-    if (n > 0 && (!xq || !xs || !dy)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL input", what);
-    const int64_t rows = w->rows, cols = w->cols, cp = w->cols_pad;
+/* dx (may be NULL) and/or the update (p may be NULL). Order on the stream: maxima, quantization,
+ * [async copy of the column maxima to pinned memory], dX GEMM on the pre-update trits, xq
+ * transpose; the host plans while the dX GEMM runs, then the dW GEMM applies the update. */
+arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, const float *dy, int64_t n,
+                           arb_rng_key kx, float *dx, const arb_update_params *p, arb_update_state *st,
+                           arb_update_stats *stats, const char *what) {
+    const int64_t rows = w->rows, cols = w->cols, cp = w->cols_pad, rp = w->rows_pad;
     const int64_t ldt = n > 0 ? (n + BK - 1) / BK * BK : BK;
     cudaStream_t s = arb_cuda_cur_stream();
-    arb_cuda_scratch amax, bad, hqt, xqt, dmult;
-    ARB_TRY(amax.alloc((size_t)rows * sizeof(unsigned)));
+    arb_cuda_scratch ramax, camax, bad, q, qs, wt, hqt, xqt, dmult;
     ARB_TRY(bad.alloc(sizeof(int)));
-    ARB_TRY(hqt.alloc((size_t)(rows * ldt)));
-    ARB_TRY(xqt.alloc((size_t)(cp * ldt)));
-    ARB_TRY(dmult.alloc((size_t)rows * sizeof(int32_t)));
-    ARB_CU(cudaMemsetAsync(amax.p, 0, (size_t)rows * sizeof(unsigned), s));
     ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), s));
-    if (n > 0) {
-        dim3 ga(arb_cuda_blocks(rows, 128), arb_cuda_blocks(n, 64));
-        k_grad_amax<<<ga, 128, 0, s>>>(dy, xs, w->scale, n, rows, amax.as<unsigned>(), bad.as<int>());
-        ARB_CU_LAUNCH("k_grad_amax");
+    if (dx) {
+        ARB_TRY(ramax.alloc((size_t)(n > 0 ? n : 1) * sizeof(unsigned)));
+        ARB_TRY(q.alloc((size_t)(n * rp)));
+        ARB_TRY(qs.alloc((size_t)(n > 0 ? n : 1) * sizeof(float)));
+        ARB_TRY(wt.alloc((size_t)(rp * cp / 4)));
+        ARB_CU(cudaMemsetAsync(ramax.p, 0, (size_t)(n > 0 ? n : 1) * sizeof(unsigned), s));
     }
-    dim3 gq(arb_cuda_blocks(rows, 32), arb_cuda_blocks(ldt, 32)), bq(32, 8);
-    k_grad_quant_t<<<gq, bq, 0, s>>>(dy, xs, w->scale, amax.as<unsigned>(), n, rows, ldt,
-                                     arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD), hqt.as<int8_t>());
-    ARB_CU_LAUNCH("k_grad_quant_t");
-    dim3 gt(arb_cuda_blocks(cp, 32), arb_cuda_blocks(ldt, 32));
-    k_transpose_i8<<<gt, bq, 0, s>>>(xq, n, cp, ldt, xqt.as<int8_t>());
+    if (p) {
+        ARB_TRY(camax.alloc((size_t)rows * sizeof(unsigned)));
+        ARB_TRY(hqt.alloc((size_t)(rows * ldt)));
+        ARB_TRY(xqt.alloc((size_t)(cp * ldt)));
+        ARB_TRY(dmult.alloc((size_t)rows * sizeof(int32_t)));
+        ARB_CU(cudaMemsetAsync(camax.p, 0, (size_t)rows * sizeof(unsigned), s));
+    }
+    if (n > 0) {
+        dim3 ga(arb_cuda_blocks(rows, 256), arb_cuda_blocks(n, 32));
+        k_bwd_amax<<<ga, 256, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(),
+                                      camax.as<unsigned>(), bad.as<int>());
+        ARB_CU_LAUNCH("k_bwd_amax");
+    }
+    {
+        dim3 gq(arb_cuda_blocks(dx ? rp : rows, 32), arb_cuda_blocks(p ? ldt : n, 32)), bq(32, 8);
+        if (gq.x && gq.y) {
+            k_bwd_quant<<<gq, bq, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx,
+                                          q.as<int8_t>(), rp, qs.as<float>(), camax.as<unsigned>(),
+                                          p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0},
+                                          hqt.as<int8_t>(), ldt);
+            ARB_CU_LAUNCH("k_bwd_quant");
+        }
+    }
+    /* pinned staging: [0] bad flag, [1..rows] column maxima, then mult (rows) */
+    uint32_t *pin = nullptr;
+    ARB_TRY(arb_cuda_host_scratch((size_t)(2 * rows + 1) * sizeof(uint32_t), (void **)&pin));
+    cudaEvent_t ev = nullptr;
+    if (p) {
+        ARB_CU(cudaMemcpyAsync(pin, bad.p, sizeof(int), cudaMemcpyDeviceToHost, s));
+        ARB_CU(cudaMemcpyAsync(pin + 1, camax.p, (size_t)rows * sizeof(unsigned), cudaMemcpyDeviceToHost, s));
+        ARB_CU(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+        cudaError_t e = cudaEventRecord(ev, s);
+        if (e != cudaSuccess) {
+            cudaEventDestroy(ev);
+            return arb_error(ARB_ERR_CUDA, "%s:%d: cudaEventRecord: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+        }
+    }
+    struct EventGuard {
+        cudaEvent_t e;
+        ~EventGuard() { if (e) cudaEventDestroy(e); }
+    } guard{ev};
+    if (dx && n > 0) {
+        const int64_t tr = rp / 16, tc = cp / 16;
+        k_transpose_packed<<<arb_cuda_blocks(tr * tc, 128), 128, 0, s>>>(w->trits, tr, tc, wt.as<uint8_t>());
+        ARB_CU_LAUNCH("k_transpose_packed");
+        GemmArgs g;
+        memset(&g, 0, sizeof g);
+        g.M = (int)cols;
+        g.N = (int)n;
+        g.K = (int)rp;
+        g.a = wt.as<uint8_t>();
+        g.tiles_r = tc; /* Wᵀ: cols_pad/16 tile-rows of rows_pad/16 tiles */
+        g.tiles_c = tr;
+        g.b = q.as<int8_t>();
+        g.ldb = rp;
+        g.kmax = (int)rp;
+        g.out = dx;
+        g.ldo = cols;
+        g.rs_n = qs.as<float>();
+        ARB_TRY((launch_gemm<A_PACKED_W, EPI_DX>(g, "k_gemm<dx>")));
+    }
+    if (!p) { /* dX only: report a non-finite dy */
+        int h = 0;
+        ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h));
+        if (h) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
+        return ARB_OK;
+    }
+    dim3 gt(arb_cuda_blocks(cp, 32), arb_cuda_blocks(ldt, 32)), bt(32, 8);
+    k_transpose_i8<<<gt, bt, 0, s>>>(xq, n, cp, ldt, xqt.as<int8_t>());
     ARB_CU_LAUNCH("k_transpose_i8");
 
-    std::vector<unsigned> hb((size_t)rows);
-    ARB_TRY(arb_cuda_copy_d2h(hb.data(), amax.p, (size_t)rows * sizeof(unsigned)));
-    int hbad = 0;
-    ARB_TRY(arb_cuda_copy_d2h(&hbad, bad.p, sizeof hbad));
-    if (hbad)
-        return arb_error(ARB_ERR_INVALID_ARG, "gradient has a NaN or infinite value (%lld x %lld)", (long long)n,
-                         (long long)rows);
+    ARB_CU(cudaEventSynchronize(ev)); /* the maxima are here; the dX GEMM may still run */
+    if (pin[0])
+        return arb_error(ARB_ERR_INVALID_ARG, "%s: gradient has a NaN or infinite value (%lld x %lld)", what,
+                         (long long)n, (long long)rows);
     std::vector<float> c((size_t)rows);
     for (int64_t o = 0; o < rows; o++) {
         float a;
-        memcpy(&a, &hb[(size_t)o], sizeof a);
+        memcpy(&a, &pin[1 + o], sizeof a);
         c[(size_t)o] = a / 127.0f;
     }
-
     arb_cuda_rowsums rsum;
     ARB_TRY(rsum.init(rows));
     GemmArgs g;
@@ -780,7 +775,7 @@ extern "C" arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, co
     g.b = xqt.as<int8_t>();
     g.ldb = ldt;
     g.kmax = (int)ldt;
-    g.tiles_r = w->rows_pad / 16;
+    g.tiles_r = rp / 16;
     g.tiles_c = cp / 16;
     g.trits = w->trits;
     g.accum = w->accum;
@@ -799,11 +794,44 @@ extern "C" arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, co
         norm = arb_upd_norm(c.data(), acc.data(), rows, cols);
         ARB_TRY(rsum.zero());
     }
-    std::vector<int32_t> mult((size_t)rows);
-    arb_upd_plan_make(c.data(), rows, (double)p->eta, norm, mult.data(), &g.shift);
-    ARB_TRY(arb_cuda_copy_h2d(dmult.p, mult.data(), (size_t)rows * sizeof(int32_t)));
+    int32_t *mult = (int32_t *)(pin + 1 + rows);
+    arb_upd_plan_make(c.data(), rows, (double)p->eta, norm, mult, &g.shift);
+    ARB_CU(cudaMemcpyAsync(dmult.p, mult, (size_t)rows * sizeof(int32_t), cudaMemcpyHostToDevice, s));
     g.mult = dmult.as<int32_t>();
     ARB_TRY((launch_gemm<A_INT8, EPI_UPDATE>(g, "k_gemm<dw,update>")));
-    ARB_TRY(rsum.download(acc.data()));
+    ARB_TRY(rsum.download(acc.data())); /* synchronizes: the pinned mult is free again */
     return arb_cuda_upd_finish(w, c.data(), acc.data(), p, st, stats);
+}
+
+} // namespace
+
+extern "C" arb_status arb_cuda_ternary_linear_backward_x(const arb_ternary *w, const float *dy, int64_t n,
+                                                         arb_rng_key key, float *dx) {
+    const char *what = "arb_cuda_ternary_linear_backward_x";
+    ARB_TRY(check_linear(w, n, what));
+    if (n == 0) return ARB_OK;
+    if (!dy || !dx) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    return linear_backward(const_cast<arb_ternary *>(w), nullptr, nullptr, dy, n, key, dx, nullptr, nullptr, nullptr,
+                           what);
+}
+
+extern "C" arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs,
+                                                              const float *dy, int64_t n, const arb_update_params *p,
+                                                              arb_update_state *st, arb_update_stats *stats) {
+    const char *what = "arb_cuda_ternary_linear_backward_update";
+    ARB_TRY(arb_cuda_upd_check(w, n, p, st, what));
+    ARB_TRY(check_linear(w, n, what));
+    if (n > 0 && (!xq || !xs || !dy)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL input", what);
+    return linear_backward(w, xq, xs, dy, n, arb_rng_key{0, 0}, nullptr, p, st, stats, what);
+}
+
+extern "C" arb_status arb_cuda_ternary_linear_backward(arb_ternary *w, const int8_t *xq, const float *xs,
+                                                       const float *dy, int64_t n, arb_rng_key dx_key, float *dx,
+                                                       const arb_update_params *p, arb_update_state *st,
+                                                       arb_update_stats *stats) {
+    const char *what = "arb_cuda_ternary_linear_backward";
+    ARB_TRY(arb_cuda_upd_check(w, n, p, st, what));
+    ARB_TRY(check_linear(w, n, what));
+    if (n > 0 && (!xq || !xs || !dy || !dx)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL input", what);
+    return linear_backward(w, xq, xs, dy, n, dx_key, dx, p, st, stats, what);
 }

@@ -207,6 +207,34 @@ extern "C" void arb_cuda_pool_stats(size_t *in_use, size_t *cached) {
     if (cached) *cached = P.cached_bytes;
 }
 
+/* ------------------------------------------------------------------ pinned host scratch */
+
+namespace {
+struct HostScratch {
+    void *p = nullptr;
+    size_t n = 0;
+    ~HostScratch() { if (p) cudaFreeHost(p); }
+};
+thread_local HostScratch g_host_scratch;
+} // namespace
+
+arb_status arb_cuda_host_scratch(size_t n, void **out) {
+    HostScratch &h = g_host_scratch;
+    if (h.n < n) {
+        if (h.p) {
+            ARB_CU(cudaStreamSynchronize(g_stream)); /* nothing may still copy into the old one */
+            cudaFreeHost(h.p);
+            h.p = nullptr;
+            h.n = 0;
+        }
+        size_t want = n < 4096 ? 4096 : n;
+        ARB_CU(cudaMallocHost(&h.p, want));
+        h.n = want;
+    }
+    *out = h.p;
+    return ARB_OK;
+}
+
 /* ------------------------------------------------------------------ copies, tensors */
 
 extern "C" arb_status arb_cuda_copy_h2d(void *dst, const void *src, size_t n) {

@@ -304,6 +304,8 @@ static void run_update_steps(int64_t rows, int64_t cols, int64_t n, int steps, u
     float *xs = malloc((size_t)n * sizeof(float)), *dy = malloc((size_t)(n * rows) * sizeof(float));
     int8_t *dxq = dev_alloc((size_t)(n * h.cols_pad));
     float *dxs = dev_alloc((size_t)n * sizeof(float)), *ddy = dev_alloc((size_t)(n * rows) * sizeof(float));
+    float *ddx1 = dev_alloc((size_t)(n * cols) * sizeof(float)), *ddx2 = dev_alloc((size_t)(n * cols) * sizeof(float));
+    float *dx1 = malloc((size_t)(n * cols) * sizeof(float)), *dx2 = malloc((size_t)(n * cols) * sizeof(float));
     int64_t total_flips = 0;
     for (int step = 0; step < steps; step++) {
         p.step = (uint64_t)step;
@@ -317,7 +319,16 @@ static void run_update_steps(int64_t rows, int64_t cols, int64_t n, int steps, u
         ARB_ASSERT_OK(arb_cuda_copy_h2d(ddy, dy, (size_t)(n * rows) * sizeof(float)));
         arb_update_stats a, b;
         ARB_ASSERT_OK(arb_ternary_linear_backward_update_ref(&h, xq, xs, dy, n, &p, &sh, &a));
-        ARB_ASSERT_OK(arb_cuda_ternary_linear_backward_update(&d, dxq, dxs, ddy, n, &p, &sd, &b));
+        if (step % 2 == 0) {
+            ARB_ASSERT_OK(arb_cuda_ternary_linear_backward_update(&d, dxq, dxs, ddy, n, &p, &sd, &b));
+        } else { /* the fused entry: dx must equal backward_x's on the pre-update trits, bit for bit */
+            arb_rng_key kx = arb_update_key(p.seed, p.step, h.id, ARB_RNG_DX);
+            ARB_ASSERT_OK(arb_cuda_ternary_linear_backward_x(&d, ddy, n, kx, ddx1));
+            ARB_ASSERT_OK(arb_cuda_ternary_linear_backward(&d, dxq, dxs, ddy, n, kx, ddx2, &p, &sd, &b));
+            to_host(dx1, ddx1, (size_t)(n * cols) * sizeof(float));
+            to_host(dx2, ddx2, (size_t)(n * cols) * sizeof(float));
+            assert_memory_equal(dx1, dx2, (size_t)(n * cols) * sizeof(float));
+        }
         if (sh.grad_norm != sd.grad_norm) fail_msg("step %d: grad_norm cuda %.17g cpu %.17g", step, sd.grad_norm, sh.grad_norm);
         assert_int_equal(a.flips, b.flips);
         assert_int_equal(a.zeros, b.zeros);
@@ -331,6 +342,10 @@ static void run_update_steps(int64_t rows, int64_t cols, int64_t n, int steps, u
         }
     }
     assert_true(total_flips > 0); /* the test must exercise trit steps */
+    arb_cuda_free(ddx1);
+    arb_cuda_free(ddx2);
+    free(dx1);
+    free(dx2);
     arb_cuda_free(dxq);
     arb_cuda_free(dxs);
     arb_cuda_free(ddy);
