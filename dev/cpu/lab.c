@@ -29,13 +29,20 @@ int main(int argc, char **argv) {
     arb_lin_grad gr = {xt, ht, hs, n4}; arb_upd_row_acc *ra = arb_calloc(D*sizeof *ra);
     int32_t *mult = arb_alloc(D*4); for (int i=0;i<D;i++) mult[i]=1<<20;
     arb_upd_plan pl = {mult, 24, k, 64, 5};
-    for (int it = 0; it < atoi(argv[2]); it++) for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,argc>3?NULL:&pl,ra+rb*16);
+    for (int i=0;i<n4*64*(D/16);i++) { xt[i] = (uint8_t)arb_rand_u32(k, i); ht[i] = (int8_t)(arb_rand_u32(k, i+77777) % 64) - 32; }
+    pl.shift = 30; for (int i=0;i<D;i++) mult[i]=1<<22;
+    TIME("rule pass (n=N)", 0, atoi(argv[2]), for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,argc>3?NULL:&pl,ra+rb*16));
+    int64_t fl=0; for (int i=0;i<D;i++) fl+=ra[i].flips; printf("flips/pass %.0f\n", (double)fl/atoi(argv[2]));
     return 0; }
   TIME("gemv n=1", ops, 50, arb_ternary_matmul_i32(&w, xq, 1, acc));
   { arb_ternary w2; arb_ternary_init(&w2, 1024, D, ARB_TERNARY_LINEAR, 1, arb_cpu()); arb_ternary_randomize(&w2, 3);
     TIME("gemv 1024x4096 (L2)", ops/4, 200, arb_ternary_matmul_i32(&w2, xq, 1, acc));
     int32_t xs0 = 0; arb_lin_out o = {acc, 1024, NULL, NULL};
     TIME("gemv kernel 1024x4096", ops/4, 200, arb_lin_kernels_avx512.fwd(&w2, xq, 1, &xs0, 0, 64, &o)); }
+  { arb_ternary w2; arb_ternary_init(&w2, 2048, D, ARB_TERNARY_LINEAR, 1, arb_cpu()); arb_ternary_randomize(&w2, 3);
+    int32_t xs0 = 0; arb_lin_out o = {acc, 2048, NULL, NULL};
+    TIME("gemv kernel 2048x4096 fwd", ops/2, 200, arb_lin_kernels_avx512.fwd(&w2, xq, 1, &xs0, 0, 128, &o));
+    TIME("gemv kernel 2048x4096 alt", ops/2, 200, { static int dir; dir ^= 1; if (dir) arb_lin_kernels_avx512.fwd(&w2, xq, 1, &xs0, 0, 128, &o); else for (int q = 31; q >= 0; q--) arb_lin_kernels_avx512.fwd(&w2, xq, 1, &xs0, 4*q, 4*q+4, &o); }); }
   TIME("gemm n=8", ops*8, 10, arb_ternary_matmul_i32(&w, xq, 8, acc));
   TIME("i32 n=12", ops*12, 10, arb_ternary_matmul_i32(&w, xq, 12, acc));
   TIME("i32 n=24", ops*24, 10, arb_ternary_matmul_i32(&w, xq, 24, acc));
