@@ -5,7 +5,7 @@ set -e
 cd "$(dirname "$0")/../.."
 OUT=$1; shift
 OBJ=${OBJ:-/tmp/lb/obj}; mkdir -p $OBJ
-CF="$XCF -I/tmp/lb/snap -Isrc/ternary -std=c17 -O3 -g -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -Iinclude -Isrc -Itests -Icli -DARB_SHARED_DIR=\"/work/shared\" -DARB_SOURCE_DIR=\"/work/main\" -DARB_CLI_PATH=\"/tmp/lb/arbitor\""
+CF="$XCF -I/tmp/lb/snap -Isrc/ternary -std=c17 ${OPT:--O3} -g -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -Iinclude -Isrc -Itests -Icli -DARB_SHARED_DIR=\"/work/shared\" -DARB_SOURCE_DIR=\"/work/main\" -DARB_CLI_PATH=\"/tmp/lb/arbitor\""
 A512="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512vbmi -mfma -mavx2 -mf16c"
 A2="-mavx2 -mfma -mf16c"
 objs=""
