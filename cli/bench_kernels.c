@@ -125,7 +125,7 @@ static void bench_usage(FILE *f) {
                "  backward+update at 512 tokens) as medians, in us, GB/s, GOPS and %% of the measured peak.\n"
                "  Ends with one line: BENCH gemv_cache_pct=... gemv_stream_pct=... gemm512_pct=...\n"
                "  bwdupd_over_fwd=... state_bytes_per_weight=...\n"
-               "  --device cuda   runs the CUDA kernels' bench instead\n"
+               "  --device cuda   runs the CUDA kernels' bench instead (all options go to it)\n"
                "  --quick         fewer repetitions and a smaller streamed set (for CI)\n"
                "  --threads N     CPU threads (default: all cores, or ARB_THREADS)\n");
 }
@@ -134,6 +134,12 @@ int arb_bench_kernels(int argc, char **argv) {
     bool quick = false;
     const char *device = "cpu";
     int64_t threads = 0;
+    /* --device cuda hands every argument to the CUDA bench (it has options of its own) */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--device") && !strcmp(argv[i + 1], "cuda")) {
+            if (!arb_cuda_bench_kernels) return arb_cli_fail("this build has no CUDA kernel bench (built without CUDA)");
+            return arb_cuda_bench_kernels(argc, argv);
+        }
     for (int i = 1; i < argc; i++) {
         if (arb_cli_is_help(argv[i])) {
             bench_usage(stdout);
@@ -143,18 +149,13 @@ int arb_bench_kernels(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--device")) {
             if (++i >= argc) return arb_cli_fail("--device needs a value (cpu or cuda)");
             device = argv[i];
-            if (strcmp(device, "cpu") && strcmp(device, "cuda"))
-                return arb_cli_fail("--device must be cpu or cuda, not '%s'", device);
+            if (strcmp(device, "cpu")) return arb_cli_fail("--device must be cpu or cuda, not '%s'", device);
         } else if (!strcmp(argv[i], "--threads")) {
             if (++i >= argc || !arb_cli_parse_i64(argv[i], 1, 1024, &threads))
                 return arb_cli_fail("--threads needs a number in 1..1024");
         } else {
             return arb_cli_fail("bench kernels: unknown option '%s' (see --help)", argv[i]);
         }
-    }
-    if (!strcmp(device, "cuda")) {
-        if (!arb_cuda_bench_kernels) return arb_cli_fail("this build has no CUDA kernel bench (built without CUDA)");
-        return arb_cuda_bench_kernels(argc, argv);
     }
     if (threads > 0) arb_set_num_threads((int)threads);
     int nt = arb_get_num_threads();
