@@ -63,7 +63,8 @@ static void lin_run_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const
     int nt = arb_get_num_threads();
     double work = (double)n * (double)w->rows_pad * (double)w->cols_pad;
     if (work < 2e6) nt = 1;
-#pragma omp parallel for schedule(static) num_threads(nt)
+    /* a fork/join costs a few microseconds: a GEMV's sums are cheaper on one thread */
+#pragma omp parallel for schedule(static) num_threads(nt) if (n >= 64)
     for (int64_t t = 0; t < n; t++) {
         const int8_t *x = xq + t * w->cols_pad;
         int32_t s = 0;
