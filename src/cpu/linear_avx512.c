@@ -299,7 +299,7 @@ typedef struct upd_row_stats {
 /* Everything the rule needs per call, in registers (hoisted: stores through the state would
  * otherwise make the compiler reload the plan and rebuild constants for every row). */
 typedef struct upd_consts {
-    __m512i one, three, sh, iota_c, k0, k1, lo127, hi127, tv, ntv, neg1, bias, m32;
+    __m512i one, two, three, sh, iota_c, k0, k1, lo127, hi127, n127, p127, tv, ntv, bias, m32;
     __m512i ks, s, s32; /* shift counts in every lane */
     int shift;
 } upd_consts;
@@ -317,7 +317,9 @@ AI upd_consts upd_consts_make(const arb_upd_plan *pl) {
     c.hi127 = _mm512_set1_epi64(127);
     c.tv = _mm512_set1_epi32(pl->threshold);
     c.ntv = _mm512_set1_epi32(-pl->threshold);
-    c.neg1 = _mm512_set1_epi32(-1);
+    c.two = _mm512_set1_epi32(2);
+    c.n127 = _mm512_set1_epi32(-127);
+    c.p127 = _mm512_set1_epi32(127);
     c.bias = _mm512_set1_epi32((int)((1u << pl->leak_shift) - 1u));
     c.m32 = _mm512_set1_epi64(0xFFFFFFFFll);
     c.ks = _mm512_set1_epi32(pl->leak_shift);
@@ -329,15 +331,14 @@ AI upd_consts upd_consts_make(const arb_upd_plan *pl) {
 
 /* One row's 16 weights of one tile: the exact lane-wise image of arb_upd_weight. */
 AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const upd_consts c, int32_t m,
-                  uint32_t idx0, upd_row_stats *st) {
+                  __m512i x, upd_row_stats *st) {
     uint32_t word;
     memcpy(&word, word_p, 4);
-    __m512i code_old = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), c.sh), c.three);
-    __m512i trit = _mm512_sub_epi32(code_old, c.one);
+    /* codes 0,1,2 stand for trits -1,0,1 throughout */
+    const __m512i code = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), c.sh), c.three);
     __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, acc_p));
 
-    /* arb_rand_u32(key, idx0 + lane) */
-    __m512i x = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(idx0 * 0x9E3779B1u)), c.iota_c), c.k0);
+    /* arb_rand_u32(key, idx0 + lane); x = (idx0 + lane)·0x9E3779B1 + k0 comes from the caller */
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x21F0AAAD));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
@@ -370,31 +371,29 @@ AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const
     po = _mm512_min_epi64(_mm512_max_epi64(po, c.lo127), c.hi127);
     __m512i q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_shuffle_epi32(po, _MM_PERM_CCAA));
 
-    /* arb_trit_step */
+    /* arb_trit_step (lanes outside cm — padding columns — never step) */
     __m512i leak = _mm512_srav_epi32(_mm512_add_epi32(a, _mm512_and_si512(_mm512_srai_epi32(a, 31), c.bias)), c.ks);
     a = _mm512_sub_epi32(_mm512_sub_epi32(a, leak), q);
-    a = _mm512_min_epi32(_mm512_max_epi32(a, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_set1_epi32(127))),
-                         _mm512_set1_epi32(127));
-    __mmask16 up = _mm512_cmpge_epi32_mask(a, c.tv) & _mm512_cmplt_epi32_mask(trit, c.one);
-    __mmask16 dn = (__mmask16)(~up & _mm512_cmple_epi32_mask(a, c.ntv) & _mm512_cmpgt_epi32_mask(trit, c.neg1));
-    __m512i tn = _mm512_mask_add_epi32(trit, up, trit, c.one);
+    a = _mm512_min_epi32(_mm512_max_epi32(a, c.n127), c.p127);
+    const __mmask16 lo = _mm512_mask_testn_epi32_mask(cm, code, code); /* trit -1 */
+    const __mmask16 hi = _mm512_mask_cmpeq_epi32_mask(cm, code, c.two); /* trit +1 */
+    __mmask16 up = _mm512_mask_cmpge_epi32_mask((__mmask16)(cm & ~hi), a, c.tv);
+    __mmask16 dn = _mm512_mask_cmple_epi32_mask((__mmask16)(cm & ~lo & ~up), a, c.ntv);
+    __m512i cn = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(code, up, code, c.one), dn, code, c.one);
     a = _mm512_mask_sub_epi32(a, up, a, c.tv);
-    tn = _mm512_mask_sub_epi32(tn, dn, tn, c.one);
     a = _mm512_mask_add_epi32(a, dn, a, c.tv);
-    a = _mm512_mask_min_epi32(a, _mm512_cmpeq_epi32_mask(tn, c.one), a, c.tv);
-    a = _mm512_mask_max_epi32(a, _mm512_cmpeq_epi32_mask(tn, c.neg1), a, c.ntv);
+    a = _mm512_mask_min_epi32(a, _mm512_cmpeq_epi32_mask(cn, c.two), a, c.tv);
+    a = _mm512_mask_max_epi32(a, _mm512_testn_epi32_mask(cn, cn), a, c.ntv);
 
     /* exact row sums with the old trits; flips */
     st->abs_g = _mm512_add_epi32(st->abs_g, _mm512_maskz_abs_epi32(cm, g));
-    __mmask16 pos = _mm512_cmpeq_epi32_mask(trit, c.one) & cm, neg = _mm512_cmpeq_epi32_mask(trit, c.neg1) & cm;
-    st->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st->ge, pos, st->ge, g), neg, st->ge, g);
-    __mmask16 flip = (__mmask16)((up | dn) & cm);
+    st->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st->ge, hi, st->ge, g), lo, st->ge, g);
+    __mmask16 flip = (__mmask16)(up | dn);
     st->flips = _mm512_mask_add_epi32(st->flips, flip, st->flips, c.one);
 
     _mm_mask_storeu_epi8(acc_p, cm, _mm512_cvtepi32_epi8(a));
     if (flip) { /* rare: rewrite the row's trit word */
-        __m512i code = _mm512_mask_blend_epi32(flip, code_old, _mm512_add_epi32(tn, c.one));
-        word = (uint32_t)_mm512_reduce_or_epi32(_mm512_sllv_epi32(code, c.sh));
+        word = (uint32_t)_mm512_reduce_or_epi32(_mm512_sllv_epi32(cn, c.sh));
         memcpy(word_p, &word, 4);
     }
 }
@@ -459,6 +458,7 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
     const int32_t *mult = pl ? pl->mult : NULL;
     int8_t *const accum = w->accum;
     const int64_t cols = w->cols;
+    const __m512i xstep = _mm512_set1_epi32((int)((uint32_t)cols * 0x9E3779B1u));
     for (int64_t kb = 0; kb < kbs; kb++) {
         const uint8_t *xv = gr->xt + (size_t)kb * (size_t)n4 * 64;
         __m512i a[16];
@@ -487,10 +487,12 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
         if (pl) {
             __m512i gbuf[16]; /* through memory: frees the registers the rule's constants need */
             for (int r = 0; r < 16; r++) gbuf[r] = a[r];
-            for (int r = 0; r < nrow; r++) {
+            /* hash seeds (idx·0x9E3779B1 + k0) of row 16rb, stepped by cols·0x9E3779B1 per row */
+            uint32_t idx0 = (uint32_t)((uint64_t)(rb * 16) * (uint64_t)cols + (uint64_t)kb * 16);
+            __m512i x = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(idx0 * 0x9E3779B1u)), uc.iota_c), uc.k0);
+            for (int r = 0; r < nrow; r++, x = _mm512_add_epi32(x, xstep)) {
                 int64_t row = rb * 16 + r;
-                uint32_t idx0 = (uint32_t)((uint64_t)row * (uint64_t)cols + (uint64_t)kb * 16);
-                upd_row16(tile + 4 * r, accum + row * cols + kb * 16, gbuf[r], cm, uc, mult[row], idx0, &st[r]);
+                upd_row16(tile + 4 * r, accum + row * cols + kb * 16, gbuf[r], cm, uc, mult[row], x, &st[r]);
             }
             continue;
         }
