@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "testutil.h"
 #include "ternary/update_internal.h"
@@ -446,11 +447,40 @@ static void test_errors(void **state) {
     arb_ternary_free(&w);
 }
 
+/* `arbitor bench`: --help works, unknown benchmarks and options fail with one line. */
+static int run_cli(const char *args, char *out, size_t cap) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", ARB_CLI_PATH, args);
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    size_t len = fread(out, 1, cap - 1, f);
+    out[len] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_bench_cli(void **state) {
+    (void)state;
+    char out[4096];
+    assert_int_equal(run_cli("bench kernels --help", out, sizeof out), 0);
+    assert_non_null(strstr(out, "BENCH gemv_cache_pct"));
+    assert_int_equal(run_cli("bench --help", out, sizeof out), 0);
+    assert_non_null(strstr(out, "kernels"));
+    assert_int_not_equal(run_cli("bench nonsense", out, sizeof out), 0);
+    assert_non_null(strstr(out, "arbitor: error: unknown benchmark 'nonsense'"));
+    assert_int_not_equal(run_cli("bench kernels --bogus", out, sizeof out), 0);
+    assert_non_null(strstr(out, "arbitor: error:"));
+    const char *nl = strchr(out, '\n');
+    assert_true(nl && nl[1] == 0); /* exactly one line */
+    assert_int_not_equal(run_cli("bench kernels --threads 0", out, sizeof out), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_and_forward), cmocka_unit_test(test_extremes), cmocka_unit_test(test_blocking_limits),
         cmocka_unit_test(test_backward_x),         cmocka_unit_test(test_backward_update),
         cmocka_unit_test(test_update_descends),    cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_bench_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
