@@ -36,7 +36,7 @@ void arb_glue_rope(float *x, int64_t B, int64_t T, int64_t ld, int64_t off, int 
             cs[2 * (t * half + i)] = (float)cos(a);
             cs[2 * (t * half + i) + 1] = (float)(sign >= 0 ? sin(a) : -sin(a));
         }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (B * T * ld > ARB_PAR_MIN) schedule(static)
     for (int64_t r = 0; r < B * T; r++) {
         int64_t t = r % T;
         float *row = x + r * ld + off;
@@ -124,7 +124,7 @@ void arb_graph_forward(const arb_graph *g, int H, int hd, const float *qkv, int6
                        float *hopbuf, float *out) {
     const int64_t B = g->B, T = g->T, D = (int64_t)H * hd, N = B * T;
     const float sc = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for if (g->n_edges * D > ARB_PAR_MIN) schedule(dynamic, 1)
     for (int64_t bh = 0; bh < B * H; bh++) {
         int64_t b = bh / H, h = bh % H;
         /* edge weighting: scores, softmax over each target's incoming edges */
@@ -184,9 +184,9 @@ arb_status arb_graph_backward(const arb_graph *g, int H, int hd, const float *qk
     float *scratch = malloc(sizeof(float) * per * (size_t)nth);
     if (!scratch) return arb_error(ARB_ERR_OOM, "graph backward: scratch of %zu floats", per * (size_t)nth);
     /* zero dq, dk, dv columns */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * 3 * D > ARB_PAR_MIN) schedule(static)
     for (int64_t r = 0; r < N; r++) memset(dqkv + r * ld, 0, sizeof(float) * (size_t)(3 * D));
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for if (g->n_edges * D > ARB_PAR_MIN) schedule(dynamic, 1)
     for (int64_t bh = 0; bh < B * H; bh++) {
         int64_t b = bh / H, h = bh % H;
         float *sp = scratch + per * (size_t)omp_get_thread_num();
@@ -244,7 +244,7 @@ arb_status arb_graph_backward(const arb_graph *g, int H, int hd, const float *qk
 
 /* ---------------------------------------------------------------- softmax, CE */
 void arb_glue_softmax_rows(const float *x, int64_t n, int64_t k, float *y) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (n * k > ARB_PAR_MIN) schedule(static)
     for (int64_t r = 0; r < n; r++) {
         const float *a = x + r * k;
         float *o = y + r * k;
@@ -261,7 +261,7 @@ void arb_glue_softmax_rows(const float *x, int64_t n, int64_t k, float *y) {
 }
 
 void arb_glue_softmax_rows_backward(const float *y, const float *dy, int64_t n, int64_t k, float *dx) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (n * k > ARB_PAR_MIN) schedule(static)
     for (int64_t r = 0; r < n; r++) {
         const float *a = y + r * k, *d = dy + r * k;
         float dot = dotf(a, d, k);
@@ -277,7 +277,7 @@ double arb_glue_ce(const float *logits, const int32_t *targets, int64_t n, int64
     double *row_loss = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
     if (!row_loss) return NAN;
     float gscale = weight / (float)(cnt > 0 ? cnt : 1);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (n * V > ARB_PAR_MIN) schedule(static)
     for (int64_t r = 0; r < n; r++) {
         const float *a = logits + r * V;
         int32_t t = targets[r];
@@ -307,19 +307,19 @@ double arb_glue_ce(const float *logits, const int32_t *targets, int64_t n, int64
 
 /* ---------------------------------------------------------------- ReLU² */
 void arb_glue_relu2(const float *u, int64_t n, float *r) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd if (n > ARB_PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) r[i] = u[i] > 0.0f ? u[i] * u[i] : 0.0f;
 }
 
 void arb_glue_relu2_backward(const float *u, const float *dr, int64_t n, float *du) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd if (n > ARB_PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) du[i] = u[i] > 0.0f ? 2.0f * u[i] * dr[i] : 0.0f;
 }
 
 /* ---------------------------------------------------------------- memory slot read */
 void arb_slots_read(const float *q, const float *M, int64_t N, int64_t S, int64_t D, float *probs, float *out) {
     const float sc = 1.0f / sqrtf((float)D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * S * D > ARB_PAR_MIN) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         float *p = probs + n * S;
         float mx = -INFINITY;
@@ -345,7 +345,7 @@ void arb_slots_read(const float *q, const float *M, int64_t N, int64_t S, int64_
 void arb_slots_read_backward(const float *M, const float *probs, const float *dout, int64_t N, int64_t S, int64_t D,
                              float *dq) {
     const float sc = 1.0f / sqrtf((float)D);
-#pragma omp parallel
+#pragma omp parallel if (N * S * D > ARB_PAR_MIN)
     {
         float *dp = malloc(sizeof(float) * (size_t)S);
 #pragma omp for schedule(static)
@@ -367,7 +367,7 @@ void arb_slots_read_backward(const float *M, const float *probs, const float *do
 
 /* ---------------------------------------------------------------- MoE combine */
 void arb_moe_combine(const float *g, const float *ys, int64_t N, int64_t E, int64_t D, float *f) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * E * D > ARB_PAR_MIN) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         float *o = f + n * D;
         memset(o, 0, sizeof(float) * (size_t)D);
@@ -377,7 +377,7 @@ void arb_moe_combine(const float *g, const float *ys, int64_t N, int64_t E, int6
 
 void arb_moe_combine_backward(const float *g, const float *ys, const float *df, int64_t N, int64_t E, int64_t D,
                               float *dg, float *dys) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * E * D > ARB_PAR_MIN) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         for (int64_t e = 0; e < E; e++) {
             dg[n * E + e] = dotf(df + n * D, ys + (e * N + n) * D, D);
@@ -411,7 +411,7 @@ int64_t arb_act_step(const float *p, int64_t N, int t, int max_iters, float eps,
 
 void arb_act_grad_p(const float *dout, const float *s, const int32_t *n_iter, int64_t N, int64_t D, int t,
                     float ponder_coef, float *dp) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * D > ARB_PAR_MIN) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         int last = n_iter[n] - 1;
         if (t >= last) {
@@ -431,7 +431,7 @@ void arb_act_grad_p(const float *dout, const float *s, const int32_t *n_iter, in
 double arb_vq_assign(const float *e, const float *C, int64_t N, int64_t K, int64_t D, int32_t *codes) {
     double *err = malloc(sizeof(double) * (size_t)(N > 0 ? N : 1));
     if (!err) return NAN;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * K * D > ARB_PAR_MIN) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *x = e + n * D;
         double best = INFINITY;

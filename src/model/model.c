@@ -213,7 +213,7 @@ static arb_status norm_bwd(arb_model *m, int32_t i, int64_t off, const float *dy
 }
 
 static void add_into(float *y, const float *x, int64_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd if (n > ARB_PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
@@ -447,7 +447,7 @@ static arb_status moe_act_forward(arb_model *m, layer *Ly, double *ponder, doubl
     memset(m->x, 0, sizeof(float) * (size_t)(N * D));
     for (int t = 0; t < Ly->iters_run; t++) {
         const float *sn = Ly->s + (int64_t)(t + 1) * N * D, *w = Ly->w + (int64_t)t * N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * D > ARB_PAR_MIN) schedule(static)
         for (int64_t n = 0; n < N; n++)
             for (int64_t i = 0; i < D; i++) m->x[n * D + i] += w[n] * sn[n * D + i];
     }
@@ -618,7 +618,7 @@ static arb_status moe_act_backward(arb_model *m, layer *Ly, float *dx, uint64_t 
     for (int t = Ly->iters_run - 1; t >= 0 && s == ARB_OK; t--) {
         const float *p = Ly->p + (int64_t)t * N, *w = Ly->w + (int64_t)t * N;
         /* G = w_t·dout + carried  (d loss / d s_{t+1}, before the halting branch) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * D > ARB_PAR_MIN) schedule(static)
         for (int64_t n = 0; n < N; n++)
             for (int64_t i = 0; i < D; i++) G[n * D + i] = w[n] * dout[n * D + i] + carried[n * D + i];
         /* halting branch: p_t → z_t → halt unit → halt norm → s_{t+1} */
@@ -766,7 +766,7 @@ arb_status arb_model_backward_update(arb_model *m, const arb_model_step_params *
         const int64_t K = c->vq_codes;
         const float cg = c->vq_beta * 2.0f / (float)((double)N * D);
         float *u = m->t1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (N * D > ARB_PAR_MIN) schedule(static)
         for (int64_t n = 0; n < N; n++) {
             const float *cz = m->C + (int64_t)m->codes[n] * D;
             for (int64_t i = 0; i < D; i++) {

@@ -10,6 +10,10 @@
 
 #include "arbitor/model.h"
 
+/* Loops with less work than this (elements) stay on one thread: a parallel region costs more
+ * than it saves there, and on a busy machine waiting threads spin. Results never depend on it. */
+#define ARB_PAR_MIN 32768
+
 /* ---- rotary positions ---------------------------------------------------------------------
  * Rotates pairs (2i, 2i+1) of each head's slice x[row, off + h*hd ...] by angle
  * pos * 10000^(-2i/hd), pos = row % T. sign = +1 forward, −1 the inverse rotation (which is
