@@ -80,10 +80,11 @@ struct arb_cuda_rowsums {
 /* arb_upd_check on a device tensor (same limits; the checks only read header fields). */
 arb_status arb_cuda_upd_check(const arb_ternary *w, int64_t n, const arb_update_params *p,
                               const arb_update_state *st, const char *what);
-/* Step 5 for a device tensor: norm into st, E rule on the host (rows-sized copies), refresh on
- * the device, stats. c and acc are host arrays (rows). */
-arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_upd_row_acc *acc,
-                               const arb_update_params *p, arb_update_state *st, arb_update_stats *stats);
+/* Step 5 for a device tensor: the row sums and E state come back in one copy, norm into st,
+ * the E rule on the host, E back and refresh on the device; one more copy only for stats.
+ * c is a host array (rows). */
+arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_rowsums &rs, const arb_update_params *p,
+                               arb_update_state *st, arb_update_stats *stats);
 /* Step 4 from a dense device Gint (rows, ld ≥ cols) — used by embedding and RMSNorm. mult is a
  * device array (rows). stats_only: only abs_g is summed and no state changes. */
 arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, const int32_t *mult, int shift,

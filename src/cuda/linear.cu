@@ -29,7 +29,8 @@ constexpr int SB_BYTES = BN * BK;        /* int8 B stage */
 constexpr int SA_I8_BYTES = BM * BK;     /* int8 A stage (dW) */
 constexpr int SA_PK_BYTES = BM * BK / 4; /* packed A stage */
 /* wgmma core: CTA 128×256×128, 4 stages, 2 warpgroups of 64×256 (m64n256k32). */
-constexpr int WBK = 128, WST = 4;
+constexpr int WBK = 128;
+template <int AM> constexpr int wg_stages() { return AM == 2 ? 4 : 5; } /* 192 KB / 213 KB of shared memory */
 constexpr int W_B_BYTES = BN * WBK;        /* 32 KB */
 constexpr int W_AI8_BYTES = BM * WBK;      /* 16 KB */
 constexpr int W_APK_BYTES = BM * WBK / 4;  /* 4 KB */
@@ -289,11 +290,12 @@ template <int AM, int EPI>
 __global__ void __launch_bounds__(THREADS, 1) k_gemm_wg(const GemmArgs g) {
 #if defined(ARB_HAVE_WGMMA)
     extern __shared__ __align__(1024) uint8_t smem_raw[];
+    constexpr int WST = wg_stages<AM>();
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     uint8_t *sB = smem;                                   /* WST × 32 KB */
     uint8_t *sA = sB + WST * W_B_BYTES;                   /* int8: WST × 16 KB; packed: 2 decode buffers */
     uint8_t *sP = sA + (AM == A_INT8 ? WST : 2) * W_AI8_BYTES; /* packed stages: WST × 4 KB */
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    const int tid = threadIdx.x, warp = tid >> 5, wg = warp >> 2;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int nk = (g.K + WBK - 1) / WBK;
 
@@ -321,7 +323,10 @@ __global__ void __launch_bounds__(THREADS, 1) k_gemm_wg(const GemmArgs g) {
         const uint8_t *a_t;
         if constexpr (AM == A_INT8) {
             a_t = sA + st * W_AI8_BYTES;
-        } else { /* decode the stage's trits into int8 rows (one tile-row word → 16 bytes) */
+        } else {
+            /* Each warpgroup decodes its own 64 rows of the stage's trits into int8 (one tile-row
+             * word → 16 bytes) and syncs only its 128 threads: the two warpgroups stay decoupled.
+             * Buffer kb&1 was last read by this warpgroup's wgmma of kb-2, retired by now. */
             uint8_t *buf = sA + (kb & 1) * W_AI8_BYTES;
             const uint8_t *pk = sP + st * W_APK_BYTES;
 #pragma unroll
@@ -348,7 +353,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_gemm_wg(const GemmArgs g) {
     arb_wgmma_wait<0>();
     arb_wgmma_fence_acc(acc);
     arb_cp_async_wait<0>();
-    epilogue<EPI, 1, 32>(g, acc, m0 + wg * 64 + (warp & 3) * 16, n0, lane);
+    epilogue<EPI, 1, 32>(g, acc, m0 + wg * 64 + (warp & 3) * 16, n0, tid & 31);
 #endif
 }
 
@@ -376,7 +381,8 @@ template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char 
     dim3 grid((unsigned)((g.N + BN - 1) / BN), (unsigned)((g.M + BM - 1) / BM));
     if (grid.y > 65535) return arb_error(ARB_ERR_SHAPE, "%s: M = %d is too large for one launch", what, g.M);
     if (use_wgmma()) {
-        constexpr int SMEM = 1024 + WST * W_B_BYTES + (AM == A_INT8 ? WST * W_AI8_BYTES : 2 * W_AI8_BYTES + WST * W_APK_BYTES);
+        constexpr int WST = wg_stages<AM>();
+    constexpr int SMEM = 1024 + WST * W_B_BYTES + (AM == A_INT8 ? WST * W_AI8_BYTES : 2 * W_AI8_BYTES + WST * W_APK_BYTES);
         static bool configured = false; /* the attribute is per function, the same on every device */
         if (!configured) {
             ARB_CU(cudaFuncSetAttribute(k_gemm_wg<AM, EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
@@ -799,8 +805,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     ARB_CU(cudaMemcpyAsync(dmult.p, mult, (size_t)rows * sizeof(int32_t), cudaMemcpyHostToDevice, s));
     g.mult = dmult.as<int32_t>();
     ARB_TRY((launch_gemm<A_INT8, EPI_UPDATE>(g, "k_gemm<dw,update>")));
-    ARB_TRY(rsum.download(acc.data())); /* synchronizes: the pinned mult is free again */
-    return arb_cuda_upd_finish(w, c.data(), acc.data(), p, st, stats);
+    return arb_cuda_upd_finish(w, c.data(), rsum, p, st, stats); /* its first copy waits for the mult upload */
 }
 
 } // namespace

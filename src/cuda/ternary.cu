@@ -153,42 +153,58 @@ arb_status arb_cuda_upd_check(const arb_ternary *w, int64_t n, const arb_update_
     return arb_upd_check(&shadow, n, p, st, what);
 }
 
-arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_upd_row_acc *acc, const arb_update_params *p,
+arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_rowsums &rs, const arb_update_params *p,
                                arb_update_state *st, arb_update_stats *stats) {
     const int64_t rows = w->rows;
-    st->grad_norm = arb_upd_norm(c, acc, rows, w->cols);
+    cudaStream_t s = arb_cuda_cur_stream();
+    /* pinned: 3·rows int64 sums, then E and evidence (rows bytes each) */
+    uint8_t *pin = nullptr;
+    ARB_TRY(arb_cuda_host_scratch((size_t)rows * (3 * sizeof(long long) + 2), (void **)&pin));
+    long long *sums = (long long *)pin;
+    int8_t *e = (int8_t *)(pin + (size_t)rows * 3 * sizeof(long long)), *ev = e + rows;
+    ARB_CU(cudaMemcpyAsync(sums, rs.buf.p, (size_t)(3 * rows) * sizeof(long long), cudaMemcpyDeviceToHost, s));
+    if (p->update_exp) {
+        ARB_CU(cudaMemcpyAsync(e, w->exp, (size_t)rows, cudaMemcpyDeviceToHost, s));
+        ARB_CU(cudaMemcpyAsync(ev, w->exp_evidence, (size_t)rows, cudaMemcpyDeviceToHost, s));
+    }
+    ARB_CU(cudaStreamSynchronize(s));
+    std::vector<arb_upd_row_acc> acc((size_t)rows);
+    for (int64_t o = 0; o < rows; o++) {
+        acc[(size_t)o].abs_g = sums[o];
+        acc[(size_t)o].ge = sums[rows + o];
+        acc[(size_t)o].flips = sums[2 * rows + o];
+    }
+    st->grad_norm = arb_upd_norm(c, acc.data(), rows, w->cols);
     int32_t moves = 0;
     if (p->update_exp) {
-        std::vector<int8_t> e((size_t)rows), ev((size_t)rows);
         std::vector<double> ge((size_t)rows);
-        ARB_TRY(arb_cuda_copy_d2h(e.data(), w->exp, (size_t)rows));
-        ARB_TRY(arb_cuda_copy_d2h(ev.data(), w->exp_evidence, (size_t)rows));
-        for (int64_t o = 0; o < rows; o++) ge[(size_t)o] = (double)c[o] * (double)acc[o].ge;
+        for (int64_t o = 0; o < rows; o++) ge[(size_t)o] = (double)c[o] * (double)acc[(size_t)o].ge;
         arb_ternary shadow = *w; /* the E rule touches exp and exp_evidence only */
-        shadow.exp = e.data();
-        shadow.exp_evidence = ev.data();
+        shadow.exp = e;
+        shadow.exp_evidence = ev;
         shadow.trits = nullptr;
         shadow.accum = nullptr;
         shadow.scale = nullptr;
         shadow.nnz = nullptr;
         shadow.device = arb_cpu();
         moves = arb_upd_exp_step(&shadow, ge.data(), p);
-        ARB_TRY(arb_cuda_copy_h2d(w->exp, e.data(), (size_t)rows));
-        ARB_TRY(arb_cuda_copy_h2d(w->exp_evidence, ev.data(), (size_t)rows));
+        /* from pageable copies: the call returns once the bytes are staged, so the pinned
+         * scratch is free for the next op right away */
+        std::vector<int8_t> up(e, e + 2 * rows);
+        ARB_CU(cudaMemcpyAsync(w->exp, up.data(), (size_t)rows, cudaMemcpyHostToDevice, s));
+        ARB_CU(cudaMemcpyAsync(w->exp_evidence, up.data() + rows, (size_t)rows, cudaMemcpyHostToDevice, s));
     }
     ARB_TRY(arb_cuda_ternary_refresh(w));
     if (stats) {
         std::vector<int32_t> nnz((size_t)rows);
-        ARB_TRY(arb_cuda_copy_d2h(nnz.data(), w->nnz, (size_t)rows * sizeof(int32_t))); /* also syncs the h2d */
+        ARB_TRY(arb_cuda_copy_d2h(nnz.data(), w->nnz, (size_t)rows * sizeof(int32_t)));
         memset(stats, 0, sizeof *stats);
         for (int64_t o = 0; o < rows; o++) {
-            stats->flips += acc[o].flips;
+            stats->flips += acc[(size_t)o].flips;
             stats->zeros += w->cols - nnz[(size_t)o];
         }
         stats->weights = rows * w->cols;
         stats->exp_moves = moves;
-    } else {
-        ARB_CU(cudaStreamSynchronize(arb_cuda_cur_stream())); /* the host vectors above die here */
     }
     return ARB_OK;
 }
@@ -264,8 +280,7 @@ static arb_status upd_dense_step(arb_ternary *w, const int32_t *g, int64_t ld, c
     ARB_TRY(dm.alloc((size_t)rows * sizeof(int32_t)));
     ARB_TRY(arb_cuda_copy_h2d(dm.p, mult.data(), (size_t)rows * sizeof(int32_t)));
     ARB_TRY(arb_cuda_upd_dense(w, g, ld, dm.as<int32_t>(), shift, kp, p->threshold, p->leak_shift, rs, false));
-    ARB_TRY(rs.download(acc.data()));
-    return arb_cuda_upd_finish(w, c, acc.data(), p, st, stats);
+    return arb_cuda_upd_finish(w, c, rs, p, st, stats);
 }
 
 /* ------------------------------------------------------------------ embedding */
