@@ -118,6 +118,29 @@ static void print_row(const char *name, double us, double ops, double peak, cons
     printf("  %-34s %10.1f us %9.1f GOPS %6.1f%% of peak%s\n", name, us, gops, 100.0 * gops / peak, extra ? extra : "");
 }
 
+/* CPU model and load: the numbers below mean little on a busy machine. */
+static void print_machine(void) {
+    char line[256], model[160] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "model name", 10)) {
+                char *c = strchr(line, ':');
+                if (c) snprintf(model, sizeof model, "%s", c + 2);
+                model[strcspn(model, "\n")] = 0;
+                break;
+            }
+        fclose(f);
+    }
+    double l1 = -1;
+    f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l1) != 1) l1 = -1;
+        fclose(f);
+    }
+    printf("  cpu: %s; load average (1 min) at start: %.2f\n", model, l1);
+}
+
 static void bench_usage(FILE *f) {
     fprintf(f, "usage: arbitor bench kernels [--device cpu|cuda] [--quick] [--threads N]\n"
                "  Measures the machine's int8 peak and read bandwidth, then the ternary linear kernels\n"
@@ -167,6 +190,7 @@ int arb_bench_kernels(int argc, char **argv) {
     int reps = quick ? 3 : 7;
 
     printf("arbitor bench kernels: tier %s, %d threads%s\n", arb_cpu_tier_name(tier), nt, quick ? " (quick)" : "");
+    print_machine();
     double peak = (vnni || f->avx2) ? measure_peak(vnni, quick ? 3 : 5, quick ? 0.1 : 0.25) : 0.0;
     printf("  int8 peak (%s, all threads)  %10.1f GOPS\n", vnni ? "vpdpbusd zmm" : "vpmaddubsw ymm", peak);
     if (!(peak > 0)) peak = 1.0;
