@@ -1,3 +1,6 @@
+/* Port probe: vpdpbusd zmm alone, vpandd alone, and the AND+vpdpbusd pair of the GEMV, in
+ * inline asm (no compiler scheduling). On this Xeon both issue on p0/p5, so the pair runs at
+ * half the vpdpbusd rate: the GEMV ceiling in docs/PERFORMANCE.md. gcc -O2 -mavx512f ports.c */
 #include <stdio.h>
 #include <time.h>
 static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
