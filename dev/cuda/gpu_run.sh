@@ -24,6 +24,8 @@ for w in $what; do
     benchmma) ARB_CUDA_GEMM=mma timeout 300 build-cuda/arbitor bench kernels --device cuda 2>&1 | tee "$out/bench-mma.log" ;;
     ncu) timeout 300 ncu -k regex:k_gemm_wg --launch-skip 30 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats build-cuda/arbitor bench kernels --device cuda >"$out/ncu.log" 2>&1
       grep -vE "^ *-+ *$|^\s*$" "$out/ncu.log" | grep -A400 "k_gemm_wg" | grep -E "Duration|Throughput|Pipe|Busy|Stall|Warp Cycles|Issued|L2 |Shared|Bank|Registers|Theoretical|Achieved|Eligible|Hit" | head -60 ;;
+    prof) timeout 300 ncu --metrics gpu__time_duration.sum build-cuda/arbitor bench kernels --device cuda --shape ${ARB_PROF_SHAPE:-16384x2048x2048} >"$out/prof.log" 2>&1
+      python3 dev/cuda/prof_summary.py "$out/prof.log" | head -30 ;;
     ctest) (cd build-cuda && timeout 300 ctest -j8 --output-on-failure 2>&1 | tail -25) ;;
     bench) timeout 300 build-cuda/arbitor bench kernels --device cuda 2>&1 | tee "$out/bench.log"; [ ${PIPESTATUS[0]} = 0 ] || rc=1 ;;
     quick) timeout 120 build-cuda/arbitor bench kernels --device cuda --quick 2>&1 | tee "$out/bench-quick.log" ;;

@@ -168,10 +168,11 @@ void usage(FILE *f) {
                "  Times the CUDA ternary kernels against cuBLASLt int8 (TN) and cuBLAS bf16 on this card:\n"
                "  GEMM at 4096^3, 8192^3 and the training shapes (16384x2048x2048, 16384x2048x8192),\n"
                "  GEMV 16384x16384 at batch 1 against copy bandwidth, fused backward+update against forward.\n"
-               "  --quick   smaller shapes (a smoke run; numbers are not the reported ones)\n");
+               "  --quick   smaller shapes (a smoke run; numbers are not the reported ones)\n"
+               "  --shape TOKENSxINxOUT   only this GEMM and its backward (no GEMV, no BENCH line)\n");
 }
 
-bool run(bool quick, int dev) {
+bool run(bool quick, int dev, const Shape *only) {
     ATRY(arb_cuda_set_device(dev));
     char name[256];
     ATRY(arb_cuda_device_name(dev, name, sizeof name));
@@ -192,7 +193,9 @@ bool run(bool quick, int dev) {
                   {"2048^3", 2048, 2048, 2048, false},
                   {"train 2048x512x512", 2048, 512, 512, true},
                   {"train 2048x512x2048", 2048, 512, 2048, true}};
-    const int64_t maxe = quick ? 2048 * 2048 : 16384 * 8192; /* largest operand, elements */
+    if (only) shapes = {*only};
+    int64_t maxe = quick ? 2048 * 2048 : 16384 * 8192; /* largest operand, elements */
+    for (const Shape &s : shapes) maxe = std::max({maxe, s.m * s.k, s.k * s.n, s.m * s.n});
     int8_t *x8, *w8;
     int32_t *o32;
     __nv_bfloat16 *xb, *wb, *ob;
@@ -271,6 +274,18 @@ bool run(bool quick, int dev) {
         arb_ternary_free(&w);
     }
 
+    if (only) { /* one shape: no GEMV, no BENCH line */
+        cudaFree(x8);
+        cudaFree(w8);
+        cudaFree(o32);
+        cudaFree(xb);
+        cudaFree(wb);
+        cudaFree(ob);
+        cudaFree(L.ws);
+        cublasDestroy(L.blas);
+        cublasLtDestroy(L.lt);
+        return true;
+    }
     /* GEMV: 16384 × 16384 at batch 1, 4 weight copies in rotation (64 MiB each > L2) */
     const int64_t gv = quick ? 4096 : 16384;
     const int NW = 4;
@@ -326,6 +341,8 @@ bool run(bool quick, int dev) {
 extern "C" int arb_cuda_bench_kernels(int argc, char **argv) {
     bool quick = false;
     int dev = 0;
+    Shape one = {"shape", 0, 0, 0, true};
+    bool have_one = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
@@ -337,6 +354,18 @@ extern "C" int arb_cuda_bench_kernels(int argc, char **argv) {
                 fprintf(stderr, "arbitor: error: bench kernels (cuda): --device '%s' is not cuda\n", argv[i]);
                 return 1;
             }
+        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            long long a, b, c;
+            char tail;
+            if (sscanf(argv[++i], "%lldx%lldx%lld%c", &a, &b, &c, &tail) != 3 || a < 1 || b < 1 || c < 1 ||
+                a > (1 << 20) || b > (1 << 20) || c > (1 << 20)) {
+                fprintf(stderr, "arbitor: error: bench kernels: --shape '%s' is not TOKENSxINxOUT\n", argv[i]);
+                return 2;
+            }
+            one.m = a;
+            one.k = b;
+            one.n = c;
+            have_one = true;
         } else if (!strcmp(argv[i], "--device-index") && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
@@ -354,5 +383,5 @@ extern "C" int arb_cuda_bench_kernels(int argc, char **argv) {
         fprintf(stderr, "arbitor: error: bench kernels: no CUDA device is available\n");
         return 1;
     }
-    return run(quick, dev) ? 0 : 1;
+    return run(quick, dev, have_one ? &one : nullptr) ? 0 : 1;
 }

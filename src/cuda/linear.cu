@@ -586,27 +586,37 @@ extern "C" arb_status arb_cuda_ternary_linear_forward(const arb_ternary *w, cons
 
 namespace {
 
-/* Row maxima (dX) and column maxima (dW) of one 256-column × 32-token block. Non-negative float
- * bits order like unsigned ints, so atomicMax on the bits is an exact, order-free max. */
-__global__ void k_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
-                           unsigned *row_amax, unsigned *col_amax, int *bad) {
+/* Row maxima (dX) and column maxima (dW) of one 256-column × 128-token block. Non-negative float
+ * bits order like unsigned ints, so atomicMax on the bits is an exact, order-free max. Row maxima
+ * meet in shared memory first: one global atomic per token and block. */
+constexpr int AMAX_T = 128;
+__global__ void __launch_bounds__(256) k_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n,
+                                                  int64_t rows, unsigned *row_amax, unsigned *col_amax, int *bad) {
+    __shared__ unsigned s_row[AMAX_T];
     const int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    const int64_t t0 = blockIdx.y * (int64_t)32, t1 = t0 + 32 < n ? t0 + 32 : n;
+    const int64_t t0 = blockIdx.y * (int64_t)AMAX_T, t1 = t0 + AMAX_T < n ? t0 + AMAX_T : n;
+    if (threadIdx.x < AMAX_T) s_row[threadIdx.x] = 0;
+    __syncthreads();
     const float so = o < rows ? scale[o] : 0.0f;
     unsigned cm = 0;
     int nan = 0;
+#pragma unroll 4
     for (int64_t t = t0; t < t1; t++) {
         float v = o < rows ? __fmul_rn(dy[t * rows + o], so) : 0.0f;
         float a = fabsf(v), h = xs ? fabsf(__fmul_rn(v, xs[t])) : 0.0f;
         nan |= !(a <= 3.4028234663852886e38f) || !(h <= 3.4028234663852886e38f);
         if (row_amax) {
             unsigned r = __reduce_max_sync(0xffffffffu, __float_as_uint(a <= 3.4028234663852886e38f ? a : 0.0f));
-            if ((threadIdx.x & 31) == 0 && r) atomicMax(&row_amax[t], r);
+            if ((threadIdx.x & 31) == 0 && r) atomicMax(&s_row[t - t0], r);
         }
         cm = max(cm, __float_as_uint(h <= 3.4028234663852886e38f ? h : 0.0f));
     }
     if (col_amax && o < rows && cm) atomicMax(&col_amax[o], cm);
     if (nan) atomicOr(bad, 1);
+    if (!row_amax) return;
+    __syncthreads();
+    if (threadIdx.x < AMAX_T && t0 + threadIdx.x < n && s_row[threadIdx.x])
+        atomicMax(&row_amax[t0 + threadIdx.x], s_row[threadIdx.x]);
 }
 
 /* 32 tokens × 32 columns per block (32 × 8 threads): q (n, ldq) for dX, hqᵀ (rows, ldt) for dW.
@@ -696,7 +706,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_CU(cudaMemsetAsync(camax.p, 0, (size_t)rows * sizeof(unsigned), s));
     }
     if (n > 0) {
-        dim3 ga(arb_cuda_blocks(rows, 256), arb_cuda_blocks(n, 32));
+        dim3 ga(arb_cuda_blocks(rows, 256), arb_cuda_blocks(n, AMAX_T));
         k_bwd_amax<<<ga, 256, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(),
                                       camax.as<unsigned>(), bad.as<int>());
         ARB_CU_LAUNCH("k_bwd_amax");
