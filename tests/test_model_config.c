@@ -85,10 +85,15 @@ static void check_model(const char *name, bool print) {
     }
     assert_int_equal(sum, a.ternary_weights);
     assert_int_equal(arb_model_ternary_at(m, nt, NULL, NULL, NULL), ARB_ERR_INVALID_ARG);
-    assert_int_equal(arb_model_n_state(m), c.enable_vq ? 1 : 0);
+    assert_int_equal(arb_model_n_state(m), c.enable_vq ? 2 : 1);
+    arb_model_state_tensor s0;
+    ARB_ASSERT_OK(arb_model_state_at(m, 0, &s0));
+    assert_string_equal(s0.name, "flip_balance");
+    assert_int_equal(s0.dtype, ARB_I8);
+    assert_int_equal(s0.shape[0], nt);
     if (c.enable_vq) {
         arb_model_state_tensor s;
-        ARB_ASSERT_OK(arb_model_state_at(m, 0, &s));
+        ARB_ASSERT_OK(arb_model_state_at(m, 1, &s));
         assert_string_equal(s.name, "vq.usage");
         assert_int_equal(s.shape[0], c.vq_codes);
     }

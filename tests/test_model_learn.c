@@ -87,7 +87,8 @@ static void test_loss_falls_all_components(void **state) {
     /* memory slots moved (update_memory ran) and the VQ usage counters count every position */
     int64_t used = 0;
     arb_model_state_tensor st;
-    ARB_ASSERT_OK(arb_model_state_at(m, 0, &st));
+    ARB_ASSERT_OK(arb_model_state_at(m, 1, &st));
+    assert_string_equal(st.name, "vq.usage");
     for (int64_t k = 0; k < st.shape[0]; k++) used += ((int32_t *)st.data)[k];
     assert_int_equal(used, (int64_t)60 * c.train_batch * c.train_seq);
     bool slots_moved = false;

@@ -104,6 +104,13 @@ typedef struct arb_model_config {
     int32_t leak_shift;       /* k */
     float eta_exp;            /* E evidence scale */
     int32_t exp_threshold;    /* R */
+
+    /* per-tensor flip balancing inside backward_update: each tensor's eta is multiplied by
+     * 2^(b/4), b an int8 state ("flip_balance", see arb_model_state_at) moved one step per
+     * update toward flip rate = flip_target · (eta / config eta), i.e. 1e-3 → 1e-4 under the
+     * cosine schedule. Integer state: deterministic and checkpointed like the trits. */
+    bool flip_balance;
+    float flip_target;
 } arb_model_config;
 
 /* "seed" (width 512, vocab 297, all components on, like the reference's full smoke),
@@ -172,7 +179,8 @@ arb_status arb_model_ternary_at(arb_model *m, int32_t i, const char **name, arb_
 /* Stats of tensor i from the last backward_update (zeros before the first). */
 arb_status arb_model_tensor_stats(const arb_model *m, int32_t i, arb_update_stats *stats);
 
-/* Extra integer state (VQ usage counters, step counters): contiguous host memory. */
+/* Extra integer state, contiguous host memory: index 0 "flip_balance" (int8, n_ternary),
+ * then "vq.usage" (int32, vq_codes) when VQ is on. */
 typedef struct arb_model_state_tensor {
     const char *name;
     arb_dtype dtype;

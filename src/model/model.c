@@ -17,6 +17,8 @@
 #include <string.h>
 
 enum { P_LIN, P_EMB, P_GAIN, P_MEM, P_CODE };
+#define ARB_BALANCE_MIN (-16) /* eta x 1/16 */
+#define ARB_BALANCE_MAX 24    /* eta x 64 */
 
 typedef struct tparam {
     char name[64];
@@ -70,6 +72,7 @@ struct arb_model {
     int32_t embed, codebook, fnorm, head, rout;
     layer *L;
     int32_t *vq_usage; /* (vq_codes) assignments counted over training forwards */
+    int8_t *balance;   /* (np) flip balancing: eta multiplier 2^(b/4) per tensor */
     /* current forward */
     int64_t B, T, N, capN;
     bool tape;
@@ -286,6 +289,10 @@ arb_status arb_model_create(arb_model **out, const arb_model_config *cfg, uint64
     ADD("head", P_LIN, c->vocab, D, &m->head);
     if (c->enable_output_router) ADD("output_router", P_LIN, 2, D, &m->rout);
 #undef ADD
+    if (s == ARB_OK) {
+        m->balance = calloc((size_t)(m->np > 0 ? m->np : 1), 1);
+        if (!m->balance) s = arb_error(ARB_ERR_OOM, "model create: flip balance");
+    }
     if (s == ARB_OK && c->enable_vq) {
         m->vq_usage = calloc((size_t)c->vq_codes, sizeof(int32_t));
         if (!m->vq_usage) s = arb_error(ARB_ERR_OOM, "model create: vq usage");
@@ -325,6 +332,7 @@ void arb_model_free(arb_model *m) {
         for (int l = 0; l < m->cfg.n_layers; l++) layer_release(&m->L[l]);
     free(m->L);
     free(m->vq_usage);
+    free(m->balance);
     arb_free(m->tokens);
     arb_free(m->targets);
     arb_free(m->codes);
@@ -677,6 +685,7 @@ static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_par
     tparam *P = &m->p[i];
     arb_update_params up = sp->update;
     up.eta = sp->update.eta * (sp->tensor_eta ? sp->tensor_eta[i] : 1.0f);
+    if (m->cfg.flip_balance) up.eta *= arb_ternary_exp_mult(m->balance[i]);
     arb_update_stats st = {0};
     if (P->kind == P_MEM || P->kind == P_CODE) up.update_exp = false;
     switch (P->kind) {
@@ -699,6 +708,16 @@ static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_par
         break;
     }
     P->last = st;
+    if (m->cfg.flip_balance && st.weights > 0 && m->cfg.eta > 0.0f) {
+        /* one quarter octave per step toward the target rate; +0.5 flip keeps tiny tensors
+         * (norm gains) from reading "no flips" as "too few" */
+        double target = (double)m->cfg.flip_target * ((double)sp->update.eta / (double)m->cfg.eta);
+        double rate = ((double)st.flips + 0.5) / (double)st.weights;
+        int b = m->balance[i];
+        if (rate > target * 1.4142135623730951 && b > ARB_BALANCE_MIN) b--;
+        else if (rate < target / 1.4142135623730951 && b < ARB_BALANCE_MAX) b++;
+        m->balance[i] = (int8_t)b;
+    }
     if (tot) {
         tot->flips += st.flips;
         tot->zeros += st.zeros;
@@ -832,12 +851,20 @@ arb_status arb_model_tensor_stats(const arb_model *m, int32_t i, arb_update_stat
     return ARB_OK;
 }
 
-int32_t arb_model_n_state(const arb_model *m) { return m && m->cfg.enable_vq ? 1 : 0; }
+int32_t arb_model_n_state(const arb_model *m) { return m ? 1 + (m->cfg.enable_vq ? 1 : 0) : 0; }
 
 arb_status arb_model_state_at(arb_model *m, int32_t i, arb_model_state_tensor *out) {
     if (!m || !out || i < 0 || i >= arb_model_n_state(m))
         return arb_error(ARB_ERR_INVALID_ARG, "model: state tensor index %d out of range", i);
     memset(out, 0, sizeof *out);
+    if (i == 0) {
+        out->name = "flip_balance";
+        out->dtype = ARB_I8;
+        out->ndim = 1;
+        out->shape[0] = m->np;
+        out->data = m->balance;
+        return ARB_OK;
+    }
     out->name = "vq.usage";
     out->dtype = ARB_I32;
     out->ndim = 1;
