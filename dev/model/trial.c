@@ -44,6 +44,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "ctrl")) ctrl = (int)v;
         else if (!strcmp(k, "exp")) upexp = (int)v;
         else if (!strcmp(k, "bal")) cfg.flip_balance = v != 0;
+        else if (!strcmp(k, "expmode")) cfg.exp_mode = (int)v;
         else if (!strcmp(k, "ftarget")) cfg.flip_target = (float)v;
         else if (!strcmp(k, "etae")) etae = v;
         else if (!strcmp(k, "fe")) fe = v;

@@ -104,6 +104,9 @@ typedef struct arb_model_config {
     int32_t leak_shift;       /* k */
     float eta_exp;            /* E evidence scale */
     int32_t exp_threshold;    /* R */
+    int32_t exp_mode;         /* which row exponents E move: 0 none (E stays at its init), 1 every
+                               * tensor, 2 every tensor but the norm gains (a gain's single E
+                               * rescales a whole layer input at once) */
 
     /* per-tensor flip balancing inside backward_update: each tensor's eta is multiplied by
      * 2^(b/4), b an int8 state ("flip_balance", see arb_model_state_at) moved one step per

@@ -46,6 +46,7 @@ static void config_base(arb_model_config *c, const char *name) {
     c->leak_shift = 5;
     c->eta_exp = 1.0f;
     c->exp_threshold = 32;
+    c->exp_mode = 1;
     c->flip_balance = false;
     c->flip_target = 1e-3f;
 }
@@ -126,6 +127,7 @@ arb_status arb_model_config_validate(const arb_model_config *c) {
     CHECK_RANGE(eta_exp, 0.0, 127.0);
     CHECK_RANGE(exp_threshold, 1, 127);
     CHECK_RANGE(flip_target, 1e-7, 0.5);
+    CHECK_RANGE(exp_mode, 0, 2);
     if (c->dim % c->n_heads != 0)
         return arb_error(ARB_ERR_INVALID_ARG, "model config: dim %d is not a multiple of n_heads %d", c->dim, c->n_heads);
     if (c->rotary && (c->dim / c->n_heads) % 2 != 0)
@@ -155,7 +157,7 @@ static const field_desc k_fields[] = {
     FB(enable_moe), FI(n_experts), FI(expert_mult), FI(act_max_iters), FF(act_eps), FF(ponder_weight),
     FB(enable_output_router), FF(router_weight),
     FI(train_batch), FI(train_seq), FF(eta), FF(eta_final_frac), FI(threshold), FI(leak_shift), FF(eta_exp),
-    FI(exp_threshold), FB(flip_balance), FF(flip_target),
+    FI(exp_threshold), FI(exp_mode), FB(flip_balance), FF(flip_target),
 };
 #define N_FIELDS (sizeof k_fields / sizeof k_fields[0])
 

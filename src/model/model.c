@@ -687,7 +687,8 @@ static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_par
     up.eta = sp->update.eta * (sp->tensor_eta ? sp->tensor_eta[i] : 1.0f);
     if (m->cfg.flip_balance) up.eta *= arb_ternary_exp_mult(m->balance[i]);
     arb_update_stats st = {0};
-    if (P->kind == P_MEM || P->kind == P_CODE) up.update_exp = false;
+    if (P->kind == P_MEM || P->kind == P_CODE || m->cfg.exp_mode == 0 || (m->cfg.exp_mode == 2 && P->kind == P_GAIN))
+        up.update_exp = false;
     switch (P->kind) {
     case P_LIN:
     case P_CODE:
