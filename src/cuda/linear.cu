@@ -72,24 +72,40 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                                          int lane) {
     const int gq = lane >> 2, tig = lane & 3;
     if constexpr (EPI == EPI_I32 || EPI == EPI_F32 || EPI == EPI_DX) {
+        /* Scales through the read-only path and ahead of the stores: a plain load after a store
+         * through a pointer that may alias would wait out its full latency, once per element. */
 #pragma unroll
-        for (int mi = 0; mi < MI; mi++)
+        for (int mi = 0; mi < MI; mi++) {
+            const int ma = row0 + mi * 16 + gq, mb = ma + 8;
+            float sm_a = 1.0f, sm_b = 1.0f;
+            if constexpr (EPI == EPI_F32) {
+                sm_a = ma < g.M ? __ldg(g.rs_m + ma) : 0.0f;
+                sm_b = mb < g.M ? __ldg(g.rs_m + mb) : 0.0f;
+            }
 #pragma unroll
-            for (int nj = 0; nj < NJ; nj++)
+            for (int nj = 0; nj < NJ; nj++) {
+                const int na = col0 + nj * 8 + 2 * tig, nb = na + 1;
+                float sn_a = 1.0f, sn_b = 1.0f;
+                if constexpr (EPI != EPI_I32) {
+                    sn_a = na < g.N ? __ldg(g.rs_n + na) : 0.0f;
+                    sn_b = nb < g.N ? __ldg(g.rs_n + nb) : 0.0f;
+                }
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int m = row0 + mi * 16 + gq + ((e >> 1) << 3);
-                    int n = col0 + nj * 8 + 2 * tig + (e & 1);
+                    const int m = (e >> 1) ? mb : ma, n = (e & 1) ? nb : na;
                     if (m >= g.M || n >= g.N) continue;
-                    int32_t v = acc[(mi * NJ + nj) * 4 + e];
+                    const int32_t v = acc[(mi * NJ + nj) * 4 + e];
+                    const float sn = (e & 1) ? sn_b : sn_a, smv = (e >> 1) ? sm_b : sm_a;
                     if constexpr (EPI == EPI_I32) {
                         ((int32_t *)g.out)[(int64_t)n * g.ldo + m] = v;
                     } else if constexpr (EPI == EPI_F32) {
-                        ((float *)g.out)[(int64_t)n * g.ldo + m] = __fmul_rn(__fmul_rn((float)v, g.rs_n[n]), g.rs_m[m]);
+                        ((float *)g.out)[(int64_t)n * g.ldo + m] = __fmul_rn(__fmul_rn((float)v, sn), smv);
                     } else {
-                        ((float *)g.out)[(int64_t)n * g.ldo + m] = __fmul_rn((float)v, g.rs_n[n]);
+                        ((float *)g.out)[(int64_t)n * g.ldo + m] = __fmul_rn((float)v, sn);
                     }
                 }
+            }
+        }
     } else {
         /* M = W row o, N = W col i. Lane holds, per 16-col tile p and row (g or g+8), columns
          * 2tig, 2tig+1 (frag 2p) and 8+2tig, 9+2tig (frag 2p+1). */
@@ -102,38 +118,64 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                 const bool orow = o < g.M;
                 const int32_t m = (EPI == EPI_UPDATE && orow) ? g.mult[o] : 0;
                 long long sa = 0, se = 0, sf = 0;
+                constexpr int UPD_TILES = 1;
+                /* Loads of UPD_TILES tiles first (trit words, T_accum bytes), then the rule, then the
+                 * stores: byte stores may alias anything, so interleaving would serialize. */
 #pragma unroll
-                for (int p = 0; p < NJ / 2; p++) {
-                    const int64_t tc = (col0 + p * 16) / 16;
-                    const bool ok = orow && tc < g.tiles_c;
-                    uint32_t *wp = (uint32_t *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES + 4 * (o & 15));
-                    uint32_t word = (ok && EPI == EPI_UPDATE) ? *wp : 0u, part = 0;
+                for (int p0 = 0; p0 < NJ / 2; p0 += UPD_TILES) {
+                    uint32_t word[UPD_TILES];
+                    int8_t av[UPD_TILES][4];
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int cl = (e >> 1) * 8 + 2 * tig + (e & 1); /* column within the tile */
-                        const int sh = 8 * (cl & 3) + 2 * (cl >> 2);
-                        const int64_t i = tc * 16 + cl;
-                        uint32_t code = (word >> sh) & 3u;
-                        if (ok && i < g.cols) {
-                            const int32_t gi = acc[(mi * NJ + 2 * p + (e >> 1)) * 4 + 2 * h + (e & 1)];
-                            sa += gi < 0 ? -(long long)gi : (long long)gi;
-                            if constexpr (EPI == EPI_UPDATE) {
-                                const int t = (int)code - 1;
-                                se += (long long)t * gi;
-                                int8_t *ap = g.accum + o * g.cols + i;
-                                int8_t a = *ap;
-                                int nt = arb_upd_weight(t, &a, gi, m, &pl, arb_rand_u32(g.key, (uint32_t)(o * g.cols + i)));
-                                *ap = a;
-                                if (nt != t) sf++;
-                                code = (uint32_t)(nt + 1);
+                    for (int pp = 0; pp < UPD_TILES; pp++) {
+                        const int64_t tc = (col0 + (p0 + pp) * 16) / 16;
+                        const bool ok = orow && tc < g.tiles_c;
+                        word[pp] = (ok && EPI == EPI_UPDATE)
+                                       ? __ldcg((const unsigned *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES +
+                                                                   4 * (o & 15)))
+                                       : 0u;
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
+                            av[pp][e] = (EPI == EPI_UPDATE && ok && i < g.cols) ? (int8_t)__ldcg((const signed char *)(g.accum + o * g.cols + i)) : (int8_t)0;
+                        }
+                    }
+#pragma unroll
+                    for (int pp = 0; pp < UPD_TILES; pp++) {
+                        const int p = p0 + pp;
+                        const int64_t tc = (col0 + p * 16) / 16;
+                        const bool ok = orow && tc < g.tiles_c;
+                        uint32_t part = 0;
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int cl = (e >> 1) * 8 + 2 * tig + (e & 1); /* column within the tile */
+                            const int sh = 8 * (cl & 3) + 2 * (cl >> 2);
+                            const int64_t i = tc * 16 + cl;
+                            uint32_t code = (word[pp] >> sh) & 3u;
+                            if (ok && i < g.cols) {
+                                const int32_t gi = acc[(mi * NJ + 2 * p + (e >> 1)) * 4 + 2 * h + (e & 1)];
+                                sa += gi < 0 ? -(long long)gi : (long long)gi;
+                                if constexpr (EPI == EPI_UPDATE) {
+                                    const int t = (int)code - 1;
+                                    se += (long long)t * gi;
+                                    int nt = arb_upd_weight(t, &av[pp][e], gi, m, &pl,
+                                                            arb_rand_u32(g.key, (uint32_t)(o * g.cols + i)));
+                                    if (nt != t) sf++;
+                                    code = (uint32_t)(nt + 1);
+                                }
+                            }
+                            part |= code << sh;
+                        }
+                        if constexpr (EPI == EPI_UPDATE) {
+                            part |= __shfl_xor_sync(0xffffffffu, part, 1);
+                            part |= __shfl_xor_sync(0xffffffffu, part, 2);
+                            if (ok && tig == 0 && part != word[pp])
+                                *(uint32_t *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES + 4 * (o & 15)) = part;
+#pragma unroll
+                            for (int e = 0; e < 4; e++) {
+                                const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
+                                if (ok && i < g.cols) g.accum[o * g.cols + i] = av[pp][e];
                             }
                         }
-                        part |= code << sh;
-                    }
-                    if constexpr (EPI == EPI_UPDATE) {
-                        part |= __shfl_xor_sync(0xffffffffu, part, 1);
-                        part |= __shfl_xor_sync(0xffffffffu, part, 2);
-                        if (ok && tig == 0 && part != word) *wp = part;
                     }
                 }
                 sa += __shfl_xor_sync(0xffffffffu, sa, 1);
@@ -637,18 +679,31 @@ __global__ void k_bwd_quant(const float *dy, const float *xs, const float *scale
         if (q && qs && blockIdx.x == 0 && t < n) qs[t] = __fdiv_rn(ra, 127.0f);
     }
     __syncthreads();
-    for (int j = ty; j < 32; j += 8) {
+    float v[4];
+#pragma unroll
+    for (int jj = 0; jj < 4; jj++) { /* every load before any int8 store (which may alias) */
+        const int64_t t = t0 + ty + 8 * jj, o = o0 + tx;
+        v[jj] = (t < n && o < rows) ? __fmul_rn(__ldg(dy + t * rows + o), __ldg(scale + o)) : 0.0f;
+    }
+    float xv[4];
+#pragma unroll
+    for (int jj = 0; jj < 4; jj++) {
+        const int64_t t = t0 + ty + 8 * jj;
+        xv[jj] = (hqt && t < n) ? __ldg(xs + t) : 0.0f;
+    }
+#pragma unroll
+    for (int jj = 0; jj < 4; jj++) {
+        const int j = ty + 8 * jj;
         const int64_t t = t0 + j, o = o0 + tx;
         int vq = 0, vh = 0;
         if (t < n && o < rows) {
-            const float v = __fmul_rn(dy[t * rows + o], scale[o]);
             const uint32_t idx = (uint32_t)(t * rows + o);
             if (q && rinv[j] > 0.0f) {
-                float f = floorf(__fadd_rn(__fmul_rn(v, rinv[j]), arb_rand_unit(kx, idx)));
+                float f = floorf(__fadd_rn(__fmul_rn(v[jj], rinv[j]), arb_rand_unit(kx, idx)));
                 vq = (int)(f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f));
             }
             if (hqt && cinv[tx] > 0.0f) {
-                float f = floorf(__fadd_rn(__fmul_rn(__fmul_rn(v, xs[t]), cinv[tx]), arb_rand_unit(kg, idx)));
+                float f = floorf(__fadd_rn(__fmul_rn(__fmul_rn(v[jj], xv[jj]), cinv[tx]), arb_rand_unit(kg, idx)));
                 vh = (int)(f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f));
             }
         }
@@ -663,20 +718,28 @@ __global__ void k_bwd_quant(const float *dy, const float *xs, const float *scale
     }
 }
 
-/* xqᵀ (cols_pad, ldt) from xq (n, cols_pad); tokens n..ldt-1 are zero. */
-__global__ void k_transpose_i8(const int8_t *x, int64_t n, int64_t cols, int64_t ldt, int8_t *xt) {
-    __shared__ int8_t tile[32][33];
-    const int64_t c0 = blockIdx.x * 32, t0 = blockIdx.y * 32;
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    for (int j = ty; j < 32; j += 8) {
-        int64_t t = t0 + j, c = c0 + tx;
-        tile[j][tx] = (t < n && c < cols) ? x[t * cols + c] : (int8_t)0;
+/* xqᵀ (cols_pad, ldt) from xq (n, cols_pad); tokens n..ldt-1 are zero. 64 × 64 bytes per block:
+ * 16-byte loads of token rows into shared memory, 16-byte stores of column rows out of it. */
+__global__ void __launch_bounds__(256) k_transpose_i8(const int8_t *x, int64_t n, int64_t cols, int64_t ldt,
+                                                      int8_t *xt) {
+    __shared__ __align__(16) uint8_t tile[64][64 + 16];
+    const int64_t c0 = blockIdx.x * 64, t0 = blockIdx.y * 64;
+    const int tid = threadIdx.x, r = tid >> 2, q = tid & 3;
+    {
+        const int64_t t = t0 + r, c = c0 + 16 * q;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (t < n && c < cols) v = __ldg((const uint4 *)(x + t * cols + c)); /* cols is a multiple of 16 */
+        *(uint4 *)&tile[r][16 * q] = v;
     }
     __syncthreads();
-    for (int j = ty; j < 32; j += 8) {
-        int64_t c = c0 + j, t = t0 + tx;
-        if (c < cols && t < ldt) xt[c * ldt + t] = tile[tx][j];
-    }
+    const int64_t c = c0 + r, t = t0 + 16 * q;
+    if (c >= cols || t >= ldt) return;
+    uint32_t w[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        w[k] = (uint32_t)tile[16 * q + 4 * k][r] | ((uint32_t)tile[16 * q + 4 * k + 1][r] << 8) |
+               ((uint32_t)tile[16 * q + 4 * k + 2][r] << 16) | ((uint32_t)tile[16 * q + 4 * k + 3][r] << 24);
+    *(uint4 *)(xt + c * ldt + t) = make_uint4(w[0], w[1], w[2], w[3]); /* ldt is a multiple of 64 */
 }
 
 /* dx (may be NULL) and/or the update (p may be NULL). Order on the stream: maxima, quantization,
@@ -765,8 +828,8 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         if (h) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
         return ARB_OK;
     }
-    dim3 gt(arb_cuda_blocks(cp, 32), arb_cuda_blocks(ldt, 32)), bt(32, 8);
-    k_transpose_i8<<<gt, bt, 0, s>>>(xq, n, cp, ldt, xqt.as<int8_t>());
+    dim3 gt(arb_cuda_blocks(cp, 64), arb_cuda_blocks(ldt, 64));
+    k_transpose_i8<<<gt, 256, 0, s>>>(xq, n, cp, ldt, xqt.as<int8_t>());
     ARB_CU_LAUNCH("k_transpose_i8");
 
     ARB_CU(cudaEventSynchronize(ev)); /* the maxima are here; the dX GEMM may still run */

@@ -17,24 +17,28 @@
 
 /* ------------------------------------------------------------------ refresh */
 
-/* One thread per row: nnz from the packed words (same popcount as arb_ternary_row_nnz). */
+/* One warp per row: nnz from the packed words (same popcount as arb_ternary_row_nnz). */
 __global__ void k_refresh(const uint8_t *trits, int64_t rows, int64_t cols, int64_t kt, int kind, const int8_t *exp,
                           int32_t *nnz, float *scale) {
-    int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
     if (r >= rows) return;
     const uint8_t *row = trits + (r >> 4) * kt * ARB_TILE_BYTES + 4 * (r & 15);
     int32_t n = 0;
-    for (int64_t k = 0; k < kt; k++) {
+    for (int64_t k = lane; k < kt; k += 32) {
         uint32_t x = *(const uint32_t *)(row + k * ARB_TILE_BYTES) ^ 0x55555555u;
         n += __popc((x | (x >> 1)) & 0x55555555u);
     }
-    nnz[r] = n;
-    scale[r] = arb_dev_row_scale(kind, cols, n, exp[r]);
+    for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+    if (lane == 0) {
+        nnz[r] = n;
+        scale[r] = arb_dev_row_scale(kind, cols, n, exp[r]);
+    }
 }
 
 extern "C" arb_status arb_cuda_ternary_refresh(arb_ternary *w) {
     ARB_TRY(arb_cuda_require_ternary(w, "arb_cuda_ternary_refresh"));
-    k_refresh<<<arb_cuda_blocks(w->rows, 128), 128, 0, arb_cuda_cur_stream()>>>(
+    k_refresh<<<arb_cuda_blocks(w->rows * 32, 256), 256, 0, arb_cuda_cur_stream()>>>(
         w->trits, w->rows, w->cols, w->cols_pad / 16, (int)w->kind, w->exp, w->nnz, w->scale);
     ARB_CU_LAUNCH("k_refresh");
     return ARB_OK;
