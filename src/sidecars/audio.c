@@ -5,6 +5,7 @@
  * file descriptor it could seek past. Moonshine takes the raw waveform (no normalization), so
  * this is the whole of its preprocessing. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +89,8 @@ arb_status arb_audio_resample(const float *in, size_t n, int in_rate, int out_ra
 }
 
 arb_status arb_audio_decode(const void *buf, size_t len, int rate, float **samples, size_t *n) {
-    if (!buf || !samples || !n || rate < 1 || rate > 768000) return arb_error(ARB_ERR_INVALID_ARG, "arb_audio_decode: bad arguments");
+    if (!samples || !n || rate < 1 || rate > 768000) return arb_error(ARB_ERR_INVALID_ARG, "arb_audio_decode: bad arguments");
+    if (!buf || len == 0) return arb_error(ARB_ERR_FORMAT, "audio: empty input");
     *samples = NULL;
     *n = 0;
 #ifdef ARB_HAVE_AUDIO
@@ -132,10 +134,12 @@ arb_status arb_audio_decode(const void *buf, size_t len, int rate, float **sampl
             }
             mono = nm;
         }
-        for (sf_count_t i = 0; i < r; i++) {
+        for (sf_count_t i = 0; i < r && !st; i++) {
             float s = 0.f;
             for (int c = 0; c < info.channels; c++) s += blk[i * info.channels + c];
             mono[got + (size_t)i] = s / (float)info.channels;
+            if (!isfinite(mono[got + (size_t)i]))
+                st = arb_error(ARB_ERR_FORMAT, "audio: sample %zu is not a finite number", got + (size_t)i);
         }
         got += (size_t)r;
     }
@@ -145,6 +149,11 @@ arb_status arb_audio_decode(const void *buf, size_t len, int rate, float **sampl
     if (!st && got == 0) st = arb_error(ARB_ERR_FORMAT, "audio: no samples");
     if (!st) st = arb_audio_resample(mono, got, info.samplerate, rate, samples, n);
     free(mono);
+    if (!st && *n == 0) {
+        arb_free(*samples);
+        *samples = NULL;
+        return arb_error(ARB_ERR_FORMAT, "audio: %zu frames at %d Hz give no samples at %d Hz", got, info.samplerate, rate);
+    }
     return st;
 #else
     (void)len;

@@ -162,7 +162,8 @@ static arb_status jpeg_decode(const void *buf, size_t len, uint8_t **rgb, int *w
 #endif
 
 arb_status arb_image_decode(const void *buf, size_t len, uint8_t **rgb, int *width, int *height) {
-    if (!buf || !rgb || !width || !height) return arb_error(ARB_ERR_INVALID_ARG, "arb_image_decode: NULL argument");
+    if (!rgb || !width || !height) return arb_error(ARB_ERR_INVALID_ARG, "arb_image_decode: NULL argument");
+    if (!buf || len == 0) return arb_error(ARB_ERR_FORMAT, "image: empty input");
     *rgb = NULL;
     *width = *height = 0;
     const unsigned char *b = (const unsigned char *)buf;
