@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include "testutil.h"
+#include "cpu/linear_internal.h"
 #include "ternary/update_internal.h"
 
 typedef struct shape {
@@ -385,6 +386,70 @@ static void test_backward_update(void **state) {
     arb_set_num_threads(0);
 }
 
+/* The per-weight rule of every tier's update kernel against the scalar tier's (which calls
+ * ternary-core's arb_upd_row) for every regime of the fixed-point plan: S = 0 (no rounding
+ * bits), S < 32 (u >> (32 - S)), S = 32, S > 32 (u << (S - 32)), up to 62; leak shifts 0 and 5;
+ * multipliers up to 2^30 with large gradients (saturating pressure). */
+static void test_rule_regimes(void **state) {
+    (void)state;
+    static const int shifts[] = {0, 5, 31, 32, 33, 40, 62};
+    arb_ternary w0;
+    make_weight(&w0, (shape){37, 45}, 4242);
+    int8_t *acc0 = malloc((size_t)(w0.rows * w0.cols));
+    arb_test_fill_i8(acc0, (size_t)(w0.rows * w0.cols), 4243, -127, 127);
+    memcpy(w0.accum, acc0, (size_t)(w0.rows * w0.cols));
+    free(acc0);
+    const int64_t n4 = 5, rbs = w0.rows_pad / 16, kbs = w0.cols_pad / 16;
+    uint8_t *xt = malloc((size_t)(n4 * 64 * kbs));
+    int8_t *ht = malloc((size_t)(n4 * 64 * rbs));
+    int32_t *hsum = calloc((size_t)w0.rows_pad, sizeof(int32_t));
+    arb_test_fill_i8((int8_t *)xt, (size_t)(n4 * 64 * kbs), 4244, -128, 127);
+    arb_test_fill_i8(ht, (size_t)(n4 * 64 * rbs), 4245, -127, 127);
+    for (int64_t rb = 0; rb < rbs; rb++) /* padded rows carry no gradient, like lin_build_grad */
+        for (int64_t ng = 0; ng < n4; ng++)
+            for (int o = 0; o < 16; o++)
+                for (int j = 0; j < 4; j++) {
+                    int8_t *v = &ht[(rb * n4 + ng) * 64 + 4 * o + j];
+                    if (rb * 16 + o >= w0.rows) *v = 0;
+                    hsum[rb * 16 + o] += *v;
+                }
+    arb_lin_grad gr = {xt, ht, hsum, n4};
+    int32_t *mult = malloc((size_t)w0.rows * sizeof(int32_t));
+    for (int64_t o = 0; o < w0.rows; o++) mult[o] = (int32_t)(arb_rand_u32(arb_rng_key_make(7, 7), (uint32_t)o) >> (2 + o % 20));
+    for (size_t si = 0; si < sizeof shifts / sizeof shifts[0]; si++) {
+        for (int leak = 0; leak <= 5; leak += 5) {
+            arb_upd_plan pl = {mult, shifts[si], arb_rng_key_make(11, si), 64, leak};
+            arb_ternary ref;
+            copy_weight(&ref, &w0);
+            arb_upd_row_acc *racc_ref = calloc((size_t)w0.rows_pad, sizeof *racc_ref);
+            for (int64_t rb = 0; rb < rbs; rb++) arb_lin_kernels_ref.upd(&ref, &gr, rb, &pl, racc_ref + rb * 16);
+            const arb_lin_kernels *tiers[2] = {&arb_lin_kernels_avx2, &arb_lin_kernels_avx512};
+            for (int ti = 0; ti < 2; ti++) {
+                if (!use_tier(ti == 0 ? ARB_TIER_AVX2 : ARB_TIER_AVX512)) continue;
+                arb_ternary w;
+                copy_weight(&w, &w0);
+                arb_upd_row_acc *racc = calloc((size_t)w0.rows_pad, sizeof *racc);
+                for (int64_t rb = 0; rb < rbs; rb++) tiers[ti]->upd(&w, &gr, rb, &pl, racc + rb * 16);
+                char what[64];
+                snprintf(what, sizeof what, "tier %d, S = %d, k = %d", ti + 1, shifts[si], leak);
+                if (memcmp(w.trits, ref.trits, (size_t)(w.rows_pad * w.cols_pad / 4))) fail_msg("%s: trits differ", what);
+                if (memcmp(w.accum, ref.accum, (size_t)(w.rows * w.cols))) fail_msg("%s: T_accum differs", what);
+                if (memcmp(racc, racc_ref, (size_t)w0.rows * sizeof *racc)) fail_msg("%s: row sums differ", what);
+                free(racc);
+                arb_ternary_free(&w);
+            }
+            free(racc_ref);
+            arb_ternary_free(&ref);
+        }
+    }
+    arb_cpu_tier_force(ARB_TIER_AVX512);
+    free(xt);
+    free(ht);
+    free(hsum);
+    free(mult);
+    arb_ternary_free(&w0);
+}
+
 /* The fused update must move the weights against the gradient: with a fixed dy and x, the
  * linear loss L = Σ y·dy (dL/dW = Σ dy·x) falls over a few steps, on every tier. */
 static void test_update_descends(void **state) {
@@ -480,7 +545,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_and_forward), cmocka_unit_test(test_extremes), cmocka_unit_test(test_blocking_limits),
         cmocka_unit_test(test_backward_x),         cmocka_unit_test(test_backward_update),
         cmocka_unit_test(test_update_descends),    cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_bench_cli),
+        cmocka_unit_test(test_bench_cli),          cmocka_unit_test(test_rule_regimes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

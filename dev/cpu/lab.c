@@ -30,8 +30,8 @@ int main(int argc, char **argv) {
     int32_t *mult = arb_alloc(D*4); for (int i=0;i<D;i++) mult[i]=1<<20;
     arb_upd_plan pl = {mult, 24, k, 64, 5};
     for (int i=0;i<n4*64*(D/16);i++) { xt[i] = (uint8_t)arb_rand_u32(k, i); ht[i] = (int8_t)(arb_rand_u32(k, i+77777) % 64) - 32; }
-    pl.shift = 30; for (int i=0;i<D;i++) mult[i]=1<<22;
-    TIME("rule pass (n=N)", 0, atoi(argv[2]), for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,argc>3?NULL:&pl,ra+rb*16));
+    pl.shift = argc > 4 ? atoi(argv[4]) : 40; for (int i=0;i<D;i++) mult[i]=1<<22;
+    TIME("rule pass (n=N)", 0, atoi(argv[2]), for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,(argc>3 && argv[3][0]=='s')?NULL:&pl,ra+rb*16));
     int64_t fl=0; for (int i=0;i<D;i++) fl+=ra[i].flips; printf("flips/pass %.0f\n", (double)fl/atoi(argv[2]));
     return 0; }
   TIME("gemv n=1", ops, 50, arb_ternary_matmul_i32(&w, xq, 1, acc));

@@ -350,26 +350,32 @@ AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
     __m512i u = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
 
-    /* arb_upd_pressure: 64-bit even/odd halves; odd dwords moved down by vpshufd (port 5) and
-     * per-lane shift counts (one uop) keep port 0, which the hash's multiplies fill, free. */
+    /* arb_upd_pressure: 64-bit even/odd products; odd dwords moved down by vpshufd (port 5).
+     * For S ≥ 32 (the usual case) the round bits are u·2^K, K = S − 32, and
+     *   floor((P + u·2^K) / 2^(K+32)) = floor((floor(P / 2^K) + u) / 2^32)
+     * (u is an integer, so the dropped fraction cannot cross a multiple of 2^32): the high
+     * dword of (P >> K) + u is q before the clamp, and it fits 32 bits. */
     __m512i m64 = _mm512_set1_epi64(m);
     __m512i pe = _mm512_mul_epi32(g, m64);
     __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(g, _MM_PERM_DDBB), m64);
-    if (c.shift > 0) {
+    __m512i q;
+    if (c.shift >= 32) {
         __m512i ue = _mm512_and_si512(u, c.m32), uo = _mm512_and_si512(_mm512_shuffle_epi32(u, _MM_PERM_DDBB), c.m32);
-        if (c.shift <= 32) {
-            ue = _mm512_srlv_epi64(ue, c.s32);
-            uo = _mm512_srlv_epi64(uo, c.s32);
-        } else {
-            ue = _mm512_sllv_epi64(ue, c.s32);
-            uo = _mm512_sllv_epi64(uo, c.s32);
+        pe = _mm512_add_epi64(_mm512_srav_epi64(pe, c.s32), ue);
+        po = _mm512_add_epi64(_mm512_srav_epi64(po, c.s32), uo);
+        q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_shuffle_epi32(pe, _MM_PERM_DDBB), po);
+        q = _mm512_min_epi32(_mm512_max_epi32(q, c.n127), c.p127);
+    } else {
+        if (c.shift > 0) {
+            __m512i ue = _mm512_and_si512(u, c.m32),
+                    uo = _mm512_and_si512(_mm512_shuffle_epi32(u, _MM_PERM_DDBB), c.m32);
+            pe = _mm512_srav_epi64(_mm512_add_epi64(pe, _mm512_srlv_epi64(ue, c.s32)), c.s);
+            po = _mm512_srav_epi64(_mm512_add_epi64(po, _mm512_srlv_epi64(uo, c.s32)), c.s);
         }
-        pe = _mm512_srav_epi64(_mm512_add_epi64(pe, ue), c.s);
-        po = _mm512_srav_epi64(_mm512_add_epi64(po, uo), c.s);
+        pe = _mm512_min_epi64(_mm512_max_epi64(pe, c.lo127), c.hi127);
+        po = _mm512_min_epi64(_mm512_max_epi64(po, c.lo127), c.hi127);
+        q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_shuffle_epi32(po, _MM_PERM_CCAA));
     }
-    pe = _mm512_min_epi64(_mm512_max_epi64(pe, c.lo127), c.hi127);
-    po = _mm512_min_epi64(_mm512_max_epi64(po, c.lo127), c.hi127);
-    __m512i q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_shuffle_epi32(po, _MM_PERM_CCAA));
 
     /* arb_trit_step (lanes outside cm — padding columns — never step) */
     __m512i leak = _mm512_srav_epi32(_mm512_add_epi32(a, _mm512_and_si512(_mm512_srai_epi32(a, 31), c.bias)), c.ks);
