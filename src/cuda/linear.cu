@@ -130,13 +130,13 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                         const int64_t tc = (col0 + (p0 + pp) * 16) / 16;
                         const bool ok = orow && tc < g.tiles_c;
                         word[pp] = (ok && EPI == EPI_UPDATE)
-                                       ? __ldcg((const unsigned *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES +
-                                                                   4 * (o & 15)))
+                                       ? *(const uint32_t *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES +
+                                                             4 * (o & 15))
                                        : 0u;
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
                             const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
-                            av[pp][e] = (EPI == EPI_UPDATE && ok && i < g.cols) ? (int8_t)__ldcg((const signed char *)(g.accum + o * g.cols + i)) : (int8_t)0;
+                            av[pp][e] = (EPI == EPI_UPDATE && ok && i < g.cols) ? g.accum[o * g.cols + i] : (int8_t)0;
                         }
                     }
 #pragma unroll
@@ -157,8 +157,10 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                                 if constexpr (EPI == EPI_UPDATE) {
                                     const int t = (int)code - 1;
                                     se += (long long)t * gi;
-                                    int nt = arb_upd_weight(t, &av[pp][e], gi, m, &pl,
+                                    int8_t a = av[pp][e];
+                                    int nt = arb_upd_weight(t, &a, gi, m, &pl,
                                                             arb_rand_u32(g.key, (uint32_t)(o * g.cols + i)));
+                                    av[pp][e] = a;
                                     if (nt != t) sf++;
                                     code = (uint32_t)(nt + 1);
                                 }
