@@ -329,16 +329,8 @@ AI upd_consts upd_consts_make(const arb_upd_plan *pl) {
     return c;
 }
 
-/* One row's 16 weights of one tile: the exact lane-wise image of arb_upd_weight. */
-AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const upd_consts c, int32_t m,
-                  __m512i x, upd_row_stats *st) {
-    uint32_t word;
-    memcpy(&word, word_p, 4);
-    /* codes 0,1,2 stand for trits -1,0,1 throughout */
-    const __m512i code = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), c.sh), c.three);
-    __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, acc_p));
-
-    /* arb_rand_u32(key, idx0 + lane); x = (idx0 + lane)·0x9E3779B1 + k0 comes from the caller */
+/* arb_rand_u32(key, idx0 + lane), from x = (idx0 + lane)·0x9E3779B1 + k0. */
+AI __m512i upd_hash(__m512i x, const upd_consts c) {
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x21F0AAAD));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
@@ -348,8 +340,11 @@ AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
-    __m512i u = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
 
+/* arb_upd_pressure on 16 lanes. */
+AI __m512i upd_pressure(__m512i g, int32_t m, __m512i u, const upd_consts c) {
     /* arb_upd_pressure: 64-bit even/odd products; odd dwords moved down by vpshufd (port 5).
      * For S ≥ 32 (the usual case) the round bits are u·2^K, K = S − 32, and
      *   floor((P + u·2^K) / 2^(K+32)) = floor((floor(P / 2^K) + u) / 2^32)
@@ -376,6 +371,19 @@ AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const
         po = _mm512_min_epi64(_mm512_max_epi64(po, c.lo127), c.hi127);
         q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_shuffle_epi32(po, _MM_PERM_CCAA));
     }
+
+    return q;
+}
+
+/* One row's 16 weights of one tile, given their pressures q: the lane-wise image of
+ * arb_upd_weight (with arb_upd_pressure above). */
+AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const upd_consts c, __m512i q,
+                  upd_row_stats *st) {
+    uint32_t word;
+    memcpy(&word, word_p, 4);
+    /* codes 0,1,2 stand for trits -1,0,1 throughout */
+    const __m512i code = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), c.sh), c.three);
+    __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, acc_p));
 
     /* arb_trit_step (lanes outside cm — padding columns — never step) */
     __m512i leak = _mm512_srav_epi32(_mm512_add_epi32(a, _mm512_and_si512(_mm512_srai_epi32(a, 31), c.bias)), c.ks);
@@ -496,9 +504,14 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
             /* hash seeds (idx·0x9E3779B1 + k0) of row 16rb, stepped by cols·0x9E3779B1 per row */
             uint32_t idx0 = (uint32_t)((uint64_t)(rb * 16) * (uint64_t)cols + (uint64_t)kb * 16);
             __m512i x = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(idx0 * 0x9E3779B1u)), uc.iota_c), uc.k0);
-            for (int r = 0; r < nrow; r++, x = _mm512_add_epi32(x, xstep)) {
+            /* the hashes first: 16 independent 50-cycle chains overlap instead of each one
+             * stalling its row's short integer tail */
+            __m512i ubuf[16];
+            for (int r = 0; r < nrow; r++, x = _mm512_add_epi32(x, xstep)) ubuf[r] = upd_hash(x, uc);
+            for (int r = 0; r < nrow; r++) ubuf[r] = upd_pressure(gbuf[r], mult[rb * 16 + r], ubuf[r], uc);
+            for (int r = 0; r < nrow; r++) {
                 int64_t row = rb * 16 + r;
-                upd_row16(tile + 4 * r, accum + row * cols + kb * 16, gbuf[r], cm, uc, mult[row], x, &st[r]);
+                upd_row16(tile + 4 * r, accum + row * cols + kb * 16, gbuf[r], cm, uc, ubuf[r], &st[r]);
             }
             continue;
         }
