@@ -39,8 +39,7 @@ int arb_cmd_encode(int argc, char **argv) {
         else return arb_cli_fail("encode: unexpected argument '%s'", a);
     }
     if (!what || !file || !model) {
-        usage(stderr);
-        return arb_cli_fail("encode: image|audio, FILE and --model are required");
+        return arb_cli_fail("encode: image|audio, FILE and --model are required (see --help)");
     }
     bool image = !strcmp(what, "image");
     if (!image && strcmp(what, "audio")) return arb_cli_fail("encode: expected image or audio, got '%s'", what);
@@ -54,9 +53,9 @@ int arb_cmd_encode(int argc, char **argv) {
     if (s) return arb_cli_fail_status(s, "cannot load sidecar %s", model);
     const arb_sidecar_info *info = arb_sidecar_info_get(m);
     if (info->kind != (image ? ARB_SIDECAR_DINOV2 : ARB_SIDECAR_MOONSHINE)) {
+        const char *kn = arb_sidecar_kind_name(info->kind);
         arb_sidecar_free(m);
-        return arb_cli_fail("encode %s: %s is a %s model (need %s)", what, model, arb_sidecar_kind_name(info->kind),
-                            image ? "dinov2" : "moonshine");
+        return arb_cli_fail("encode %s: %s is a %s model (need %s)", what, model, kn, image ? "dinov2" : "moonshine");
     }
     arb_tensor in = {0}, a = {0}, b = {0};
     int rc = 0;

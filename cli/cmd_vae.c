@@ -38,8 +38,7 @@ int arb_cmd_vae(int argc, char **argv) {
         else return arb_cli_fail("vae: unexpected argument '%s'", a);
     }
     if (!op || !file || !model) {
-        usage(stderr);
-        return arb_cli_fail("vae: encode|decode, FILE and --model are required");
+        return arb_cli_fail("vae: encode|decode, FILE and --model are required (see --help)");
     }
     bool enc = !strcmp(op, "encode");
     if (!enc && strcmp(op, "decode")) return arb_cli_fail("vae: expected encode or decode, got '%s'", op);
