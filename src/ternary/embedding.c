@@ -28,7 +28,7 @@ arb_status arb_ternary_embedding_forward(const arb_ternary *w, const int32_t *id
     ARB_TRY(check_idx(w, idx, n, "arb_ternary_embedding_forward"));
     const int64_t cols = w->cols;
     const arb_tern_kernels *k = arb_tern_kernels_get();
-#pragma omp parallel for schedule(static) if (n * cols > 65536)
+#pragma omp parallel for schedule(static) if (n * cols > ARB_OPS_PAR_MIN)
     for (int64_t t = 0; t < n; t++) k->embed_row(w, idx[t], out + t * cols);
     return ARB_OK;
 }
@@ -43,7 +43,7 @@ static arb_status quantize_dy(const float *dy, int64_t n, int64_t cols, arb_rng_
     float amax = 0.0f;
     int bad = 0;
     const int64_t total = n * cols, nch = (total + EMB_CHUNK - 1) / EMB_CHUNK;
-#pragma omp parallel for schedule(static) reduction(max : amax) reduction(| : bad) if (total > 65536)
+#pragma omp parallel for schedule(static) reduction(max : amax) reduction(| : bad) if (total > ARB_OPS_PAR_MIN)
     for (int64_t ch = 0; ch < nch; ch++) {
         int64_t j0 = ch * EMB_CHUNK, len = total - j0 < EMB_CHUNK ? total - j0 : EMB_CHUNK;
         float a = k->absmax(dy + j0, len, &bad);
@@ -56,7 +56,7 @@ static arb_status quantize_dy(const float *dy, int64_t n, int64_t cols, arb_rng_
         return ARB_OK;
     }
     const float inv = 127.0f / amax;
-#pragma omp parallel for schedule(static) if (total > 65536)
+#pragma omp parallel for schedule(static) if (total > ARB_OPS_PAR_MIN)
     for (int64_t ch = 0; ch < nch; ch++) {
         int64_t j0 = ch * EMB_CHUNK, len = total - j0 < EMB_CHUNK ? total - j0 : EMB_CHUNK;
         k->sround(dy + j0, len, inv, key, (uint32_t)j0, dq + j0);

@@ -335,7 +335,8 @@ AI __m256i upd8(uint32_t word, int h, int8_t *acc_p, const int32_t *g_p, int64_t
     __m256i trit = _mm256_sub_epi32(code_old, one);
     __m256i a = _mm256_cvtepi8_epi32(load_bytes(acc_p, nv));
     __m256i g = nv >= 8 ? _mm256_loadu_si256((const __m256i *)(const void *)g_p) : _mm256_maskload_epi32(g_p, valid);
-    __m256i q = pressure8(g, m64, pl->shift, rand8(pl->key, idx0));
+    /* g = 0 gives q = floor(bits / 2^S) = 0 whatever the draw: skip it (most embedding rows) */
+    __m256i q = _mm256_testz_si256(g, g) ? _mm256_setzero_si256() : pressure8(g, m64, pl->shift, rand8(pl->key, idx0));
 
     /* arb_trit_step */
     const __m128i ks = _mm_cvtsi32_si128(pl->leak_shift);

@@ -265,7 +265,10 @@ static void avx512_upd_row(arb_ternary *w, int64_t o, int64_t c0, int64_t c1, co
         __m512i trit = _mm512_sub_epi32(code_old, one);
         __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, arow + c));
         __m512i gv = _mm512_maskz_loadu_epi32(cm, g + (c - c0));
-        __m512i q = pressure16(gv, m64, pl->shift, rand16(pl->key, (uint32_t)(o * w->cols + c)));
+        /* g = 0 gives q = floor(bits / 2^S) = 0 whatever the draw: skip it (most embedding rows) */
+        __m512i q = _mm512_test_epi32_mask(gv, gv)
+                        ? pressure16(gv, m64, pl->shift, rand16(pl->key, (uint32_t)(o * w->cols + c)))
+                        : _mm512_setzero_si512();
 
         /* arb_trit_step */
         __m512i leak = _mm512_sra_epi32(_mm512_add_epi32(a, _mm512_and_si512(_mm512_srai_epi32(a, 31), lmask)), ks);

@@ -13,6 +13,11 @@
 
 #include "ternary/update_internal.h"
 
+/* Elements below which the streaming ops stay on one thread: with SIMD tiers they run at
+ * ~0.1 ns per element, so a smaller parallel region costs more than it saves (and far more on
+ * an oversubscribed machine). Results never depend on it. */
+#define ARB_OPS_PAR_MIN ((int64_t)1 << 18)
+
 /* RMSNorm's double sums run in 8 lanes: lane l adds the terms i ≡ l (mod 8) in order, then
  * total = ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). */
 #define ARB_OPS_LANES 8

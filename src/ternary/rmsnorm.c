@@ -36,7 +36,7 @@ arb_status arb_ternary_rmsnorm_forward(const arb_ternary *gain, const float *x, 
     if (!gv) return arb_error(ARB_ERR_OOM, "%s: dim %lld", what, (long long)d);
     gain_values(gain, gv);
     const arb_tern_kernels *k = arb_tern_kernels_get();
-#pragma omp parallel for schedule(static) if (n * d > 65536)
+#pragma omp parallel for schedule(static) if (n * d > ARB_OPS_PAR_MIN)
     for (int64_t t = 0; t < n; t++) rstd[t] = k->rms_fwd_row(x + t * d, gv, d, eps, y + t * d);
     arb_free(gv);
     return ARB_OK;
@@ -52,7 +52,7 @@ static arb_status gain_grad(const arb_ternary *gain, const float *x, const float
     const int64_t d = gain->cols, total = n * d;
     float amax = 0.0f;
     int bad = 0;
-#pragma omp parallel for schedule(static) reduction(max : amax) reduction(| : bad) if (total > 65536)
+#pragma omp parallel for schedule(static) reduction(max : amax) reduction(| : bad) if (total > ARB_OPS_PAR_MIN)
     for (int64_t t = 0; t < n; t++) {
         float a = k->gain_absmax_row(x + t * d, rstd[t], dy + t * d, d, &bad);
         amax = a > amax ? a : amax;
@@ -60,14 +60,14 @@ static arb_status gain_grad(const arb_ternary *gain, const float *x, const float
     if (bad) return arb_error(ARB_ERR_INVALID_ARG, "RMSNorm gain gradient has a NaN or infinite value");
     if (amax > 0.0f) {
         const float inv = 127.0f / amax;
-#pragma omp parallel for schedule(static) if (total > 65536)
+#pragma omp parallel for schedule(static) if (total > ARB_OPS_PAR_MIN)
         for (int64_t t = 0; t < n; t++)
             k->gain_sround_row(x + t * d, rstd[t], dy + t * d, d, inv, key, (uint32_t)(t * d), pq + t * d);
     } else {
         memset(pq, 0, (size_t)total); /* inv would be 0: every draw floors to 0 */
     }
     const int64_t nch = (d + GAIN_COL_CHUNK - 1) / GAIN_COL_CHUNK;
-#pragma omp parallel for schedule(static) if (total > 65536)
+#pragma omp parallel for schedule(static) if (total > ARB_OPS_PAR_MIN)
     for (int64_t ch = 0; ch < nch; ch++) {
         int64_t i0 = ch * GAIN_COL_CHUNK, len = d - i0 < GAIN_COL_CHUNK ? d - i0 : GAIN_COL_CHUNK;
         memset(g + i0, 0, (size_t)len * sizeof *g);
@@ -114,7 +114,7 @@ arb_status arb_ternary_rmsnorm_backward_update(arb_ternary *gain, const float *x
     }
     gain_values(gain, gv);
     /* dx_j = r · (dy_j g_j − x̂_j · mean_i(dy_i g_i x̂_i)), x̂ = x · r */
-#pragma omp parallel for schedule(static) if (n * d > 65536)
+#pragma omp parallel for schedule(static) if (n * d > ARB_OPS_PAR_MIN)
     for (int64_t t = 0; t < n; t++) k->rms_dx_row(x + t * d, dy + t * d, gv, rstd[t], d, dx + t * d);
     if (p) {
         arb_upd_row_acc acc = {0, 0, 0};

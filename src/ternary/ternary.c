@@ -208,7 +208,7 @@ arb_status arb_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t
                          (long long)cols, (long long)ld);
     if (rows > 0 && (!x || !q || !scale)) return arb_error(ARB_ERR_INVALID_ARG, "arb_quantize_rows: NULL buffer");
     const arb_tern_kernels *kern = arb_tern_kernels_get(); /* one row per call: the tiers agree to the bit */
-#pragma omp parallel for schedule(static) if (rows * cols > 32768)
+#pragma omp parallel for schedule(static) if (rows * cols > ARB_OPS_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) kern->quantize_row(x + r * cols, cols, ld, q + r * ld, &scale[r]);
     for (int64_t r = 0; r < rows; r++) {
         if (scale[r] < 0.0f) {
