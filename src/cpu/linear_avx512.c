@@ -24,7 +24,7 @@
  * through the output), row/column blocks per L2-resident weight group, GEMV overflow chunk. */
 enum { KC_TILES = 1024, GROUP_BLOCKS = 64, GEMV_CHUNK = 2048 };
 #ifndef GEMV_PREFETCH
-#define GEMV_PREFETCH 2048 /* bytes ahead in each row-block stream (measured) */
+#define GEMV_PREFETCH 1024 /* bytes ahead in each row-block stream (measured) */
 #endif
 
 AI __m512i bcast32(const void *p) {
