@@ -183,9 +183,38 @@ static void test_logits_and_errors(void **state) {
     arb_model_free(m);
 }
 
+/* exp_mode 0 keeps every E at 0; mode 2 keeps the norm gains' E and moves others' */
+static void test_exp_modes(void **state) {
+    (void)state;
+    for (int mode = 0; mode <= 2; mode += 2) {
+        arb_model_config c;
+        text_config(&c);
+        c.exp_mode = mode;
+        c.exp_threshold = 1; /* every bit of evidence moves E: a short run shows the rule */
+        double f, l;
+        arb_model *m;
+        train(&c, 4, &f, &l, &m);
+        int64_t moved_gain = 0, moved_other = 0;
+        for (int32_t i = 0; i < arb_model_n_ternary(m); i++) {
+            arb_ternary *w;
+            ARB_ASSERT_OK(arb_model_ternary_at(m, i, NULL, &w, NULL));
+            for (int64_t r = 0; r < w->rows; r++) {
+                if (w->exp[r] == 0) continue;
+                if (w->kind == ARB_TERNARY_GAIN) moved_gain++;
+                else moved_other++;
+            }
+        }
+        assert_int_equal(moved_gain, 0);
+        if (mode == 0) assert_int_equal(moved_other, 0);
+        else assert_true(moved_other > 0);
+        arb_model_free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_falls_text), cmocka_unit_test(test_loss_falls_all_components),
-        cmocka_unit_test(test_deterministic_threads), cmocka_unit_test(test_logits_and_errors)};
+        cmocka_unit_test(test_deterministic_threads), cmocka_unit_test(test_logits_and_errors),
+        cmocka_unit_test(test_exp_modes)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
