@@ -143,8 +143,18 @@ static void test_elementwise(void **s) {
         for (size_t i = 6; i < n; i++) e3 = fmax(e3, fabs(y[i - 6] - x[i] / (1 + exp(-(double)x[i]))));
         memcpy(y, x + 6, sizeof(float) * (n - 6)), tiers[t]->tanh_(y, n - 6);
         for (size_t i = 6; i < n; i++) e4 = fmax(e4, fabs(y[i - 6] - tanh((double)x[i])));
-        printf("  %s: exp rel %.1e, gelu abs %.1e, silu abs %.1e, tanh abs %.1e\n", t ? "avx512" : "scalar", e1, e2, e3, e4);
-        assert_true(e1 < 1e-6 && e2 < 2e-6 && e3 < 2e-6 && e4 < 1e-6);
+        /* softmax(scale·x) over odd lengths */
+        double e5 = 0;
+        for (int len = 1; len < 70; len += 7) {
+            memcpy(y, x + 6, sizeof(float) * (size_t)len), tiers[t]->softmax(y, len, 0.37f);
+            double mx = -1e300, sum = 0;
+            for (int i = 0; i < len; i++) mx = fmax(mx, 0.37 * x[6 + i]);
+            for (int i = 0; i < len; i++) sum += exp(0.37 * x[6 + i] - mx);
+            for (int i = 0; i < len; i++) e5 = fmax(e5, fabs(y[i] - exp(0.37 * x[6 + i] - mx) / sum));
+        }
+        printf("  %s: exp rel %.1e, gelu abs %.1e, silu abs %.1e, tanh abs %.1e, softmax abs %.1e\n", t ? "avx512" : "scalar",
+               e1, e2, e3, e4, e5);
+        assert_true(e1 < 1e-6 && e2 < 2e-6 && e3 < 2e-6 && e4 < 1e-6 && e5 < 1e-6);
     }
     free(x), free(y);
 }

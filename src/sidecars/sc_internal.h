@@ -111,6 +111,7 @@ typedef struct sc_ops_tier {
     void (*gelu)(float *x, size_t n);   /* exact erf GELU */
     void (*silu)(float *x, size_t n);
     void (*tanh_)(float *x, size_t n);
+    void (*softmax)(float *x, int n, float scale); /* x = softmax(scale·x), max-subtracted */
 } sc_ops_tier;
 extern const sc_ops_tier sc_ops_scalar;
 extern const sc_ops_tier sc_ops_avx512;

@@ -281,7 +281,18 @@ static void silu_scalar(float *x, size_t n) {
 static void tanh_scalar(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = tanhf(x[i]);
 }
-const sc_ops_tier sc_ops_scalar = {exp_scalar, gelu_scalar, silu_scalar, tanh_scalar};
+static void softmax_scalar(float *r, int n, float scale) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        r[j] *= scale;
+        mx = r[j] > mx ? r[j] : mx;
+    }
+    float sum = 0.f;
+    for (int j = 0; j < n; j++) sum += (r[j] = expf(r[j] - mx));
+    float inv = 1.f / sum;
+    for (int j = 0; j < n; j++) r[j] *= inv;
+}
+const sc_ops_tier sc_ops_scalar = {exp_scalar, gelu_scalar, silu_scalar, tanh_scalar, softmax_scalar};
 
 const sc_ops_tier *sc_ops(void) {
     if (arb_cpu_tier_get() >= ARB_TIER_AVX512) return &sc_ops_avx512;
@@ -377,17 +388,7 @@ void sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const f
 
 void sc_softmax_rows(float *s, int M, int N, size_t lds) {
     const sc_ops_tier *ops = sc_ops();
-    for (int m = 0; m < M; m++) {
-        float *r = s + (size_t)m * lds;
-        float mx = -INFINITY;
-        for (int j = 0; j < N; j++) mx = r[j] > mx ? r[j] : mx;
-        for (int j = 0; j < N; j++) r[j] -= mx;
-        ops->exp_inplace(r, (size_t)N);
-        float sum = 0.f;
-        for (int j = 0; j < N; j++) sum += r[j];
-        float inv = 1.f / sum;
-        for (int j = 0; j < N; j++) r[j] *= inv;
-    }
+    for (int m = 0; m < M; m++) ops->softmax(s + (size_t)m * lds, N, 1.f);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -418,13 +419,13 @@ arb_status sc_attention(int Tq, int Tk, int H, int dh, const float *q, size_t ld
         int rows = Tq - q0 < SC_ATT_QCHUNK ? Tq - q0 : SC_ATT_QCHUNK;
         float *s = sbuf + (size_t)(par ? omp_get_thread_num() : 0) * SC_ATT_QCHUNK * Tk;
         sc_gemm_f32(rows, Tk, dh, q + (size_t)q0 * ldq + (size_t)h * dh, ldq, kp + h * kpn, NULL, s, (size_t)Tk, 0);
+        const sc_ops_tier *ops = sc_ops();
         for (int i = 0; i < rows; i++) {
             float *r = s + (size_t)i * Tk;
-            for (int j = 0; j < Tk; j++) r[j] *= scale;
-            if (causal)
-                for (int j = q0 + i + 1; j < Tk; j++) r[j] = -INFINITY;
+            int n = causal && q0 + i + 1 < Tk ? q0 + i + 1 : Tk; /* causal: keys past the query get weight 0 */
+            ops->softmax(r, n, scale);
+            for (int j = n; j < Tk; j++) r[j] = 0.f;
         }
-        sc_softmax_rows(s, rows, Tk, (size_t)Tk);
         sc_gemm_f32(rows, dh, Tk, s, (size_t)Tk, vp + h * vpn, NULL, o + (size_t)q0 * ldo + (size_t)h * dh, ldo, 0);
     }
     arb_free(kp);

@@ -240,4 +240,27 @@ AI __m512 tanh512(__m512 v) {
 }
 MAP512(tanh_avx512, tanh512(v))
 
-const sc_ops_tier sc_ops_avx512 = {exp_avx512, gelu_avx512, silu_avx512, tanh_avx512};
+static void softmax_avx512(float *x, int n, float scale) {
+    __m512 vs = _mm512_set1_ps(scale), mx = _mm512_set1_ps(-INFINITY);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 mk = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + i), vs);
+        _mm512_mask_storeu_ps(x + i, mk, v);
+        mx = _mm512_mask_max_ps(mx, mk, mx, v);
+    }
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), sum = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 mk = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), m));
+        e = _mm512_maskz_mov_ps(mk, e);
+        _mm512_mask_storeu_ps(x + i, mk, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sum));
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 mk = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + i), inv));
+    }
+}
+
+const sc_ops_tier sc_ops_avx512 = {exp_avx512, gelu_avx512, silu_avx512, tanh_avx512, softmax_avx512};
