@@ -158,8 +158,13 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                                     const int t = (int)code - 1;
                                     se += (long long)t * gi;
                                     int8_t a = av[pp][e];
-                                    int nt = arb_upd_weight(t, &a, gi, m, &pl,
-                                                            arb_rand_u32(g.key, (uint32_t)(o * g.cols + i)));
+                                    const uint32_t u = arb_rand_u32(g.key, (uint32_t)(o * g.cols + i));
+                                    int nt;
+                                    if (pl.leak_shift == 5) { /* the default k: the leak's division folds to shifts */
+                                        nt = arb_trit_step(t, &a, arb_upd_pressure(gi, m, pl.shift, u), pl.threshold, 5);
+                                    } else {
+                                        nt = arb_upd_weight(t, &a, gi, m, &pl, u);
+                                    }
                                     av[pp][e] = a;
                                     if (nt != t) sf++;
                                     code = (uint32_t)(nt + 1);
@@ -693,20 +698,22 @@ __global__ void k_bwd_quant(const float *dy, const float *xs, const float *scale
         const int64_t t = t0 + ty + 8 * jj;
         xv[jj] = (hqt && t < n) ? __ldg(xs + t) : 0.0f;
     }
+    const uint32_t idx0 = (uint32_t)(t0 * rows + o0 + tx); /* RNG indices wrap mod 2^32, as on the CPU */
 #pragma unroll
     for (int jj = 0; jj < 4; jj++) {
         const int j = ty + 8 * jj;
         const int64_t t = t0 + j, o = o0 + tx;
         int vq = 0, vh = 0;
         if (t < n && o < rows) {
-            const uint32_t idx = (uint32_t)(t * rows + o);
+            const uint32_t idx = idx0 + (uint32_t)j * (uint32_t)rows;
+            /* floor and the int conversion in one instruction (|value| ≤ 128, never NaN here) */
             if (q && rinv[j] > 0.0f) {
-                float f = floorf(__fadd_rn(__fmul_rn(v[jj], rinv[j]), arb_rand_unit(kx, idx)));
-                vq = (int)(f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f));
+                vq = __float2int_rd(__fadd_rn(__fmul_rn(v[jj], rinv[j]), arb_rand_unit(kx, idx)));
+                vq = vq > 127 ? 127 : (vq < -127 ? -127 : vq);
             }
             if (hqt && cinv[tx] > 0.0f) {
-                float f = floorf(__fadd_rn(__fmul_rn(__fmul_rn(v[jj], xv[jj]), cinv[tx]), arb_rand_unit(kg, idx)));
-                vh = (int)(f > 127.0f ? 127.0f : (f < -127.0f ? -127.0f : f));
+                vh = __float2int_rd(__fadd_rn(__fmul_rn(__fmul_rn(v[jj], xv[jj]), cinv[tx]), arb_rand_unit(kg, idx)));
+                vh = vh > 127 ? 127 : (vh < -127 ? -127 : vh);
             }
         }
         if (q && t < n && o < ldq) q[t * ldq + o] = (int8_t)vq;
