@@ -30,7 +30,7 @@
 #include <time.h>
 
 #include "testutil.h"
-#include "ternary/update_internal.h"
+#include "ternary/ops_internal.h"
 #ifdef ARB_HAVE_CUDA
 #include "arbitor/cuda.h"
 #endif
@@ -1116,6 +1116,10 @@ static int run_checks(void) {
                 check_cuda(op);
 #endif
             } else {
+                static const arb_tern_kernels *tables[3] = {&arb_tern_kernels_ref, &arb_tern_kernels_avx2,
+                                                            &arb_tern_kernels_avx512};
+                cpu_use(b);
+                if (arb_tern_kernels_get() != tables[b]) failf("the dispatch does not pick the %s table", k_bkname[b]);
                 k_checks[op](b);
             }
             scope_end();

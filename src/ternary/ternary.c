@@ -141,7 +141,10 @@ int32_t arb_ternary_row_nnz(const arb_ternary *w, int64_t r) {
         uint32_t word;
         memcpy(&word, row + kb * ARB_TILE_BYTES, 4);
         uint32_t x = word ^ 0x55555555u;     /* field 0 ⇔ code 1 ⇔ trit 0 */
-        n += __builtin_popcount((x | (x >> 1)) & 0x55555555u);
+        uint32_t v = (x | (x >> 1)) & 0x55555555u; /* one bit per nonzero field: count them */
+        v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u); /* SWAR: no libgcc call without -mpopcnt */
+        v = (v + (v >> 4)) & 0x0F0F0F0Fu;
+        n += (int32_t)((v * 0x01010101u) >> 24);
     }
     return n;
 }
