@@ -11,6 +11,7 @@
 #include "sidecars/sc_internal.h"
 #include "testutil.h"
 
+static bool have_avx2(void) { return arb_cpu_features_get()->avx2 && arb_cpu_features_get()->fma; }
 static bool have_avx512(void) {
     return arb_cpu_tier_get() >= ARB_TIER_AVX512 && arb_cpu_features_get()->avx512_vnni;
 }
@@ -62,6 +63,14 @@ static void test_q8_gemm(void **s) {
             sc_tier_scalar.q8(M, aq0, as0, &P, bias, c0, N, SC_EPI_ACCUM, 0, nb);
             assert_memory_equal(c0, c1, sizeof(float) * M * N);
         }
+        if (have_avx2()) {
+            for (int m = 0; m < M; m++) as1[m] = sc_tier_avx2.quant_row(a + (size_t)m * K, K, kp, aq1 + (size_t)m * kp);
+            assert_memory_equal(aq0, aq1, (size_t)M * kp);
+            assert_memory_equal(as0, as1, sizeof(float) * M);
+            sc_tier_scalar.q8(M, aq0, as0, &P, bias, c0, N, 0, 0, nb);
+            sc_tier_avx2.q8(M, aq1, as1, &P, bias, c1, N, 0, 0, nb);
+            assert_memory_equal(c0, c1, sizeof(float) * M * N); /* bit-exact */
+        }
         /* the threaded driver gives the tier's numbers */
         sc_gemm_q8(M, a, K, &P, bias, c1, N, 0);
         sc_tier()->q8(M, aq0, as0, &P, bias, c0, N, 0, 0, nb);
@@ -95,6 +104,10 @@ static void test_f32_gemm(void **s) {
         assert_true(arb_test_rel_l2_f64(c0, ref, (size_t)M * N) < 1e-6);
         if (have_avx512()) {
             sc_tier_avx512.f32(M, N, K, a, lda, F.p, bias, c1, N, 0, 0, nb);
+            assert_true(arb_test_rel_l2_f64(c1, ref, (size_t)M * N) < 1e-6);
+        }
+        if (have_avx2()) {
+            sc_tier_avx2.f32(M, N, K, a, lda, F.p, bias, c1, N, 0, 0, nb);
             assert_true(arb_test_rel_l2_f64(c1, ref, (size_t)M * N) < 1e-6);
         }
         sc_gemm_f32(M, N, K, a, lda, F.p, bias, c1, N, 0);

@@ -100,6 +100,7 @@ typedef struct sc_gemm_tier {
 } sc_gemm_tier;
 extern const sc_gemm_tier sc_tier_scalar;
 extern const sc_gemm_tier sc_tier_avx512;
+extern const sc_gemm_tier sc_tier_avx2;
 const sc_gemm_tier *sc_tier(void);
 /* A register-only vpdpbusd loop of `iters` iterations; returns the int8 ops it did. */
 double sc_vnni_peak_ops(long iters);

@@ -168,9 +168,11 @@ static float quant_row_scalar(const float *x, int K, int Kp, uint8_t *u8) {
 
 const sc_gemm_tier sc_tier_scalar = {f32_scalar, q8_scalar, quant_row_scalar};
 
-/* The AVX-512 tier lives in sc_kernels_avx512.c; it needs AVX-512 F/BW/VL/DQ and VNNI. */
+/* The AVX-512 tier (sc_kernels_avx512.c) needs AVX-512 F/BW/VL/DQ and VNNI; AVX2 + FMA otherwise. */
 const sc_gemm_tier *sc_tier(void) {
-    if (arb_cpu_tier_get() >= ARB_TIER_AVX512 && arb_cpu_features_get()->avx512_vnni) return &sc_tier_avx512;
+    arb_cpu_tier t = arb_cpu_tier_get();
+    if (t >= ARB_TIER_AVX512 && arb_cpu_features_get()->avx512_vnni) return &sc_tier_avx512;
+    if (t >= ARB_TIER_AVX2) return &sc_tier_avx2;
     return &sc_tier_scalar;
 }
 
