@@ -158,13 +158,8 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                                     const int t = (int)code - 1;
                                     se += (long long)t * gi;
                                     int8_t a = av[pp][e];
-                                    const uint32_t u = arb_rand_u32(g.key, (uint32_t)(o * g.cols + i));
-                                    int nt;
-                                    if (pl.leak_shift == 5) { /* the default k: the leak's division folds to shifts */
-                                        nt = arb_trit_step(t, &a, arb_upd_pressure(gi, m, pl.shift, u), pl.threshold, 5);
-                                    } else {
-                                        nt = arb_upd_weight(t, &a, gi, m, &pl, u);
-                                    }
+                                    int nt = arb_upd_weight(t, &a, gi, m, &pl,
+                                                            arb_rand_u32(g.key, (uint32_t)(o * g.cols + i)));
                                     av[pp][e] = a;
                                     if (nt != t) sf++;
                                     code = (uint32_t)(nt + 1);
@@ -668,43 +663,45 @@ __global__ void __launch_bounds__(256) k_bwd_amax(const float *dy, const float *
         atomicMax(&row_amax[t0 + threadIdx.x], s_row[threadIdx.x]);
 }
 
-/* 32 tokens × 32 columns per block (32 × 8 threads): q (n, ldq) for dX, hqᵀ (rows, ldt) for dW.
- * Columns rows..ldq-1 of q and tokens n..ldt-1 of hqᵀ are written as zeros. */
-__global__ void k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
-                            const unsigned *row_amax, arb_rng_key kx, int8_t *q, int64_t ldq, float *qs,
-                            const unsigned *col_amax, arb_rng_key kg, int8_t *hqt, int64_t ldt) {
-    __shared__ int8_t tile[32][33];
-    __shared__ float rinv[32], cinv[32];
-    const int64_t o0 = blockIdx.x * 32, t0 = blockIdx.y * 32;
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    if (ty == 0) {
-        int64_t t = t0 + tx, o = o0 + tx;
+/* 64 tokens × 64 columns per block (256 threads, 16 elements each, all loads issued first):
+ * q (n, ldq) for dX, hqᵀ (rows, ldt) for dW. Columns rows..ldq-1 of q and tokens n..ldt-1 of
+ * hqᵀ are written as zeros. */
+constexpr int QT = 64;
+__global__ void __launch_bounds__(256) k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n,
+                                                   int64_t rows, const unsigned *row_amax, arb_rng_key kx, int8_t *q,
+                                                   int64_t ldq, float *qs, const unsigned *col_amax, arb_rng_key kg,
+                                                   int8_t *hqt, int64_t ldt) {
+    __shared__ int8_t tile[QT][QT + 4];
+    __shared__ float rinv[QT], cinv[QT];
+    const int64_t o0 = blockIdx.x * QT, t0 = blockIdx.y * QT;
+    const int tid = threadIdx.x, tx = tid & 63, ty = tid >> 6; /* tx: column, ty: token phase */
+    if (tid < QT) {
+        const int64_t t = t0 + tid;
         float ra = (q && t < n) ? __uint_as_float(row_amax[t]) : 0.0f;
-        float ca = (hqt && o < rows) ? __uint_as_float(col_amax[o]) : 0.0f;
-        rinv[tx] = ra > 0.0f ? __fdiv_rn(127.0f, ra) : 0.0f;
-        cinv[tx] = ca > 0.0f ? __fdiv_rn(127.0f, ca) : 0.0f;
+        rinv[tid] = ra > 0.0f ? __fdiv_rn(127.0f, ra) : 0.0f;
         if (q && qs && blockIdx.x == 0 && t < n) qs[t] = __fdiv_rn(ra, 127.0f);
+    } else if (tid < 2 * QT) {
+        const int64_t o = o0 + tid - QT;
+        float ca = (hqt && o < rows) ? __uint_as_float(col_amax[o]) : 0.0f;
+        cinv[tid - QT] = ca > 0.0f ? __fdiv_rn(127.0f, ca) : 0.0f;
+    }
+    const int64_t o = o0 + tx;
+    const bool ocol = o < rows;
+    const float so = ocol ? __ldg(scale + o) : 0.0f;
+    float v[16];
+#pragma unroll
+    for (int jj = 0; jj < 16; jj++) { /* every load before any int8 store (which may alias) */
+        const int64_t t = t0 + ty + 4 * jj;
+        v[jj] = (t < n && ocol) ? __fmul_rn(__ldg(dy + t * rows + o), so) : 0.0f;
     }
     __syncthreads();
-    float v[4];
+    const uint32_t idx0 = (uint32_t)(t0 * rows + o); /* RNG indices wrap mod 2^32, as on the CPU */
 #pragma unroll
-    for (int jj = 0; jj < 4; jj++) { /* every load before any int8 store (which may alias) */
-        const int64_t t = t0 + ty + 8 * jj, o = o0 + tx;
-        v[jj] = (t < n && o < rows) ? __fmul_rn(__ldg(dy + t * rows + o), __ldg(scale + o)) : 0.0f;
-    }
-    float xv[4];
-#pragma unroll
-    for (int jj = 0; jj < 4; jj++) {
-        const int64_t t = t0 + ty + 8 * jj;
-        xv[jj] = (hqt && t < n) ? __ldg(xs + t) : 0.0f;
-    }
-    const uint32_t idx0 = (uint32_t)(t0 * rows + o0 + tx); /* RNG indices wrap mod 2^32, as on the CPU */
-#pragma unroll
-    for (int jj = 0; jj < 4; jj++) {
-        const int j = ty + 8 * jj;
-        const int64_t t = t0 + j, o = o0 + tx;
+    for (int jj = 0; jj < 16; jj++) {
+        const int j = ty + 4 * jj;
+        const int64_t t = t0 + j;
         int vq = 0, vh = 0;
-        if (t < n && o < rows) {
+        if (t < n && ocol) {
             const uint32_t idx = idx0 + (uint32_t)j * (uint32_t)rows;
             /* floor and the int conversion in one instruction (|value| ≤ 128, never NaN here) */
             if (q && rinv[j] > 0.0f) {
@@ -712,7 +709,8 @@ __global__ void k_bwd_quant(const float *dy, const float *xs, const float *scale
                 vq = vq > 127 ? 127 : (vq < -127 ? -127 : vq);
             }
             if (hqt && cinv[tx] > 0.0f) {
-                vh = __float2int_rd(__fadd_rn(__fmul_rn(__fmul_rn(v[jj], xv[jj]), cinv[tx]), arb_rand_unit(kg, idx)));
+                vh = __float2int_rd(
+                    __fadd_rn(__fmul_rn(__fmul_rn(v[jj], __ldg(xs + t)), cinv[tx]), arb_rand_unit(kg, idx)));
                 vh = vh > 127 ? 127 : (vh < -127 ? -127 : vh);
             }
         }
@@ -721,9 +719,17 @@ __global__ void k_bwd_quant(const float *dy, const float *xs, const float *scale
     }
     if (!hqt) return;
     __syncthreads();
-    for (int j = ty; j < 32; j += 8) {
-        const int64_t o = o0 + j, t = t0 + tx;
-        if (o < rows && t < ldt) hqt[o * ldt + t] = tile[tx][j];
+    /* hqᵀ rows: 64 tokens of one column, 4 bytes per thread */
+    const int orow = tid >> 2, part = tid & 3;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const int oo = orow + 0, tt = part * 16 + k * 4;
+        const int64_t og = o0 + oo, tg = t0 + tt;
+        if (og < rows && tg < ldt) {
+            uint32_t w = (uint32_t)(uint8_t)tile[tt][oo] | ((uint32_t)(uint8_t)tile[tt + 1][oo] << 8) |
+                         ((uint32_t)(uint8_t)tile[tt + 2][oo] << 16) | ((uint32_t)(uint8_t)tile[tt + 3][oo] << 24);
+            *(uint32_t *)(hqt + og * ldt + tg) = w; /* ldt is a multiple of 64 */
+        }
     }
 }
 
@@ -784,9 +790,9 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_CU_LAUNCH("k_bwd_amax");
     }
     {
-        dim3 gq(arb_cuda_blocks(dx ? rp : rows, 32), arb_cuda_blocks(p ? ldt : n, 32)), bq(32, 8);
+        dim3 gq(arb_cuda_blocks(dx ? rp : rows, QT), arb_cuda_blocks(p ? ldt : n, QT));
         if (gq.x && gq.y) {
-            k_bwd_quant<<<gq, bq, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx,
+            k_bwd_quant<<<gq, 256, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx,
                                           q.as<int8_t>(), rp, qs.as<float>(), camax.as<unsigned>(),
                                           p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0},
                                           hqt.as<int8_t>(), ldt);
