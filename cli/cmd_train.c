@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             "  --batch N, --seq N   sequences per step, tokens per sequence (default: the config's)\n"
             "  --eta0 X             update-rule pressure at the start (default: the config's)\n"
             "  --schedule MODE      cosine (eta0 -> eta0/10) or flip (cosine x per-layer flip-rate controller)\n"
+            "  --gain-eta X         eta multiplier of the norm gains (default 1; 0 freezes them)\n"
             "  --flip-target A,B    flip mode: flips per weight per step, A at the start -> B at the end (1e-3,1e-4)\n"
             "  --eval-every N       validate every N steps (default: %d times per run)\n"
             "  --eval-windows N     validation windows of the fixed set (default 256)\n"
@@ -103,7 +104,7 @@ static int finish_plot(const arb_trainer *tr, const run_files *rf) {
 int arb_cmd_train(int argc, char **argv) {
     const char *data = NULL, *config = NULL, *out = NULL, *resume = NULL, *device = "cpu", *sched = NULL;
     int64_t steps = 0, seed = 1337, batch = 0, seq = 0, eval_every = 0, eval_windows = 256, log_every = 0, threads = 0;
-    double budget_min = 0, eta0 = -1, flip_early = 0, flip_late = 0;
+    double budget_min = 0, eta0 = -1, flip_early = 0, flip_late = 0, gain_eta = -1;
     bool have_steps = false, have_budget = false, have_seed = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -151,6 +152,9 @@ int arb_cmd_train(int argc, char **argv) {
         } else if (!strcmp(a, "--eta0")) {
             NEED_VALUE();
             if (!arb_cli_parse_f64(v, 0, 127, &eta0)) return arb_cli_fail("train: --eta0 '%s' is not a number in [0, 127]", v);
+        } else if (!strcmp(a, "--gain-eta")) {
+            NEED_VALUE();
+            if (!arb_cli_parse_f64(v, 0, 64, &gain_eta)) return arb_cli_fail("train: --gain-eta '%s' is not a number in [0, 64]", v);
         } else if (!strcmp(a, "--eval-every")) {
             NEED_VALUE();
             if (!arb_cli_parse_i64(v, 1, INT64_C(1) << 40, &eval_every)) return arb_cli_fail("train: --eval-every '%s' is not an integer >= 1", v);
@@ -199,9 +203,9 @@ int arb_cmd_train(int argc, char **argv) {
     }
     arb_trainer *tr = NULL;
     if (resume) {
-        if (batch || seq || eta0 >= 0 || sched || flip_early > 0) {
+        if (batch || seq || eta0 >= 0 || sched || flip_early > 0 || gain_eta >= 0) {
             arb_corpus_free(&corpus);
-            return arb_cli_fail("train: --resume continues the saved run: --batch, --seq, --eta0, --schedule and --flip-target cannot change");
+            return arb_cli_fail("train: --resume continues the saved run: --batch, --seq, --eta0, --gain-eta, --schedule and --flip-target cannot change");
         }
         arb_train_options ov = arb_train_options_default(&cfg);
         /* A new horizon may be given; otherwise the saved one stands (read after load). */
@@ -235,6 +239,7 @@ int arb_cmd_train(int argc, char **argv) {
         if (batch) o.batch = batch;
         if (seq) o.seq = seq;
         if (eta0 >= 0) o.sched.eta0 = eta0;
+        if (gain_eta >= 0) o.gain_eta_mult = gain_eta;
         o.sched.mode = mode;
         if (flip_early > 0) {
             o.sched.flip_early = flip_early;

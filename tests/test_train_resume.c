@@ -53,7 +53,10 @@ static arb_train_options tiny_opts(const arb_model_config *cfg, arb_schedule_mod
     o.seq = 16;
     o.eval_windows = 3;
     o.sched.mode = mode;
-    if (mode == ARB_SCHED_FLIP) o.sched.ctrl_gain = 0.5;
+    if (mode == ARB_SCHED_FLIP) {
+        o.sched.ctrl_gain = 0.5;
+        o.gain_eta_mult = 0.5; /* norm gains start at half pressure */
+    }
     return o;
 }
 

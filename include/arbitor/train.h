@@ -103,6 +103,7 @@ typedef struct arb_train_options {
     int64_t seq;            /* tokens per sequence (config's train_seq) */
     int64_t eval_windows;   /* validation windows (fixed set), 256 */
     arb_schedule sched;     /* eta0 / final frac from the config's hints */
+    double gain_eta_mult;   /* eta multiplier of norm-gain tensors (kind GAIN); 1 = same as the rest */
     arb_device device;
 } arb_train_options;
 
@@ -124,7 +125,8 @@ typedef struct arb_trainer {
     double elapsed_s;         /* training wall time over all sessions (time-budget schedule) */
     double step_time_s;       /* time spent inside arb_trainer_step (tokens/s) over all sessions */
     int32_t n_tensors;
-    double *ctrl;             /* (n_tensors) flip controller multipliers (1 in cosine mode) */
+    double *ctrl;             /* (n_tensors) per-tensor eta multipliers: gain_eta_mult for norm gains,
+                                 1 for the rest; the flip controller moves them in flip mode */
     float *ctrl_f;            /* (n_tensors) the same as floats for the model */
     int64_t *flips_acc;       /* (n_tensors) flips since the last log record */
     int32_t *exp_moves_acc;   /* (n_tensors) E moves since the last log record */

@@ -28,6 +28,7 @@ arb_train_options arb_train_options_default(const arb_model_config *cfg) {
     o.batch = cfg ? cfg->train_batch : 16;
     o.seq = cfg ? cfg->train_seq : 128;
     o.eval_windows = 256;
+    o.gain_eta_mult = 1.0;
     o.sched = arb_schedule_default();
     if (cfg) {
         o.sched.eta0 = cfg->eta;
@@ -48,6 +49,8 @@ static arb_status check_options(const arb_train_options *o, const arb_model_conf
         return arb_error(ARB_ERR_INVALID_ARG, "train: sequence length %lld outside [1, ctx %d]", (long long)o->seq,
                          cfg->ctx);
     if (o->eval_windows < 1) return arb_error(ARB_ERR_INVALID_ARG, "train: eval windows < 1");
+    if (!(o->gain_eta_mult >= 0 && o->gain_eta_mult <= 64))
+        return arb_error(ARB_ERR_INVALID_ARG, "train: gain eta multiplier %g outside [0, 64]", o->gain_eta_mult);
     if (!(o->sched.eta0 >= 0 && o->sched.eta0 <= 127))
         return arb_error(ARB_ERR_INVALID_ARG, "train: eta0 %g outside [0, 127]", o->sched.eta0);
     if (!(o->sched.eta_final_frac >= 0 && o->sched.eta_final_frac <= 1))
@@ -99,6 +102,16 @@ static arb_status trainer_new(arb_trainer **out, const arb_model_config *cfg, co
     if (s == ARB_OK) {
         tr->n_tensors = arb_model_n_ternary(tr->model);
         s = trainer_alloc(tr);
+    }
+    for (int32_t i = 0; s == ARB_OK && i < tr->n_tensors; i++) {
+        const char *name;
+        arb_ternary *t;
+        arb_update_state *us;
+        s = arb_model_ternary_at(tr->model, i, &name, &t, &us);
+        if (s == ARB_OK && t->kind == ARB_TERNARY_GAIN) {
+            tr->ctrl[i] = opt->gain_eta_mult;
+            tr->ctrl_f[i] = (float)opt->gain_eta_mult;
+        }
     }
     if (s != ARB_OK) {
         arb_trainer_free(tr);
@@ -161,7 +174,7 @@ arb_status arb_trainer_step(arb_trainer *tr, double *loss) {
     sp.update.eta = (float)eta;
     sp.update.seed = tr->opt.seed;
     sp.update.step = (uint64_t)tr->step;
-    sp.tensor_eta = tr->opt.sched.mode == ARB_SCHED_FLIP ? tr->ctrl_f : NULL;
+    sp.tensor_eta = tr->ctrl_f;
     arb_model_step_stats ss;
     ARB_TRY(arb_model_backward_update(tr->model, &sp, &ss));
     for (int32_t i = 0; i < tr->n_tensors; i++) {
@@ -303,7 +316,8 @@ arb_status arb_trainer_save(const arb_trainer *tr, const char *path) {
     /* options */
     ok = ok && cJSON_AddNumberToObject(opt, "steps", (double)tr->opt.steps) && add_hex(opt, "time_budget_s", tr->opt.time_budget_s) &&
          cJSON_AddNumberToObject(opt, "batch", (double)tr->opt.batch) && cJSON_AddNumberToObject(opt, "seq", (double)tr->opt.seq) &&
-         cJSON_AddNumberToObject(opt, "eval_windows", (double)tr->opt.eval_windows);
+         cJSON_AddNumberToObject(opt, "eval_windows", (double)tr->opt.eval_windows) &&
+         add_hex(opt, "gain_eta_mult", tr->opt.gain_eta_mult);
     /* schedule */
     ok = ok && cJSON_AddStringToObject(sch, "mode", mode_name(tr->opt.sched.mode)) && add_hex(sch, "eta0", tr->opt.sched.eta0) &&
          add_hex(sch, "eta_final_frac", tr->opt.sched.eta_final_frac) && add_hex(sch, "flip_early", tr->opt.sched.flip_early) &&
@@ -454,6 +468,7 @@ static arb_status resume_into(arb_trainer **out, arb_safetensors *st, const char
     if (s == ARB_OK) s = get_int(opt, path, "options", "batch", 1, 1 << 20, &o.batch);
     if (s == ARB_OK) s = get_int(opt, path, "options", "seq", 1, 1 << 20, &o.seq);
     if (s == ARB_OK) s = get_int(opt, path, "options", "eval_windows", 1, 1 << 30, &o.eval_windows);
+    if (s == ARB_OK) s = get_hex(opt, path, "options", "gain_eta_mult", &o.gain_eta_mult);
     if (s == ARB_OK) {
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(sch, "mode");
         if (!cJSON_IsString(m) || (strcmp(m->valuestring, "cosine") && strcmp(m->valuestring, "flip")))
