@@ -340,7 +340,15 @@ __global__ void __launch_bounds__(THREADS, 1) k_gemm_wg(const GemmArgs g) {
     uint8_t *sA = sB + WST * W_B_BYTES;                   /* int8: WST × 16 KB; packed: 2 decode buffers */
     uint8_t *sP = sA + (AM == A_INT8 ? WST : 2) * W_AI8_BYTES; /* packed stages: WST × 4 KB */
     const int tid = threadIdx.x, warp = tid >> 5, wg = warp >> 2;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    /* Grouped rasterization: consecutive CTAs walk 16 M-tiles for each N-tile, so the ~132 CTAs
+     * in flight share a few operand panels in L2 instead of streaming all of them. */
+    int m0, n0;
+    {
+        const int nm = gridDim.y, nn = gridDim.x, id = blockIdx.y * nn + blockIdx.x, G = 16;
+        const int first = id / (G * nn) * G, gs = min(nm - first, G), r = id % (G * nn);
+        m0 = (first + r % gs) * BM;
+        n0 = (r / gs) * BN;
+    }
     const int nk = (g.K + WBK - 1) / WBK;
 
     int32_t acc[128];
