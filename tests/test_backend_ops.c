@@ -15,7 +15,7 @@
  *   - gradient mode: RMSNorm dx vs central finite differences of a float64 forward; linear dx vs
  *     the float64 product of the dequantized operands; the integer gradients the updates consume
  *     (linear, embedding, RMSNorm gain) vs float64 (scatter-add for the embedding).
- *   - 1 vs 2 threads bit-identical, on shapes large enough to take the threaded paths.
+ *   - 1 vs 3 threads bit-identical (an uneven split), on shapes large enough to take the threaded paths.
  * Prints the table op × backend → OK / FAIL / SKIP; exits non-zero on any FAIL.
  *
  *   test_backend_ops                 the checks (CTest)
@@ -307,7 +307,7 @@ static int g_threads_default;
 
 /* ================================================================ CPU checks
  * Each check runs the op under the scalar tier (the reference) and under backend b, on every
- * shape, then the independent checks on b's output, then 1 vs 2 threads on a larger shape. */
+ * shape, then the independent checks on b's output, then 1 vs 3 threads on a larger shape. */
 
 /* ---- quantize_rows ---------------------------------------------------------------------------- */
 
@@ -373,6 +373,18 @@ static void check_quantize(int b) {
             return;
         }
     }
+    /* no columns: every row is all zero (scale 0, q 0 up to ld) */
+    {
+        int8_t q[48];
+        float sc[3] = {1, 1, 1}, dummy = 0.0f;
+        memset(q, 0x7F, sizeof q);
+        if (!OK(arb_quantize_rows(&dummy, 3, 0, 16, q, sc))) return;
+        for (int i = 0; i < 48; i++)
+            if (q[i] != 0 || (i < 3 && sc[i] != 0.0f)) {
+                failf("quantize_rows with 0 columns: q[%d] = %d", i, q[i]);
+                return;
+            }
+    }
     /* threads: rows · cols > 2^18 (ARB_OPS_PAR_MIN) takes the parallel path */
     int64_t rows = 263, cols = 1003, ld = arb_round_up16(cols);
     float *x = quant_input(rows, cols);
@@ -380,11 +392,11 @@ static void check_quantize(int b) {
     float *s1 = TALLOC(float, rows), *s2 = TALLOC(float, rows);
     set_threads(1);
     bool ok = OK(arb_quantize_rows(x, rows, cols, ld, q1, s1));
-    set_threads(2);
+    set_threads(3);
     ok = ok && OK(arb_quantize_rows(x, rows, cols, ld, q2, s2));
     set_threads(g_threads_default);
-    if (ok && same_bytes(q2, q1, (size_t)(rows * ld), "quantize_rows 2 vs 1 threads"))
-        same_f32(s2, s1, rows, "quantize_rows scale 2 vs 1 threads");
+    if (ok && same_bytes(q2, q1, (size_t)(rows * ld), "quantize_rows 3 vs 1 threads"))
+        same_f32(s2, s1, rows, "quantize_rows scale 3 vs 1 threads");
 }
 
 /* ---- linear ------------------------------------------------------------------------------------ */
@@ -440,12 +452,12 @@ static void check_forward(int b) {
         cpu_use(b);
         set_threads(1);
         bool ok = OK(arb_ternary_linear_forward(w, xq, xs, sh.n, y1));
-        set_threads(2);
+        set_threads(3);
         ok = ok && OK(arb_ternary_linear_forward(w, xq, xs, sh.n, y2));
         set_threads(g_threads_default);
         if (!ok) return;
         if (!same_f32(y1, y0, sh.n * sh.rows, "linear_forward vs scalar")) return;
-        if (!same_f32(y2, y1, sh.n * sh.rows, "linear_forward 2 vs 1 threads")) return;
+        if (!same_f32(y2, y1, sh.n * sh.rows, "linear_forward 3 vs 1 threads")) return;
         /* float64 product of the dequantized operands: (xq · xs) · (trit · scale) */
         int64_t *acc = matmul_ref64(w, xq, sh.n);
         double *yr = TALLOC(double, sh.n * sh.rows);
@@ -500,12 +512,12 @@ static void check_backward_x(int b) {
         cpu_use(b);
         set_threads(1);
         bool ok = OK(arb_ternary_linear_backward_x(w, dy, sh.n, key, d1));
-        set_threads(2);
+        set_threads(3);
         ok = ok && OK(arb_ternary_linear_backward_x(w, dy, sh.n, key, d2));
         set_threads(g_threads_default);
         if (!ok) return;
         if (!same_f32(d1, d0, nx, "linear_backward_x vs scalar")) return;
-        if (!same_f32(d2, d1, nx, "linear_backward_x 2 vs 1 threads")) return;
+        if (!same_f32(d2, d1, nx, "linear_backward_x 3 vs 1 threads")) return;
         double *dxq = TALLOC(double, nx), *dxe = TALLOC(double, nx);
         bwdx_refs(w, dy, sh.n, key, dxq, dxe);
         if (!close_f64(d1, dxq, nx, 1e-6, "linear_backward_x vs f64 of dequantized operands")) return;
@@ -554,7 +566,7 @@ static void check_backward_update(int b) {
             cpu_use(b);
             set_threads(1);
             bool ok = OK(arb_ternary_linear_backward_update(w1, xq, xs, dy, sh.n, &p, &st1, &a1));
-            set_threads(2);
+            set_threads(3);
             ok = ok && OK(arb_ternary_linear_backward_update(w2, xq, xs, dy, sh.n, &p, &st2, &a2));
             set_threads(g_threads_default);
             if (!ok) return;
@@ -562,7 +574,7 @@ static void check_backward_update(int b) {
             snprintf(what, sizeof what, "linear update (%lldx%lld n %lld) step %d vs _ref", (long long)sh.rows,
                      (long long)sh.cols, (long long)sh.n, s);
             if (!same_state(w1, w0, what) || !same_update(&st1, &a1, &st0, &a0, what)) return;
-            snprintf(what, sizeof what, "linear update step %d 2 vs 1 threads", s);
+            snprintf(what, sizeof what, "linear update step %d 3 vs 1 threads", s);
             if (!same_state(w2, w1, what) || !same_update(&st2, &a2, &st1, &a1, what)) return;
         }
     }
@@ -601,12 +613,12 @@ static void check_embedding_forward(int b) {
         cpu_use(b);
         set_threads(1);
         bool ok = OK(arb_ternary_embedding_forward(w, idx, sh.n, o1));
-        set_threads(2);
+        set_threads(3);
         ok = ok && OK(arb_ternary_embedding_forward(w, idx, sh.n, o2));
         set_threads(g_threads_default);
         if (!ok) return;
         if (!same_f32(o1, o0, no, "embedding_forward vs scalar")) return;
-        if (!same_f32(o2, o1, no, "embedding_forward 2 vs 1 threads")) return;
+        if (!same_f32(o2, o1, no, "embedding_forward 3 vs 1 threads")) return;
         for (int64_t t = 0; t < sh.n; t++)
             for (int64_t c = 0; c < sh.cols; c++) {
                 float want = (float)arb_ternary_get(w, idx[t], c) * w->scale[idx[t]];
@@ -665,7 +677,7 @@ static void check_embedding_update(int b) {
             cpu_use(b);
             set_threads(1);
             bool ok = OK(arb_ternary_embedding_backward_update(w1, idx, dy, sh.n, &p, &st1, &a1));
-            set_threads(2);
+            set_threads(3);
             ok = ok && OK(arb_ternary_embedding_backward_update(w2, idx, dy, sh.n, &p, &st2, &a2));
             set_threads(g_threads_default);
             if (!ok) return;
@@ -673,7 +685,7 @@ static void check_embedding_update(int b) {
             snprintf(what, sizeof what, "embedding update (%lldx%lld n %lld) step %d vs scalar", (long long)sh.rows,
                      (long long)sh.cols, (long long)sh.n, s);
             if (!same_state(w1, w0, what) || !same_update(&st1, &a1, &st0, &a0, what)) return;
-            snprintf(what, sizeof what, "embedding update step %d 2 vs 1 threads", s);
+            snprintf(what, sizeof what, "embedding update step %d 3 vs 1 threads", s);
             if (!same_state(w2, w1, what) || !same_update(&st2, &a2, &st1, &a1, what)) return;
             if (b == BK_SCALAR) {
                 snprintf(what, sizeof what, "embedding update step %d vs the composed reference", s);
@@ -733,12 +745,12 @@ static void check_rmsnorm_forward(int b) {
         cpu_use(b);
         set_threads(1);
         bool ok = OK(arb_ternary_rmsnorm_forward(gain, x, n, eps, y1, r1));
-        set_threads(2);
+        set_threads(3);
         ok = ok && OK(arb_ternary_rmsnorm_forward(gain, x, n, eps, y2, r2));
         set_threads(g_threads_default);
         if (!ok) return;
         if (!same_f32(y1, y0, nd, "rmsnorm y vs scalar") || !same_f32(r1, r0, n, "rmsnorm rstd vs scalar")) return;
-        if (!same_f32(y2, y1, nd, "rmsnorm y 2 vs 1 threads") || !same_f32(r2, r1, n, "rmsnorm rstd 2 vs 1 threads"))
+        if (!same_f32(y2, y1, nd, "rmsnorm y 3 vs 1 threads") || !same_f32(r2, r1, n, "rmsnorm rstd 3 vs 1 threads"))
             return;
         double *g = gain64(gain), *yr = TALLOC(double, nd), *rr = TALLOC(double, n);
         for (int64_t t = 0; t < n; t++) {
@@ -838,7 +850,7 @@ static void check_rmsnorm_update(int b) {
             cpu_use(b);
             set_threads(1);
             bool ok = OK(arb_ternary_rmsnorm_backward_update(w1, x, rstd, dy, n, dx1, &p, &st1, &a1));
-            set_threads(2);
+            set_threads(3);
             ok = ok && OK(arb_ternary_rmsnorm_backward_update(w2, x, rstd, dy, n, dx2, &p, &st2, &a2));
             set_threads(g_threads_default);
             if (!ok) return;
@@ -846,7 +858,7 @@ static void check_rmsnorm_update(int b) {
             snprintf(what, sizeof what, "rmsnorm update (d %lld n %lld) step %d vs scalar", (long long)d, (long long)n, s);
             if (!same_f32(dx1, dx0, nd, what) || !same_state(w1, w0, what) || !same_update(&st1, &a1, &st0, &a0, what))
                 return;
-            snprintf(what, sizeof what, "rmsnorm update step %d 2 vs 1 threads", s);
+            snprintf(what, sizeof what, "rmsnorm update step %d 3 vs 1 threads", s);
             if (!same_f32(dx2, dx1, nd, what) || !same_state(w2, w1, what) || !same_update(&st2, &a2, &st1, &a1, what))
                 return;
             if (b == BK_SCALAR) {
