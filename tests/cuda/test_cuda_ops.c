@@ -216,6 +216,16 @@ static void test_linear_forward(void **state) {
                 yr[t * rows + o] = (double)ref[t * rows + o] * (double)xs[t] * (double)h.scale[o];
         double e = arb_test_rel_l2_f64(y, yr, (size_t)(n * rows));
         if (!(e < 1e-6)) fail_msg("forward (%lld,%lld,%lld): rel L2 %g", (long long)rows, (long long)cols, (long long)n, e);
+        /* and against the CPU backend itself */
+        int32_t *cpu = malloc((size_t)(n * rows) * sizeof(int32_t));
+        float *ycpu = malloc((size_t)(n * rows) * sizeof(float));
+        ARB_ASSERT_OK(arb_ternary_matmul_i32(&h, xq, n, cpu));
+        assert_memory_equal(cpu, got, (size_t)(n * rows) * sizeof(int32_t));
+        ARB_ASSERT_OK(arb_ternary_linear_forward(&h, xq, xs, n, ycpu));
+        e = arb_test_rel_l2(y, ycpu, (size_t)(n * rows));
+        if (!(e < 1e-6)) fail_msg("forward vs CPU backend: rel L2 %g", e);
+        free(cpu);
+        free(ycpu);
         arb_cuda_free(dxq);
         arb_cuda_free(dxs);
         arb_cuda_free(dacc);
@@ -277,6 +287,11 @@ static void test_linear_backward_x(void **state) {
         double e = arb_test_rel_l2_f64(dx, ref, (size_t)(n * cols));
         if (!(e < 1e-6)) fail_msg("backward_x (%lld,%lld,%lld): rel L2 vs quantized ref %g", (long long)rows, (long long)cols, (long long)n, e);
         /* and the stochastic rounding is unbiased enough to track the float product */
+        float *dxc = malloc((size_t)(n * cols) * sizeof(float)); /* the CPU backend, same rule and key */
+        ARB_ASSERT_OK(arb_ternary_linear_backward_x(&h, dy, n, key, dxc));
+        double ec = arb_test_rel_l2(dx, dxc, (size_t)(n * cols));
+        free(dxc);
+        if (!(ec < 1e-6)) fail_msg("backward_x vs CPU backend: rel L2 %g", ec);
         double e2 = arb_test_rel_l2_f64(dx, exact, (size_t)(n * cols));
         if (!(e2 < 5e-2)) fail_msg("backward_x: rel L2 vs float product %g", e2);
         arb_cuda_free(ddy);
