@@ -140,7 +140,8 @@ arb_status arb_ternary_embedding_backward_update(arb_ternary *w, const int32_t *
     float *c = arb_alloc((size_t)rows * sizeof(float));
     int32_t *mult = arb_alloc((size_t)rows * sizeof(int32_t));
     arb_upd_row_acc *acc = arb_calloc((size_t)rows * sizeof *acc);
-    int32_t *gbuf = arb_alloc((size_t)nth * (size_t)cols * sizeof(int32_t));
+    /* one gradient row per thread, then a zero row shared by every row no token used */
+    int32_t *gbuf = arb_calloc((size_t)(nth + 1) * (size_t)cols * sizeof(int32_t));
     arb_status s = ARB_OK;
     if (!c || !mult || !acc || !gbuf) {
         s = arb_error(ARB_ERR_OOM, "%s: table %d (%lld x %lld)", what, (int)w->id, (long long)rows, (long long)cols);
@@ -171,9 +172,14 @@ arb_status arb_ternary_embedding_backward_update(arb_ternary *w, const int32_t *
 #pragma omp parallel num_threads(nth)
     {
         int32_t *g = gbuf + (size_t)omp_get_thread_num() * (size_t)cols;
+        const int32_t *zero = gbuf + (size_t)nth * (size_t)cols;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
-            grad_row(e.dq, e.list, e.first, r, cols, g); /* zero for rows no token used: leak only */
+            if (e.first[r] == e.first[r + 1]) { /* no token: G = 0, leak only */
+                arb_upd_row(w, r, 0, cols, zero, &pl, &acc[r]);
+                continue;
+            }
+            grad_row(e.dq, e.list, e.first, r, cols, g);
             arb_upd_row(w, r, 0, cols, g, &pl, &acc[r]);
         }
     }
