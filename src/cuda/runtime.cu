@@ -80,10 +80,15 @@ extern "C" arb_status arb_cuda_stream_create(arb_cuda_stream *s) {
     return ARB_OK;
 }
 
+static void pool_forget_stream(cudaStream_t s);
+
 extern "C" void arb_cuda_stream_destroy(arb_cuda_stream s) {
     if (!s) return;
-    if (g_stream == reinterpret_cast<cudaStream_t>(s)) g_stream = nullptr;
-    cudaStreamDestroy(reinterpret_cast<cudaStream_t>(s));
+    cudaStream_t st = reinterpret_cast<cudaStream_t>(s);
+    if (g_stream == st) g_stream = nullptr;
+    cudaStreamSynchronize(st); /* its work is done: blocks it freed are free for any stream */
+    pool_forget_stream(st);
+    cudaStreamDestroy(st);
 }
 
 extern "C" void arb_cuda_stream_set(arb_cuda_stream s) { g_stream = reinterpret_cast<cudaStream_t>(s); }
@@ -119,6 +124,13 @@ size_t size_class(size_t n) {
     return (n + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
 }
 } // namespace
+
+static void pool_forget_stream(cudaStream_t s) {
+    Pool &P = pool();
+    std::lock_guard<std::mutex> g(P.mu);
+    for (auto &kv : P.cached)
+        if (kv.second.second == s) kv.second.second = nullptr;
+}
 
 extern "C" arb_status arb_cuda_malloc(void **out, size_t nbytes) {
     *out = nullptr;

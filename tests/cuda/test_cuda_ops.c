@@ -134,6 +134,52 @@ static void test_ternary_upload_roundtrip(void **state) {
     arb_ternary_free(&h);
 }
 
+/* Independent scalar reference: acc[t, o] = Σ_c trit(o, c) · xq[t, c]. */
+static void matmul_ref(const arb_ternary *w, const int8_t *xq, int64_t n, int32_t *acc) {
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t o = 0; o < w->rows; o++) {
+            int32_t s = 0;
+            for (int64_t c = 0; c < w->cols; c++) s += arb_ternary_get(w, o, c) * xq[t * w->cols_pad + c];
+            acc[t * w->rows + o] = s;
+        }
+}
+
+/* Ops on a created stream give the same results as on the default stream, and the pool hands
+ * a block freed on one stream to another only safely (the results would differ otherwise). */
+static void test_streams(void **state) {
+    (void)state;
+    arb_ternary h, d;
+    make_layer(&h, 300, 200, ARB_TERNARY_LINEAR, 5, 77);
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+    const int64_t n = 130;
+    int8_t *xq = malloc((size_t)(n * h.cols_pad));
+    random_xq(xq, NULL, n, h.cols, h.cols_pad, 78);
+    int32_t *ref = malloc((size_t)(n * h.rows) * sizeof(int32_t)), *got = malloc((size_t)(n * h.rows) * sizeof(int32_t));
+    matmul_ref(&h, xq, n, ref);
+    arb_cuda_stream st;
+    ARB_ASSERT_OK(arb_cuda_stream_create(&st));
+    arb_cuda_stream_set(st);
+    assert_ptr_equal(arb_cuda_stream_get(), st);
+    for (int rep = 0; rep < 3; rep++) {
+        int8_t *dxq = dev_from(xq, (size_t)(n * h.cols_pad));
+        int32_t *dacc = dev_alloc((size_t)(n * h.rows) * sizeof(int32_t));
+        ARB_ASSERT_OK(arb_cuda_ternary_matmul_i32(&d, dxq, n, dacc));
+        to_host(got, dacc, (size_t)(n * h.rows) * sizeof(int32_t));
+        assert_memory_equal(got, ref, (size_t)(n * h.rows) * sizeof(int32_t));
+        arb_cuda_free(dxq);
+        arb_cuda_free(dacc);
+        arb_cuda_stream_set(rep == 0 ? NULL : st); /* alternate: blocks move between streams */
+    }
+    arb_cuda_stream_set(NULL);
+    ARB_ASSERT_OK(arb_cuda_synchronize());
+    arb_cuda_stream_destroy(st);
+    free(xq);
+    free(ref);
+    free(got);
+    arb_ternary_free(&d);
+    arb_ternary_free(&h);
+}
+
 /* ---------------------------------------------------------------- quantization */
 
 static void test_quantize_rows(void **state) {
@@ -171,16 +217,6 @@ static void test_quantize_rows(void **state) {
 }
 
 /* ---------------------------------------------------------------- linear forward */
-
-/* Independent scalar reference: acc[t, o] = Σ_c trit(o, c) · xq[t, c]. */
-static void matmul_ref(const arb_ternary *w, const int8_t *xq, int64_t n, int32_t *acc) {
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t o = 0; o < w->rows; o++) {
-            int32_t s = 0;
-            for (int64_t c = 0; c < w->cols; c++) s += arb_ternary_get(w, o, c) * xq[t * w->cols_pad + c];
-            acc[t * w->rows + o] = s;
-        }
-}
 
 static void test_linear_forward(void **state) {
     (void)state;
@@ -500,6 +536,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_and_copies),        cmocka_unit_test(test_ternary_upload_roundtrip),
+        cmocka_unit_test(test_streams),
         cmocka_unit_test(test_quantize_rows),          cmocka_unit_test(test_linear_forward),
         cmocka_unit_test(test_linear_backward_x),      cmocka_unit_test(test_linear_update_100_steps),
         cmocka_unit_test(test_linear_update_shapes),   cmocka_unit_test(test_embedding),
