@@ -81,6 +81,8 @@ void sc_gemm_w8(int M, const float *A, size_t lda, const sc_packq *B, const floa
 /* Multiply-adds done by all GEMMs since the last call (and resets the count): the benchmark's
  * ops count (2 ops per multiply-add). */
 unsigned long long sc_macs_take(void);
+/* For kernels that call a tier directly (the VAE's fused im2col + quantize). */
+void sc_macs_add(unsigned long long n);
 
 /* A layer's forward: x [M, lin->k] (lda) → y [M, lin->n] (ldc), per the mode it was built in. */
 void sc_lin_forward(const sc_lin *l, sc_mode mode, int M, const float *x, size_t lda, float *y, size_t ldc, int flags);

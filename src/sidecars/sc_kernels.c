@@ -183,6 +183,7 @@ float sc_quant_row_u8(const float *x, int K, int Kp, uint8_t *u8) { return sc_ti
 /* Multiply-adds issued by the GEMM drivers (for the benchmark's ops count; one atomic per call). */
 static _Atomic unsigned long long g_macs;
 unsigned long long sc_macs_take(void) { return atomic_exchange(&g_macs, 0); }
+void sc_macs_add(unsigned long long n) { atomic_fetch_add_explicit(&g_macs, n, memory_order_relaxed); }
 
 #define SC_MCHUNK 96 /* rows per task: a multiple of the micro-kernels' 6 */
 #define SC_NGROUP 4  /* 16-column panels per task (64 columns) */

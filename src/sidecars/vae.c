@@ -237,15 +237,28 @@ static arb_status conv3(const sc_lin *l, sc_mode mode, const float *x, int H, in
     int K = 9 * Cin, Hv = kind == CONV_UP ? 2 * H : H, Wv = kind == CONV_UP ? 2 * W : W;
     size_t P = (size_t)Ho * Wo, nch = (P + VAE_CHUNK - 1) / VAE_CHUNK;
     int nt = omp_get_max_threads();
-    float *buf = sc_falloc((size_t)nt, VAE_CHUNK, (size_t)K);
-    if (!buf) return arb_error(ARB_ERR_OOM, "vae: out of memory for conv im2col");
+    /* int8: each im2col row is gathered into an L1-sized float row and quantized straight to u8,
+     * so the float im2col block never exists; fp32/int8w: a float im2col block per thread. */
+    bool q8 = l->quantized && mode == SC_INT8;
+    int kp = q8 ? l->q.kp : K;
+    float *buf = sc_falloc((size_t)nt, q8 ? 1 : VAE_CHUNK, (size_t)K);
+    uint8_t *qbuf = q8 ? (uint8_t *)arb_alloc((size_t)nt * VAE_CHUNK * kp) : NULL;
+    float *qs = q8 ? sc_falloc((size_t)nt, VAE_CHUNK, 1) : NULL;
+    if (!buf || (q8 && (!qbuf || !qs))) {
+        arb_free(buf), arb_free(qbuf), arb_free(qs);
+        return arb_error(ARB_ERR_OOM, "vae: out of memory for conv im2col");
+    }
+    const sc_gemm_tier *tier = sc_tier();
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t ch = 0; ch < nch; ch++) {
-        float *col = buf + (size_t)omp_get_thread_num() * VAE_CHUNK * K;
+        int tid = omp_get_thread_num();
+        float *col = buf + (size_t)tid * (q8 ? 1 : VAE_CHUNK) * K;
+        uint8_t *aq = q8 ? qbuf + (size_t)tid * VAE_CHUNK * kp : NULL;
+        float *as = q8 ? qs + (size_t)tid * VAE_CHUNK : NULL;
         size_t p0 = ch * VAE_CHUNK, p1 = p0 + VAE_CHUNK < P ? p0 + VAE_CHUNK : P;
         for (size_t p = p0; p < p1; p++) {
             int oy = (int)(p / Wo), ox = (int)(p % Wo);
-            float *r = col + (p - p0) * K;
+            float *r = q8 ? col : col + (p - p0) * K;
             for (int ky = 0; ky < 3; ky++)
                 for (int kx = 0; kx < 3; kx++) {
                     int vy = kind == CONV_DOWN ? 2 * oy + ky : oy + ky - 1, vx = kind == CONV_DOWN ? 2 * ox + kx : ox + kx - 1;
@@ -257,10 +270,15 @@ static arb_status conv3(const sc_lin *l, sc_mode mode, const float *x, int H, in
                     int sy = kind == CONV_UP ? vy >> 1 : vy, sx = kind == CONV_UP ? vx >> 1 : vx;
                     memcpy(dst, x + ((size_t)sy * W + sx) * Cin, (size_t)Cin * sizeof(float));
                 }
+            if (q8) as[p - p0] = tier->quant_row(r, K, kp, aq + (p - p0) * kp);
         }
-        sc_lin_forward(l, mode, (int)(p1 - p0), col, (size_t)K, y + p0 * l->n, (size_t)l->n, flags);
+        if (q8) {
+            tier->q8((int)(p1 - p0), aq, as, &l->q, l->bias, y + p0 * l->n, (size_t)l->n, flags, 0, (l->n + 15) / 16);
+        } else
+            sc_lin_forward(l, mode, (int)(p1 - p0), col, (size_t)K, y + p0 * l->n, (size_t)l->n, flags);
     }
-    arb_free(buf);
+    if (q8) sc_macs_add((unsigned long long)P * l->n * l->k);
+    arb_free(buf), arb_free(qbuf), arb_free(qs);
     return ARB_OK;
 }
 
