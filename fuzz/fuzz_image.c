@@ -34,6 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     volatile unsigned acc = 0;
     for (size_t i = 0; i < (size_t)w * h * 3; i += 61) acc += rgb[i];
     acc += rgb[(size_t)w * h * 3 - 1];
+    (void)acc;
     if ((size_t)w * h <= 4096 * 4096) { /* the processor on what came out */
         arb_tensor pv;
         s = arb_image_preprocess_dinov2(rgb, w, h, &pv);
