@@ -112,86 +112,95 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
         arb_upd_plan pl = {g.mult, g.shift, g.key, g.threshold, g.leak_shift};
 #pragma unroll
         for (int mi = 0; mi < MI; mi++) {
+            int64_t o[2];
+            bool orow[2];
+            int32_t m[2];
+            long long sa[2] = {0, 0}, se[2] = {0, 0}, sf[2] = {0, 0};
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const int64_t o = row0 + mi * 16 + gq + 8 * h;
-                const bool orow = o < g.M;
-                const int32_t m = (EPI == EPI_UPDATE && orow) ? g.mult[o] : 0;
-                long long sa = 0, se = 0, sf = 0;
-                constexpr int UPD_TILES = 1;
-                /* Loads of UPD_TILES tiles first (trit words, T_accum bytes), then the rule, then the
-                 * stores: byte stores may alias anything, so interleaving would serialize. */
+                o[h] = row0 + mi * 16 + gq + 8 * h;
+                orow[h] = o[h] < g.M;
+                m[h] = (EPI == EPI_UPDATE && orow[h]) ? g.mult[o[h]] : 0;
+            }
+            /* Per tile: both rows' loads first (trit words, T_accum bytes), then the rule, then
+             * the stores — byte stores may alias anything, so interleaving would serialize. */
 #pragma unroll
-                for (int p0 = 0; p0 < NJ / 2; p0 += UPD_TILES) {
-                    uint32_t word[UPD_TILES];
-                    int8_t av[UPD_TILES][4];
+            for (int p = 0; p < NJ / 2; p++) {
+                const int64_t tc = (col0 + p * 16) / 16;
+                uint32_t word[2];
+                int8_t av[2][4];
 #pragma unroll
-                    for (int pp = 0; pp < UPD_TILES; pp++) {
-                        const int64_t tc = (col0 + (p0 + pp) * 16) / 16;
-                        const bool ok = orow && tc < g.tiles_c;
-                        word[pp] = (ok && EPI == EPI_UPDATE)
-                                       ? *(const uint32_t *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES +
-                                                             4 * (o & 15))
-                                       : 0u;
+                for (int h = 0; h < 2; h++) {
+                    const bool ok = orow[h] && tc < g.tiles_c;
+                    word[h] = (ok && EPI == EPI_UPDATE)
+                                  ? *(const uint32_t *)(g.trits + ((o[h] >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES +
+                                                        4 * (o[h] & 15))
+                                  : 0u;
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
+                        av[h][e] = (EPI == EPI_UPDATE && ok && i < g.cols) ? g.accum[o[h] * g.cols + i] : (int8_t)0;
+                    }
+                }
+                uint32_t part[2] = {0, 0};
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const bool ok = orow[h] && tc < g.tiles_c;
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int cl = (e >> 1) * 8 + 2 * tig + (e & 1); /* column within the tile */
+                        const int sh = 8 * (cl & 3) + 2 * (cl >> 2);
+                        const int64_t i = tc * 16 + cl;
+                        uint32_t code = (word[h] >> sh) & 3u;
+                        if (ok && i < g.cols) {
+                            const int32_t gi = acc[(mi * NJ + 2 * p + (e >> 1)) * 4 + 2 * h + (e & 1)];
+                            sa[h] += gi < 0 ? -(long long)gi : (long long)gi;
+                            if constexpr (EPI == EPI_UPDATE) {
+                                const int t = (int)code - 1;
+                                se[h] += (long long)t * gi;
+                                int8_t a = av[h][e];
+                                int nt = arb_upd_weight(t, &a, gi, m[h], &pl,
+                                                        arb_rand_u32(g.key, (uint32_t)(o[h] * g.cols + i)));
+                                av[h][e] = a;
+                                if (nt != t) sf[h]++;
+                                code = (uint32_t)(nt + 1);
+                            }
+                        }
+                        part[h] |= code << sh;
+                    }
+                }
+                if constexpr (EPI == EPI_UPDATE) {
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const bool ok = orow[h] && tc < g.tiles_c;
+                        part[h] |= __shfl_xor_sync(0xffffffffu, part[h], 1);
+                        part[h] |= __shfl_xor_sync(0xffffffffu, part[h], 2);
+                        if (ok && tig == 0 && part[h] != word[h])
+                            *(uint32_t *)(g.trits + ((o[h] >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES + 4 * (o[h] & 15)) =
+                                part[h];
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
                             const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
-                            av[pp][e] = (EPI == EPI_UPDATE && ok && i < g.cols) ? g.accum[o * g.cols + i] : (int8_t)0;
-                        }
-                    }
-#pragma unroll
-                    for (int pp = 0; pp < UPD_TILES; pp++) {
-                        const int p = p0 + pp;
-                        const int64_t tc = (col0 + p * 16) / 16;
-                        const bool ok = orow && tc < g.tiles_c;
-                        uint32_t part = 0;
-#pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const int cl = (e >> 1) * 8 + 2 * tig + (e & 1); /* column within the tile */
-                            const int sh = 8 * (cl & 3) + 2 * (cl >> 2);
-                            const int64_t i = tc * 16 + cl;
-                            uint32_t code = (word[pp] >> sh) & 3u;
-                            if (ok && i < g.cols) {
-                                const int32_t gi = acc[(mi * NJ + 2 * p + (e >> 1)) * 4 + 2 * h + (e & 1)];
-                                sa += gi < 0 ? -(long long)gi : (long long)gi;
-                                if constexpr (EPI == EPI_UPDATE) {
-                                    const int t = (int)code - 1;
-                                    se += (long long)t * gi;
-                                    int8_t a = av[pp][e];
-                                    int nt = arb_upd_weight(t, &a, gi, m, &pl,
-                                                            arb_rand_u32(g.key, (uint32_t)(o * g.cols + i)));
-                                    av[pp][e] = a;
-                                    if (nt != t) sf++;
-                                    code = (uint32_t)(nt + 1);
-                                }
-                            }
-                            part |= code << sh;
-                        }
-                        if constexpr (EPI == EPI_UPDATE) {
-                            part |= __shfl_xor_sync(0xffffffffu, part, 1);
-                            part |= __shfl_xor_sync(0xffffffffu, part, 2);
-                            if (ok && tig == 0 && part != word[pp])
-                                *(uint32_t *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES + 4 * (o & 15)) = part;
-#pragma unroll
-                            for (int e = 0; e < 4; e++) {
-                                const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
-                                if (ok && i < g.cols) g.accum[o * g.cols + i] = av[pp][e];
-                            }
+                            if (ok && i < g.cols) g.accum[o[h] * g.cols + i] = av[h][e];
                         }
                     }
                 }
-                sa += __shfl_xor_sync(0xffffffffu, sa, 1);
-                sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+            }
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                long long a = sa[h], b = se[h], c = sf[h];
+                a += __shfl_xor_sync(0xffffffffu, a, 1);
+                a += __shfl_xor_sync(0xffffffffu, a, 2);
                 if constexpr (EPI == EPI_UPDATE) {
-                    se += __shfl_xor_sync(0xffffffffu, se, 1);
-                    se += __shfl_xor_sync(0xffffffffu, se, 2);
-                    sf += __shfl_xor_sync(0xffffffffu, sf, 1);
-                    sf += __shfl_xor_sync(0xffffffffu, sf, 2);
+                    b += __shfl_xor_sync(0xffffffffu, b, 1);
+                    b += __shfl_xor_sync(0xffffffffu, b, 2);
+                    c += __shfl_xor_sync(0xffffffffu, c, 1);
+                    c += __shfl_xor_sync(0xffffffffu, c, 2);
                 }
-                if (orow && tig == 0) {
-                    if (sa) atomicAdd(&g.abs_g[o], (unsigned long long)sa);
-                    if (EPI == EPI_UPDATE && se) atomicAdd(&g.ge[o], (unsigned long long)se);
-                    if (EPI == EPI_UPDATE && sf) atomicAdd(&g.flips[o], (unsigned long long)sf);
+                if (orow[h] && tig == 0) {
+                    if (a) atomicAdd(&g.abs_g[o[h]], (unsigned long long)a);
+                    if (EPI == EPI_UPDATE && b) atomicAdd(&g.ge[o[h]], (unsigned long long)b);
+                    if (EPI == EPI_UPDATE && c) atomicAdd(&g.flips[o[h]], (unsigned long long)c);
                 }
             }
         }
