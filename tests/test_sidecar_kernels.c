@@ -193,7 +193,8 @@ static void test_norms_attention(void **s) {
     /* GroupNorm (channels-last, 4 groups of 8 over 37 positions) + SiLU */
     size_t P = 37;
     int C = 32, G = 4;
-    sc_groupnorm_nhwc(x, y, P, C, G, g, b, 1e-6f, true);
+    ARB_ASSERT_OK(sc_groupnorm_nhwc(x, y, P, C, G, g, b, 1e-6f, true));
+    assert_int_equal(sc_groupnorm_nhwc(x, y, P, C, 5, g, b, 1e-6f, true), ARB_ERR_INVALID_ARG);
     for (int gi = 0; gi < G; gi++) {
         double mu = 0, var = 0;
         for (size_t p = 0; p < P; p++)

@@ -215,7 +215,7 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
         const float *w = (const float *)in->data + (size_t)b * N;
         sc_lin_forward(&d->conv1, m->mode, (int)L1, w, 64, h1, (size_t)D, 0);
         ops->tanh_(h1, (size_t)L1 * D);
-        sc_groupnorm_nhwc(h1, h1, (size_t)L1, D, 1, d->gn_w, d->gn_b, 1e-5f, false);
+        if ((st = sc_groupnorm_nhwc(h1, h1, (size_t)L1, D, 1, d->gn_w, d->gn_b, 1e-5f, false))) goto done;
         sc_lin_forward(&d->conv2, m->mode, (int)L2, h1, (size_t)3 * D, h2, (size_t)2 * D, 0);
         ops->gelu(h2, (size_t)L2 * 2 * D);
         float *xb = x + (size_t)b * T * D;

@@ -123,8 +123,8 @@ const sc_ops_tier *sc_ops(void);
 /* LayerNorm over the last dim D of x [M, D] into y (may alias); beta may be NULL. */
 void sc_layernorm(const float *x, float *y, int M, int D, const float *gamma, const float *beta, float eps);
 /* GroupNorm on channels-last x [P, C] (P positions) with G groups; optional SiLU after. */
-void sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const float *gamma, const float *beta,
-                       float eps, bool silu);
+arb_status sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const float *gamma, const float *beta,
+                              float eps, bool silu);
 /* Softmax of each row of s [M, N] in place (max-subtracted). */
 void sc_softmax_rows(float *s, int M, int N, size_t lds);
 

@@ -247,7 +247,18 @@ void sc_gemm_w8(int M, const float *A, size_t lda, const sc_packq *B, const floa
     for (int g = 0; g < ng; g++) {
         int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
         float *panel = sc_falloc((size_t)(nb1 - nb0), (size_t)K, 16);
-        if (!panel) continue;
+        if (!panel) { /* no scratch: the same sums straight from the packed int8 (slow, same numbers) */
+            for (int m = 0; m < M; m++)
+                for (int n = nb0 * 16; n < nb1 * 16 && n < B->n; n++) {
+                    float acc = 0.f;
+                    for (int k = 0; k < K; k++)
+                        acc += A[(size_t)m * lda + k] *
+                               (B->scale[n] * (float)B->p[(((size_t)(n / 16) * (kp / 4) + k / 4) * 16 + n % 16) * 4 + (k & 3)]);
+                    float yv = acc + (bias ? bias[n] : 0.f), *c = C + (size_t)m * ldc + n;
+                    *c = (flags & SC_EPI_ACCUM) ? *c + yv : yv;
+                }
+            continue;
+        }
         for (int p = nb0; p < nb1; p++)
             for (int k = 0; k < K; k++)
                 for (int j = 0; j < 16; j++)
@@ -321,16 +332,20 @@ void sc_layernorm(const float *x, float *y, int M, int D, const float *gamma, co
 
 #define SC_GN_CHUNK 256 /* positions per partial sum: fixed, so results do not depend on threads */
 
-void sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const float *gamma, const float *beta,
-                       float eps, bool silu) {
+arb_status sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const float *gamma, const float *beta,
+                              float eps, bool silu) {
+    if (C < 1 || G < 1 || C % G || P == 0)
+        return arb_error(ARB_ERR_INVALID_ARG, "groupnorm: %d channels in %d groups over %zu positions", C, G, P);
     size_t nch = (P + SC_GN_CHUNK - 1) / SC_GN_CHUNK;
     double *part = (double *)calloc(nch * (size_t)C, sizeof(double));
-    double mean_c[4096], var_g[512], mean_g[512];
-    float a[4096], b[4096];
-    if (!part || C > 4096 || G > 512 || C % G) { /* loaders guarantee C, G; OOM: leave y untouched */
-        free(part);
-        return;
+    double *mean_c = (double *)malloc((size_t)C * sizeof(double)), *gs = (double *)malloc((size_t)G * 2 * sizeof(double));
+    float *a = (float *)malloc((size_t)C * 2 * sizeof(float));
+    if (!part || !mean_c || !gs || !a) {
+        free(part), free(mean_c), free(gs), free(a);
+        return arb_error(ARB_ERR_OOM, "groupnorm: out of memory for %zu x %d", P, C);
     }
+    double *mean_g = gs, *var_g = gs + G;
+    float *b = a + C;
     int cg = C / G;
     double cnt = (double)P * cg;
     /* pass 1: per-channel sums per chunk */
@@ -375,7 +390,7 @@ void sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const f
         a[c] = (float)(inv * gamma[c]);
         b[c] = (float)(beta[c] - mean_c[c] * inv * gamma[c]);
     }
-    free(part);
+    free(part), free(mean_c), free(gs);
     const sc_ops_tier *ops = sc_ops();
 #pragma omp parallel for schedule(static) if (P * C > 65536 && !omp_in_parallel())
     for (size_t ch = 0; ch < nch; ch++) {
@@ -387,6 +402,8 @@ void sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const f
         }
         if (silu) ops->silu(y + p0 * C, (p1 - p0) * C);
     }
+    free(a);
+    return ARB_OK;
 }
 
 void sc_softmax_rows(float *s, int M, int N, size_t lds) {

@@ -291,9 +291,9 @@ static void conv1(const sc_lin *l, sc_mode mode, const float *x, size_t P, float
 static arb_status res_fwd(const sc_vae *v, const vae_res *r, sc_mode mode, const float *x, int H, int W, float *y, float *t) {
     size_t P = (size_t)H * W;
     float *t2 = t + P * (size_t)(r->cin > r->cout ? r->cin : r->cout);
-    sc_groupnorm_nhwc(x, t, P, r->cin, v->G, r->n1w, r->n1b, 1e-6f, true);
+    ARB_TRY(sc_groupnorm_nhwc(x, t, P, r->cin, v->G, r->n1w, r->n1b, 1e-6f, true));
     ARB_TRY(conv3(&r->c1, mode, t, H, W, r->cin, CONV_SAME, t2, 0));
-    sc_groupnorm_nhwc(t2, t2, P, r->cout, v->G, r->n2w, r->n2b, 1e-6f, true);
+    ARB_TRY(sc_groupnorm_nhwc(t2, t2, P, r->cout, v->G, r->n2w, r->n2b, 1e-6f, true));
     if (r->has_sc) conv1(&r->sc, mode, x, P, y, 0);
     else if (y != x) memcpy(y, x, P * r->cout * sizeof(float));
     return conv3(&r->c2, mode, t2, H, W, r->cout, CONV_SAME, y, SC_EPI_ACCUM);
@@ -302,7 +302,7 @@ static arb_status res_fwd(const sc_vae *v, const vae_res *r, sc_mode mode, const
 static arb_status attn_fwd(const sc_vae *v, const vae_attn *a, sc_mode mode, float *x, size_t P, float *t) {
     int C = a->C;
     float *h = t, *q = t + P * C, *k = q + P * C, *vv = k + P * C, *o = vv + P * C;
-    sc_groupnorm_nhwc(x, h, P, C, v->G, a->gw, a->gb, 1e-6f, false);
+    ARB_TRY(sc_groupnorm_nhwc(x, h, P, C, v->G, a->gw, a->gb, 1e-6f, false));
     sc_lin_forward(&a->q, mode, (int)P, h, C, q, C, 0);
     sc_lin_forward(&a->k, mode, (int)P, h, C, k, C, 0);
     sc_lin_forward(&a->v, mode, (int)P, h, C, vv, C, 0);
@@ -378,7 +378,7 @@ arb_status arb_vae_encode(arb_sidecar *m, const arb_tensor *sample, arb_tensor *
         }
         if (st || (st = mid_fwd(v, &v->e_mid, m->mode, x, y, ch, cw, t))) break;
         size_t p = (size_t)ch * cw;
-        sc_groupnorm_nhwc(x, y, p, C, v->G, v->e_nw, v->e_nb, 1e-6f, true);
+        if ((st = sc_groupnorm_nhwc(x, y, p, C, v->G, v->e_nw, v->e_nb, 1e-6f, true))) break;
         if ((st = conv3(&v->e_out, m->mode, y, ch, cw, C, CONV_SAME, x, 0))) break;
         if (v->quant) conv1(&v->qconv, m->mode, x, p, y, 0);
         else memcpy(y, x, p * 2 * L * sizeof(float));
@@ -440,7 +440,7 @@ arb_status arb_vae_decode(arb_sidecar *m, const arb_tensor *lat, arb_tensor *out
         }
         if (st) break;
         p = (size_t)ch * cw;
-        sc_groupnorm_nhwc(x, y, p, C, v->G, v->d_nw, v->d_nb, 1e-6f, true);
+        if ((st = sc_groupnorm_nhwc(x, y, p, C, v->G, v->d_nw, v->d_nb, 1e-6f, true))) break;
         if ((st = conv3(&v->d_out, m->mode, y, ch, cw, C, CONV_SAME, x, 0))) break;
         nhwc_to_nchw(x, (float *)out->data + (size_t)b * v->cout * p, v->cout, p);
     }
