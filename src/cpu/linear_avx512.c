@@ -573,13 +573,20 @@ static int64_t avx512_quant_dy(const arb_ternary *w, const float *dy, int64_t t0
         hs[t] = am / 127.0f;
         __m512i sum = _mm512_setzero_si512();
         uint32_t base = (uint32_t)((uint64_t)t * (uint64_t)rows);
-        for (int64_t o = 0; o < rows; o += 16) {
-            __mmask16 m = lane_mask(rows - o);
-            __m512 h = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + o), _mm512_maskz_loadu_ps(m, w->scale + o));
-            __m512i v = floor_clamp127(_mm512_add_ps(_mm512_mul_ps(h, inv), rand_unit16(key, base + (uint32_t)o)));
-            v = _mm512_maskz_mov_epi32(m, v);
-            sum = _mm512_add_epi32(sum, v);
-            _mm_mask_storeu_epi8(q + o, m, _mm512_cvtepi32_epi8(v));
+        for (int64_t o0 = 0; o0 < rows; o0 += 256) {
+            /* 16 random vectors first: their multiply chains overlap (as in the update rule) */
+            __m512 ub[16];
+            const int nv = rows - o0 >= 256 ? 16 : (int)((rows - o0 + 15) / 16);
+            for (int j = 0; j < nv; j++) ub[j] = rand_unit16(key, base + (uint32_t)(o0 + 16 * j));
+            for (int j = 0; j < nv; j++) {
+                const int64_t o = o0 + 16 * j;
+                __mmask16 m = lane_mask(rows - o);
+                __m512 h = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + o), _mm512_maskz_loadu_ps(m, w->scale + o));
+                __m512i v = floor_clamp127(_mm512_add_ps(_mm512_mul_ps(h, inv), ub[j]));
+                v = _mm512_maskz_mov_epi32(m, v);
+                sum = _mm512_add_epi32(sum, v);
+                _mm_mask_storeu_epi8(q + o, m, _mm512_cvtepi32_epi8(v));
+            }
         }
         hsum[t] = _mm512_reduce_add_epi32(sum);
     }
