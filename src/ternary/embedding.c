@@ -8,6 +8,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "ternary/device_dispatch.h"
 #include "ternary/ops_internal.h"
 
 static arb_status check_idx(const arb_ternary *w, const int32_t *idx, int64_t n, const char *what) {
@@ -19,6 +20,7 @@ static arb_status check_idx(const arb_ternary *w, const int32_t *idx, int64_t n,
 }
 
 arb_status arb_ternary_embedding_forward(const arb_ternary *w, const int32_t *idx, int64_t n, float *out) {
+    ARB_ON_CUDA(w, arb_cuda_ternary_embedding_forward(w, idx, n, out));
     if (!w || !w->trits) return arb_error(ARB_ERR_INVALID_ARG, "arb_ternary_embedding_forward: table is NULL");
     if (w->device.kind != ARB_DEVICE_CPU)
         return arb_error(ARB_ERR_UNSUPPORTED, "arb_ternary_embedding_forward: table %d is on cuda:%d", (int)w->id,
@@ -129,6 +131,7 @@ arb_status arb_upd_embedding_grad(const arb_ternary *w, const int32_t *idx, cons
 arb_status arb_ternary_embedding_backward_update(arb_ternary *w, const int32_t *idx, const float *dy, int64_t n,
                                                  const arb_update_params *p, arb_update_state *st,
                                                  arb_update_stats *stats) {
+    ARB_ON_CUDA(w, arb_cuda_ternary_embedding_backward_update(w, idx, dy, n, p, st, stats));
     const char *what = "arb_ternary_embedding_backward_update";
     ARB_TRY(arb_upd_check(w, n, p, st, what));
     if (n > 0 && (!idx || !dy)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);

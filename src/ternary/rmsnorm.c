@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ternary/device_dispatch.h"
 #include "ternary/ops_internal.h"
 
 static arb_status check_gain(const arb_ternary *g, const char *what) {
@@ -26,6 +27,7 @@ static void gain_values(const arb_ternary *g, float *out) {
 
 arb_status arb_ternary_rmsnorm_forward(const arb_ternary *gain, const float *x, int64_t n, float eps, float *y,
                                        float *rstd) {
+    ARB_ON_CUDA(gain, arb_cuda_ternary_rmsnorm_forward(gain, x, n, eps, y, rstd));
     const char *what = "arb_ternary_rmsnorm_forward";
     ARB_TRY(check_gain(gain, what));
     if (n < 0) return arb_error(ARB_ERR_SHAPE, "%s: n = %lld", what, (long long)n);
@@ -91,6 +93,7 @@ arb_status arb_ternary_rmsnorm_backward_update(arb_ternary *gain, const float *x
                                                const float *dy, int64_t n, float *dx,
                                                const arb_update_params *p, arb_update_state *st,
                                                arb_update_stats *stats) {
+    ARB_ON_CUDA(gain, arb_cuda_ternary_rmsnorm_backward_update(gain, x, rstd, dy, n, dx, p, st, stats));
     const char *what = "arb_ternary_rmsnorm_backward_update";
     ARB_TRY(check_gain(gain, what));
     if (p) ARB_TRY(arb_upd_check(gain, n, p, st, what));
