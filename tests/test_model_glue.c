@@ -2,6 +2,7 @@
  * full causal edges, graph edge sets, and every backward (graph hops, rotary, softmax, CE,
  * ReLU², memory slot read, MoE combine, ACT weighting) against float64 finite differences. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,6 +149,41 @@ static void test_graph_sparse_edges_and_hops(void **state) {
     }
     assert_true(worst < 1e-3);
     free(qkv); free(qkvd); free(probs); free(out); free(hopbuf); free(mask); free(ref); free(c); free(cf); free(dqkv);
+    arb_graph_free(&g);
+}
+
+/* Every CPU tier's graph kernels give the same bits as the generic build (fixed 16-lane dot
+ * products, no FMA), so trits do not depend on the machine's tier. */
+static void test_graph_tiers_bit_identical(void **state) {
+    (void)state;
+    const int B = 2, T = 37, H = 3, hd = 24, D = H * hd, hops = 2;
+    int32_t tok[74];
+    for (int i = 0; i < B * T; i++) tok[i] = (i % 9 == 0) ? ARB_TOK_BOS : 'a' + i % 13;
+    arb_graph g = {0};
+    ARB_ASSERT_OK(arb_graph_build(&g, tok, NULL, B, T, 11, true, 0));
+    size_t nq = (size_t)B * T * 3 * D, no = (size_t)B * T * D;
+    float *qkv = malloc(nq * sizeof(float)), *dout = malloc(no * sizeof(float));
+    arb_test_fill_f32(qkv, nq, 71, -2, 2);
+    arb_test_fill_f32(dout, no, 72, -1, 1);
+    float *ref0 = NULL, *got[3] = {0};
+    arb_cpu_tier tiers[3] = {ARB_TIER_SCALAR, ARB_TIER_AVX2, ARB_TIER_AVX512};
+    size_t np = (size_t)g.n_edges * H;
+    size_t tot = np + no + no + nq;
+    for (int t = 0; t < 3; t++) {
+        arb_cpu_tier used = arb_cpu_tier_force(tiers[t]);
+        float *buf = malloc(tot * sizeof(float));
+        float *probs = buf, *hop = buf + np, *out = hop + no, *dqkv = out + no;
+        arb_graph_forward(&g, H, hd, qkv, 3 * D, hops, probs, hop, out);
+        ARB_ASSERT_OK(arb_graph_backward(&g, H, hd, qkv, 3 * D, hops, probs, hop, dout, dqkv));
+        got[t] = buf;
+        if (t == 0) ref0 = buf;
+        if (used == tiers[t] && t > 0) assert_memory_equal(ref0, buf, tot * sizeof(float));
+        printf("graph tier %s: %s\n", arb_cpu_tier_name(tiers[t]), used == tiers[t] ? "bit-identical" : "not on this CPU");
+    }
+    arb_cpu_tier_force(ARB_TIER_AVX512);
+    for (int t = 0; t < 3; t++) free(got[t]);
+    free(qkv);
+    free(dout);
     arb_graph_free(&g);
 }
 
@@ -394,7 +430,7 @@ static void test_vq_assign(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_graph_full_causal_is_mha), cmocka_unit_test(test_graph_sparse_edges_and_hops),
-        cmocka_unit_test(test_rope), cmocka_unit_test(test_softmax_ce_relu2), cmocka_unit_test(test_slots_read),
+        cmocka_unit_test(test_graph_tiers_bit_identical), cmocka_unit_test(test_rope), cmocka_unit_test(test_softmax_ce_relu2), cmocka_unit_test(test_slots_read),
         cmocka_unit_test(test_moe_combine), cmocka_unit_test(test_act), cmocka_unit_test(test_vq_assign),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

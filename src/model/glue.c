@@ -9,6 +9,12 @@
 
 #include <math.h>
 
+/* No fused multiply-add anywhere in the glue: the tiers must round like the generic build
+ * (gcc in ISO C mode does not contract; clang is told). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #if defined(__clang__)
 /* `omp simd` is a request: under the sanitizers clang may decline it; not an error. */
 #pragma clang diagnostic ignored "-Wpass-failed"
@@ -17,14 +23,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static inline float dotf(const float *a, const float *b, int64_t n) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+/* Dot product with 16 fixed lanes (lane = index mod 16) and a fixed reduction tree: the
+ * compiler may vectorize it at any width (SSE, AVX2, AVX-512) and the float result stays bit
+ * for bit the same, so the per-tier builds of the graph kernels below agree exactly. */
+#define ARB_INLINE static inline __attribute__((always_inline))
+ARB_INLINE float dotf(const float *a, const float *b, int64_t n) {
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) acc[i & 15] += a[i] * b[i];
+    for (int w = 8; w > 0; w >>= 1)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
 }
 
-static inline void axpyf(float a, const float *x, float *y, int64_t n) {
+ARB_INLINE void axpyf(float a, const float *x, float *y, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -125,60 +139,163 @@ arb_status arb_graph_build(arb_graph *g, const int32_t *tokens, const int32_t *c
 }
 
 /* ---------------------------------------------------------------- graph forward / backward */
-void arb_graph_forward(const arb_graph *g, int H, int hd, const float *qkv, int64_t ld, int hops, float *probs,
-                       float *hopbuf, float *out) {
-    const int64_t B = g->B, T = g->T, D = (int64_t)H * hd, N = B * T;
+/* One (sequence, head) task of the forward: edge weighting (scores, softmax over each
+ * target's incoming edges), then target aggregation repeated for each hop. */
+typedef struct graph_args {
+    const arb_graph *g;
+    int H, hd, hops;
+    const float *qkv;
+    int64_t ld;
+    float *probs, *hopbuf, *out;              /* forward */
+    const float *dout;                        /* backward */
+    float *dqkv, *scratch;
+    int64_t max_edges;
+    size_t per;
+} graph_args;
+
+ARB_INLINE void graph_forward_task(const graph_args *a, int64_t bh) {
+    const arb_graph *g = a->g;
+    const int H = a->H, hd = a->hd;
+    const int64_t T = g->T, D = (int64_t)H * hd, N = g->B * T, ld = a->ld;
+    const float *qkv = a->qkv;
+    float *probs = a->probs;
     const float sc = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for if (g->n_edges * D > ARB_PAR_MIN) schedule(dynamic, 1)
-    for (int64_t bh = 0; bh < B * H; bh++) {
-        int64_t b = bh / H, h = bh % H;
-        /* edge weighting: scores, softmax over each target's incoming edges */
+    int64_t b = bh / H, h = bh % H;
+    for (int64_t i = 0; i < T; i++) {
+        int64_t r = b * T + i;
+        const float *q = qkv + r * ld + h * hd;
+        float mx = -INFINITY;
+        for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) {
+            const float *k = qkv + (b * T + g->src[e]) * ld + D + h * hd;
+            float s = dotf(q, k, hd) * sc;
+            probs[e * H + h] = s;
+            if (s > mx) mx = s;
+        }
+        float sum = 0.0f;
+        for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) {
+            float p = expf(probs[e * H + h] - mx);
+            probs[e * H + h] = p;
+            sum += p;
+        }
+        float inv = 1.0f / sum;
+        for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) probs[e * H + h] *= inv;
+    }
+    for (int hop = 1; hop <= a->hops; hop++) {
+        const float *prev = hop == 1 ? qkv + 2 * D : a->hopbuf + (int64_t)(hop - 2) * N * D;
+        int64_t prev_ld = hop == 1 ? ld : D;
+        float *dst = hop == a->hops ? a->out : a->hopbuf + (int64_t)(hop - 1) * N * D;
         for (int64_t i = 0; i < T; i++) {
             int64_t r = b * T + i;
-            const float *q = qkv + r * ld + h * hd;
-            float mx = -INFINITY;
-            for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) {
-                const float *k = qkv + (b * T + g->src[e]) * ld + D + h * hd;
-                float s = dotf(q, k, hd) * sc;
-                probs[e * H + h] = s;
-                if (s > mx) mx = s;
-            }
-            float sum = 0.0f;
-            for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) {
-                float p = expf(probs[e * H + h] - mx);
-                probs[e * H + h] = p;
-                sum += p;
-            }
-            float inv = 1.0f / sum;
-            for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) probs[e * H + h] *= inv;
-        }
-        /* target aggregation, repeated for each hop */
-        for (int hop = 1; hop <= hops; hop++) {
-            const float *prev;
-            int64_t prev_ld;
-            if (hop == 1) {
-                prev = qkv + 2 * D;
-                prev_ld = ld;
-            } else {
-                prev = hopbuf + (int64_t)(hop - 2) * N * D;
-                prev_ld = D;
-            }
-            float *dst = hop == hops ? out : hopbuf + (int64_t)(hop - 1) * N * D;
-            for (int64_t i = 0; i < T; i++) {
-                int64_t r = b * T + i;
-                float *y = dst + r * D + h * hd;
-                memset(y, 0, sizeof(float) * (size_t)hd);
-                for (int64_t e = g->off[r]; e < g->off[r + 1]; e++)
-                    axpyf(probs[e * H + h], prev + (b * T + g->src[e]) * prev_ld + h * hd, y, hd);
-            }
+            float *y = dst + r * D + h * hd;
+            memset(y, 0, sizeof(float) * (size_t)hd);
+            for (int64_t e = g->off[r]; e < g->off[r + 1]; e++)
+                axpyf(probs[e * H + h], prev + (b * T + g->src[e]) * prev_ld + h * hd, y, hd);
         }
     }
+}
+
+/* One (sequence, head) task of the backward, with this thread's scratch. */
+ARB_INLINE void graph_backward_task(const graph_args *a, int64_t bh, float *sp) {
+    const arb_graph *g = a->g;
+    const int H = a->H, hd = a->hd;
+    const int64_t T = g->T, D = (int64_t)H * hd, N = g->B * T, ld = a->ld;
+    const float *qkv = a->qkv, *probs = a->probs;
+    float *dqkv = a->dqkv;
+    const float sc = 1.0f / sqrtf((float)hd);
+    int64_t b = bh / H, h = bh % H;
+    int64_t e0 = g->off[b * T];
+    float *dp = sp;                   /* (edges of this sequence) d loss / d prob */
+    float *dy = sp + a->max_edges;    /* (T, hd) gradient of the current hop's output */
+    float *dprev = dy + T * hd;       /* (T, hd) gradient of its input */
+    memset(dp, 0, sizeof(float) * (size_t)(g->off[(b + 1) * T] - e0));
+    for (int64_t i = 0; i < T; i++) memcpy(dy + i * hd, a->dout + (b * T + i) * D + h * hd, sizeof(float) * (size_t)hd);
+    for (int hop = a->hops; hop >= 1; hop--) {
+        const float *prev = hop == 1 ? qkv + 2 * D : a->hopbuf + (int64_t)(hop - 2) * N * D;
+        int64_t prev_ld = hop == 1 ? ld : D;
+        memset(dprev, 0, sizeof(float) * (size_t)(T * hd));
+        for (int64_t i = 0; i < T; i++) {
+            int64_t r = b * T + i;
+            const float *dyi = dy + i * hd;
+            for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) {
+                int64_t j = g->src[e];
+                dp[e - e0] += dotf(dyi, prev + (b * T + j) * prev_ld + h * hd, hd);
+                axpyf(probs[e * H + h], dyi, dprev + j * hd, hd);
+            }
+        }
+        float *t = dy;
+        dy = dprev;
+        dprev = t;
+    }
+    /* dy now holds d loss / d v */
+    for (int64_t i = 0; i < T; i++)
+        memcpy(dqkv + (b * T + i) * ld + 2 * D + h * hd, dy + i * hd, sizeof(float) * (size_t)hd);
+    /* softmax backward, then scores → q, k */
+    for (int64_t i = 0; i < T; i++) {
+        int64_t r = b * T + i;
+        float dot = 0.0f;
+        for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) dot += probs[e * H + h] * dp[e - e0];
+        const float *q = qkv + r * ld + h * hd;
+        float *dq = dqkv + r * ld + h * hd;
+        for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) {
+            int64_t j = g->src[e];
+            float ds = probs[e * H + h] * (dp[e - e0] - dot) * sc;
+            axpyf(ds, qkv + (b * T + j) * ld + D + h * hd, dq, hd);
+            axpyf(ds, q, dqkv + (b * T + j) * ld + D + h * hd, hd);
+        }
+    }
+}
+
+/* The task bodies compiled once per CPU tier (bit-identical results: see dotf; no FMA) and
+ * chosen at run time. The parallel loop stays outside: an OpenMP region's outlined body would
+ * not inherit a function's target attribute. */
+typedef void (*graph_fwd_fn)(const graph_args *, int64_t);
+typedef void (*graph_bwd_fn)(const graph_args *, int64_t, float *);
+static void graph_fwd_generic(const graph_args *a, int64_t bh) { graph_forward_task(a, bh); }
+static void graph_bwd_generic(const graph_args *a, int64_t bh, float *sp) { graph_backward_task(a, bh, sp); }
+#if defined(__x86_64__)
+#define ARB_T_AVX2 __attribute__((target("avx2")))
+#define ARB_T_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+ARB_T_AVX2 static void graph_fwd_avx2(const graph_args *a, int64_t bh) { graph_forward_task(a, bh); }
+ARB_T_AVX2 static void graph_bwd_avx2(const graph_args *a, int64_t bh, float *sp) { graph_backward_task(a, bh, sp); }
+ARB_T_AVX512 static void graph_fwd_avx512(const graph_args *a, int64_t bh) { graph_forward_task(a, bh); }
+ARB_T_AVX512 static void graph_bwd_avx512(const graph_args *a, int64_t bh, float *sp) { graph_backward_task(a, bh, sp); }
+#endif
+
+static graph_fwd_fn graph_fwd_pick(void) {
+#if defined(__x86_64__)
+    switch (arb_cpu_tier_get()) {
+    case ARB_TIER_AVX512: return graph_fwd_avx512;
+    case ARB_TIER_AVX2: return graph_fwd_avx2;
+    default: break;
+    }
+#endif
+    return graph_fwd_generic;
+}
+
+static graph_bwd_fn graph_bwd_pick(void) {
+#if defined(__x86_64__)
+    switch (arb_cpu_tier_get()) {
+    case ARB_TIER_AVX512: return graph_bwd_avx512;
+    case ARB_TIER_AVX2: return graph_bwd_avx2;
+    default: break;
+    }
+#endif
+    return graph_bwd_generic;
+}
+
+void arb_graph_forward(const arb_graph *g, int H, int hd, const float *qkv, int64_t ld, int hops, float *probs,
+                       float *hopbuf, float *out) {
+    graph_args a = {.g = g, .H = H, .hd = hd, .hops = hops, .qkv = qkv, .ld = ld, .probs = probs, .hopbuf = hopbuf,
+                    .out = out};
+    graph_fwd_fn fn = graph_fwd_pick();
+    const int64_t D = (int64_t)H * hd;
+#pragma omp parallel for if (g->n_edges * D > ARB_PAR_MIN) schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < g->B * H; bh++) fn(&a, bh);
 }
 
 arb_status arb_graph_backward(const arb_graph *g, int H, int hd, const float *qkv, int64_t ld, int hops,
                               const float *probs, const float *hopbuf, const float *dout, float *dqkv) {
     const int64_t B = g->B, T = g->T, D = (int64_t)H * hd, N = B * T;
-    const float sc = 1.0f / sqrtf((float)hd);
     int64_t max_edges = 0;
     for (int64_t b = 0; b < B; b++) {
         int64_t ne = g->off[(b + 1) * T] - g->off[b * T];
@@ -188,61 +305,15 @@ arb_status arb_graph_backward(const arb_graph *g, int H, int hd, const float *qk
     size_t per = (size_t)max_edges + 2 * (size_t)(T * hd);
     float *scratch = malloc(sizeof(float) * per * (size_t)nth);
     if (!scratch) return arb_error(ARB_ERR_OOM, "graph backward: scratch of %zu floats", per * (size_t)nth);
+    graph_args a = {.g = g, .H = H, .hd = hd, .hops = hops, .qkv = qkv, .ld = ld, .probs = (float *)probs,
+                    .hopbuf = (float *)hopbuf, .dout = dout, .dqkv = dqkv, .scratch = scratch,
+                    .max_edges = max_edges, .per = per};
+    graph_bwd_fn fn = graph_bwd_pick();
     /* zero dq, dk, dv columns */
 #pragma omp parallel for if (N * 3 * D > ARB_PAR_MIN) schedule(static)
     for (int64_t r = 0; r < N; r++) memset(dqkv + r * ld, 0, sizeof(float) * (size_t)(3 * D));
 #pragma omp parallel for if (g->n_edges * D > ARB_PAR_MIN) schedule(dynamic, 1)
-    for (int64_t bh = 0; bh < B * H; bh++) {
-        int64_t b = bh / H, h = bh % H;
-        float *sp = scratch + per * (size_t)omp_get_thread_num();
-        int64_t e0 = g->off[b * T];
-        float *dp = sp;                 /* (edges of this sequence) d loss / d prob */
-        float *dy = sp + max_edges;     /* (T, hd) gradient of the current hop's output */
-        float *dprev = dy + T * hd;     /* (T, hd) gradient of its input */
-        memset(dp, 0, sizeof(float) * (size_t)(g->off[(b + 1) * T] - e0));
-        for (int64_t i = 0; i < T; i++) memcpy(dy + i * hd, dout + (b * T + i) * D + h * hd, sizeof(float) * (size_t)hd);
-        for (int hop = hops; hop >= 1; hop--) {
-            const float *prev;
-            int64_t prev_ld;
-            if (hop == 1) {
-                prev = qkv + 2 * D;
-                prev_ld = ld;
-            } else {
-                prev = hopbuf + (int64_t)(hop - 2) * N * D;
-                prev_ld = D;
-            }
-            memset(dprev, 0, sizeof(float) * (size_t)(T * hd));
-            for (int64_t i = 0; i < T; i++) {
-                int64_t r = b * T + i;
-                const float *dyi = dy + i * hd;
-                for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) {
-                    int64_t j = g->src[e];
-                    dp[e - e0] += dotf(dyi, prev + (b * T + j) * prev_ld + h * hd, hd);
-                    axpyf(probs[e * H + h], dyi, dprev + j * hd, hd);
-                }
-            }
-            float *t = dy;
-            dy = dprev;
-            dprev = t;
-        }
-        /* dy now holds d loss / d v */
-        for (int64_t i = 0; i < T; i++)
-            memcpy(dqkv + (b * T + i) * ld + 2 * D + h * hd, dy + i * hd, sizeof(float) * (size_t)hd);
-        /* softmax backward, then scores → q, k */
-        for (int64_t i = 0; i < T; i++) {
-            int64_t r = b * T + i;
-            float dot = 0.0f;
-            for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) dot += probs[e * H + h] * dp[e - e0];
-            const float *q = qkv + r * ld + h * hd;
-            float *dq = dqkv + r * ld + h * hd;
-            for (int64_t e = g->off[r]; e < g->off[r + 1]; e++) {
-                int64_t j = g->src[e];
-                float ds = probs[e * H + h] * (dp[e - e0] - dot) * sc;
-                axpyf(ds, qkv + (b * T + j) * ld + D + h * hd, dq, hd);
-                axpyf(ds, q, dqkv + (b * T + j) * ld + D + h * hd, hd);
-            }
-        }
-    }
+    for (int64_t bh = 0; bh < B * H; bh++) fn(&a, bh, scratch + per * (size_t)omp_get_thread_num());
     free(scratch);
     return ARB_OK;
 }
