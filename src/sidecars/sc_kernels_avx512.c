@@ -50,9 +50,48 @@ typedef void (*f32_tile_fn)(int K, const float *A, size_t lda, const float *B, s
         f32_tile(MR, NV, K, A, lda, B, ps, bias, C, ldc, ncols, flags);                                           \
     }
 #define F32ROW(MR) F32T(MR, 1) F32T(MR, 2) F32T(MR, 3) F32T(MR, 4)
-F32ROW(1) F32ROW(2) F32ROW(3) F32ROW(4) F32ROW(5) F32ROW(6)
+F32ROW(1) F32ROW(2) F32ROW(3) F32ROW(4) F32ROW(5) F32T(6, 1) F32T(6, 2) F32T(6, 3)
 #define F32ENT(MR) {f32t_##MR##_1, f32t_##MR##_2, f32t_##MR##_3, f32t_##MR##_4}
-static const f32_tile_fn f32_tiles[6][4] = {F32ENT(1), F32ENT(2), F32ENT(3), F32ENT(4), F32ENT(5), F32ENT(6)};
+static const f32_tile_fn f32_tiles[6][4] = {F32ENT(1), F32ENT(2), F32ENT(3), F32ENT(4), F32ENT(5),
+                                            {f32t_6_1, f32t_6_2, f32t_6_3, NULL}};
+
+/* The full 6×4 tile with 24 named accumulators and the multiply-adds in inline asm: with the
+ * array-and-intrinsics form gcc 12 kept the accumulators on the stack (a load and a store around
+ * every instruction). Same arithmetic, same order per element as f32_tile. */
+#define FMA(c, a, b) __asm__("vfmadd231ps %2, %1, %0" : "+v"(c) : "v"(a), "v"(b))
+#define DPB(c, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(a), "v"(b))
+
+static void f32t_fast_6_4(int K, const float *A, size_t lda, const float *B, size_t ps, const float *bias, float *C,
+                          size_t ldc, int ncols, int flags) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    __m512 c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * lda, *a3 = A + 3 * lda, *a4 = A + 4 * lda, *a5 = A + 5 * lda;
+    for (int k = 0; k < K; k++) {
+        const float *bk = B + (size_t)k * 16;
+        __m512 w0 = _mm512_loadu_ps(bk), w1 = _mm512_loadu_ps(bk + ps), w2 = _mm512_loadu_ps(bk + 2 * ps),
+               w3 = _mm512_loadu_ps(bk + 3 * ps), x;
+#define FROW(r)                                                                                \
+    x = _mm512_set1_ps(a##r[k]);                                                               \
+    FMA(c##r##0, x, w0); FMA(c##r##1, x, w1); FMA(c##r##2, x, w2); FMA(c##r##3, x, w3);
+        FROW(0) FROW(1) FROW(2) FROW(3) FROW(4) FROW(5)
+#undef FROW
+    }
+    __m512 acc[6][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                        {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+    for (int v = 0; v < 4; v++) {
+        int w = ncols - v * 16;
+        __mmask16 mk = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w > 0 ? w : 0)) - 1);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + v * 16) : _mm512_setzero_ps();
+        for (int r = 0; r < 6; r++) {
+            float *c = C + (size_t)r * ldc + v * 16;
+            __m512 y = _mm512_add_ps(acc[r][v], bv);
+            if (flags & SC_EPI_ACCUM) y = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, c), y);
+            _mm512_mask_storeu_ps(c, mk, y);
+        }
+    }
+}
+
 
 static void f32_avx512(int M, int N, int K, const float *A, size_t lda, const float *Bp, const float *bias, float *C,
                        size_t ldc, int flags, int nb0, int nb1) {
@@ -62,7 +101,7 @@ static void f32_avx512(int M, int N, int K, const float *A, size_t lda, const fl
         int ncols = N - p * 16;
         for (int m = 0; m < M; m += 6) {
             int mr = M - m < 6 ? M - m : 6;
-            f32_tiles[mr - 1][nv - 1](K, A + (size_t)m * lda, lda, Bp + (size_t)p * ps, ps, bias ? bias + p * 16 : NULL,
+            (mr == 6 && nv == 4 ? f32t_fast_6_4 : f32_tiles[mr - 1][nv - 1])(K, A + (size_t)m * lda, lda, Bp + (size_t)p * ps, ps, bias ? bias + p * 16 : NULL,
                                       C + (size_t)m * ldc + p * 16, ldc, ncols, flags);
         }
     }
@@ -112,9 +151,49 @@ typedef void (*q8_tile_fn)(int kp, const uint8_t *A, const float *as, const int8
         q8_tile(MR, NV, kp, A, as, B, ps, qsum, scale, bias, C, ldc, ncols, flags);                                \
     }
 #define Q8ROW(MR) Q8T(MR, 1) Q8T(MR, 2) Q8T(MR, 3) Q8T(MR, 4)
-Q8ROW(1) Q8ROW(2) Q8ROW(3) Q8ROW(4) Q8ROW(5) Q8ROW(6)
+Q8ROW(1) Q8ROW(2) Q8ROW(3) Q8ROW(4) Q8ROW(5) Q8T(6, 1) Q8T(6, 2) Q8T(6, 3)
 #define Q8ENT(MR) {q8t_##MR##_1, q8t_##MR##_2, q8t_##MR##_3, q8t_##MR##_4}
-static const q8_tile_fn q8_tiles[6][4] = {Q8ENT(1), Q8ENT(2), Q8ENT(3), Q8ENT(4), Q8ENT(5), Q8ENT(6)};
+static const q8_tile_fn q8_tiles[6][4] = {Q8ENT(1), Q8ENT(2), Q8ENT(3), Q8ENT(4), Q8ENT(5),
+                                          {q8t_6_1, q8t_6_2, q8t_6_3, NULL}};
+
+static void q8t_fast_6_4(int kp, const uint8_t *A, const float *as, const int8_t *B, size_t ps, const int32_t *qsum,
+                         const float *scale, const float *bias, float *C, size_t ldc, int ncols, int flags) {
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    __m512i c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    const uint8_t *a0 = A, *a1 = A + kp, *a2 = A + 2 * (size_t)kp, *a3 = A + 3 * (size_t)kp, *a4 = A + 4 * (size_t)kp,
+                  *a5 = A + 5 * (size_t)kp;
+    for (int k4 = 0; k4 < kp / 4; k4++) {
+        const int8_t *bk = B + (size_t)k4 * 64;
+        __m512i w0 = _mm512_loadu_si512((const void *)bk), w1 = _mm512_loadu_si512((const void *)(bk + ps)),
+                w2 = _mm512_loadu_si512((const void *)(bk + 2 * ps)), w3 = _mm512_loadu_si512((const void *)(bk + 3 * ps)), x;
+        int32_t t;
+#define QROW(r)                                                                                 \
+    __builtin_memcpy(&t, a##r + k4 * 4, 4);                                                     \
+    x = _mm512_set1_epi32(t);                                                                   \
+    DPB(c##r##0, x, w0); DPB(c##r##1, x, w1); DPB(c##r##2, x, w2); DPB(c##r##3, x, w3);
+        QROW(0) QROW(1) QROW(2) QROW(3) QROW(4) QROW(5)
+#undef QROW
+    }
+    __m512i acc[6][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                         {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+    for (int v = 0; v < 4; v++) {
+        int w = ncols - v * 16;
+        __mmask16 mk = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w > 0 ? w : 0)) - 1);
+        __m512i qs = _mm512_loadu_si512((const void *)(qsum + v * 16));
+        __m512 sc = _mm512_loadu_ps(scale + v * 16);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + v * 16) : _mm512_setzero_ps();
+        for (int r = 0; r < 6; r++) {
+            float *c = C + (size_t)r * ldc + v * 16;
+            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][v], qs)),
+                                     _mm512_mul_ps(_mm512_set1_ps(as[r]), sc));
+            if (bias) y = _mm512_add_ps(y, bv);
+            if (flags & SC_EPI_ACCUM) y = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, c), y);
+            _mm512_mask_storeu_ps(c, mk, y);
+        }
+    }
+}
+
 
 static void q8_avx512(int M, const uint8_t *Aq, const float *as, const sc_packq *B, const float *bias, float *C,
                       size_t ldc, int flags, int nb0, int nb1) {
@@ -125,7 +204,7 @@ static void q8_avx512(int M, const uint8_t *Aq, const float *as, const sc_packq 
         int ncols = B->n - p * 16;
         for (int m = 0; m < M; m += 6) {
             int mr = M - m < 6 ? M - m : 6;
-            q8_tiles[mr - 1][nv - 1](kp, Aq + (size_t)m * kp, as + m, B->p + (size_t)p * ps, ps, B->qsum + p * 16,
+            (mr == 6 && nv == 4 ? q8t_fast_6_4 : q8_tiles[mr - 1][nv - 1])(kp, Aq + (size_t)m * kp, as + m, B->p + (size_t)p * ps, ps, B->qsum + p * 16,
                                      B->scale + p * 16, bias ? bias + p * 16 : NULL, C + (size_t)m * ldc + p * 16,
                                      ldc, ncols, flags);
         }
@@ -161,15 +240,22 @@ const sc_gemm_tier sc_tier_avx512 = {f32_avx512, q8_avx512, quant_row_avx512};
 
 /* A register-only vpdpbusd loop: 24 independent chains (enough for 2 ports × latency 5+). */
 double sc_vnni_peak_ops(long iters) {
-    __m512i acc[24];
     __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01010101);
-    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_epi32(i);
+    __m512i c0 = _mm512_set1_epi32(0), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0;
+    __m512i c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0, c16 = c0, c17 = c0, c18 = c0, c19 = c0;
+    __m512i c20 = c0, c21 = c0, c22 = c0, c23 = c0;
     for (long it = 0; it < iters; it++) {
-        for (int i = 0; i < 24; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
-        __asm__ volatile("" : "+v"(a), "+v"(b));
+        DPB(c0, a, b); DPB(c1, a, b); DPB(c2, a, b); DPB(c3, a, b); DPB(c4, a, b); DPB(c5, a, b);
+        DPB(c6, a, b); DPB(c7, a, b); DPB(c8, a, b); DPB(c9, a, b); DPB(c10, a, b); DPB(c11, a, b);
+        DPB(c12, a, b); DPB(c13, a, b); DPB(c14, a, b); DPB(c15, a, b); DPB(c16, a, b); DPB(c17, a, b);
+        DPB(c18, a, b); DPB(c19, a, b); DPB(c20, a, b); DPB(c21, a, b); DPB(c22, a, b); DPB(c23, a, b);
     }
-    __m512i s = acc[0];
-    for (int i = 1; i < 24; i++) s = _mm512_add_epi32(s, acc[i]);
+    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                                 _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)),
+                                             _mm512_add_epi32(_mm512_add_epi32(c12, c13), _mm512_add_epi32(c14, c15))));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c16, c17), _mm512_add_epi32(c18, c19)),
+                                             _mm512_add_epi32(_mm512_add_epi32(c20, c21), _mm512_add_epi32(c22, c23))));
     volatile int sink = _mm512_reduce_add_epi32(s);
     (void)sink;
     return (double)iters * 24 * 64 * 2; /* 64 multiply-adds per instruction, 2 ops each */
