@@ -135,6 +135,35 @@ static void test_f32_gemm(void **s) {
     }
 }
 
+/* K above SC_KBLOCK_MIN: weights packed in K blocks, later blocks accumulate. */
+static void test_f32_gemm_kblocked(void **s) {
+    (void)s;
+    int M = 13, N = 70, K = 1301;
+    float *w = malloc(sizeof(float) * N * K), *a = malloc(sizeof(float) * M * K), *bias = malloc(sizeof(float) * N),
+          *c = malloc(sizeof(float) * M * N);
+    arb_test_fill_f32(w, (size_t)N * K, 71, -1.f, 1.f);
+    arb_test_fill_f32(a, (size_t)M * K, 72, -1.f, 1.f);
+    arb_test_fill_f32(bias, (size_t)N, 73, -1.f, 1.f);
+    sc_packf F;
+    ARB_ASSERT_OK(sc_packf_init(&F, w, N, K));
+    assert_true(F.kb < K);
+    for (int acc = 0; acc < 2; acc++) {
+        for (int i = 0; i < M * N; i++) c[i] = acc ? 0.5f : 0.f;
+        sc_gemm_f32_packed(M, a, K, &F, bias, c, N, acc ? SC_EPI_ACCUM : 0);
+        double err = 0, ref = 0;
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                double d = bias[n] + (acc ? 0.5 : 0.0);
+                for (int k = 0; k < K; k++) d += (double)a[(size_t)m * K + k] * w[(size_t)n * K + k];
+                err += (c[m * N + n] - d) * (c[m * N + n] - d);
+                ref += d * d;
+            }
+        assert_true(sqrt(err / ref) < 1e-6);
+    }
+    sc_packf_free(&F);
+    free(w), free(a), free(bias), free(c);
+}
+
 static void test_elementwise(void **s) {
     (void)s;
     size_t n = 4099;
@@ -289,7 +318,7 @@ static void test_quantizer_vs_quanto(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_q8_gemm),         cmocka_unit_test(test_f32_gemm),
+        cmocka_unit_test(test_q8_gemm),         cmocka_unit_test(test_f32_gemm), cmocka_unit_test(test_f32_gemm_kblocked),
         cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_norms_attention),
         cmocka_unit_test(test_quantizer_vs_quanto),
     };

@@ -310,7 +310,7 @@ arb_status arb_moonshine_logits(arb_sidecar *m, const arb_tensor *enc, const arb
     }
     sc_layernorm(x, hb, (int)rows, D, d->dec_norm, NULL, 1e-5f);
     st = arb_tensor_init(logits, ARB_F32, 3, (int64_t[]){B, Lt, d->vocab}, arb_cpu());
-    if (!st) sc_gemm_f32((int)rows, d->vocab, D, hb, D, d->proj.p, NULL, (float *)logits->data, (size_t)d->vocab, 0);
+    if (!st) sc_gemm_f32_packed((int)rows, hb, D, &d->proj, NULL, (float *)logits->data, (size_t)d->vocab, 0);
 done:
     arb_free(x), arb_free(hb), arb_free(q), arb_free(k), arb_free(v), arb_free(a), arb_free(f), arb_free(g);
     return st;

@@ -24,9 +24,13 @@
  *   int8: [ceil(N/16)][Kp/4][16][4], Kp = K rounded up to 4 (vpdpbusd takes 4 bytes per lane).
  * Columns past N and k past K are zero. */
 typedef struct sc_packf {
-    int n, k;
-    float *p; /* [ceil(n/16)][k][16] */
+    int n, k, kb; /* kb: K block (= k when k ≤ SC_KBLOCK_MIN) */
+    float *p;     /* per K block of kb (last may be shorter): [ceil(n/16)][kb][16], blocks back to back */
 } sc_packf;
+/* Weights with K above this are packed in K blocks of SC_KBLOCK so a 64-column panel block
+ * (64·512·4 B = 128 KB) stays in L2 while all rows stream through it. */
+#define SC_KBLOCK_MIN 768
+#define SC_KBLOCK 512
 
 typedef struct sc_packq {
     int n, k, kp;
@@ -71,6 +75,9 @@ enum { SC_EPI_NONE = 0, SC_EPI_ACCUM = 1 /* C += result (residual add) */ };
  * an OpenMP parallel region. */
 void sc_gemm_f32(int M, int N, int K, const float *A, size_t lda, const float *Bp, const float *bias, float *C,
                  size_t ldc, int flags);
+/* The same for a (possibly K-blocked) packed weight: blocks after the first accumulate. */
+void sc_gemm_f32_packed(int M, const float *A, size_t lda, const sc_packf *B, const float *bias, float *C, size_t ldc,
+                        int flags);
 /* int8: A is quantized per row (dynamic absmax, symmetric, +128 offset to u8), B is int8. */
 void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
                 int flags);

@@ -69,8 +69,23 @@ arb_status sc_packf_init(sc_packf *p, const float *w, int n, int k) {
     if (!p->p) return arb_error(ARB_ERR_OOM, "sidecar: cannot allocate packed weights [%d,%d]", n, k);
     p->n = n;
     p->k = k;
-    sc_packf_from_nk(p->p, w, (size_t)k, n, k);
+    p->kb = k > SC_KBLOCK_MIN ? SC_KBLOCK : k;
+    size_t nb = (size_t)(n + 15) / 16;
+    for (int k0 = 0; k0 < k; k0 += p->kb) {
+        int kl = k - k0 < p->kb ? k - k0 : p->kb;
+        sc_packf_from_nk(p->p + nb * 16 * (size_t)k0, w + k0, (size_t)k, n, kl);
+    }
     return ARB_OK;
+}
+
+void sc_gemm_f32_packed(int M, const float *A, size_t lda, const sc_packf *B, const float *bias, float *C, size_t ldc,
+                        int flags) {
+    size_t nb = (size_t)(B->n + 15) / 16;
+    for (int k0 = 0; k0 < B->k; k0 += B->kb) {
+        int kl = B->k - k0 < B->kb ? B->k - k0 : B->kb;
+        sc_gemm_f32(M, B->n, kl, A + k0, lda, B->p + nb * 16 * (size_t)k0, k0 ? NULL : bias, C, ldc,
+                    k0 ? flags | SC_EPI_ACCUM : flags);
+    }
 }
 
 void sc_packf_free(sc_packf *p) {
@@ -276,7 +291,7 @@ void sc_gemm_w8(int M, const float *A, size_t lda, const sc_packq *B, const floa
 }
 
 void sc_lin_forward(const sc_lin *l, sc_mode mode, int M, const float *x, size_t lda, float *y, size_t ldc, int flags) {
-    if (!l->quantized) sc_gemm_f32(M, l->n, l->k, x, lda, l->f.p, l->bias, y, ldc, flags);
+    if (!l->quantized) sc_gemm_f32_packed(M, x, lda, &l->f, l->bias, y, ldc, flags);
     else if (mode == SC_INT8W) sc_gemm_w8(M, x, lda, &l->q, l->bias, y, ldc, flags);
     else sc_gemm_q8(M, x, lda, &l->q, l->bias, y, ldc, flags);
 }
