@@ -225,7 +225,8 @@ int arb_bench_kernels(int argc, char **argv) {
            g_cpu_time ? ", timed by the thread's CPU clock" : "");
     print_machine();
     double peak = (vnni || f->avx2) ? measure_peak(vnni, quick ? 3 : 5, quick ? 0.1 : 0.25) : 0.0;
-    printf("  int8 peak (%s, all threads)  %10.1f GOPS\n", vnni ? "vpdpbusd zmm" : "vpmaddubsw ymm", peak);
+    printf("  int8 peak (%s, %d thread%s)  %10.1f GOPS\n", vnni ? "vpdpbusd zmm" : "vpmaddubsw ymm", nt, nt > 1 ? "s" : "",
+           peak);
     if (!(peak > 0)) peak = 1.0;
 
     const int64_t D = 4096;
@@ -236,7 +237,7 @@ int arb_bench_kernels(int argc, char **argv) {
     if (!stream) return arb_cli_fail("cannot allocate %zu MB for the streamed set", stream_bytes >> 20);
     fill_codes(stream, stream_bytes, 42);
     double bw = measure_read_bw(stream, stream_bytes, reps);
-    printf("  memory read bandwidth (%zu MB)    %10.1f GB/s\n", stream_bytes >> 20, bw);
+    printf("  memory read bandwidth (%zu MB, %d thread%s)  %10.1f GB/s\n", stream_bytes >> 20, nt, nt > 1 ? "s" : "", bw);
 
     arb_ternary w;
     arb_status s = arb_ternary_init(&w, D, D, ARB_TERNARY_LINEAR, 1, arb_cpu());
