@@ -78,7 +78,7 @@ static int setup(void **s) {
     snprintf(g_mdir[J_VAE], sizeof g_mdir[0], "%s/vae-tiny", fx);
     if (arb_sidecar_synth(ARB_SIDECAR_DINOV2, g_mdir[J_DINO_FULL], 99) != ARB_OK) return -1;
     tensor_rand(&g_in[J_DINO_TINY][0], ARB_F32, 4, (int64_t[]){2, 3, 70, 98}, 11, -2.f, 2.f); /* 5x7 grid: interpolated */
-    tensor_rand(&g_in[J_DINO_1L][0], ARB_F32, 4, (int64_t[]){2, 3, 224, 224}, 12, -2.f, 2.f);
+    tensor_rand(&g_in[J_DINO_1L][0], ARB_F32, 4, (int64_t[]){1, 3, 224, 224}, 12, -2.f, 2.f);
     tensor_rand(&g_in[J_DINO_FULL][0], ARB_F32, 4, (int64_t[]){1, 3, 224, 224}, 13, -2.f, 2.f);
     tensor_rand(&g_in[J_MOON][0], ARB_F32, 2, (int64_t[]){2, 23456}, 21, -0.5f, 0.5f);
     tensor_rand(&g_in[J_MOON][1], ARB_I64, 2, (int64_t[]){2, 5}, 0, 0, 0);
@@ -159,7 +159,7 @@ static void live_dinov2(int j, const char *label) {
 static void test_dinov2_fixtures(void **s) {
     (void)s;
     live_dinov2(J_DINO_TINY, "dinov2-tiny 2x3x70x98 (interp)");
-    live_dinov2(J_DINO_1L, "dinov2-small-1layer 2x3x224x224");
+    live_dinov2(J_DINO_1L, "dinov2-small-1layer 1x3x224x224");
 }
 
 static void test_dinov2_fullsize(void **s) {
