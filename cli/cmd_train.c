@@ -173,6 +173,7 @@ int arb_cmd_train(int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
+    double t_cmd = arb_cli_now(); /* the budget counts setup time too */
     arb_device dev = arb_cpu();
     if (!strcmp(device, "cuda")) {
 #ifndef ARB_HAVE_CUDA
@@ -300,12 +301,10 @@ int arb_cmd_train(int argc, char **argv) {
     g_stop = 0;
     signal(SIGINT, on_sigint);
     double val = NAN, last_val = NAN, reserve_s = 1.0;
-    /* Periodic validations use a quarter of the fixed set (spread the same way); the final one all of it. */
-    int64_t periodic_windows = tr->opt.eval_windows / 4 > 0 ? tr->opt.eval_windows / 4 : 1;
     if (!resume) {
         /* Step 0's validation: the curve's start, and the first measure of what an evaluation costs. */
         double t0 = arb_cli_now();
-        if ((s = arb_trainer_evaluate_windows(tr, periodic_windows, &val)) != ARB_OK) {
+        if ((s = arb_trainer_evaluate(tr, &val)) != ARB_OK) {
             fclose(log);
             arb_trainer_free(tr);
             arb_corpus_free(&corpus);
@@ -313,10 +312,10 @@ int arb_cmd_train(int argc, char **argv) {
         }
         arb_trainer_record(tr, true, 0, val);
         last_val = val;
-        reserve_s = 1.0 + 6.0 * (arb_cli_now() - t0);
-        tr->elapsed_s += arb_cli_now() - t0;
+        reserve_s = 2.0 + 3.0 * (arb_cli_now() - t0);
         fprintf(stderr, "arbitor train: step 0 validation %.4f nats/byte (%.4f bits/byte)\n", val, val / M_LN2);
     }
+    tr->elapsed_s += arb_cli_now() - t_cmd; /* data, model, checkpoint load, step-0 validation */
     int rc = 0;
     double t_log = arb_cli_now(), t_bar = 0, t_start = arb_cli_now();
     double loss_sum = 0;
@@ -345,7 +344,7 @@ int arb_cmd_train(int argc, char **argv) {
         if (do_eval) {
             double t0 = arb_cli_now();
             eval_bucket = (int)floor(arb_trainer_position(tr) * N_EVALS);
-            if ((s = arb_trainer_evaluate_windows(tr, periodic_windows, &val)) != ARB_OK) {
+            if ((s = arb_trainer_evaluate(tr, &val)) != ARB_OK) {
                 rc = arb_cli_fail("train: evaluation: %s", arb_last_error());
                 break;
             }
@@ -358,8 +357,8 @@ int arb_cmd_train(int argc, char **argv) {
                 break;
             }
             double t2 = arb_cli_now();
-            /* Keep room in the budget for the final (full-set) evaluation, checkpoint and plot. */
-            reserve_s = 1.0 + 1.2 * (4.0 * (t1 - t0) + (t2 - t1));
+            /* Keep room in the budget for the final evaluation, checkpoint and plot. */
+            reserve_s = 2.0 + 1.5 * ((t1 - t0) + (t2 - t1));
             tr->elapsed_s += t2 - t0;
             tnow = t2;
         }

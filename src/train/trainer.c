@@ -108,6 +108,10 @@ static arb_status trainer_new(arb_trainer **out, const arb_model_config *cfg, co
         arb_ternary *t;
         arb_update_state *us;
         s = arb_model_ternary_at(tr->model, i, &name, &t, &us);
+        if (s == ARB_OK && t->device.kind != opt->device.kind)
+            s = arb_error(ARB_ERR_UNSUPPORTED, "train: the model keeps tensor '%s' on the %s: it has no %s training path",
+                          name, t->device.kind == ARB_DEVICE_CPU ? "CPU" : "GPU",
+                          opt->device.kind == ARB_DEVICE_CUDA ? "CUDA" : "CPU");
         if (s == ARB_OK && t->kind == ARB_TERNARY_GAIN) {
             tr->ctrl[i] = opt->gain_eta_mult;
             tr->ctrl_f[i] = (float)opt->gain_eta_mult;
