@@ -19,7 +19,6 @@
 #include "arbitor/sidecars.h"
 #include "cli.h"
 
-void arb_sidecar_cli_passive(int nlead, const char *const *lead, int argc, char **argv); /* cmd_sidecar.c */
 #include "sidecars/sc_internal.h"
 
 static double wall(void) {
@@ -119,8 +118,6 @@ static const char *torch_script(char *buf, size_t cap) {
 }
 
 int arb_bench_sidecars(int argc, char **argv) {
-    static const char *const lead[] = {"bench"};
-    arb_sidecar_cli_passive(1, lead, argc, argv);
     const char *dir = getenv("ARB_SIDECAR_DIR") ? getenv("ARB_SIDECAR_DIR") : "/tmp/arbitor-sidecars";
     bool full = false, quick = false, torch = true;
     int64_t iters = 3, threads = 0;

@@ -78,3 +78,10 @@ void arb_cli_progress(const char *label, double frac, double elapsed_s, const ch
     }
     fflush(stderr);
 }
+
+void arb_cli_prefer_passive_omp(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("ARB_NO_REEXEC")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0 || setenv("ARB_NO_REEXEC", "1", 1) != 0) return;
+    fflush(NULL);
+    execv("/proc/self/exe", argv); /* on failure: carry on with the policy already in force */
+}

@@ -12,25 +12,6 @@
 #include "arbitor/sidecars.h"
 #include "cli.h"
 
-/* OpenMP threads that spin at barriers (libgomp's default, OMP_WAIT_POLICY=active) burn their time
- * slice while a sibling is descheduled; on a shared machine that made the sidecars 4-10x slower.
- * The policy is read once at start-up, so set it and re-exec ourselves once, unless the user chose.
- * `lead` are the words before argv (e.g. {"bench"}); returns only if it did not re-exec. */
-void arb_sidecar_cli_passive(int nlead, const char *const *lead, int argc, char **argv);
-void arb_sidecar_cli_passive(int nlead, const char *const *lead, int argc, char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("ARB_NO_REEXEC") || argc > 250 || nlead > 4) return;
-    char *args[260];
-    int n = 0;
-    args[n++] = (char *)"arbitor";
-    for (int i = 0; i < nlead; i++) args[n++] = (char *)lead[i];
-    for (int i = 0; i < argc; i++) args[n++] = argv[i];
-    args[n] = NULL;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    setenv("ARB_NO_REEXEC", "1", 1);
-    fflush(NULL);
-    execv("/proc/self/exe", args); /* on failure, carry on with the active policy */
-}
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: arbitor sidecar run --model DIR --input IN.safetensors --output OUT.safetensors\n"
@@ -268,7 +249,6 @@ static int cmd_info(int argc, char **argv) {
 }
 
 int arb_cmd_sidecar(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "run") || !strcmp(argv[1], "info"))) arb_sidecar_cli_passive(0, NULL, argc, argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -12,7 +12,6 @@
 #include "arbitor/sidecars.h"
 #include "cli.h"
 
-void arb_sidecar_cli_passive(int nlead, const char *const *lead, int argc, char **argv); /* cmd_sidecar.c */
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -23,7 +22,6 @@ static void usage(FILE *f) {
 }
 
 int arb_cmd_vae(int argc, char **argv) {
-    arb_sidecar_cli_passive(0, NULL, argc, argv);
     const char *op = NULL, *file = NULL, *model = NULL, *output = NULL;
     arb_sidecar_precision prec = ARB_SIDECAR_FP32;
     for (int i = 1; i < argc; i++) {

@@ -32,13 +32,14 @@ static arb_cli_cmd_fn lookup(const char *name) {
     return NULL;
 }
 
-/* libgomp reads OMP_WAIT_POLICY once, when it loads. Its default spins on every barrier, and a
- * training step has thousands of them: on a 2-core machine with other jobs a waiting thread
- * spins while its peer is preempted (cpu-small trained at 0.6k tokens/s instead of 5.3k in the
- * same minute). So `train` re-executes itself once with passive waiting unless the user chose. */
-static void train_prefer_passive_omp(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-    execv("/proc/self/exe", argv); /* on failure: carry on with the policy already in force */
+/* Commands whose OpenMP regions are long-running loops on a possibly shared machine prefer
+ * passive waiting (see arb_cli_prefer_passive_omp); `bench kernels` keeps the spinning default,
+ * since a sleeping thread's wake-up would dominate a 10 µs GEMV. */
+static bool wants_passive_omp(int argc, char **argv) {
+    static const char *const cmds[] = {"train", "generate", "sidecar", "encode", "vae"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i])) return true;
+    return !strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "sidecars");
 }
 
 static void usage(FILE *f) {
@@ -61,7 +62,7 @@ int main(int argc, char **argv) {
         printf("arbitor %s\n", arb_version());
         return 0;
     }
-    if (!strcmp(argv[1], "train")) train_prefer_passive_omp(argv);
+    if (wants_passive_omp(argc, argv)) arb_cli_prefer_passive_omp(argv);
     arb_cli_cmd_fn fn = lookup(argv[1]);
     if (!fn) {
         fprintf(stderr, "arbitor: error: unknown command '%s' (try 'arbitor --help')\n", argv[1]);

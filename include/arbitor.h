@@ -19,4 +19,8 @@
 #include "arbitor/ternary.h"
 #include "arbitor/safetensors.h"
 #include "arbitor/model.h"
+#include "arbitor/sidecars.h"
+#ifdef ARB_HAVE_CUDA
+#include "arbitor/cuda.h"
+#endif
 #endif
