@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include "cpu/linear_internal.h"
+#include "ternary/device_dispatch.h"
 
 /* Σ code·x stays below 2^31 in every kernel for these sizes (codes ≤ 2, |x| ≤ 127). */
 #define ARB_LIN_MAX_K ((int64_t)8 << 20)
@@ -93,6 +94,7 @@ static void lin_run_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const
 }
 
 arb_status arb_ternary_matmul_i32(const arb_ternary *w, const int8_t *xq, int64_t n, int32_t *acc) {
+    ARB_ON_CUDA(w, arb_cuda_ternary_matmul_i32(w, xq, n, acc));
     ARB_TRY(lin_check(w, n, "arb_ternary_matmul_i32"));
     if (n == 0) return ARB_OK;
     if (!xq || !acc) return arb_error(ARB_ERR_INVALID_ARG, "arb_ternary_matmul_i32: NULL xq or acc");
@@ -106,6 +108,7 @@ arb_status arb_ternary_matmul_i32(const arb_ternary *w, const int8_t *xq, int64_
 }
 
 arb_status arb_ternary_linear_forward(const arb_ternary *w, const int8_t *xq, const float *xs, int64_t n, float *y) {
+    ARB_ON_CUDA(w, arb_cuda_ternary_linear_forward(w, xq, xs, n, y));
     ARB_TRY(lin_check(w, n, "arb_ternary_linear_forward"));
     if (n == 0) return ARB_OK;
     if (!xq || !xs || !y || !w->scale)
@@ -144,6 +147,7 @@ static int64_t lin_quantize_dy(const arb_lin_kernels *k, const arb_ternary *w, c
 
 arb_status arb_ternary_linear_backward_x(const arb_ternary *w, const float *dy, int64_t n, arb_rng_key key,
                                          float *dx) {
+    ARB_ON_CUDA(w, arb_cuda_ternary_linear_backward_x(w, dy, n, key, dx));
     ARB_TRY(lin_check(w, n, "arb_ternary_linear_backward_x"));
     if (n == 0) return ARB_OK;
     if (!dy || !dx || !w->scale)
@@ -300,6 +304,7 @@ static arb_status lin_finish(arb_ternary *w, const float *c, const arb_upd_row_a
 arb_status arb_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs, const float *dy,
                                               int64_t n, const arb_update_params *p, arb_update_state *st,
                                               arb_update_stats *stats) {
+    ARB_ON_CUDA(w, arb_cuda_ternary_linear_backward_update(w, xq, xs, dy, n, p, st, stats));
     const char *what = "arb_ternary_linear_backward_update";
     ARB_TRY(lin_check(w, n, what));
     ARB_TRY(arb_upd_check(w, n, p, st, what));
