@@ -9,7 +9,6 @@
 #include "arbitor/sidecars.h"
 #include "cli.h"
 
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: arbitor encode image|audio FILE --model DIR [--output OUT.safetensors] [--int8] [--threads N]\n"

@@ -12,7 +12,6 @@
 #include "arbitor/sidecars.h"
 #include "cli.h"
 
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: arbitor vae encode IMAGE --model DIR [--output LATENTS.safetensors] [--int8]\n"
