@@ -243,64 +243,6 @@ static void lin_run_upd(const arb_lin_kernels *k, arb_ternary *w, const arb_lin_
     for (int64_t rb = 0; rb < rbs; rb++) k->upd(w, gr, rb, pl, racc + rb * 16);
 }
 
-/* Step 5 exactly as ternary-core's arb_upd_finish (update.c, the reference the tests compare
- * with), but the refresh of nnz and scale runs on all threads with a SWAR popcount: the serial
- * refresh (a libgcc popcount call per 16 trits) cost as much as 20% of the forward pass at
- * 4096x4096. Same nnz, same float ops (arb_ternary_row_scale), so the same state. */
-static uint32_t lin_nonzero16(uint32_t word) {
-    uint32_t x = word ^ 0x55555555u; /* field 0 <=> code 1 <=> trit 0 */
-    x = (x | (x >> 1)) & 0x55555555u;
-    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
-    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
-    return (x * 0x01010101u) >> 24;
-}
-
-static arb_status lin_finish(arb_ternary *w, const float *c, const arb_upd_row_acc *acc, const arb_update_params *p,
-                             arb_update_state *st, arb_update_stats *stats, int nt) {
-    st->grad_norm = arb_upd_norm(c, acc, w->rows, w->cols);
-    int32_t moves = 0;
-    if (p->update_exp) {
-        double *ge = malloc((size_t)w->rows * sizeof(double));
-        if (!ge) return arb_error(ARB_ERR_OOM, "E update of tensor %d: %lld rows", (int)w->id, (long long)w->rows);
-        for (int64_t o = 0; o < w->rows; o++) ge[o] = (double)c[o] * (double)acc[o].ge;
-        moves = arb_upd_exp_step(w, ge, p);
-        free(ge);
-    }
-    const int64_t kbs = w->cols_pad >> 4;
-    int64_t bad = -1;
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t r = 0; r < w->rows; r++) {
-        int e = w->exp[r];
-        if (e < ARB_EXP_MIN || e > ARB_EXP_MAX) {
-#pragma omp critical(arb_lin_finish)
-            if (bad < 0 || r < bad) bad = r;
-            continue;
-        }
-        const uint8_t *row = w->trits + (size_t)(r >> 4) * (size_t)kbs * ARB_TILE_BYTES + 4 * (r & 15);
-        int32_t nz = 0;
-        for (int64_t kb = 0; kb < kbs; kb++) {
-            uint32_t word;
-            memcpy(&word, row + kb * ARB_TILE_BYTES, 4);
-            nz += (int32_t)lin_nonzero16(word);
-        }
-        w->nnz[r] = nz;
-        w->scale[r] = arb_ternary_row_scale(w->kind, w->cols, nz, e);
-    }
-    if (bad >= 0)
-        return arb_error(ARB_ERR_INVALID_ARG, "ternary tensor %d row %lld: exponent %d outside [%d, %d]", (int)w->id,
-                         (long long)bad, (int)w->exp[bad], ARB_EXP_MIN, ARB_EXP_MAX);
-    if (stats) {
-        memset(stats, 0, sizeof *stats);
-        for (int64_t o = 0; o < w->rows; o++) {
-            stats->flips += acc[o].flips;
-            stats->zeros += w->cols - w->nnz[o];
-        }
-        stats->weights = w->rows * w->cols;
-        stats->exp_moves = moves;
-    }
-    return ARB_OK;
-}
-
 arb_status arb_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs, const float *dy,
                                               int64_t n, const arb_update_params *p, arb_update_state *st,
                                               arb_update_stats *stats) {
@@ -343,7 +285,7 @@ arb_status arb_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, 
     pl.threshold = p->threshold;
     pl.leak_shift = p->leak_shift;
     lin_run_upd(k, w, &gr, &pl, racc, nt);
-    s = lin_finish(w, c, racc, p, st, stats, nt);
+    s = arb_upd_finish(w, c, racc, p, st, stats);
 done:
     arb_free(c);
     arb_free(inv);

@@ -157,8 +157,14 @@ arb_status arb_ternary_refresh(arb_ternary *w) {
         if (e < ARB_EXP_MIN || e > ARB_EXP_MAX)
             return arb_error(ARB_ERR_INVALID_ARG, "ternary tensor %d row %lld: exponent %d outside [%d, %d]",
                              (int)w->id, (long long)r, e, ARB_EXP_MIN, ARB_EXP_MAX);
+    }
+    /* Rows are independent; after every update of a large tensor a serial refresh cost up to
+     * 20% of a 4096x4096 forward, so big tensors use all threads (same values either way). */
+    const int64_t rows = w->rows;
+#pragma omp parallel for schedule(static) if (rows * w->cols_pad > ((int64_t)1 << 18))
+    for (int64_t r = 0; r < rows; r++) {
         w->nnz[r] = arb_ternary_row_nnz(w, r);
-        w->scale[r] = arb_ternary_row_scale(w->kind, w->cols, w->nnz[r], e);
+        w->scale[r] = arb_ternary_row_scale(w->kind, w->cols, w->nnz[r], w->exp[r]);
     }
     return ARB_OK;
 }
