@@ -260,8 +260,7 @@ static void test_sigint_saves(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/arb_train_cli_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (arb_test_tmpdir_make(g_dir, sizeof g_dir, "arb_train_cli") != 0) return -1;
     /* A small corpus of words (about 20 KB). */
     snprintf(g_data, sizeof g_data, "%s/corpus.txt", g_dir);
     FILE *f = fopen(g_data, "wb");
@@ -277,9 +276,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return arb_test_tmpdir_remove(g_dir);
 }
 
 int main(void) {

@@ -269,15 +269,12 @@ static void test_plot_png(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/arb_train_data_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return arb_test_tmpdir_make(g_dir, sizeof g_dir, "arb_train_data");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return arb_test_tmpdir_remove(g_dir);
 }
 
 int main(void) {

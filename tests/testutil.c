@@ -3,6 +3,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 const char *arb_test_shared(const char *rel, char *buf, size_t cap) {
@@ -60,4 +62,16 @@ double arb_test_max_abs(const float *a, const float *b, size_t n) {
         if (d > m) m = d;
     }
     return m;
+}
+
+int arb_test_tmpdir_make(char *buf, size_t cap, const char *prefix) {
+    if (snprintf(buf, cap, "/tmp/%s_XXXXXX", prefix) >= (int)cap) return -1;
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+int arb_test_tmpdir_remove(const char *dir) {
+    if (!dir[0] || strchr(dir, '\'')) return -1;
+    char cmd[600];
+    if (snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir) >= (int)sizeof cmd) return -1;
+    return system(cmd) == 0 ? 0 : -1;
 }

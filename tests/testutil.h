@@ -23,6 +23,10 @@ double arb_test_rel_l2(const float *a, const float *b, size_t n);
 double arb_test_rel_l2_f64(const float *a, const double *b, size_t n);
 double arb_test_max_abs(const float *a, const float *b, size_t n);
 
+/* mkdtemp under /tmp with `prefix` into buf (0 on success), and its recursive removal. */
+int arb_test_tmpdir_make(char *buf, size_t cap, const char *prefix);
+int arb_test_tmpdir_remove(const char *dir);
+
 #define ARB_ASSERT_OK(expr)                                                            \
     do {                                                                               \
         arb_status s_ = (expr);                                                        \
