@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "core/rng_simd.h"
 #include "cpu/linear_internal.h"
 
 #define AI static inline __attribute__((always_inline))
@@ -274,22 +275,6 @@ AI __m512i trit_shifts(void) {
     return _mm512_set_epi32(30, 22, 14, 6, 28, 20, 12, 4, 26, 18, 10, 2, 24, 16, 8, 0);
 }
 
-/* arb_rand_u32 on 16 consecutive indices (x0 = index·0x9E3779B1 + k0 precomputed). */
-AI __m512i rand16(__m512i x, uint32_t k1) {
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x21F0AAAD));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x735A2D97));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_xor_si512(x, _mm512_set1_epi32((int)k1));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    return x;
-}
-
 /* Per-row running sums of one row block, in 32-bit lanes between flushes to int64 (a tile
  * adds at most 127·127·n per lane; the caller flushes before 2^31). */
 typedef struct upd_row_stats {
@@ -327,20 +312,6 @@ AI upd_consts upd_consts_make(const arb_upd_plan *pl) {
     c.s = _mm512_set1_epi64(pl->shift);
     c.s32 = _mm512_set1_epi64(pl->shift <= 32 ? 32 - pl->shift : pl->shift - 32);
     return c;
-}
-
-/* arb_rand_u32(key, idx0 + lane), from x = (idx0 + lane)·0x9E3779B1 + k0. */
-AI __m512i upd_hash(__m512i x, const upd_consts c) {
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x21F0AAAD));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x735A2D97));
-    x = _mm512_ternarylogic_epi32(x, _mm512_srli_epi32(x, 15), c.k1, 0x96);
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
-    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
 }
 
 /* arb_upd_pressure on 16 lanes. */
@@ -507,7 +478,7 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
             /* the hashes first: 16 independent 50-cycle chains overlap instead of each one
              * stalling its row's short integer tail */
             __m512i ubuf[16];
-            for (int r = 0; r < nrow; r++, x = _mm512_add_epi32(x, xstep)) ubuf[r] = upd_hash(x, uc);
+            for (int r = 0; r < nrow; r++, x = _mm512_add_epi32(x, xstep)) ubuf[r] = arb_rand16_mix(x, uc.k1);
             for (int r = 0; r < nrow; r++) ubuf[r] = upd_pressure(gbuf[r], mult[rb * 16 + r], ubuf[r], uc);
             for (int r = 0; r < nrow; r++) {
                 int64_t row = rb * 16 + r;
@@ -525,16 +496,6 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
 }
 
 /* ---- quantization and packing --------------------------------------------------------------- */
-
-/* arb_rand_unit on 16 consecutive indices from idx0. */
-AI __m512 rand_unit16(arb_rng_key key, uint32_t idx0) {
-    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    __m512i x = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)idx0), iota),
-                                                    _mm512_set1_epi32((int)0x9E3779B1u)),
-                                 _mm512_set1_epi32((int)key.k0));
-    __m512i u = rand16(x, key.k1);
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(u, 8)), _mm512_set1_ps(1.0f / 16777216.0f));
-}
 
 /* clamp(floor(v), ±127) as int32 lanes. */
 AI __m512i floor_clamp127(__m512 v) {
@@ -577,7 +538,7 @@ static int64_t avx512_quant_dy(const arb_ternary *w, const float *dy, int64_t t0
             /* 16 random vectors first: their multiply chains overlap (as in the update rule) */
             __m512 ub[16];
             const int nv = rows - o0 >= 256 ? 16 : (int)((rows - o0 + 15) / 16);
-            for (int j = 0; j < nv; j++) ub[j] = rand_unit16(key, base + (uint32_t)(o0 + 16 * j));
+            for (int j = 0; j < nv; j++) ub[j] = arb_rand_unit16(key, base + (uint32_t)(o0 + 16 * j));
             for (int j = 0; j < nv; j++) {
                 const int64_t o = o0 + 16 * j;
                 __mmask16 m = lane_mask(rows - o);
@@ -628,7 +589,7 @@ static void avx512_pack_grad(const arb_ternary *w, const float *dy, const float 
                 __m512 h = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + t * rows + r0), sc),
                                          _mm512_set1_ps(xs[t]));
                 __m512i v = floor_clamp127(_mm512_add_ps(
-                    _mm512_mul_ps(h, iv), rand_unit16(key, (uint32_t)((uint64_t)t * (uint64_t)rows + (uint64_t)r0))));
+                    _mm512_mul_ps(h, iv), arb_rand_unit16(key, (uint32_t)((uint64_t)t * (uint64_t)rows + (uint64_t)r0))));
                 v = _mm512_maskz_mov_epi32(live, v);
                 sum = _mm512_add_epi32(sum, v);
                 b[j] = _mm512_cvtepi32_epi8(v);

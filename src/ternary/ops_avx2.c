@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/rng_simd.h"
 #include "ternary/ops_internal.h"
 
 #define AI static inline __attribute__((always_inline))
@@ -65,29 +66,6 @@ AI double lanes_sum(__m256d lo, __m256d hi) {
     __m256d s = _mm256_add_pd(lo, hi);
     __m128d t = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
     return _mm_cvtsd_f64(_mm_add_sd(t, _mm_unpackhi_pd(t, t)));
-}
-
-/* arb_rand_u32(key, idx0 + lane). */
-AI __m256i rand8(arb_rng_key key, uint32_t idx0) {
-    __m256i x = _mm256_add_epi32(_mm256_set1_epi32((int)idx0), iota8());
-    x = _mm256_add_epi32(_mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x9E3779B1u)), _mm256_set1_epi32((int)key.k0));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x21F0AAAD));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x735A2D97));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
-    x = _mm256_xor_si256(x, _mm256_set1_epi32((int)key.k1));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7FEB352D));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846CA68Bu));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    return x;
-}
-
-/* arb_rand_unit: (float)(u >> 8) · 2^-24, both exact. */
-AI __m256 unit8(arb_rng_key key, uint32_t idx0) {
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(rand8(key, idx0), 8)), _mm256_set1_ps(1.0f / 16777216.0f));
 }
 
 /* arb_ops_q8 on an integer-valued float: NaN → 0, clamp ±127, to int32. */
@@ -185,7 +163,7 @@ static void avx2_sround(const float *x, int64_t n, float inv, arb_rng_key key, u
     for (int64_t j = 0; j < n; j += 8) {
         __m256 xv = j + 8 <= n ? _mm256_loadu_ps(x + j) : _mm256_maskload_ps(x + j, lane_mask8(n - j));
         __m256 prod = _mm256_mul_ps(xv, vinv);
-        __m256 v = _mm256_floor_ps(_mm256_add_ps(prod, unit8(key, idx0 + (uint32_t)j)));
+        __m256 v = _mm256_floor_ps(_mm256_add_ps(prod, arb_rand_unit8(key, idx0 + (uint32_t)j)));
         store_bytes(q + j, pack8(q8(v)), n - j);
     }
 }
@@ -280,7 +258,7 @@ static void avx2_gain_sround_row(const float *x, float r, const float *dy, int64
     for (int64_t i = 0; i < d; i += 8) {
         __m256 s = _mm256_mul_ps(_mm256_mul_ps(load8_ps(x + i, d - i), vr), load8_ps(dy + i, d - i));
         __m256 prod = _mm256_mul_ps(s, vinv);
-        __m256 v = _mm256_floor_ps(_mm256_add_ps(prod, unit8(key, idx0 + (uint32_t)i)));
+        __m256 v = _mm256_floor_ps(_mm256_add_ps(prod, arb_rand_unit8(key, idx0 + (uint32_t)i)));
         store_bytes(q + i, pack8(q8(v)), d - i);
     }
 }
@@ -336,7 +314,7 @@ AI __m256i upd8(uint32_t word, int h, int8_t *acc_p, const int32_t *g_p, int64_t
     __m256i a = _mm256_cvtepi8_epi32(load_bytes(acc_p, nv));
     __m256i g = nv >= 8 ? _mm256_loadu_si256((const __m256i *)(const void *)g_p) : _mm256_maskload_epi32(g_p, valid);
     /* g = 0 gives q = floor(bits / 2^S) = 0 whatever the draw: skip it (most embedding rows) */
-    __m256i q = _mm256_testz_si256(g, g) ? _mm256_setzero_si256() : pressure8(g, m64, pl->shift, rand8(pl->key, idx0));
+    __m256i q = _mm256_testz_si256(g, g) ? _mm256_setzero_si256() : pressure8(g, m64, pl->shift, arb_rand8(pl->key, idx0));
 
     /* arb_trit_step */
     const __m128i ks = _mm_cvtsi32_si128(pl->leak_shift);

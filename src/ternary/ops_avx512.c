@@ -10,37 +10,13 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/rng_simd.h"
 #include "ternary/ops_internal.h"
 
 #define AI static inline __attribute__((always_inline))
 
 AI __mmask16 mask16(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (left <= 0 ? 0 : (__mmask16)((1u << left) - 1u)); }
 AI __mmask8 mask8(int64_t left) { return left >= 8 ? (__mmask8)0xFF : (left <= 0 ? 0 : (__mmask8)((1u << left) - 1u)); }
-
-AI __m512i iota16(void) { return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0); }
-
-/* arb_rand_u32(key, idx0 + lane). */
-AI __m512i rand16(arb_rng_key key, uint32_t idx0) {
-    __m512i x = _mm512_add_epi32(_mm512_set1_epi32((int)idx0), iota16());
-    x = _mm512_add_epi32(_mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x9E3779B1u)), _mm512_set1_epi32((int)key.k0));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x21F0AAAD));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x735A2D97));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_xor_si512(x, _mm512_set1_epi32((int)key.k1));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    return x;
-}
-
-/* arb_rand_unit: (float)(u >> 8) · 2^-24, both exact. */
-AI __m512 unit16(arb_rng_key key, uint32_t idx0) {
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(rand16(key, idx0), 8)), _mm512_set1_ps(1.0f / 16777216.0f));
-}
 
 AI __m512 floor16(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
 
@@ -124,7 +100,7 @@ static void avx512_sround(const float *x, int64_t n, float inv, arb_rng_key key,
     const __m512 vinv = _mm512_set1_ps(inv);
     for (int64_t j = 0; j < n; j += 16) {
         __m512 prod = _mm512_mul_ps(load16(x + j, n - j), vinv);
-        __m512 v = floor16(_mm512_add_ps(prod, unit16(key, idx0 + (uint32_t)j)));
+        __m512 v = floor16(_mm512_add_ps(prod, arb_rand_unit16(key, idx0 + (uint32_t)j)));
         store16_i8(q + j, n - j, q8(v));
     }
 }
@@ -201,7 +177,7 @@ static void avx512_gain_sround_row(const float *x, float r, const float *dy, int
     for (int64_t i = 0; i < d; i += 16) {
         __m512 s = _mm512_mul_ps(_mm512_mul_ps(load16(x + i, d - i), vr), load16(dy + i, d - i));
         __m512 prod = _mm512_mul_ps(s, vinv);
-        __m512 v = floor16(_mm512_add_ps(prod, unit16(key, idx0 + (uint32_t)i)));
+        __m512 v = floor16(_mm512_add_ps(prod, arb_rand_unit16(key, idx0 + (uint32_t)i)));
         store16_i8(q + i, d - i, q8(v));
     }
 }
@@ -267,7 +243,7 @@ static void avx512_upd_row(arb_ternary *w, int64_t o, int64_t c0, int64_t c1, co
         __m512i gv = _mm512_maskz_loadu_epi32(cm, g + (c - c0));
         /* g = 0 gives q = floor(bits / 2^S) = 0 whatever the draw: skip it (most embedding rows) */
         __m512i q = _mm512_test_epi32_mask(gv, gv)
-                        ? pressure16(gv, m64, pl->shift, rand16(pl->key, (uint32_t)(o * w->cols + c)))
+                        ? pressure16(gv, m64, pl->shift, arb_rand16(pl->key, (uint32_t)(o * w->cols + c)))
                         : _mm512_setzero_si512();
 
         /* arb_trit_step */
