@@ -135,6 +135,88 @@ static void test_extremes(void **state) {
     arb_cpu_tier_force(ARB_TIER_AVX512);
 }
 
+/* The rows64 copy (n = 1): every tier and thread count against int64 sums of arb_ternary_get on
+ * shapes around its 64-row groups, extreme sums past the R64 chunk (65 600 columns of code 2 and
+ * ±127), and after a fused update (arb_ternary_refresh must rebuild it). */
+static void check_gemv_rows64(const arb_ternary *w, const int8_t *xq, const char *what) {
+    int32_t *acc = malloc((size_t)w->rows * sizeof(int32_t)), *want = malloc((size_t)w->rows * sizeof(int32_t));
+    for (int64_t o = 0; o < w->rows; o++) {
+        int64_t sum = 0;
+        for (int64_t i = 0; i < w->cols; i++) sum += (int64_t)arb_ternary_get(w, o, i) * xq[i];
+        assert_true(sum >= INT32_MIN && sum <= INT32_MAX);
+        want[o] = (int32_t)sum;
+    }
+    for (size_t ti = 0; ti < 3; ti++) {
+        if (!use_tier(k_tiers[ti])) continue;
+        for (int th = 1; th <= 2; th++) {
+            arb_set_num_threads(th);
+            memset(acc, 0x5A, (size_t)w->rows * sizeof(int32_t));
+            ARB_ASSERT_OK(arb_ternary_matmul_i32(w, xq, 1, acc));
+            for (int64_t o = 0; o < w->rows; o++)
+                if (acc[o] != want[o])
+                    fail_msg("rows64 %s, %s, %d threads, %lldx%lld: acc[%lld] = %d, want %d", what,
+                             arb_cpu_tier_name(k_tiers[ti]), th, (long long)w->rows, (long long)w->cols, (long long)o,
+                             acc[o], want[o]);
+        }
+    }
+    arb_set_num_threads(0);
+    arb_cpu_tier_force(ARB_TIER_AVX512);
+    free(acc);
+    free(want);
+}
+
+static void test_gemv_rows64(void **state) {
+    (void)state;
+    static const shape shapes[] = {{1, 37}, {63, 200}, {64, 16}, {65, 129}, {130, 300}, {200, 48}, {257, 1000}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        arb_ternary w;
+        make_weight(&w, shapes[si], 40 + si);
+        ARB_ASSERT_OK(arb_ternary_prepare_rows64(&w));
+        assert_non_null(w.rows64);
+        int8_t *xq = make_xq(1, &w, 900 + si);
+        check_gemv_rows64(&w, xq, "random");
+        /* change trits through the fused update: refresh rebuilds the copy */
+        const int64_t n = 16;
+        int8_t *xn = make_xq(n, &w, 950 + si);
+        float *xs = malloc(n * sizeof(float)), *dy = malloc((size_t)(n * w.rows) * sizeof(float));
+        arb_test_fill_f32(xs, (size_t)n, 3, 0.01f, 0.02f);
+        arb_test_fill_f32(dy, (size_t)(n * w.rows), 4 + si, -1.0f, 1.0f);
+        arb_update_params p = arb_update_params_default();
+        p.eta = 400.0f; /* many flips */
+        p.seed = 77;
+        arb_update_state st = {0};
+        arb_update_stats stats;
+        int64_t flips = 0;
+        for (int step = 0; step < 2; step++) { /* the first step measures its own norm */
+            ARB_ASSERT_OK(arb_ternary_linear_backward_update(&w, xn, xs, dy, n, &p, &st, &stats));
+            flips += stats.flips;
+        }
+        assert_true(flips > 0);
+        check_gemv_rows64(&w, xq, "after an update");
+        arb_ternary_drop_rows64(&w);
+        assert_null(w.rows64);
+        free(xn);
+        free(xs);
+        free(dy);
+        free(xq);
+        arb_ternary_free(&w);
+    }
+    /* extremes: |sum| = 127 · 65600 per row, past one R64 chunk (16384 quads) */
+    arb_ternary w;
+    ARB_ASSERT_OK(arb_ternary_init(&w, 70, 65600, ARB_TERNARY_LINEAR, 5, arb_cpu()));
+    for (int64_t o = 0; o < w.rows; o++)
+        for (int64_t i = 0; i < w.cols; i++) arb_ternary_set(&w, o, i, o % 3 == 0 ? 1 : (o % 3 == 1 ? -1 : ((i & 1) ? 1 : -1)));
+    ARB_ASSERT_OK(arb_ternary_refresh(&w));
+    ARB_ASSERT_OK(arb_ternary_prepare_rows64(&w));
+    int8_t *xq = calloc((size_t)w.cols_pad, 1);
+    for (int sign = -1; sign <= 1; sign += 2) {
+        for (int64_t i = 0; i < w.cols; i++) xq[i] = (int8_t)(127 * sign);
+        check_gemv_rows64(&w, xq, "extreme");
+    }
+    free(xq);
+    arb_ternary_free(&w);
+}
+
 /* Shapes past the kernels' blocking limits: K chunks of the GEMM (> 16384 columns) and of the
  * GEMV (> 32768), row groups (> 1024 rows), dX's transposed K (> 16384 rows) and the token
  * chunks of the weight gradient (> 65536 tokens). */
@@ -542,7 +624,7 @@ static void test_bench_cli(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_and_forward), cmocka_unit_test(test_extremes), cmocka_unit_test(test_blocking_limits),
+        cmocka_unit_test(test_matmul_and_forward), cmocka_unit_test(test_extremes), cmocka_unit_test(test_gemv_rows64), cmocka_unit_test(test_blocking_limits),
         cmocka_unit_test(test_backward_x),         cmocka_unit_test(test_backward_update),
         cmocka_unit_test(test_update_descends),    cmocka_unit_test(test_errors),
         cmocka_unit_test(test_bench_cli),          cmocka_unit_test(test_rule_regimes),

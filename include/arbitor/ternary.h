@@ -61,6 +61,7 @@ typedef struct arb_ternary {
     arb_ternary_kind kind;
     int32_t id;                 /* tensor id: separates RNG streams of tensors */
     arb_device device;
+    uint8_t *rows64;            /* NULL, or (rows_pad64/64, cols_pad/4, 64) derived "rows64" copy (below) */
 } arb_ternary;
 
 arb_status arb_ternary_init(arb_ternary *w, int64_t rows, int64_t cols, arb_ternary_kind kind, int32_t id,
@@ -70,6 +71,21 @@ void arb_ternary_free(arb_ternary *w);
 arb_status arb_ternary_randomize(arb_ternary *w, uint64_t seed);
 /* Recompute nnz and scale from trits and E (after any change to them). */
 arb_status arb_ternary_refresh(arb_ternary *w);
+
+/* ---- Derived decode copy "rows64" (host, optional) ------------------------------------------
+ * A matrix-vector product (n = 1, decoding) reads every weight once, so in tile16 each VNNI
+ * instruction needs its own AND to isolate one code per byte. rows64 stores the same 2-bit codes
+ * so that the four codes of a byte share one activation:
+ *     bits 2g..2g+1 of byte j of block (G, q)  =  code of W[64G + 16g + j/4][4q + j%4]
+ * block (G, q) at byte offset (G * cols_pad/4 + q) * 64, rows_pad64 = ceil64(rows), padding code 1.
+ * Then Σ byte·x over a dword lane is Y0 + 4·Y1 + 16·Y2 + 64·Y3 (Yg = that row's Σ code·x), and the
+ * bytes masked with 0x0F, 0x33, 0x03 give three more combinations: four VNNI + three ANDs per
+ * 256 weights instead of four + four per 64·4, solved exactly at the end.
+ * arb_ternary_prepare_rows64 builds it (CPU tensors), arb_ternary_refresh keeps it current after
+ * updates, arb_ternary_free releases it; the forward at n = 1 uses it when present. */
+arb_status arb_ternary_prepare_rows64(arb_ternary *w);
+void arb_ternary_drop_rows64(arb_ternary *w);
+static inline int64_t arb_round_up64(int64_t x) { return (x + 63) & ~(int64_t)63; }
 
 /* Single-element access on host memory (tests, loaders, references). */
 int arb_ternary_get(const arb_ternary *w, int64_t r, int64_t c);

@@ -204,4 +204,5 @@ const arb_lin_kernels arb_lin_kernels_avx2 = {avx2_fwd,
                                               arb_lin_quant_dy_ref,
                                               arb_lin_pack_grad_ref,
                                               arb_lin_col_amax_ref,
-                                              arb_lin_pack_x_ref};
+                                              arb_lin_pack_x_ref,
+                                              NULL /* vpmaddubsw saturates on whole rows64 bytes: tile16 */};

@@ -72,6 +72,16 @@ static void lin_run_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const
         for (int64_t c = 0; c < w->cols_pad; c++) s += x[c];
         xsum[t] = s;
     }
+    if (n == 1 && w->rows64 && k->gemv_rows64) {
+        const int64_t groups = arb_round_up64(w->rows_pad) >> 6;
+#pragma omp parallel num_threads(nt)
+        {
+            int64_t a, b;
+            lin_split(groups, omp_get_num_threads(), omp_get_thread_num(), &a, &b);
+            if (b > a) k->gemv_rows64(w, xq, xsum[0], a, b, o);
+        }
+        return;
+    }
     /* Rows when there are enough blocks for every thread, else tokens. */
     bool by_rows = nrb >= 4 * (int64_t)nt || n < 2 * (int64_t)nt;
 #pragma omp parallel num_threads(nt)

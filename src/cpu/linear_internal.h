@@ -68,6 +68,10 @@ typedef struct arb_lin_kernels {
     /* xt of column blocks [kb0, kb1). */
     void (*pack_x)(const arb_ternary *w, const int8_t *xq, int64_t n, int64_t n4, int64_t kb0, int64_t kb1,
                    uint8_t *xt);
+    /* Forward at n = 1 from the rows64 copy (w->rows64 != NULL), 64-row groups [g0, g1); same
+     * integers as fwd. NULL: the tier uses fwd. */
+    void (*gemv_rows64)(const arb_ternary *w, const int8_t *x, int32_t xsum, int64_t g0, int64_t g1,
+                        const arb_lin_out *o);
 } arb_lin_kernels;
 
 /* Scalar versions of the packing steps (linear_ref.c), shared by the tiers without their own. */

@@ -35,6 +35,26 @@ static void ref_fwd(const arb_ternary *w, const int8_t *xq, int64_t n, const int
     }
 }
 
+/* rows64 (layout in ternary.h): row 64G+16g+l, column 4q+i is field g of byte 4l+i of block (G, q). */
+static void ref_gemv_rows64(const arb_ternary *w, const int8_t *x, int32_t xsum, int64_t g0, int64_t g1,
+                            const arb_lin_out *o) {
+    (void)xsum;
+    const int64_t nq = w->cols_pad >> 2;
+    for (int64_t G = g0; G < g1; G++) {
+        for (int p = 0; p < 64; p++) {
+            int64_t r = 64 * G + p;
+            if (r >= w->rows) break;
+            int g = p >> 4, l = p & 15;
+            int32_t acc = 0;
+            for (int64_t q = 0; q < nq; q++) {
+                const uint8_t *blk = w->rows64 + ((size_t)G * (size_t)nq + (size_t)q) * 64;
+                for (int i = 0; i < 4; i++) acc += (((blk[4 * l + i] >> (2 * g)) & 3) - 1) * x[4 * q + i];
+            }
+            arb_lin_store1(o, 0, r, acc);
+        }
+    }
+}
+
 static void ref_bwdx(const arb_ternary *w, const int8_t *hq, int64_t n, const int32_t *hsum, int64_t cb0,
                      int64_t cb1, const arb_lin_out *o) {
     (void)hsum;
@@ -195,4 +215,5 @@ const arb_lin_kernels arb_lin_kernels_ref = {ref_fwd,
                                              arb_lin_quant_dy_ref,
                                              arb_lin_pack_grad_ref,
                                              arb_lin_col_amax_ref,
-                                             arb_lin_pack_x_ref};
+                                             arb_lin_pack_x_ref,
+                                             ref_gemv_rows64};

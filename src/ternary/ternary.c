@@ -101,6 +101,7 @@ void arb_ternary_free(arb_ternary *w) {
         arb_free(w->exp_evidence);
         arb_free(w->scale);
         arb_free(w->nnz);
+        arb_free(w->rows64);
     }
     ternary_zero(w);
 }
@@ -149,6 +150,31 @@ int32_t arb_ternary_row_nnz(const arb_ternary *w, int64_t r) {
     return n;
 }
 
+/* rows64 from tile16 (layout in ternary.h): row 64G+16g+l is row l of tile row 4G+g, and
+ * column 4q+i is byte 4l+i, field q%4 of tile column q/4, so each output byte gathers one field
+ * from the same byte of four tiles. */
+static void rows64_fill(arb_ternary *w) {
+    const int64_t groups = arb_round_up64(w->rows_pad) >> 6, nq = w->cols_pad >> 2, rbs = w->rows_pad >> 4;
+    uint8_t pad_tile[ARB_TILE_BYTES];
+    memset(pad_tile, 0x55, sizeof pad_tile); /* code 1 = trit 0 for the rows past rows_pad */
+#pragma omp parallel for schedule(static) if (groups * nq > 4096)
+    for (int64_t G = 0; G < groups; G++) {
+        uint8_t *dst = w->rows64 + (size_t)G * (size_t)nq * 64;
+        for (int64_t q = 0; q < nq; q++, dst += 64) {
+            const uint8_t *t[4];
+            for (int g = 0; g < 4; g++) {
+                int64_t rb = 4 * G + g;
+                t[g] = rb < rbs ? w->trits + ((size_t)rb * (size_t)(nq >> 2) + (size_t)(q >> 2)) * ARB_TILE_BYTES
+                                : pad_tile;
+            }
+            const int sh = 2 * (int)(q & 3);
+            for (int j = 0; j < 64; j++)
+                dst[j] = (uint8_t)(((t[0][j] >> sh) & 3) | (((t[1][j] >> sh) & 3) << 2) | (((t[2][j] >> sh) & 3) << 4) |
+                                   (((t[3][j] >> sh) & 3) << 6));
+        }
+    }
+}
+
 arb_status arb_ternary_refresh(arb_ternary *w) {
     if (w && w->trits && w->device.kind == ARB_DEVICE_CUDA && arb_cuda_ternary_refresh) return arb_cuda_ternary_refresh(w);
     ARB_TRY(require_host(w, "arb_ternary_refresh"));
@@ -166,7 +192,31 @@ arb_status arb_ternary_refresh(arb_ternary *w) {
         w->nnz[r] = arb_ternary_row_nnz(w, r);
         w->scale[r] = arb_ternary_row_scale(w->kind, w->cols, w->nnz[r], w->exp[r]);
     }
+    if (w->rows64) rows64_fill(w);
     return ARB_OK;
+}
+
+static size_t rows64_bytes(const arb_ternary *w) {
+    return (size_t)arb_round_up64(w->rows_pad) * (size_t)w->cols_pad / 4;
+}
+
+arb_status arb_ternary_prepare_rows64(arb_ternary *w) {
+    ARB_TRY(require_host(w, "arb_ternary_prepare_rows64"));
+    if (!w->rows64) {
+        size_t bytes = rows64_bytes(w); /* ≤ 1.5 × the tile16 bytes, which init already sized */
+        w->rows64 = arb_alloc(bytes);
+        if (!w->rows64)
+            return arb_error(ARB_ERR_OOM, "rows64 copy of ternary tensor %d (%lld, %lld): %zu bytes", (int)w->id,
+                             (long long)w->rows, (long long)w->cols, bytes);
+    }
+    rows64_fill(w);
+    return ARB_OK;
+}
+
+void arb_ternary_drop_rows64(arb_ternary *w) {
+    if (!w || w->device.kind != ARB_DEVICE_CPU) return;
+    arb_free(w->rows64);
+    w->rows64 = NULL;
 }
 
 int arb_ternary_get(const arb_ternary *w, int64_t r, int64_t c) {
