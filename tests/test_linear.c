@@ -17,7 +17,7 @@ typedef struct shape {
 } shape;
 
 static const shape k_shapes[] = {{1, 37}, {5, 200}, {33, 129}, {29, 300}, {77, 16}, {48, 64}};
-static const int64_t k_ns[] = {1, 3, 8, 17, 64};
+static const int64_t k_ns[] = {1, 3, 8, 17, 64, 2001}; /* 2001: several column slices in the update */
 #define NSHAPES (sizeof k_shapes / sizeof k_shapes[0])
 #define NNS (sizeof k_ns / sizeof k_ns[0])
 
@@ -504,14 +504,14 @@ static void test_rule_regimes(void **state) {
             arb_ternary ref;
             copy_weight(&ref, &w0);
             arb_upd_row_acc *racc_ref = calloc((size_t)w0.rows_pad, sizeof *racc_ref);
-            for (int64_t rb = 0; rb < rbs; rb++) arb_lin_kernels_ref.upd(&ref, &gr, rb, &pl, racc_ref + rb * 16);
+            for (int64_t rb = 0; rb < rbs; rb++) arb_lin_kernels_ref.upd(&ref, &gr, rb, 0, ref.cols_pad >> 4, &pl, racc_ref + rb * 16);
             const arb_lin_kernels *tiers[2] = {&arb_lin_kernels_avx2, &arb_lin_kernels_avx512};
             for (int ti = 0; ti < 2; ti++) {
                 if (!use_tier(ti == 0 ? ARB_TIER_AVX2 : ARB_TIER_AVX512)) continue;
                 arb_ternary w;
                 copy_weight(&w, &w0);
                 arb_upd_row_acc *racc = calloc((size_t)w0.rows_pad, sizeof *racc);
-                for (int64_t rb = 0; rb < rbs; rb++) tiers[ti]->upd(&w, &gr, rb, &pl, racc + rb * 16);
+                for (int64_t rb = 0; rb < rbs; rb++) tiers[ti]->upd(&w, &gr, rb, 0, w.cols_pad >> 4, &pl, racc + rb * 16);
                 char what[64];
                 snprintf(what, sizeof what, "tier %d, S = %d, k = %d", ti + 1, shifts[si], leak);
                 if (memcmp(w.trits, ref.trits, (size_t)(w.rows_pad * w.cols_pad / 4))) fail_msg("%s: trits differ", what);

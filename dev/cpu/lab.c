@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
     arb_upd_plan pl = {mult, 24, k, 64, 5};
     for (int i=0;i<n4*64*(D/16);i++) { xt[i] = (uint8_t)arb_rand_u32(k, i); ht[i] = (int8_t)(arb_rand_u32(k, i+77777) % 64) - 32; }
     pl.shift = argc > 4 ? atoi(argv[4]) : 40; for (int i=0;i<D;i++) mult[i]=1<<22;
-    TIME("rule pass (n=N)", 0, atoi(argv[2]), for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,(argc>3 && argv[3][0]=='s')?NULL:&pl,ra+rb*16));
+    TIME("rule pass (n=N)", 0, atoi(argv[2]), for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,0,D/16,(argc>3 && argv[3][0]=='s')?NULL:&pl,ra+rb*16));
     int64_t fl=0; for (int i=0;i<D;i++) fl+=ra[i].flips; printf("flips/pass %.0f\n", (double)fl/atoi(argv[2]));
     return 0; }
   TIME("gemv n=1", ops, 50, arb_ternary_matmul_i32(&w, xq, 1, acc));
@@ -62,8 +62,8 @@ int main(int argc, char **argv) {
   arb_upd_row_acc *ra = arb_calloc(D*sizeof *ra);
   int32_t *mult = arb_alloc(D*4); for (int i=0;i<D;i++) mult[i]=1<<20;
   arb_upd_plan pl = {mult, 24, k, 64, 5};
-  TIME("  dW kernel stats-only", ops*N, 3, for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,NULL,ra+rb*16));
-  TIME("  dW kernel + rule", ops*N, 3, for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,&pl,ra+rb*16));
+  TIME("  dW kernel stats-only", ops*N, 3, for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,0,D/16,NULL,ra+rb*16));
+  TIME("  dW kernel + rule", ops*N, 3, for (int64_t rb=0;rb<D/16;rb++) arb_lin_kernels_avx512.upd(&w,&gr,rb,0,D/16,&pl,ra+rb*16));
   { int32_t *hsn = arb_calloc(N*4); int8_t *hq2 = arb_calloc(N*D); for (int64_t i=0;i<N*D;i++) hq2[i]=xq[i];
     arb_lin_out o = {acc, D, NULL, NULL};
     TIME("  bwdx kernel only", ops*N, 5, arb_lin_kernels_avx512.bwdx(&w, hq2, N, hsn, 0, D/16, &o));

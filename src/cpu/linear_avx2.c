@@ -139,16 +139,16 @@ static void avx2_bwdx(const arb_ternary *w, const int8_t *hq, int64_t n, const i
 
 /* ---- fused weight gradient + update --------------------------------------------------------- */
 
-static void avx2_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const arb_upd_plan *pl,
-                     arb_upd_row_acc *racc) {
-    const int64_t kbs = w->cols_pad >> 4, n4 = gr->n4;
+static void avx2_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, int64_t kb0, int64_t kb1,
+                     const arb_upd_plan *pl, arb_upd_row_acc *racc) {
+    const int64_t n4 = gr->n4;
     const int64_t nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
     const int8_t *hb = gr->ht + (size_t)rb * (size_t)n4 * 64;
     /* the rule runs per row over a strip of STRIP tiles: one arb_upd_row call per 256 weights
      * instead of per 16 (the per-call setup dominated); 16 KB of int32, never the whole G */
     enum { STRIP = 16 };
     int32_t strip[16][STRIP * 16];
-    for (int64_t kb = 0; kb < kbs; kb++) {
+    for (int64_t kb = kb0; kb < kb1; kb++) {
         int32_t g[16][16];
         memset(g, 0, sizeof g);
         for (int64_t ch = 0; ch < nchunk; ch++) {
@@ -181,9 +181,9 @@ static void avx2_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const a
                 for (int i = 0; i < 16; i++) g[r][col[i]] += v[i] - 128 * hs[r];
             }
         }
-        const int64_t k0 = kb - kb % STRIP;
+        const int64_t k0 = kb - (kb - kb0) % STRIP;
         for (int r = 0; r < 16; r++) memcpy(strip[r] + (kb - k0) * 16, g[r], sizeof g[r]);
-        if (kb + 1 < kbs && (kb + 1) % STRIP != 0) continue;
+        if (kb + 1 < kb1 && (kb + 1 - kb0) % STRIP != 0) continue;
         int64_t c1 = kb * 16 + 16 < w->cols ? kb * 16 + 16 : w->cols;
         for (int r = 0; r < 16 && rb * 16 + r < w->rows; r++) {
             if (pl) {

@@ -107,6 +107,9 @@ static void gemv1(const arb_ternary *w, const int8_t *x, int32_t xs, int64_t rb,
 
 /* Column quads per exact int32 chunk: a lane gains at most 4·170·128 per quad (byte ≤ 0xAA). */
 enum { R64_CHUNK = 16384 };
+#ifndef R64_NG
+#define R64_NG 4 /* groups per pass: streams in flight (measured) */
+#endif
 
 /* NG consecutive 64-row groups from G. Per group and column quad: one load, three ANDs, four
  * vpdpbusd against the broadcast quad of x (3.5 cycles per 256 weights on two VNNI ports, vs
@@ -115,12 +118,12 @@ AI void r64_nr(const arb_ternary *w, const int8_t *x, int32_t xsum, int64_t G, i
     const int64_t nq = w->cols_pad >> 2, stride = nq * 64;
     const uint8_t *b0 = w->rows64 + G * stride;
     const __m512i mF = _mm512_set1_epi8(0x0F), m33 = _mm512_set1_epi8(0x33), m3 = _mm512_set1_epi8(0x03);
-    __m512i y[2][4];
+    __m512i y[4][4];
     for (int g = 0; g < NG; g++)
         for (int p = 0; p < 4; p++) y[g][p] = _mm512_setzero_si512();
     for (int64_t q0 = 0; q0 < nq; q0 += R64_CHUNK) {
         const int64_t q1 = q0 + R64_CHUNK < nq ? q0 + R64_CHUNK : nq;
-        __m512i a[2][4];
+        __m512i a[4][4];
         for (int g = 0; g < NG; g++)
             for (int p = 0; p < 4; p++) a[g][p] = _mm512_setzero_si512();
         for (int64_t q = q0; q < q1; q++) {
@@ -152,8 +155,8 @@ AI void r64_nr(const arb_ternary *w, const int8_t *x, int32_t xsum, int64_t G, i
         }
 }
 
-static void r64_2(const arb_ternary *w, const int8_t *x, int32_t xs, int64_t G, const arb_lin_out *o) {
-    r64_nr(w, x, xs, G, 2, o);
+static void r64_4(const arb_ternary *w, const int8_t *x, int32_t xs, int64_t G, const arb_lin_out *o) {
+    r64_nr(w, x, xs, G, R64_NG, o);
 }
 static void r64_1(const arb_ternary *w, const int8_t *x, int32_t xs, int64_t G, const arb_lin_out *o) {
     r64_nr(w, x, xs, G, 1, o);
@@ -164,13 +167,13 @@ static void avx512_gemv_rows64(const arb_ternary *w, const int8_t *x, int32_t xs
     /* Serpentine over calls, as in avx512_fwd: re-reading a thread's L2-sized share in the
      * opposite order keeps most of it in L2. Same results either way. */
     static _Thread_local unsigned flip;
-    const int64_t np = (g1 - g0) / 2;
+    const int64_t np = (g1 - g0) / R64_NG;
     if ((flip ^= 1u) != 0) {
-        for (int64_t i = 0; i < np; i++) r64_2(w, x, xsum, g0 + 2 * i, o);
-        if (g0 + 2 * np < g1) r64_1(w, x, xsum, g1 - 1, o);
+        for (int64_t i = 0; i < np; i++) r64_4(w, x, xsum, g0 + R64_NG * i, o);
+        for (int64_t G = g0 + R64_NG * np; G < g1; G++) r64_1(w, x, xsum, G, o);
     } else {
-        if (g0 + 2 * np < g1) r64_1(w, x, xsum, g1 - 1, o);
-        for (int64_t i = np - 1; i >= 0; i--) r64_2(w, x, xsum, g0 + 2 * i, o);
+        for (int64_t G = g1 - 1; G >= g0 + R64_NG * np; G--) r64_1(w, x, xsum, G, o);
+        for (int64_t i = np - 1; i >= 0; i--) r64_4(w, x, xsum, g0 + R64_NG * i, o);
     }
 }
 
@@ -496,9 +499,9 @@ AI void dw_tile(__m512i out[16], const uint8_t *xv, const int8_t *hv, int64_t g0
     out[8] = a8, out[9] = a9, out[10] = a10, out[11] = a11, out[12] = a12, out[13] = a13, out[14] = a14, out[15] = a15;
 }
 
-static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const arb_upd_plan *pl,
-                       arb_upd_row_acc *racc) {
-    const int64_t kbs = w->cols_pad >> 4, n4 = gr->n4;
+static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, int64_t kb0, int64_t kb1,
+                       const arb_upd_plan *pl, arb_upd_row_acc *racc) {
+    const int64_t n4 = gr->n4;
     const int64_t nchunk = (n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
     const int nrow = w->rows - rb * 16 < 16 ? (int)(w->rows - rb * 16) : 16;
     /* tiles per flush of the 32-bit row sums: each adds ≤ 127·127·4·n4 per lane */
@@ -515,7 +518,7 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const
     int8_t *const accum = w->accum;
     const int64_t cols = w->cols;
     const __m512i xstep = _mm512_set1_epi32((int)((uint32_t)cols * 0x9E3779B1u));
-    for (int64_t kb = 0; kb < kbs; kb++) {
+    for (int64_t kb = kb0; kb < kb1; kb++) {
         const uint8_t *xv = gr->xt + (size_t)kb * (size_t)n4 * 64;
         __m512i a[16];
         if (nchunk <= 1) {

@@ -246,11 +246,24 @@ static arb_status lin_build_grad(const arb_lin_kernels *k, const arb_ternary *w,
     return ARB_OK;
 }
 
+/* Each thread takes a range of row blocks and walks it once per slice of column blocks: the
+ * slice's transposed activations (xt, n4·64 bytes per column block) stay in L2 while every row
+ * block of the range reuses them, instead of streaming all of xt from L3 once per row block
+ * (which two threads' L3 bandwidth could not keep up with). Integer sums: same state any way. */
 static void lin_run_upd(const arb_lin_kernels *k, arb_ternary *w, const arb_lin_grad *gr, const arb_upd_plan *pl,
                         arb_upd_row_acc *racc, int nt) {
-    int64_t rbs = w->rows_pad >> 4;
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t rb = 0; rb < rbs; rb++) k->upd(w, gr, rb, pl, racc + rb * 16);
+    const int64_t rbs = w->rows_pad >> 4, kbs = w->cols_pad >> 4;
+    const int64_t per_kb = gr->n4 * 64, slice_bytes = (int64_t)512 << 10;
+    const int64_t kslice = per_kb >= slice_bytes ? 1 : slice_bytes / (per_kb > 0 ? per_kb : 1);
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t a, b;
+        lin_split(rbs, omp_get_num_threads(), omp_get_thread_num(), &a, &b);
+        for (int64_t kb0 = 0; kb0 < kbs; kb0 += kslice) {
+            int64_t kb1 = kb0 + kslice < kbs ? kb0 + kslice : kbs;
+            for (int64_t rb = a; rb < b; rb++) k->upd(w, gr, rb, kb0, kb1, pl, racc + rb * 16);
+        }
+    }
 }
 
 arb_status arb_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs, const float *dy,

@@ -47,10 +47,11 @@ typedef struct arb_lin_kernels {
      * hq (n, rows_pad) zero-padded; hsum[t] = Σ_o hq[t,o]. Output per arb_lin_out (ld ≥ cols). */
     void (*bwdx)(const arb_ternary *w, const int8_t *hq, int64_t n, const int32_t *hsum, int64_t cb0, int64_t cb1,
                  const arb_lin_out *o);
-    /* Weight gradient of row block rb, tile by tile, folded into the state: with pl, every weight
-     * of rows [16rb, min(rows,16rb+16)) takes arb_upd_weight and racc[o - 16rb] gathers the row
-     * sums (abs_g, ge, flips); without pl (stats pass) only abs_g is added and the state is kept. */
-    void (*upd)(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const arb_upd_plan *pl,
+    /* Weight gradient of row block rb over column blocks [kb0, kb1), tile by tile, folded into the
+     * state: with pl, every weight of rows [16rb, min(rows,16rb+16)) takes arb_upd_weight and
+     * racc[o - 16rb] gathers the row sums (abs_g, ge, flips; added to what it holds); without pl
+     * (stats pass) only abs_g is added and the state is kept. */
+    void (*upd)(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, int64_t kb0, int64_t kb1, const arb_upd_plan *pl,
                 arb_upd_row_acc *racc);
     /* backward_x's int8 dy for tokens [t0, t1): hq (n, rows_pad) zero-padded, hs[t] = amax_t/127,
      * hsum[t] = Σ_o hq[t,o] (see lin_quantize_dy in linear_dispatch.c for the rounding). Returns

@@ -76,11 +76,10 @@ static void ref_bwdx(const arb_ternary *w, const int8_t *hq, int64_t n, const in
     }
 }
 
-static void ref_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, const arb_upd_plan *pl,
-                    arb_upd_row_acc *racc) {
-    int64_t kbs = w->cols_pad >> 4;
+static void ref_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, int64_t kb0, int64_t kb1,
+                    const arb_upd_plan *pl, arb_upd_row_acc *racc) {
     int64_t nchunk = (gr->n4 + ARB_LIN_NG_CHUNK - 1) / ARB_LIN_NG_CHUNK;
-    for (int64_t kb = 0; kb < kbs; kb++) {
+    for (int64_t kb = kb0; kb < kb1; kb++) {
         int32_t g[16][16] = {{0}};
         for (int64_t ch = 0; ch < nchunk; ch++) {
             int64_t g0 = ch * ARB_LIN_NG_CHUNK, g1 = g0 + ARB_LIN_NG_CHUNK < gr->n4 ? g0 + ARB_LIN_NG_CHUNK : gr->n4;
