@@ -67,6 +67,53 @@ static void test_rng_is_a_pure_function(void **state) {
     assert_true(fabs((double)ones / (100000.0 * 32) - 0.5) < 0.002);
 }
 
+/* Statistical checks of the draws the update rule and the initializers rely on (bounds at ≥ 6σ
+ * or the 99.99% χ² quantile, fixed keys: deterministic): every bit balanced, 16-bucket χ² of the
+ * top and the bottom nibble, no correlation between neighbouring indices, between streams of
+ * neighbouring seeds or purposes, or between the halves of a 32-bit draw. */
+static void test_rng_statistics(void **state) {
+    (void)state;
+    enum { N = 200000 };
+    const arb_rng_key keys[4] = {arb_rng_key_make(1, 0), arb_rng_key_make(2, 0), arb_rng_key_make(1, 1),
+                                 arb_rng_key_make(7, 3)};
+    for (int ki = 0; ki < 4; ki++) {
+        int64_t bit[32] = {0}, hi[16] = {0}, lo[16] = {0};
+        double sxy = 0, sx = 0, sxx = 0, shl = 0;
+        double prev = arb_rand_unit(keys[ki], 0);
+        for (uint32_t i = 0; i < N; i++) {
+            uint32_t u = arb_rand_u32(keys[ki], i);
+            for (int b = 0; b < 32; b++) bit[b] += (u >> b) & 1u;
+            hi[u >> 28]++;
+            lo[u & 15]++;
+            double x = arb_rand_unit(keys[ki], i + 1);
+            sxy += (prev - 0.5) * (x - 0.5);
+            sx += x;
+            sxx += (x - 0.5) * (x - 0.5);
+            shl += ((double)(u >> 16) / 65536.0 - 0.5) * ((double)(u & 0xFFFF) / 65536.0 - 0.5);
+            prev = x;
+        }
+        for (int b = 0; b < 32; b++)
+            if (fabs((double)bit[b] / N - 0.5) > 0.007) fail_msg("key %d: bit %d set in %.4f of draws", ki, b, (double)bit[b] / N);
+        double chi_hi = 0, chi_lo = 0, e = N / 16.0;
+        for (int j = 0; j < 16; j++) {
+            chi_hi += (hi[j] - e) * (hi[j] - e) / e;
+            chi_lo += (lo[j] - e) * (lo[j] - e) / e;
+        }
+        if (chi_hi > 45 || chi_lo > 45) fail_msg("key %d: chi2 top %.1f, bottom %.1f (15 dof)", ki, chi_hi, chi_lo);
+        double corr = sxy / sxx;
+        if (fabs(corr) > 0.012) fail_msg("key %d: lag-1 correlation %.4f", ki, corr);
+        if (fabs(shl / (N / 12.0)) > 0.012) fail_msg("key %d: halves correlate %.4f", ki, shl / (N / 12.0));
+        (void)sx;
+    }
+    for (int a = 0; a < 4; a++)
+        for (int b = a + 1; b < 4; b++) {
+            double sab = 0;
+            for (uint32_t i = 0; i < N; i++) sab += (arb_rand_unit(keys[a], i) - 0.5) * (arb_rand_unit(keys[b], i) - 0.5);
+            double corr = sab / (N / 12.0);
+            if (fabs(corr) > 0.012) fail_msg("streams %d and %d correlate: %.4f", a, b, corr);
+        }
+}
+
 static void test_tier_override(void **state) {
     (void)state;
     arb_cpu_tier best = arb_cpu_tier_get();
@@ -80,6 +127,7 @@ int main(void) {
         cmocka_unit_test(test_tensor_alloc_and_overflow),
         cmocka_unit_test(test_half_conversions),
         cmocka_unit_test(test_rng_is_a_pure_function),
+        cmocka_unit_test(test_rng_statistics),
         cmocka_unit_test(test_tier_override),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -169,12 +169,14 @@ ARB_HD arb_rng_key arb_rng_key_make(uint64_t seed, uint64_t stream) {
     return k;
 }
 
-/* Two rounds of a 32-bit integer finalizer (lowbias32), keyed by k0 before and k1 between. */
+/* One round of the 32-bit finalizer lowbias32 over a keyed Weyl sequence: k0 offsets the
+ * sequence, k1 enters between the two multiplies. Why one round: the update draws one value per
+ * weight per step, and a second round cost 15% of the fused update; stochastic rounding and
+ * initialization need uniform, uncorrelated bits, not a cryptographic hash (tests/test_core.c
+ * checks uniformity, bit balance and neighbour correlation). */
 ARB_HD uint32_t arb_rand_u32(arb_rng_key key, uint32_t index) {
     uint32_t x = index * 0x9E3779B1u + key.k0;
-    x ^= x >> 16; x *= 0x21F0AAADu; x ^= x >> 15; x *= 0x735A2D97u; x ^= x >> 15;
-    x ^= key.k1;
-    x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; x ^= x >> 16;
+    x ^= x >> 16; x *= 0x7FEB352Du; x ^= (x >> 15) ^ key.k1; x *= 0x846CA68Bu; x ^= x >> 16;
     return x;
 }
 

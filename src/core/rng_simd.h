@@ -14,13 +14,8 @@
 /* The hash from x = index·0x9E3779B1 + k0 (callers that step indices keep x running). */
 ARB_SIMD_INLINE __m512i arb_rand16_mix(__m512i x, __m512i k1) {
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x21F0AAAD));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x735A2D97));
-    x = _mm512_ternarylogic_epi32(x, _mm512_srli_epi32(x, 15), k1, 0x96); /* x ^ x>>15 ^ k1 */
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_ternarylogic_epi32(x, _mm512_srli_epi32(x, 15), k1, 0x96); /* x ^ x>>15 ^ k1 */
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
     return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
 }
@@ -47,14 +42,8 @@ ARB_SIMD_INLINE __m256i arb_rand8(arb_rng_key key, uint32_t idx0) {
     __m256i x = _mm256_add_epi32(_mm256_set1_epi32((int)idx0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     x = _mm256_add_epi32(_mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x9E3779B1u)), _mm256_set1_epi32((int)key.k0));
     x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x21F0AAAD));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x735A2D97));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
-    x = _mm256_xor_si256(x, _mm256_set1_epi32((int)key.k1));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7FEB352D));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_xor_si256(_mm256_xor_si256(x, _mm256_srli_epi32(x, 15)), _mm256_set1_epi32((int)key.k1));
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846CA68Bu));
     return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
 }
