@@ -217,6 +217,55 @@ static void test_gemv_rows64(void **state) {
     arb_ternary_free(&w);
 }
 
+/* A fixed exponent (arb_ternary_fix_exponent): no E state, scale as with E = 0, updates give the
+ * same trits and T_accum as the same tensor with E kept at 0, asking for update_exp is an error,
+ * and a nonzero E cannot be fixed. */
+static void test_fixed_exponent(void **state) {
+    (void)state;
+    arb_ternary a, b;
+    make_weight(&a, (shape){37, 70}, 5);
+    copy_weight(&b, &a);
+    size_t before = arb_ternary_state_bytes(&b);
+    b.exp[3] = 2;
+    assert_int_equal(arb_ternary_fix_exponent(&b), ARB_ERR_INVALID_ARG);
+    b.exp[3] = 0;
+    ARB_ASSERT_OK(arb_ternary_fix_exponent(&b));
+    assert_null(b.exp);
+    assert_null(b.exp_evidence);
+    assert_int_equal(arb_ternary_state_bytes(&b), before - 2 * (size_t)b.rows);
+    assert_memory_equal(a.scale, b.scale, (size_t)a.rows * sizeof(float));
+    const int64_t n = 9;
+    int8_t *xq = make_xq(n, &a, 77);
+    float xs[9], *dy = malloc((size_t)(n * a.rows) * sizeof(float));
+    arb_test_fill_f32(xs, (size_t)n, 3, 0.01f, 0.05f);
+    arb_test_fill_f32(dy, (size_t)(n * a.rows), 4, -1.0f, 1.0f);
+    arb_update_params p = arb_update_params_default();
+    p.eta = 60.0f;
+    p.update_exp = false;
+    arb_update_state sa = {0}, sb = {0};
+    for (size_t ti = 0; ti < 3; ti++) {
+        if (!use_tier(k_tiers[ti])) continue;
+        for (int step = 0; step < 3; step++) {
+            p.step = (uint64_t)(10 * ti + step);
+            ARB_ASSERT_OK(arb_ternary_linear_backward_update(&a, xq, xs, dy, n, &p, &sa, NULL));
+            ARB_ASSERT_OK(arb_ternary_linear_backward_update(&b, xq, xs, dy, n, &p, &sb, NULL));
+        }
+        assert_memory_equal(a.trits, b.trits, (size_t)(a.rows_pad * a.cols_pad / 4));
+        assert_memory_equal(a.accum, b.accum, (size_t)(a.rows * a.cols));
+        assert_memory_equal(a.scale, b.scale, (size_t)a.rows * sizeof(float));
+    }
+    p.update_exp = true;
+    assert_int_equal(arb_ternary_linear_backward_update(&b, xq, xs, dy, n, &p, &sb, NULL), ARB_ERR_INVALID_ARG);
+    assert_non_null(strstr(arb_last_error(), "fixed exponent"));
+    ARB_ASSERT_OK(arb_ternary_fix_exponent(&b)); /* again: nothing to do */
+    ARB_ASSERT_OK(arb_ternary_randomize(&b, 3));  /* no E to reset */
+    arb_cpu_tier_force(ARB_TIER_AVX512);
+    free(xq);
+    free(dy);
+    arb_ternary_free(&a);
+    arb_ternary_free(&b);
+}
+
 /* Shapes past the kernels' blocking limits: K chunks of the GEMM (> 16384 columns) and of the
  * GEMV (> 32768), row groups (> 1024 rows), dX's transposed K (> 16384 rows) and the token
  * chunks of the weight gradient (> 65536 tokens). */
@@ -624,7 +673,7 @@ static void test_bench_cli(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_and_forward), cmocka_unit_test(test_extremes), cmocka_unit_test(test_gemv_rows64), cmocka_unit_test(test_blocking_limits),
+        cmocka_unit_test(test_matmul_and_forward), cmocka_unit_test(test_extremes), cmocka_unit_test(test_gemv_rows64), cmocka_unit_test(test_fixed_exponent), cmocka_unit_test(test_blocking_limits),
         cmocka_unit_test(test_backward_x),         cmocka_unit_test(test_backward_update),
         cmocka_unit_test(test_update_descends),    cmocka_unit_test(test_errors),
         cmocka_unit_test(test_bench_cli),          cmocka_unit_test(test_rule_regimes),

@@ -54,8 +54,8 @@ typedef struct arb_ternary {
     int64_t rows_pad, cols_pad; /* rounded up to 16 */
     uint8_t *trits;             /* (rows_pad/16, cols_pad/16, 64) tile16 codes */
     int8_t *accum;              /* (rows, cols) T_accum, row-major */
-    int8_t *exp;                /* (rows) E, quarter octaves, in [ARB_EXP_MIN, ARB_EXP_MAX] */
-    int8_t *exp_evidence;       /* (rows) evidence counter that moves E */
+    int8_t *exp;                /* (rows) E, quarter octaves, in [ARB_EXP_MIN, ARB_EXP_MAX]; NULL: fixed, E ≡ 0 */
+    int8_t *exp_evidence;       /* (rows) evidence counter that moves E; NULL with exp */
     float *scale;               /* (rows) derived float buffer: base(nnz) * 2^(E/4) */
     int32_t *nnz;               /* (rows) derived: nonzero trits per row */
     arb_ternary_kind kind;
@@ -71,6 +71,11 @@ void arb_ternary_free(arb_ternary *w);
 arb_status arb_ternary_randomize(arb_ternary *w, uint64_t seed);
 /* Recompute nnz and scale from trits and E (after any change to them). */
 arb_status arb_ternary_refresh(arb_ternary *w);
+/* Make E a constant 0 for good: frees E and its evidence counter (exp = exp_evidence = NULL), so
+ * a tensor whose exponent never trains carries no per-row state (at width 128 the two bytes per
+ * row were 1.6% of the training state). Every E must be 0 (else ARB_ERR_INVALID_ARG); updates of
+ * such a tensor must not ask for update_exp. Host or CUDA tensors. */
+arb_status arb_ternary_fix_exponent(arb_ternary *w);
 
 /* ---- Derived decode copy "rows64" (host, optional) ------------------------------------------
  * A matrix-vector product (n = 1, decoding) reads every weight once, so in tile16 each VNNI
@@ -91,7 +96,8 @@ static inline int64_t arb_round_up64(int64_t x) { return (x + 63) & ~(int64_t)63
 int arb_ternary_get(const arb_ternary *w, int64_t r, int64_t c);
 void arb_ternary_set(arb_ternary *w, int64_t r, int64_t c, int trit);
 
-/* Bytes of training state: packed trits + T_accum + E + evidence (derived buffers excluded). */
+/* Bytes of training state: packed trits + T_accum + E + evidence where present (derived
+ * buffers excluded). */
 size_t arb_ternary_state_bytes(const arb_ternary *w);
 /* Bytes of derived float buffers (scale). */
 size_t arb_ternary_buffer_bytes(const arb_ternary *w);

@@ -163,8 +163,9 @@ arb_status arb_trainer_log_jsonl(arb_trainer *tr, FILE *f, double train_loss, do
 
 /* ---- checkpoints ----------------------------------------------------------------------------
  * safetensors, written atomically. Per ternary tensor NAME: NAME.trits U8 (rows_pad/16,
- * cols_pad/16, 64) tile16 codes; NAME.accum I8 (rows, cols); NAME.exp I8 (rows);
- * NAME.exp_evidence I8 (rows). Extra model state: state.NAME with its dtype and shape.
+ * cols_pad/16, 64) tile16 codes; NAME.accum I8 (rows, cols); NAME.exp I8 (rows) and
+ * NAME.exp_evidence I8 (rows) unless the tensor's exponent is fixed (E ≡ 0, see
+ * arb_ternary_fix_exponent). Extra model state: state.NAME with its dtype and shape.
  * Metadata: format, config (JSON), seed, step, tokens, elapsed/position/update state/controller
  * as exact hex doubles, options, data hash, histories. */
 #define ARB_CKPT_FORMAT "arbitor-train-checkpoint-1"

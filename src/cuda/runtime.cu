@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "cuda/internal.cuh"
 
@@ -377,6 +378,22 @@ extern "C" arb_status arb_cuda_ternary_alloc(arb_ternary *w) {
     return s;
 }
 
+/* arb_ternary_fix_exponent on a CUDA tensor: E must be all 0; frees E and the evidence counter. */
+extern "C" arb_status arb_cuda_ternary_fix_exponent(arb_ternary *w) {
+    ARB_TRY(arb_cuda_require_ternary(w, "arb_ternary_fix_exponent"));
+    if (!w->exp) return ARB_OK;
+    std::vector<int8_t> e((size_t)w->rows);
+    ARB_TRY(arb_cuda_copy_d2h(e.data(), w->exp, e.size()));
+    for (int64_t r = 0; r < w->rows; r++)
+        if (e[(size_t)r] != 0)
+            return arb_error(ARB_ERR_INVALID_ARG, "ternary tensor %d: row %lld has E = %d; only E = 0 can be fixed",
+                             (int)w->id, (long long)r, (int)e[(size_t)r]);
+    arb_cuda_free(w->exp);
+    arb_cuda_free(w->exp_evidence);
+    w->exp = w->exp_evidence = nullptr;
+    return arb_cuda_ternary_refresh(w);
+}
+
 extern "C" void arb_cuda_ternary_release(arb_ternary *w) {
     if (cudaSetDevice(w->device.index) != cudaSuccess) cudaGetLastError();
     ternary_release_arrays(w);
@@ -390,17 +407,23 @@ extern "C" arb_status arb_cuda_ternary_upload(arb_ternary *dst, const arb_ternar
     ARB_TRY(arb_cuda_set_device(device));
     *dst = *src;
     dst->device = arb_cuda(device);
+    dst->rows64 = nullptr; /* a host-only derived copy */
     arb_status s = ternary_alloc_arrays(dst);
     if (s != ARB_OK) {
         memset(dst, 0, sizeof *dst);
         return s;
+    }
+    if (!src->exp) { /* a fixed exponent stays fixed */
+        arb_cuda_free(dst->exp);
+        arb_cuda_free(dst->exp_evidence);
+        dst->exp = dst->exp_evidence = nullptr;
     }
     TernarySizes z = ternary_sizes(src);
     const void *from[6] = {src->trits, src->accum, src->exp, src->exp_evidence, src->scale, src->nnz};
     void *to[6] = {dst->trits, dst->accum, dst->exp, dst->exp_evidence, dst->scale, dst->nnz};
     size_t n[6] = {z.trits, z.accum, z.rows, z.rows, z.rows * sizeof(float), z.rows * sizeof(int32_t)};
     for (int i = 0; i < 6; i++) {
-        cudaError_t e = cudaMemcpyAsync(to[i], from[i], n[i], cudaMemcpyHostToDevice, g_stream);
+        cudaError_t e = to[i] ? cudaMemcpyAsync(to[i], from[i], n[i], cudaMemcpyHostToDevice, g_stream) : cudaSuccess;
         if (e == cudaSuccess && i == 5) e = cudaStreamSynchronize(g_stream);
         if (e != cudaSuccess) {
             ternary_release_arrays(dst);
@@ -420,11 +443,15 @@ extern "C" arb_status arb_cuda_ternary_download(arb_ternary *dst, const arb_tern
         return arb_error(ARB_ERR_SHAPE, "arb_cuda_ternary_download: (%lld, %lld) kind %d into (%lld, %lld) kind %d",
                          (long long)src->rows, (long long)src->cols, (int)src->kind, (long long)dst->rows,
                          (long long)dst->cols, (int)dst->kind);
+    if (!src->exp != !dst->exp)
+        return arb_error(ARB_ERR_INVALID_ARG, "arb_cuda_ternary_download: tensor %d has %s exponent on the device but %s on the host",
+                         (int)src->id, src->exp ? "a trained" : "a fixed", dst->exp ? "a trained one" : "a fixed one");
     TernarySizes z = ternary_sizes(src);
     const void *from[6] = {src->trits, src->accum, src->exp, src->exp_evidence, src->scale, src->nnz};
     void *to[6] = {dst->trits, dst->accum, dst->exp, dst->exp_evidence, dst->scale, dst->nnz};
     size_t n[6] = {z.trits, z.accum, z.rows, z.rows, z.rows * sizeof(float), z.rows * sizeof(int32_t)};
-    for (int i = 0; i < 6; i++) ARB_CU(cudaMemcpyAsync(to[i], from[i], n[i], cudaMemcpyDeviceToHost, g_stream));
+    for (int i = 0; i < 6; i++)
+        if (to[i]) ARB_CU(cudaMemcpyAsync(to[i], from[i], n[i], cudaMemcpyDeviceToHost, g_stream));
     ARB_CU(cudaStreamSynchronize(g_stream));
     return ARB_OK;
 }

@@ -32,7 +32,7 @@ __global__ void k_refresh(const uint8_t *trits, int64_t rows, int64_t cols, int6
     for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
     if (lane == 0) {
         nnz[r] = n;
-        scale[r] = arb_dev_row_scale(kind, cols, n, exp[r]);
+        scale[r] = arb_dev_row_scale(kind, cols, n, exp ? exp[r] : 0); /* NULL: fixed E = 0 */
     }
 }
 

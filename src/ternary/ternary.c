@@ -17,6 +17,7 @@
  * Weak references: NULL in builds (or stages of the project) without them. */
 arb_status arb_cuda_ternary_alloc(arb_ternary *w) __attribute__((weak));
 void arb_cuda_ternary_release(arb_ternary *w) __attribute__((weak));
+arb_status arb_cuda_ternary_fix_exponent(arb_ternary *w) __attribute__((weak));
 arb_status arb_cuda_ternary_refresh(arb_ternary *w) __attribute__((weak));
 
 /* 2^(j/4) for j = 0..3, rounded to float once (the same constants are used on CUDA). */
@@ -130,8 +131,8 @@ arb_status arb_ternary_randomize(arb_ternary *w, uint64_t seed) {
         }
     }
     memset(w->accum, 0, (size_t)w->rows * (size_t)w->cols);
-    memset(w->exp, 0, (size_t)w->rows);
-    memset(w->exp_evidence, 0, (size_t)w->rows);
+    if (w->exp) memset(w->exp, 0, (size_t)w->rows);
+    if (w->exp_evidence) memset(w->exp_evidence, 0, (size_t)w->rows);
     return arb_ternary_refresh(w);
 }
 
@@ -178,7 +179,7 @@ static void rows64_fill(arb_ternary *w) {
 arb_status arb_ternary_refresh(arb_ternary *w) {
     if (w && w->trits && w->device.kind == ARB_DEVICE_CUDA && arb_cuda_ternary_refresh) return arb_cuda_ternary_refresh(w);
     ARB_TRY(require_host(w, "arb_ternary_refresh"));
-    for (int64_t r = 0; r < w->rows; r++) {
+    for (int64_t r = 0; r < w->rows && w->exp; r++) {
         int e = w->exp[r];
         if (e < ARB_EXP_MIN || e > ARB_EXP_MAX)
             return arb_error(ARB_ERR_INVALID_ARG, "ternary tensor %d row %lld: exponent %d outside [%d, %d]",
@@ -190,7 +191,7 @@ arb_status arb_ternary_refresh(arb_ternary *w) {
 #pragma omp parallel for schedule(static) if (rows * w->cols_pad > ((int64_t)1 << 18))
     for (int64_t r = 0; r < rows; r++) {
         w->nnz[r] = arb_ternary_row_nnz(w, r);
-        w->scale[r] = arb_ternary_row_scale(w->kind, w->cols, w->nnz[r], w->exp[r]);
+        w->scale[r] = arb_ternary_row_scale(w->kind, w->cols, w->nnz[r], w->exp ? w->exp[r] : 0);
     }
     if (w->rows64) rows64_fill(w);
     return ARB_OK;
@@ -234,7 +235,26 @@ void arb_ternary_set(arb_ternary *w, int64_t r, int64_t c, int trit) {
 
 size_t arb_ternary_state_bytes(const arb_ternary *w) {
     if (!w || w->rows <= 0) return 0;
-    return (size_t)w->rows_pad * (size_t)w->cols_pad / 4 + (size_t)w->rows * (size_t)w->cols + 2 * (size_t)w->rows;
+    size_t per_row = (w->exp ? 1u : 0u) + (w->exp_evidence ? 1u : 0u);
+    return (size_t)w->rows_pad * (size_t)w->cols_pad / 4 + (size_t)w->rows * (size_t)w->cols + per_row * (size_t)w->rows;
+}
+
+arb_status arb_ternary_fix_exponent(arb_ternary *w) {
+    if (!w || !w->trits) return arb_error(ARB_ERR_INVALID_ARG, "arb_ternary_fix_exponent: tensor is NULL or not initialized");
+    if (!w->exp) return ARB_OK;
+    if (w->device.kind == ARB_DEVICE_CUDA) {
+        if (!arb_cuda_ternary_fix_exponent)
+            return arb_error(ARB_ERR_UNSUPPORTED, "arb_ternary_fix_exponent: this build has no CUDA ternary storage");
+        return arb_cuda_ternary_fix_exponent(w);
+    }
+    for (int64_t r = 0; r < w->rows; r++)
+        if (w->exp[r] != 0)
+            return arb_error(ARB_ERR_INVALID_ARG, "ternary tensor %d: row %lld has E = %d; only E = 0 can be fixed",
+                             (int)w->id, (long long)r, (int)w->exp[r]);
+    arb_free(w->exp);
+    arb_free(w->exp_evidence);
+    w->exp = w->exp_evidence = NULL;
+    return arb_ternary_refresh(w);
 }
 
 size_t arb_ternary_buffer_bytes(const arb_ternary *w) {

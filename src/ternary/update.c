@@ -27,6 +27,9 @@ arb_status arb_upd_check(const arb_ternary *w, int64_t n, const arb_update_param
     if (!(p->eta >= 0.0f) || !isfinite(p->eta) || !(p->eta_exp >= 0.0f) || !isfinite(p->eta_exp))
         return arb_error(ARB_ERR_INVALID_ARG, "%s: eta %g / eta_exp %g must be finite and >= 0", what, (double)p->eta,
                          (double)p->eta_exp);
+    if (p->update_exp && (!w->exp || !w->exp_evidence))
+        return arb_error(ARB_ERR_INVALID_ARG, "%s: tensor %d has a fixed exponent (no E state); update_exp must be off",
+                         what, (int)w->id);
     if (!(st->grad_norm >= 0.0) || !isfinite(st->grad_norm))
         return arb_error(ARB_ERR_INVALID_ARG, "%s: update state grad_norm %g is not a finite value >= 0", what,
                          st->grad_norm);

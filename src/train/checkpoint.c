@@ -75,12 +75,14 @@ arb_status arb_ckpt_add_model(arb_st_writer *w, arb_model *m, char **update_stat
         snprintf(nm, sizeof nm, "%s.accum", name);
         s = arb_st_writer_add_ref(w, nm, ARB_I8, 2, sh2, t->accum);
         if (s != ARB_OK) break;
-        snprintf(nm, sizeof nm, "%s.exp", name);
-        s = arb_st_writer_add_ref(w, nm, ARB_I8, 1, sh1, t->exp);
-        if (s != ARB_OK) break;
-        snprintf(nm, sizeof nm, "%s.exp_evidence", name);
-        s = arb_st_writer_add_ref(w, nm, ARB_I8, 1, sh1, t->exp_evidence);
-        if (s != ARB_OK) break;
+        if (t->exp) { /* a fixed exponent (E ≡ 0) has no per-row state to store */
+            snprintf(nm, sizeof nm, "%s.exp", name);
+            s = arb_st_writer_add_ref(w, nm, ARB_I8, 1, sh1, t->exp);
+            if (s != ARB_OK) break;
+            snprintf(nm, sizeof nm, "%s.exp_evidence", name);
+            s = arb_st_writer_add_ref(w, nm, ARB_I8, 1, sh1, t->exp_evidence);
+            if (s != ARB_OK) break;
+        }
         /* The update state is plain numbers: its bytes, in hex, restore it exactly. */
         char hx[2 * sizeof(arb_update_state) + 1];
         arb_update_state copy;
@@ -187,13 +189,16 @@ arb_status arb_ckpt_load_model_state(const arb_safetensors *st, const char *path
         snprintf(nm, sizeof nm, "%s.accum", name);
         s = expect_into(st, path, nm, ARB_I8, 2, sh2, t->accum, nacc);
         if (s != ARB_OK) break;
-        snprintf(nm, sizeof nm, "%s.exp", name);
-        s = expect_into(st, path, nm, ARB_I8, 1, sh1, t->exp, (size_t)t->rows);
-        if (s != ARB_OK) break;
-        snprintf(nm, sizeof nm, "%s.exp_evidence", name);
-        s = expect_into(st, path, nm, ARB_I8, 1, sh1, t->exp_evidence, (size_t)t->rows);
-        if (s != ARB_OK) break;
-        expected += 4;
+        expected += 2;
+        if (t->exp) {
+            snprintf(nm, sizeof nm, "%s.exp", name);
+            s = expect_into(st, path, nm, ARB_I8, 1, sh1, t->exp, (size_t)t->rows);
+            if (s != ARB_OK) break;
+            snprintf(nm, sizeof nm, "%s.exp_evidence", name);
+            s = expect_into(st, path, nm, ARB_I8, 1, sh1, t->exp_evidence, (size_t)t->rows);
+            if (s != ARB_OK) break;
+            expected += 2;
+        }
         /* Values in range: no code 3, padding is trit 0, |A| ≤ 127, E within its clamp. */
         for (size_t b = 0; b < ntr && s == ARB_OK; b++)
             for (int g = 0; g < 4; g++)
@@ -213,7 +218,7 @@ arb_status arb_ckpt_load_model_state(const arb_safetensors *st, const char *path
             if (t->accum[k] == -128)
                 s = arb_error(ARB_ERR_FORMAT, "checkpoint %s: tensor '%s.accum' holds -128 at %zu (range is ±127)", path,
                               name, k);
-        for (int64_t r = 0; r < t->rows && s == ARB_OK; r++)
+        for (int64_t r = 0; r < t->rows && s == ARB_OK && t->exp; r++)
             if (t->exp[r] < ARB_EXP_MIN || t->exp[r] > ARB_EXP_MAX)
                 s = arb_error(ARB_ERR_FORMAT, "checkpoint %s: tensor '%s.exp' row %lld is %d, outside [%d, %d]", path,
                               name, (long long)r, t->exp[r], ARB_EXP_MIN, ARB_EXP_MAX);
@@ -251,7 +256,7 @@ arb_status arb_ckpt_load_model_state(const arb_safetensors *st, const char *path
                 if (arb_model_ternary_at(m, j, &name, &t, &us) != ARB_OK) continue;
                 size_t L = strlen(name);
                 if (!strncmp(tn, name, L) && (!strcmp(tn + L, ".trits") || !strcmp(tn + L, ".accum") ||
-                                              !strcmp(tn + L, ".exp") || !strcmp(tn + L, ".exp_evidence")))
+                                              (t->exp && (!strcmp(tn + L, ".exp") || !strcmp(tn + L, ".exp_evidence")))))
                     known = true;
             }
             for (int32_t j = 0; j < ns && !known; j++) {

@@ -45,9 +45,10 @@ static void assert_same_state(const arb_ternary *h, const arb_ternary *d, const 
         if (g.trits[i] != h->trits[i]) fail_msg("%s: packed trit byte %zu: cuda %02x cpu %02x", what, i, g.trits[i], h->trits[i]);
     for (size_t i = 0; i < ab; i++)
         if (g.accum[i] != h->accum[i]) fail_msg("%s: T_accum[%zu]: cuda %d cpu %d", what, i, g.accum[i], h->accum[i]);
+    if (!h->exp) ARB_ASSERT_OK(arb_ternary_fix_exponent(&g)); /* the download needs the same kind of E */
     for (size_t i = 0; i < rb; i++) {
-        if (g.exp[i] != h->exp[i]) fail_msg("%s: E[%zu]: cuda %d cpu %d", what, i, g.exp[i], h->exp[i]);
-        if (g.exp_evidence[i] != h->exp_evidence[i])
+        if (h->exp && g.exp[i] != h->exp[i]) fail_msg("%s: E[%zu]: cuda %d cpu %d", what, i, g.exp[i], h->exp[i]);
+        if (h->exp && g.exp_evidence[i] != h->exp_evidence[i])
             fail_msg("%s: evidence[%zu]: cuda %d cpu %d", what, i, g.exp_evidence[i], h->exp_evidence[i]);
         if (g.nnz[i] != h->nnz[i]) fail_msg("%s: nnz[%zu]: cuda %d cpu %d", what, i, g.nnz[i], h->nnz[i]);
         if (memcmp(&g.scale[i], &h->scale[i], sizeof(float)))
@@ -419,6 +420,59 @@ static void test_linear_update_shapes(void **state) {
     run_update_steps(131, 17, 333, 3, 44);
 }
 
+/* A fixed exponent (no E state) on the device: fixed on the host and uploaded, or fixed on the
+ * device; updates match the CPU bit for bit; update_exp is refused; a nonzero E cannot be fixed. */
+static void test_fixed_exponent(void **state) {
+    (void)state;
+    const int64_t rows = 70, cols = 90, n = 33;
+    arb_ternary h, d, d2;
+    make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 23, 9);
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d2, &h, 0));
+    assert_int_equal(arb_ternary_fix_exponent(&d2), ARB_ERR_INVALID_ARG); /* E is random here */
+    arb_ternary_free(&d2);
+    memset(h.exp, 0, (size_t)rows);
+    ARB_ASSERT_OK(arb_ternary_refresh(&h));
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d2, &h, 0));
+    ARB_ASSERT_OK(arb_ternary_fix_exponent(&d2));
+    assert_null(d2.exp);
+    ARB_ASSERT_OK(arb_ternary_fix_exponent(&h));
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+    assert_null(d.exp);
+    assert_same_state(&h, &d, "fixed E upload");
+    assert_same_state(&h, &d2, "fixed E on the device");
+    arb_update_params p = arb_update_params_default();
+    p.seed = 9;
+    p.update_exp = false;
+    p.eta = 30.0f;
+    arb_update_state sh = {0}, sd = {0};
+    int8_t *xq = malloc((size_t)(n * h.cols_pad));
+    float *xs = malloc((size_t)n * sizeof(float)), *dy = malloc((size_t)(n * rows) * sizeof(float));
+    int8_t *dxq = dev_alloc((size_t)(n * h.cols_pad));
+    float *dxs = dev_alloc((size_t)n * sizeof(float)), *ddy = dev_alloc((size_t)(n * rows) * sizeof(float));
+    for (int step = 0; step < 4; step++) {
+        p.step = (uint64_t)step;
+        random_xq(xq, xs, n, cols, h.cols_pad, 900 + (uint64_t)step);
+        arb_test_fill_f32(dy, (size_t)(n * rows), 950 + (uint64_t)step, -1.0f, 1.0f);
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(dxq, xq, (size_t)(n * h.cols_pad)));
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(dxs, xs, (size_t)n * sizeof(float)));
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(ddy, dy, (size_t)(n * rows) * sizeof(float)));
+        ARB_ASSERT_OK(arb_ternary_linear_backward_update_ref(&h, xq, xs, dy, n, &p, &sh, NULL));
+        ARB_ASSERT_OK(arb_cuda_ternary_linear_backward_update(&d, dxq, dxs, ddy, n, &p, &sd, NULL));
+    }
+    assert_same_state(&h, &d, "fixed E after 4 updates");
+    p.update_exp = true;
+    assert_int_equal(arb_cuda_ternary_linear_backward_update(&d, dxq, dxs, ddy, n, &p, &sd, NULL), ARB_ERR_INVALID_ARG);
+    arb_cuda_free(dxq);
+    arb_cuda_free(dxs);
+    arb_cuda_free(ddy);
+    free(xq);
+    free(xs);
+    free(dy);
+    arb_ternary_free(&d);
+    arb_ternary_free(&d2);
+    arb_ternary_free(&h);
+}
+
 /* ---------------------------------------------------------------- embedding */
 
 static void test_embedding(void **state) {
@@ -540,7 +594,7 @@ int main(void) {
         cmocka_unit_test(test_quantize_rows),          cmocka_unit_test(test_linear_forward),
         cmocka_unit_test(test_linear_backward_x),      cmocka_unit_test(test_linear_update_100_steps),
         cmocka_unit_test(test_linear_update_shapes),   cmocka_unit_test(test_embedding),
-        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rmsnorm),                cmocka_unit_test(test_fixed_exponent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
