@@ -2,7 +2,7 @@
 # One device call for the CUDA model: build (CLI + the model test only), run the model test, time
 # `arbitor train --config shakespeare --device cuda` against the PyTorch QAT baseline in the same
 # call, and optionally a per-kernel profile (ncu) of two steps.
-#   dev/model/gpu_model.sh [test] [speed] [prof] [accuracy MINUTES]
+#   dev/model/gpu_model.sh [test] [speed] [prof] [accuracy CONFIG]...   (ARB_ACC_MIN caps each run)
 # Data: data/tinyshakespeare.txt (copy ../shared/data/tinyshakespeare.txt there first: ../shared
 # does not travel). Logs under $OUT.
 set -uo pipefail
@@ -38,9 +38,11 @@ while [ $# -gt 0 ]; do
         --steps 2 --eval-windows 1 --eval-every 100000 --out /tmp/prof >"$out/prof.log" 2>&1
       python3 dev/cuda/prof_summary.py "$out/prof.log" | head -25 ;;
     accuracy)
-      shift; mins=$1
-      timeout $((mins * 60 + 60)) build-cuda/arbitor train --config shakespeare --device cuda --data $data \
-        --time-budget $mins --out "$out/acc" 2>&1 | tr '\r' '\n' | grep -vE "^\s*$" | tail -15 | tee "$out/accuracy.log" ;;
+      # the budget: 5000 steps x 16384 tokens (82M); a time cap keeps the call inside its limit
+      shift; cfg=$1; tag=$(basename "$cfg" .json)
+      timeout $(( ${ARB_ACC_MIN:-3} * 60 + 90 )) build-cuda/arbitor train --config "$cfg" --device cuda --data $data \
+        --steps 5000 --time-budget ${ARB_ACC_MIN:-3} --out "$out/acc-$tag" 2>&1 | tr '\r' '\n' | grep -vE "^\s*$" | tail -6 | tee "$out/accuracy-$tag.log"
+      rm -f "$out/acc-$tag/checkpoint.safetensors" ;;
   esac
   shift
 done

@@ -1,14 +1,16 @@
 /* src/cuda/model_glue.cu — the model's float glue on the GPU (src/model/model_cuda.h): batched
- * strided float32 products for causal attention, causal softmax and its backward, rotary, ReLU²,
- * residual adds, cross-entropy with its gradient.
+ * strided products for causal attention (3xTF32 tensor cores: float32-level accuracy), causal
+ * softmax and its backward, rotary, ReLU², residual adds, cross-entropy with its gradient.
  *
  * Why these and not cuBLAS: the library links cuBLAS for benchmark baselines only; these shapes
  * (T×T scores per head, T ≤ ctx) are small, and one tiled kernel with a causal tile skip covers all
- * six attention products. Every reduction has a fixed order (k-tiles in sequence, warp shuffle
- * trees of fixed shape), there are no atomics: two runs give the same bits. Elementwise ops that
- * glue.c computes without contraction use __fmul_rn/__fadd_rn here so they match it bit for bit
- * (rotary, ReLU², the CE gradient); the reductions differ from the CPU only in summation order. */
+ * six attention products. Every reduction has a fixed order (k-tiles and mma instructions in
+ * sequence, warp shuffle trees of fixed shape), there are no atomics: two runs give the same bits.
+ * Elementwise ops that glue.c computes without contraction use __fmul_rn/__fadd_rn here so they
+ * match it bit for bit (rotary, ReLU², the CE gradient); the reductions differ from the CPU only
+ * in summation order (and the products in the 3xTF32 rounding, ~1e-6 relative). */
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include "cuda/internal.cuh"
 #include "model/model_cuda.h"
@@ -16,11 +18,15 @@
 
 namespace {
 
-constexpr int BM = 64, BN = 64, BK = 16, GEMM_THREADS = 256;
+constexpr int BM = 64, BN = 64, BK = 32, GEMM_THREADS = 128;
 
-/* One 64×64 output tile per block, 4×4 per thread; operands staged through shared memory. */
+/* One 64×64 output tile per block of 4 warps (32×32 each), TF32 tensor cores in the 3xTF32
+ * scheme: each operand splits into hi = tf32(x) and lo = tf32(x − hi) and the product is
+ * lo·hi + hi·lo + hi·hi, accumulated in float: float32-level accuracy at tensor-core speed.
+ * The k-tiles run in sequence and each mma has a fixed internal order: deterministic. */
 __global__ void __launch_bounds__(GEMM_THREADS) k_bgemm(arb_mcu_mat A, arb_mcu_mat B, arb_mcu_mat C, int M, int N,
                                                         int K, int H, float alpha, int mode) {
+    using namespace nvcuda;
     const int tm = blockIdx.y, tn = blockIdx.x, z = blockIdx.z;
     if (mode == ARB_MCU_TRI_OUT && tn * BN > tm * BM + BM - 1) return;
     int kbeg = 0, kend = K;
@@ -30,20 +36,25 @@ __global__ void __launch_bounds__(GEMM_THREADS) k_bgemm(arb_mcu_mat A, arb_mcu_m
     const float *Ap = A.p + zb * A.sb + zh * A.sh;
     const float *Bp = B.p + zb * B.sb + zh * B.sh;
     float *Cp = C.p + zb * C.sb + zh * C.sh;
-    __shared__ __align__(16) float As[BK][BM + 4];
-    __shared__ __align__(16) float Bs[BK][BN + 4];
-    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    __shared__ __align__(32) float As[BM][BK + 4];
+    __shared__ __align__(32) float Bs[BK][BN + 4];
+    __shared__ __align__(32) float Cs[BM][BN + 4];
+    const int tid = threadIdx.x, warp = tid / 32, wr = warp / 2, wc = warp % 2;
     const int r0 = tm * BM, c0 = tn * BN;
     const bool a_kfast = A.sc == 1, b_cfast = B.sc == 1;
-    float acc[4][4] = {};
-    for (int k0 = kbeg; k0 < kend; k0 += BK) {
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
+#pragma unroll 4
+        for (int q = 0; q < BM * BK / GEMM_THREADS; q++) {
             int idx = tid + GEMM_THREADS * q;
             int r, k;
             if (a_kfast) { k = idx % BK; r = idx / BK; } else { r = idx % BM; k = idx / BM; }
             int gr = r0 + r, gk = k0 + k;
-            As[k][r] = (gr < M && gk < kend) ? Ap[(int64_t)gr * A.sr + (int64_t)gk * A.sc] : 0.0f;
+            As[r][k] = (gr < M && gk < kend) ? Ap[(int64_t)gr * A.sr + (int64_t)gk * A.sc] : 0.0f;
             int c;
             if (b_cfast) { c = idx % BN; k = idx / BN; } else { k = idx % BK; c = idx / BK; }
             int gc = c0 + c;
@@ -52,26 +63,49 @@ __global__ void __launch_bounds__(GEMM_THREADS) k_bgemm(arb_mcu_mat A, arb_mcu_m
         }
         __syncthreads();
 #pragma unroll
-        for (int k = 0; k < BK; k++) {
-            float4 a = *reinterpret_cast<const float4 *>(&As[k][ty * 4]);
-            float4 b = *reinterpret_cast<const float4 *>(&Bs[k][tx * 4]);
-            float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+        for (int kk = 0; kk < BK; kk += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> ah[2], al[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bh[2], bl[2];
 #pragma unroll
-            for (int i = 0; i < 4; i++)
+            for (int i = 0; i < 2; i++) {
+                wmma::load_matrix_sync(ah[i], &As[wr * 32 + i * 16][kk], BK + 4);
 #pragma unroll
-                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+                for (int t = 0; t < ah[i].num_elements; t++) {
+                    float v = ah[i].x[t], hi = wmma::__float_to_tf32(v);
+                    ah[i].x[t] = hi;
+                    al[i].x[t] = wmma::__float_to_tf32(v - hi);
+                }
+                wmma::load_matrix_sync(bh[i], &Bs[kk][wc * 32 + i * 16], BN + 4);
+#pragma unroll
+                for (int t = 0; t < bh[i].num_elements; t++) {
+                    float v = bh[i].x[t], hi = wmma::__float_to_tf32(v);
+                    bh[i].x[t] = hi;
+                    bl[i].x[t] = wmma::__float_to_tf32(v - hi);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    wmma::mma_sync(acc[i][j], al[i], bh[j], acc[i][j]);
+                    wmma::mma_sync(acc[i][j], ah[i], bl[j], acc[i][j]);
+                    wmma::mma_sync(acc[i][j], ah[i], bh[j], acc[i][j]);
+                }
         }
         __syncthreads();
     }
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        int gr = r0 + ty * 4 + i;
-        if (gr >= M) continue;
+    for (int i = 0; i < 2; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int gc = c0 + tx * 4 + j;
-            if (gc < N) Cp[(int64_t)gr * C.sr + (int64_t)gc * C.sc] = alpha * acc[i][j];
-        }
+        for (int j = 0; j < 2; j++)
+            wmma::store_matrix_sync(&Cs[wr * 32 + i * 16][wc * 32 + j * 16], acc[i][j], BN + 4, wmma::mem_row_major);
+    __syncthreads();
+    const bool c_cfast = C.sc == 1;
+    for (int q = 0; q < BM * BN / GEMM_THREADS; q++) {
+        int idx = tid + GEMM_THREADS * q, r, c;
+        if (c_cfast) { c = idx % BN; r = idx / BN; } else { r = idx % BM; c = idx / BM; }
+        int gr = r0 + r, gc = c0 + c;
+        if (gr < M && gc < N) Cp[(int64_t)gr * C.sr + (int64_t)gc * C.sc] = alpha * Cs[r][c];
     }
 }
 

@@ -140,7 +140,6 @@ void arb_mcu_release(arb_model *m) {
     dfree(&m->d_t2);
     dfree(&m->d_big);
     dfree(&m->d_logits);
-    dfree(&m->d_dlogits);
     dfree(&m->d_dp);
     dfree(&m->d_rope);
     dfree(&m->d_rowloss);
@@ -186,7 +185,6 @@ static arb_status ensure_work(arb_model *m, int64_t B, int64_t T) {
         ARB_TRY(dalloc((void **)&m->d_big, b));
         ARB_TRY(nbytes((size_t)(N * V), sizeof(float), &b));
         ARB_TRY(dalloc((void **)&m->d_logits, b));
-        ARB_TRY(dalloc((void **)&m->d_dlogits, b));
         ARB_TRY(dalloc((void **)&m->d_rowloss, (size_t)N * sizeof(double)));
         free(m->h_rowloss);
         m->h_rowloss = malloc((size_t)N * sizeof(double));
@@ -290,7 +288,7 @@ static arb_status norm_bwd(arb_model *m, int32_t i, int64_t off, const float *dy
     tparam *P = &m->p[i];
     int64_t D = P->w.cols;
     float *slot = P->d_dy + off * D;
-    ARB_TRY(arb_cuda_copy_d2d(slot, dy, sizeof(float) * (size_t)(n * D)));
+    if (slot != dy) ARB_TRY(arb_cuda_copy_d2d(slot, dy, sizeof(float) * (size_t)(n * D)));
     if (fuse_use(m, P, off, n)) {
         arb_update_params up;
         arb_mdl_update_prep(m, i, sp, &up);
@@ -443,7 +441,9 @@ arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *t
         for (int64_t r = 0; r < N; r++)
             if (targets[r] >= 0 && targets[r] != ARB_TOK_PAD && targets[r] < V) cnt++;
         float gscale = 1.0f / (float)(cnt > 0 ? cnt : 1);
-        ARB_TRY(arb_mcu_ce(m->d_logits, m->d_targets, N, V, gscale, train ? m->d_dlogits : NULL, m->d_rowloss));
+        /* the logits' gradient goes straight into the head's tape slot */
+        float *dl = train ? m->p[m->head].d_dy + off * V : NULL;
+        ARB_TRY(arb_mcu_ce(m->d_logits, m->d_targets, N, V, gscale, dl, m->d_rowloss));
         ARB_TRY(arb_cuda_copy_d2h(m->h_rowloss, m->d_rowloss, sizeof(double) * (size_t)N));
         double sum = 0.0; /* row order, as the CPU sums */
         for (int64_t r = 0; r < N; r++) sum += m->h_rowloss[r];
@@ -463,32 +463,39 @@ arb_status arb_mcu_logits_row(arb_model *m, int64_t row, float *logits) {
 }
 
 /* ---------------------------------------------------------------- backward + update */
+/* The output-gradient slot of tensor i's use at row offset off. */
+static float *gslot(arb_model *m, int32_t i, int64_t off) {
+    tparam *P = &m->p[i];
+    return P->d_dy + off * (P->kind == P_GAIN || P->kind == P_EMB ? P->w.cols : P->w.rows);
+}
+
 static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *tot) {
     const arb_model_config *c = &m->cfg;
     const int64_t N = m->N, D = c->dim, T = m->T;
     const int H = c->n_heads, hd = c->dim / c->n_heads;
     float *dx = m->d_x; /* the residual gradient (the forward's x is no longer needed) */
 
-    ARB_TRY(lin_bwd(m, m->head, 0, m->d_dlogits, N, m->d_h, sp, tot));
-    ARB_TRY(norm_bwd(m, m->fnorm, 0, m->d_h, N, dx, sp, tot));
+    /* gradients land in the tape slot of the op that consumes them: no copies */
+    ARB_TRY(lin_bwd(m, m->head, 0, gslot(m, m->head, 0), N, gslot(m, m->fnorm, 0), sp, tot));
+    ARB_TRY(norm_bwd(m, m->fnorm, 0, gslot(m, m->fnorm, 0), N, dx, sp, tot));
     for (int l = c->n_layers - 1; l >= 0; l--) {
         layer *Ly = &m->L[l];
+        float *du = gslot(m, Ly->w1, Ly->off_w1), *dn = gslot(m, Ly->fn, Ly->off_fn);
         ARB_TRY(lin_bwd(m, Ly->w2, Ly->off_w2, dx, N, m->d_big, sp, tot));
-        ARB_TRY(arb_mcu_relu2_backward(Ly->d_u, m->d_big, N * arb_mdl_mlp_hidden(c), m->d_big));
-        ARB_TRY(lin_bwd(m, Ly->w1, Ly->off_w1, m->d_big, N, m->d_h, sp, tot));
-        ARB_TRY(norm_bwd(m, Ly->fn, Ly->off_fn, m->d_h, N, m->d_t1, sp, tot));
+        ARB_TRY(arb_mcu_relu2_backward(Ly->d_u, m->d_big, N * arb_mdl_mlp_hidden(c), du));
+        ARB_TRY(lin_bwd(m, Ly->w1, Ly->off_w1, du, N, dn, sp, tot));
+        ARB_TRY(norm_bwd(m, Ly->fn, Ly->off_fn, dn, N, m->d_t1, sp, tot));
         ARB_TRY(arb_mcu_add(dx, m->d_t1, N * D));
         if (Ly->qkv >= 0) {
+            float *dqkv = gslot(m, Ly->qkv, Ly->off_qkv), *da = gslot(m, Ly->an, Ly->off_an);
             ARB_TRY(lin_bwd(m, Ly->o, Ly->off_o, dx, N, m->d_t1, sp, tot));
-            tparam *Pq = &m->p[Ly->qkv];
-            float *dqkv = Pq->d_dy + Ly->off_qkv * 3 * D;
             ARB_TRY(attn_backward(m, Ly, m->d_t1, dqkv));
             if (c->rotary) {
                 ARB_TRY(arb_mcu_rope(dqkv, N, T, 3 * D, 0, H, hd, m->d_rope, -1));
                 ARB_TRY(arb_mcu_rope(dqkv, N, T, 3 * D, D, H, hd, m->d_rope, -1));
             }
-            ARB_TRY(lin_bwd(m, Ly->qkv, Ly->off_qkv, dqkv, N, m->d_h, sp, tot));
-            ARB_TRY(norm_bwd(m, Ly->an, Ly->off_an, m->d_h, N, m->d_t1, sp, tot));
+            ARB_TRY(lin_bwd(m, Ly->qkv, Ly->off_qkv, dqkv, N, da, sp, tot));
+            ARB_TRY(norm_bwd(m, Ly->an, Ly->off_an, da, N, m->d_t1, sp, tot));
             ARB_TRY(arb_mcu_add(dx, m->d_t1, N * D));
         }
     }

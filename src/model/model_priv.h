@@ -96,7 +96,7 @@ struct arb_model {
     int32_t *d_tokens, *d_targets;     /* (N) */
     float *d_x, *d_h, *d_t1, *d_t2;    /* (N, D) */
     float *d_big;                      /* (N, max(F, 3D)) */
-    float *d_logits, *d_dlogits;       /* (N, V) */
+    float *d_logits;                   /* (N, V) */
     float *d_dp;                       /* (B, H, T, T) backward scratch */
     float *d_rope;                     /* (T, hd/2, 2) cos, sin */
     double *d_rowloss;                 /* (N) */

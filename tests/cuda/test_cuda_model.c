@@ -262,7 +262,7 @@ static void test_step_vs_cpu(void **state) {
     arb_model_free(mg);
 }
 
-/* Determinism and fused == deferred: three models, four steps, identical losses and state. */
+/* Determinism and fused == deferred: three models, six steps, identical losses and state. */
 static void test_determinism(void **state) {
     (void)state;
     const arb_model_config c = small_cfg();
@@ -272,7 +272,8 @@ static void test_determinism(void **state) {
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)N), *tgt = malloc(sizeof(int32_t) * (size_t)N);
     arb_model_step_params sp = arb_model_step_params_default(&c);
     sp.update.seed = 3;
-    for (int step = 0; step < 4; step++) {
+    int64_t flips = 0;
+    for (int step = 0; step < 6; step++) {
         make_batch(tok, tgt, N, (uint64_t)step + 10);
         arb_loss_parts la, lb, ld;
         ARB_ASSERT_OK(arb_model_forward(a, tok, tgt, B, T, true, &la));
@@ -287,8 +288,9 @@ static void test_determinism(void **state) {
         ARB_ASSERT_OK(arb_model_backward_update(d, &sp, &sd));
         assert_int_equal(sa.flips, sb.flips);
         assert_int_equal(sa.flips, sd.flips);
-        assert_true(sa.flips > 0);
+        flips += sa.flips;
     }
+    assert_true(flips > 0); /* the state moved: the comparison below is not vacuous */
     assert_models_equal(a, b, "two CUDA runs");
     assert_models_equal(a, d, "fused vs deferred updates");
     /* eval forward and next-token logits agree with a training forward's loss path */
