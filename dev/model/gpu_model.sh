@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     speed)
       timeout 150 build-cuda/arbitor train --config shakespeare --device cuda --data $data --steps ${ARB_SPEED_STEPS:-60} \
         --eval-windows 64 --eval-every 100000 --out /tmp/speed 2>&1 | tr '\r' '\n' | tail -4 | tee "$out/speed.log"
-      PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_qat_baseline.py --data $data --iters 60 --warmup 15 2>&1 | tail -3 | tee "$out/torch.log" ;;
+      PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_qat_baseline.py --data $data --iters ${ARB_TORCH_ITERS:-60} --warmup 15 2>&1 | tail -3 | tee "$out/torch.log" ;;
     prof)
       timeout 200 ncu --metrics gpu__time_duration.sum build-cuda/arbitor train --config shakespeare --device cuda --data $data \
         --steps 2 --eval-windows 1 --eval-every 100000 --out /tmp/prof >"$out/prof.log" 2>&1
