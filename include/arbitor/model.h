@@ -132,6 +132,11 @@ arb_status arb_model_config_from_json(const char *json, arb_model_config *cfg);
 /* ---- the model ------------------------------------------------------------------------------ */
 typedef struct arb_model arb_model;
 
+/* dev: the CPU, or a CUDA device in a CUDA build. The CUDA model runs the text configurations
+ * (graph = full causal attention with one hop, MLP, gains, byte head); a config with VQ, memory,
+ * MoE/ACT, the output router, graph windows or hops > 1 gives ARB_ERR_UNSUPPORTED naming it.
+ * Same seed and data give the same trits on either device up to float rounding of the glue
+ * (docs/ARCHITECTURE.md, "The CUDA model"); two CUDA runs give identical bits. */
 arb_status arb_model_create(arb_model **out, const arb_model_config *cfg, uint64_t seed, arb_device dev);
 void arb_model_free(arb_model *m);
 const arb_model_config *arb_model_config_of(const arb_model *m);
