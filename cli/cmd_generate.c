@@ -23,6 +23,7 @@ static void usage(FILE *f) {
             "  --top-k K          sample among the K most likely bytes (default 0 = all 256)\n"
             "  --seed S           sampling seed (default 1); same seed, same text\n"
             "  --threads N        CPU threads (default: all cores)\n"
+            "  --device cpu|cuda  where the model runs (default cpu; a checkpoint from either loads on both)\n"
             "  -h, --help         this text\n");
 }
 
@@ -62,7 +63,7 @@ static int sample_byte(const float *logits, double temperature, int top_k, arb_r
 }
 
 int arb_cmd_generate(int argc, char **argv) {
-    const char *ckpt = NULL, *prompt = "\n";
+    const char *ckpt = NULL, *prompt = "\n", *device = "cpu";
     int64_t max_tokens = 256, top_k = 0, seed = 1, threads = 0;
     double temperature = 0.8;
     for (int i = 1; i < argc; i += 2) { /* every option takes one value */
@@ -75,6 +76,7 @@ int arb_cmd_generate(int argc, char **argv) {
         if (!v && !strncmp(a, "--", 2)) return arb_cli_fail("generate: %s needs a value (see arbitor generate --help)", a);
         if (!strcmp(a, "--ckpt")) ckpt = v;
         else if (!strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--max-tokens")) {
             if (!arb_cli_parse_i64(v, 0, 1 << 24, &max_tokens)) return arb_cli_fail("generate: --max-tokens '%s' is not an integer in [0, 2^24]", v);
         } else if (!strcmp(a, "--temperature")) {
@@ -93,8 +95,18 @@ int arb_cmd_generate(int argc, char **argv) {
     if (!ckpt) return arb_cli_fail("generate: --ckpt FILE is required (see arbitor generate --help)");
     if (!*prompt) return arb_cli_fail("generate: --prompt is empty");
     if (threads) arb_set_num_threads((int)threads);
+    arb_device dev = arb_cpu();
+    if (!strcmp(device, "cuda")) {
+#ifndef ARB_HAVE_CUDA
+        return arb_cli_fail("generate: --device cuda: this build has no CUDA support (build where nvcc is installed)");
+#else
+        dev = arb_cuda(0);
+#endif
+    } else if (strcmp(device, "cpu") != 0) {
+        return arb_cli_fail("generate: --device '%s' is not cpu or cuda", device);
+    }
     arb_model *m;
-    arb_status s = arb_checkpoint_load_model(ckpt, arb_cpu(), &m);
+    arb_status s = arb_checkpoint_load_model(ckpt, dev, &m);
     if (s != ARB_OK) return arb_cli_fail("generate: %s", arb_last_error());
     const arb_model_config *cfg = arb_model_config_of(m);
     size_t plen = strlen(prompt);

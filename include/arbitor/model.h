@@ -132,9 +132,18 @@ arb_status arb_model_config_from_json(const char *json, arb_model_config *cfg);
 /* ---- the model ------------------------------------------------------------------------------ */
 typedef struct arb_model arb_model;
 
+/* dev: the CPU, or a CUDA device in a CUDA build. The CUDA model runs the text configurations
+ * (graph = full causal attention with one hop, MLP, gains, byte head); a config with VQ, memory,
+ * MoE/ACT, the output router, graph windows or hops > 1 gives ARB_ERR_UNSUPPORTED naming it.
+ * Same seed and data give the same trits on either device up to float rounding of the glue
+ * (docs/ARCHITECTURE.md, "The CUDA model"); two CUDA runs give identical bits. */
 arb_status arb_model_create(arb_model **out, const arb_model_config *cfg, uint64_t seed, arb_device dev);
 void arb_model_free(arb_model *m);
 const arb_model_config *arb_model_config_of(const arb_model *m);
+/* The device the model computes on (its tensors' host mirrors are what the enumeration below
+ * returns on either device: on CUDA they are synchronized when enumerated, and written back to
+ * the device before its next forward, so checkpoints work the same from both). */
+arb_device arb_model_device(const arb_model *m);
 
 typedef struct arb_loss_parts {
     double total;      /* what training minimizes: ce + vq_beta·vq + ponder_weight·ponder + router_weight·router */
@@ -176,7 +185,9 @@ arb_status arb_model_logits_last(arb_model *m, const int32_t *tokens, int64_t T,
 
 /* ---- enumeration: checkpoints and audit --------------------------------------------------- */
 /* Ternary tensors (trainable by gradient, plus memory slots written by update_memory). Names
- * are stable ("embed", "layers.0.attn.qkv", "head", ...). */
+ * are stable ("embed", "layers.0.attn.qkv", "head", ...). Always host tensors: for a CUDA
+ * model, the host mirrors, brought up to date by this call; the caller may write them (a
+ * checkpoint load then calls arb_model_refresh), the device gets them before its next forward. */
 int32_t arb_model_n_ternary(const arb_model *m);
 arb_status arb_model_ternary_at(arb_model *m, int32_t i, const char **name, arb_ternary **w, arb_update_state **st);
 /* Stats of tensor i from the last backward_update (zeros before the first). */

@@ -21,77 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { P_LIN, P_EMB, P_GAIN, P_MEM, P_CODE };
-#define ARB_BALANCE_MIN (-16) /* eta x 1/16 */
-#define ARB_BALANCE_MAX 24    /* eta x 64 */
-
-typedef struct tparam {
-    char name[64];
-    int kind;
-    arb_ternary w;
-    arb_update_state st;
-    arb_update_stats last;
-    /* this step's stacked uses (rows) */
-    int64_t n, cap;
-    int8_t *xq;   /* (cap, cols_pad)  LIN / MEM / CODE: quantized inputs */
-    float *xs;    /* (cap)            their scales; GAIN: rstd */
-    float *x;     /* (cap, cols)      GAIN: the normalized input */
-    float *dy;    /* (cap, rows) LIN/MEM/CODE; (cap, cols) GAIN/EMB: output gradient rows */
-    int32_t *idx; /* (cap)            EMB: token ids */
-    int32_t uses; /* backward uses this step (RNG streams) */
-} tparam;
-
-/* Per-layer tensor indices (-1 = absent) and tape buffers. */
-typedef struct layer {
-    int32_t an, qkv, o;                /* graph path */
-    int32_t mn, mq, mo, slots;         /* memory read */
-    int32_t fn, w1, w2;                /* MLP */
-    int32_t rn, router, hn, halt;      /* MoE + ACT: iteration norm, router, halting norm + unit */
-    int32_t *e1, *e2;                  /* (n_experts) expert FFNs */
-    /* tape */
-    int64_t off_an, off_qkv, off_o, off_mn, off_mq, off_mo, off_fn, off_w1, off_w2;
-    float *qkv_buf;   /* (N, 3D) post-rotary */
-    float *probs;     /* (edges, H) */
-    int64_t probs_cap;
-    float *hopbuf;    /* (hops-1, N, D) */
-    float *mem_M;     /* (S, D) dequantized slots */
-    float *mem_p;     /* (N, S) */
-    float *u;         /* (N, F) MLP pre-activation */
-    /* ACT: iteration t uses s[t] and produces s[t+1] */
-    float *s;         /* (iters+1, N, D) */
-    float *g;         /* (iters, N, E) router probs */
-    float *eu;        /* (iters, E, N, Fe) expert pre-activations */
-    float *ey;        /* (iters, E, N, D) expert outputs */
-    float *p, *w;     /* (iters, N) halting probs, ACT weights */
-    int32_t *n_iter;  /* (N) */
-    float *cum;       /* (N) */
-    int iters_run;
-} layer;
-
-struct arb_model {
-    arb_model_config cfg;
-    arb_device dev;
-    uint64_t seed;
-    tparam *p;
-    int32_t np, cap_p;
-    int32_t embed, codebook, fnorm, head, rout;
-    layer *L;
-    int32_t *vq_usage; /* (vq_codes) assignments counted over training forwards */
-    int8_t *balance;   /* (np) flip balancing: eta multiplier 2^(b/4) per tensor */
-    /* current forward */
-    int64_t B, T, N, capN;
-    bool tape;
-    int32_t *tokens, *targets, *codes, *rclass; /* (N) */
-    float *x, *h, *t1, *t2, *t3;                /* (N, D) work */
-    float *big;                                 /* (N, max(F, 3D, E*Fe...)) work */
-    float *e;                                   /* (N, D) embedding (VQ) */
-    float *C;                                   /* (K, D) dequantized codebook */
-    float *logits, *dlogits;                    /* (N, V) */
-    float *rlog, *drlog;                        /* (N, 2) router */
-    arb_graph graph;
-    int64_t n_counted;
-    int n_moe_layers;
-};
+#include "model_priv.h"
 
 /* ---------------------------------------------------------------- allocation helpers */
 static void *xrealloc_copy(void *old, size_t old_bytes, size_t new_bytes) {
@@ -124,7 +54,7 @@ static arb_status add_param(arb_model *m, const char *name, int kind, int64_t ro
     arb_ternary_kind tk = kind == P_GAIN ? ARB_TERNARY_GAIN
                           : (kind == P_EMB || kind == P_MEM || kind == P_CODE) ? ARB_TERNARY_EMBED
                                                                                : ARB_TERNARY_LINEAR;
-    ARB_TRY(arb_ternary_init(&P->w, rows, cols, tk, m->np + 1, m->dev));
+    ARB_TRY(arb_ternary_init(&P->w, rows, cols, tk, m->np + 1, arb_cpu())); /* host (mirror on CUDA) */
     m->np++;
     ARB_TRY(arb_ternary_randomize(&P->w, m->seed));
     *out = m->np - 1;
@@ -182,11 +112,10 @@ static arb_status lin_fwd(arb_model *m, int32_t i, const float *x, int64_t n, fl
     return ARB_OK;
 }
 
-static arb_rng_key use_key(arb_model *m, tparam *P, uint64_t seed, uint64_t step) {
+arb_rng_key arb_mdl_use_key(tparam *P, uint64_t seed, uint64_t step) {
     arb_rng_key k = arb_update_key(seed, step, P->w.id, ARB_RNG_DX);
     k.k0 ^= (uint32_t)P->uses * 0x9E3779B9u;
     P->uses++;
-    (void)m;
     return k;
 }
 
@@ -197,7 +126,7 @@ static arb_status lin_bwd(arb_model *m, int32_t i, int64_t off, const float *dy,
     float *slot = P->dy + off * P->w.rows;
     if (slot != dy) memcpy(slot, dy, sizeof(float) * (size_t)(n * P->w.rows));
     if (!dx) return ARB_OK;
-    return arb_ternary_linear_backward_x(&P->w, slot, n, use_key(m, P, seed, step), dx);
+    return arb_ternary_linear_backward_x(&P->w, slot, n, arb_mdl_use_key(P, seed, step), dx);
 }
 
 static arb_status norm_fwd(arb_model *m, int32_t i, const float *x, int64_t n, float *y, int64_t *off) {
@@ -227,6 +156,7 @@ static void add_into(float *y, const float *x, int64_t n) {
 
 /* ---------------------------------------------------------------- create / free */
 static int64_t mlp_hidden(const arb_model_config *c) { return (int64_t)c->mlp_mult * c->dim; }
+int64_t arb_mdl_mlp_hidden(const arb_model_config *c) { return mlp_hidden(c); }
 static int64_t expert_hidden(const arb_model_config *c) { return (int64_t)c->expert_mult * c->dim; }
 static bool mem_at(const arb_model_config *c, int l) { return c->enable_memory && (l + 1) % c->mem_every == 0; }
 
@@ -234,8 +164,15 @@ arb_status arb_model_create(arb_model **out, const arb_model_config *cfg, uint64
     if (!out || !cfg) return arb_error(ARB_ERR_INVALID_ARG, "model create: NULL argument");
     *out = NULL;
     ARB_TRY(arb_model_config_validate(cfg));
-    if (dev.kind != ARB_DEVICE_CPU)
-        return arb_error(ARB_ERR_UNSUPPORTED, "model create: only the CPU device runs the model glue in this build");
+    if (dev.kind == ARB_DEVICE_CUDA) {
+#ifdef ARB_HAVE_CUDA
+        ARB_TRY(arb_mcu_check_config(cfg));
+#else
+        return arb_error(ARB_ERR_UNSUPPORTED, "model create: this build has no CUDA support");
+#endif
+    } else if (dev.kind != ARB_DEVICE_CPU) {
+        return arb_error(ARB_ERR_INVALID_ARG, "model create: unknown device kind %d", (int)dev.kind);
+    }
     arb_model *m = calloc(1, sizeof *m);
     if (!m) return arb_error(ARB_ERR_OOM, "model create");
     m->cfg = *cfg;
@@ -302,6 +239,9 @@ arb_status arb_model_create(arb_model **out, const arb_model_config *cfg, uint64
         m->vq_usage = calloc((size_t)c->vq_codes, sizeof(int32_t));
         if (!m->vq_usage) s = arb_error(ARB_ERR_OOM, "model create: vq usage");
     }
+#ifdef ARB_HAVE_CUDA
+    if (s == ARB_OK && dev.kind == ARB_DEVICE_CUDA) s = arb_mcu_init(m);
+#endif
     if (s != ARB_OK) {
         arb_model_free(m);
         return s;
@@ -331,6 +271,9 @@ static void layer_release(layer *Ly) {
 
 void arb_model_free(arb_model *m) {
     if (!m) return;
+#ifdef ARB_HAVE_CUDA
+    if (m->dev.kind == ARB_DEVICE_CUDA) arb_mcu_release(m);
+#endif
     for (int32_t i = 0; i < m->np; i++) param_release(&m->p[i]);
     free(m->p);
     if (m->L)
@@ -495,6 +438,9 @@ arb_status arb_model_forward(arb_model *m, const int32_t *tokens, const int32_t 
         if (tokens[i] < 0 || tokens[i] >= c->vocab)
             return arb_error(ARB_ERR_INVALID_ARG, "model forward: token %d at %lld is outside the vocabulary (%d)",
                              tokens[i], (long long)i, c->vocab);
+#ifdef ARB_HAVE_CUDA
+    if (m->dev.kind == ARB_DEVICE_CUDA) return arb_mcu_forward(m, tokens, targets, B, T, train, lp);
+#endif
     ARB_TRY(ensure_work(m, N));
     m->B = B;
     m->T = T;
@@ -608,6 +554,9 @@ arb_status arb_model_logits_last(arb_model *m, const int32_t *tokens, int64_t T,
     if (!m || !tokens || !logits || T <= 0) return arb_error(ARB_ERR_INVALID_ARG, "model logits: bad arguments");
     int64_t start = T > m->cfg.ctx ? T - m->cfg.ctx : 0;
     ARB_TRY(arb_model_forward(m, tokens + start, NULL, 1, T - start, false, NULL));
+#ifdef ARB_HAVE_CUDA
+    if (m->dev.kind == ARB_DEVICE_CUDA) return arb_mcu_logits_row(m, T - start - 1, logits);
+#endif
     memcpy(logits, m->logits + (T - start - 1) * m->cfg.vocab, sizeof(float) * (size_t)m->cfg.vocab);
     return ARB_OK;
 }
@@ -686,14 +635,44 @@ arb_model_step_params arb_model_step_params_default(const arb_model_config *cfg)
     return sp;
 }
 
-static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_params *sp, arb_model_step_stats *tot) {
-    tparam *P = &m->p[i];
+void arb_mdl_update_prep(const arb_model *m, int32_t i, const arb_model_step_params *sp, arb_update_params *out) {
+    const tparam *P = &m->p[i];
     arb_update_params up = sp->update;
     up.eta = sp->update.eta * (sp->tensor_eta ? sp->tensor_eta[i] : 1.0f);
     if (m->cfg.flip_balance) up.eta *= arb_ternary_exp_mult(m->balance[i]);
-    arb_update_stats st = {0};
     if (P->kind == P_MEM || P->kind == P_CODE || m->cfg.exp_mode == 0 || (m->cfg.exp_mode == 2 && P->kind == P_GAIN))
         up.update_exp = false;
+    *out = up;
+}
+
+void arb_mdl_update_finish(arb_model *m, int32_t i, const arb_model_step_params *sp, const arb_update_stats *stp,
+                           arb_model_step_stats *tot) {
+    tparam *P = &m->p[i];
+    const arb_update_stats st = *stp;
+    P->last = st;
+    if (m->cfg.flip_balance && st.weights > 0 && m->cfg.eta > 0.0f) {
+        /* one quarter octave per step toward the target rate; +0.5 flip keeps tiny tensors
+         * (norm gains) from reading "no flips" as "too few" */
+        double target = (double)m->cfg.flip_target * ((double)sp->update.eta / (double)m->cfg.eta);
+        double rate = ((double)st.flips + 0.5) / (double)st.weights;
+        int b = m->balance[i];
+        if (rate > target * 1.4142135623730951 && b > ARB_BALANCE_MIN) b--;
+        else if (rate < target / 1.4142135623730951 && b < ARB_BALANCE_MAX) b++;
+        m->balance[i] = (int8_t)b;
+    }
+    if (tot) {
+        tot->flips += st.flips;
+        tot->zeros += st.zeros;
+        tot->weights += st.weights;
+        tot->exp_moves += st.exp_moves;
+    }
+}
+
+static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_params *sp, arb_model_step_stats *tot) {
+    tparam *P = &m->p[i];
+    arb_update_params up;
+    arb_mdl_update_prep(m, i, sp, &up);
+    arb_update_stats st = {0};
     switch (P->kind) {
     case P_LIN:
     case P_CODE:
@@ -713,29 +692,16 @@ static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_par
         ARB_TRY(arb_ternary_embedding_backward_update(&P->w, P->idx, P->dy, P->n, &up, &P->st, &st));
         break;
     }
-    P->last = st;
-    if (m->cfg.flip_balance && st.weights > 0 && m->cfg.eta > 0.0f) {
-        /* one quarter octave per step toward the target rate; +0.5 flip keeps tiny tensors
-         * (norm gains) from reading "no flips" as "too few" */
-        double target = (double)m->cfg.flip_target * ((double)sp->update.eta / (double)m->cfg.eta);
-        double rate = ((double)st.flips + 0.5) / (double)st.weights;
-        int b = m->balance[i];
-        if (rate > target * 1.4142135623730951 && b > ARB_BALANCE_MIN) b--;
-        else if (rate < target / 1.4142135623730951 && b < ARB_BALANCE_MAX) b++;
-        m->balance[i] = (int8_t)b;
-    }
-    if (tot) {
-        tot->flips += st.flips;
-        tot->zeros += st.zeros;
-        tot->weights += st.weights;
-        tot->exp_moves += st.exp_moves;
-    }
+    arb_mdl_update_finish(m, i, sp, &st, tot);
     return ARB_OK;
 }
 
 arb_status arb_model_backward_update(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *stats) {
     if (!m || !sp) return arb_error(ARB_ERR_INVALID_ARG, "model backward: NULL argument");
     if (!m->tape) return arb_error(ARB_ERR_INVALID_ARG, "model backward: no training forward to differentiate");
+#ifdef ARB_HAVE_CUDA
+    if (m->dev.kind == ARB_DEVICE_CUDA) return arb_mcu_backward_update(m, sp, stats);
+#endif
     m->tape = false;
     const arb_model_config *c = &m->cfg;
     const int64_t N = m->N, D = c->dim, B = m->B, T = m->T;
@@ -836,7 +802,60 @@ arb_status arb_model_backward_update(arb_model *m, const arb_model_step_params *
     return ARB_OK;
 }
 
-const float *arb_model_embed_grad(const arb_model *m) { return m ? m->p[m->embed].dy : NULL; }
+const float *arb_model_embed_grad(const arb_model *m) {
+    return m && m->dev.kind == ARB_DEVICE_CPU ? m->p[m->embed].dy : NULL;
+}
+
+arb_device arb_model_device(const arb_model *m) { return m ? m->dev : arb_cpu(); }
+
+void arb_model_cuda_set_fused(arb_model *m, bool fused) {
+    if (m) m->cu_fuse = fused;
+}
+
+void arb_model_tape_free(arb_model_tape *t) {
+    if (!t) return;
+    arb_free(t->xq);
+    arb_free(t->xs);
+    arb_free(t->x);
+    arb_free(t->dy);
+    arb_free(t->idx);
+    memset(t, 0, sizeof *t);
+}
+
+static void *dup_bytes(const void *p, size_t n) {
+    if (!p) return NULL;
+    void *q = arb_alloc(n ? n : 1);
+    if (q && n) memcpy(q, p, n);
+    return q;
+}
+
+arb_status arb_model_tape_copy(arb_model *m, int32_t i, arb_model_tape *t) {
+    if (!m || !t || i < 0 || i >= m->np) return arb_error(ARB_ERR_INVALID_ARG, "model tape: bad arguments");
+    memset(t, 0, sizeof *t);
+#ifdef ARB_HAVE_CUDA
+    if (m->dev.kind == ARB_DEVICE_CUDA) return arb_mcu_tape_copy(m, i, t);
+#endif
+    const tparam *P = &m->p[i];
+    size_t n = (size_t)P->n, rows = (size_t)P->w.rows, cols = (size_t)P->w.cols, cp = (size_t)P->w.cols_pad;
+    t->n = P->n;
+    t->rows = P->w.rows;
+    t->cols = P->w.cols;
+    t->cols_pad = P->w.cols_pad;
+    t->kind = P->kind == P_EMB ? 1 : P->kind == P_GAIN ? 2 : 0;
+    if (t->kind == 0) {
+        t->xq = dup_bytes(P->xq, n * cp);
+        t->xs = dup_bytes(P->xs, n * sizeof(float));
+        t->dy = dup_bytes(P->dy, n * rows * sizeof(float));
+    } else if (t->kind == 1) {
+        t->idx = dup_bytes(P->idx, n * sizeof(int32_t));
+        t->dy = dup_bytes(P->dy, n * cols * sizeof(float));
+    } else {
+        t->x = dup_bytes(P->x, n * cols * sizeof(float));
+        t->xs = dup_bytes(P->xs, n * sizeof(float));
+        t->dy = dup_bytes(P->dy, n * cols * sizeof(float));
+    }
+    return ARB_OK;
+}
 
 /* ---------------------------------------------------------------- enumeration, audit */
 int32_t arb_model_n_ternary(const arb_model *m) { return m ? m->np : 0; }
@@ -844,6 +863,14 @@ int32_t arb_model_n_ternary(const arb_model *m) { return m ? m->np : 0; }
 arb_status arb_model_ternary_at(arb_model *m, int32_t i, const char **name, arb_ternary **w, arb_update_state **st) {
     if (!m || i < 0 || i >= m->np)
         return arb_error(ARB_ERR_INVALID_ARG, "model: ternary tensor index %d out of range", i);
+#ifdef ARB_HAVE_CUDA
+    if (m->dev.kind == ARB_DEVICE_CUDA) {
+        /* the caller gets the host mirror: bring it up to date, and upload it again before the
+         * next device use since the caller may write it (checkpoint load) */
+        ARB_TRY(arb_mcu_sync_host(m));
+        m->dev_stale = true;
+    }
+#endif
     if (name) *name = m->p[i].name;
     if (w) *w = &m->p[i].w;
     if (st) *st = &m->p[i].st;
@@ -881,7 +908,13 @@ arb_status arb_model_state_at(arb_model *m, int32_t i, arb_model_state_tensor *o
 
 arb_status arb_model_refresh(arb_model *m) {
     if (!m) return arb_error(ARB_ERR_INVALID_ARG, "model refresh: NULL");
+#ifdef ARB_HAVE_CUDA
+    if (m->dev.kind == ARB_DEVICE_CUDA) ARB_TRY(arb_mcu_sync_host(m));
+#endif
     for (int32_t i = 0; i < m->np; i++) ARB_TRY(arb_ternary_refresh(&m->p[i].w));
+#ifdef ARB_HAVE_CUDA
+    if (m->dev.kind == ARB_DEVICE_CUDA) return arb_mcu_upload(m);
+#endif
     return ARB_OK;
 }
 

@@ -102,4 +102,22 @@ void arb_ternary_dequant(const arb_ternary *w, float *out);
  * d loss / d (embedding output) as the model computed it. */
 const float *arb_model_embed_grad(const arb_model *m);
 
+/* Test hooks: a host copy of tensor i's tape of the last training step (its stacked uses: the
+ * inputs and output gradients its update folded), on either device. Arrays are arb_alloc'd
+ * (NULL when the kind has none); release with arb_model_tape_free. */
+typedef struct arb_model_tape {
+    int64_t n;            /* stacked rows */
+    int64_t rows, cols, cols_pad;
+    int kind;             /* 0 linear-like (xq, xs, dy n×rows), 1 embedding (idx, dy n×cols),
+                           * 2 norm gain (x n×cols, xs = rstd, dy n×cols) */
+    int8_t *xq;
+    float *xs, *x, *dy;
+    int32_t *idx;
+} arb_model_tape;
+arb_status arb_model_tape_copy(arb_model *m, int32_t i, arb_model_tape *t);
+void arb_model_tape_free(arb_model_tape *t);
+/* CUDA model: fold each tensor's update into the backward of its only use (true, default) or
+ * update every tensor after the whole backward like the CPU (false). Same results either way. */
+void arb_model_cuda_set_fused(arb_model *m, bool fused);
+
 #endif

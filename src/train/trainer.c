@@ -99,6 +99,9 @@ static arb_status trainer_new(arb_trainer **out, const arb_model_config *cfg, co
     tr->corpus = corpus;
     tr->last_loss = NAN;
     arb_status s = arb_model_create(&tr->model, cfg, opt->seed, opt->device);
+    if (s == ARB_OK && arb_model_device(tr->model).kind != opt->device.kind)
+        s = arb_error(ARB_ERR_UNSUPPORTED, "train: the model was not created on the requested %s device",
+                      opt->device.kind == ARB_DEVICE_CUDA ? "CUDA" : "CPU");
     if (s == ARB_OK) {
         tr->n_tensors = arb_model_n_ternary(tr->model);
         s = trainer_alloc(tr);
@@ -108,10 +111,6 @@ static arb_status trainer_new(arb_trainer **out, const arb_model_config *cfg, co
         arb_ternary *t;
         arb_update_state *us;
         s = arb_model_ternary_at(tr->model, i, &name, &t, &us);
-        if (s == ARB_OK && t->device.kind != opt->device.kind)
-            s = arb_error(ARB_ERR_UNSUPPORTED, "train: the model keeps tensor '%s' on the %s: it has no %s training path",
-                          name, t->device.kind == ARB_DEVICE_CPU ? "CPU" : "GPU",
-                          opt->device.kind == ARB_DEVICE_CUDA ? "CUDA" : "CPU");
         if (s == ARB_OK && t->kind == ARB_TERNARY_GAIN) {
             tr->ctrl[i] = opt->gain_eta_mult;
             tr->ctrl_f[i] = (float)opt->gain_eta_mult;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One device call for the CUDA model: build (CLI + the model test only), run the model test, time
+# `arbitor train --config shakespeare --device cuda` against the PyTorch QAT baseline in the same
+# call, and optionally a per-kernel profile (ncu) of two steps.
+#   dev/model/gpu_model.sh [test] [speed] [prof] [accuracy CONFIG]...   (ARB_ACC_MIN caps each run)
+# Data: data/tinyshakespeare.txt (copy ../shared/data/tinyshakespeare.txt there first: ../shared
+# does not travel). Logs under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/arb-gpu}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+command -v pkg-config >/dev/null || export PKG_CONFIG=$PWD/.deps/usr/bin/pkgconf
+data=data/tinyshakespeare.txt
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader
+t0=$(date +%s)
+cmake -S . -B build-cuda -DARB_CUDA=ON -DARB_DEPS_PREFIX="$PWD/.deps" -DCMAKE_BUILD_TYPE=Release >"$out/cmake.log" 2>&1 ||
+  { tail -30 "$out/cmake.log"; exit 1; }
+cmake --build build-cuda -j16 --target arbitor_cli test_cuda_model >"$out/build.log" 2>&1 ||
+  { grep -E "error|Error" "$out/build.log" | head -20; exit 1; }
+echo "build: $(($(date +%s) - t0)) s"
+rc=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    test)
+      ARB_CUDA_SYNC_CHECK=1 timeout 150 build-cuda/tests/test_cuda_model >"$out/test_model.log" 2>&1; r=$?
+      grep -vE "^\[ (RUN|       OK) " "$out/test_model.log" | tail -40; echo "test_cuda_model rc=$r"
+      if [ $r != 0 ]; then rc=1
+        timeout 150 compute-sanitizer --tool memcheck --report-api-errors no build-cuda/tests/test_cuda_model >"$out/memcheck.log" 2>&1
+        grep -E "ERROR SUMMARY|Invalid|at 0x|by thread" "$out/memcheck.log" | head -12
+      fi ;;
+    speed)
+      timeout 150 build-cuda/arbitor train --config shakespeare --device cuda --data $data --steps ${ARB_SPEED_STEPS:-60} \
+        --eval-windows 64 --eval-every 100000 --out /tmp/speed 2>&1 | tr '\r' '\n' | tail -4 | tee "$out/speed.log"
+      PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_qat_baseline.py --data $data --iters ${ARB_TORCH_ITERS:-60} --warmup 15 2>&1 | tail -3 | tee "$out/torch.log" ;;
+    prof)
+      timeout 200 ncu --metrics gpu__time_duration.sum build-cuda/arbitor train --config shakespeare --device cuda --data $data \
+        --steps 2 --eval-windows 1 --eval-every 100000 --out /tmp/prof >"$out/prof.log" 2>&1
+      python3 dev/cuda/prof_summary.py "$out/prof.log" | head -25 ;;
+    accuracy)
+      # the issue's budget: 5000 steps x 16384 tokens (82M); a time cap keeps the call inside its limit
+      shift; cfg=$1; tag=$(basename "$cfg" .json)
+      timeout $(( ${ARB_ACC_MIN:-3} * 60 + 90 )) build-cuda/arbitor train --config "$cfg" --device cuda --data $data \
+        --steps 5000 --time-budget ${ARB_ACC_MIN:-3} --out "$out/acc-$tag" 2>&1 | tr '\r' '\n' | grep -vE "^\s*$" | tail -6 | tee "$out/accuracy-$tag.log"
+      rm -f "$out/acc-$tag/checkpoint.safetensors" ;;
+  esac
+  shift
+done
+exit $rc

@@ -1,0 +1,561 @@
+/* The CUDA model: the same forward / tape / backward / update as model.c, with every parameter,
+ * tape buffer and activation in device memory. Ternary ops go through the generic entry points,
+ * which dispatch on the tensor's device (src/ternary/device_dispatch.h); the float glue runs in
+ * src/cuda/model_glue.cu.
+ *
+ * Why host mirrors: checkpoints, the audit and the trainer's log read tensors through
+ * arb_model_ternary_at as host arrays; each tensor keeps its host arb_ternary (w) and a device
+ * copy (dw). Enumeration downloads when the device is newer and marks the mirrors to be uploaded
+ * before the next forward, so a checkpoint saved from the GPU has the same bytes as one from the
+ * CPU and loads on either.
+ *
+ * Why fused updates: in the configurations this path runs (text only; one use per tensor and
+ * step), a tensor's whole tape is its one use, so its update can run inside the backward of that
+ * use (arb_cuda_ternary_linear_backward: dx through the old trits and the fold in one pass). The
+ * update of a tensor depends only on its own state and tape and on (seed, step, id), never on
+ * the order tensors are updated in, so this gives exactly the state of updating after the whole
+ * backward (arb_model_cuda_set_fused(m, false) does that; tests compare the two).
+ *
+ * Determinism: integer state is bit-identical to the CPU reference for equal tape inputs (the
+ * ternary ops guarantee it); the glue reduces in a fixed order, so a run repeats bit for bit. */
+#ifdef ARB_HAVE_CUDA
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arbitor/cuda.h"
+#include "model_cuda.h"
+#include "model_priv.h"
+
+/* ---------------------------------------------------------------- configuration */
+arb_status arb_mcu_check_config(const arb_model_config *c) {
+    const char *what = NULL;
+    if (c->enable_vq) what = "the VQ bridge (enable_vq)";
+    else if (c->enable_memory) what = "memory modules (enable_memory)";
+    else if (c->enable_moe) what = "MoE + ACT (enable_moe)";
+    else if (c->enable_output_router) what = "the output router (enable_output_router)";
+    else if (c->enable_graph && c->graph_window != 0) what = "graph windows (graph_window > 0)";
+    else if (c->enable_graph && c->graph_hops != 1) what = "graph hops > 1";
+    if (what)
+        return arb_error(ARB_ERR_UNSUPPORTED,
+                         "model create: config '%s' uses %s, which the CUDA model does not run yet (use --device cpu)",
+                         c->name, what);
+    if (arb_cuda_device_count() <= 0)
+        return arb_error(ARB_ERR_UNSUPPORTED, "model create: no CUDA device is available");
+    return ARB_OK;
+}
+
+/* ---------------------------------------------------------------- device memory */
+static arb_status dalloc(void **p, size_t n) {
+    if (*p) arb_cuda_free(*p);
+    *p = NULL;
+    return arb_cuda_malloc(p, n ? n : 16);
+}
+
+static void dfree(void *pp) {
+    void **p = (void **)pp;
+    if (*p) arb_cuda_free(*p);
+    *p = NULL;
+}
+
+static arb_status nbytes(size_t a, size_t b, size_t *out) {
+    if (!arb_mul_size(a, b, out)) return arb_error(ARB_ERR_OVERFLOW, "cuda model: buffer size overflows");
+    return ARB_OK;
+}
+
+/* Grow a device tape array keeping its first `keep` bytes. */
+static arb_status dgrow(void **p, size_t keep, size_t n) {
+    void *q = NULL;
+    ARB_TRY(arb_cuda_malloc(&q, n ? n : 16));
+    if (*p && keep) {
+        arb_status s = arb_cuda_copy_d2d(q, *p, keep);
+        if (s != ARB_OK) {
+            arb_cuda_free(q);
+            return s;
+        }
+    }
+    if (*p) arb_cuda_free(*p);
+    *p = q;
+    return ARB_OK;
+}
+
+static arb_status dparam_reserve(tparam *P, int64_t need) {
+    int64_t want = P->n + need;
+    if (want <= P->dcap) return ARB_OK;
+    int64_t cap = P->dcap ? P->dcap : 64;
+    while (cap < want) cap *= 2;
+    size_t n = (size_t)P->n, c = (size_t)cap, rows = (size_t)P->w.rows, cols = (size_t)P->w.cols,
+           cp = (size_t)P->w.cols_pad, a, b;
+    if (P->kind == P_GAIN) {
+        ARB_TRY(nbytes(c * cols, sizeof(float), &b));
+        ARB_TRY(dgrow((void **)&P->d_x, n * cols * sizeof(float), b));
+        ARB_TRY(dgrow((void **)&P->d_dy, n * cols * sizeof(float), b));
+        ARB_TRY(dgrow((void **)&P->d_xs, n * sizeof(float), c * sizeof(float)));
+    } else if (P->kind == P_EMB) {
+        ARB_TRY(nbytes(c * cols, sizeof(float), &b));
+        ARB_TRY(dgrow((void **)&P->d_idx, n * sizeof(int32_t), c * sizeof(int32_t)));
+        ARB_TRY(dgrow((void **)&P->d_dy, n * cols * sizeof(float), b));
+    } else {
+        ARB_TRY(nbytes(c, cp, &a));
+        ARB_TRY(nbytes(c * rows, sizeof(float), &b));
+        ARB_TRY(dgrow((void **)&P->d_xq, n * cp, a));
+        ARB_TRY(dgrow((void **)&P->d_xs, n * sizeof(float), c * sizeof(float)));
+        ARB_TRY(dgrow((void **)&P->d_dy, n * rows * sizeof(float), b));
+    }
+    P->dcap = cap;
+    return ARB_OK;
+}
+
+static arb_status set_dev(const arb_model *m) { return arb_cuda_set_device(m->dev.index); }
+
+arb_status arb_mcu_init(arb_model *m) {
+    ARB_TRY(set_dev(m));
+    m->cu_fuse = true;
+    for (int32_t i = 0; i < m->np; i++) ARB_TRY(arb_cuda_ternary_upload(&m->p[i].dw, &m->p[i].w, m->dev.index));
+    return ARB_OK;
+}
+
+void arb_mcu_release(arb_model *m) {
+    for (int32_t i = 0; i < m->np; i++) {
+        tparam *P = &m->p[i];
+        if (P->dw.trits) arb_ternary_free(&P->dw);
+        dfree(&P->d_xq);
+        dfree(&P->d_xs);
+        dfree(&P->d_x);
+        dfree(&P->d_dy);
+        dfree(&P->d_idx);
+    }
+    if (m->L)
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            dfree(&m->L[l].d_qkv);
+            dfree(&m->L[l].d_p);
+            dfree(&m->L[l].d_u);
+        }
+    dfree(&m->d_tokens);
+    dfree(&m->d_targets);
+    dfree(&m->d_x);
+    dfree(&m->d_h);
+    dfree(&m->d_t1);
+    dfree(&m->d_t2);
+    dfree(&m->d_big);
+    dfree(&m->d_logits);
+    dfree(&m->d_dp);
+    dfree(&m->d_rope);
+    dfree(&m->d_rowloss);
+    free(m->h_rowloss);
+    m->h_rowloss = NULL;
+}
+
+arb_status arb_mcu_upload(arb_model *m) {
+    ARB_TRY(set_dev(m));
+    for (int32_t i = 0; i < m->np; i++) {
+        tparam *P = &m->p[i];
+        if (P->dw.trits) arb_ternary_free(&P->dw);
+        ARB_TRY(arb_cuda_ternary_upload(&P->dw, &P->w, m->dev.index));
+    }
+    m->dev_stale = false;
+    m->host_stale = false;
+    return ARB_OK;
+}
+
+arb_status arb_mcu_sync_host(arb_model *m) {
+    if (!m->host_stale) return ARB_OK;
+    ARB_TRY(set_dev(m));
+    for (int32_t i = 0; i < m->np; i++) ARB_TRY(arb_cuda_ternary_download(&m->p[i].w, &m->p[i].dw));
+    m->host_stale = false;
+    return ARB_OK;
+}
+
+/* Activation buffers for B sequences of T (grown, never shrunk). */
+static arb_status ensure_work(arb_model *m, int64_t B, int64_t T) {
+    const arb_model_config *c = &m->cfg;
+    const int64_t N = B * T, D = c->dim, V = c->vocab, H = c->n_heads, F = arb_mdl_mlp_hidden(c);
+    const int64_t wide = F > 3 * D ? F : 3 * D;
+    size_t b;
+    if (N > m->d_capN) {
+        ARB_TRY(dalloc((void **)&m->d_tokens, (size_t)N * sizeof(int32_t)));
+        ARB_TRY(dalloc((void **)&m->d_targets, (size_t)N * sizeof(int32_t)));
+        ARB_TRY(nbytes((size_t)(N * D), sizeof(float), &b));
+        ARB_TRY(dalloc((void **)&m->d_x, b));
+        ARB_TRY(dalloc((void **)&m->d_h, b));
+        ARB_TRY(dalloc((void **)&m->d_t1, b));
+        ARB_TRY(dalloc((void **)&m->d_t2, b));
+        ARB_TRY(nbytes((size_t)(N * wide), sizeof(float), &b));
+        ARB_TRY(dalloc((void **)&m->d_big, b));
+        ARB_TRY(nbytes((size_t)(N * V), sizeof(float), &b));
+        ARB_TRY(dalloc((void **)&m->d_logits, b));
+        ARB_TRY(dalloc((void **)&m->d_rowloss, (size_t)N * sizeof(double)));
+        free(m->h_rowloss);
+        m->h_rowloss = malloc((size_t)N * sizeof(double));
+        if (!m->h_rowloss) return arb_error(ARB_ERR_OOM, "cuda model: loss rows");
+        for (int l = 0; l < c->n_layers; l++) {
+            layer *Ly = &m->L[l];
+            if (Ly->qkv >= 0) {
+                ARB_TRY(nbytes((size_t)(N * 3 * D), sizeof(float), &b));
+                ARB_TRY(dalloc((void **)&Ly->d_qkv, b));
+            }
+            if (Ly->w1 >= 0) {
+                ARB_TRY(nbytes((size_t)(N * F), sizeof(float), &b));
+                ARB_TRY(dalloc((void **)&Ly->d_u, b));
+            }
+        }
+        m->d_capN = N;
+    }
+    if (c->enable_graph && B * H * T * T > m->d_capP) {
+        ARB_TRY(nbytes((size_t)(B * H * T), (size_t)T * sizeof(float), &b));
+        for (int l = 0; l < c->n_layers; l++)
+            if (m->L[l].qkv >= 0) ARB_TRY(dalloc((void **)&m->L[l].d_p, b));
+        ARB_TRY(dalloc((void **)&m->d_dp, b));
+        m->d_capP = B * H * T * T;
+    }
+    if (c->enable_graph && c->rotary && T > m->d_capT) {
+        /* the rotary table exactly as glue.c computes it (double angle, rounded to float) */
+        const int hd = c->dim / c->n_heads, half = hd / 2;
+        float *cs = malloc(sizeof(float) * 2 * (size_t)(T * half > 0 ? T * half : 1));
+        if (!cs) return arb_error(ARB_ERR_OOM, "cuda model: rotary table");
+        for (int64_t t = 0; t < T; t++)
+            for (int i = 0; i < half; i++) {
+                double inv = pow(10000.0, -(2.0 * i) / hd);
+                double a = (double)t * inv;
+                cs[2 * (t * half + i)] = (float)cos(a);
+                cs[2 * (t * half + i) + 1] = (float)sin(a);
+            }
+        arb_status s = dalloc((void **)&m->d_rope, sizeof(float) * 2 * (size_t)(T * half > 0 ? T * half : 1));
+        if (s == ARB_OK) s = arb_cuda_copy_h2d(m->d_rope, cs, sizeof(float) * 2 * (size_t)(T * half));
+        if (s == ARB_OK) s = arb_cuda_synchronize(); /* cs is pageable and freed next */
+        free(cs);
+        ARB_TRY(s);
+        m->d_capT = T;
+    }
+    return ARB_OK;
+}
+
+/* ---------------------------------------------------------------- op wrappers (one use each) */
+static arb_status lin_fwd(arb_model *m, int32_t i, const float *x, int64_t n, float *y, int64_t *off) {
+    tparam *P = &m->p[i];
+    ARB_TRY(dparam_reserve(P, n));
+    int64_t o = P->n;
+    int8_t *xq = P->d_xq + o * P->w.cols_pad;
+    ARB_TRY(arb_cuda_quantize_rows(x, n, P->w.cols, P->w.cols_pad, xq, P->d_xs + o));
+    ARB_TRY(arb_ternary_linear_forward(&P->dw, xq, P->d_xs + o, n, y));
+    P->n += n;
+    if (off) *off = o;
+    return ARB_OK;
+}
+
+static arb_status norm_fwd(arb_model *m, int32_t i, const float *x, int64_t n, float *y, int64_t *off) {
+    tparam *P = &m->p[i];
+    ARB_TRY(dparam_reserve(P, n));
+    int64_t o = P->n, D = P->w.cols;
+    ARB_TRY(arb_cuda_copy_d2d(P->d_x + o * D, x, sizeof(float) * (size_t)(n * D)));
+    ARB_TRY(arb_ternary_rmsnorm_forward(&P->dw, P->d_x + o * D, n, m->cfg.norm_eps, y, P->d_xs + o));
+    P->n += n;
+    if (off) *off = o;
+    return ARB_OK;
+}
+
+/* A use can carry its tensor's update when it is the tensor's whole tape. */
+static bool fuse_use(const arb_model *m, const tparam *P, int64_t off, int64_t n) {
+    return m->cu_fuse && off == 0 && n == P->n && !P->done;
+}
+
+static arb_status lin_bwd(arb_model *m, int32_t i, int64_t off, const float *dy, int64_t n, float *dx,
+                          const arb_model_step_params *sp, arb_model_step_stats *tot) {
+    tparam *P = &m->p[i];
+    float *slot = P->d_dy + off * P->w.rows;
+    if (slot != dy) ARB_TRY(arb_cuda_copy_d2d(slot, dy, sizeof(float) * (size_t)(n * P->w.rows)));
+    const uint64_t seed = sp->update.seed, step = sp->update.step;
+    if (fuse_use(m, P, off, n)) {
+        arb_update_params up;
+        arb_mdl_update_prep(m, i, sp, &up);
+        arb_update_stats st = {0};
+        if (dx)
+            ARB_TRY(arb_cuda_ternary_linear_backward(&P->dw, P->d_xq, P->d_xs, slot, n, arb_mdl_use_key(P, seed, step),
+                                                     dx, &up, &P->st, &st));
+        else
+            ARB_TRY(arb_ternary_linear_backward_update(&P->dw, P->d_xq, P->d_xs, slot, n, &up, &P->st, &st));
+        arb_mdl_update_finish(m, i, sp, &st, tot);
+        P->done = true;
+        return ARB_OK;
+    }
+    if (!dx) return ARB_OK;
+    return arb_ternary_linear_backward_x(&P->dw, slot, n, arb_mdl_use_key(P, seed, step), dx);
+}
+
+static arb_status norm_bwd(arb_model *m, int32_t i, int64_t off, const float *dy, int64_t n, float *dx,
+                           const arb_model_step_params *sp, arb_model_step_stats *tot) {
+    tparam *P = &m->p[i];
+    int64_t D = P->w.cols;
+    float *slot = P->d_dy + off * D;
+    if (slot != dy) ARB_TRY(arb_cuda_copy_d2d(slot, dy, sizeof(float) * (size_t)(n * D)));
+    if (fuse_use(m, P, off, n)) {
+        arb_update_params up;
+        arb_mdl_update_prep(m, i, sp, &up);
+        arb_update_stats st = {0};
+        ARB_TRY(arb_ternary_rmsnorm_backward_update(&P->dw, P->d_x + off * D, P->d_xs + off, slot, n, dx, &up, &P->st,
+                                                    &st));
+        arb_mdl_update_finish(m, i, sp, &st, tot);
+        P->done = true;
+        return ARB_OK;
+    }
+    return arb_ternary_rmsnorm_backward_update(&P->dw, P->d_x + off * D, P->d_xs + off, slot, n, dx, NULL, NULL, NULL);
+}
+
+/* The deferred update of tensor i over its whole tape (the CPU's order and calls). */
+static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_params *sp, arb_model_step_stats *tot) {
+    tparam *P = &m->p[i];
+    arb_update_params up;
+    arb_mdl_update_prep(m, i, sp, &up);
+    arb_update_stats st = {0};
+    switch (P->kind) {
+    case P_GAIN: {
+        float *dxs = NULL;
+        size_t b;
+        ARB_TRY(nbytes((size_t)(P->n * P->w.cols), sizeof(float), &b));
+        ARB_TRY(arb_cuda_malloc((void **)&dxs, b));
+        arb_status s = arb_ternary_rmsnorm_backward_update(&P->dw, P->d_x, P->d_xs, P->d_dy, P->n, dxs, &up, &P->st, &st);
+        arb_cuda_free(dxs);
+        ARB_TRY(s);
+        break;
+    }
+    case P_EMB:
+        ARB_TRY(arb_ternary_embedding_backward_update(&P->dw, P->d_idx, P->d_dy, P->n, &up, &P->st, &st));
+        break;
+    default:
+        ARB_TRY(arb_ternary_linear_backward_update(&P->dw, P->d_xq, P->d_xs, P->d_dy, P->n, &up, &P->st, &st));
+        break;
+    }
+    arb_mdl_update_finish(m, i, sp, &st, tot);
+    P->done = true;
+    return ARB_OK;
+}
+
+/* ---------------------------------------------------------------- attention */
+/* Views of the per-head slices: rows of qkv (ld 3D) or of an (N, D) buffer, batch index b with
+ * stride T rows, head h with stride hd columns. */
+static arb_mcu_mat head_view(float *base, int64_t T, int64_t ld, int64_t col, int hd, bool transposed) {
+    arb_mcu_mat v = {base + col, T * ld, hd, ld, 1};
+    if (transposed) {
+        v.sr = 1;
+        v.sc = ld;
+    }
+    return v;
+}
+
+static arb_mcu_mat prob_view(float *p, int64_t H, int64_t T, bool transposed) {
+    arb_mcu_mat v = {p, H * T * T, T * T, T, 1};
+    if (transposed) {
+        v.sr = 1;
+        v.sc = T;
+    }
+    return v;
+}
+
+static arb_status attn_forward(arb_model *m, layer *Ly, float *y) {
+    const arb_model_config *c = &m->cfg;
+    const int64_t B = m->B, T = m->T, D = c->dim, H = c->n_heads, hd = D / H;
+    const float sc = 1.0f / sqrtf((float)hd);
+    float *qkv = Ly->d_qkv;
+    /* S = Q Kᵀ · sc, then the causal softmax in place: P */
+    ARB_TRY(arb_mcu_bgemm(head_view(qkv, T, 3 * D, 0, (int)hd, false), head_view(qkv, T, 3 * D, D, (int)hd, true),
+                          prob_view(Ly->d_p, H, T, false), T, T, hd, B * H, H, sc, ARB_MCU_TRI_OUT));
+    ARB_TRY(arb_mcu_softmax_causal(Ly->d_p, B * H, T));
+    /* Y = P V */
+    return arb_mcu_bgemm(prob_view(Ly->d_p, H, T, false), head_view(qkv, T, 3 * D, 2 * D, (int)hd, false),
+                         head_view(y, T, D, 0, (int)hd, false), T, hd, T, B * H, H, 1.0f, ARB_MCU_K_LE_ROW);
+}
+
+/* dqkv (N, 3D) from dy (N, D). */
+static arb_status attn_backward(arb_model *m, layer *Ly, float *dy, float *dqkv) {
+    const arb_model_config *c = &m->cfg;
+    const int64_t B = m->B, T = m->T, D = c->dim, H = c->n_heads, hd = D / H;
+    const float sc = 1.0f / sqrtf((float)hd);
+    float *qkv = Ly->d_qkv;
+    /* dP = dY Vᵀ; dS = P ⊙ (dP − rowdot) · sc */
+    ARB_TRY(arb_mcu_bgemm(head_view(dy, T, D, 0, (int)hd, false), head_view(qkv, T, 3 * D, 2 * D, (int)hd, true),
+                          prob_view(m->d_dp, H, T, false), T, T, hd, B * H, H, 1.0f, ARB_MCU_TRI_OUT));
+    ARB_TRY(arb_mcu_softmax_causal_backward(Ly->d_p, m->d_dp, B * H, T, sc));
+    /* dV = Pᵀ dY, dQ = dS K, dK = dSᵀ Q */
+    ARB_TRY(arb_mcu_bgemm(prob_view(Ly->d_p, H, T, true), head_view(dy, T, D, 0, (int)hd, false),
+                          head_view(dqkv, T, 3 * D, 2 * D, (int)hd, false), T, hd, T, B * H, H, 1.0f, ARB_MCU_K_GE_ROW));
+    ARB_TRY(arb_mcu_bgemm(prob_view(m->d_dp, H, T, false), head_view(qkv, T, 3 * D, D, (int)hd, false),
+                          head_view(dqkv, T, 3 * D, 0, (int)hd, false), T, hd, T, B * H, H, 1.0f, ARB_MCU_K_LE_ROW));
+    return arb_mcu_bgemm(prob_view(m->d_dp, H, T, true), head_view(qkv, T, 3 * D, 0, (int)hd, false),
+                         head_view(dqkv, T, 3 * D, D, (int)hd, false), T, hd, T, B * H, H, 1.0f, ARB_MCU_K_GE_ROW);
+}
+
+/* ---------------------------------------------------------------- forward */
+arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
+                           bool train, arb_loss_parts *lp) {
+    const arb_model_config *c = &m->cfg;
+    const int64_t N = B * T, D = c->dim, V = c->vocab;
+    const int H = c->n_heads, hd = c->dim / c->n_heads;
+    ARB_TRY(set_dev(m));
+    if (m->dev_stale) ARB_TRY(arb_mcu_upload(m));
+    if (B * (int64_t)H > 65535) return arb_error(ARB_ERR_UNSUPPORTED, "cuda model: batch x heads %lld > 65535", (long long)(B * H));
+    ARB_TRY(ensure_work(m, B, T));
+    m->B = B;
+    m->T = T;
+    m->N = N;
+    m->tape = false;
+    for (int32_t i = 0; i < m->np; i++) {
+        m->p[i].n = 0;
+        m->p[i].uses = 0;
+        m->p[i].done = false;
+    }
+    ARB_TRY(arb_cuda_copy_h2d(m->d_tokens, tokens, sizeof(int32_t) * (size_t)N));
+    if (targets) ARB_TRY(arb_cuda_copy_h2d(m->d_targets, targets, sizeof(int32_t) * (size_t)N));
+    arb_loss_parts L = {0};
+
+    tparam *Pe = &m->p[m->embed];
+    ARB_TRY(dparam_reserve(Pe, N));
+    ARB_TRY(arb_cuda_copy_d2d(Pe->d_idx, m->d_tokens, sizeof(int32_t) * (size_t)N));
+    Pe->n = N;
+    ARB_TRY(arb_ternary_embedding_forward(&Pe->dw, m->d_tokens, N, m->d_x));
+
+    for (int l = 0; l < c->n_layers; l++) {
+        layer *Ly = &m->L[l];
+        if (Ly->qkv >= 0) {
+            ARB_TRY(norm_fwd(m, Ly->an, m->d_x, N, m->d_h, &Ly->off_an));
+            ARB_TRY(lin_fwd(m, Ly->qkv, m->d_h, N, Ly->d_qkv, &Ly->off_qkv));
+            if (c->rotary) {
+                ARB_TRY(arb_mcu_rope(Ly->d_qkv, N, T, 3 * D, 0, H, hd, m->d_rope, +1));
+                ARB_TRY(arb_mcu_rope(Ly->d_qkv, N, T, 3 * D, D, H, hd, m->d_rope, +1));
+            }
+            ARB_TRY(attn_forward(m, Ly, m->d_t1));
+            ARB_TRY(lin_fwd(m, Ly->o, m->d_t1, N, m->d_t2, &Ly->off_o));
+            ARB_TRY(arb_mcu_add(m->d_x, m->d_t2, N * D));
+        }
+        ARB_TRY(norm_fwd(m, Ly->fn, m->d_x, N, m->d_h, &Ly->off_fn));
+        ARB_TRY(lin_fwd(m, Ly->w1, m->d_h, N, Ly->d_u, &Ly->off_w1));
+        ARB_TRY(arb_mcu_relu2(Ly->d_u, N * arb_mdl_mlp_hidden(c), m->d_big));
+        ARB_TRY(lin_fwd(m, Ly->w2, m->d_big, N, m->d_t2, &Ly->off_w2));
+        ARB_TRY(arb_mcu_add(m->d_x, m->d_t2, N * D));
+    }
+    int64_t off;
+    ARB_TRY(norm_fwd(m, m->fnorm, m->d_x, N, m->d_h, &off));
+    ARB_TRY(lin_fwd(m, m->head, m->d_h, N, m->d_logits, &off));
+    if (targets) {
+        int64_t cnt = 0;
+        for (int64_t r = 0; r < N; r++)
+            if (targets[r] >= 0 && targets[r] != ARB_TOK_PAD && targets[r] < V) cnt++;
+        float gscale = 1.0f / (float)(cnt > 0 ? cnt : 1);
+        /* the logits' gradient goes straight into the head's tape slot */
+        float *dl = train ? m->p[m->head].d_dy + off * V : NULL;
+        ARB_TRY(arb_mcu_ce(m->d_logits, m->d_targets, N, V, gscale, dl, m->d_rowloss));
+        ARB_TRY(arb_cuda_copy_d2h(m->h_rowloss, m->d_rowloss, sizeof(double) * (size_t)N));
+        double sum = 0.0; /* row order, as the CPU sums */
+        for (int64_t r = 0; r < N; r++) sum += m->h_rowloss[r];
+        L.ce = cnt ? sum / (double)cnt : 0.0;
+        L.n_targets = cnt;
+        m->n_counted = cnt;
+        L.total = L.ce;
+    }
+    m->tape = train;
+    if (lp) *lp = L;
+    return ARB_OK;
+}
+
+arb_status arb_mcu_logits_row(arb_model *m, int64_t row, float *logits) {
+    const int64_t V = m->cfg.vocab;
+    return arb_cuda_copy_d2h(logits, m->d_logits + row * V, sizeof(float) * (size_t)V);
+}
+
+/* ---------------------------------------------------------------- backward + update */
+/* The output-gradient slot of tensor i's use at row offset off. */
+static float *gslot(arb_model *m, int32_t i, int64_t off) {
+    tparam *P = &m->p[i];
+    return P->d_dy + off * (P->kind == P_GAIN || P->kind == P_EMB ? P->w.cols : P->w.rows);
+}
+
+static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *tot) {
+    const arb_model_config *c = &m->cfg;
+    const int64_t N = m->N, D = c->dim, T = m->T;
+    const int H = c->n_heads, hd = c->dim / c->n_heads;
+    float *dx = m->d_x; /* the residual gradient (the forward's x is no longer needed) */
+
+    /* gradients land in the tape slot of the op that consumes them: no copies */
+    ARB_TRY(lin_bwd(m, m->head, 0, gslot(m, m->head, 0), N, gslot(m, m->fnorm, 0), sp, tot));
+    ARB_TRY(norm_bwd(m, m->fnorm, 0, gslot(m, m->fnorm, 0), N, dx, sp, tot));
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        layer *Ly = &m->L[l];
+        float *du = gslot(m, Ly->w1, Ly->off_w1), *dn = gslot(m, Ly->fn, Ly->off_fn);
+        ARB_TRY(lin_bwd(m, Ly->w2, Ly->off_w2, dx, N, m->d_big, sp, tot));
+        ARB_TRY(arb_mcu_relu2_backward(Ly->d_u, m->d_big, N * arb_mdl_mlp_hidden(c), du));
+        ARB_TRY(lin_bwd(m, Ly->w1, Ly->off_w1, du, N, dn, sp, tot));
+        ARB_TRY(norm_bwd(m, Ly->fn, Ly->off_fn, dn, N, m->d_t1, sp, tot));
+        ARB_TRY(arb_mcu_add(dx, m->d_t1, N * D));
+        if (Ly->qkv >= 0) {
+            float *dqkv = gslot(m, Ly->qkv, Ly->off_qkv), *da = gslot(m, Ly->an, Ly->off_an);
+            ARB_TRY(lin_bwd(m, Ly->o, Ly->off_o, dx, N, m->d_t1, sp, tot));
+            ARB_TRY(attn_backward(m, Ly, m->d_t1, dqkv));
+            if (c->rotary) {
+                ARB_TRY(arb_mcu_rope(dqkv, N, T, 3 * D, 0, H, hd, m->d_rope, -1));
+                ARB_TRY(arb_mcu_rope(dqkv, N, T, 3 * D, D, H, hd, m->d_rope, -1));
+            }
+            ARB_TRY(lin_bwd(m, Ly->qkv, Ly->off_qkv, dqkv, N, da, sp, tot));
+            ARB_TRY(norm_bwd(m, Ly->an, Ly->off_an, da, N, m->d_t1, sp, tot));
+            ARB_TRY(arb_mcu_add(dx, m->d_t1, N * D));
+        }
+    }
+    tparam *Pe = &m->p[m->embed];
+    ARB_TRY(arb_cuda_copy_d2d(Pe->d_dy, dx, sizeof(float) * (size_t)(N * D)));
+    /* every tensor not yet updated folds its tape now, in index order */
+    for (int32_t i = 0; i < m->np; i++) {
+        if (m->p[i].kind == P_MEM || m->p[i].n == 0 || m->p[i].done) continue;
+        ARB_TRY(update_param(m, i, sp, tot));
+    }
+    return ARB_OK;
+}
+
+arb_status arb_mcu_backward_update(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *stats) {
+    ARB_TRY(set_dev(m));
+    m->tape = false;
+    arb_model_step_stats tot = {0};
+    arb_status s = backward(m, sp, &tot);
+    /* the device state moved (also on a failure part way: never upload the old mirrors over it) */
+    m->host_stale = true;
+    m->dev_stale = false;
+    ARB_TRY(s);
+    ARB_TRY(arb_cuda_synchronize());
+    if (stats) *stats = tot;
+    return ARB_OK;
+}
+
+/* ---------------------------------------------------------------- test hook */
+static arb_status d2h_dup(void **out, const void *src, size_t n) {
+    *out = arb_alloc(n ? n : 1);
+    if (!*out) return arb_error(ARB_ERR_OOM, "model tape: %zu bytes", n);
+    return n ? arb_cuda_copy_d2h(*out, src, n) : ARB_OK;
+}
+
+arb_status arb_mcu_tape_copy(arb_model *m, int32_t i, arb_model_tape *t) {
+    ARB_TRY(set_dev(m));
+    const tparam *P = &m->p[i];
+    size_t n = (size_t)P->n, rows = (size_t)P->w.rows, cols = (size_t)P->w.cols, cp = (size_t)P->w.cols_pad;
+    t->n = P->n;
+    t->rows = P->w.rows;
+    t->cols = P->w.cols;
+    t->cols_pad = P->w.cols_pad;
+    t->kind = P->kind == P_EMB ? 1 : P->kind == P_GAIN ? 2 : 0;
+    arb_status s = ARB_OK;
+    if (t->kind == 0) {
+        s = d2h_dup((void **)&t->xq, P->d_xq, n * cp);
+        if (s == ARB_OK) s = d2h_dup((void **)&t->xs, P->d_xs, n * sizeof(float));
+        if (s == ARB_OK) s = d2h_dup((void **)&t->dy, P->d_dy, n * rows * sizeof(float));
+    } else if (t->kind == 1) {
+        s = d2h_dup((void **)&t->idx, P->d_idx, n * sizeof(int32_t));
+        if (s == ARB_OK) s = d2h_dup((void **)&t->dy, P->d_dy, n * cols * sizeof(float));
+    } else {
+        s = d2h_dup((void **)&t->x, P->d_x, n * cols * sizeof(float));
+        if (s == ARB_OK) s = d2h_dup((void **)&t->xs, P->d_xs, n * sizeof(float));
+        if (s == ARB_OK) s = d2h_dup((void **)&t->dy, P->d_dy, n * cols * sizeof(float));
+    }
+    if (s != ARB_OK) arb_model_tape_free(t);
+    return s;
+}
+
+#else
+typedef int arb_model_cuda_unused; /* ISO C: a translation unit is not empty */
+#endif
