@@ -105,6 +105,46 @@ __global__ void k_quantize_rows(const float *x, int64_t cols, int64_t ld, int8_t
     }
 }
 
+/* The same per row with one warp per row, for rows up to a few thousand values (a 256-thread
+ * block per 384-wide row spent its time in barriers). */
+__global__ void __launch_bounds__(256) k_quantize_rows_warp(const float *x, int64_t rows, int64_t cols, int64_t ld,
+                                                            int8_t *q, float *scale, int *bad) {
+    const int64_t r = blockIdx.x * (int64_t)8 + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const float *xr = x + r * cols;
+    int8_t *qr = q + r * ld;
+    float amax = 0.0f;
+    int nan = 0;
+    for (int64_t c = lane; c < cols; c += 32) {
+        float a = fabsf(xr[c]);
+        nan |= !(a <= 3.4028234663852886e38f);
+        amax = fmaxf(amax, a);
+    }
+    for (int o = 16; o; o >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        nan |= __shfl_xor_sync(0xffffffffu, nan, o);
+    }
+    if (amax == 0.0f || nan) {
+        if (lane == 0) {
+            scale[r] = 0.0f;
+            if (nan) atomicOr(bad, 1);
+        }
+        for (int64_t c = lane; c < ld; c += 32) qr[c] = 0;
+        return;
+    }
+    float inv = __fdiv_rn(127.0f, amax);
+    if (lane == 0) scale[r] = __fdiv_rn(amax, 127.0f);
+    for (int64_t c = lane; c < ld; c += 32) {
+        int v = 0;
+        if (c < cols) {
+            v = __float2int_rn(__fmul_rn(xr[c], inv));
+            v = v > 127 ? 127 : (v < -127 ? -127 : v);
+        }
+        qr[c] = (int8_t)v;
+    }
+}
+
 extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q,
                                              float *scale) {
     if (rows < 0 || cols < 0 || ld < cols)
@@ -117,8 +157,14 @@ extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64
     arb_cuda_scratch bad;
     ARB_TRY(bad.alloc(sizeof(int)));
     ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), arb_cuda_cur_stream()));
-    k_quantize_rows<<<(unsigned)rows, 256, 0, arb_cuda_cur_stream()>>>(x, cols, ld, q, scale, bad.as<int>());
-    ARB_CU_LAUNCH("k_quantize_rows");
+    if (cols <= 4096) {
+        k_quantize_rows_warp<<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, cols, ld, q, scale,
+                                                                                           bad.as<int>());
+        ARB_CU_LAUNCH("k_quantize_rows_warp");
+    } else {
+        k_quantize_rows<<<(unsigned)rows, 256, 0, arb_cuda_cur_stream()>>>(x, cols, ld, q, scale, bad.as<int>());
+        ARB_CU_LAUNCH("k_quantize_rows");
+    }
     int h = 0;
     ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h));
     if (h) return arb_error(ARB_ERR_INVALID_ARG, "arb_cuda_quantize_rows: a row has a NaN or infinite value");
@@ -412,35 +458,29 @@ __device__ __forceinline__ float gain_at(const uint8_t *trits, float s0, int64_t
     return __fmul_rn((float)tr, s0);
 }
 
-/* Block-wide double sum (fixed tree order within the block). */
-__device__ double block_sum_d(double v, double *sh) {
+
+/* One warp per row (rows of a few hundred to a few thousand values: a block per row left most
+ * of the GPU idle in __syncthreads), double sum of squares as on the CPU. */
+enum { RMS_WARPS = 8 };
+
+__device__ __forceinline__ double warp_sum_d(double v) {
     for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        v = threadIdx.x < (blockDim.x >> 5) ? sh[threadIdx.x] : 0.0;
-        for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (threadIdx.x == 0) sh[0] = v;
-    }
-    __syncthreads();
-    v = sh[0];
-    __syncthreads();
     return v;
 }
 
-__global__ void k_rms_fwd(const uint8_t *trits, const float *scale, const float *x, int64_t d, float eps, float *y,
-                          float *rstd) {
-    __shared__ double sh[32];
-    int64_t t = blockIdx.x;
+__global__ void __launch_bounds__(32 * RMS_WARPS) k_rms_fwd(const uint8_t *trits, const float *scale, const float *x,
+                                                            int64_t n, int64_t d, float eps, float *y, float *rstd) {
+    const int64_t t = blockIdx.x * (int64_t)RMS_WARPS + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (t >= n) return;
     const float *xr = x + t * d;
     double ss = 0.0;
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
-    ss = block_sum_d(ss, sh);
+    for (int64_t i = lane; i < d; i += 32) ss += (double)xr[i] * (double)xr[i];
+    ss = warp_sum_d(ss);
     float r = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
-    if (threadIdx.x == 0) rstd[t] = r;
+    if (lane == 0) rstd[t] = r;
     float s0 = scale[0];
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-        y[t * d + i] = __fmul_rn(__fmul_rn(xr[i], r), gain_at(trits, s0, i));
+    for (int64_t i = lane; i < d; i += 32) y[t * d + i] = __fmul_rn(__fmul_rn(xr[i], r), gain_at(trits, s0, i));
 }
 
 static arb_status check_gain(const arb_ternary *g, const char *what) {
@@ -459,47 +499,64 @@ extern "C" arb_status arb_cuda_ternary_rmsnorm_forward(const arb_ternary *gain, 
     if (!(eps >= 0.0f)) return arb_error(ARB_ERR_INVALID_ARG, "%s: eps %g must be >= 0", what, (double)eps);
     if (n == 0) return ARB_OK;
     if (!x || !y || !rstd) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
-    k_rms_fwd<<<(unsigned)n, 256, 0, arb_cuda_cur_stream()>>>(gain->trits, gain->scale, x, gain->cols, eps, y, rstd);
+    k_rms_fwd<<<(unsigned)((n + RMS_WARPS - 1) / RMS_WARPS), 32 * RMS_WARPS, 0, arb_cuda_cur_stream()>>>(
+        gain->trits, gain->scale, x, n, gain->cols, eps, y, rstd);
     ARB_CU_LAUNCH("k_rms_fwd");
     return ARB_OK;
 }
 
-/* dx per row (double, like the CPU), and the gain signal's absmax. */
-__global__ void k_rms_bwd(const uint8_t *trits, const float *scale, const float *x, const float *rstd, const float *dy,
-                          int64_t d, float *dx, unsigned *amax_bits, int *bad) {
-    __shared__ double sh[32];
-    int64_t t = blockIdx.x;
-    const float *xr = x + t * d, *dr = dy + t * d;
-    float r = rstd[t], s0 = scale[0];
-    double dot = 0.0;
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-        dot += (double)dr[i] * (double)gain_at(trits, s0, i) * (double)xr[i] * (double)r;
-    double mean = block_sum_d(dot, sh) / (double)d;
+/* dx per row (double, like the CPU; one warp per row), and the gain signal's absmax: one atomic
+ * per block (a max is exact in any order; per-warp atomics on one address serialized). */
+__global__ void __launch_bounds__(32 * RMS_WARPS) k_rms_bwd(const uint8_t *trits, const float *scale, const float *x,
+                                                            const float *rstd, const float *dy, int64_t n, int64_t d,
+                                                            float *dx, unsigned *amax_bits, int *bad) {
+    __shared__ float s_m[RMS_WARPS];
+    __shared__ int s_nan[RMS_WARPS];
+    const int64_t t = blockIdx.x * (int64_t)RMS_WARPS + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float m = 0.0f;
     int nan = 0;
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-        double xh = (double)xr[i] * (double)r;
-        dx[t * d + i] = (float)((double)r * ((double)dr[i] * (double)gain_at(trits, s0, i) - xh * mean));
-        float a = fabsf(__fmul_rn(__fmul_rn(xr[i], r), dr[i]));
-        nan |= !(a <= 3.4028234663852886e38f);
-        m = fmaxf(m, a);
+    if (t < n) {
+        const float *xr = x + t * d, *dr = dy + t * d;
+        float r = rstd[t], s0 = scale[0];
+        double dot = 0.0;
+        for (int64_t i = lane; i < d; i += 32) dot += (double)dr[i] * (double)gain_at(trits, s0, i) * (double)xr[i] * (double)r;
+        double mean = warp_sum_d(dot) / (double)d;
+        for (int64_t i = lane; i < d; i += 32) {
+            double xh = (double)xr[i] * (double)r;
+            dx[t * d + i] = (float)((double)r * ((double)dr[i] * (double)gain_at(trits, s0, i) - xh * mean));
+            float a = fabsf(__fmul_rn(__fmul_rn(xr[i], r), dr[i]));
+            nan |= !(a <= 3.4028234663852886e38f);
+            m = fmaxf(m, a);
+        }
     }
     for (int o = 16; o; o >>= 1) {
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
         nan |= __shfl_xor_sync(0xffffffffu, nan, o);
     }
-    if ((threadIdx.x & 31) == 0) {
-        atomicMax(amax_bits, __float_as_uint(m));
+    if (lane == 0) {
+        s_m[warp] = m;
+        s_nan[warp] = nan;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < RMS_WARPS; w++) {
+            m = fmaxf(m, s_m[w]);
+            nan |= s_nan[w];
+        }
+        if (m > 0.0f) atomicMax(amax_bits, __float_as_uint(m));
         if (nan) atomicOr(bad, 1);
     }
 }
 
-/* Column sums of the quantized gain signal: one thread per column, tokens in any order (int). */
-__global__ void k_rms_grad(const float *x, const float *rstd, const float *dy, int64_t n, int64_t d, float inv,
+/* Column sums of the quantized gain signal: one thread per column and RMS_GRAD_TOKENS tokens (enough
+ * blocks to fill the GPU), integer sums in any order. */
+enum { RMS_GRAD_TOKENS = 64 };
+__global__ void k_rms_grad(const float *x, const float *rstd, const float *dy, int64_t n, int64_t d, int64_t per, float inv,
                            arb_rng_key key, int32_t *g) {
     int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= d) return;
-    int64_t t0 = blockIdx.y * (int64_t)256, t1 = t0 + 256 < n ? t0 + 256 : n;
+    int64_t t0 = blockIdx.y * per, t1 = t0 + per < n ? t0 + per : n;
     int32_t sum = 0;
     for (int64_t t = t0; t < t1; t++) {
         int64_t j = t * d + i;
@@ -526,8 +583,8 @@ extern "C" arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain
     ARB_TRY(flags.alloc(2 * sizeof(unsigned)));
     ARB_CU(cudaMemsetAsync(flags.p, 0, 2 * sizeof(unsigned), s));
     if (n > 0) {
-        k_rms_bwd<<<(unsigned)n, 256, 0, s>>>(gain->trits, gain->scale, x, rstd, dy, d, dx, flags.as<unsigned>(),
-                                              flags.as<int>() + 1);
+        k_rms_bwd<<<(unsigned)((n + RMS_WARPS - 1) / RMS_WARPS), 32 * RMS_WARPS, 0, s>>>(
+            gain->trits, gain->scale, x, rstd, dy, n, d, dx, flags.as<unsigned>(), flags.as<int>() + 1);
         ARB_CU_LAUNCH("k_rms_bwd");
     }
     if (!p) return ARB_OK;
@@ -540,9 +597,11 @@ extern "C" arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain
     ARB_CU(cudaMemsetAsync(g.p, 0, (size_t)d * sizeof(int32_t), s));
     if (amax > 0.0f && n > 0) {
         float inv = 127.0f / amax;
-        dim3 grid(arb_cuda_blocks(d, 128), arb_cuda_blocks(n, 256));
-        k_rms_grad<<<grid, 128, 0, s>>>(x, rstd, dy, n, d, inv, arb_update_key(p->seed, p->step, gain->id, ARB_RNG_GRAD),
-                                        g.as<int32_t>());
+        int64_t per = (n + 65534) / 65535; /* grid.y ≤ 65535 */
+        if (per < (int64_t)RMS_GRAD_TOKENS) per = RMS_GRAD_TOKENS;
+        dim3 grid(arb_cuda_blocks(d, 128), arb_cuda_blocks(n, (int)per));
+        k_rms_grad<<<grid, 128, 0, s>>>(x, rstd, dy, n, d, per, inv,
+                                        arb_update_key(p->seed, p->step, gain->id, ARB_RNG_GRAD), g.as<int32_t>());
         ARB_CU_LAUNCH("k_rms_grad");
     }
     float s0 = 0.0f;
