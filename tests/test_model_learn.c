@@ -108,7 +108,7 @@ static void snapshot(arb_model *m, unsigned char **buf, size_t *len) {
     for (int32_t i = 0; i < arb_model_n_ternary(m); i++) {
         arb_ternary *w;
         ARB_ASSERT_OK(arb_model_ternary_at(m, i, NULL, &w, NULL));
-        n += (size_t)(w->rows_pad * w->cols_pad / 4) + (size_t)(w->rows * w->cols) + 2 * (size_t)w->rows;
+        n += (size_t)(w->rows_pad * w->cols_pad / 4) + (size_t)(w->rows * w->cols) + (w->exp ? 2 * (size_t)w->rows : 0);
     }
     unsigned char *b = malloc(n), *p = b;
     for (int32_t i = 0; i < arb_model_n_ternary(m); i++) {
@@ -116,8 +116,10 @@ static void snapshot(arb_model *m, unsigned char **buf, size_t *len) {
         ARB_ASSERT_OK(arb_model_ternary_at(m, i, NULL, &w, NULL));
         memcpy(p, w->trits, (size_t)(w->rows_pad * w->cols_pad / 4)); p += w->rows_pad * w->cols_pad / 4;
         memcpy(p, w->accum, (size_t)(w->rows * w->cols)); p += w->rows * w->cols;
-        memcpy(p, w->exp, (size_t)w->rows); p += w->rows;
-        memcpy(p, w->exp_evidence, (size_t)w->rows); p += w->rows;
+        if (w->exp) { /* fixed exponents have none */
+            memcpy(p, w->exp, (size_t)w->rows); p += w->rows;
+            memcpy(p, w->exp_evidence, (size_t)w->rows); p += w->rows;
+        }
     }
     *buf = b;
     *len = n;
@@ -201,7 +203,7 @@ static void test_exp_modes(void **state) {
             arb_ternary *w;
             ARB_ASSERT_OK(arb_model_ternary_at(m, i, NULL, &w, NULL));
             for (int64_t r = 0; r < w->rows; r++) {
-                if (w->exp[r] == 0) continue;
+                if (!w->exp || w->exp[r] == 0) continue; /* no E state: fixed at 0 */
                 if (w->kind == ARB_TERNARY_GAIN) moved_gain++;
                 else moved_other++;
             }

@@ -75,8 +75,10 @@ static void assert_same_model(arb_model *a, arb_model *b) {
         size_t ntr = (size_t)(ta->rows_pad / 16) * (size_t)(ta->cols_pad / 16) * 64;
         if (memcmp(ta->trits, tb->trits, ntr)) fail_msg("tensor %s: trits differ", na);
         if (memcmp(ta->accum, tb->accum, (size_t)(ta->rows * ta->cols))) fail_msg("tensor %s: T_accum differs", na);
-        if (memcmp(ta->exp, tb->exp, (size_t)ta->rows)) fail_msg("tensor %s: E differs", na);
-        if (memcmp(ta->exp_evidence, tb->exp_evidence, (size_t)ta->rows)) fail_msg("tensor %s: evidence differs", na);
+        if (!ta->exp != !tb->exp) fail_msg("tensor %s: fixed exponent on one side only", na);
+        if (ta->exp && memcmp(ta->exp, tb->exp, (size_t)ta->rows)) fail_msg("tensor %s: E differs", na);
+        if (ta->exp && memcmp(ta->exp_evidence, tb->exp_evidence, (size_t)ta->rows))
+            fail_msg("tensor %s: evidence differs", na);
         if (memcmp(ta->scale, tb->scale, sizeof(float) * (size_t)ta->rows)) fail_msg("tensor %s: scale differs", na);
         if (ua && ub && memcmp(&ua->grad_norm, &ub->grad_norm, sizeof ua->grad_norm))
             fail_msg("tensor %s: update state differs", na);
@@ -172,7 +174,7 @@ static void test_threads_invariant(void **state) {
 
 /* ---------------------------------------------------------------- damaged checkpoints */
 
-typedef enum { MOD_NONE, MOD_DROP, MOD_SHAPE, MOD_DTYPE, MOD_CODE3, MOD_EXTRA, MOD_DROP_META, MOD_BAD_HEX, MOD_EXP_RANGE } mod_kind;
+typedef enum { MOD_NONE, MOD_DROP, MOD_SHAPE, MOD_DTYPE, MOD_CODE3, MOD_EXTRA, MOD_DROP_META, MOD_BAD_HEX, MOD_EXP_RANGE, MOD_ADD_EXP } mod_kind;
 
 /* Copies src to dst, changing tensor `target` (or metadata key) as `mod` says. */
 static void copy_ckpt(const char *src, const char *dst, const char *target, mod_kind mod) {
@@ -201,6 +203,11 @@ static void copy_ckpt(const char *src, const char *dst, const char *target, mod_
         int64_t sh[1] = {4};
         int8_t d[4] = {0};
         ARB_ASSERT_OK(arb_st_writer_add(w, "bogus.tensor", ARB_I8, 1, sh, d));
+    }
+    if (mod == MOD_ADD_EXP) { /* `target` = NAME.exp of a fixed-exponent tensor: an all-zero E */
+        int64_t sh[1] = {1};
+        int8_t d[1] = {0};
+        ARB_ASSERT_OK(arb_st_writer_add(w, target, ARB_I8, 1, sh, d));
     }
     for (size_t i = 0; i < arb_safetensors_metadata_count(st); i++) {
         const char *k = arb_safetensors_metadata_key(st, i);
@@ -285,9 +292,21 @@ static void test_load_validation(void **state) {
     snprintf(nm, sizeof nm, "%s.trits", name);
     copy_ckpt(good, bad, nm, MOD_CODE3);
     expect_refused(bad, &c, NULL, ARB_ERR_FORMAT, "code 3", true);
-    snprintf(nm, sizeof nm, "%s.exp", name);
-    copy_ckpt(good, bad, nm, MOD_EXP_RANGE);
-    expect_refused(bad, &c, NULL, ARB_ERR_FORMAT, nm, true);
+    { /* E out of range, on a tensor whose E trains (fixed ones store none) */
+        const char *ename = NULL;
+        arb_ternary *et = NULL;
+        for (int32_t i = 0; i < arb_model_n_ternary(tr->model) && !(et && et->exp); i++)
+            ARB_ASSERT_OK(arb_model_ternary_at(tr->model, i, &ename, &et, NULL));
+        assert_true(et && et->exp);
+        snprintf(nm, sizeof nm, "%s.exp", ename);
+        copy_ckpt(good, bad, nm, MOD_EXP_RANGE);
+        expect_refused(bad, &c, NULL, ARB_ERR_FORMAT, nm, true);
+        if (!t->exp) { /* E stored for a tensor whose E is fixed: not this model's checkpoint */
+            snprintf(nm, sizeof nm, "%s.exp", name);
+            copy_ckpt(good, bad, nm, MOD_ADD_EXP);
+            expect_refused(bad, &c, NULL, ARB_ERR_FORMAT, nm, true);
+        }
+    }
     copy_ckpt(good, bad, NULL, MOD_EXTRA);
     expect_refused(bad, &c, NULL, ARB_ERR_FORMAT, "bogus.tensor", true);
     copy_ckpt(good, bad, "progress", MOD_DROP_META);

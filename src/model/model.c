@@ -39,6 +39,13 @@ static arb_status grow_f(float **p, size_t old_n, size_t n) {
     return ARB_OK;
 }
 
+/* Whether a tensor's row exponent E trains under this config (exp_mode: 0 none, 1 all, 2 all but
+ * the norm gains; memory slots and the VQ codebook never). A fixed E is 0 and carries no state. */
+static bool exp_trains(const arb_model_config *c, int kind) {
+    if (kind == P_MEM || kind == P_CODE || c->exp_mode == 0) return false;
+    return !(c->exp_mode == 2 && kind == P_GAIN);
+}
+
 static arb_status add_param(arb_model *m, const char *name, int kind, int64_t rows, int64_t cols, int32_t *out) {
     if (m->np == m->cap_p) {
         int32_t cap = m->cap_p ? m->cap_p * 2 : 32;
@@ -56,6 +63,7 @@ static arb_status add_param(arb_model *m, const char *name, int kind, int64_t ro
                                                                                : ARB_TERNARY_LINEAR;
     ARB_TRY(arb_ternary_init(&P->w, rows, cols, tk, m->np + 1, arb_cpu())); /* host (mirror on CUDA) */
     m->np++;
+    if (!exp_trains(&m->cfg, kind)) ARB_TRY(arb_ternary_fix_exponent(&P->w));
     ARB_TRY(arb_ternary_randomize(&P->w, m->seed));
     *out = m->np - 1;
     return ARB_OK;
@@ -640,8 +648,7 @@ void arb_mdl_update_prep(const arb_model *m, int32_t i, const arb_model_step_par
     arb_update_params up = sp->update;
     up.eta = sp->update.eta * (sp->tensor_eta ? sp->tensor_eta[i] : 1.0f);
     if (m->cfg.flip_balance) up.eta *= arb_ternary_exp_mult(m->balance[i]);
-    if (P->kind == P_MEM || P->kind == P_CODE || m->cfg.exp_mode == 0 || (m->cfg.exp_mode == 2 && P->kind == P_GAIN))
-        up.update_exp = false;
+    if (!exp_trains(&m->cfg, P->kind)) up.update_exp = false;
     *out = up;
 }
 

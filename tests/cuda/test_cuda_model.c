@@ -55,8 +55,12 @@ static void copy_ternary(arb_ternary *dst, const arb_ternary *src) {
     ARB_ASSERT_OK(arb_ternary_init(dst, src->rows, src->cols, src->kind, src->id, arb_cpu()));
     memcpy(dst->trits, src->trits, (size_t)(src->rows_pad * src->cols_pad / 4));
     memcpy(dst->accum, src->accum, (size_t)(src->rows * src->cols));
-    memcpy(dst->exp, src->exp, (size_t)src->rows);
-    memcpy(dst->exp_evidence, src->exp_evidence, (size_t)src->rows);
+    if (src->exp) {
+        memcpy(dst->exp, src->exp, (size_t)src->rows);
+        memcpy(dst->exp_evidence, src->exp_evidence, (size_t)src->rows);
+    } else {
+        ARB_ASSERT_OK(arb_ternary_fix_exponent(dst));
+    }
     ARB_ASSERT_OK(arb_ternary_refresh(dst));
 }
 
@@ -74,9 +78,10 @@ static int64_t diff_state(const arb_ternary *a, const arb_ternary *b, const char
     if (!strict) return nd;
     for (int64_t k = 0; k < a->rows * a->cols; k++)
         if (a->accum[k] != b->accum[k]) fail_msg("%s: T_accum[%lld]: %d vs %d", what, (long long)k, a->accum[k], b->accum[k]);
+    if (!a->exp != !b->exp) fail_msg("%s: fixed exponent on one side only", what);
     for (int64_t r = 0; r < a->rows; r++) {
-        if (a->exp[r] != b->exp[r]) fail_msg("%s: E[%lld]: %d vs %d", what, (long long)r, a->exp[r], b->exp[r]);
-        if (a->exp_evidence[r] != b->exp_evidence[r])
+        if (a->exp && a->exp[r] != b->exp[r]) fail_msg("%s: E[%lld]: %d vs %d", what, (long long)r, a->exp[r], b->exp[r]);
+        if (a->exp && a->exp_evidence[r] != b->exp_evidence[r])
             fail_msg("%s: evidence[%lld]: %d vs %d", what, (long long)r, a->exp_evidence[r], b->exp_evidence[r]);
         if (a->nnz[r] != b->nnz[r]) fail_msg("%s: nnz[%lld]", what, (long long)r);
         if (memcmp(&a->scale[r], &b->scale[r], sizeof(float))) fail_msg("%s: scale[%lld]", what, (long long)r);
