@@ -457,6 +457,87 @@ AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const
     }
 }
 
+/* The same rule for two rows of a tile at once in 16-bit lanes (words 0..15 row r, 16..31 row
+ * r+1): T_accum, pressures and codes all fit int16, so one vector op does 32 weights' step. */
+typedef struct upd_consts16 {
+    __m512i one, two, three, tv, ntv, n127, p127, bias, ks;
+    __m512i cshuf; /* vpshufb: word lane i of row s = i/16, column j = i%16 ← byte 4s + j%4 of the row words */
+    __m512i csh;   /* per word lane: 2·(j/4), the field's place inside that byte */
+    __m512i qperm; /* vpermq: packs(q0, q1)'s per-lane interleave → row r then row r+1 */
+} upd_consts16;
+
+static upd_consts16 upd_consts16_make(const arb_upd_plan *pl) {
+    upd_consts16 c;
+    c.one = _mm512_set1_epi16(1);
+    c.two = _mm512_set1_epi16(2);
+    c.three = _mm512_set1_epi16(3);
+    c.tv = _mm512_set1_epi16((short)pl->threshold);
+    c.ntv = _mm512_set1_epi16((short)-pl->threshold);
+    c.n127 = _mm512_set1_epi16(-127);
+    c.p127 = _mm512_set1_epi16(127);
+    c.bias = _mm512_set1_epi16((short)((1u << pl->leak_shift) - 1u));
+    c.ks = _mm512_set1_epi16((short)pl->leak_shift);
+    int8_t shuf[64];
+    int16_t sh[32];
+    for (int b = 0; b < 64; b++) {
+        int lane = b / 16, k = (b % 16) / 2, s = lane / 2; /* word lane i = 8·lane + k, row s */
+        shuf[b] = (b & 1) ? (int8_t)0x80 : (int8_t)(4 * s + k % 4);
+    }
+    for (int i = 0; i < 32; i++) sh[i] = (int16_t)(2 * ((i % 16) / 4));
+    c.cshuf = _mm512_loadu_si512(shuf);
+    c.csh = _mm512_loadu_si512(sh);
+    c.qperm = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+    return c;
+}
+
+AI void upd_rows32(uint8_t *word_p, int8_t *acc0, int8_t *acc1, __m512i g0, __m512i g1, __mmask16 cm,
+                   const upd_consts16 *c, __m512i q0, __m512i q1, upd_row_stats *st0, upd_row_stats *st1) {
+    const __mmask32 cm2 = (__mmask32)cm | ((__mmask32)cm << 16);
+    const __m512i q = _mm512_permutexvar_epi64(c->qperm, _mm512_packs_epi32(q0, q1)); /* |q| ≤ 127: exact */
+    __m512i a = _mm512_cvtepi8_epi16(
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_maskz_loadu_epi8(cm, acc0)), _mm_maskz_loadu_epi8(cm, acc1), 1));
+    uint64_t words;
+    memcpy(&words, word_p, 8);
+    const __m512i code = _mm512_and_si512(
+        _mm512_srlv_epi16(_mm512_shuffle_epi8(_mm512_set1_epi64((long long)words), c->cshuf), c->csh), c->three);
+
+    /* arb_trit_step, as upd_row16 */
+    __m512i leak = _mm512_srav_epi16(_mm512_add_epi16(a, _mm512_and_si512(_mm512_srai_epi16(a, 15), c->bias)), c->ks);
+    a = _mm512_sub_epi16(_mm512_sub_epi16(a, leak), q);
+    a = _mm512_min_epi16(_mm512_max_epi16(a, c->n127), c->p127);
+    const __mmask32 lo = _mm512_mask_testn_epi16_mask(cm2, code, code);
+    const __mmask32 hi = _mm512_mask_cmpeq_epi16_mask(cm2, code, c->two);
+    const __mmask32 up = _mm512_mask_cmpge_epi16_mask(cm2 & ~hi, a, c->tv);
+    const __mmask32 dn = _mm512_mask_cmple_epi16_mask(cm2 & ~lo & ~up, a, c->ntv);
+    const __m512i cn = _mm512_mask_sub_epi16(_mm512_mask_add_epi16(code, up, code, c->one), dn, code, c->one);
+    a = _mm512_mask_sub_epi16(a, up, a, c->tv);
+    a = _mm512_mask_add_epi16(a, dn, a, c->tv);
+    a = _mm512_mask_min_epi16(a, _mm512_cmpeq_epi16_mask(cn, c->two), a, c->tv);
+    a = _mm512_mask_max_epi16(a, _mm512_testn_epi16_mask(cn, cn), a, c->ntv);
+
+    st0->abs_g = _mm512_add_epi32(st0->abs_g, _mm512_maskz_abs_epi32(cm, g0));
+    st1->abs_g = _mm512_add_epi32(st1->abs_g, _mm512_maskz_abs_epi32(cm, g1));
+    const __mmask16 hi0 = (__mmask16)hi, hi1 = (__mmask16)(hi >> 16), lo0 = (__mmask16)lo, lo1 = (__mmask16)(lo >> 16);
+    st0->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st0->ge, hi0, st0->ge, g0), lo0, st0->ge, g0);
+    st1->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st1->ge, hi1, st1->ge, g1), lo1, st1->ge, g1);
+    const __mmask32 flip = up | dn;
+    const __m512i one32 = _mm512_set1_epi32(1);
+    st0->flips = _mm512_mask_add_epi32(st0->flips, (__mmask16)flip, st0->flips, one32);
+    st1->flips = _mm512_mask_add_epi32(st1->flips, (__mmask16)(flip >> 16), st1->flips, one32);
+
+    const __m256i a8 = _mm512_cvtepi16_epi8(a);
+    _mm_mask_storeu_epi8(acc0, cm, _mm256_castsi256_si128(a8));
+    _mm_mask_storeu_epi8(acc1, cm, _mm256_extracti128_si256(a8, 1));
+    if (flip) { /* rewrite both rows' words: byte c of a word ORs code << 2g over g */
+        __m256i b = _mm512_cvtepi16_epi8(_mm512_sllv_epi16(cn, c->csh));
+        b = _mm256_or_si256(b, _mm256_shuffle_epi32(b, _MM_SHUFFLE(1, 0, 3, 2)));
+        b = _mm256_or_si256(b, _mm256_shuffle_epi32(b, _MM_SHUFFLE(2, 3, 0, 1)));
+        uint32_t w0 = (uint32_t)_mm256_extract_epi32(b, 0), w1 = (uint32_t)_mm256_extract_epi32(b, 4);
+        memcpy(word_p, &w0, 4);
+        memcpy(word_p + 4, &w1, 4);
+    }
+}
+
 AI void flush_stats(upd_row_stats *st, int nrow, arb_upd_row_acc *racc) {
     for (int r = 0; r < nrow; r++) {
         __m512i v = st[r].abs_g;
@@ -512,8 +593,13 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, int64
     const int32_t *hs0 = gr->hsum + rb * 16;
     int64_t since_flush = 0;
     upd_consts uc;
+    upd_consts16 uc16;
     memset(&uc, 0, sizeof uc);
-    if (pl) uc = upd_consts_make(pl);
+    memset(&uc16, 0, sizeof uc16);
+    if (pl) {
+        uc = upd_consts_make(pl);
+        uc16 = upd_consts16_make(pl);
+    }
     const int32_t *mult = pl ? pl->mult : NULL;
     int8_t *const accum = w->accum;
     const int64_t cols = w->cols;
@@ -554,10 +640,13 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, int64
             __m512i ubuf[16];
             for (int r = 0; r < nrow; r++, x = _mm512_add_epi32(x, xstep)) ubuf[r] = arb_rand16_mix(x, uc.k1);
             for (int r = 0; r < nrow; r++) ubuf[r] = upd_pressure(gbuf[r], mult[rb * 16 + r], ubuf[r], uc);
-            for (int r = 0; r < nrow; r++) {
-                int64_t row = rb * 16 + r;
-                upd_row16(tile + 4 * r, accum + row * cols + kb * 16, gbuf[r], cm, uc, ubuf[r], &st[r]);
+            int r = 0;
+            for (; r + 1 < nrow; r += 2) {
+                int8_t *a0 = accum + (rb * 16 + r) * cols + kb * 16;
+                upd_rows32(tile + 4 * r, a0, a0 + cols, gbuf[r], gbuf[r + 1], cm, &uc16, ubuf[r], ubuf[r + 1], &st[r],
+                           &st[r + 1]);
             }
+            if (r < nrow) upd_row16(tile + 4 * r, accum + (rb * 16 + r) * cols + kb * 16, gbuf[r], cm, uc, ubuf[r], &st[r]);
             continue;
         }
         for (int r = 0; r < nrow; r++) {
