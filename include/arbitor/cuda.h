@@ -56,6 +56,16 @@ void arb_cuda_stream_set(arb_cuda_stream s); /* NULL: default stream */
 arb_cuda_stream arb_cuda_stream_get(void);
 arb_status arb_cuda_synchronize(void); /* the current stream */
 
+/* ---- deferred data checks --------------------------------------------------------------------
+ * Ops that validate device data (a NaN or infinity in activations) copy a flag back and
+ * synchronize the stream. Between arb_cuda_checks_defer() and arb_cuda_checks_collect() on this
+ * thread they OR into one device flag instead and never wait for it; collect synchronizes once
+ * and returns ARB_ERR_INVALID_ARG if any op saw a bad value (then the state an update would
+ * have touched is unspecified: restore a checkpoint). A training step pays one sync, not one
+ * per op. */
+arb_status arb_cuda_checks_defer(void);
+arb_status arb_cuda_checks_collect(void);
+
 /* ---- copies (on the current stream; host memory may be pageable) --------------------------- */
 arb_status arb_cuda_copy_h2d(void *dst, const void *src, size_t nbytes);
 arb_status arb_cuda_copy_d2h(void *dst, const void *src, size_t nbytes); /* synchronous */

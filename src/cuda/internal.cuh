@@ -32,6 +32,9 @@
     } while (0)
 
 cudaStream_t arb_cuda_cur_stream(void);
+/* The deferred-check flag of this thread (see arb_cuda_checks_defer), or NULL when checks are
+ * immediate. */
+int *arb_cuda_deferred_flag(void);
 bool arb_cuda_sync_check(void);
 /* ARB_ERR_UNSUPPORTED unless a device exists; selects w's device when given. */
 arb_status arb_cuda_require(const char *what);

@@ -23,6 +23,37 @@ static thread_local cudaStream_t g_stream = nullptr;
 
 cudaStream_t arb_cuda_cur_stream(void) { return g_stream; }
 
+static thread_local int *g_deferred = nullptr; /* device int while checks are deferred */
+
+int *arb_cuda_deferred_flag(void) { return g_deferred; }
+
+extern "C" arb_status arb_cuda_checks_defer(void) {
+    if (g_deferred) return ARB_OK;
+    void *p = nullptr;
+    ARB_TRY(arb_cuda_malloc(&p, sizeof(int)));
+    cudaError_t e = cudaMemsetAsync(p, 0, sizeof(int), g_stream);
+    if (e != cudaSuccess) {
+        arb_cuda_free(p);
+        return arb_error(ARB_ERR_CUDA, "%s:%d: arb_cuda_checks_defer: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    }
+    g_deferred = static_cast<int *>(p);
+    return ARB_OK;
+}
+
+extern "C" arb_status arb_cuda_checks_collect(void) {
+    if (!g_deferred) return ARB_OK;
+    int h = 0;
+    int *p = g_deferred;
+    g_deferred = nullptr;
+    arb_status s = arb_cuda_copy_d2h(&h, p, sizeof h);
+    arb_cuda_free(p);
+    if (s != ARB_OK) return s;
+    if (h)
+        return arb_error(ARB_ERR_INVALID_ARG, "a NaN or infinite value reached a CUDA op since arb_cuda_checks_defer "
+                                              "(ARB_CUDA_SYNC_CHECK=1 with immediate checks names the op)");
+    return ARB_OK;
+}
+
 bool arb_cuda_sync_check(void) {
     static int v = -1;
     if (v < 0) {

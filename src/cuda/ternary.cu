@@ -155,16 +155,21 @@ extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64
     if (rows > INT32_MAX) return arb_error(ARB_ERR_SHAPE, "arb_cuda_quantize_rows: %lld rows", (long long)rows);
     ARB_TRY(arb_cuda_require("arb_cuda_quantize_rows"));
     arb_cuda_scratch bad;
-    ARB_TRY(bad.alloc(sizeof(int)));
-    ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), arb_cuda_cur_stream()));
+    int *flag = arb_cuda_deferred_flag();
+    if (!flag) {
+        ARB_TRY(bad.alloc(sizeof(int)));
+        ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), arb_cuda_cur_stream()));
+        flag = bad.as<int>();
+    }
     if (cols <= 4096) {
         k_quantize_rows_warp<<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, cols, ld, q, scale,
-                                                                                           bad.as<int>());
+                                                                                           flag);
         ARB_CU_LAUNCH("k_quantize_rows_warp");
     } else {
-        k_quantize_rows<<<(unsigned)rows, 256, 0, arb_cuda_cur_stream()>>>(x, cols, ld, q, scale, bad.as<int>());
+        k_quantize_rows<<<(unsigned)rows, 256, 0, arb_cuda_cur_stream()>>>(x, cols, ld, q, scale, flag);
         ARB_CU_LAUNCH("k_quantize_rows");
     }
+    if (!bad.p) return ARB_OK; /* deferred: arb_cuda_checks_collect reports */
     int h = 0;
     ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h));
     if (h) return arb_error(ARB_ERR_INVALID_ARG, "arb_cuda_quantize_rows: a row has a NaN or infinite value");

@@ -185,7 +185,8 @@ static void test_streams(void **state) {
 
 static void test_quantize_rows(void **state) {
     (void)state;
-    const int64_t shapes[][3] = {{1, 1, 16}, {7, 33, 48}, {130, 301, 304}, {5, 2048, 2048}};
+    /* warp-per-row kernel up to 4096 columns, block per row above */
+    const int64_t shapes[][3] = {{1, 1, 16}, {7, 33, 48}, {130, 301, 304}, {5, 2048, 2048}, {3, 5000, 5008}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int64_t rows = shapes[si][0], cols = shapes[si][1], ld = shapes[si][2];
         float *x = malloc((size_t)(rows * cols) * sizeof(float)), *s = malloc((size_t)rows * sizeof(float)),
@@ -206,6 +207,16 @@ static void test_quantize_rows(void **state) {
         float nanv = NAN;
         ARB_ASSERT_OK(arb_cuda_copy_h2d(dx + (rows * cols) / 2, &nanv, sizeof nanv));
         assert_int_equal(arb_cuda_quantize_rows(dx, rows, cols, ld, dq, ds), ARB_ERR_INVALID_ARG);
+        /* deferred: the op returns at once, the collect reports; then immediate again */
+        ARB_ASSERT_OK(arb_cuda_checks_defer());
+        ARB_ASSERT_OK(arb_cuda_quantize_rows(dx, rows, cols, ld, dq, ds));
+        assert_int_equal(arb_cuda_checks_collect(), ARB_ERR_INVALID_ARG);
+        assert_int_equal(arb_cuda_quantize_rows(dx, rows, cols, ld, dq, ds), ARB_ERR_INVALID_ARG);
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(dx + (rows * cols) / 2, &x[(rows * cols) / 2], sizeof(float)));
+        ARB_ASSERT_OK(arb_cuda_checks_defer());
+        ARB_ASSERT_OK(arb_cuda_quantize_rows(dx, rows, cols, ld, dq, ds));
+        ARB_ASSERT_OK(arb_cuda_checks_collect());
+        ARB_ASSERT_OK(arb_cuda_checks_collect()); /* nothing deferred: OK */
         arb_cuda_free(dx);
         arb_cuda_free(dq);
         arb_cuda_free(ds);
