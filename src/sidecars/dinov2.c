@@ -15,7 +15,7 @@
 typedef struct dino_layer {
     float *n1w, *n1b, *n2w, *n2b; /* [D] */
     float *ls1, *ls2;             /* [D] LayerScale λ */
-    sc_lin q, k, v, o;            /* [D,D] */
+    sc_lin qkv, o;                /* [3D,D] (query, key, value stacked), [D,D] */
     sc_lin fc1, fc2;              /* [F,D], [D,F] */
 } dino_layer;
 
@@ -38,7 +38,7 @@ void sc_dinov2_free(sc_dinov2 *d) {
         for (int i = 0; i < d->L; i++) {
             dino_layer *l = &d->layers[i];
             arb_free(l->n1w), arb_free(l->n1b), arb_free(l->n2w), arb_free(l->n2b), arb_free(l->ls1), arb_free(l->ls2);
-            sc_lin_free(&l->q), sc_lin_free(&l->k), sc_lin_free(&l->v), sc_lin_free(&l->o);
+            sc_lin_free(&l->qkv), sc_lin_free(&l->o);
             sc_lin_free(&l->fc1), sc_lin_free(&l->fc2);
         }
     free(d->layers);
@@ -96,8 +96,15 @@ arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
     ARB_TRY(sc_lin_load(&l->field, c, n, no, ni, bias, mode, info));
         V(n1w, "norm1.weight") V(n1b, "norm1.bias") V(n2w, "norm2.weight") V(n2b, "norm2.bias")
         V(ls1, "layer_scale1.lambda1") V(ls2, "layer_scale2.lambda1")
-        LIN(q, "attention.attention.query", D, D, qkv_bias) LIN(k, "attention.attention.key", D, D, qkv_bias)
-        LIN(v, "attention.attention.value", D, D, qkv_bias) LIN(o, "attention.output.dense", D, D, true)
+        {
+            char qn[3][256];
+            const char *names[3] = {qn[0], qn[1], qn[2]};
+            snprintf(qn[0], sizeof qn[0], "encoder.layer.%d.attention.attention.query", i);
+            snprintf(qn[1], sizeof qn[1], "encoder.layer.%d.attention.attention.key", i);
+            snprintf(qn[2], sizeof qn[2], "encoder.layer.%d.attention.attention.value", i);
+            ARB_TRY(sc_lin_load_cat(&l->qkv, c, names, 3, D, D, qkv_bias, mode, info));
+        }
+        LIN(o, "attention.output.dense", D, D, true)
         LIN(fc1, "mlp.fc1", d->F, D, true) LIN(fc2, "mlp.fc2", D, d->F, true)
 #undef V
 #undef LIN
@@ -147,6 +154,17 @@ static void bicubic_grid(const float *src, int gs, int D, float *dst, int h, int
     }
 }
 
+/* x += λ ⊙ h, row by row (LayerScale residual), on all threads. */
+static void layer_scale_add(float *x, const float *h, const float *lambda, size_t rows, int D) {
+#pragma omp parallel for schedule(static) if (rows * (size_t)D > ((size_t)1 << 16))
+    for (size_t i = 0; i < rows; i++) {
+        float *xr = x + i * D;
+        const float *hr = h + i * D;
+#pragma omp simd
+        for (int c = 0; c < D; c++) xr[c] += lambda[c] * hr[c];
+    }
+}
+
 arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *out, arb_tensor *pool) {
     if (!m || !px || !out) return arb_error(ARB_ERR_INVALID_ARG, "arb_dinov2_forward: NULL argument");
     if (m->kind != ARB_SIDECAR_DINOV2 || !m->dino) return arb_error(ARB_ERR_INVALID_ARG, "arb_dinov2_forward: not a DINOv2 model");
@@ -160,11 +178,11 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
     int P = d->P, D = d->D, gh = (int)Hi / P, gw = (int)Wi / P, hw = gh * gw, T = hw + 1, K = 3 * P * P;
     size_t rows = (size_t)B * T;
     float *x = sc_falloc(rows, (size_t)D, 1), *hb = sc_falloc(rows, (size_t)D, 1);
-    float *q = sc_falloc(rows, (size_t)D, 1), *kk = sc_falloc(rows, (size_t)D, 1), *v = sc_falloc(rows, (size_t)D, 1);
+    float *qkv = sc_falloc(rows, 3 * (size_t)D, 1);
     float *a = sc_falloc(rows, (size_t)D, 1), *f = sc_falloc(rows, (size_t)d->F, 1);
     float *col = sc_falloc((size_t)hw, (size_t)K, 1), *pos = sc_falloc((size_t)hw, (size_t)D, 1);
     arb_status st = ARB_OK;
-    if (!x || !hb || !q || !kk || !v || !a || !f || !col || !pos) {
+    if (!x || !hb || !qkv || !a || !f || !col || !pos) {
         st = arb_error(ARB_ERR_OOM, "dinov2: out of memory for %lld×%d tokens", (long long)B, T);
         goto done;
     }
@@ -193,23 +211,20 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
     for (int li = 0; li < d->L; li++) {
         dino_layer *l = &d->layers[li];
         sc_layernorm(x, hb, (int)rows, D, l->n1w, l->n1b, d->eps);
-        sc_lin_forward(&l->q, m->mode, (int)rows, hb, D, q, D, 0);
-        sc_lin_forward(&l->k, m->mode, (int)rows, hb, D, kk, D, 0);
-        sc_lin_forward(&l->v, m->mode, (int)rows, hb, D, v, D, 0);
+        sc_lin_forward(&l->qkv, m->mode, (int)rows, hb, D, qkv, 3 * (size_t)D, 0);
         for (int64_t b = 0; b < B && st == ARB_OK; b++) {
-            size_t o = (size_t)b * T * D;
-            st = sc_attention(T, T, d->H, dh, q + o, D, kk + o, D, v + o, D, a + o, D, scale, false);
+            const float *qb = qkv + (size_t)b * T * 3 * D;
+            st = sc_attention(T, T, d->H, dh, qb, 3 * (size_t)D, qb + D, 3 * (size_t)D, qb + 2 * D, 3 * (size_t)D,
+                              a + (size_t)b * T * D, D, scale, false);
         }
         if (st) goto done;
         sc_lin_forward(&l->o, m->mode, (int)rows, a, D, hb, D, 0);
-        for (size_t i = 0; i < rows; i++)
-            for (int c = 0; c < D; c++) x[i * D + c] += l->ls1[c] * hb[i * D + c];
+        layer_scale_add(x, hb, l->ls1, rows, D);
         sc_layernorm(x, hb, (int)rows, D, l->n2w, l->n2b, d->eps);
         sc_lin_forward(&l->fc1, m->mode, (int)rows, hb, D, f, d->F, 0);
         ops->gelu(f, rows * d->F);
         sc_lin_forward(&l->fc2, m->mode, (int)rows, f, d->F, hb, D, 0);
-        for (size_t i = 0; i < rows; i++)
-            for (int c = 0; c < D; c++) x[i * D + c] += l->ls2[c] * hb[i * D + c];
+        layer_scale_add(x, hb, l->ls2, rows, D);
     }
     st = arb_tensor_init(out, ARB_F32, 3, (int64_t[]){B, T, D}, arb_cpu());
     if (st) goto done;
@@ -224,6 +239,6 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
             memcpy((float *)pool->data + b * D, (float *)out->data + (size_t)b * T * D, (size_t)D * sizeof(float));
     }
 done:
-    arb_free(x), arb_free(hb), arb_free(q), arb_free(kk), arb_free(v), arb_free(a), arb_free(f), arb_free(col), arb_free(pos);
+    arb_free(x), arb_free(hb), arb_free(qkv), arb_free(a), arb_free(f), arb_free(col), arb_free(pos);
     return st;
 }

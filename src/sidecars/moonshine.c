@@ -16,7 +16,7 @@
 
 typedef struct moon_enc_layer {
     float *ln_in, *ln_post; /* [D] (LayerNorm without bias) */
-    sc_lin q, k, v, o;      /* [D,D], no bias */
+    sc_lin qkv, o;          /* [3D,D] (q, k, v stacked), [D,D]; no bias */
     sc_lin fc1, fc2;        /* [I,D], [D,I] */
 } moon_enc_layer;
 
@@ -49,7 +49,7 @@ void sc_moonshine_free(sc_moonshine *d) {
         for (int i = 0; i < d->Le; i++) {
             moon_enc_layer *l = &d->enc[i];
             arb_free(l->ln_in), arb_free(l->ln_post);
-            sc_lin_free(&l->q), sc_lin_free(&l->k), sc_lin_free(&l->v), sc_lin_free(&l->o);
+            sc_lin_free(&l->qkv), sc_lin_free(&l->o);
             sc_lin_free(&l->fc1), sc_lin_free(&l->fc2);
         }
     if (d->dec)
@@ -132,8 +132,15 @@ arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
     for (int i = 0; i < Le; i++) {
         moon_enc_layer *l = &d->enc[i];
         V(ln_in, "encoder.layers.%d.input_layernorm.weight") V(ln_post, "encoder.layers.%d.post_attention_layernorm.weight")
-        LIN(q, "encoder.layers.%d.self_attn.q_proj", D, D, false) LIN(k, "encoder.layers.%d.self_attn.k_proj", D, D, false)
-        LIN(v, "encoder.layers.%d.self_attn.v_proj", D, D, false) LIN(o, "encoder.layers.%d.self_attn.o_proj", D, D, false)
+        {
+            char qn[3][256];
+            const char *names[3] = {qn[0], qn[1], qn[2]};
+            snprintf(qn[0], sizeof qn[0], "encoder.layers.%d.self_attn.q_proj", i);
+            snprintf(qn[1], sizeof qn[1], "encoder.layers.%d.self_attn.k_proj", i);
+            snprintf(qn[2], sizeof qn[2], "encoder.layers.%d.self_attn.v_proj", i);
+            ARB_TRY(sc_lin_load_cat(&l->qkv, c, names, 3, D, D, false, mode, info));
+        }
+        LIN(o, "encoder.layers.%d.self_attn.o_proj", D, D, false)
         LIN(fc1, "encoder.layers.%d.mlp.fc1", I, D, true) LIN(fc2, "encoder.layers.%d.mlp.fc2", D, I, true)
     }
     ARB_TRY(sc_vec_load(&d->enc_ln, c, "encoder.layer_norm.weight", 1, vD, info));
@@ -186,6 +193,35 @@ static void rope_apply(const sc_moonshine *d, float *x, size_t ld, int T, int H,
     }
 }
 
+/* rope_apply with the angles' cos/sin computed once per forward (cs, sn: [T][nf]) instead of per
+ * layer, head block and batch item: the same cosf/sinf values, so the same numbers. */
+static void rope_table(const sc_moonshine *d, int T, float *cs, float *sn) {
+    int nf = d->rot / 2 < 256 ? d->rot / 2 : 256;
+    float inv[256];
+    for (int j = 0; j < nf; j++) inv[j] = 1.f / powf(d->theta, (float)(2 * j) / (float)d->rdim);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < nf; j++) {
+            float a = (float)t * inv[j];
+            cs[(size_t)t * nf + j] = cosf(a);
+            sn[(size_t)t * nf + j] = sinf(a);
+        }
+}
+
+static void rope_apply_tab(const sc_moonshine *d, float *x, size_t ld, int T, int H, int dh, const float *cs,
+                           const float *sn) {
+    int nf = d->rot / 2 < 256 ? d->rot / 2 : 256;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            float *r = x + (size_t)t * ld + (size_t)h * dh;
+            const float *c = cs + (size_t)t * nf, *s = sn + (size_t)t * nf;
+            for (int j = 0; j < nf; j++) {
+                float a = r[2 * j], b = r[2 * j + 1];
+                r[2 * j] = a * c[j] - b * s[j];
+                r[2 * j + 1] = b * c[j] + a * s[j];
+            }
+        }
+}
+
 arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor *out) {
     if (!m || !in || !out) return arb_error(ARB_ERR_INVALID_ARG, "arb_moonshine_encode: NULL argument");
     if (m->kind != ARB_SIDECAR_MOONSHINE || !m->moon) return arb_error(ARB_ERR_INVALID_ARG, "arb_moonshine_encode: not a Moonshine model");
@@ -202,12 +238,12 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
     int D = d->D, I = d->I, H = d->He, dh = D / H;
     size_t rows = (size_t)B * T;
     float *h1 = sc_falloc((size_t)L1, (size_t)D, 1), *h2 = sc_falloc((size_t)L2, 2 * (size_t)D, 1);
-    float *x = sc_falloc(rows, (size_t)D, 1), *hb = sc_falloc(rows, (size_t)D, 1), *q = sc_falloc(rows, (size_t)D, 1);
-    float *k = sc_falloc(rows, (size_t)D, 1), *v = sc_falloc(rows, (size_t)D, 1), *a = sc_falloc(rows, (size_t)D, 1);
-    float *f = sc_falloc(rows, (size_t)I, 1);
+    float *x = sc_falloc(rows, (size_t)D, 1), *hb = sc_falloc(rows, (size_t)D, 1), *qkv = sc_falloc(rows, 3 * (size_t)D, 1);
+    float *a = sc_falloc(rows, (size_t)D, 1), *f = sc_falloc(rows, (size_t)I, 1);
+    float *rc = sc_falloc((size_t)T, 256, 1), *rs = sc_falloc((size_t)T, 256, 1);
     arb_status st = ARB_OK;
     const sc_ops_tier *ops = sc_ops();
-    if (!h1 || !h2 || !x || !hb || !q || !k || !v || !a || !f) {
+    if (!h1 || !h2 || !x || !hb || !qkv || !a || !f || !rc || !rs) {
         st = arb_error(ARB_ERR_OOM, "moonshine: out of memory for %lld×%lld samples", (long long)B, (long long)N);
         goto done;
     }
@@ -223,17 +259,18 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
         ops->gelu(xb, (size_t)T * D);
     }
     float scale = 1.f / sqrtf((float)dh);
+    rope_table(d, (int)T, rc, rs);
+    const size_t l3 = 3 * (size_t)D;
     for (int li = 0; li < d->Le; li++) {
         moon_enc_layer *l = &d->enc[li];
         sc_layernorm(x, hb, (int)rows, D, l->ln_in, NULL, 1e-5f);
-        sc_lin_forward(&l->q, m->mode, (int)rows, hb, D, q, D, 0);
-        sc_lin_forward(&l->k, m->mode, (int)rows, hb, D, k, D, 0);
-        sc_lin_forward(&l->v, m->mode, (int)rows, hb, D, v, D, 0);
+        sc_lin_forward(&l->qkv, m->mode, (int)rows, hb, D, qkv, l3, 0);
         for (int64_t b = 0; b < B && !st; b++) {
-            size_t o = (size_t)b * T * D;
-            rope_apply(d, q + o, D, (int)T, H, dh);
-            rope_apply(d, k + o, D, (int)T, H, dh);
-            st = sc_attention((int)T, (int)T, H, dh, q + o, D, k + o, D, v + o, D, a + o, D, scale, false);
+            float *qb = qkv + (size_t)b * T * l3;
+            rope_apply_tab(d, qb, l3, (int)T, H, dh, rc, rs);
+            rope_apply_tab(d, qb + D, l3, (int)T, H, dh, rc, rs);
+            st = sc_attention((int)T, (int)T, H, dh, qb, l3, qb + D, l3, qb + 2 * D, l3, a + (size_t)b * T * D, D, scale,
+                              false);
         }
         if (st) goto done;
         sc_lin_forward(&l->o, m->mode, (int)rows, a, D, x, D, SC_EPI_ACCUM);
@@ -245,7 +282,8 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
     st = arb_tensor_init(out, ARB_F32, 3, (int64_t[]){B, T, D}, arb_cpu());
     if (!st) sc_layernorm(x, (float *)out->data, (int)rows, D, d->enc_ln, NULL, 1e-5f);
 done:
-    arb_free(h1), arb_free(h2), arb_free(x), arb_free(hb), arb_free(q), arb_free(k), arb_free(v), arb_free(a), arb_free(f);
+    arb_free(h1), arb_free(h2), arb_free(x), arb_free(hb), arb_free(qkv), arb_free(a), arb_free(f), arb_free(rc),
+        arb_free(rs);
     return st;
 }
 

@@ -175,6 +175,48 @@ arb_status sc_lin_load(sc_lin *l, sc_ckpt *c, const char *name, int n, int k, bo
     return ARB_OK;
 }
 
+arb_status sc_lin_load_cat(sc_lin *l, sc_ckpt *c, const char *const *names, int count, int n, int k, bool has_bias,
+                           sc_mode mode, arb_sidecar_info *info) {
+    memset(l, 0, sizeof *l);
+    size_t per = (size_t)n * (size_t)k;
+    float *w = (float *)arb_alloc((size_t)count * per * sizeof(float) + 4);
+    float *b = has_bias ? (float *)arb_alloc((size_t)count * (size_t)n * sizeof(float)) : NULL;
+    if (!w || (has_bias && !b)) {
+        arb_free(w);
+        arb_free(b);
+        return arb_error(ARB_ERR_OOM, "sidecar: out of memory for %s", names[0]);
+    }
+    arb_status s = ARB_OK;
+    for (int i = 0; i < count && s == ARB_OK; i++) {
+        char nm[512];
+        float *wi = NULL, *bi = NULL;
+        snprintf(nm, sizeof nm, "%s.weight", names[i]);
+        s = sc_ckpt_get(c, nm, 2, (int64_t[]){n, k}, &wi);
+        if (s != ARB_OK) break;
+        memcpy(w + (size_t)i * per, wi, per * sizeof(float));
+        arb_free(wi);
+        info->n_linear++;
+        if (mode != SC_FP32) info->n_linear_q++;
+        if (has_bias) {
+            snprintf(nm, sizeof nm, "%s.bias", names[i]);
+            s = sc_vec_load(&bi, c, nm, 1, (int64_t[]){n}, info);
+            if (s != ARB_OK) break;
+            memcpy(b + (size_t)i * n, bi, (size_t)n * sizeof(float));
+            arb_free(bi);
+        }
+    }
+    if (s != ARB_OK) {
+        arb_free(w);
+        arb_free(b);
+        return s;
+    }
+    l->bias = b;
+    /* counted as `count` weight tensors, as the separate layers would be */
+    info->n_tensors += (size_t)(count - 1);
+    if (mode == SC_FP32) info->float_tensors += (size_t)(count - 1);
+    return lin_finish(l, w, count * n, k, mode != SC_FP32, info);
+}
+
 arb_status sc_conv2d_load(sc_lin *l, sc_ckpt *c, const char *name, int o, int ci, int kh, int kw, bool has_bias,
                           bool patch_order, sc_mode mode, arb_sidecar_info *info) {
     memset(l, 0, sizeof *l);
