@@ -46,6 +46,32 @@ extern "C" arb_status arb_cuda_ternary_refresh(arb_ternary *w) {
 
 /* ------------------------------------------------------------------ activation quantization */
 
+/* The row's int8 values from its absmax: q = rint(x · (127/amax)) ties to even, clamped to ±127,
+ * padding to ld with 0; an all-zero or non-finite row stores zeros (and flags a bad one). Threads
+ * first, first+step, ... of the row's group share the work; the leader writes the scale. */
+__device__ __forceinline__ void quantize_row_store(const float *xr, int8_t *qr, int64_t cols, int64_t ld, float amax,
+                                                   int nan, int64_t first, int64_t step, bool leader, float *scale,
+                                                   int *bad) {
+    if (amax == 0.0f || nan) {
+        if (leader) {
+            *scale = 0.0f;
+            if (nan) atomicOr(bad, 1);
+        }
+        for (int64_t c = first; c < ld; c += step) qr[c] = 0;
+        return;
+    }
+    float inv = __fdiv_rn(127.0f, amax);
+    if (leader) *scale = __fdiv_rn(amax, 127.0f);
+    for (int64_t c = first; c < ld; c += step) {
+        int v = 0;
+        if (c < cols) {
+            v = __float2int_rn(__fmul_rn(xr[c], inv));
+            v = v > 127 ? 127 : (v < -127 ? -127 : v);
+        }
+        qr[c] = (int8_t)v;
+    }
+}
+
 /* One block per row: absmax (exact: a max), then q = rint(x · (127/amax)) ties to even. */
 __global__ void k_quantize_rows(const float *x, int64_t cols, int64_t ld, int8_t *q, float *scale, int *bad) {
     int64_t r = blockIdx.x;
@@ -83,26 +109,7 @@ __global__ void k_quantize_rows(const float *x, int64_t cols, int64_t ld, int8_t
         }
     }
     __syncthreads();
-    amax = s_max[0];
-    nan = s_nan[0];
-    if (amax == 0.0f || nan) {
-        if (threadIdx.x == 0) {
-            scale[r] = 0.0f;
-            if (nan) atomicOr(bad, 1);
-        }
-        for (int64_t c = threadIdx.x; c < ld; c += blockDim.x) qr[c] = 0;
-        return;
-    }
-    float inv = __fdiv_rn(127.0f, amax);
-    if (threadIdx.x == 0) scale[r] = __fdiv_rn(amax, 127.0f);
-    for (int64_t c = threadIdx.x; c < ld; c += blockDim.x) {
-        int v = 0;
-        if (c < cols) {
-            v = __float2int_rn(__fmul_rn(xr[c], inv));
-            v = v > 127 ? 127 : (v < -127 ? -127 : v);
-        }
-        qr[c] = (int8_t)v;
-    }
+    quantize_row_store(xr, qr, cols, ld, s_max[0], s_nan[0], threadIdx.x, blockDim.x, threadIdx.x == 0, scale + r, bad);
 }
 
 /* The same per row with one warp per row, for rows up to a few thousand values (a 256-thread
@@ -125,24 +132,7 @@ __global__ void __launch_bounds__(256) k_quantize_rows_warp(const float *x, int6
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
         nan |= __shfl_xor_sync(0xffffffffu, nan, o);
     }
-    if (amax == 0.0f || nan) {
-        if (lane == 0) {
-            scale[r] = 0.0f;
-            if (nan) atomicOr(bad, 1);
-        }
-        for (int64_t c = lane; c < ld; c += 32) qr[c] = 0;
-        return;
-    }
-    float inv = __fdiv_rn(127.0f, amax);
-    if (lane == 0) scale[r] = __fdiv_rn(amax, 127.0f);
-    for (int64_t c = lane; c < ld; c += 32) {
-        int v = 0;
-        if (c < cols) {
-            v = __float2int_rn(__fmul_rn(xr[c], inv));
-            v = v > 127 ? 127 : (v < -127 ? -127 : v);
-        }
-        qr[c] = (int8_t)v;
-    }
+    quantize_row_store(xr, qr, cols, ld, amax, nan, lane, 32, lane == 0, scale + r, bad);
 }
 
 extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q,

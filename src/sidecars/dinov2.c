@@ -96,14 +96,9 @@ arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
     ARB_TRY(sc_lin_load(&l->field, c, n, no, ni, bias, mode, info));
         V(n1w, "norm1.weight") V(n1b, "norm1.bias") V(n2w, "norm2.weight") V(n2b, "norm2.bias")
         V(ls1, "layer_scale1.lambda1") V(ls2, "layer_scale2.lambda1")
-        {
-            char qn[3][256];
-            const char *names[3] = {qn[0], qn[1], qn[2]};
-            snprintf(qn[0], sizeof qn[0], "encoder.layer.%d.attention.attention.query", i);
-            snprintf(qn[1], sizeof qn[1], "encoder.layer.%d.attention.attention.key", i);
-            snprintf(qn[2], sizeof qn[2], "encoder.layer.%d.attention.attention.value", i);
-            ARB_TRY(sc_lin_load_cat(&l->qkv, c, names, 3, D, D, qkv_bias, mode, info));
-        }
+        static const char *const qkv_names[3] = {"query", "key", "value"};
+        snprintf(n, sizeof n, "encoder.layer.%d.attention.attention.", i);
+        ARB_TRY(sc_lin_load_cat(&l->qkv, c, n, qkv_names, 3, D, D, qkv_bias, mode, info));
         LIN(o, "attention.output.dense", D, D, true)
         LIN(fc1, "mlp.fc1", d->F, D, true) LIN(fc2, "mlp.fc2", D, d->F, true)
 #undef V

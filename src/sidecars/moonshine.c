@@ -132,14 +132,9 @@ arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
     for (int i = 0; i < Le; i++) {
         moon_enc_layer *l = &d->enc[i];
         V(ln_in, "encoder.layers.%d.input_layernorm.weight") V(ln_post, "encoder.layers.%d.post_attention_layernorm.weight")
-        {
-            char qn[3][256];
-            const char *names[3] = {qn[0], qn[1], qn[2]};
-            snprintf(qn[0], sizeof qn[0], "encoder.layers.%d.self_attn.q_proj", i);
-            snprintf(qn[1], sizeof qn[1], "encoder.layers.%d.self_attn.k_proj", i);
-            snprintf(qn[2], sizeof qn[2], "encoder.layers.%d.self_attn.v_proj", i);
-            ARB_TRY(sc_lin_load_cat(&l->qkv, c, names, 3, D, D, false, mode, info));
-        }
+        static const char *const qkv_names[3] = {"q_proj", "k_proj", "v_proj"};
+        snprintf(n, sizeof n, "encoder.layers.%d.self_attn.", i);
+        ARB_TRY(sc_lin_load_cat(&l->qkv, c, n, qkv_names, 3, D, D, false, mode, info));
         LIN(o, "encoder.layers.%d.self_attn.o_proj", D, D, false)
         LIN(fc1, "encoder.layers.%d.mlp.fc1", I, D, true) LIN(fc2, "encoder.layers.%d.mlp.fc2", D, I, true)
     }

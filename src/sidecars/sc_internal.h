@@ -173,11 +173,11 @@ arb_status sc_conv1d_load(sc_lin *l, sc_ckpt *c, const char *name, int o, int ci
 /* A float vector parameter (norm weight, bias, λ): counts it in the audit. */
 arb_status sc_vec_load(float **out, sc_ckpt *c, const char *name, int ndim, const int64_t *shape,
                        arb_sidecar_info *info);
-/* Several Linears of one input (q, k, v) stacked into one [count·n, k] layer: each row and its
+/* Several Linears of one input (q, k, v: tensors PREFIX+names[i]) stacked into one [count·n, k] layer: each row and its
  * int8 scale are exactly the separate layer's (quanto quantizes per output row), so the outputs
  * are the same numbers from one activation quantization and one GEMM. Counted as count layers. */
-arb_status sc_lin_load_cat(sc_lin *l, sc_ckpt *c, const char *const *names, int count, int n, int k, bool has_bias,
-                           sc_mode mode, arb_sidecar_info *info);
+arb_status sc_lin_load_cat(sc_lin *l, sc_ckpt *c, const char *prefix, const char *const *names, int count, int n, int k,
+                           bool has_bias, sc_mode mode, arb_sidecar_info *info);
 void sc_lin_free(sc_lin *l);
 
 /* config.json helpers */

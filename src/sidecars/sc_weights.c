@@ -175,8 +175,8 @@ arb_status sc_lin_load(sc_lin *l, sc_ckpt *c, const char *name, int n, int k, bo
     return ARB_OK;
 }
 
-arb_status sc_lin_load_cat(sc_lin *l, sc_ckpt *c, const char *const *names, int count, int n, int k, bool has_bias,
-                           sc_mode mode, arb_sidecar_info *info) {
+arb_status sc_lin_load_cat(sc_lin *l, sc_ckpt *c, const char *prefix, const char *const *names, int count, int n, int k,
+                           bool has_bias, sc_mode mode, arb_sidecar_info *info) {
     memset(l, 0, sizeof *l);
     size_t per = (size_t)n * (size_t)k;
     float *w = (float *)arb_alloc((size_t)count * per * sizeof(float) + 4);
@@ -184,13 +184,13 @@ arb_status sc_lin_load_cat(sc_lin *l, sc_ckpt *c, const char *const *names, int 
     if (!w || (has_bias && !b)) {
         arb_free(w);
         arb_free(b);
-        return arb_error(ARB_ERR_OOM, "sidecar: out of memory for %s", names[0]);
+        return arb_error(ARB_ERR_OOM, "sidecar: out of memory for %s%s", prefix, names[0]);
     }
     arb_status s = ARB_OK;
     for (int i = 0; i < count && s == ARB_OK; i++) {
         char nm[512];
         float *wi = NULL, *bi = NULL;
-        snprintf(nm, sizeof nm, "%s.weight", names[i]);
+        snprintf(nm, sizeof nm, "%s%s.weight", prefix, names[i]);
         s = sc_ckpt_get(c, nm, 2, (int64_t[]){n, k}, &wi);
         if (s != ARB_OK) break;
         memcpy(w + (size_t)i * per, wi, per * sizeof(float));
@@ -198,7 +198,7 @@ arb_status sc_lin_load_cat(sc_lin *l, sc_ckpt *c, const char *const *names, int 
         info->n_linear++;
         if (mode != SC_FP32) info->n_linear_q++;
         if (has_bias) {
-            snprintf(nm, sizeof nm, "%s.bias", names[i]);
+            snprintf(nm, sizeof nm, "%s%s.bias", prefix, names[i]);
             s = sc_vec_load(&bi, c, nm, 1, (int64_t[]){n}, info);
             if (s != ARB_OK) break;
             memcpy(b + (size_t)i * n, bi, (size_t)n * sizeof(float));
