@@ -205,8 +205,7 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
     const sc_ops_tier *ops = sc_ops();
     for (int li = 0; li < d->L; li++) {
         dino_layer *l = &d->layers[li];
-        sc_layernorm(x, hb, (int)rows, D, l->n1w, l->n1b, d->eps);
-        sc_lin_forward(&l->qkv, m->mode, (int)rows, hb, D, qkv, 3 * (size_t)D, 0);
+        sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->n1w, l->n1b, d->eps, hb, qkv, 3 * (size_t)D, 0);
         for (int64_t b = 0; b < B && st == ARB_OK; b++) {
             const float *qb = qkv + (size_t)b * T * 3 * D;
             st = sc_attention(T, T, d->H, dh, qb, 3 * (size_t)D, qb + D, 3 * (size_t)D, qb + 2 * D, 3 * (size_t)D,
@@ -215,8 +214,7 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
         if (st) goto done;
         sc_lin_forward(&l->o, m->mode, (int)rows, a, D, hb, D, 0);
         layer_scale_add(x, hb, l->ls1, rows, D);
-        sc_layernorm(x, hb, (int)rows, D, l->n2w, l->n2b, d->eps);
-        sc_lin_forward(&l->fc1, m->mode, (int)rows, hb, D, f, d->F, 0);
+        sc_lin_forward_ln(&l->fc1, m->mode, (int)rows, x, l->n2w, l->n2b, d->eps, hb, f, d->F, 0);
         ops->gelu(f, rows * d->F);
         sc_lin_forward(&l->fc2, m->mode, (int)rows, f, d->F, hb, D, 0);
         layer_scale_add(x, hb, l->ls2, rows, D);

@@ -258,8 +258,7 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
     const size_t l3 = 3 * (size_t)D;
     for (int li = 0; li < d->Le; li++) {
         moon_enc_layer *l = &d->enc[li];
-        sc_layernorm(x, hb, (int)rows, D, l->ln_in, NULL, 1e-5f);
-        sc_lin_forward(&l->qkv, m->mode, (int)rows, hb, D, qkv, l3, 0);
+        sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->ln_in, NULL, 1e-5f, hb, qkv, l3, 0);
         for (int64_t b = 0; b < B && !st; b++) {
             float *qb = qkv + (size_t)b * T * l3;
             rope_apply_tab(d, qb, l3, (int)T, H, dh, rc, rs);
@@ -269,8 +268,7 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
         }
         if (st) goto done;
         sc_lin_forward(&l->o, m->mode, (int)rows, a, D, x, D, SC_EPI_ACCUM);
-        sc_layernorm(x, hb, (int)rows, D, l->ln_post, NULL, 1e-5f);
-        sc_lin_forward(&l->fc1, m->mode, (int)rows, hb, D, f, I, 0);
+        sc_lin_forward_ln(&l->fc1, m->mode, (int)rows, x, l->ln_post, NULL, 1e-5f, hb, f, I, 0);
         ops->gelu(f, rows * I);
         sc_lin_forward(&l->fc2, m->mode, (int)rows, f, I, x, D, SC_EPI_ACCUM);
     }

@@ -122,6 +122,9 @@ typedef struct sc_ops_tier {
     void (*silu)(float *x, size_t n);
     void (*tanh_)(float *x, size_t n);
     void (*softmax)(float *x, int n, float scale); /* x = softmax(scale·x), max-subtracted */
+    /* One LayerNorm row: mean and variance summed in double, o = ((r − μ)·inv)·γ + β in float
+     * (no FMA), β may be NULL; o may alias r. */
+    void (*layernorm_row)(const float *r, float *o, int D, const float *gamma, const float *beta, float eps);
 } sc_ops_tier;
 extern const sc_ops_tier sc_ops_scalar;
 extern const sc_ops_tier sc_ops_avx512;
@@ -129,6 +132,11 @@ const sc_ops_tier *sc_ops(void);
 
 /* LayerNorm over the last dim D of x [M, D] into y (may alias); beta may be NULL. */
 void sc_layernorm(const float *x, float *y, int M, int D, const float *gamma, const float *beta, float eps);
+/* y = LayerNorm(x) · Wᵀ + b for a layer whose input is a LayerNorm (pre-norm blocks). In the
+ * int8 mode each normalized row is quantized while it is still in L1 (no float copy of the
+ * normalized activations); other modes write it to `scratch` [M, D] and run sc_lin_forward. */
+void sc_lin_forward_ln(const sc_lin *l, sc_mode mode, int M, const float *x, const float *gamma, const float *beta,
+                       float eps, float *scratch, float *y, size_t ldc, int flags);
 /* GroupNorm on channels-last x [P, C] (P positions) with G groups; optional SiLU after. */
 arb_status sc_groupnorm_nhwc(const float *x, float *y, size_t P, int C, int G, const float *gamma, const float *beta,
                               float eps, bool silu);

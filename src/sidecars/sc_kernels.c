@@ -236,6 +236,9 @@ void sc_gemm_f32(int M, int N, int K, const float *A, size_t lda, const float *B
     }
 }
 
+static void gemm_q8_rows(int M, const uint8_t *aq, const float *as, const sc_packq *B, const float *bias, float *C,
+                         size_t ldc, int flags);
+
 void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
                 int flags) {
     if (M <= 0) return;
@@ -251,6 +254,14 @@ void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const floa
     bool par = want_parallel(M, (double)M * kp * 4);
 #pragma omp parallel for schedule(static) if (par)
     for (int m = 0; m < M; m++) as[m] = t->quant_row(A + (size_t)m * lda, B->k, kp, aq + (size_t)m * kp);
+    gemm_q8_rows(M, aq, as, B, bias, C, ldc, flags);
+}
+
+/* The int8 GEMM on rows already quantized (aq [M, kp] u8 with +128, as [M] scales). */
+static void gemm_q8_rows(int M, const uint8_t *aq, const float *as, const sc_packq *B, const float *bias, float *C,
+                         size_t ldc, int flags) {
+    const sc_gemm_tier *t = sc_tier();
+    int kp = B->kp;
     int nb = (B->n + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP, nm = (M + SC_MCHUNK - 1) / SC_MCHUNK;
     int tasks = ng * nm;
 #pragma omp parallel for schedule(static) if (want_parallel(tasks, (double)M * B->n * kp))
@@ -260,6 +271,33 @@ void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const floa
         int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
         t->q8(mr, aq + (size_t)m0 * kp, as + m0, B, bias, C + (size_t)m0 * ldc, ldc, flags, nb0, nb1);
     }
+}
+
+void sc_lin_forward_ln(const sc_lin *l, sc_mode mode, int M, const float *x, const float *gamma, const float *beta,
+                       float eps, float *scratch, float *y, size_t ldc, int flags) {
+    if (M <= 0) return;
+    const int D = l->k, kp = l->q.kp;
+    uint8_t *aq = l->quantized && mode == SC_INT8 ? (uint8_t *)sc_scratch(0, (size_t)M * kp) : NULL;
+    float *as = aq ? (float *)sc_scratch(1, (size_t)M * sizeof(float)) : NULL;
+    if (!aq || !as) { /* float paths (and the no-memory fallback): normalize, then the layer */
+        sc_layernorm(x, scratch, M, D, gamma, beta, eps);
+        sc_lin_forward(l, mode, M, scratch, (size_t)D, y, ldc, flags);
+        return;
+    }
+    atomic_fetch_add_explicit(&g_macs, (unsigned long long)M * l->q.n * l->q.k, memory_order_relaxed);
+    const sc_gemm_tier *t = sc_tier();
+    const sc_ops_tier *ops = sc_ops();
+    int nt = omp_get_max_threads() < M ? omp_get_max_threads() : M; /* a scratch row per thread: M rows */
+#pragma omp parallel num_threads(nt) if (want_parallel(M, (double)M * D * 8))
+    {
+        float *row = scratch + (size_t)omp_get_thread_num() * D; /* one L1-sized row per thread */
+#pragma omp for schedule(static)
+        for (int m = 0; m < M; m++) {
+            ops->layernorm_row(x + (size_t)m * D, row, D, gamma, beta, eps);
+            as[m] = t->quant_row(row, D, kp, aq + (size_t)m * kp);
+        }
+    }
+    gemm_q8_rows(M, aq, as, &l->q, l->bias, y, ldc, flags);
 }
 
 void sc_gemm_w8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
@@ -332,7 +370,18 @@ static void softmax_scalar(float *r, int n, float scale) {
     float inv = 1.f / sum;
     for (int j = 0; j < n; j++) r[j] *= inv;
 }
-const sc_ops_tier sc_ops_scalar = {exp_scalar, gelu_scalar, silu_scalar, tanh_scalar, softmax_scalar};
+static void layernorm_row_scalar(const float *r, float *o, int D, const float *gamma, const float *beta, float eps) {
+    double s = 0, ss = 0;
+    for (int i = 0; i < D; i++) s += r[i];
+    double mean = s / D;
+    for (int i = 0; i < D; i++) ss += (r[i] - mean) * (r[i] - mean);
+    float inv = (float)(1.0 / sqrt(ss / D + eps));
+    float mu = (float)mean;
+    for (int i = 0; i < D; i++) o[i] = (r[i] - mu) * inv * gamma[i] + (beta ? beta[i] : 0.f);
+}
+
+const sc_ops_tier sc_ops_scalar = {exp_scalar, gelu_scalar, silu_scalar, tanh_scalar, softmax_scalar,
+                                   layernorm_row_scalar};
 
 const sc_ops_tier *sc_ops(void) {
     if (arb_cpu_tier_get() >= ARB_TIER_AVX512) return &sc_ops_avx512;
@@ -341,19 +390,11 @@ const sc_ops_tier *sc_ops(void) {
 
 /* ---------------------------------------------------------------- norms, softmax */
 
+
 void sc_layernorm(const float *x, float *y, int M, int D, const float *gamma, const float *beta, float eps) {
+    const sc_ops_tier *ops = sc_ops();
 #pragma omp parallel for schedule(static) if (M > 64 && !omp_in_parallel())
-    for (int m = 0; m < M; m++) {
-        const float *r = x + (size_t)m * D;
-        double s = 0, ss = 0;
-        for (int i = 0; i < D; i++) s += r[i];
-        double mean = s / D;
-        for (int i = 0; i < D; i++) ss += (r[i] - mean) * (r[i] - mean);
-        float inv = (float)(1.0 / sqrt(ss / D + eps));
-        float mu = (float)mean;
-        float *o = y + (size_t)m * D;
-        for (int i = 0; i < D; i++) o[i] = (r[i] - mu) * inv * gamma[i] + (beta ? beta[i] : 0.f);
-    }
+    for (int m = 0; m < M; m++) ops->layernorm_row(x + (size_t)m * D, y + (size_t)m * D, D, gamma, beta, eps);
 }
 
 #define SC_GN_CHUNK 256 /* positions per partial sum: fixed, so results do not depend on threads */

@@ -349,4 +349,40 @@ static void softmax_avx512(float *x, int n, float scale) {
     }
 }
 
-const sc_ops_tier sc_ops_avx512 = {exp_avx512, gelu_avx512, silu_avx512, tanh_avx512, softmax_avx512};
+/* The scalar row's arithmetic (double sums, then float ((r − μ)·inv)·γ + β without FMA), 16 lanes. */
+static void layernorm_row_avx512(const float *r, float *o, int D, const float *gamma, const float *beta, float eps) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    int i = 0;
+    for (; i + 16 <= D; i += 16) {
+        __m512 v = _mm512_loadu_ps(r + i);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (int j = i; j < D; j++) s += r[j];
+    const double mean = s / D;
+    const __m512d md = _mm512_set1_pd(mean);
+    s0 = s1 = _mm512_setzero_pd();
+    for (i = 0; i + 16 <= D; i += 16) {
+        __m512 v = _mm512_loadu_ps(r + i);
+        __m512d a = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), md);
+        __m512d b = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), md);
+        s0 = _mm512_add_pd(s0, _mm512_mul_pd(a, a));
+        s1 = _mm512_add_pd(s1, _mm512_mul_pd(b, b));
+    }
+    double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (int j = i; j < D; j++) ss += (r[j] - mean) * (r[j] - mean);
+    const float inv = (float)(1.0 / sqrt(ss / D + eps)), mu = (float)mean;
+    const __m512 vmu = _mm512_set1_ps(mu), vinv = _mm512_set1_ps(inv);
+    for (i = 0; i < D; i += 16) {
+        int w = D - i < 16 ? D - i : 16;
+        __mmask16 mk = (__mmask16)(w == 16 ? 0xFFFF : (1u << w) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, r + i), vmu), vinv),
+                                 _mm512_maskz_loadu_ps(mk, gamma + i));
+        v = _mm512_add_ps(v, beta ? _mm512_maskz_loadu_ps(mk, beta + i) : _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(o + i, mk, v);
+    }
+}
+
+const sc_ops_tier sc_ops_avx512 = {exp_avx512, gelu_avx512, silu_avx512, tanh_avx512, softmax_avx512,
+                                   layernorm_row_avx512};
