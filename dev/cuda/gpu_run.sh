@@ -3,7 +3,8 @@
 # .deps from scripts/carry-deps.sh), then the CUDA tests, the bench, and compute-sanitizer.
 #   dev/cuda/gpu_run.sh [test] [testmma] [testws1] [testws2] [testwg] [bench] [quick] [memcheck] [ctest] [prof] [ncu]
 #                       [shapes]   (default: test bench memcheck)
-# ARB_SHAPES_CORES (default "ws1 wg"), ARB_NCU_SHAPE, ARB_PROF_SHAPE pick what shapes/ncu/prof run.
+# ARB_SHAPES_CORES (default "ws1 wg"), ARB_NCU_SHAPE, ARB_PROF_SHAPE pick what shapes/ncu/prof run;
+# ARB_CUDA_GEMM_TMASTORE=1 turns the (slower, experimental) bulk-tensor-store epilogue of forward/dX on.
 # ARB_CUDA_GEMM=ws (default: clusters per GEMM) | ws1 | ws2 | wg | mma picks the GEMM core; `shapes` times 8192^3 and the
 # training shapes on ws1 and wg next to the default (one process per core).
 # Logs go to $OUT (the device tool's folder) or /tmp/arb-gpu.
@@ -31,9 +32,9 @@ for w in $what; do
     benchmma) ARB_CUDA_GEMM=mma timeout 300 build-cuda/arbitor bench kernels --device cuda 2>&1 | tee "$out/bench-mma.log" ;;
     ncu) timeout 150 ncu -k regex:k_gemm_w --launch-skip 8 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats build-cuda/arbitor bench kernels --device cuda --shape ${ARB_NCU_SHAPE:-8192x8192x8192} >"$out/ncu.log" 2>&1
       grep -vE "^ *-+ *$|^\s*$" "$out/ncu.log" | grep -A400 "k_gemm_w" | grep -E "Duration|Throughput|Pipe|pipeline|Busy|Warp Cycles|Issued|L2 Hit|Eligible|Grid Size" | head -30 ;;
-    ncuupd) timeout 150 ncu --kernel-name-base demangled -k "regex:k_gemm_ws<2, 3" --launch-skip 1 --launch-count 1 --section WarpStateStats --section SourceCounters --section ComputeWorkloadAnalysis --print-details all build-cuda/arbitor bench kernels --device cuda --shape 16384x2048x2048 >"$out/ncu-upd.log" 2>&1
+    ncuupd) timeout 150 ncu --kernel-name-base demangled -k "regex:k_gemm_ws<2, 3" --launch-skip 1 --launch-count 1 --section SpeedOfLight --section WarpStateStats --section SourceCounters --section ComputeWorkloadAnalysis --print-details all build-cuda/arbitor bench kernels --device cuda --shape 16384x2048x2048 >"$out/ncu-upd.log" 2>&1
       grep -E "Duration|Stall|stall|Issued|Pipe|Eligible" "$out/ncu-upd.log" | head -30 ;;
-    prof) timeout 300 ncu --metrics gpu__time_duration.sum build-cuda/arbitor bench kernels --device cuda --shape ${ARB_PROF_SHAPE:-16384x2048x2048} >"$out/prof.log" 2>&1
+    prof) timeout 120 ncu --metrics gpu__time_duration.sum build-cuda/arbitor bench kernels --device cuda --shape ${ARB_PROF_SHAPE:-16384x2048x2048} >"$out/prof.log" 2>&1
       python3 dev/cuda/prof_summary.py "$out/prof.log" | head -30 ;;
     ctest) (cd build-cuda && timeout 300 ctest -j8 --output-on-failure 2>&1 | tail -25) ;;
     bench) timeout 300 build-cuda/arbitor bench kernels --device cuda 2>&1 | tee "$out/bench.log"; [ ${PIPESTATUS[0]} = 0 ] || rc=1 ;;

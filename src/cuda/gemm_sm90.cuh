@@ -72,6 +72,20 @@ __device__ __forceinline__ void arb_tma_load_2d_mc(void *dst, const CUtensorMap 
                  : "memory");
 }
 
+/* 2-D tiled bulk copy shared → global (parts outside the tensor are not written), and its
+ * bulk-group bookkeeping: commit, then wait until at most N groups still read shared memory. */
+__device__ __forceinline__ void arb_tma_store_2d(const CUtensorMap *map, int c0, int c1, const void *src) {
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"((uint64_t)map),
+                 "r"(c0), "r"(c1), "r"(arb_smem_u32(src))
+                 : "memory");
+}
+__device__ __forceinline__ void arb_bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void arb_bulk_wait_read() {
+    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N> __device__ __forceinline__ void arb_bulk_wait() {
+    asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
 __device__ __forceinline__ unsigned arb_cluster_rank() {
     unsigned r;
     asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));

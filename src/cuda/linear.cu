@@ -74,10 +74,11 @@ constexpr int EPI_STAGE_BYTES = 128 * EPI_LD + 128 * EPI_LDW * 4;
 
 /* Accumulators: flat [MI][NJ][4] in mma C-fragment order (e: row g / g+8 × col 2tig / 2tig+1);
  * the wgmma m64nN accumulator of one warp has the same order with MI = 1, NJ = N/8.
- * sE/sW (update only, may be null): the staged tile whose origin is (tm0, tn0). */
+ * sE/sW (update only, may be null): the staged tile whose origin is (tm0, tn0); the new T_accum
+ * values go back into sE (the caller copies the tile out with whole-word stores). */
 template <int EPI, int MI, int NJ>
 __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * NJ * 4], int row0, int col0,
-                                         int lane, const int8_t *sE = nullptr, const uint32_t *sW = nullptr,
+                                         int lane, int8_t *sE = nullptr, const uint32_t *sW = nullptr,
                                          int tm0 = 0, int tn0 = 0) {
     const int gq = lane >> 2, tig = lane & 3;
     if constexpr (EPI == EPI_I32 || EPI == EPI_F32 || EPI == EPI_DX) {
@@ -132,10 +133,24 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                 m[h] = (EPI == EPI_UPDATE && orow[h]) ? g.mult[o[h]] : 0;
             }
             /* Per tile: both rows' loads first (trit words, T_accum bytes), then the rule, then
-             * the stores — byte stores may alias anything, so interleaving would serialize. */
-#pragma unroll
+             * the stores — byte stores may alias anything, so interleaving would serialize.
+             * The tile loop is not unrolled (unrolled, 128 copies of the rule made ~18k PTX
+             * instructions, far beyond the instruction cache); the tile's 8 accumulators are
+             * picked out of the register array by compile-time selects instead. */
+#pragma unroll 1
             for (int p = 0; p < NJ / 2; p++) {
                 const int64_t tc = (col0 + p * 16) / 16;
+                int32_t gsel[2][4];
+#pragma unroll
+                for (int k = 0; k < NJ / 2; k++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int32_t v = acc[(mi * NJ + 2 * k + (e >> 1)) * 4 + 2 * h + (e & 1)];
+                            if (k == 0) gsel[h][e] = v;
+                            else gsel[h][e] = p == k ? v : gsel[h][e];
+                        }
                 uint32_t word[2];
                 int8_t av[2][4];
 #pragma unroll
@@ -165,7 +180,7 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                         const int64_t i = tc * 16 + cl;
                         uint32_t code = (word[h] >> sh) & 3u;
                         if (ok && i < g.cols) {
-                            const int32_t gi = acc[(mi * NJ + 2 * p + (e >> 1)) * 4 + 2 * h + (e & 1)];
+                            const int32_t gi = gsel[h][e];
                             sa[h] += gi < 0 ? -(long long)gi : (long long)gi;
                             if constexpr (EPI == EPI_UPDATE) {
                                 const int t = (int)code - 1;
@@ -193,7 +208,10 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
                             const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
-                            if (ok && i < g.cols) g.accum[o[h] * g.cols + i] = av[h][e];
+                            if (ok && i < g.cols) {
+                                if (sE) sE[(o[h] - tm0) * EPI_LD + (i - tn0)] = av[h][e];
+                                else g.accum[o[h] * g.cols + i] = av[h][e];
+                            }
                         }
                     }
                 }
@@ -449,18 +467,88 @@ constexpr int WS_THREADS = 384;
  *   int8 A:   4 stages of 48 KB; the update kernel gives one to its staged epilogue operands and
  *             releases each stage as soon as its wgmma retires (wait 0) to keep 2 stages ahead. */
 template <int AM, int EPI> constexpr bool ws_staged_epi() { return AM == A_INT8 && EPI == EPI_UPDATE; }
-template <int AM, int EPI> constexpr int ws_stages() { return AM != A_INT8 ? 6 : ws_staged_epi<AM, EPI>() ? 3 : 4; }
-template <int AM, int EPI> constexpr int ws_smem() {
-    return 1024 + ws_stages<AM, EPI>() * (W_B_BYTES + (AM == A_INT8 ? W_AI8_BYTES : W_APK_BYTES)) +
-           (ws_staged_epi<AM, EPI>() ? EPI_STAGE_BYTES : 0) + (2 * ws_stages<AM, EPI>() + 2) * 8;
+/* TS (packed forward / dX, opt-in): the output leaves through a 32 KB swizzled staging tile and
+ * bulk tensor stores, one 32-row quarter of the 128 × 256 tile at a time (5 stages then). */
+constexpr int WS_OUT_BYTES = 256 * 32 * 4;
+template <int AM, int EPI, int TS = 0> constexpr int ws_stages() {
+    return AM != A_INT8 ? (TS ? 5 : 6) : ws_staged_epi<AM, EPI>() ? 3 : 4;
+}
+template <int AM, int EPI, int TS = 0> constexpr int ws_smem() {
+    return 1024 + ws_stages<AM, EPI, TS>() * (W_B_BYTES + (AM == A_INT8 ? W_AI8_BYTES : W_APK_BYTES)) +
+           (TS ? WS_OUT_BYTES : 0) + (ws_staged_epi<AM, EPI>() ? EPI_STAGE_BYTES : 0) +
+           (2 * ws_stages<AM, EPI, TS>() + 2) * 8;
 }
 
-template <int AM, int EPI, int CL>
+#if defined(ARB_HAVE_WGMMA)
+/* TS epilogue: quarter q (rows 32q..32q+31 of the tile) belongs to consumer warps 2q, 2q+1; in
+ * turn each pair writes its values (scaled as the kind asks) into the swizzled staging tile, one
+ * thread issues the bulk tensor store and waits until the engine has read the tile, and the next
+ * pair may write. The stores to global memory then drain while the next tile multiplies. The
+ * 128-byte swizzle (16-byte chunk ^= n & 7) keeps a warp's 32 stores in distinct banks. */
+template <int EPI>
+__device__ __forceinline__ void store_tile_tma(const GemmArgs &g, int32_t (&acc)[128], const CUtensorMap *map,
+                                               uint8_t *sO, int m0, int n0, int q_mine, int half, int lane,
+                                               bool issuer) {
+    const int gq = lane >> 2, tig = lane & 3;
+    /* n & 7 = 2tig + (e & 1) for every nj: each of the 4 values per nj has a fixed offset */
+    int off[4];
+    float smv[2] = {1.0f, 1.0f};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const int ml = half * 16 + gq + 8 * (e >> 1), n7 = 2 * tig + (e & 1);
+        off[e] = n7 * 128 + (((ml >> 2) ^ n7) << 4) + (ml & 3) * 4;
+    }
+    if constexpr (EPI == EPI_F32) {
+#pragma unroll
+        for (int b = 0; b < 2; b++) {
+            const int m = m0 + q_mine * 32 + half * 16 + gq + 8 * b;
+            smv[b] = m < g.M ? __ldg(g.rs_m + m) : 0.0f;
+        }
+    }
+#pragma unroll 1
+    for (int q = 0; q < 4; q++) {
+        if (q == q_mine) {
+#pragma unroll
+            for (int nj = 0; nj < 32; nj++) {
+                float sn[2] = {1.0f, 1.0f};
+                if constexpr (EPI != EPI_I32) {
+#pragma unroll
+                    for (int b = 0; b < 2; b++) {
+                        const int n = n0 + nj * 8 + 2 * tig + b;
+                        sn[b] = n < g.N ? __ldg(g.rs_n + n) : 0.0f;
+                    }
+                }
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int32_t v = acc[nj * 4 + e];
+                    if constexpr (EPI != EPI_I32) {
+                        float f = __fmul_rn((float)v, sn[e & 1]);
+                        if constexpr (EPI == EPI_F32) f = __fmul_rn(f, smv[e >> 1]);
+                        v = __float_as_int(f);
+                    }
+                    *(int32_t *)(sO + nj * 1024 + off[e]) = v;
+                }
+            }
+            arb_fence_proxy_async();
+        }
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+        if (issuer) {
+            arb_tma_store_2d(map, m0 + q * 32, n0, sO);
+            arb_bulk_commit();
+            arb_bulk_wait_read<0>();
+        }
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    }
+}
+#endif
+
+template <int AM, int EPI, int CL, int TS>
 __global__ void __launch_bounds__(WS_THREADS, 1)
-    k_gemm_ws(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB, const GemmArgs g) {
+    k_gemm_ws(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
+              const __grid_constant__ CUtensorMap tmO, const GemmArgs g) {
 #if defined(ARB_HAVE_WGMMA)
     extern __shared__ __align__(1024) uint8_t smem_raw[];
-    constexpr int S = ws_stages<AM, EPI>();
+    constexpr int S = ws_stages<AM, EPI, TS>();
     constexpr bool STAGED = ws_staged_epi<AM, EPI>();
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     uint8_t *sB = smem;                       /* S × 32 KB, 128-byte swizzle */
@@ -468,7 +556,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     uint8_t *sP = sA + (AM == A_INT8 ? S * W_AI8_BYTES : 0); /* packed: S × 4 KB [8 tile-rows][8 tiles][64 B] */
     int8_t *sE = (int8_t *)(sP + (AM == A_INT8 ? 0 : S * W_APK_BYTES)); /* staged update operands */
     uint32_t *sW = (uint32_t *)(sE + 128 * EPI_LD);
-    uint64_t *full = (uint64_t *)((uint8_t *)sE + (STAGED ? EPI_STAGE_BYTES : 0)), *empty = full + S;
+    uint8_t *sO = (uint8_t *)sE; /* TS: [256 n][32 m] 4-byte values, 128-byte swizzle (1024-aligned) */
+    uint64_t *full = (uint64_t *)((uint8_t *)sE + (STAGED ? EPI_STAGE_BYTES : TS ? WS_OUT_BYTES : 0)), *empty = full + S;
     uint64_t *epi_full = empty + S, *epi_empty = epi_full + 1;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const unsigned rank = CL > 1 ? arb_cluster_rank() : 0u;
@@ -654,12 +743,35 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
             if constexpr (STAGED) {
                 arb_mbar_wait(epi_full, eph);
                 epilogue<EPI, 1, 32>(g, acc, m0 + cw * 64 + (warp & 3) * 16, n0, lane, sE, sW, m0, n0);
+                /* all 8 consumer warps wrote their new T_accum into sE: copy the tile out with
+                 * coalesced whole words (a warp's byte stores hit 8 rows at once otherwise) */
+                asm volatile("bar.sync 1, 256;\n" ::: "memory");
+                const int ct = tid - 128;
+                if ((g.cols & 3) == 0) {
+                    for (int c = ct; c < 128 * 64; c += 256) {
+                        const int r = c >> 6, q = c & 63;
+                        const int64_t o = m0 + r, i = n0 + 4 * q;
+                        if (o < g.M && i < g.cols)
+                            *(uint32_t *)(g.accum + o * g.cols + i) = *(const uint32_t *)(sE + r * EPI_LD + 4 * q);
+                    }
+                } else {
+                    for (int c = ct; c < 128 * 256; c += 256) {
+                        const int r = c >> 8, j = c & 255;
+                        const int64_t o = m0 + r, i = n0 + j;
+                        if (o < g.M && i < g.cols) g.accum[o * g.cols + i] = sE[r * EPI_LD + j];
+                    }
+                }
                 __syncwarp();
                 if (lane == 0) arb_mbar_arrive(epi_empty);
                 eph ^= 1;
+            } else if constexpr (TS) {
+                store_tile_tma<EPI>(g, acc, &tmO, sO, m0, n0, cw * 2 + ((warp & 3) >> 1), warp & 1, lane, tid == 128);
             } else {
                 epilogue<EPI, 1, 32>(g, acc, m0 + cw * 64 + (warp & 3) * 16, n0, lane);
             }
+        }
+        if constexpr (TS) {
+            if (tid == 128) arb_bulk_wait<0>(); /* the last tile's stores are complete */
         }
     }
     /* a CTA leaves only when its partner can no longer write its shared memory or barriers */
@@ -717,9 +829,10 @@ bool ws_maps(const GemmArgs &g, int AM, int cl, CUtensorMap *ma, CUtensorMap *mb
                              (uint64_t)(g.tiles_c * ARB_TILE_BYTES), WBK, BM / 16, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
-template <int AM, int EPI, int CL> arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap &mb,
-                                                        const char *what) {
-    constexpr int SMEM = ws_smem<AM, EPI>();
+template <int AM, int EPI, int CL, int TS = 0>
+arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mo,
+                     const char *what) {
+    constexpr int SMEM = ws_smem<AM, EPI, TS>();
     static int ctas[64]; /* resident CTAs per device (whole clusters), the persistent grid's cap */
     int dev = 0;
     ARB_CU(cudaGetDevice(&dev));
@@ -736,12 +849,12 @@ template <int AM, int EPI, int CL> arb_status launch_ws(const GemmArgs &g, const
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     if (!ctas[dev]) {
-        ARB_CU(cudaFuncSetAttribute(k_gemm_ws<AM, EPI, CL>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
-        if (CL > 1) ARB_CU(cudaFuncSetAttribute(k_gemm_ws<AM, EPI, CL>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        ARB_CU(cudaFuncSetAttribute(k_gemm_ws<AM, EPI, CL, TS>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
+        if (CL > 1) ARB_CU(cudaFuncSetAttribute(k_gemm_ws<AM, EPI, CL, TS>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
         int sms = 0, nc = 0;
         ARB_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
         cfg.gridDim = dim3((unsigned)(sms / CL * CL));
-        if (cudaOccupancyMaxActiveClusters(&nc, k_gemm_ws<AM, EPI, CL>, &cfg) != cudaSuccess || nc <= 0) {
+        if (cudaOccupancyMaxActiveClusters(&nc, k_gemm_ws<AM, EPI, CL, TS>, &cfg) != cudaSuccess || nc <= 0) {
             (void)cudaGetLastError();
             nc = sms / CL;
         }
@@ -756,7 +869,7 @@ template <int AM, int EPI, int CL> arb_status launch_ws(const GemmArgs &g, const
     const int64_t grid = pairs * CL < cap ? pairs * CL : cap;
     if (grid <= 0) return ARB_OK;
     cfg.gridDim = dim3((unsigned)grid);
-    ARB_CU(cudaLaunchKernelEx(&cfg, k_gemm_ws<AM, EPI, CL>, ma, mb, g));
+    ARB_CU(cudaLaunchKernelEx(&cfg, k_gemm_ws<AM, EPI, CL, TS>, ma, mb, mo, g));
     ARB_CU_LAUNCH(what);
     return ARB_OK;
 }
@@ -770,8 +883,23 @@ template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char 
          * with trits decoded into registers, single CTAs were as fast at 8192³ and faster at the
          * training shapes (1250 vs 925 at 16384×2048×2048). */
         const int cl = core == CORE_WS2 ? 2 : core == CORE_WS1 ? 1 : (AM == A_INT8 && g.K >= 8192) ? 2 : 1;
-        if (ws_maps(g, AM, cl, &ma, &mb))
-            return cl == 2 ? launch_ws<AM, EPI, 2>(g, ma, mb, what) : launch_ws<AM, EPI, 1>(g, ma, mb, what);
+        if (ws_maps(g, AM, cl, &ma, &mb)) {
+            CUtensorMap mo = ma; /* unused unless TS */
+            if constexpr (AM != A_INT8 && EPI != EPI_UPDATE && EPI != EPI_STATS) {
+                /* opt-in (ARB_CUDA_GEMM_TMASTORE=1): bulk tensor stores of the output. Measured
+                 * slower at the training shapes (885 vs 1027 TOP/s at 16384×2048×2048, H100): the
+                 * four quarters leave one after another, each waiting for the copy engine. */
+                static const bool ts_on = [] {
+                    const char *e = getenv("ARB_CUDA_GEMM_TMASTORE");
+                    return e && !strcmp(e, "1");
+                }();
+                if (ts_on && cl == 1 && g.ldo % 4 == 0 && !((uintptr_t)g.out & 15) &&
+                    arb_tensor_map_2d(&mo, CU_TENSOR_MAP_DATA_TYPE_INT32, g.out, (uint64_t)g.M, (uint64_t)g.N,
+                                      (uint64_t)g.ldo * 4, 32, 256, CU_TENSOR_MAP_SWIZZLE_128B))
+                    return launch_ws<AM, EPI, 1, 1>(g, ma, mb, mo, what);
+            }
+            return cl == 2 ? launch_ws<AM, EPI, 2>(g, ma, mb, mo, what) : launch_ws<AM, EPI, 1>(g, ma, mb, mo, what);
+        }
     }
     dim3 grid((unsigned)((g.N + BN - 1) / BN), (unsigned)((g.M + BM - 1) / BM));
     if (grid.y > 65535) return arb_error(ARB_ERR_SHAPE, "%s: M = %d is too large for one launch", what, g.M);
