@@ -1,17 +1,20 @@
 /* CUDA ternary linear: forward (W2A8 GEMM on int8 tensor cores, GEMV at small batch), backward
  * dX, and the fused dW → T_accum update.
  *
- * One tiled GEMM core serves all three (mma.sync m16n8k32 s8·s8→s32, cp.async 4-stage pipeline,
- * CTA tile 128×256×64, 8 warps of 64×64). They differ only in the A operand and the epilogue:
- *   forward  A = W (rows × cols), decoded from tile16 in registers: a row's 16 trits of a tile
- *            are one 32-bit word, and (word >> 2·tig) & 0x03030303 is exactly the 4 codes an
- *            mma A-fragment register needs; code − 1 is done bytewise without borrows.
- *   dX       A = Wᵀ: the fragment needs 4 consecutive W rows of one column, i.e. one byte of
- *            each of 4 consecutive row words (the same 16-byte chunk), gathered with byte_perm.
- *   dW       A = hqᵀ, B = xqᵀ (int8, K = tokens) via ldmatrix; the epilogue applies the update
- *            rule to each accumulator element in registers (Gint is never stored) and packs the
- *            new trits back with two shuffles per row word.
- * Integer results are exact, so any tiling gives the CPU reference's state bit for bit. */
+ * One tiled GEMM core serves all three; they differ only in the A operand and the epilogue:
+ *   forward  A = W (rows × cols), packed tile16: a row's 16 trits of a tile are one 32-bit word,
+ *            and (word >> 2·tig) & 0x03030303 is exactly the 4 codes of an mma/wgmma A-fragment
+ *            register; code − 1 is done bytewise without borrows.
+ *   dX       A = Wᵀ (the packed tiles transposed by a small kernel), then the forward kernel.
+ *   dW       A = hqᵀ, B = xqᵀ (int8, K = tokens); the epilogue applies the update rule to each
+ *            accumulator element in registers (Gint is never stored) and packs the new trits
+ *            back with two shuffles per row word.
+ * Cores: k_gemm_ws (sm_90a, default on Hopper): persistent, warp-specialized (a TMA producer warp
+ * feeding an mbarrier ring, two consumer warpgroups issuing wgmma m64n256k32; packed A decoded
+ * straight into the wgmma register fragments), optionally 2-CTA clusters multicasting the token
+ * tile; k_gemm_wg (sm_90a, cp.async, ARB_CUDA_GEMM=wg and the fallback for operands that are not
+ * 16-byte aligned); k_gemm (mma.sync m16n8k32, any sm_80+). Integer results are exact, so any
+ * tiling gives the CPU reference's state bit for bit. */
 #include <cuda_runtime.h>
 
 #include <cstdlib>
