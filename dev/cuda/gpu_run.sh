@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # One device call: build with CUDA on the GPU machine (no Debian -dev packages there: the carried
 # .deps from scripts/carry-deps.sh), then the CUDA tests, the bench, and compute-sanitizer.
-#   dev/cuda/gpu_run.sh [test] [bench] [quick] [memcheck] [ctest]   (default: test bench memcheck)
+#   dev/cuda/gpu_run.sh [test] [testmma] [testws1] [testws2] [testwg] [bench] [quick] [memcheck] [ctest] [prof] [ncu]
+#                       [shapes]   (default: test bench memcheck)
+# ARB_SHAPES_CORES (default "ws1 wg"), ARB_NCU_SHAPE, ARB_PROF_SHAPE pick what shapes/ncu/prof run;
+# ARB_CUDA_GEMM_TMASTORE=1 turns the (slower, experimental) bulk-tensor-store epilogue of forward/dX on.
+# ARB_CUDA_GEMM=ws (default: clusters per GEMM) | ws1 | ws2 | wg | mma picks the GEMM core; `shapes` times 8192^3 and the
+# training shapes on ws1 and wg next to the default (one process per core).
 # Logs go to $OUT (the device tool's folder) or /tmp/arb-gpu.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,15 +21,20 @@ cmake -S . -B build-cuda -DARB_CUDA=ON -DARB_DEPS_PREFIX="$PWD/.deps" -DCMAKE_BU
   { tail -30 "$out/cmake.log"; exit 1; }
 cmake --build build-cuda -j16 -- -k >"$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -20; }
 echo "build: $(($(date +%s) - t0)) s"
+grep -E "C75[0-9][0-9]|warning" "$out/build.log" | head -5
 rc=0
 for w in $what; do
   case $w in
-    test) timeout 200 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test.log" | tail -25; r=${PIPESTATUS[0]}; echo "test_cuda_ops rc=$r"; [ $r = 0 ] || rc=1 ;;
+    test) timeout 150 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test.log" | tail -25; r=${PIPESTATUS[0]}; echo "test_cuda_ops rc=$r"; [ $r = 0 ] || rc=1 ;;
+    testws1|testws2|testwg) ARB_CUDA_GEMM=${w#test} timeout 120 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test-${w#test}.log" | tail -3; r=${PIPESTATUS[0]}; echo "test_cuda_ops (${w#test} core) rc=$r"; [ $r = 0 ] || rc=1 ;;
+    shapes) for c in ${ARB_SHAPES_CORES:-ws1 wg}; do for sh in 8192x8192x8192 16384x2048x2048; do echo "== $c $sh"; ARB_CUDA_GEMM=$c timeout 60 build-cuda/arbitor bench kernels --device cuda --shape $sh 2>&1 | tail -n +3 | tee -a "$out/shapes.log"; done; done ;;
     testmma) ARB_CUDA_GEMM=mma timeout 200 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test-mma.log" | tail -3; r=${PIPESTATUS[0]}; echo "test_cuda_ops (mma.sync path) rc=$r"; [ $r = 0 ] || rc=1 ;;
     benchmma) ARB_CUDA_GEMM=mma timeout 300 build-cuda/arbitor bench kernels --device cuda 2>&1 | tee "$out/bench-mma.log" ;;
-    ncu) timeout 300 ncu -k regex:k_gemm_wg --launch-skip 30 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats build-cuda/arbitor bench kernels --device cuda >"$out/ncu.log" 2>&1
-      grep -vE "^ *-+ *$|^\s*$" "$out/ncu.log" | grep -A400 "k_gemm_wg" | grep -E "Duration|Throughput|Pipe|Busy|Stall|Warp Cycles|Issued|L2 |Shared|Bank|Registers|Theoretical|Achieved|Eligible|Hit" | head -60 ;;
-    prof) timeout 300 ncu --metrics gpu__time_duration.sum build-cuda/arbitor bench kernels --device cuda --shape ${ARB_PROF_SHAPE:-16384x2048x2048} >"$out/prof.log" 2>&1
+    ncu) timeout 150 ncu -k regex:k_gemm_w --launch-skip 8 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats build-cuda/arbitor bench kernels --device cuda --shape ${ARB_NCU_SHAPE:-8192x8192x8192} >"$out/ncu.log" 2>&1
+      grep -vE "^ *-+ *$|^\s*$" "$out/ncu.log" | grep -A400 "k_gemm_w" | grep -E "Duration|Throughput|Pipe|pipeline|Busy|Warp Cycles|Issued|L2 Hit|Eligible|Grid Size" | head -30 ;;
+    ncuupd) timeout 150 ncu --kernel-name-base demangled -k "regex:k_gemm_ws<2, 3" --launch-skip 1 --launch-count 1 --section SpeedOfLight --section WarpStateStats --section SourceCounters --section ComputeWorkloadAnalysis --print-details all build-cuda/arbitor bench kernels --device cuda --shape 16384x2048x2048 >"$out/ncu-upd.log" 2>&1
+      grep -E "Duration|Stall|stall|Issued|Pipe|Eligible" "$out/ncu-upd.log" | head -30 ;;
+    prof) timeout 120 ncu --metrics gpu__time_duration.sum build-cuda/arbitor bench kernels --device cuda --shape ${ARB_PROF_SHAPE:-16384x2048x2048} >"$out/prof.log" 2>&1
       python3 dev/cuda/prof_summary.py "$out/prof.log" | head -30 ;;
     ctest) (cd build-cuda && timeout 300 ctest -j8 --output-on-failure 2>&1 | tail -25) ;;
     bench) timeout 300 build-cuda/arbitor bench kernels --device cuda 2>&1 | tee "$out/bench.log"; [ ${PIPESTATUS[0]} = 0 ] || rc=1 ;;

@@ -211,8 +211,8 @@ bool run(bool quick, int dev, const Shape *only) {
     k_fill_bf16<<<1024, 256>>>(wb, (size_t)maxe, 4);
     BCHECK(cudaGetLastError());
 
-    printf("\n%-24s %12s %12s %12s %9s %9s\n", "GEMM tokens x in x out", "ternary", "cuBLASLt i8", "cuBLAS bf16",
-           "vs_int8", "vs_bf16");
+    printf("\n%-24s %12s %12s %12s %9s %9s %12s\n", "GEMM tokens x in x out", "ternary", "cuBLASLt i8", "cuBLAS bf16",
+           "vs_int8", "vs_bf16", "core i8xi8");
     double r8192_int8 = 0, r8192_bf16 = 0, train_vs_best = 1e30, bwdupd_over_fwd = 0;
     for (const Shape &s : shapes) {
         arb_ternary w;
@@ -220,14 +220,17 @@ bool run(bool quick, int dev, const Shape *only) {
         k_fill_codes<<<1024, 256>>>(w.trits, (size_t)(w.rows_pad * w.cols_pad / 4), 5);
         BCHECK(cudaGetLastError());
         ATRY(arb_cuda_ternary_refresh(&w));
-        double tt, ti, tb;
+        double tt, ti, tb, tc8;
         auto tern = [&]() { return arb_cuda_ternary_matmul_i32(&w, x8, s.m, o32) == ARB_OK; };
         if (!time_ms(tern, 2, 5, 5, &tt)) return false;
+        /* the same core on int8 weights: what the trit decode costs (or saves) */
+        auto core8 = [&]() { return arb_cuda_gemm_s8_i32(w8, x8, s.n, s.m, s.k, o32) == ARB_OK; };
+        if (!time_ms(core8, 2, 5, 5, &tc8)) return false;
         if (!lt_int8(L, w8, x8, o32, s.m, s.k, s.n, &ti)) return false;
         if (!blas_bf16(L, wb, xb, ob, s.m, s.k, s.n, &tb)) return false;
         double ops = 2.0 * (double)s.m * (double)s.k * (double)s.n;
-        printf("%-24s %7.0f TOP/s %7.0f TOP/s %7.0f TFLOP/s %8.2fx %8.2fx\n", s.name, ops / tt / 1e9, ops / ti / 1e9,
-               ops / tb / 1e9, ti / tt, tb / tt);
+        printf("%-24s %7.0f TOP/s %7.0f TOP/s %7.0f TFLOP/s %8.2fx %8.2fx %7.0f TOP/s\n", s.name, ops / tt / 1e9,
+               ops / ti / 1e9, ops / tb / 1e9, ti / tt, tb / tt, ops / tc8 / 1e9);
         if (s.m == s.k && s.k == s.n && s.m == (quick ? 2048 : 8192)) {
             r8192_int8 = ti / tt;
             r8192_bf16 = tb / tt;

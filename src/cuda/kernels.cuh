@@ -63,6 +63,9 @@ __device__ __forceinline__ void arb_mma_s8(int32_t &c0, int32_t &c1, int32_t &c2
 /* Which int8 tensor-core GEMM the linear ops use on the current device (for the bench). */
 const char *arb_cuda_gemm_core(void);
 
+/* int8 × int8 → int32 on the ternary GEMM's core (bench: the decode's cost): out (n, m) = b · aᵀ. */
+arb_status arb_cuda_gemm_s8_i32(const int8_t *a, const int8_t *b, int64_t m, int64_t n, int64_t k, int32_t *out);
+
 /* ---- host side shared by the update ops (ternary.cu) ------------------------------------- */
 
 /* Device buffers of one update: per-row exact sums (int64 ×3) and the multipliers. */

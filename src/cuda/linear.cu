@@ -1,17 +1,20 @@
 /* CUDA ternary linear: forward (W2A8 GEMM on int8 tensor cores, GEMV at small batch), backward
  * dX, and the fused dW → T_accum update.
  *
- * One tiled GEMM core serves all three (mma.sync m16n8k32 s8·s8→s32, cp.async 4-stage pipeline,
- * CTA tile 128×256×64, 8 warps of 64×64). They differ only in the A operand and the epilogue:
- *   forward  A = W (rows × cols), decoded from tile16 in registers: a row's 16 trits of a tile
- *            are one 32-bit word, and (word >> 2·tig) & 0x03030303 is exactly the 4 codes an
- *            mma A-fragment register needs; code − 1 is done bytewise without borrows.
- *   dX       A = Wᵀ: the fragment needs 4 consecutive W rows of one column, i.e. one byte of
- *            each of 4 consecutive row words (the same 16-byte chunk), gathered with byte_perm.
- *   dW       A = hqᵀ, B = xqᵀ (int8, K = tokens) via ldmatrix; the epilogue applies the update
- *            rule to each accumulator element in registers (Gint is never stored) and packs the
- *            new trits back with two shuffles per row word.
- * Integer results are exact, so any tiling gives the CPU reference's state bit for bit. */
+ * One tiled GEMM core serves all three; they differ only in the A operand and the epilogue:
+ *   forward  A = W (rows × cols), packed tile16: a row's 16 trits of a tile are one 32-bit word,
+ *            and (word >> 2·tig) & 0x03030303 is exactly the 4 codes of an mma/wgmma A-fragment
+ *            register; code − 1 is done bytewise without borrows.
+ *   dX       A = Wᵀ (the packed tiles transposed by a small kernel), then the forward kernel.
+ *   dW       A = hqᵀ, B = xqᵀ (int8, K = tokens); the epilogue applies the update rule to each
+ *            accumulator element in registers (Gint is never stored) and packs the new trits
+ *            back with two shuffles per row word.
+ * Cores: k_gemm_ws (sm_90a, default on Hopper): persistent, warp-specialized (a TMA producer warp
+ * feeding an mbarrier ring, two consumer warpgroups issuing wgmma m64n256k32; packed A decoded
+ * straight into the wgmma register fragments), optionally 2-CTA clusters multicasting the token
+ * tile; k_gemm_wg (sm_90a, cp.async, ARB_CUDA_GEMM=wg and the fallback for operands that are not
+ * 16-byte aligned); k_gemm (mma.sync m16n8k32, any sm_80+). Integer results are exact, so any
+ * tiling gives the CPU reference's state bit for bit. */
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "cuda/kernels.cuh"
+#include "cuda/gemm_sm90.cuh"
 #include "cuda/wgmma.cuh"
 
 namespace {
@@ -65,11 +69,20 @@ __device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chu
 /* The 128-byte swizzle the wgmma descriptors expect (tile 1024-byte aligned). */
 [[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
+/* The update epilogue's operands staged in shared memory by the warp-specialized core: T_accum of
+ * the 128 × 256 tile (rows padded to EPI_LD bytes, no bank conflicts between a warp's 8 rows) and
+ * the tile's trit row words (EPI_LDW words per row). */
+constexpr int EPI_LD = 260, EPI_LDW = 17;
+constexpr int EPI_STAGE_BYTES = 128 * EPI_LD + 128 * EPI_LDW * 4;
+
 /* Accumulators: flat [MI][NJ][4] in mma C-fragment order (e: row g / g+8 × col 2tig / 2tig+1);
- * the wgmma m64nN accumulator of one warp has the same order with MI = 1, NJ = N/8. */
+ * the wgmma m64nN accumulator of one warp has the same order with MI = 1, NJ = N/8.
+ * sE/sW (update only, may be null): the staged tile whose origin is (tm0, tn0); the new T_accum
+ * values go back into sE (the caller copies the tile out with whole-word stores). */
 template <int EPI, int MI, int NJ>
 __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * NJ * 4], int row0, int col0,
-                                         int lane) {
+                                         int lane, int8_t *sE = nullptr, const uint32_t *sW = nullptr,
+                                         int tm0 = 0, int tn0 = 0) {
     const int gq = lane >> 2, tig = lane & 3;
     if constexpr (EPI == EPI_I32 || EPI == EPI_F32 || EPI == EPI_DX) {
         /* Scales through the read-only path and ahead of the stores: a plain load after a store
@@ -123,23 +136,40 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                 m[h] = (EPI == EPI_UPDATE && orow[h]) ? g.mult[o[h]] : 0;
             }
             /* Per tile: both rows' loads first (trit words, T_accum bytes), then the rule, then
-             * the stores — byte stores may alias anything, so interleaving would serialize. */
-#pragma unroll
+             * the stores — byte stores may alias anything, so interleaving would serialize.
+             * The tile loop is not unrolled (unrolled, 128 copies of the rule made ~18k PTX
+             * instructions, far beyond the instruction cache); the tile's 8 accumulators are
+             * picked out of the register array by compile-time selects instead. */
+#pragma unroll 1
             for (int p = 0; p < NJ / 2; p++) {
                 const int64_t tc = (col0 + p * 16) / 16;
+                int32_t gsel[2][4];
+#pragma unroll
+                for (int k = 0; k < NJ / 2; k++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int32_t v = acc[(mi * NJ + 2 * k + (e >> 1)) * 4 + 2 * h + (e & 1)];
+                            if (k == 0) gsel[h][e] = v;
+                            else gsel[h][e] = p == k ? v : gsel[h][e];
+                        }
                 uint32_t word[2];
                 int8_t av[2][4];
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const bool ok = orow[h] && tc < g.tiles_c;
                     word[h] = (ok && EPI == EPI_UPDATE)
-                                  ? *(const uint32_t *)(g.trits + ((o[h] >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES +
-                                                        4 * (o[h] & 15))
+                                  ? (sW ? sW[(o[h] - tm0) * EPI_LDW + (tc - tn0 / 16)]
+                                        : *(const uint32_t *)(g.trits + ((o[h] >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES +
+                                                              4 * (o[h] & 15)))
                                   : 0u;
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
-                        av[h][e] = (EPI == EPI_UPDATE && ok && i < g.cols) ? g.accum[o[h] * g.cols + i] : (int8_t)0;
+                        av[h][e] = (EPI == EPI_UPDATE && ok && i < g.cols)
+                                       ? (sE ? sE[(o[h] - tm0) * EPI_LD + (i - tn0)] : g.accum[o[h] * g.cols + i])
+                                       : (int8_t)0;
                     }
                 }
                 uint32_t part[2] = {0, 0};
@@ -153,7 +183,7 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                         const int64_t i = tc * 16 + cl;
                         uint32_t code = (word[h] >> sh) & 3u;
                         if (ok && i < g.cols) {
-                            const int32_t gi = acc[(mi * NJ + 2 * p + (e >> 1)) * 4 + 2 * h + (e & 1)];
+                            const int32_t gi = gsel[h][e];
                             sa[h] += gi < 0 ? -(long long)gi : (long long)gi;
                             if constexpr (EPI == EPI_UPDATE) {
                                 const int t = (int)code - 1;
@@ -181,7 +211,10 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
                             const int64_t i = tc * 16 + (e >> 1) * 8 + 2 * tig + (e & 1);
-                            if (ok && i < g.cols) g.accum[o[h] * g.cols + i] = av[h][e];
+                            if (ok && i < g.cols) {
+                                if (sE) sE[(o[h] - tm0) * EPI_LD + (i - tn0)] = av[h][e];
+                                else g.accum[o[h] * g.cols + i] = av[h][e];
+                            }
                         }
                     }
                 }
@@ -418,32 +451,464 @@ __global__ void __launch_bounds__(THREADS, 1) k_gemm_wg(const GemmArgs g) {
 #endif
 }
 
-/* wgmma where the card runs our sm_90a code (compute capability 9.0) unless ARB_CUDA_GEMM=mma. */
-bool use_wgmma() {
-    const char *e = getenv("ARB_CUDA_GEMM");
-    if (e && !strcmp(e, "mma")) return false;
+/* ---------------------------------------------------------------- warp-specialized wgmma core
+ *
+ * 384 threads: warpgroup 0 feeds, warpgroups 1 and 2 multiply (64×256 each of a 128×256 tile).
+ * Warp 0 (one lane) issues the bulk tensor copies of each K-block into a WS_STAGES-deep ring
+ * (full[s] counts the bytes); warps 1–3 decode packed trits into int8 swizzled tiles (dec[s]);
+ * the consumers wait on dec[s] (or full[s] for int8 A), issue wgmma, and release stage s on
+ * empty[s] once the wgmma that read it has retired. No CTA-wide barrier in the loop. The grid is
+ * persistent: each CTA walks tiles with a stride, the feeders running ahead into the next tile
+ * while the consumers store the last one. CL = 2: clusters of two CTAs on neighbouring M tiles
+ * share the token tile, each loading half of it and multicasting it to both (half the L2 reads
+ * of the larger operand); a stage is refilled only after both CTAs' consumers released it. */
+constexpr int WS_THREADS = 384;
+[[maybe_unused]] constexpr int WS_DEC_THREADS = 96; /* warps 1–3 */
+/* Shared memory per kernel:
+ *   packed A: 6 stages of 36 KB (B 32 KB + packed A 4 KB); the consumers decode A straight into
+ *             wgmma register fragments, so no int8 copy of A exists in shared memory;
+ *   int8 A:   4 stages of 48 KB; the update kernel gives one to its staged epilogue operands and
+ *             releases each stage as soon as its wgmma retires (wait 0) to keep 2 stages ahead. */
+template <int AM, int EPI> constexpr bool ws_staged_epi() { return AM == A_INT8 && EPI == EPI_UPDATE; }
+/* TS (packed forward / dX, opt-in): the output leaves through a 32 KB swizzled staging tile and
+ * bulk tensor stores, one 32-row quarter of the 128 × 256 tile at a time (5 stages then). */
+constexpr int WS_OUT_BYTES = 256 * 32 * 4;
+template <int AM, int EPI, int TS = 0> constexpr int ws_stages() {
+    return AM != A_INT8 ? (TS ? 5 : 6) : ws_staged_epi<AM, EPI>() ? 3 : 4;
+}
+template <int AM, int EPI, int TS = 0> constexpr int ws_smem() {
+    return 1024 + ws_stages<AM, EPI, TS>() * (W_B_BYTES + (AM == A_INT8 ? W_AI8_BYTES : W_APK_BYTES)) +
+           (TS ? WS_OUT_BYTES : 0) + (ws_staged_epi<AM, EPI>() ? EPI_STAGE_BYTES : 0) +
+           (2 * ws_stages<AM, EPI, TS>() + 2) * 8;
+}
+
+#if defined(ARB_HAVE_WGMMA)
+/* TS epilogue: quarter q (rows 32q..32q+31 of the tile) belongs to consumer warps 2q, 2q+1; in
+ * turn each pair writes its values (scaled as the kind asks) into the swizzled staging tile, one
+ * thread issues the bulk tensor store and waits until the engine has read the tile, and the next
+ * pair may write. The stores to global memory then drain while the next tile multiplies. The
+ * 128-byte swizzle (16-byte chunk ^= n & 7) keeps a warp's 32 stores in distinct banks. */
+template <int EPI>
+__device__ __forceinline__ void store_tile_tma(const GemmArgs &g, int32_t (&acc)[128], const CUtensorMap *map,
+                                               uint8_t *sO, int m0, int n0, int q_mine, int half, int lane,
+                                               bool issuer) {
+    const int gq = lane >> 2, tig = lane & 3;
+    /* n & 7 = 2tig + (e & 1) for every nj: each of the 4 values per nj has a fixed offset */
+    int off[4];
+    float smv[2] = {1.0f, 1.0f};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const int ml = half * 16 + gq + 8 * (e >> 1), n7 = 2 * tig + (e & 1);
+        off[e] = n7 * 128 + (((ml >> 2) ^ n7) << 4) + (ml & 3) * 4;
+    }
+    if constexpr (EPI == EPI_F32) {
+#pragma unroll
+        for (int b = 0; b < 2; b++) {
+            const int m = m0 + q_mine * 32 + half * 16 + gq + 8 * b;
+            smv[b] = m < g.M ? __ldg(g.rs_m + m) : 0.0f;
+        }
+    }
+#pragma unroll 1
+    for (int q = 0; q < 4; q++) {
+        if (q == q_mine) {
+#pragma unroll
+            for (int nj = 0; nj < 32; nj++) {
+                float sn[2] = {1.0f, 1.0f};
+                if constexpr (EPI != EPI_I32) {
+#pragma unroll
+                    for (int b = 0; b < 2; b++) {
+                        const int n = n0 + nj * 8 + 2 * tig + b;
+                        sn[b] = n < g.N ? __ldg(g.rs_n + n) : 0.0f;
+                    }
+                }
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int32_t v = acc[nj * 4 + e];
+                    if constexpr (EPI != EPI_I32) {
+                        float f = __fmul_rn((float)v, sn[e & 1]);
+                        if constexpr (EPI == EPI_F32) f = __fmul_rn(f, smv[e >> 1]);
+                        v = __float_as_int(f);
+                    }
+                    *(int32_t *)(sO + nj * 1024 + off[e]) = v;
+                }
+            }
+            arb_fence_proxy_async();
+        }
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+        if (issuer) {
+            arb_tma_store_2d(map, m0 + q * 32, n0, sO);
+            arb_bulk_commit();
+            arb_bulk_wait_read<0>();
+        }
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    }
+}
+#endif
+
+template <int AM, int EPI, int CL, int TS>
+__global__ void __launch_bounds__(WS_THREADS, 1)
+    k_gemm_ws(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
+              const __grid_constant__ CUtensorMap tmO, const GemmArgs g) {
+#if defined(ARB_HAVE_WGMMA)
+    extern __shared__ __align__(1024) uint8_t smem_raw[];
+    constexpr int S = ws_stages<AM, EPI, TS>();
+    constexpr bool STAGED = ws_staged_epi<AM, EPI>();
+    uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    uint8_t *sB = smem;                       /* S × 32 KB, 128-byte swizzle */
+    uint8_t *sA = sB + S * W_B_BYTES;         /* int8: S × 16 KB, 128-byte swizzle */
+    uint8_t *sP = sA + (AM == A_INT8 ? S * W_AI8_BYTES : 0); /* packed: S × 4 KB [8 tile-rows][8 tiles][64 B] */
+    int8_t *sE = (int8_t *)(sP + (AM == A_INT8 ? 0 : S * W_APK_BYTES)); /* staged update operands */
+    uint32_t *sW = (uint32_t *)(sE + 128 * EPI_LD);
+    uint8_t *sO = (uint8_t *)sE; /* TS: [256 n][32 m] 4-byte values, 128-byte swizzle (1024-aligned) */
+    uint64_t *full = (uint64_t *)((uint8_t *)sE + (STAGED ? EPI_STAGE_BYTES : TS ? WS_OUT_BYTES : 0)), *empty = full + S;
+    uint64_t *epi_full = empty + S, *epi_empty = epi_full + 1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const unsigned rank = CL > 1 ? arb_cluster_rank() : 0u;
+    if (tid == 0) {
+        for (int s = 0; s < S; s++) {
+            arb_mbar_init(&full[s], 1);
+            arb_mbar_init(&empty[s], 8 * CL);
+        }
+        arb_mbar_init(epi_full, WS_DEC_THREADS);
+        arb_mbar_init(epi_empty, 8);
+        arb_mbar_init_fence();
+    }
+    if constexpr (CL > 1) arb_cluster_sync();
+    else __syncthreads();
+
+    const int nm = (g.M + BM - 1) / BM, nn = (g.N + BN - 1) / BN, npm = (nm + CL - 1) / CL;
+    const int total = npm * nn, cid = blockIdx.x / CL, ncl = gridDim.x / CL;
+    const int nk = (g.K + WBK - 1) / WBK;
+    /* tile t → (m0, n0): grouped rasterization, 16 M tiles (8 cluster pairs) per N column */
+    auto tile_at = [&](int t, int &m0, int &n0) {
+        constexpr int G = 16 / CL;
+        const int first = t / (G * nn) * G, gs = min(npm - first, G), r = t % (G * nn);
+        m0 = ((first + r % gs) * CL + (int)rank) * BM;
+        n0 = (r / gs) * BN;
+    };
+    constexpr unsigned TX = W_B_BYTES + (AM == A_INT8 ? W_AI8_BYTES : W_APK_BYTES);
+
+    if (warp < 4) {
+        arb_setmaxnreg_dec<56>();
+        if (warp == 0) {
+            if (lane == 0) { /* producer */
+                int s = 0;
+                unsigned ph = 0;
+                for (int t = cid; t < total; t += ncl) {
+                    int m0, n0;
+                    tile_at(t, m0, n0);
+                    for (int kb = 0; kb < nk; kb++) {
+                        arb_mbar_wait(&empty[s], ph ^ 1);
+                        arb_mbar_arrive_expect_tx(&full[s], TX);
+                        const int k0 = kb * WBK;
+                        if constexpr (CL > 1)
+                            arb_tma_load_2d_mc(sB + s * W_B_BYTES + rank * (W_B_BYTES / CL), &tmB, k0,
+                                               n0 + (int)rank * (BN / CL), &full[s], (uint16_t)((1u << CL) - 1));
+                        else
+                            arb_tma_load_2d(sB + s * W_B_BYTES, &tmB, k0, n0, &full[s]);
+                        if constexpr (AM == A_INT8) arb_tma_load_2d(sA + s * W_AI8_BYTES, &tmA, k0, m0, &full[s]);
+                        else arb_tma_load_2d(sP + s * W_APK_BYTES, &tmA, k0, m0 / 16, &full[s]);
+                        if (++s == S) { s = 0; ph ^= 1; }
+                    }
+                }
+            }
+        } else if (STAGED) {
+            /* warps 1–3 stage the tile's T_accum and trit words while the consumers multiply: the
+             * update epilogue then reads shared memory instead of making ~16 dependent trips to
+             * global memory per thread. Loads are batched ahead of the stores (which may alias). */
+            const int d = tid - 32;
+            unsigned eph = 0;
+            const bool words = (g.cols & 3) == 0;
+            for (int t = cid; t < total; t += ncl) {
+                int m0, n0;
+                tile_at(t, m0, n0);
+                arb_mbar_wait(epi_empty, eph ^ 1);
+                constexpr int NW = 128 * 64, B = 8; /* 4-byte items of T_accum per tile, batch */
+                for (int c0 = d; c0 < NW; c0 += B * WS_DEC_THREADS) {
+                    uint32_t v[B];
+#pragma unroll
+                    for (int b = 0; b < B; b++) {
+                        const int c = c0 + b * WS_DEC_THREADS, r = c >> 6, q = c & 63;
+                        const int64_t o = m0 + r, i = n0 + 4 * q;
+                        v[b] = 0;
+                        if (c < NW && o < g.M) {
+                            const int8_t *src = g.accum + o * g.cols + i;
+                            if (words) {
+                                if (i < g.cols) v[b] = *(const uint32_t *)src;
+                            } else {
+#pragma unroll
+                                for (int j = 0; j < 4; j++)
+                                    if (i + j < g.cols) v[b] |= (uint32_t)(uint8_t)src[j] << (8 * j);
+                            }
+                        }
+                    }
+#pragma unroll
+                    for (int b = 0; b < B; b++) {
+                        const int c = c0 + b * WS_DEC_THREADS;
+                        if (c < NW) *(uint32_t *)(sE + (c >> 6) * EPI_LD + 4 * (c & 63)) = v[b];
+                    }
+                }
+                constexpr int NT = 128 * 16; /* trit row words per tile */
+                for (int c0 = d; c0 < NT; c0 += B * WS_DEC_THREADS) {
+                    uint32_t v[B];
+#pragma unroll
+                    for (int b = 0; b < B; b++) {
+                        const int c = c0 + b * WS_DEC_THREADS, r = c >> 4, j = c & 15;
+                        const int64_t o = m0 + r, tc = n0 / 16 + j;
+                        v[b] = (c < NT && o < g.M && tc < g.tiles_c)
+                                   ? *(const uint32_t *)(g.trits + ((o >> 4) * g.tiles_c + tc) * ARB_TILE_BYTES +
+                                                         4 * (o & 15))
+                                   : 0u;
+                    }
+#pragma unroll
+                    for (int b = 0; b < B; b++) {
+                        const int c = c0 + b * WS_DEC_THREADS;
+                        if (c < NT) sW[(c >> 4) * EPI_LDW + (c & 15)] = v[b];
+                    }
+                }
+                arb_mbar_arrive(epi_full);
+                eph ^= 1;
+            }
+        }
+    } else {
+        arb_setmaxnreg_inc<224>();
+        const int cw = (warp - 4) >> 2; /* consumer warpgroup: rows cw·64.. of the tile */
+        int s = 0;
+        unsigned ph = 0;
+        int32_t acc[128];
+        unsigned eph = 0;
+        /* releases stage rs (in both CTAs of a cluster) */
+        auto release = [&](int rs) {
+            if (lane != 0) return;
+            if constexpr (CL > 1) {
+#pragma unroll
+                for (int r = 0; r < CL; r++) arb_mbar_arrive_cluster(&empty[rs], (unsigned)r);
+            } else {
+                arb_mbar_arrive(&empty[rs]);
+            }
+        };
+        /* packed A: this warp's 16 rows (tile-row cw·4 + warp%4) of each stage; lane (gq, tig)
+         * reads the row words of rows gq and gq+8, and (word >> 2·tig) & 0x03030303 are the codes
+         * of columns 4tig..4tig+3: exactly the mma.m16n8k32 A fragment wgmma takes from registers. */
+        const int gq = lane >> 2, tig = lane & 3;
+        const int a_off = ((cw * 4 + (warp & 3)) * 8) * ARB_TILE_BYTES + 4 * gq;
+        uint32_t af[2][4];
+        for (int t = cid; t < total; t += ncl) {
+            int m0, n0;
+            tile_at(t, m0, n0);
+#pragma unroll
+            for (int i = 0; i < 128; i++) acc[i] = 0;
+            int ps = -1;
+            for (int kb = 0; kb < nk; kb++) {
+                arb_mbar_wait(&full[s], ph);
+                const uint8_t *b_t = sB + s * W_B_BYTES;
+                arb_wgmma_fence_acc(acc);
+                if constexpr (AM == A_INT8) {
+                    const uint8_t *a_t = sA + s * W_AI8_BYTES + cw * 64 * WBK;
+                    arb_wgmma_fence();
+#pragma unroll
+                    for (int ks = 0; ks < WBK / 32; ks++)
+                        arb_wgmma_m64n256k32(acc, arb_wgmma_desc(a_t + ks * 32), arb_wgmma_desc(b_t + ks * 32));
+                    arb_wgmma_commit();
+                    if constexpr (STAGED) { /* 3 stages: release this one at once */
+                        arb_wgmma_wait<0>();
+                        release(s);
+                    } else { /* the previous K-block's wgmma has retired: release its stage */
+                        arb_wgmma_wait<1>();
+                        if (ps >= 0) release(ps);
+                        ps = s;
+                    }
+                } else {
+                    /* one wgmma per k32 step, each with its own fragment registers (two sets in
+                     * turn): decoding step ks+1 may not touch the registers step ks still reads */
+                    const uint8_t *pk = sP + s * W_APK_BYTES + a_off;
+#pragma unroll
+                    for (int ks = 0; ks < WBK / 32; ks++) {
+                        uint32_t (&a)[4] = af[ks & 1];
+                        const uint8_t *t0 = pk + (2 * ks) * ARB_TILE_BYTES, *t1 = t0 + ARB_TILE_BYTES;
+                        a[0] = arb_dev_codes_to_trits(*(const uint32_t *)t0 >> (2 * tig));
+                        a[1] = arb_dev_codes_to_trits(*(const uint32_t *)(t0 + 32) >> (2 * tig));
+                        a[2] = arb_dev_codes_to_trits(*(const uint32_t *)t1 >> (2 * tig));
+                        a[3] = arb_dev_codes_to_trits(*(const uint32_t *)(t1 + 32) >> (2 * tig));
+                        arb_wgmma_fence();
+                        arb_wgmma_m64n256k32_rs(acc, a, arb_wgmma_desc(b_t + ks * 32));
+                        arb_wgmma_commit();
+                        arb_wgmma_wait<1>();
+                        if (ks == 0 && ps >= 0) release(ps); /* the last step of kb-1 has retired */
+                    }
+                    ps = s;
+                }
+                if (++s == S) { s = 0; ph ^= 1; }
+            }
+            arb_wgmma_wait<0>();
+            arb_wgmma_fence_acc(acc);
+            if (ps >= 0) release(ps);
+            if constexpr (STAGED) {
+                arb_mbar_wait(epi_full, eph);
+                epilogue<EPI, 1, 32>(g, acc, m0 + cw * 64 + (warp & 3) * 16, n0, lane, sE, sW, m0, n0);
+                /* all 8 consumer warps wrote their new T_accum into sE: copy the tile out with
+                 * coalesced whole words (a warp's byte stores hit 8 rows at once otherwise) */
+                asm volatile("bar.sync 1, 256;\n" ::: "memory");
+                const int ct = tid - 128;
+                if ((g.cols & 3) == 0) {
+                    for (int c = ct; c < 128 * 64; c += 256) {
+                        const int r = c >> 6, q = c & 63;
+                        const int64_t o = m0 + r, i = n0 + 4 * q;
+                        if (o < g.M && i < g.cols)
+                            *(uint32_t *)(g.accum + o * g.cols + i) = *(const uint32_t *)(sE + r * EPI_LD + 4 * q);
+                    }
+                } else {
+                    for (int c = ct; c < 128 * 256; c += 256) {
+                        const int r = c >> 8, j = c & 255;
+                        const int64_t o = m0 + r, i = n0 + j;
+                        if (o < g.M && i < g.cols) g.accum[o * g.cols + i] = sE[r * EPI_LD + j];
+                    }
+                }
+                __syncwarp();
+                if (lane == 0) arb_mbar_arrive(epi_empty);
+                eph ^= 1;
+            } else if constexpr (TS) {
+                store_tile_tma<EPI>(g, acc, &tmO, sO, m0, n0, cw * 2 + ((warp & 3) >> 1), warp & 1, lane, tid == 128);
+            } else {
+                epilogue<EPI, 1, 32>(g, acc, m0 + cw * 64 + (warp & 3) * 16, n0, lane);
+            }
+        }
+        if constexpr (TS) {
+            if (tid == 128) arb_bulk_wait<0>(); /* the last tile's stores are complete */
+        }
+    }
+    /* a CTA leaves only when its partner can no longer write its shared memory or barriers */
+    if constexpr (CL > 1) arb_cluster_sync();
+#endif
+}
+
+/* Which core: the warp-specialized wgmma kernel where the card runs our sm_90a code (compute
+ * capability 9.0), CTA clusters chosen per GEMM (CORE_WS); ARB_CUDA_GEMM=ws1 / ws2 force single
+ * CTAs / 2-CTA clusters, =wg the older cp.async wgmma kernel, =mma the portable mma.sync one (also
+ * used on other cards). */
+enum Core { CORE_MMA = 0, CORE_WG = 1, CORE_WS1 = 2, CORE_WS2 = 3, CORE_WS = 4 };
+Core gemm_core() {
     static int cc[64];
     int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return CORE_MMA;
     if (!cc[dev]) {
         cudaDeviceProp p;
         cc[dev] = cudaGetDeviceProperties(&p, dev) == cudaSuccess ? p.major * 10 + p.minor : -1;
     }
-    return cc[dev] == 90;
+    const char *e = getenv("ARB_CUDA_GEMM");
+    if (cc[dev] != 90 || (e && !strcmp(e, "mma"))) return CORE_MMA;
+    if (e && !strcmp(e, "wg")) return CORE_WG;
+    if (e && !strcmp(e, "ws1")) return CORE_WS1;
+    if (e && !strcmp(e, "ws2")) return CORE_WS2;
+    return CORE_WS;
 }
 
 } // namespace
 
-const char *arb_cuda_gemm_core(void) { return use_wgmma() ? "wgmma m64n256k32 (sm_90a)" : "mma.sync m16n8k32"; }
+const char *arb_cuda_gemm_core(void) {
+    switch (gemm_core()) {
+    case CORE_WS: return "wgmma m64n256k32 (A from registers for trits), TMA + mbarrier ring, warp-specialized, persistent (sm_90a)";
+    case CORE_WS2: return "wgmma m64n256k32, TMA + mbarrier ring, warp-specialized, 2-CTA multicast (sm_90a)";
+    case CORE_WS1: return "wgmma m64n256k32, TMA + mbarrier ring, warp-specialized (sm_90a)";
+    case CORE_WG: return "wgmma m64n256k32, cp.async (sm_90a)";
+    default: return "mma.sync m16n8k32";
+    }
+}
 
 namespace {
 
+/* The tensor maps of the warp-specialized core; false (→ the cp.async core) when an operand's
+ * address or row stride is not a multiple of 16 bytes or the driver refuses the map. */
+bool ws_maps(const GemmArgs &g, int AM, int cl, CUtensorMap *ma, CUtensorMap *mb) {
+    if (((uintptr_t)g.a | (uintptr_t)g.b) & 15 || g.ldb % 16 || (AM == A_INT8 && g.lda % 16)) return false;
+    if (!arb_tensor_map_2d(mb, CU_TENSOR_MAP_DATA_TYPE_UINT8, g.b, (uint64_t)g.kmax, (uint64_t)g.N, (uint64_t)g.ldb,
+                           WBK, BN / cl, CU_TENSOR_MAP_SWIZZLE_128B))
+        return false;
+    if (AM == A_INT8)
+        return arb_tensor_map_2d(ma, CU_TENSOR_MAP_DATA_TYPE_UINT8, g.a, (uint64_t)g.K, (uint64_t)g.M,
+                                 (uint64_t)g.lda, WBK, BM, CU_TENSOR_MAP_SWIZZLE_128B);
+    /* packed: one row of 32-bit words per tile-row (16 words per tile), 8 tile-rows × 8 tiles */
+    return arb_tensor_map_2d(ma, CU_TENSOR_MAP_DATA_TYPE_UINT32, g.a, (uint64_t)(g.tiles_c * 16), (uint64_t)g.tiles_r,
+                             (uint64_t)(g.tiles_c * ARB_TILE_BYTES), WBK, BM / 16, CU_TENSOR_MAP_SWIZZLE_NONE);
+}
+
+template <int AM, int EPI, int CL, int TS = 0>
+arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mo,
+                     const char *what) {
+    constexpr int SMEM = ws_smem<AM, EPI, TS>();
+    static int ctas[64]; /* resident CTAs per device (whole clusters), the persistent grid's cap */
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64) return arb_error(ARB_ERR_CUDA, "%s: device %d", what, dev);
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = CL;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.blockDim = dim3(WS_THREADS);
+    cfg.dynamicSmemBytes = SMEM;
+    cfg.stream = arb_cuda_cur_stream();
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (!ctas[dev]) {
+        ARB_CU(cudaFuncSetAttribute(k_gemm_ws<AM, EPI, CL, TS>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
+        if (CL > 1) ARB_CU(cudaFuncSetAttribute(k_gemm_ws<AM, EPI, CL, TS>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        int sms = 0, nc = 0;
+        ARB_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        cfg.gridDim = dim3((unsigned)(sms / CL * CL));
+        if (cudaOccupancyMaxActiveClusters(&nc, k_gemm_ws<AM, EPI, CL, TS>, &cfg) != cudaSuccess || nc <= 0) {
+            (void)cudaGetLastError();
+            nc = sms / CL;
+        }
+        ctas[dev] = nc * CL;
+    }
+    const int64_t nm = (g.M + BM - 1) / BM, nn = (g.N + BN - 1) / BN, pairs = (nm + CL - 1) / CL * nn;
+    int64_t cap = ctas[dev];
+    if (const char *e = getenv("ARB_CUDA_GEMM_CTAS")) { /* tests: few CTAs, many tiles each */
+        long v = strtol(e, nullptr, 10);
+        if (v > 0 && v < cap) cap = (v + CL - 1) / CL * CL;
+    }
+    const int64_t grid = pairs * CL < cap ? pairs * CL : cap;
+    if (grid <= 0) return ARB_OK;
+    cfg.gridDim = dim3((unsigned)grid);
+    ARB_CU(cudaLaunchKernelEx(&cfg, k_gemm_ws<AM, EPI, CL, TS>, ma, mb, mo, g));
+    ARB_CU_LAUNCH(what);
+    return ARB_OK;
+}
+
 template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char *what) {
+    const Core core = gemm_core();
+    if (core == CORE_WS || core == CORE_WS1 || core == CORE_WS2) {
+        CUtensorMap ma, mb;
+        /* Measured on an H100 (dev/cuda/README.md): 2-CTA multicast of the token tile pays for int8
+         * A with a long reduction (1335 → 1508 TOP/s at 8192³) and costs at K = 2048 (1186 → 910);
+         * with trits decoded into registers, single CTAs were as fast at 8192³ and faster at the
+         * training shapes (1250 vs 925 at 16384×2048×2048). */
+        const int cl = core == CORE_WS2 ? 2 : core == CORE_WS1 ? 1 : (AM == A_INT8 && g.K >= 8192) ? 2 : 1;
+        if (ws_maps(g, AM, cl, &ma, &mb)) {
+            CUtensorMap mo = ma; /* unused unless TS */
+            if constexpr (AM != A_INT8 && EPI != EPI_UPDATE && EPI != EPI_STATS) {
+                /* opt-in (ARB_CUDA_GEMM_TMASTORE=1): bulk tensor stores of the output. Measured
+                 * slower at the training shapes (885 vs 1027 TOP/s at 16384×2048×2048, H100): the
+                 * four quarters leave one after another, each waiting for the copy engine. */
+                static const bool ts_on = [] {
+                    const char *e = getenv("ARB_CUDA_GEMM_TMASTORE");
+                    return e && !strcmp(e, "1");
+                }();
+                if (ts_on && cl == 1 && g.ldo % 4 == 0 && !((uintptr_t)g.out & 15) &&
+                    arb_tensor_map_2d(&mo, CU_TENSOR_MAP_DATA_TYPE_INT32, g.out, (uint64_t)g.M, (uint64_t)g.N,
+                                      (uint64_t)g.ldo * 4, 32, 256, CU_TENSOR_MAP_SWIZZLE_128B))
+                    return launch_ws<AM, EPI, 1, 1>(g, ma, mb, mo, what);
+            }
+            return cl == 2 ? launch_ws<AM, EPI, 2>(g, ma, mb, mo, what) : launch_ws<AM, EPI, 1>(g, ma, mb, mo, what);
+        }
+    }
     dim3 grid((unsigned)((g.N + BN - 1) / BN), (unsigned)((g.M + BM - 1) / BM));
     if (grid.y > 65535) return arb_error(ARB_ERR_SHAPE, "%s: M = %d is too large for one launch", what, g.M);
-    if (use_wgmma()) {
+    if (core != CORE_MMA) {
         constexpr int WST = wg_stages<AM>();
-    constexpr int SMEM = 1024 + WST * W_B_BYTES + (AM == A_INT8 ? WST * W_AI8_BYTES : 2 * W_AI8_BYTES + WST * W_APK_BYTES);
+        constexpr int SMEM = 1024 + WST * W_B_BYTES + (AM == A_INT8 ? WST * W_AI8_BYTES : 2 * W_AI8_BYTES + WST * W_APK_BYTES);
         static bool configured = false; /* the attribute is per function, the same on every device */
         if (!configured) {
             ARB_CU(cudaFuncSetAttribute(k_gemm_wg<AM, EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
@@ -610,6 +1075,27 @@ GemmArgs forward_args(const arb_ternary *w, const int8_t *xq, int64_t n) {
 constexpr int64_t GEMV_MAX_N = 4;
 
 } // namespace
+
+/* int8 × int8 → int32 through the same core (bench only: separates the trit decode's cost from
+ * the GEMM's). out (n, m) = b (n, k) · a (m, k)ᵀ, both K-major; k a multiple of 16. */
+arb_status arb_cuda_gemm_s8_i32(const int8_t *a, const int8_t *b, int64_t m, int64_t n, int64_t k, int32_t *out) {
+    if (m <= 0 || n <= 0 || k <= 0 || m > INT32_MAX / 2 || n > INT32_MAX / 2 || k > INT32_MAX / 2 || k % 16)
+        return arb_error(ARB_ERR_SHAPE, "arb_cuda_gemm_s8_i32: (%lld, %lld, %lld)", (long long)m, (long long)n,
+                         (long long)k);
+    GemmArgs g;
+    memset(&g, 0, sizeof g);
+    g.M = (int)m;
+    g.N = (int)n;
+    g.K = (int)k;
+    g.a = (const uint8_t *)a;
+    g.lda = k;
+    g.b = b;
+    g.ldb = k;
+    g.kmax = (int)k;
+    g.out = out;
+    g.ldo = m;
+    return launch_gemm<A_INT8, EPI_I32>(g, "k_gemm<s8,i32>");
+}
 
 extern "C" arb_status arb_cuda_ternary_matmul_i32(const arb_ternary *w, const int8_t *xq, int64_t n, int32_t *acc) {
     const char *what = "arb_cuda_ternary_matmul_i32";

@@ -594,6 +594,49 @@ static void test_rmsnorm(void **state) {
     arb_ternary_free(&h);
 }
 
+/* ---------------------------------------------------------------- persistent GEMM schedule */
+
+static void check_matmul(int64_t rows, int64_t cols, int64_t n, uint64_t seed) {
+    arb_ternary h, d;
+    make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 9, seed);
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+    int8_t *xq = malloc((size_t)(n * h.cols_pad));
+    random_xq(xq, NULL, n, cols, h.cols_pad, seed + 1);
+    int32_t *ref = malloc((size_t)(n * rows) * sizeof(int32_t)), *got = malloc((size_t)(n * rows) * sizeof(int32_t));
+    matmul_ref(&h, xq, n, ref);
+    int8_t *dxq = dev_from(xq, (size_t)(n * h.cols_pad));
+    int32_t *dacc = dev_alloc((size_t)(n * rows) * sizeof(int32_t));
+    ARB_ASSERT_OK(arb_cuda_ternary_matmul_i32(&d, dxq, n, dacc));
+    to_host(got, dacc, (size_t)(n * rows) * sizeof(int32_t));
+    for (int64_t i = 0; i < n * rows; i++)
+        if (got[i] != ref[i])
+            fail_msg("matmul (%lld,%lld,n=%lld): element %lld: cuda %d ref %d", (long long)rows, (long long)cols,
+                     (long long)n, (long long)i, got[i], ref[i]);
+    arb_cuda_free(dxq);
+    arb_cuda_free(dacc);
+    free(xq);
+    free(ref);
+    free(got);
+    arb_ternary_free(&d);
+    arb_ternary_free(&h);
+}
+
+/* The persistent GEMM walks several tiles per CTA (stage ring and phases carried across tiles):
+ * more tiles than the card holds CTAs, and the same shapes with the grid capped at 2 and 3 CTAs
+ * (ARB_CUDA_GEMM_CTAS; 3 rounds up to whole 2-CTA clusters), forward and fused update. */
+static void test_gemm_persistent(void **state) {
+    (void)state;
+    check_matmul(2100, 100, 2100, 61); /* 17 × 9 tiles of 128 × 256 */
+    const char *caps[] = {"2", "3"};
+    for (size_t i = 0; i < 2; i++) {
+        setenv("ARB_CUDA_GEMM_CTAS", caps[i], 1);
+        check_matmul(300, 520, 517, 62 + i);
+        check_matmul(1000, 48, 260, 64 + i);
+        run_update_steps(300, 600, 200, 3, 66 + i);
+        unsetenv("ARB_CUDA_GEMM_CTAS");
+    }
+}
+
 int main(void) {
     if (arb_cuda_device_count() <= 0) {
         printf("SKIP: no CUDA device\n");
@@ -606,6 +649,7 @@ int main(void) {
         cmocka_unit_test(test_linear_backward_x),      cmocka_unit_test(test_linear_update_100_steps),
         cmocka_unit_test(test_linear_update_shapes),   cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_rmsnorm),                cmocka_unit_test(test_fixed_exponent),
+        cmocka_unit_test(test_gemm_persistent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
