@@ -42,7 +42,7 @@ float *sc_falloc(size_t a, size_t b, size_t c) {
 /* Grow-only scratch of the calling thread (slot < SC_SCRATCH_SLOTS): a forward calls the int8
  * GEMM 72+ times with the same few sizes, and a fresh multi-MB buffer per call cost the kernel
  * zeroing every page again (~9% of DINOv2 at batch 32). Freed with the thread. */
-enum { SC_SCRATCH_SLOTS = 2 };
+enum { SC_SCRATCH_SLOTS = 5 }; /* 0, 1: int8 GEMM activations; 2-4: attention's packed K, V and scores */
 static _Thread_local struct { void *p; size_t cap; } g_scratch[SC_SCRATCH_SLOTS];
 
 static void *sc_scratch(int slot, size_t bytes) {
@@ -484,16 +484,16 @@ void sc_softmax_rows(float *s, int M, int N, size_t lds) {
 
 arb_status sc_attention(int Tq, int Tk, int H, int dh, const float *q, size_t ldq, const float *k, size_t ldk,
                         const float *v, size_t ldv, float *o, size_t ldo, float scale, bool causal) {
-    size_t kpn = (size_t)((Tk + 15) / 16) * dh * 16, vpn = (size_t)((dh + 15) / 16) * Tk * 16;
-    float *kp = sc_falloc((size_t)H, kpn, 1), *vp = sc_falloc((size_t)H, vpn, 1);
+    size_t kpn = (size_t)((Tk + 15) / 16) * dh * 16, vpn = (size_t)((dh + 15) / 16) * Tk * 16, nb;
     int nq = (Tq + SC_ATT_QCHUNK - 1) / SC_ATT_QCHUNK, tasks = H * nq;
-    float *sbuf = sc_falloc((size_t)omp_get_max_threads(), SC_ATT_QCHUNK, (size_t)Tk);
-    if (!kp || !vp || !sbuf) {
-        arb_free(kp);
-        arb_free(vp);
-        arb_free(sbuf);
+    /* scratch reused across calls (a forward calls this per layer and batch item) */
+    float *kp = arb_mul_size((size_t)H * kpn, sizeof(float), &nb) ? (float *)sc_scratch(2, nb) : NULL;
+    float *vp = arb_mul_size((size_t)H * vpn, sizeof(float), &nb) ? (float *)sc_scratch(3, nb) : NULL;
+    float *sbuf = arb_mul_size((size_t)omp_get_max_threads() * SC_ATT_QCHUNK * (size_t)Tk, sizeof(float), &nb)
+                      ? (float *)sc_scratch(4, nb)
+                      : NULL;
+    if (!kp || !vp || !sbuf)
         return arb_error(ARB_ERR_OOM, "sidecar attention: cannot allocate scratch for %d×%d×%d", H, Tq, Tk);
-    }
     bool par = !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (par && H > 1)
     for (int h = 0; h < H; h++) {
@@ -515,8 +515,5 @@ arb_status sc_attention(int Tq, int Tk, int H, int dh, const float *q, size_t ld
         }
         sc_gemm_f32(rows, dh, Tk, s, (size_t)Tk, vp + h * vpn, NULL, o + (size_t)q0 * ldo + (size_t)h * dh, ldo, 0);
     }
-    arb_free(kp);
-    arb_free(vp);
-    arb_free(sbuf);
     return ARB_OK;
 }
