@@ -1,7 +1,8 @@
 /* src/cuda/model_glue.cu — the model's float glue on the GPU (src/model/model_cuda.h): fused
  * flash-style causal attention forward and backward (3xTF32 tensor cores: float32-level accuracy;
- * the T×T probabilities never reach global memory), rotary, ReLU², residual adds, cross-entropy
- * with its gradient and the loss sum.
+ * the T×T probabilities never reach global memory; rotary applied to q and k as they load, and
+ * its inverse to dq and dk as they store), ReLU², residual adds, cross-entropy with its gradient
+ * and the loss sum.
  *
  * Why these and not cuBLAS / cuDNN: the library links cuBLAS for benchmark baselines only, and a
  * fused attention needs the softmax between its two products. Every reduction has a fixed order
@@ -97,27 +98,51 @@ template <int NF> __device__ __forceinline__ void acc_load(acc_t (&f)[NF], const
     for (int j = 0; j < NF; j++) wmma::load_matrix_sync(f[j], c + 16 * j, ldc, wmma::mem_row_major);
 }
 
-/* 64 rows of HD floats (global row stride ld, rows ≥ T as zeros) into shared memory (ld HD + 4). */
-template <int HD> __device__ __forceinline__ void fa_load(float *s, const float *g, int64_t ld, int row0, int T) {
+/* Rotary of one (even, odd) pair by (c, ±s): exactly glue.c's a·c − b·s, a·s + b·c (no contraction). */
+__device__ __forceinline__ float2 rot(float a, float b, float c, float s) {
+    return make_float2(__fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)), __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c)));
+}
+
+/* 64 rows of HD floats (global row stride ld, rows ≥ T as zeros) into shared memory (ld HD + 4);
+ * with cs (the (T, HD/2, 2) cos, sin table) each row is rotated for its position on the way. */
+template <int HD>
+__device__ __forceinline__ void fa_load(float *s, const float *g, int64_t ld, int row0, int T, const float *cs = nullptr) {
     constexpr int V = HD / 4;
     for (int idx = threadIdx.x; idx < FA_R * V; idx += FA_THREADS) {
         int r = idx / V, c = (idx % V) * 4;
         float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (row0 + r < T) v = *reinterpret_cast<const float4 *>(g + (int64_t)(row0 + r) * ld + c);
+        if (row0 + r < T) {
+            v = *reinterpret_cast<const float4 *>(g + (int64_t)(row0 + r) * ld + c);
+            if (cs) {
+                const float4 t = *reinterpret_cast<const float4 *>(cs + (int64_t)(row0 + r) * HD + c);
+                const float2 p0 = rot(v.x, v.y, t.x, t.y), p1 = rot(v.z, v.w, t.z, t.w);
+                v = make_float4(p0.x, p0.y, p1.x, p1.y);
+            }
+        }
         *reinterpret_cast<float4 *>(s + r * (HD + 4) + c) = v;
     }
 }
 
-/* The warp's 16 rows of HD floats (shared, ld HD + 4) to global rows row0 + wr + i < T. */
+/* The warp's 16 rows of HD floats (shared, ld HD + 4), each times its rowscale (or 1), to global
+ * rows row0 + wr + i < T; with cs, rotated back (the gradient of the rotation on load). */
 template <int HD>
-__device__ __forceinline__ void fa_store_rows(float *g, int64_t ld, const float *s, int row0, int wr, int T, float scale,
-                                              const float *rowscale) {
+__device__ __forceinline__ void fa_store_rows(float *g, int64_t ld, const float *s, int row0, int wr, int T,
+                                              const float *rowscale, const float *cs = nullptr) {
     const int lane = threadIdx.x % 32;
     for (int i = 0; i < 16; i++) {
-        int r = wr + i;
-        if (row0 + r >= T) break;
-        float m = rowscale ? rowscale[r] : scale;
-        for (int c = lane; c < HD; c += 32) g[(int64_t)(row0 + r) * ld + c] = __fmul_rn(s[r * (HD + 4) + c], m);
+        const int r = wr + i, pos = row0 + r;
+        if (pos >= T) break;
+        const float m = rowscale ? rowscale[r] : 1.0f;
+        for (int c = 2 * lane; c < HD; c += 64) {
+            float a = s[r * (HD + 4) + c], b = s[r * (HD + 4) + c + 1];
+            if (rowscale) {
+                a = __fmul_rn(a, m);
+                b = __fmul_rn(b, m);
+            }
+            float2 o = make_float2(a, b);
+            if (cs) o = rot(a, b, cs[(int64_t)pos * HD + c], -cs[(int64_t)pos * HD + c + 1]);
+            *reinterpret_cast<float2 *>(g + (int64_t)pos * ld + c) = o;
+        }
     }
 }
 
@@ -127,7 +152,7 @@ template <int HD> constexpr size_t fa_bwd_smem() { return sizeof(float) * (4 * F
 /* grid (query tiles, B·H), heavy (late) tiles first. */
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
-    k_attn_fwd(const float *qkv, int64_t ldq, float *o, int64_t ldo, float *lse, int T, int H, float sc) {
+    k_attn_fwd(const float *qkv, int64_t ldq, const float *cs, float *o, int64_t ldo, float *lse, int T, int H, float sc) {
     constexpr int LD = HD + 4, NF = HD / 16;
     extern __shared__ __align__(128) float sm[];
     float *Qs = sm, *Ks = Qs + FA_R * LD, *Vs = Ks + FA_R * LD, *Os = Vs + FA_R * LD, *Ss = Os + FA_R * LD;
@@ -136,7 +161,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int lane = threadIdx.x % 32, wr = (threadIdx.x / 32) * 16, q0 = qt * FA_R;
     const int64_t D = (int64_t)H * HD;
     const float *q = qkv + (int64_t)b * T * ldq + (int64_t)h * HD, *k = q + D, *v = q + 2 * D;
-    fa_load<HD>(Qs, q, ldq, q0, T);
+    fa_load<HD>(Qs, q, ldq, q0, T, cs);
     for (int i = threadIdx.x; i < FA_R * LD; i += FA_THREADS) Os[i] = 0.0f;
     if (threadIdx.x < FA_R) {
         Ms[threadIdx.x] = -INFINITY;
@@ -145,7 +170,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     for (int kt = 0; kt <= qt; kt++) {
         const int k0 = kt * FA_R;
         __syncthreads(); /* the previous tile's K, V are no longer read */
-        fa_load<HD>(Ks, k, ldq, k0, T);
+        fa_load<HD>(Ks, k, ldq, k0, T, cs);
         fa_load<HD>(Vs, v, ldq, k0, T);
         __syncthreads();
         {
@@ -155,23 +180,31 @@ __global__ void __launch_bounds__(FA_THREADS)
             acc_store(s, Ss + wr * FA_LDS, FA_LDS);
         }
         __syncwarp();
-        for (int i = 0; i < 16; i++) {
-            const int r = wr + i, gi = q0 + r;
+        {
+            /* the online softmax: two lanes per row (even and odd columns), no long shuffle chains */
+            const int r = wr + (lane >> 1), hf = lane & 1, gi = q0 + r;
             float *srow = Ss + r * FA_LDS;
-            const int c0 = k0 + lane, c1 = c0 + 32;
-            const bool ok0 = c0 <= gi && c0 < T, ok1 = c1 <= gi && c1 < T;
-            const float s0 = ok0 ? __fmul_rn(srow[lane], sc) : -INFINITY;
-            const float s1 = ok1 ? __fmul_rn(srow[lane + 32], sc) : -INFINITY;
-            const float mold = Ms[r], mnew = fmaxf(mold, warp_max(fmaxf(s0, s1)));
-            const float p0 = ok0 ? expf(s0 - mnew) : 0.0f, p1 = ok1 ? expf(s1 - mnew) : 0.0f;
-            srow[lane] = p0;
-            srow[lane + 32] = p1;
-            const float ps = warp_sum(p0 + p1);
+            float sv[FA_R / 2], mx = -INFINITY;
+#pragma unroll
+            for (int k = 0; k < FA_R / 2; k++) {
+                const int gj = k0 + hf + 2 * k;
+                sv[k] = gj <= gi && gj < T ? __fmul_rn(srow[hf + 2 * k], sc) : -INFINITY;
+                mx = fmaxf(mx, sv[k]);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            const float mold = Ms[r], mnew = fmaxf(mold, mx);
+            float ps = 0.0f;
+#pragma unroll
+            for (int k = 0; k < FA_R / 2; k++) {
+                const float p = sv[k] == -INFINITY ? 0.0f : expf(sv[k] - mnew);
+                srow[hf + 2 * k] = p;
+                ps += p;
+            }
+            ps += __shfl_xor_sync(0xffffffffu, ps, 1);
             const float alpha = mold == -INFINITY ? 0.0f : expf(mold - mnew);
-            if (kt > 0)
-                for (int c = lane; c < HD; c += 32) Os[r * LD + c] *= alpha;
-            __syncwarp();
-            if (lane == 0) {
+            if (kt > 0 && alpha != 1.0f)
+                for (int c = hf; c < HD; c += 2) Os[r * LD + c] *= alpha;
+            if (hf == 0) {
                 Ms[r] = mnew;
                 Ls[r] = fmaf(Ls[r], alpha, ps);
             }
@@ -185,22 +218,20 @@ __global__ void __launch_bounds__(FA_THREADS)
         }
         __syncwarp();
     }
-    for (int i = 0; i < 16; i++) {
-        const int r = wr + i;
-        if (lane == 0) {
-            const float l = Ls[r];
-            Ls[r] = 1.0f / l;
-            if (q0 + r < T) lse[(int64_t)z * T + q0 + r] = Ms[r] + logf(l);
-        }
+    if (lane < 16) {
+        const int r = wr + lane;
+        const float l = Ls[r];
+        Ls[r] = 1.0f / l;
+        if (q0 + r < T) lse[(int64_t)z * T + q0 + r] = Ms[r] + logf(l);
     }
     __syncwarp();
-    fa_store_rows<HD>(o + (int64_t)b * T * ldo + (int64_t)h * HD, ldo, Os, q0, wr, T, 1.0f, Ls);
+    fa_store_rows<HD>(o + (int64_t)b * T * ldo + (int64_t)h * HD, ldo, Os, q0, wr, T, Ls);
 }
 
 /* dQ per query tile (grid (query tiles, B·H), heavy first); also Δ = Σ_c dO·O per row. */
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
-    k_attn_bwd_dq(const float *qkv, int64_t ldq, const float *o, int64_t ldo, const float *lse, const float *dy,
+    k_attn_bwd_dq(const float *qkv, int64_t ldq, const float *cs, const float *o, int64_t ldo, const float *lse, const float *dy,
                   int64_t ldy, float *delta, float *dqkv, int64_t lddq, int T, int H, float sc) {
     constexpr int LD = HD + 4, NF = HD / 16;
     extern __shared__ __align__(128) float sm[];
@@ -211,7 +242,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int64_t D = (int64_t)H * HD, hc = (int64_t)h * HD;
     const float *q = qkv + (int64_t)b * T * ldq + hc, *k = q + D, *v = q + 2 * D;
     const float *og = o + (int64_t)b * T * ldo + hc;
-    fa_load<HD>(Qs, q, ldq, q0, T);
+    fa_load<HD>(Qs, q, ldq, q0, T, cs);
     fa_load<HD>(dOs, dy + (int64_t)b * T * ldy + hc, ldy, q0, T);
     __syncthreads();
     for (int i = 0; i < 16; i++) {
@@ -231,7 +262,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     for (int kt = 0; kt <= qt; kt++) {
         const int k0 = kt * FA_R;
         __syncthreads();
-        fa_load<HD>(Ks, k, ldq, k0, T);
+        fa_load<HD>(Ks, k, ldq, k0, T, cs);
         fa_load<HD>(Vs, v, ldq, k0, T);
         __syncthreads();
         {
@@ -259,13 +290,13 @@ __global__ void __launch_bounds__(FA_THREADS)
     __syncwarp();
     acc_store(dq, Qs + wr * LD, LD); /* the warp's own Q rows are no longer read */
     __syncwarp();
-    fa_store_rows<HD>(dqkv + (int64_t)b * T * lddq + hc, lddq, Qs, q0, wr, T, 1.0f, nullptr);
+    fa_store_rows<HD>(dqkv + (int64_t)b * T * lddq + hc, lddq, Qs, q0, wr, T, nullptr, cs);
 }
 
 /* dK, dV per key tile (grid (key tiles, B·H); early tiles see the most queries and go first). */
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
-    k_attn_bwd_dkv(const float *qkv, int64_t ldq, const float *lse, const float *dy, int64_t ldy, const float *delta,
+    k_attn_bwd_dkv(const float *qkv, int64_t ldq, const float *cs, const float *lse, const float *dy, int64_t ldy, const float *delta,
                    float *dqkv, int64_t lddq, int T, int H, float sc) {
     constexpr int LD = HD + 4, NF = HD / 16;
     extern __shared__ __align__(128) float sm[];
@@ -276,7 +307,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int64_t D = (int64_t)H * HD, hc = (int64_t)h * HD;
     const float *q = qkv + (int64_t)b * T * ldq + hc, *k = q + D, *v = q + 2 * D;
     const float *dyg = dy + (int64_t)b * T * ldy + hc;
-    fa_load<HD>(Ks, k, ldq, k0, T);
+    fa_load<HD>(Ks, k, ldq, k0, T, cs);
     fa_load<HD>(Vs, v, ldq, k0, T);
     acc_t dk[NF], dv[NF];
     acc_zero(dk);
@@ -284,7 +315,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     for (int qt = kt; qt < nq; qt++) {
         const int q0 = qt * FA_R;
         __syncthreads();
-        fa_load<HD>(Qs, q, ldq, q0, T);
+        fa_load<HD>(Qs, q, ldq, q0, T, cs);
         fa_load<HD>(dOs, dyg, ldy, q0, T);
         if (threadIdx.x < FA_R) {
             const int gi = q0 + threadIdx.x;
@@ -321,8 +352,8 @@ __global__ void __launch_bounds__(FA_THREADS)
     acc_store(dv, Vs + wr * LD, LD);
     __syncwarp();
     float *dk_g = dqkv + (int64_t)b * T * lddq + D + hc;
-    fa_store_rows<HD>(dk_g, lddq, Ks, k0, wr, T, 1.0f, nullptr);
-    fa_store_rows<HD>(dk_g + D, lddq, Vs, k0, wr, T, 1.0f, nullptr);
+    fa_store_rows<HD>(dk_g, lddq, Ks, k0, wr, T, nullptr, cs);
+    fa_store_rows<HD>(dk_g + D, lddq, Vs, k0, wr, T, nullptr);
 }
 
 template <int HD> arb_status fa_prepare() {
@@ -334,46 +365,29 @@ template <int HD> arb_status fa_prepare() {
 }
 
 template <int HD>
-arb_status fa_forward(const float *qkv, int64_t ldq, float *o, int64_t ldo, float *lse, int64_t B, int64_t T, int H) {
+arb_status fa_forward(const float *qkv, int64_t ldq, const float *cs, float *o, int64_t ldo, float *lse, int64_t B,
+                      int64_t T, int H) {
     ARB_TRY(fa_prepare<HD>());
     dim3 grid((unsigned)arb_cuda_blocks(T, FA_R), (unsigned)(B * H));
-    k_attn_fwd<HD><<<grid, FA_THREADS, fa_fwd_smem<HD>(), arb_cuda_cur_stream()>>>(qkv, ldq, o, ldo, lse, (int)T, H,
+    k_attn_fwd<HD><<<grid, FA_THREADS, fa_fwd_smem<HD>(), arb_cuda_cur_stream()>>>(qkv, ldq, cs, o, ldo, lse, (int)T, H,
                                                                                   1.0f / sqrtf((float)HD));
     ARB_CU_LAUNCH("k_attn_fwd");
     return ARB_OK;
 }
 
 template <int HD>
-arb_status fa_backward(const float *qkv, int64_t ldq, const float *o, int64_t ldo, const float *lse, const float *dy,
+arb_status fa_backward(const float *qkv, int64_t ldq, const float *cs, const float *o, int64_t ldo, const float *lse, const float *dy,
                        int64_t ldy, float *delta, float *dqkv, int64_t lddq, int64_t B, int64_t T, int H) {
     ARB_TRY(fa_prepare<HD>());
     dim3 grid((unsigned)arb_cuda_blocks(T, FA_R), (unsigned)(B * H));
     const float sc = 1.0f / sqrtf((float)HD);
     k_attn_bwd_dq<HD><<<grid, FA_THREADS, fa_bwd_smem<HD>(), arb_cuda_cur_stream()>>>(
-        qkv, ldq, o, ldo, lse, dy, ldy, delta, dqkv, lddq, (int)T, H, sc);
+        qkv, ldq, cs, o, ldo, lse, dy, ldy, delta, dqkv, lddq, (int)T, H, sc);
     ARB_CU_LAUNCH("k_attn_bwd_dq");
-    k_attn_bwd_dkv<HD><<<grid, FA_THREADS, fa_bwd_smem<HD>(), arb_cuda_cur_stream()>>>(qkv, ldq, lse, dy, ldy, delta,
+    k_attn_bwd_dkv<HD><<<grid, FA_THREADS, fa_bwd_smem<HD>(), arb_cuda_cur_stream()>>>(qkv, ldq, cs, lse, dy, ldy, delta,
                                                                                       dqkv, lddq, (int)T, H, sc);
     ARB_CU_LAUNCH("k_attn_bwd_dkv");
     return ARB_OK;
-}
-
-/* One thread per (row, q or k, head, pair): exactly glue.c's a·c − b·s, a·s + b·c (no contraction). */
-__global__ void k_rope_qk(float *x, int64_t rows, int T, int64_t ld, int64_t D, int H, int hd, const float *cs, int sign) {
-    const int half = hd / 2;
-    int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= rows * 2 * H * half) return;
-    int i = (int)(t % half);
-    int64_t rh = t / half;
-    int h = (int)(rh % (2 * H));
-    int64_t r = rh / (2 * H);
-    int pos = (int)(r % T);
-    float c = cs[2 * ((int64_t)pos * half + i)], s = cs[2 * ((int64_t)pos * half + i) + 1];
-    if (sign < 0) s = -s;
-    float *v = x + r * ld + (h >= H ? D : 0) + (int64_t)(h % H) * hd + 2 * i;
-    float a = v[0], b = v[1];
-    v[0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-    v[1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
 }
 
 __global__ void k_relu2(const float *u, int64_t n, float *r) {
@@ -460,39 +474,32 @@ static arb_status fa_args(const void *a, const void *b, const void *c, int64_t l
     return ARB_OK;
 }
 
-extern "C" arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, float *o, int64_t ldo, float *lse, int64_t B,
-                                           int64_t T, int H, int hd) {
+extern "C" arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, const float *rope, float *o, int64_t ldo,
+                                           float *lse, int64_t B, int64_t T, int H, int hd) {
     ARB_TRY(arb_mcu_attn_check(hd));
     ARB_TRY(fa_args(qkv, o, lse, ldq, ldo, 4, B, T, H));
+    ARB_TRY(fa_args(rope, rope, rope, 4, 4, 4, B, T, H));
     switch (hd) {
-    case 16: return fa_forward<16>(qkv, ldq, o, ldo, lse, B, T, H);
-    case 32: return fa_forward<32>(qkv, ldq, o, ldo, lse, B, T, H);
-    case 64: return fa_forward<64>(qkv, ldq, o, ldo, lse, B, T, H);
-    default: return fa_forward<128>(qkv, ldq, o, ldo, lse, B, T, H);
+    case 16: return fa_forward<16>(qkv, ldq, rope, o, ldo, lse, B, T, H);
+    case 32: return fa_forward<32>(qkv, ldq, rope, o, ldo, lse, B, T, H);
+    case 64: return fa_forward<64>(qkv, ldq, rope, o, ldo, lse, B, T, H);
+    default: return fa_forward<128>(qkv, ldq, rope, o, ldo, lse, B, T, H);
     }
 }
 
-extern "C" arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *o, int64_t ldo,
+extern "C" arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *rope, const float *o, int64_t ldo,
                                             const float *lse, const float *dy, int64_t ldy, float *delta, float *dqkv,
                                             int64_t lddq, int64_t B, int64_t T, int H, int hd) {
     ARB_TRY(arb_mcu_attn_check(hd));
     ARB_TRY(fa_args(qkv, o, dy, ldq, ldo, ldy, B, T, H));
     ARB_TRY(fa_args(dqkv, lse, delta, lddq, 4, 4, B, T, H));
+    ARB_TRY(fa_args(rope, rope, rope, 4, 4, 4, B, T, H));
     switch (hd) {
-    case 16: return fa_backward<16>(qkv, ldq, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
-    case 32: return fa_backward<32>(qkv, ldq, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
-    case 64: return fa_backward<64>(qkv, ldq, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
-    default: return fa_backward<128>(qkv, ldq, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
+    case 16: return fa_backward<16>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
+    case 32: return fa_backward<32>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
+    case 64: return fa_backward<64>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
+    default: return fa_backward<128>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
     }
-}
-
-extern "C" arb_status arb_mcu_rope_qk(float *x, int64_t rows, int64_t T, int64_t ld, int64_t D, int H, int hd,
-                                      const float *cs, int sign) {
-    int64_t n = rows * 2 * H * (hd / 2);
-    if (n == 0) return ARB_OK;
-    k_rope_qk<<<arb_cuda_blocks(n, 256), 256, 0, arb_cuda_cur_stream()>>>(x, rows, (int)T, ld, D, H, hd, cs, sign);
-    ARB_CU_LAUNCH("k_rope_qk");
-    return ARB_OK;
 }
 
 extern "C" arb_status arb_mcu_relu2(const float *u, int64_t n, float *r) {

@@ -343,23 +343,24 @@ static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_par
 static arb_status attn_forward(arb_model *m, layer *Ly) {
     const arb_model_config *c = &m->cfg;
     const int64_t D = c->dim;
-    return arb_mcu_attn_forward(Ly->d_qkv, 3 * D, Ly->d_o, D, Ly->d_lse, m->B, m->T, c->n_heads, c->dim / c->n_heads);
+    return arb_mcu_attn_forward(Ly->d_qkv, 3 * D, c->rotary ? m->d_rope : NULL, Ly->d_o, D, Ly->d_lse, m->B, m->T,
+                                c->n_heads, c->dim / c->n_heads);
 }
 
 /* dqkv (N, 3D) from dy (N, D). */
 static arb_status attn_backward(arb_model *m, layer *Ly, const float *dy, float *dqkv) {
     const arb_model_config *c = &m->cfg;
     const int64_t D = c->dim;
-    return arb_mcu_attn_backward(Ly->d_qkv, 3 * D, Ly->d_o, D, Ly->d_lse, dy, D, m->d_delta, dqkv, 3 * D, m->B, m->T,
-                                 c->n_heads, c->dim / c->n_heads);
+    return arb_mcu_attn_backward(Ly->d_qkv, 3 * D, c->rotary ? m->d_rope : NULL, Ly->d_o, D, Ly->d_lse, dy, D,
+                                 m->d_delta, dqkv, 3 * D, m->B, m->T, c->n_heads, c->dim / c->n_heads);
 }
 
 /* ---------------------------------------------------------------- forward */
 arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                            bool train, arb_loss_parts *lp) {
     const arb_model_config *c = &m->cfg;
-    const int64_t N = B * T, D = c->dim, V = c->vocab;
-    const int H = c->n_heads, hd = c->dim / c->n_heads;
+    const int64_t N = B * T, V = c->vocab;
+    const int H = c->n_heads;
     ARB_TRY(set_dev(m));
     if (m->dev_stale) ARB_TRY(arb_mcu_upload(m));
     if (B * (int64_t)H > 65535) return arb_error(ARB_ERR_UNSUPPORTED, "cuda model: batch x heads %lld > 65535", (long long)(B * H));
@@ -393,7 +394,6 @@ arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *t
         if (Ly->qkv >= 0) {
             ARB_TRY(norm_fwd(m, Ly->an, x, add, N, m->d_h, &Ly->off_an, &x));
             ARB_TRY(lin_fwd(m, Ly->qkv, m->d_h, N, Ly->d_qkv, &Ly->off_qkv));
-            if (c->rotary) ARB_TRY(arb_mcu_rope_qk(Ly->d_qkv, N, T, 3 * D, D, H, hd, m->d_rope, +1));
             ARB_TRY(attn_forward(m, Ly));
             ARB_TRY(lin_fwd(m, Ly->o, Ly->d_o, N, m->d_t2, &Ly->off_o));
             add = m->d_t2;
@@ -446,8 +446,7 @@ static float *gslot(arb_model *m, int32_t i, int64_t off) {
  * op copies its dy. */
 static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *tot) {
     const arb_model_config *c = &m->cfg;
-    const int64_t N = m->N, D = c->dim, T = m->T;
-    const int H = c->n_heads, hd = c->dim / c->n_heads;
+    const int64_t N = m->N, D = c->dim;
     tparam *Pe = &m->p[m->embed];
     const int last = c->n_layers - 1;
     float *dx = last >= 0 ? gslot(m, m->L[last].w2, m->L[last].off_w2) : Pe->d_dy;
@@ -469,7 +468,6 @@ static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_mo
             float *dqkv = gslot(m, Ly->qkv, Ly->off_qkv), *da = gslot(m, Ly->an, Ly->off_an);
             ARB_TRY(lin_bwd(m, Ly->o, Ly->off_o, dx, N, m->d_t1, sp, tot));
             ARB_TRY(attn_backward(m, Ly, m->d_t1, dqkv));
-            if (c->rotary) ARB_TRY(arb_mcu_rope_qk(dqkv, N, T, 3 * D, D, H, hd, m->d_rope, -1));
             ARB_TRY(lin_bwd(m, Ly->qkv, Ly->off_qkv, dqkv, N, da, sp, tot));
             ARB_TRY(norm_bwd(m, Ly->an, Ly->off_an, da, N, m->d_t1, sp, tot));
             ARB_TRY(arb_mcu_add(below, dx, m->d_t1, N * D));

@@ -2,7 +2,7 @@
  *
  * Why a separate set of kernels: the ternary ops already run on the device (src/cuda,
  * dispatched by tensor device); what a training step still needs between them is the float
- * glue of src/model/glue.c — rotary, causal attention forward/backward, ReLU², residual
+ * glue of src/model/glue.c — causal attention with rotary, forward/backward, ReLU², residual
  * adds, cross-entropy. Each launcher is the device twin of a glue.c function (same math, float32,
  * its own fixed reduction order: deterministic run to run, within float tolerance of the CPU).
  * No float atomics anywhere. All pointers are device pointers; every launcher runs on the
@@ -20,22 +20,19 @@ extern "C" {
 arb_status arb_mcu_attn_check(int hd);
 
 /* Fused causal attention over the H heads of hd of B sequences of T rows. qkv: (B·T, ldq) with
- * q at column 0, k at D, v at 2D (D = H·hd); o: (B·T, ldo) columns [0, D) = softmax over j ≤ i of
- * q_i·k_j/√hd, times v; lse: (B·H·T) log Σ_j exp of each row's scaled scores (the backward's P).
- * Pointers 16-byte aligned, leading dimensions multiples of 4. */
-arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, float *o, int64_t ldo, float *lse, int64_t B,
-                                int64_t T, int H, int hd);
-/* From dy (B·T, ldy) = d loss / d o: dqkv (B·T, lddq) columns [0, 3D) = d loss / d (q, k, v),
- * every element written. delta: (B·H·T) scratch (Σ dy·o per row). */
-arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *o, int64_t ldo, const float *lse,
-                                 const float *dy, int64_t ldy, float *delta, float *dqkv, int64_t lddq, int64_t B,
-                                 int64_t T, int H, int hd);
-
-/* Rotary on the H heads of hd of q (column 0) and k (column D) of rows (ld floats each), position
- * row % T. cs: (T, hd/2, 2) cos, sin of the forward angle (computed on the host in double, like
- * glue.c); sign −1 applies the inverse rotation. */
-arb_status arb_mcu_rope_qk(float *x, int64_t rows, int64_t T, int64_t ld, int64_t D, int H, int hd, const float *cs,
-                           int sign);
+ * q at column 0, k at D, v at 2D (D = H·hd); rope: NULL, or the (T, hd/2, 2) cos, sin table of
+ * the forward angle (computed on the host in double, like glue.c): q and k are rotated for their
+ * position as they load (qkv holds them unrotated). o: (B·T, ldo) columns [0, D) = softmax over
+ * j ≤ i of q_i·k_j/√hd, times v; lse: (B·H·T) log Σ_j exp of each row's scaled scores (the
+ * backward's P). Pointers 16-byte aligned, leading dimensions multiples of 4. */
+arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, const float *rope, float *o, int64_t ldo, float *lse,
+                                int64_t B, int64_t T, int H, int hd);
+/* From dy (B·T, ldy) = d loss / d o: dqkv (B·T, lddq) columns [0, 3D) = d loss / d (q, k, v) of
+ * the unrotated inputs (the inverse rotation applied to dq, dk), every element written.
+ * delta: (B·H·T) scratch (Σ dy·o per row). */
+arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *rope, const float *o, int64_t ldo,
+                                 const float *lse, const float *dy, int64_t ldy, float *delta, float *dqkv,
+                                 int64_t lddq, int64_t B, int64_t T, int H, int hd);
 
 arb_status arb_mcu_relu2(const float *u, int64_t n, float *r);
 /* du = dr · 2·max(u, 0) (du may alias dr). */

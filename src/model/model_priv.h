@@ -60,7 +60,7 @@ typedef struct layer {
     float *cum;       /* (N) */
     int iters_run;
     /* CUDA model only */
-    float *d_qkv;     /* (N, 3D) post-rotary */
+    float *d_qkv;     /* (N, 3D) as the qkv linear gives it (attention applies rotary on load) */
     float *d_o;       /* (N, D) attention output (the o projection's input; the backward's Δ) */
     float *d_lse;     /* (B, H, T) log-sum-exp of each attention row's scaled scores */
     float *d_u;       /* (N, F) MLP pre-activation */

@@ -2,7 +2,8 @@
  * attention tiles are partial and the causal tile skip is exercised, vocab 271), and one step
  * for every head dim of the fused attention (16, 32, 64, 128) on odd T:
  *   - loss and every tape gradient (the output-gradient rows each tensor's update folds) within
- *     stated float tolerances of the CPU model's, and the forward's quantized inputs;
+ *     stated float tolerances of the CPU model's, and the forward's quantized inputs (float inputs
+ *     within 1e-4 relative until an int8 rounding upstream goes the other way, 2e-3 after it);
  *   - the integer state after a step bit-identical to the CPU reference rule applied to the GPU's
  *     own tape (the inputs of the integer rule), at step 0 and at step 1 (non-zero accumulators);
  *     against the CPU *model* the trits agree up to a small stated fraction: the glue's float sums
@@ -176,9 +177,13 @@ static void snapshot(arb_model *m, arb_ternary *pre, arb_update_state *pre_st, i
 }
 
 /* Each tensor's tape (output-gradient rows and, for linears, the quantized input) against the CPU
- * model's after the same step: tolerances as stated in test_step_vs_cpu. */
+ * model's after the same step: tolerances as stated in test_step_vs_cpu. The forward inputs agree
+ * within 1e-4 relative until some quantized input upstream (tensors are in forward order) rounds
+ * the other way: one int8 step is up to 1/127 of its row's scale, so from there on the floats
+ * downstream may differ by up to 2e-3 (the printed values show how far they move). */
 static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff, int64_t *trits) {
     int32_t np = arb_model_n_ternary(mg);
+    bool upstream_flip = false;
     for (int32_t i = 0; i < np; i++) {
         const char *name;
         arb_ternary *wc, *wg;
@@ -212,8 +217,10 @@ static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff,
         print_message("  %-22s dy rel %.2e  input rel %.2e  xq diff %lld/%lld  trits diff %lld\n", name, e, ex,
                       (long long)qd, (long long)qn, (long long)td);
         if (!(e < 2e-2)) fail_msg("%s: gradient rel L2 %.3e vs the CPU model", name, e);
-        if (!(ex < 1e-4)) fail_msg("%s: input rel L2 %.3e vs the CPU model", name, ex);
+        const double xtol = upstream_flip ? 2e-3 : 1e-4;
+        if (!(ex < xtol)) fail_msg("%s: input rel L2 %.3e vs the CPU model (tolerance %.0e)", name, ex, xtol);
         if (qn && qd * 100 > qn) fail_msg("%s: %lld of %lld quantized inputs differ", name, (long long)qd, (long long)qn);
+        if (qd) upstream_flip = true;
         arb_model_tape_free(&tc);
         arb_model_tape_free(&tg);
     }
@@ -289,9 +296,11 @@ static void test_attention_head_dims(void **state) {
         c.n_layers = 1;
         c.ctx = 160;
         c.train_seq = cases[k].T;
+        c.rotary = k != 1; /* rotary is applied inside the attention kernels: once without */
         ARB_ASSERT_OK(arb_model_config_validate(&c));
         const int64_t B = 2, T = cases[k].T, N = B * T;
-        print_message("head dim %d, %d heads, T %lld\n", cases[k].hd, cases[k].H, (long long)T);
+        print_message("head dim %d, %d heads, T %lld, rotary %s\n", cases[k].hd, cases[k].H, (long long)T,
+                      c.rotary ? "on" : "off");
         arb_model *mc = make_model(&c, arb_cpu()), *mg = make_model(&c, arb_cuda(0));
         int32_t *tok = malloc(sizeof(int32_t) * (size_t)N), *tgt = malloc(sizeof(int32_t) * (size_t)N);
         make_batch(tok, tgt, N, 5 + k);
