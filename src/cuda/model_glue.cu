@@ -186,18 +186,18 @@ __global__ void __launch_bounds__(FA_THREADS)
             float *srow = Ss + r * FA_LDS;
             float sv[FA_R / 2], mx = -INFINITY;
 #pragma unroll
-            for (int k = 0; k < FA_R / 2; k++) {
-                const int gj = k0 + hf + 2 * k;
-                sv[k] = gj <= gi && gj < T ? __fmul_rn(srow[hf + 2 * k], sc) : -INFINITY;
-                mx = fmaxf(mx, sv[k]);
+            for (int j = 0; j < FA_R / 2; j++) {
+                const int gj = k0 + hf + 2 * j;
+                sv[j] = gj <= gi && gj < T ? __fmul_rn(srow[hf + 2 * j], sc) : -INFINITY;
+                mx = fmaxf(mx, sv[j]);
             }
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             const float mold = Ms[r], mnew = fmaxf(mold, mx);
             float ps = 0.0f;
 #pragma unroll
-            for (int k = 0; k < FA_R / 2; k++) {
-                const float p = sv[k] == -INFINITY ? 0.0f : expf(sv[k] - mnew);
-                srow[hf + 2 * k] = p;
+            for (int j = 0; j < FA_R / 2; j++) {
+                const float p = sv[j] == -INFINITY ? 0.0f : expf(sv[j] - mnew);
+                srow[hf + 2 * j] = p;
                 ps += p;
             }
             ps += __shfl_xor_sync(0xffffffffu, ps, 1);
