@@ -9,8 +9,12 @@ split as `arbitor train` (first 90% train). Compare with
 `arbitor train --config shakespeare --device cuda` on the same GPU.
 
 usage: python3 bench/torch_qat_baseline.py [--data FILE] [--iters N] [--warmup N]
-           [--batch 64] [--ctx 256] [--device cuda|cpu] [--no-compile] [--eval]
+           [--batch 64] [--ctx 256] [--device cuda|cpu] [--no-compile] [--eval] [--profile N]
 Prints one line: QAT_BASELINE tokens_per_s=... step_ms=... iters=... batch=... ctx=... device=...
+and, on stderr, the warm-up's wall time and the timed steps' ms/step per window of 10 (CUDA
+events, no extra synchronization), to see compile time, drift and clock changes; --profile N
+profiles N more steps and prints the GPU's kernel time per step against the wall time per step
+(a step whose kernels take much less than its wall time is bound by the host's launches).
 """
 import argparse
 import math
@@ -35,6 +39,7 @@ ap.add_argument("--heads", type=int, default=6)
 ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (smoke tests on CPU)")
 ap.add_argument("--eval", action="store_true", help="also print validation loss (nats/byte) after the timed steps")
+ap.add_argument("--profile", type=int, default=0, help="profile N more steps: kernel time vs wall time per step")
 args = ap.parse_args()
 
 if not os.path.isfile(args.data):
@@ -129,14 +134,27 @@ def train_step(it):
     return loss
 
 
+tw = time.perf_counter()
 for it in range(args.warmup):
     train_step(it)
 sync()
 t0 = time.perf_counter()
+cuda_ev = dev.type == "cuda"
+marks = []
 for it in range(args.warmup, total):
+    if cuda_ev and (it - args.warmup) % 10 == 0:
+        marks.append(torch.cuda.Event(enable_timing=True))
+        marks[-1].record()
     loss = train_step(it)
+if cuda_ev:
+    marks.append(torch.cuda.Event(enable_timing=True))
+    marks[-1].record()
 sync()
 dt = time.perf_counter() - t0
+print(f"# warm-up: {args.warmup} steps in {t0 - tw:.1f} s (compilation included)", file=sys.stderr)
+if len(marks) > 1:
+    w = [marks[i].elapsed_time(marks[i + 1]) / min(10, args.iters - 10 * i) for i in range(len(marks) - 1)]
+    print("# ms/step per 10-step window: " + " ".join(f"{x:.2f}" for x in w), file=sys.stderr)
 tps = args.iters * B * T / dt
 name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 print(f"# {nparams} latent fp32 params (+2 AdamW moments each), final train loss {loss.item():.4f}", file=sys.stderr)
@@ -146,5 +164,22 @@ if args.eval:
     with torch.no_grad(), amp:
         v = sum(step_fn(*batch(val, gv)).item() for _ in range(20)) / 20
     print(f"# val {v:.4f} nats/byte", file=sys.stderr)
+if args.profile > 0 and cuda_ev:
+    try:
+        from torch.profiler import profile, ProfilerActivity
+        sync()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            tp = time.perf_counter()
+            for it in range(args.profile):
+                train_step(total + it)
+            sync()
+            tp = time.perf_counter() - tp
+        kev = [e for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+        kern = sum(e.time_range.elapsed_us() for e in kev) / 1000.0 / args.profile
+        nk = len(kev) / args.profile
+        print(f"# profile: {kern:.2f} ms of GPU kernels per step ({nk:.0f} kernels), wall {1000 * tp / args.profile:.2f} ms/step "
+              f"under the profiler", file=sys.stderr)
+    except Exception as e:  # the timing line below must still print
+        print(f"# profile failed: {e}", file=sys.stderr)
 print(f"QAT_BASELINE tokens_per_s={tps:.1f} step_ms={1000 * dt / args.iters:.2f} iters={args.iters} batch={B} ctx={T} "
       f"device={name.replace(' ', '_')}", flush=True)

@@ -2,7 +2,8 @@
 # One device call for the CUDA model: build (CLI + the model test only), run the model test, time
 # `arbitor train --config shakespeare --device cuda` against the PyTorch QAT baseline in the same
 # call, and optionally a per-kernel profile (ncu) of two steps.
-#   dev/model/gpu_model.sh [test] [speed] [prof] [accuracy CONFIG]...   (ARB_ACC_MIN caps each run)
+#   dev/model/gpu_model.sh [test] [speed] [prof] [accuracy CONFIG]...   (ARB_ACC_MIN caps each run;
+#   ARB_TORCH_RUNS runs the PyTorch baseline that many times in the speed part)
 # Data: data/tinyshakespeare.txt (copy ../shared/data/tinyshakespeare.txt there first: ../shared
 # does not travel). Logs under $OUT.
 set -uo pipefail
@@ -30,9 +31,17 @@ while [ $# -gt 0 ]; do
         grep -E "ERROR SUMMARY|Invalid|at 0x|by thread" "$out/memcheck.log" | head -12
       fi ;;
     speed)
+      # tokens/s over all steps (the first one allocates), then per 20-step log window (log.jsonl)
       timeout 150 build-cuda/arbitor train --config shakespeare --device cuda --data $data --steps ${ARB_SPEED_STEPS:-60} \
-        --eval-windows 64 --eval-every 100000 --out /tmp/speed 2>&1 | tr '\r' '\n' | tail -4 | tee "$out/speed.log"
-      PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_qat_baseline.py --data $data --iters ${ARB_TORCH_ITERS:-60} --warmup 15 2>&1 | tail -3 | tee "$out/torch.log" ;;
+        --eval-windows 64 --eval-every 100000 --log-every 20 --out /tmp/speed 2>&1 | tr '\r' '\n' | tail -1 | tee "$out/speed.log"
+      echo "per 20 steps: $(grep -o '"tokens_per_s":[0-9.]*' /tmp/speed/log.jsonl | cut -d: -f2 | tr '\n' ' ')" | tee -a "$out/speed.log"
+      # the baseline ARB_TORCH_RUNS times (default 1) in this call, each a fresh process (compile
+      # cache warm after the first), with per-window step times and a kernel-time profile
+      for run in $(seq ${ARB_TORCH_RUNS:-1}); do
+        nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active --format=csv,noheader
+        PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_qat_baseline.py --data $data --iters ${ARB_TORCH_ITERS:-60} \
+          --warmup 15 --profile 10 2>&1 | grep -vE "UserWarning|_warn_once" | tail -6 | tee "$out/torch-$run.log"
+      done ;;
     prof)
       timeout 200 ncu --metrics gpu__time_duration.sum build-cuda/arbitor train --config shakespeare --device cuda --data $data \
         --steps 2 --eval-windows 1 --eval-every 100000 --out /tmp/prof >"$out/prof.log" 2>&1

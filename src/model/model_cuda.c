@@ -41,6 +41,12 @@ arb_status arb_mcu_check_config(const arb_model_config *c) {
         return arb_error(ARB_ERR_UNSUPPORTED,
                          "model create: config '%s' uses %s, which the CUDA model does not run yet (use --device cpu)",
                          c->name, what);
+    const int hd = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    if (c->enable_graph && !(hd == 16 || hd == 32 || hd == 64 || hd == 128))
+        return arb_error(ARB_ERR_UNSUPPORTED,
+                         "model create: config '%s' has attention heads of %d, which the CUDA model does not run "
+                         "(16, 32, 64 or 128; use --device cpu)",
+                         c->name, hd);
     if (arb_cuda_device_count() <= 0)
         return arb_error(ARB_ERR_UNSUPPORTED, "model create: no CUDA device is available");
     return ARB_OK;
@@ -129,7 +135,8 @@ void arb_mcu_release(arb_model *m) {
     if (m->L)
         for (int l = 0; l < m->cfg.n_layers; l++) {
             dfree(&m->L[l].d_qkv);
-            dfree(&m->L[l].d_p);
+            dfree(&m->L[l].d_o);
+            dfree(&m->L[l].d_lse);
             dfree(&m->L[l].d_u);
         }
     dfree(&m->d_tokens);
@@ -140,11 +147,10 @@ void arb_mcu_release(arb_model *m) {
     dfree(&m->d_t2);
     dfree(&m->d_big);
     dfree(&m->d_logits);
-    dfree(&m->d_dp);
+    dfree(&m->d_delta);
     dfree(&m->d_rope);
     dfree(&m->d_rowloss);
-    free(m->h_rowloss);
-    m->h_rowloss = NULL;
+    dfree(&m->d_losssum);
 }
 
 arb_status arb_mcu_upload(arb_model *m) {
@@ -177,7 +183,6 @@ static arb_status ensure_work(arb_model *m, int64_t B, int64_t T) {
         ARB_TRY(dalloc((void **)&m->d_tokens, (size_t)N * sizeof(int32_t)));
         ARB_TRY(dalloc((void **)&m->d_targets, (size_t)N * sizeof(int32_t)));
         ARB_TRY(nbytes((size_t)(N * D), sizeof(float), &b));
-        ARB_TRY(dalloc((void **)&m->d_x, b));
         ARB_TRY(dalloc((void **)&m->d_h, b));
         ARB_TRY(dalloc((void **)&m->d_t1, b));
         ARB_TRY(dalloc((void **)&m->d_t2, b));
@@ -186,14 +191,18 @@ static arb_status ensure_work(arb_model *m, int64_t B, int64_t T) {
         ARB_TRY(nbytes((size_t)(N * V), sizeof(float), &b));
         ARB_TRY(dalloc((void **)&m->d_logits, b));
         ARB_TRY(dalloc((void **)&m->d_rowloss, (size_t)N * sizeof(double)));
-        free(m->h_rowloss);
-        m->h_rowloss = malloc((size_t)N * sizeof(double));
-        if (!m->h_rowloss) return arb_error(ARB_ERR_OOM, "cuda model: loss rows");
+        ARB_TRY(dalloc((void **)&m->d_losssum, sizeof(double)));
+        ARB_TRY(nbytes((size_t)(N * H), sizeof(float), &b));
+        ARB_TRY(dalloc((void **)&m->d_delta, b));
         for (int l = 0; l < c->n_layers; l++) {
             layer *Ly = &m->L[l];
             if (Ly->qkv >= 0) {
                 ARB_TRY(nbytes((size_t)(N * 3 * D), sizeof(float), &b));
                 ARB_TRY(dalloc((void **)&Ly->d_qkv, b));
+                ARB_TRY(nbytes((size_t)(N * D), sizeof(float), &b));
+                ARB_TRY(dalloc((void **)&Ly->d_o, b));
+                ARB_TRY(nbytes((size_t)(N * H), sizeof(float), &b));
+                ARB_TRY(dalloc((void **)&Ly->d_lse, b));
             }
             if (Ly->w1 >= 0) {
                 ARB_TRY(nbytes((size_t)(N * F), sizeof(float), &b));
@@ -201,13 +210,6 @@ static arb_status ensure_work(arb_model *m, int64_t B, int64_t T) {
             }
         }
         m->d_capN = N;
-    }
-    if (c->enable_graph && B * H * T * T > m->d_capP) {
-        ARB_TRY(nbytes((size_t)(B * H * T), (size_t)T * sizeof(float), &b));
-        for (int l = 0; l < c->n_layers; l++)
-            if (m->L[l].qkv >= 0) ARB_TRY(dalloc((void **)&m->L[l].d_p, b));
-        ARB_TRY(dalloc((void **)&m->d_dp, b));
-        m->d_capP = B * H * T * T;
     }
     if (c->enable_graph && c->rotary && T > m->d_capT) {
         /* the rotary table exactly as glue.c computes it (double angle, rounded to float) */
@@ -244,14 +246,20 @@ static arb_status lin_fwd(arb_model *m, int32_t i, const float *x, int64_t n, fl
     return ARB_OK;
 }
 
-static arb_status norm_fwd(arb_model *m, int32_t i, const float *x, int64_t n, float *y, int64_t *off) {
+/* The norm's input x (+ add, the residual's pending branch) goes straight into its tape, which
+ * then holds the residual stream (*xt): no separate residual buffer, no copies. */
+static arb_status norm_fwd(arb_model *m, int32_t i, const float *x, const float *add, int64_t n, float *y, int64_t *off,
+                           float **xt) {
     tparam *P = &m->p[i];
     ARB_TRY(dparam_reserve(P, n));
     int64_t o = P->n, D = P->w.cols;
-    ARB_TRY(arb_cuda_copy_d2d(P->d_x + o * D, x, sizeof(float) * (size_t)(n * D)));
-    ARB_TRY(arb_ternary_rmsnorm_forward(&P->dw, P->d_x + o * D, n, m->cfg.norm_eps, y, P->d_xs + o));
+    float *t = P->d_x + o * D;
+    if (add) ARB_TRY(arb_mcu_add(t, x, add, n * D));
+    else if (t != x) ARB_TRY(arb_cuda_copy_d2d(t, x, sizeof(float) * (size_t)(n * D)));
+    ARB_TRY(arb_ternary_rmsnorm_forward(&P->dw, t, n, m->cfg.norm_eps, y, P->d_xs + o));
     P->n += n;
     if (off) *off = o;
+    if (xt) *xt = t;
     return ARB_OK;
 }
 
@@ -332,65 +340,27 @@ static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_par
 }
 
 /* ---------------------------------------------------------------- attention */
-/* Views of the per-head slices: rows of qkv (ld 3D) or of an (N, D) buffer, batch index b with
- * stride T rows, head h with stride hd columns. */
-static arb_mcu_mat head_view(float *base, int64_t T, int64_t ld, int64_t col, int hd, bool transposed) {
-    arb_mcu_mat v = {base + col, T * ld, hd, ld, 1};
-    if (transposed) {
-        v.sr = 1;
-        v.sc = ld;
-    }
-    return v;
-}
-
-static arb_mcu_mat prob_view(float *p, int64_t H, int64_t T, bool transposed) {
-    arb_mcu_mat v = {p, H * T * T, T * T, T, 1};
-    if (transposed) {
-        v.sr = 1;
-        v.sc = T;
-    }
-    return v;
-}
-
-static arb_status attn_forward(arb_model *m, layer *Ly, float *y) {
+static arb_status attn_forward(arb_model *m, layer *Ly) {
     const arb_model_config *c = &m->cfg;
-    const int64_t B = m->B, T = m->T, D = c->dim, H = c->n_heads, hd = D / H;
-    const float sc = 1.0f / sqrtf((float)hd);
-    float *qkv = Ly->d_qkv;
-    /* S = Q Kᵀ · sc, then the causal softmax in place: P */
-    ARB_TRY(arb_mcu_bgemm(head_view(qkv, T, 3 * D, 0, (int)hd, false), head_view(qkv, T, 3 * D, D, (int)hd, true),
-                          prob_view(Ly->d_p, H, T, false), T, T, hd, B * H, H, sc, ARB_MCU_TRI_OUT));
-    ARB_TRY(arb_mcu_softmax_causal(Ly->d_p, B * H, T));
-    /* Y = P V */
-    return arb_mcu_bgemm(prob_view(Ly->d_p, H, T, false), head_view(qkv, T, 3 * D, 2 * D, (int)hd, false),
-                         head_view(y, T, D, 0, (int)hd, false), T, hd, T, B * H, H, 1.0f, ARB_MCU_K_LE_ROW);
+    const int64_t D = c->dim;
+    return arb_mcu_attn_forward(Ly->d_qkv, 3 * D, c->rotary ? m->d_rope : NULL, Ly->d_o, D, Ly->d_lse, m->B, m->T,
+                                c->n_heads, c->dim / c->n_heads);
 }
 
 /* dqkv (N, 3D) from dy (N, D). */
-static arb_status attn_backward(arb_model *m, layer *Ly, float *dy, float *dqkv) {
+static arb_status attn_backward(arb_model *m, layer *Ly, const float *dy, float *dqkv) {
     const arb_model_config *c = &m->cfg;
-    const int64_t B = m->B, T = m->T, D = c->dim, H = c->n_heads, hd = D / H;
-    const float sc = 1.0f / sqrtf((float)hd);
-    float *qkv = Ly->d_qkv;
-    /* dP = dY Vᵀ; dS = P ⊙ (dP − rowdot) · sc */
-    ARB_TRY(arb_mcu_bgemm(head_view(dy, T, D, 0, (int)hd, false), head_view(qkv, T, 3 * D, 2 * D, (int)hd, true),
-                          prob_view(m->d_dp, H, T, false), T, T, hd, B * H, H, 1.0f, ARB_MCU_TRI_OUT));
-    ARB_TRY(arb_mcu_softmax_causal_backward(Ly->d_p, m->d_dp, B * H, T, sc));
-    /* dV = Pᵀ dY, dQ = dS K, dK = dSᵀ Q */
-    ARB_TRY(arb_mcu_bgemm(prob_view(Ly->d_p, H, T, true), head_view(dy, T, D, 0, (int)hd, false),
-                          head_view(dqkv, T, 3 * D, 2 * D, (int)hd, false), T, hd, T, B * H, H, 1.0f, ARB_MCU_K_GE_ROW));
-    ARB_TRY(arb_mcu_bgemm(prob_view(m->d_dp, H, T, false), head_view(qkv, T, 3 * D, D, (int)hd, false),
-                          head_view(dqkv, T, 3 * D, 0, (int)hd, false), T, hd, T, B * H, H, 1.0f, ARB_MCU_K_LE_ROW));
-    return arb_mcu_bgemm(prob_view(m->d_dp, H, T, true), head_view(qkv, T, 3 * D, 0, (int)hd, false),
-                         head_view(dqkv, T, 3 * D, D, (int)hd, false), T, hd, T, B * H, H, 1.0f, ARB_MCU_K_GE_ROW);
+    const int64_t D = c->dim;
+    return arb_mcu_attn_backward(Ly->d_qkv, 3 * D, c->rotary ? m->d_rope : NULL, Ly->d_o, D, Ly->d_lse, dy, D,
+                                 m->d_delta, dqkv, 3 * D, m->B, m->T, c->n_heads, c->dim / c->n_heads);
 }
 
 /* ---------------------------------------------------------------- forward */
 arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                            bool train, arb_loss_parts *lp) {
     const arb_model_config *c = &m->cfg;
-    const int64_t N = B * T, D = c->dim, V = c->vocab;
-    const int H = c->n_heads, hd = c->dim / c->n_heads;
+    const int64_t N = B * T, V = c->vocab;
+    const int H = c->n_heads;
     ARB_TRY(set_dev(m));
     if (m->dev_stale) ARB_TRY(arb_mcu_upload(m));
     if (B * (int64_t)H > 65535) return arb_error(ARB_ERR_UNSUPPORTED, "cuda model: batch x heads %lld > 65535", (long long)(B * H));
@@ -412,29 +382,30 @@ arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *t
     ARB_TRY(dparam_reserve(Pe, N));
     ARB_TRY(arb_cuda_copy_d2d(Pe->d_idx, m->d_tokens, sizeof(int32_t) * (size_t)N));
     Pe->n = N;
-    ARB_TRY(arb_ternary_embedding_forward(&Pe->dw, m->d_tokens, N, m->d_x));
+    /* the embedding lands in the first norm's tape: the start of the residual stream */
+    const int32_t first = c->n_layers > 0 ? (m->L[0].qkv >= 0 ? m->L[0].an : m->L[0].fn) : m->fnorm;
+    ARB_TRY(dparam_reserve(&m->p[first], N));
+    float *x = m->p[first].d_x;
+    const float *add = NULL; /* the residual's pending branch output */
+    ARB_TRY(arb_ternary_embedding_forward(&Pe->dw, m->d_tokens, N, x));
 
     for (int l = 0; l < c->n_layers; l++) {
         layer *Ly = &m->L[l];
         if (Ly->qkv >= 0) {
-            ARB_TRY(norm_fwd(m, Ly->an, m->d_x, N, m->d_h, &Ly->off_an));
+            ARB_TRY(norm_fwd(m, Ly->an, x, add, N, m->d_h, &Ly->off_an, &x));
             ARB_TRY(lin_fwd(m, Ly->qkv, m->d_h, N, Ly->d_qkv, &Ly->off_qkv));
-            if (c->rotary) {
-                ARB_TRY(arb_mcu_rope(Ly->d_qkv, N, T, 3 * D, 0, H, hd, m->d_rope, +1));
-                ARB_TRY(arb_mcu_rope(Ly->d_qkv, N, T, 3 * D, D, H, hd, m->d_rope, +1));
-            }
-            ARB_TRY(attn_forward(m, Ly, m->d_t1));
-            ARB_TRY(lin_fwd(m, Ly->o, m->d_t1, N, m->d_t2, &Ly->off_o));
-            ARB_TRY(arb_mcu_add(m->d_x, m->d_t2, N * D));
+            ARB_TRY(attn_forward(m, Ly));
+            ARB_TRY(lin_fwd(m, Ly->o, Ly->d_o, N, m->d_t2, &Ly->off_o));
+            add = m->d_t2;
         }
-        ARB_TRY(norm_fwd(m, Ly->fn, m->d_x, N, m->d_h, &Ly->off_fn));
+        ARB_TRY(norm_fwd(m, Ly->fn, x, add, N, m->d_h, &Ly->off_fn, &x));
         ARB_TRY(lin_fwd(m, Ly->w1, m->d_h, N, Ly->d_u, &Ly->off_w1));
         ARB_TRY(arb_mcu_relu2(Ly->d_u, N * arb_mdl_mlp_hidden(c), m->d_big));
         ARB_TRY(lin_fwd(m, Ly->w2, m->d_big, N, m->d_t2, &Ly->off_w2));
-        ARB_TRY(arb_mcu_add(m->d_x, m->d_t2, N * D));
+        add = m->d_t2;
     }
     int64_t off;
-    ARB_TRY(norm_fwd(m, m->fnorm, m->d_x, N, m->d_h, &off));
+    ARB_TRY(norm_fwd(m, m->fnorm, x, add, N, m->d_h, &off, NULL));
     ARB_TRY(lin_fwd(m, m->head, m->d_h, N, m->d_logits, &off));
     if (targets) {
         int64_t cnt = 0;
@@ -444,9 +415,10 @@ arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *t
         /* the logits' gradient goes straight into the head's tape slot */
         float *dl = train ? m->p[m->head].d_dy + off * V : NULL;
         ARB_TRY(arb_mcu_ce(m->d_logits, m->d_targets, N, V, gscale, dl, m->d_rowloss));
-        ARB_TRY(arb_cuda_copy_d2h(m->h_rowloss, m->d_rowloss, sizeof(double) * (size_t)N));
-        double sum = 0.0; /* row order, as the CPU sums */
-        for (int64_t r = 0; r < N; r++) sum += m->h_rowloss[r];
+        /* summed on the device (a fixed tree): one 8-byte read-back, the step's only wait here */
+        double sum = 0.0;
+        ARB_TRY(arb_mcu_sum_rows(m->d_rowloss, N, m->d_losssum));
+        ARB_TRY(arb_cuda_copy_d2h(&sum, m->d_losssum, sizeof sum));
         L.ce = cnt ? sum / (double)cnt : 0.0;
         L.n_targets = cnt;
         m->n_counted = cnt;
@@ -469,38 +441,39 @@ static float *gslot(arb_model *m, int32_t i, int64_t off) {
     return P->d_dy + off * (P->kind == P_GAIN || P->kind == P_EMB ? P->w.cols : P->w.rows);
 }
 
+/* Every gradient is written where its consumer's tape wants it: the residual gradient lives in
+ * the output-gradient slot of the next linear down (w2, o) and finally the embedding's, so no
+ * op copies its dy. */
 static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *tot) {
     const arb_model_config *c = &m->cfg;
-    const int64_t N = m->N, D = c->dim, T = m->T;
-    const int H = c->n_heads, hd = c->dim / c->n_heads;
-    float *dx = m->d_x; /* the residual gradient (the forward's x is no longer needed) */
+    const int64_t N = m->N, D = c->dim;
+    tparam *Pe = &m->p[m->embed];
+    const int last = c->n_layers - 1;
+    float *dx = last >= 0 ? gslot(m, m->L[last].w2, m->L[last].off_w2) : Pe->d_dy;
 
-    /* gradients land in the tape slot of the op that consumes them: no copies */
     ARB_TRY(lin_bwd(m, m->head, 0, gslot(m, m->head, 0), N, gslot(m, m->fnorm, 0), sp, tot));
     ARB_TRY(norm_bwd(m, m->fnorm, 0, gslot(m, m->fnorm, 0), N, dx, sp, tot));
-    for (int l = c->n_layers - 1; l >= 0; l--) {
+    for (int l = last; l >= 0; l--) {
         layer *Ly = &m->L[l];
         float *du = gslot(m, Ly->w1, Ly->off_w1), *dn = gslot(m, Ly->fn, Ly->off_fn);
+        float *below = l > 0 ? gslot(m, m->L[l - 1].w2, m->L[l - 1].off_w2) : Pe->d_dy;
+        float *mid = Ly->qkv >= 0 ? gslot(m, Ly->o, Ly->off_o) : below;
         ARB_TRY(lin_bwd(m, Ly->w2, Ly->off_w2, dx, N, m->d_big, sp, tot));
         ARB_TRY(arb_mcu_relu2_backward(Ly->d_u, m->d_big, N * arb_mdl_mlp_hidden(c), du));
         ARB_TRY(lin_bwd(m, Ly->w1, Ly->off_w1, du, N, dn, sp, tot));
         ARB_TRY(norm_bwd(m, Ly->fn, Ly->off_fn, dn, N, m->d_t1, sp, tot));
-        ARB_TRY(arb_mcu_add(dx, m->d_t1, N * D));
+        ARB_TRY(arb_mcu_add(mid, dx, m->d_t1, N * D));
+        dx = mid;
         if (Ly->qkv >= 0) {
             float *dqkv = gslot(m, Ly->qkv, Ly->off_qkv), *da = gslot(m, Ly->an, Ly->off_an);
             ARB_TRY(lin_bwd(m, Ly->o, Ly->off_o, dx, N, m->d_t1, sp, tot));
             ARB_TRY(attn_backward(m, Ly, m->d_t1, dqkv));
-            if (c->rotary) {
-                ARB_TRY(arb_mcu_rope(dqkv, N, T, 3 * D, 0, H, hd, m->d_rope, -1));
-                ARB_TRY(arb_mcu_rope(dqkv, N, T, 3 * D, D, H, hd, m->d_rope, -1));
-            }
             ARB_TRY(lin_bwd(m, Ly->qkv, Ly->off_qkv, dqkv, N, da, sp, tot));
             ARB_TRY(norm_bwd(m, Ly->an, Ly->off_an, da, N, m->d_t1, sp, tot));
-            ARB_TRY(arb_mcu_add(dx, m->d_t1, N * D));
+            ARB_TRY(arb_mcu_add(below, dx, m->d_t1, N * D));
+            dx = below;
         }
     }
-    tparam *Pe = &m->p[m->embed];
-    ARB_TRY(arb_cuda_copy_d2d(Pe->d_dy, dx, sizeof(float) * (size_t)(N * D)));
     /* every tensor not yet updated folds its tape now, in index order */
     for (int32_t i = 0; i < m->np; i++) {
         if (m->p[i].kind == P_MEM || m->p[i].n == 0 || m->p[i].done) continue;

@@ -2,7 +2,7 @@
  *
  * Why a separate set of kernels: the ternary ops already run on the device (src/cuda,
  * dispatched by tensor device); what a training step still needs between them is the float
- * glue of src/model/glue.c — rotary, causal attention forward/backward, softmax, ReLU², residual
+ * glue of src/model/glue.c — causal attention with rotary, forward/backward, ReLU², residual
  * adds, cross-entropy. Each launcher is the device twin of a glue.c function (same math, float32,
  * its own fixed reduction order: deterministic run to run, within float tolerance of the CPU).
  * No float atomics anywhere. All pointers are device pointers; every launcher runs on the
@@ -16,40 +16,31 @@
 extern "C" {
 #endif
 
-/* A batched strided matrix view: element (z, r, c) at p[(z / H)·sb + (z % H)·sh + r·sr + c·sc]. */
-typedef struct arb_mcu_mat {
-    float *p;
-    int64_t sb, sh, sr, sc;
-} arb_mcu_mat;
+/* ARB_OK for head dims the fused attention runs (16, 32, 64, 128), else ARB_ERR_UNSUPPORTED. */
+arb_status arb_mcu_attn_check(int hd);
 
-/* Causal structure of a batched product (square T×T operands of attention). */
-enum {
-    ARB_MCU_DENSE = 0,
-    ARB_MCU_TRI_OUT = 1,   /* C (T×T): tiles strictly above the diagonal are neither computed nor written */
-    ARB_MCU_K_LE_ROW = 2,  /* Σ over k ≤ row (A is lower triangular: P·V, dS·K) */
-    ARB_MCU_K_GE_ROW = 3   /* Σ over k ≥ row (A is upper triangular: Pᵀ·dY, dSᵀ·Q) */
-};
-
-/* C[z] (M × N) = alpha · A[z] (M × K) · B[z] (K × N) for z < Z (H heads per batch index). */
-arb_status arb_mcu_bgemm(arb_mcu_mat A, arb_mcu_mat B, arb_mcu_mat C, int64_t M, int64_t N, int64_t K, int64_t Z,
-                         int64_t H, float alpha, int mode);
-
-/* Rows of T×T scores S (Z·T rows, row i of each block): p_j = softmax over j ≤ i of s, 0 for j > i. */
-arb_status arb_mcu_softmax_causal(float *s, int64_t Z, int64_t T);
-/* In place: ds_j = p_j·(dp_j − Σ_{k≤i} p_k·dp_k)·sc for j ≤ i, 0 above the diagonal. */
-arb_status arb_mcu_softmax_causal_backward(const float *p, float *dp, int64_t Z, int64_t T, float sc);
-
-/* Rotary on the H heads of hd at column off of rows (ld floats each), position row % T.
- * cs: (T, hd/2, 2) cos, sin of the forward angle (computed on the host in double, like glue.c);
- * sign −1 applies the inverse rotation. */
-arb_status arb_mcu_rope(float *x, int64_t rows, int64_t T, int64_t ld, int64_t off, int H, int hd, const float *cs,
-                        int sign);
+/* Fused causal attention over the H heads of hd of B sequences of T rows. qkv: (B·T, ldq) with
+ * q at column 0, k at D, v at 2D (D = H·hd); rope: NULL, or the (T, hd/2, 2) cos, sin table of
+ * the forward angle (computed on the host in double, like glue.c): q and k are rotated for their
+ * position as they load (qkv holds them unrotated). o: (B·T, ldo) columns [0, D) = softmax over
+ * j ≤ i of q_i·k_j/√hd, times v; lse: (B·H·T) log Σ_j exp of each row's scaled scores (the
+ * backward's P). Pointers 16-byte aligned, leading dimensions multiples of 4. */
+arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, const float *rope, float *o, int64_t ldo, float *lse,
+                                int64_t B, int64_t T, int H, int hd);
+/* From dy (B·T, ldy) = d loss / d o: dqkv (B·T, lddq) columns [0, 3D) = d loss / d (q, k, v) of
+ * the unrotated inputs (the inverse rotation applied to dq, dk), every element written.
+ * delta: (B·H·T) scratch (Σ dy·o per row). */
+arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *rope, const float *o, int64_t ldo,
+                                 const float *lse, const float *dy, int64_t ldy, float *delta, float *dqkv,
+                                 int64_t lddq, int64_t B, int64_t T, int H, int hd);
 
 arb_status arb_mcu_relu2(const float *u, int64_t n, float *r);
 /* du = dr · 2·max(u, 0) (du may alias dr). */
 arb_status arb_mcu_relu2_backward(const float *u, const float *dr, int64_t n, float *du);
-/* y += x */
-arb_status arb_mcu_add(float *y, const float *x, int64_t n);
+/* y = a + b (y may alias either) */
+arb_status arb_mcu_add(float *y, const float *a, const float *b, int64_t n);
+/* *out (device) = Σ x over a fixed tree (one block). */
+arb_status arb_mcu_sum_rows(const double *x, int64_t n, double *out);
 
 /* Cross-entropy rows as arb_glue_ce: row_loss (n doubles) = −log softmax(logits)[t] for counted
  * rows (t ≥ 0, t ≠ PAD, t < V), else 0; dlogits (may be NULL) = gscale·(softmax − onehot) on

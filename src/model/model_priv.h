@@ -60,8 +60,9 @@ typedef struct layer {
     float *cum;       /* (N) */
     int iters_run;
     /* CUDA model only */
-    float *d_qkv;     /* (N, 3D) post-rotary */
-    float *d_p;       /* (B, H, T, T) attention probabilities, 0 above the diagonal */
+    float *d_qkv;     /* (N, 3D) as the qkv linear gives it (attention applies rotary on load) */
+    float *d_o;       /* (N, D) attention output (the o projection's input; the backward's Δ) */
+    float *d_lse;     /* (B, H, T) log-sum-exp of each attention row's scaled scores */
     float *d_u;       /* (N, F) MLP pre-activation */
 } layer;
 
@@ -92,15 +93,15 @@ struct arb_model {
     bool host_stale;   /* the device state is newer than the host mirrors */
     bool dev_stale;    /* the host mirrors were handed out (and may have been written) */
     bool cu_fuse;      /* fold a tensor's update into the backward of its only use (default) */
-    int64_t d_capN, d_capP, d_capT;
+    int64_t d_capN, d_capT;
     int32_t *d_tokens, *d_targets;     /* (N) */
     float *d_x, *d_h, *d_t1, *d_t2;    /* (N, D) */
     float *d_big;                      /* (N, max(F, 3D)) */
     float *d_logits;                   /* (N, V) */
-    float *d_dp;                       /* (B, H, T, T) backward scratch */
+    float *d_delta;                    /* (B, H, T) attention backward scratch */
     float *d_rope;                     /* (T, hd/2, 2) cos, sin */
     double *d_rowloss;                 /* (N) */
-    double *h_rowloss;                 /* (N) host */
+    double *d_losssum;                 /* (1) Σ row_loss */
 };
 
 /* The update parameters of tensor i for this step (schedule eta × tensor multiplier × flip
