@@ -356,8 +356,23 @@ static arb_status attn_backward(arb_model *m, layer *Ly, const float *dy, float 
 }
 
 /* ---------------------------------------------------------------- forward */
+static arb_status forward_body(arb_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
+                               bool train, arb_loss_parts *lp);
+
+/* The forward's activation quantizations report a NaN through one deferred flag (one 4-byte
+ * read-back after the loss's) instead of synchronizing once per linear layer. */
 arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
                            bool train, arb_loss_parts *lp) {
+    ARB_TRY(set_dev(m));
+    ARB_TRY(arb_cuda_checks_defer());
+    arb_status s = forward_body(m, tokens, targets, B, T, train, lp);
+    arb_status c = arb_cuda_checks_collect();
+    if (s == ARB_OK && c != ARB_OK) m->tape = false; /* no backward from a forward that saw a bad value */
+    return s != ARB_OK ? s : c;
+}
+
+static arb_status forward_body(arb_model *m, const int32_t *tokens, const int32_t *targets, int64_t B, int64_t T,
+                               bool train, arb_loss_parts *lp) {
     const arb_model_config *c = &m->cfg;
     const int64_t N = B * T, V = c->vocab;
     const int H = c->n_heads;
