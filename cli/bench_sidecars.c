@@ -189,7 +189,7 @@ int arb_bench_sidecars(int argc, char **argv) {
     if (script) {
         char cmd[20000];
         /* PyTorch runs with the caller's OpenMP environment, not the passive policy we set for ourselves */
-        const char *envp = getenv("ARB_NO_REEXEC") ? "env -u OMP_WAIT_POLICY -u ARB_NO_REEXEC " : "";
+        const char *envp = getenv("ARB_NO_REEXEC") ? "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u ARB_NO_REEXEC " : "";
         snprintf(cmd, sizeof cmd, "%spython3 '%s' --dinov2 '%s' --moonshine '%s' --vae '%s' --batches %s --vae-batches %s --iters %d --threads 2",
                  envp, script, paths[0], paths[1], paths[2], quick ? "1" : "1,32", full && !quick ? "1,32" : "1", (int)iters);
         FILE *p = popen(cmd, "r");

@@ -79,9 +79,9 @@ void arb_cli_progress(const char *label, double frac, double elapsed_s, const ch
     fflush(stderr);
 }
 
-void arb_cli_prefer_passive_omp(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("ARB_NO_REEXEC")) return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0 || setenv("ARB_NO_REEXEC", "1", 1) != 0) return;
+void arb_cli_prefer_short_omp_spin(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("ARB_NO_REEXEC")) return;
+    if (setenv("GOMP_SPINCOUNT", "5000", 1) != 0 || setenv("ARB_NO_REEXEC", "1", 1) != 0) return;
     fflush(NULL);
     execv("/proc/self/exe", argv); /* on failure: carry on with the policy already in force */
 }

@@ -25,12 +25,16 @@ bool arb_cli_is_help(const char *arg);
  * unless force is set. */
 void arb_cli_progress(const char *label, double frac, double elapsed_s, const char *extra, bool done);
 
-/* libgomp reads OMP_WAIT_POLICY once, at load. Its default spins at every barrier; on a 2-core
- * machine shared with other jobs a waiting thread then burns the slice its preempted peer needs
- * (training ran at 0.6k instead of 5.3k tokens/s; sidecars 4-10x slower). Unless the user chose
- * a policy, set "passive" (and ARB_NO_REEXEC=1, which tells child baselines we chose it) and
+/* libgomp reads its wait policy once, at load. Its default spins ~300k iterations at every
+ * barrier; on a 2-core machine shared with other jobs a waiting thread then burns the slice its
+ * preempted peer needs (training ran at 0.6k instead of 5.3k tokens/s; sidecars 4-10x slower),
+ * while "passive" (sleep at once) costs a futex wake-up per parallel region: DINOv2 batch 1 took
+ * 40 ms instead of 24 on a quiet machine. A short spin (GOMP_SPINCOUNT=5000) is within 5 % of
+ * spinning when the machine is quiet and near passive when a core is taken (measured, with a
+ * `yes` hog: 63 vs 56 ms passive vs 65 ms default). Unless the user set OMP_WAIT_POLICY or
+ * GOMP_SPINCOUNT, set it (and ARB_NO_REEXEC=1, which tells child baselines we chose it) and
  * re-execute the program once. Returns only when it did not re-execute. */
-void arb_cli_prefer_passive_omp(char **argv);
+void arb_cli_prefer_short_omp_spin(char **argv);
 
 /* Monotonic seconds. */
 double arb_cli_now(void);

@@ -32,10 +32,10 @@ static arb_cli_cmd_fn lookup(const char *name) {
     return NULL;
 }
 
-/* Commands whose OpenMP regions are long-running loops on a possibly shared machine prefer
- * passive waiting (see arb_cli_prefer_passive_omp); `bench kernels` keeps the spinning default,
- * since a sleeping thread's wake-up would dominate a 10 µs GEMV. */
-static bool wants_passive_omp(int argc, char **argv) {
+/* Commands whose OpenMP regions are long-running loops on a possibly shared machine take a
+ * short barrier spin (see arb_cli_prefer_short_omp_spin); `bench kernels` keeps the spinning
+ * default, since a sleeping thread's wake-up would dominate a 10 µs GEMV. */
+static bool wants_short_spin(int argc, char **argv) {
     static const char *const cmds[] = {"train", "generate", "sidecar", "encode", "vae"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i])) return true;
@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
         printf("arbitor %s\n", arb_version());
         return 0;
     }
-    if (wants_passive_omp(argc, argv)) arb_cli_prefer_passive_omp(argv);
+    if (wants_short_spin(argc, argv)) arb_cli_prefer_short_omp_spin(argv);
     arb_cli_cmd_fn fn = lookup(argv[1]);
     if (!fn) {
         fprintf(stderr, "arbitor: error: unknown command '%s' (try 'arbitor --help')\n", argv[1]);
