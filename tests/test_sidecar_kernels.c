@@ -271,6 +271,63 @@ static void test_norms_attention(void **s) {
 
 /* The weight quantizer against optimum-quanto's qint8 on the same random weights (incl. values
  * that land exactly on .5 steps, where round-half-to-even matters). */
+/* Both tiers' LayerNorm rows against float64 (widths with and without a 16-lane tail, with and
+ * without beta), and the int8 pre-norm layer (sc_lin_forward_ln) bit-identical to LayerNorm
+ * followed by the layer, for row counts below and above the thread count. */
+static void test_layernorm_rows_and_fusion(void **s) {
+    (void)s;
+    const sc_ops_tier *tiers[2] = {&sc_ops_scalar, have_avx512() ? &sc_ops_avx512 : &sc_ops_scalar};
+    const int widths[3] = {37, 64, 384};
+    float *x = malloc(sizeof(float) * 384), *y = malloc(sizeof(float) * 384), *g = malloc(sizeof(float) * 384),
+          *b = malloc(sizeof(float) * 384);
+    arb_test_fill_f32(x, 384, 11, -4.f, 6.f);
+    arb_test_fill_f32(g, 384, 12, 0.5f, 1.5f);
+    arb_test_fill_f32(b, 384, 13, -1.f, 1.f);
+    for (int t = 0; t < 2; t++)
+        for (int wi = 0; wi < 3; wi++)
+            for (int wb = 0; wb < 2; wb++) {
+                int D = widths[wi];
+                tiers[t]->layernorm_row(x, y, D, g, wb ? b : NULL, 1e-5f);
+                double mu = 0, var = 0;
+                for (int i = 0; i < D; i++) mu += x[i];
+                mu /= D;
+                for (int i = 0; i < D; i++) var += (x[i] - mu) * (x[i] - mu);
+                var /= D;
+                for (int i = 0; i < D; i++) {
+                    double want = (x[i] - mu) / sqrt(var + 1e-5) * g[i] + (wb ? b[i] : 0.0);
+                    if (fabs(y[i] - want) > 2e-5) fail_msg("tier %d, D %d: y[%d] = %g, want %g", t, D, i, y[i], want);
+                }
+            }
+    free(x), free(y), free(g), free(b);
+
+    const int N = 70, K = 96;
+    float *w = malloc(sizeof(float) * N * K), *sc = malloc(sizeof(float) * N), *bias = malloc(sizeof(float) * N);
+    int8_t *q = malloc((size_t)N * K);
+    arb_test_fill_f32(w, (size_t)N * K, 21, -0.3f, 0.3f);
+    arb_test_fill_f32(bias, N, 22, -0.1f, 0.1f);
+    sc_quantize_rows(w, N, K, q, sc);
+    sc_lin l;
+    memset(&l, 0, sizeof l);
+    l.n = N, l.k = K, l.quantized = true, l.bias = bias;
+    ARB_ASSERT_OK(sc_packq_init(&l.q, q, sc, N, K));
+    const int Ms[3] = {1, 3, 257};
+    for (int mi = 0; mi < 3; mi++) {
+        int M = Ms[mi];
+        float *xa = malloc(sizeof(float) * M * K), *h = malloc(sizeof(float) * M * K), *y1 = malloc(sizeof(float) * M * N),
+              *y2 = malloc(sizeof(float) * M * N), *gg = malloc(sizeof(float) * K), *bb = malloc(sizeof(float) * K);
+        arb_test_fill_f32(xa, (size_t)M * K, 30 + mi, -2.f, 3.f);
+        arb_test_fill_f32(gg, K, 40, 0.5f, 1.5f);
+        arb_test_fill_f32(bb, K, 41, -0.5f, 0.5f);
+        sc_lin_forward_ln(&l, SC_INT8, M, xa, gg, bb, 1e-5f, h, y1, N, 0);
+        sc_layernorm(xa, h, M, K, gg, bb, 1e-5f);
+        sc_lin_forward(&l, SC_INT8, M, h, K, y2, N, 0);
+        assert_memory_equal(y1, y2, sizeof(float) * M * N);
+        free(xa), free(h), free(y1), free(y2), free(gg), free(bb);
+    }
+    sc_packq_free(&l.q);
+    free(w), free(sc), free(bias), free(q);
+}
+
 static void test_quantizer_vs_quanto(void **s) {
     (void)s;
     if (system("python3 -c 'import optimum.quanto, torch, safetensors' >/dev/null 2>&1") != 0) {
@@ -320,7 +377,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q8_gemm),         cmocka_unit_test(test_f32_gemm), cmocka_unit_test(test_f32_gemm_kblocked),
         cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_norms_attention),
-        cmocka_unit_test(test_quantizer_vs_quanto),
+        cmocka_unit_test(test_quantizer_vs_quanto), cmocka_unit_test(test_layernorm_rows_and_fusion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
