@@ -259,7 +259,7 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
 __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t cols, int64_t kt, const int32_t *g,
                             int64_t ld, const int32_t *mult, int shift, arb_rng_key key, int threshold,
                             int leak_shift, unsigned long long *abs_g, unsigned long long *ge,
-                            unsigned long long *flips, int stats_only) {
+                            unsigned long long *flips, int stats_only, int nsplit, int64_t split_stride) {
     int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (id >= rows * kt) return;
     int64_t o = id / kt, tc = id % kt;
@@ -274,6 +274,7 @@ __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t
         int sh = 8 * (j & 3) + 2 * (j >> 2);
         int t = (int)((word >> sh) & 3u) - 1;
         int32_t gi = g[o * ld + i];
+        for (int sp = 1; sp < nsplit; sp++) gi += g[sp * split_stride + o * ld + i];
         sa += gi < 0 ? -(long long)gi : (long long)gi;
         if (stats_only) continue;
         se += (long long)t * gi;
@@ -293,11 +294,11 @@ __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t
 
 arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, const int32_t *mult, int shift,
                               arb_rng_key key, int threshold, int leak_shift, const arb_cuda_rowsums &rs,
-                              bool stats_only) {
+                              bool stats_only, int nsplit, int64_t split_stride) {
     int64_t kt = w->cols_pad / 16;
     k_upd_dense<<<arb_cuda_blocks(w->rows * kt, 128), 128, 0, arb_cuda_cur_stream()>>>(
         w->trits, w->accum, w->rows, w->cols, kt, g, ld, mult, shift, key, threshold, leak_shift, rs.abs_g(), rs.ge(),
-        rs.flips(), stats_only ? 1 : 0);
+        rs.flips(), stats_only ? 1 : 0, nsplit < 1 ? 1 : nsplit, split_stride);
     ARB_CU_LAUNCH("k_upd_dense");
     return ARB_OK;
 }
