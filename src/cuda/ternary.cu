@@ -202,12 +202,17 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
                                arb_update_state *st, arb_update_stats *stats) {
     const int64_t rows = w->rows;
     cudaStream_t s = arb_cuda_cur_stream();
-    /* pinned: 3·rows int64 sums, then E and evidence (rows bytes each) */
+    /* One host round trip: nnz does not depend on E, so the refresh runs before the copy (its
+     * nnz feeds the stats) and again after the E rule only if some E moved (the scale follows
+     * E). pinned: 3·rows int64 sums, rows int32 nnz, then E and evidence (rows bytes each). */
+    ARB_TRY(arb_cuda_ternary_refresh(w));
     uint8_t *pin = nullptr;
-    ARB_TRY(arb_cuda_host_scratch((size_t)rows * (3 * sizeof(long long) + 2), (void **)&pin));
+    ARB_TRY(arb_cuda_host_scratch((size_t)rows * (3 * sizeof(long long) + sizeof(int32_t) + 2), (void **)&pin));
     long long *sums = (long long *)pin;
-    int8_t *e = (int8_t *)(pin + (size_t)rows * 3 * sizeof(long long)), *ev = e + rows;
+    int32_t *nnz = (int32_t *)(pin + (size_t)rows * 3 * sizeof(long long));
+    int8_t *e = (int8_t *)(nnz + rows), *ev = e + rows;
     ARB_CU(cudaMemcpyAsync(sums, rs.buf.p, (size_t)(3 * rows) * sizeof(long long), cudaMemcpyDeviceToHost, s));
+    if (stats) ARB_CU(cudaMemcpyAsync(nnz, w->nnz, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
     if (p->update_exp) {
         ARB_CU(cudaMemcpyAsync(e, w->exp, (size_t)rows, cudaMemcpyDeviceToHost, s));
         ARB_CU(cudaMemcpyAsync(ev, w->exp_evidence, (size_t)rows, cudaMemcpyDeviceToHost, s));
@@ -221,6 +226,14 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
     }
     st->grad_norm = arb_upd_norm(c, acc.data(), rows, w->cols);
     int32_t moves = 0;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        for (int64_t o = 0; o < rows; o++) {
+            stats->flips += acc[(size_t)o].flips;
+            stats->zeros += w->cols - nnz[o];
+        }
+        stats->weights = rows * w->cols;
+    }
     if (p->update_exp) {
         std::vector<double> ge((size_t)rows);
         for (int64_t o = 0; o < rows; o++) ge[(size_t)o] = (double)c[o] * (double)acc[(size_t)o].ge;
@@ -238,19 +251,9 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
         std::vector<int8_t> up(e, e + 2 * rows);
         ARB_CU(cudaMemcpyAsync(w->exp, up.data(), (size_t)rows, cudaMemcpyHostToDevice, s));
         ARB_CU(cudaMemcpyAsync(w->exp_evidence, up.data() + rows, (size_t)rows, cudaMemcpyHostToDevice, s));
+        if (moves) ARB_TRY(arb_cuda_ternary_refresh(w));
     }
-    ARB_TRY(arb_cuda_ternary_refresh(w));
-    if (stats) {
-        std::vector<int32_t> nnz((size_t)rows);
-        ARB_TRY(arb_cuda_copy_d2h(nnz.data(), w->nnz, (size_t)rows * sizeof(int32_t)));
-        memset(stats, 0, sizeof *stats);
-        for (int64_t o = 0; o < rows; o++) {
-            stats->flips += acc[(size_t)o].flips;
-            stats->zeros += w->cols - nnz[(size_t)o];
-        }
-        stats->weights = rows * w->cols;
-        stats->exp_moves = moves;
-    }
+    if (stats) stats->exp_moves = moves;
     return ARB_OK;
 }
 
