@@ -448,6 +448,19 @@ static void test_linear_update_splitk(void **state) {
     unsetenv("ARB_CUDA_SPLITK");
 }
 
+/* The training shapes with the automatic slice count (16384 tokens: 7–22 slices of 6–19
+ * K-blocks). Minutes of scalar reference work under the sanitizer: ARB_CUDA_TEST_LARGE=1 runs it. */
+static void test_linear_update_splitk_large(void **state) {
+    (void)state;
+    const char *e = getenv("ARB_CUDA_TEST_LARGE");
+    if (!e || strcmp(e, "1")) {
+        print_message("skipped (ARB_CUDA_TEST_LARGE=1 runs it)\n");
+        return;
+    }
+    run_update_steps(384, 1536, 16384, 2, 49);
+    run_update_steps(272, 384, 16384, 3, 50);
+}
+
 /* A fixed exponent (no E state) on the device: fixed on the host and uploaded, or fixed on the
  * device; updates match the CPU bit for bit; update_exp is refused; a nonzero E cannot be fixed. */
 static void test_fixed_exponent(void **state) {
@@ -667,6 +680,7 @@ int main(void) {
         cmocka_unit_test(test_linear_update_shapes),   cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_rmsnorm),                cmocka_unit_test(test_fixed_exponent),
         cmocka_unit_test(test_gemm_persistent),        cmocka_unit_test(test_linear_update_splitk),
+        cmocka_unit_test(test_linear_update_splitk_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
