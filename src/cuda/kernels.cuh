@@ -88,10 +88,12 @@ arb_status arb_cuda_upd_check(const arb_ternary *w, int64_t n, const arb_update_
  * c is a host array (rows). */
 arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_rowsums &rs, const arb_update_params *p,
                                arb_update_state *st, arb_update_stats *stats);
-/* Step 4 from a dense device Gint (rows, ld ≥ cols) — used by embedding and RMSNorm. mult is a
- * device array (rows). stats_only: only abs_g is summed and no state changes. */
+/* Step 4 from a dense device Gint (rows, ld ≥ cols) — used by embedding, RMSNorm and the split-K
+ * linear update. mult is a device array (rows). stats_only: only abs_g is summed and no state
+ * changes. nsplit > 1: Gint is the sum of nsplit partial arrays split_stride int32 apart
+ * (integer adds: any order gives the same Gint). */
 arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, const int32_t *mult, int shift,
                               arb_rng_key key, int threshold, int leak_shift, const arb_cuda_rowsums &rs,
-                              bool stats_only);
+                              bool stats_only, int nsplit = 1, int64_t split_stride = 0);
 
 #endif

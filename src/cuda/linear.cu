@@ -63,6 +63,10 @@ struct GemmArgs {
     int shift, threshold, leak_shift;
     arb_rng_key key;
     unsigned long long *abs_g, *ge, *flips;
+    /* split-K (warp-specialized core, EPI_I32 only): ksplit slices of kcb K-blocks each; slice s
+     * writes its partial sums at out + s·split_stride (int32 elements) */
+    int ksplit, kcb;
+    int64_t split_stride;
 };
 
 __device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4); }
@@ -82,7 +86,7 @@ constexpr int EPI_STAGE_BYTES = 128 * EPI_LD + 128 * EPI_LDW * 4;
 template <int EPI, int MI, int NJ>
 __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * NJ * 4], int row0, int col0,
                                          int lane, int8_t *sE = nullptr, const uint32_t *sW = nullptr,
-                                         int tm0 = 0, int tn0 = 0) {
+                                         int tm0 = 0, int tn0 = 0, int64_t ooff = 0) {
     const int gq = lane >> 2, tig = lane & 3;
     if constexpr (EPI == EPI_I32 || EPI == EPI_F32 || EPI == EPI_DX) {
         /* Scales through the read-only path and ahead of the stores: a plain load after a store
@@ -110,7 +114,7 @@ __device__ __forceinline__ void epilogue(const GemmArgs &g, int32_t (&acc)[MI * 
                     const int32_t v = acc[(mi * NJ + nj) * 4 + e];
                     const float sn = (e & 1) ? sn_b : sn_a, smv = (e >> 1) ? sm_b : sm_a;
                     if constexpr (EPI == EPI_I32) {
-                        ((int32_t *)g.out)[(int64_t)n * g.ldo + m] = v;
+                        ((int32_t *)g.out)[ooff + (int64_t)n * g.ldo + m] = v;
                     } else if constexpr (EPI == EPI_F32) {
                         ((float *)g.out)[(int64_t)n * g.ldo + m] = __fmul_rn(__fmul_rn((float)v, sn), smv);
                     } else {
@@ -577,10 +581,17 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     else __syncthreads();
 
     const int nm = (g.M + BM - 1) / BM, nn = (g.N + BN - 1) / BN, npm = (nm + CL - 1) / CL;
-    const int total = npm * nn, cid = blockIdx.x / CL, ncl = gridDim.x / CL;
     const int nk = (g.K + WBK - 1) / WBK;
+    /* split-K: work item t is (tile t % tiles, K slice t / tiles) */
+    const int nks = (EPI == EPI_I32 && g.ksplit > 1) ? g.ksplit : 1, kcb = nks > 1 ? g.kcb : nk;
+    const int tiles = npm * nn, total = tiles * nks, cid = blockIdx.x / CL, ncl = gridDim.x / CL;
+    auto k_range = [&](int t, int &kb0, int &kb1) {
+        kb0 = (t / tiles) * kcb;
+        kb1 = min(nk, kb0 + kcb);
+    };
     /* tile t → (m0, n0): grouped rasterization, 16 M tiles (8 cluster pairs) per N column */
     auto tile_at = [&](int t, int &m0, int &n0) {
+        t %= tiles;
         constexpr int G = 16 / CL;
         const int first = t / (G * nn) * G, gs = min(npm - first, G), r = t % (G * nn);
         m0 = ((first + r % gs) * CL + (int)rank) * BM;
@@ -595,9 +606,10 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                 int s = 0;
                 unsigned ph = 0;
                 for (int t = cid; t < total; t += ncl) {
-                    int m0, n0;
+                    int m0, n0, kb0, kb1;
                     tile_at(t, m0, n0);
-                    for (int kb = 0; kb < nk; kb++) {
+                    k_range(t, kb0, kb1);
+                    for (int kb = kb0; kb < kb1; kb++) {
                         arb_mbar_wait(&empty[s], ph ^ 1);
                         arb_mbar_arrive_expect_tx(&full[s], TX);
                         const int k0 = kb * WBK;
@@ -694,12 +706,13 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         const int a_off = ((cw * 4 + (warp & 3)) * 8) * ARB_TILE_BYTES + 4 * gq;
         uint32_t af[2][4];
         for (int t = cid; t < total; t += ncl) {
-            int m0, n0;
+            int m0, n0, kb0, kb1;
             tile_at(t, m0, n0);
+            k_range(t, kb0, kb1);
 #pragma unroll
             for (int i = 0; i < 128; i++) acc[i] = 0;
             int ps = -1;
-            for (int kb = 0; kb < nk; kb++) {
+            for (int kb = kb0; kb < kb1; kb++) {
                 arb_mbar_wait(&full[s], ph);
                 const uint8_t *b_t = sB + s * W_B_BYTES;
                 arb_wgmma_fence_acc(acc);
@@ -770,7 +783,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
             } else if constexpr (TS) {
                 store_tile_tma<EPI>(g, acc, &tmO, sO, m0, n0, cw * 2 + ((warp & 3) >> 1), warp & 1, lane, tid == 128);
             } else {
-                epilogue<EPI, 1, 32>(g, acc, m0 + cw * 64 + (warp & 3) * 16, n0, lane);
+                epilogue<EPI, 1, 32>(g, acc, m0 + cw * 64 + (warp & 3) * 16, n0, lane, nullptr, nullptr, 0, 0,
+                                     (int64_t)(t / tiles) * g.split_stride);
             }
         }
         if constexpr (TS) {
@@ -863,7 +877,8 @@ arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap
         }
         ctas[dev] = nc * CL;
     }
-    const int64_t nm = (g.M + BM - 1) / BM, nn = (g.N + BN - 1) / BN, pairs = (nm + CL - 1) / CL * nn;
+    const int64_t nm = (g.M + BM - 1) / BM, nn = (g.N + BN - 1) / BN,
+                  pairs = (nm + CL - 1) / CL * nn * (EPI == EPI_I32 && g.ksplit > 1 ? g.ksplit : 1);
     int64_t cap = ctas[dev];
     if (const char *e = getenv("ARB_CUDA_GEMM_CTAS")) { /* tests: few CTAs, many tiles each */
         long v = strtol(e, nullptr, 10);
@@ -885,7 +900,7 @@ template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char 
          * A with a long reduction (1335 → 1508 TOP/s at 8192³) and costs at K = 2048 (1186 → 910);
          * with trits decoded into registers, single CTAs were as fast at 8192³ and faster at the
          * training shapes (1250 vs 925 at 16384×2048×2048). */
-        const int cl = core == CORE_WS2 ? 2 : core == CORE_WS1 ? 1 : (AM == A_INT8 && g.K >= 8192) ? 2 : 1;
+        const int cl = core == CORE_WS2 ? 2 : core == CORE_WS1 ? 1 : (AM == A_INT8 && g.K >= 8192 && g.ksplit <= 1) ? 2 : 1;
         if (ws_maps(g, AM, cl, &ma, &mb)) {
             CUtensorMap mo = ma; /* unused unless TS */
             if constexpr (AM != A_INT8 && EPI != EPI_UPDATE && EPI != EPI_STATS) {
@@ -902,6 +917,23 @@ template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char 
                     return launch_ws<AM, EPI, 1, 1>(g, ma, mb, mo, what);
             }
             return cl == 2 ? launch_ws<AM, EPI, 2>(g, ma, mb, mo, what) : launch_ws<AM, EPI, 1>(g, ma, mb, mo, what);
+        }
+    }
+    if constexpr (AM == A_INT8 && EPI == EPI_I32) {
+        if (g.ksplit > 1) { /* the other cores: one launch per K slice (correct, not faster) */
+            for (int sp = 0; sp < g.ksplit; sp++) {
+                const int k0 = sp * g.kcb * WBK;
+                if (k0 >= g.K) break;
+                GemmArgs h = g;
+                h.ksplit = 0;
+                h.a = g.a + k0;
+                h.b = g.b + k0;
+                h.K = g.K - k0 < g.kcb * WBK ? g.K - k0 : g.kcb * WBK;
+                h.kmax = g.kmax - k0 < 0 ? 0 : (g.kmax - k0 < h.K ? g.kmax - k0 : h.K);
+                h.out = (int32_t *)g.out + (int64_t)sp * g.split_stride;
+                ARB_TRY((launch_gemm<AM, EPI>(h, what)));
+            }
+            return ARB_OK;
         }
     }
     dim3 grid((unsigned)((g.N + BN - 1) / BN), (unsigned)((g.M + BM - 1) / BM));
@@ -1260,6 +1292,82 @@ __global__ void __launch_bounds__(256) k_transpose_i8(const int8_t *x, int64_t n
     *(uint4 *)(xt + c * ldt + t) = make_uint4(w[0], w[1], w[2], w[3]); /* ldt is a multiple of 64 */
 }
 
+/* Split-K for the update's dW GEMM. Its output (rows × cols) is small next to its reduction over
+ * the tokens (the model's layers: 384–1536 square, 16384 tokens), so the fused kernel had 6–24
+ * output tiles for 132 SMs. With few tiles the GEMM instead writes nsplit int32 partial
+ * products over K slices and arb_cuda_upd_dense sums them (integers: the same Gint bit for bit)
+ * and applies the rule. ARB_CUDA_SPLITK=off never splits, =N forces N slices (tests). */
+int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
+    const int64_t nk = (ldt + WBK - 1) / WBK;
+    const char *e = getenv("ARB_CUDA_SPLITK");
+    if (e && !strcmp(e, "off")) return 1;
+    int64_t want = 0;
+    if (e && *e) want = strtol(e, nullptr, 10);
+    if (want <= 0) {
+        static int sms[64];
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 1;
+        if (!sms[dev] && cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            sms[dev] = -1;
+        }
+        if (sms[dev] <= 0) return 1;
+        const int64_t tiles = ((cols + BM - 1) / BM) * ((rows + BN - 1) / BN);
+        want = sms[dev] / tiles;       /* fill the SMs once */
+        if (want > nk / 4) want = nk / 4; /* each slice ≥ 4 K-blocks (512 tokens) */
+    }
+    if (want > nk) want = nk;
+    /* slices of whole K-blocks, every slice non-empty */
+    if (want > 1) want = (nk + (nk + want - 1) / want - 1) / ((nk + want - 1) / want);
+    return want > 1 ? (int)want : 1;
+}
+
+arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int nsplit, const float *c,
+                         arb_cuda_rowsums &rsum, const arb_update_params *p, arb_update_state *st,
+                         arb_update_stats *stats) {
+    const int64_t rows = w->rows, cols = w->cols;
+    const int64_t nk = (ldt + WBK - 1) / WBK, kcb = (nk + nsplit - 1) / nsplit;
+    const int64_t stride = rows * cols;
+    arb_cuda_scratch part, dmult;
+    ARB_TRY(part.alloc((size_t)(nsplit * stride) * sizeof(int32_t)));
+    ARB_TRY(dmult.alloc((size_t)rows * sizeof(int32_t)));
+    /* out (n, m) = b · aᵀ with m = W col, n = W row: part[s] is Gint (rows, cols) row-major */
+    GemmArgs g;
+    memset(&g, 0, sizeof g);
+    g.M = (int)cols;
+    g.N = (int)rows;
+    g.K = (int)ldt;
+    g.a = (const uint8_t *)xqt;
+    g.lda = ldt;
+    g.b = hqt;
+    g.ldb = ldt;
+    g.kmax = (int)ldt;
+    g.out = part.p;
+    g.ldo = cols;
+    g.ksplit = nsplit;
+    g.kcb = (int)kcb;
+    g.split_stride = stride;
+    ARB_TRY((launch_gemm<A_INT8, EPI_I32>(g, "k_gemm<dw,splitk>")));
+    const arb_rng_key kp = arb_update_key(p->seed, p->step, w->id, ARB_RNG_PRESSURE);
+    double norm = st->grad_norm;
+    if (!(norm > 0.0)) { /* first step: a stats pass measures this step's own norm */
+        std::vector<arb_upd_row_acc> acc((size_t)rows);
+        ARB_TRY(arb_cuda_upd_dense(w, part.as<int32_t>(), cols, nullptr, 0, kp, p->threshold, p->leak_shift, rsum,
+                                   true, nsplit, stride));
+        ARB_TRY(rsum.download(acc.data()));
+        norm = arb_upd_norm(c, acc.data(), rows, cols);
+        ARB_TRY(rsum.zero());
+    }
+    int shift = 0;
+    std::vector<int32_t> mult((size_t)rows);
+    arb_upd_plan_make(c, rows, (double)p->eta, norm, mult.data(), &shift);
+    ARB_CU(cudaMemcpyAsync(dmult.p, mult.data(), (size_t)rows * sizeof(int32_t), cudaMemcpyHostToDevice,
+                           arb_cuda_cur_stream())); /* pageable: staged before the call returns */
+    ARB_TRY(arb_cuda_upd_dense(w, part.as<int32_t>(), cols, dmult.as<int32_t>(), shift, kp, p->threshold,
+                               p->leak_shift, rsum, false, nsplit, stride));
+    return arb_cuda_upd_finish(w, c, rsum, p, st, stats);
+}
+
 /* dx (may be NULL) and/or the update (p may be NULL). Order on the stream: maxima, quantization,
  * [async copy of the column maxima to pinned memory], dX GEMM on the pre-update trits, xq
  * transpose; the host plans while the dX GEMM runs, then the dW GEMM applies the update. */
@@ -1362,6 +1470,8 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     }
     arb_cuda_rowsums rsum;
     ARB_TRY(rsum.init(rows));
+    const int nsplit = splitk_count(rows, cols, ldt);
+    if (nsplit > 1) return update_splitk(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, nsplit, c.data(), rsum, p, st, stats);
     GemmArgs g;
     memset(&g, 0, sizeof g);
     g.M = (int)rows;

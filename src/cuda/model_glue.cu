@@ -45,8 +45,9 @@ __device__ __forceinline__ double warp_sum_d(double v) {
  * lo = tf32(x − hi); lo·hi + hi·lo + hi·hi accumulated in float: float32-level accuracy).
  * Forward: per 64-key tile, S = Q Kᵀ·sc, the online softmax (running max and sum per row, the
  * output rescaled in shared memory), O += P V; only the row log-sum-exp is saved. Backward
- * recomputes P = exp(S − lse) per tile: one kernel per query tile for dQ (and the row dot
- * Δ = Σ dO·O), one per key tile for dK and dV; no atomics, every sum in a fixed order. */
+ * recomputes P = exp(S − lse) per tile in one kernel per key tile: dK and dV, and that key
+ * tile's share of dQ per query tile into a scratch, summed in key-tile order by a small kernel
+ * (5 tile products, as FlashAttention-2, without its float atomics); Δ = Σ dO·O comes first. */
 constexpr int FA_R = 64, FA_THREADS = 128, FA_LDS = FA_R + 4;
 
 using namespace nvcuda;
@@ -228,76 +229,47 @@ __global__ void __launch_bounds__(FA_THREADS)
     fa_store_rows<HD>(o + (int64_t)b * T * ldo + (int64_t)h * HD, ldo, Os, q0, wr, T, Ls);
 }
 
-/* dQ per query tile (grid (query tiles, B·H), heavy first); also Δ = Σ_c dO·O per row. */
-template <int HD>
-__global__ void __launch_bounds__(FA_THREADS)
-    k_attn_bwd_dq(const float *qkv, int64_t ldq, const float *cs, const float *o, int64_t ldo, const float *lse, const float *dy,
-                  int64_t ldy, float *delta, float *dqkv, int64_t lddq, int T, int H, float sc) {
-    constexpr int LD = HD + 4, NF = HD / 16;
-    extern __shared__ __align__(128) float sm[];
-    float *Qs = sm, *dOs = Qs + FA_R * LD, *Ks = dOs + FA_R * LD, *Vs = Ks + FA_R * LD, *Ss = Vs + FA_R * LD;
-    float *Ps = Ss + FA_R * FA_LDS, *Ls = Ps + FA_R * FA_LDS, *Ds = Ls + FA_R;
-    const int qt = gridDim.x - 1 - blockIdx.x, z = blockIdx.y, b = z / H, h = z % H;
-    const int lane = threadIdx.x % 32, wr = (threadIdx.x / 32) * 16, q0 = qt * FA_R;
-    const int64_t D = (int64_t)H * HD, hc = (int64_t)h * HD;
-    const float *q = qkv + (int64_t)b * T * ldq + hc, *k = q + D, *v = q + 2 * D;
-    const float *og = o + (int64_t)b * T * ldo + hc;
-    fa_load<HD>(Qs, q, ldq, q0, T, cs);
-    fa_load<HD>(dOs, dy + (int64_t)b * T * ldy + hc, ldy, q0, T);
-    __syncthreads();
-    for (int i = 0; i < 16; i++) {
-        const int r = wr + i, gi = q0 + r;
-        float d = 0.0f;
-        if (gi < T)
-            for (int c = lane; c < HD; c += 32) d = fmaf(dOs[r * LD + c], og[(int64_t)gi * ldo + c], d);
-        d = warp_sum(d);
-        if (lane == 0) {
-            Ds[r] = d;
-            Ls[r] = gi < T ? lse[(int64_t)z * T + gi] : 0.0f;
-            if (gi < T) delta[(int64_t)z * T + gi] = d;
-        }
-    }
-    acc_t dq[NF];
-    acc_zero(dq);
-    for (int kt = 0; kt <= qt; kt++) {
-        const int k0 = kt * FA_R;
-        __syncthreads();
-        fa_load<HD>(Ks, k, ldq, k0, T, cs);
-        fa_load<HD>(Vs, v, ldq, k0, T);
-        __syncthreads();
-        {
-            acc_t s[4];
-            acc_zero(s);
-            warp_mma<4, HD, row_major, col_major>(s, Qs + wr * LD, LD, Ks, LD);
-            acc_store(s, Ss + wr * FA_LDS, FA_LDS);
-            acc_zero(s);
-            warp_mma<4, HD, row_major, col_major>(s, dOs + wr * LD, LD, Vs, LD);
-            acc_store(s, Ps + wr * FA_LDS, FA_LDS);
-        }
-        __syncwarp();
-        for (int idx = lane; idx < 16 * FA_R; idx += 32) {
-            const int r = wr + idx / FA_R, c = idx % FA_R, gi = q0 + r, gj = k0 + c;
-            float ds = 0.0f;
-            if (gj <= gi && gj < T && gi < T) {
-                float p = expf(__fmul_rn(Ss[r * FA_LDS + c], sc) - Ls[r]);
-                ds = __fmul_rn(__fmul_rn(p, Ps[r * FA_LDS + c] - Ds[r]), sc);
-            }
-            Ss[r * FA_LDS + c] = ds;
-        }
-        __syncwarp();
-        warp_mma<NF, FA_R, row_major, row_major>(dq, Ss + wr * FA_LDS, FA_LDS, Ks, LD);
-    }
-    __syncwarp();
-    acc_store(dq, Qs + wr * LD, LD); /* the warp's own Q rows are no longer read */
-    __syncwarp();
-    fa_store_rows<HD>(dqkv + (int64_t)b * T * lddq + hc, lddq, Qs, q0, wr, T, nullptr, cs);
+/* Δ = Σ_c dO·O per (row, head): one warp each (the lanes' partial sums, then a fixed tree). */
+__global__ void k_attn_delta(const float *o, int64_t ldo, const float *dy, int64_t ldy, int64_t rows, int T, int H,
+                             int hd, float *delta) {
+    const int64_t w = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (w >= rows * H) return;
+    const int lane = threadIdx.x % 32, h = (int)(w % H);
+    const int64_t row = w / H, b = row / T, t = row % T;
+    float d = 0.0f;
+    for (int c = lane; c < hd; c += 32) d = fmaf(dy[row * ldy + (int64_t)h * hd + c], o[row * ldo + (int64_t)h * hd + c], d);
+    d = warp_sum(d);
+    if (lane == 0) delta[(b * H + h) * T + t] = d;
 }
 
-/* dK, dV per key tile (grid (key tiles, B·H); early tiles see the most queries and go first). */
+/* dQ of row t = Σ over key tiles kt ≤ t/64 of the partials, in kt order; rotated back when cs. One
+ * thread per (row, head, column pair). part: [key tile][B·H][Tpad][hd]. */
+__global__ void k_attn_dq_reduce(const float *part, int64_t BH, int T, int Tpad, int H, int hd, const float *cs,
+                                 float *dqkv, int64_t lddq) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, half = hd / 2;
+    if (t >= BH * T * half) return;
+    const int i = (int)(t % half);
+    const int64_t rz = t / half;
+    const int row = (int)(rz % T);
+    const int64_t z = rz / T, b = z / H, h = z % H;
+    float a = 0.0f, c = 0.0f;
+    for (int kt = 0; kt <= row / FA_R; kt++) {
+        const float2 v = *reinterpret_cast<const float2 *>(part + (((int64_t)kt * BH + z) * Tpad + row) * hd + 2 * i);
+        a += v.x;
+        c += v.y;
+    }
+    float2 out = make_float2(a, c);
+    if (cs) out = rot(a, c, cs[(int64_t)row * hd + 2 * i], -cs[(int64_t)row * hd + 2 * i + 1]);
+    *reinterpret_cast<float2 *>(dqkv + (b * T + row) * lddq + h * hd + 2 * i) = out;
+}
+
+/* dK, dV per key tile (grid (key tiles, B·H); early tiles see the most queries and go first), and
+ * this key tile's share of dQ for each query tile (dS·K) into dqpart [key tile][B·H][Tpad][HD]:
+ * k_attn_dq_reduce sums the shares in a fixed order (no atomics, no second pass over S and dP). */
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
-    k_attn_bwd_dkv(const float *qkv, int64_t ldq, const float *cs, const float *lse, const float *dy, int64_t ldy, const float *delta,
-                   float *dqkv, int64_t lddq, int T, int H, float sc) {
+    k_attn_bwd_dkv(const float *qkv, int64_t ldq, const float *cs, const float *lse, const float *dy, int64_t ldy,
+                   const float *delta, float *dqkv, int64_t lddq, float *dqpart, int T, int H, float sc) {
     constexpr int LD = HD + 4, NF = HD / 16;
     extern __shared__ __align__(128) float sm[];
     float *Ks = sm, *Vs = Ks + FA_R * LD, *Qs = Vs + FA_R * LD, *dOs = Qs + FA_R * LD, *St = dOs + FA_R * LD;
@@ -346,9 +318,16 @@ __global__ void __launch_bounds__(FA_THREADS)
         __syncwarp();
         warp_mma<NF, FA_R, row_major, row_major>(dv, St + wr * FA_LDS, FA_LDS, dOs, LD); /* dV += Pᵀ dO */
         warp_mma<NF, FA_R, row_major, row_major>(dk, Pt + wr * FA_LDS, FA_LDS, Qs, LD);  /* dK += dSᵀ Q */
+        __syncthreads(); /* every warp's dSᵀ rows are in Pt */
+        {
+            acc_t dq[NF]; /* query rows wr.. of dS K: A(query, key) = Pt[key][query] */
+            acc_zero(dq);
+            warp_mma<NF, FA_R, col_major, row_major>(dq, Pt + wr, FA_LDS, Ks, LD);
+            acc_store(dq, dqpart + (((int64_t)kt * gridDim.y + z) * ((int64_t)nq * FA_R) + q0 + wr) * HD, HD);
+        }
     }
-    __syncwarp();
-    acc_store(dk, Ks + wr * LD, LD); /* the warp's own K, V rows are no longer read */
+    __syncthreads(); /* all warps are done reading every K row */
+    acc_store(dk, Ks + wr * LD, LD); /* the warp's own K, V rows */
     acc_store(dv, Vs + wr * LD, LD);
     __syncwarp();
     float *dk_g = dqkv + (int64_t)b * T * lddq + D + hc;
@@ -359,7 +338,6 @@ __global__ void __launch_bounds__(FA_THREADS)
 template <int HD> arb_status fa_prepare() {
     /* host-side attribute calls (no synchronization), per launch: right for whichever device is current */
     ARB_CU(cudaFuncSetAttribute(k_attn_fwd<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_fwd_smem<HD>()));
-    ARB_CU(cudaFuncSetAttribute(k_attn_bwd_dq<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_bwd_smem<HD>()));
     ARB_CU(cudaFuncSetAttribute(k_attn_bwd_dkv<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_bwd_smem<HD>()));
     return ARB_OK;
 }
@@ -376,19 +354,24 @@ arb_status fa_forward(const float *qkv, int64_t ldq, const float *cs, float *o, 
 }
 
 template <int HD>
-arb_status fa_backward(const float *qkv, int64_t ldq, const float *cs, const float *o, int64_t ldo, const float *lse, const float *dy,
-                       int64_t ldy, float *delta, float *dqkv, int64_t lddq, int64_t B, int64_t T, int H) {
+arb_status fa_backward(const float *qkv, int64_t ldq, const float *cs, const float *o, int64_t ldo, const float *lse,
+                       const float *dy, int64_t ldy, float *delta, float *dqkv, int64_t lddq, float *scratch, int64_t B,
+                       int64_t T, int H) {
     ARB_TRY(fa_prepare<HD>());
-    dim3 grid((unsigned)arb_cuda_blocks(T, FA_R), (unsigned)(B * H));
-    const float sc = 1.0f / sqrtf((float)HD);
-    k_attn_bwd_dq<HD><<<grid, FA_THREADS, fa_bwd_smem<HD>(), arb_cuda_cur_stream()>>>(
-        qkv, ldq, cs, o, ldo, lse, dy, ldy, delta, dqkv, lddq, (int)T, H, sc);
-    ARB_CU_LAUNCH("k_attn_bwd_dq");
-    k_attn_bwd_dkv<HD><<<grid, FA_THREADS, fa_bwd_smem<HD>(), arb_cuda_cur_stream()>>>(qkv, ldq, cs, lse, dy, ldy, delta,
-                                                                                      dqkv, lddq, (int)T, H, sc);
+    const int64_t nt = arb_cuda_blocks(T, FA_R), BH = B * H;
+    cudaStream_t st = arb_cuda_cur_stream();
+    k_attn_delta<<<arb_cuda_blocks(B * T * H, 8), 256, 0, st>>>(o, ldo, dy, ldy, B * T, (int)T, H, HD, delta);
+    ARB_CU_LAUNCH("k_attn_delta");
+    dim3 grid((unsigned)nt, (unsigned)BH);
+    k_attn_bwd_dkv<HD><<<grid, FA_THREADS, fa_bwd_smem<HD>(), st>>>(qkv, ldq, cs, lse, dy, ldy, delta, dqkv, lddq,
+                                                                   scratch, (int)T, H, 1.0f / sqrtf((float)HD));
     ARB_CU_LAUNCH("k_attn_bwd_dkv");
+    k_attn_dq_reduce<<<arb_cuda_blocks(BH * T * (HD / 2), 256), 256, 0, st>>>(scratch, BH, (int)T, (int)(nt * FA_R), H,
+                                                                             HD, cs, dqkv, lddq);
+    ARB_CU_LAUNCH("k_attn_dq_reduce");
     return ARB_OK;
 }
+
 
 __global__ void k_relu2(const float *u, int64_t n, float *r) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -487,18 +470,24 @@ extern "C" arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, const 
     }
 }
 
-extern "C" arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *rope, const float *o, int64_t ldo,
-                                            const float *lse, const float *dy, int64_t ldy, float *delta, float *dqkv,
-                                            int64_t lddq, int64_t B, int64_t T, int H, int hd) {
+extern "C" int64_t arb_mcu_attn_scratch_floats(int64_t B, int64_t T, int64_t D) {
+    const int64_t nt = (T + FA_R - 1) / FA_R;
+    return nt * nt * FA_R * B * D;
+}
+
+extern "C" arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *rope, const float *o,
+                                            int64_t ldo, const float *lse, const float *dy, int64_t ldy, float *delta,
+                                            float *dqkv, int64_t lddq, float *scratch, int64_t B, int64_t T, int H,
+                                            int hd) {
     ARB_TRY(arb_mcu_attn_check(hd));
     ARB_TRY(fa_args(qkv, o, dy, ldq, ldo, ldy, B, T, H));
     ARB_TRY(fa_args(dqkv, lse, delta, lddq, 4, 4, B, T, H));
-    ARB_TRY(fa_args(rope, rope, rope, 4, 4, 4, B, T, H));
+    ARB_TRY(fa_args(rope, rope, scratch, 4, 4, 4, B, T, H));
     switch (hd) {
-    case 16: return fa_backward<16>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
-    case 32: return fa_backward<32>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
-    case 64: return fa_backward<64>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
-    default: return fa_backward<128>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
+    case 16: return fa_backward<16>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, scratch, B, T, H);
+    case 32: return fa_backward<32>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, scratch, B, T, H);
+    case 64: return fa_backward<64>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, scratch, B, T, H);
+    default: return fa_backward<128>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, scratch, B, T, H);
     }
 }
 

@@ -202,12 +202,17 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
                                arb_update_state *st, arb_update_stats *stats) {
     const int64_t rows = w->rows;
     cudaStream_t s = arb_cuda_cur_stream();
-    /* pinned: 3·rows int64 sums, then E and evidence (rows bytes each) */
+    /* One host round trip: nnz does not depend on E, so the refresh runs before the copy (its
+     * nnz feeds the stats) and again after the E rule only if some E moved (the scale follows
+     * E). pinned: 3·rows int64 sums, rows int32 nnz, then E and evidence (rows bytes each). */
+    ARB_TRY(arb_cuda_ternary_refresh(w));
     uint8_t *pin = nullptr;
-    ARB_TRY(arb_cuda_host_scratch((size_t)rows * (3 * sizeof(long long) + 2), (void **)&pin));
+    ARB_TRY(arb_cuda_host_scratch((size_t)rows * (3 * sizeof(long long) + sizeof(int32_t) + 2), (void **)&pin));
     long long *sums = (long long *)pin;
-    int8_t *e = (int8_t *)(pin + (size_t)rows * 3 * sizeof(long long)), *ev = e + rows;
+    int32_t *nnz = (int32_t *)(pin + (size_t)rows * 3 * sizeof(long long));
+    int8_t *e = (int8_t *)(nnz + rows), *ev = e + rows;
     ARB_CU(cudaMemcpyAsync(sums, rs.buf.p, (size_t)(3 * rows) * sizeof(long long), cudaMemcpyDeviceToHost, s));
+    if (stats) ARB_CU(cudaMemcpyAsync(nnz, w->nnz, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
     if (p->update_exp) {
         ARB_CU(cudaMemcpyAsync(e, w->exp, (size_t)rows, cudaMemcpyDeviceToHost, s));
         ARB_CU(cudaMemcpyAsync(ev, w->exp_evidence, (size_t)rows, cudaMemcpyDeviceToHost, s));
@@ -221,6 +226,14 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
     }
     st->grad_norm = arb_upd_norm(c, acc.data(), rows, w->cols);
     int32_t moves = 0;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        for (int64_t o = 0; o < rows; o++) {
+            stats->flips += acc[(size_t)o].flips;
+            stats->zeros += w->cols - nnz[o];
+        }
+        stats->weights = rows * w->cols;
+    }
     if (p->update_exp) {
         std::vector<double> ge((size_t)rows);
         for (int64_t o = 0; o < rows; o++) ge[(size_t)o] = (double)c[o] * (double)acc[(size_t)o].ge;
@@ -238,19 +251,9 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
         std::vector<int8_t> up(e, e + 2 * rows);
         ARB_CU(cudaMemcpyAsync(w->exp, up.data(), (size_t)rows, cudaMemcpyHostToDevice, s));
         ARB_CU(cudaMemcpyAsync(w->exp_evidence, up.data() + rows, (size_t)rows, cudaMemcpyHostToDevice, s));
+        if (moves) ARB_TRY(arb_cuda_ternary_refresh(w));
     }
-    ARB_TRY(arb_cuda_ternary_refresh(w));
-    if (stats) {
-        std::vector<int32_t> nnz((size_t)rows);
-        ARB_TRY(arb_cuda_copy_d2h(nnz.data(), w->nnz, (size_t)rows * sizeof(int32_t)));
-        memset(stats, 0, sizeof *stats);
-        for (int64_t o = 0; o < rows; o++) {
-            stats->flips += acc[(size_t)o].flips;
-            stats->zeros += w->cols - nnz[(size_t)o];
-        }
-        stats->weights = rows * w->cols;
-        stats->exp_moves = moves;
-    }
+    if (stats) stats->exp_moves = moves;
     return ARB_OK;
 }
 
@@ -259,7 +262,7 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
 __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t cols, int64_t kt, const int32_t *g,
                             int64_t ld, const int32_t *mult, int shift, arb_rng_key key, int threshold,
                             int leak_shift, unsigned long long *abs_g, unsigned long long *ge,
-                            unsigned long long *flips, int stats_only) {
+                            unsigned long long *flips, int stats_only, int nsplit, int64_t split_stride) {
     int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (id >= rows * kt) return;
     int64_t o = id / kt, tc = id % kt;
@@ -274,6 +277,7 @@ __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t
         int sh = 8 * (j & 3) + 2 * (j >> 2);
         int t = (int)((word >> sh) & 3u) - 1;
         int32_t gi = g[o * ld + i];
+        for (int sp = 1; sp < nsplit; sp++) gi += g[sp * split_stride + o * ld + i];
         sa += gi < 0 ? -(long long)gi : (long long)gi;
         if (stats_only) continue;
         se += (long long)t * gi;
@@ -293,11 +297,11 @@ __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t
 
 arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, const int32_t *mult, int shift,
                               arb_rng_key key, int threshold, int leak_shift, const arb_cuda_rowsums &rs,
-                              bool stats_only) {
+                              bool stats_only, int nsplit, int64_t split_stride) {
     int64_t kt = w->cols_pad / 16;
     k_upd_dense<<<arb_cuda_blocks(w->rows * kt, 128), 128, 0, arb_cuda_cur_stream()>>>(
         w->trits, w->accum, w->rows, w->cols, kt, g, ld, mult, shift, key, threshold, leak_shift, rs.abs_g(), rs.ge(),
-        rs.flips(), stats_only ? 1 : 0);
+        rs.flips(), stats_only ? 1 : 0, nsplit < 1 ? 1 : nsplit, split_stride);
     ARB_CU_LAUNCH("k_upd_dense");
     return ARB_OK;
 }

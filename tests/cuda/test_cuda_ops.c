@@ -431,6 +431,36 @@ static void test_linear_update_shapes(void **state) {
     run_update_steps(131, 17, 333, 3, 44);
 }
 
+/* Split-K dW (partial int32 products over K slices, summed by the update pass): forced slice
+ * counts, a first step's stats pass included, slices of unequal length, and the grid capped so
+ * that CTAs walk several (tile, slice) items; the state stays bit-identical to the CPU. */
+static void test_linear_update_splitk(void **state) {
+    (void)state;
+    setenv("ARB_CUDA_SPLITK", "3", 1);
+    run_update_steps(77, 150, 1000, 12, 45); /* 8 K-blocks: slices of 3, 3, 2 */
+    run_update_steps(300, 600, 700, 3, 46);
+    setenv("ARB_CUDA_SPLITK", "64", 1); /* more slices than K-blocks: one block each */
+    run_update_steps(131, 17, 333, 3, 47);
+    setenv("ARB_CUDA_SPLITK", "4", 1);
+    setenv("ARB_CUDA_GEMM_CTAS", "2", 1);
+    run_update_steps(300, 600, 900, 3, 48);
+    unsetenv("ARB_CUDA_GEMM_CTAS");
+    unsetenv("ARB_CUDA_SPLITK");
+}
+
+/* The training shapes with the automatic slice count (16384 tokens: 7–22 slices of 6–19
+ * K-blocks). Minutes of scalar reference work under the sanitizer: ARB_CUDA_TEST_LARGE=1 runs it. */
+static void test_linear_update_splitk_large(void **state) {
+    (void)state;
+    const char *e = getenv("ARB_CUDA_TEST_LARGE");
+    if (!e || strcmp(e, "1")) {
+        print_message("skipped (ARB_CUDA_TEST_LARGE=1 runs it)\n");
+        return;
+    }
+    run_update_steps(384, 1536, 16384, 2, 49);
+    run_update_steps(272, 384, 16384, 3, 50);
+}
+
 /* A fixed exponent (no E state) on the device: fixed on the host and uploaded, or fixed on the
  * device; updates match the CPU bit for bit; update_exp is refused; a nonzero E cannot be fixed. */
 static void test_fixed_exponent(void **state) {
@@ -649,7 +679,8 @@ int main(void) {
         cmocka_unit_test(test_linear_backward_x),      cmocka_unit_test(test_linear_update_100_steps),
         cmocka_unit_test(test_linear_update_shapes),   cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_rmsnorm),                cmocka_unit_test(test_fixed_exponent),
-        cmocka_unit_test(test_gemm_persistent),
+        cmocka_unit_test(test_gemm_persistent),        cmocka_unit_test(test_linear_update_splitk),
+        cmocka_unit_test(test_linear_update_splitk_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
