@@ -7,12 +7,7 @@
 #include <string.h>
 
 #include "arbitor/sidecars.h"
-
-static void quiet_log(arb_log_level level, const char *msg, void *user) {
-    (void)level, (void)msg, (void)user;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_common.h"
 
 /* libvorbis (under libsndfile) leaks its vorbis_info on some malformed OGG streams; that is a
  * third-party leak on an error path, not ours, so LeakSanitizer is told to skip it. */
@@ -20,11 +15,7 @@ const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) { return "leak:libvorbis\nleak:vorbis_info_init\n"; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static int init;
-    if (!init) {
-        arb_log_set(quiet_log, NULL);
-        init = 1;
-    }
+    arb_fuzz_quiet();
     float *x = NULL;
     size_t n = 0;
     arb_status s = arb_audio_decode(data, size, 16000, &x, &n);

@@ -8,19 +8,10 @@
 #include <string.h>
 
 #include "arbitor/sidecars.h"
-
-static void quiet_log(arb_log_level level, const char *msg, void *user) {
-    (void)level, (void)msg, (void)user;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static int init;
-    if (!init) {
-        arb_log_set(quiet_log, NULL);
-        init = 1;
-    }
+    arb_fuzz_quiet();
     uint8_t *rgb = NULL;
     int w = 0, h = 0;
     arb_status s = arb_image_decode(data, size, &rgb, &w, &h);

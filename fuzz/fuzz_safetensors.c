@@ -6,19 +6,10 @@
 #include <string.h>
 
 #include "arbitor/safetensors.h"
-
-static void quiet_log(arb_log_level level, const char *msg, void *user) {
-    (void)level, (void)msg, (void)user;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static int init;
-    if (!init) {
-        arb_log_set(quiet_log, NULL);
-        init = 1;
-    }
+    arb_fuzz_quiet();
     arb_safetensors *st;
     arb_status s = arb_safetensors_open_memory(&st, data, size);
     if (s != ARB_OK) {

@@ -932,15 +932,12 @@ static void test_cli_inspect(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/arb_st_test_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return arb_test_tmpdir_make(g_dir, sizeof g_dir, "arb_st_test");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return arb_test_tmpdir_remove(g_dir);
 }
 
 int main(void) {

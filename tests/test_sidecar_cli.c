@@ -17,16 +17,13 @@ static char g_tmp[256], g_fx[1024];
 
 static int setup(void **s) {
     (void)s;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/arb_sc_cli_XXXXXX");
-    if (!mkdtemp(g_tmp)) return -1;
+    if (arb_test_tmpdir_make(g_tmp, sizeof g_tmp, "arb_sc_cli") != 0) return -1;
     arb_test_shared("fixtures", g_fx, sizeof g_fx);
     return 0;
 }
 static int teardown(void **s) {
     (void)s;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);
-    return system(cmd) == 0 ? 0 : -1;
+    return arb_test_tmpdir_remove(g_tmp);
 }
 
 /* Runs the CLI with stderr captured; returns the exit status, and the stderr text in err. */

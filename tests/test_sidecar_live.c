@@ -67,8 +67,7 @@ static void tensor_rand(arb_tensor *t, arb_dtype dt, int nd, const int64_t *shap
 
 static int setup(void **s) {
     (void)s;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/arb_sc_live_XXXXXX");
-    if (!mkdtemp(g_tmp)) return -1;
+    if (arb_test_tmpdir_make(g_tmp, sizeof g_tmp, "arb_sc_live") != 0) return -1;
     char fx[1024];
     if (!arb_test_shared("fixtures", fx, sizeof fx)) return -1;
     snprintf(g_mdir[J_DINO_TINY], sizeof g_mdir[0], "%s/dinov2-tiny", fx);
@@ -114,9 +113,7 @@ static int setup(void **s) {
 static int teardown(void **s) {
     (void)s;
     for (int j = 0; j < J_N; j++) arb_tensor_free(&g_in[j][0]), arb_tensor_free(&g_in[j][1]);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);
-    return system(cmd) == 0 ? 0 : -1;
+    return arb_test_tmpdir_remove(g_tmp);
 }
 
 static arb_safetensors *reference(int j) {

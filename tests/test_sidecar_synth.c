@@ -15,14 +15,11 @@ static char g_tmp[256];
 
 static int setup(void **s) {
     (void)s;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/arb_sc_synth_XXXXXX");
-    return mkdtemp(g_tmp) ? 0 : -1;
+    return arb_test_tmpdir_make(g_tmp, sizeof g_tmp, "arb_sc_synth");
 }
 static int teardown(void **s) {
     (void)s;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);
-    return system(cmd) == 0 ? 0 : -1;
+    return arb_test_tmpdir_remove(g_tmp);
 }
 
 static cJSON *spec(void) {

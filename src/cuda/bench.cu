@@ -205,6 +205,17 @@ bool run(bool quick, int dev, const Shape *only) {
     BCHECK(cudaMalloc(&xb, (size_t)maxe * 2));
     BCHECK(cudaMalloc(&wb, (size_t)maxe * 2));
     BCHECK(cudaMalloc(&ob, (size_t)maxe * 2 * 2));
+    auto release_gemm_buffers = [&]() { /* the GEMM operands and the library handles */
+        cudaFree(x8);
+        cudaFree(w8);
+        cudaFree(o32);
+        cudaFree(xb);
+        cudaFree(wb);
+        cudaFree(ob);
+        cudaFree(L.ws);
+        cublasDestroy(L.blas);
+        cublasLtDestroy(L.lt);
+    };
     k_fill_i8<<<1024, 256>>>(x8, (size_t)maxe, 1);
     k_fill_i8<<<1024, 256>>>(w8, (size_t)maxe, 2);
     k_fill_bf16<<<1024, 256>>>(xb, (size_t)maxe, 3);
@@ -278,15 +289,7 @@ bool run(bool quick, int dev, const Shape *only) {
     }
 
     if (only) { /* one shape: no GEMV, no BENCH line */
-        cudaFree(x8);
-        cudaFree(w8);
-        cudaFree(o32);
-        cudaFree(xb);
-        cudaFree(wb);
-        cudaFree(ob);
-        cudaFree(L.ws);
-        cublasDestroy(L.blas);
-        cublasLtDestroy(L.lt);
+        release_gemm_buffers();
         return true;
     }
     /* GEMV: 16384 × 16384 at batch 1, 4 weight copies in rotation (64 MiB each > L2) */
@@ -324,15 +327,7 @@ bool run(bool quick, int dev, const Shape *only) {
     cudaFree(cdst);
     cudaFree(xs1);
     cudaFree(y1);
-    cudaFree(x8);
-    cudaFree(w8);
-    cudaFree(o32);
-    cudaFree(xb);
-    cudaFree(wb);
-    cudaFree(ob);
-    cudaFree(L.ws);
-    cublasDestroy(L.blas);
-    cublasLtDestroy(L.lt);
+    release_gemm_buffers();
     printf("\nBENCH gemm8192_vs_int8=%.2f gemm8192_vs_bf16=%.2f train_vs_best=%.2f gemv_bw_pct=%.1f "
            "bwdupd_over_fwd=%.2f\n",
            r8192_int8, r8192_bf16, train_vs_best, gemv_pct, bwdupd_over_fwd);

@@ -22,6 +22,9 @@
 #include <string.h>
 
 #include "model_priv.h"
+#ifdef ARB_HAVE_CUDA
+#include "arbitor/cuda.h"
+#endif
 
 /* ---------------------------------------------------------------- allocation helpers */
 static void *xrealloc_copy(void *old, size_t old_bytes, size_t new_bytes) {
@@ -829,18 +832,27 @@ void arb_model_tape_free(arb_model_tape *t) {
     memset(t, 0, sizeof *t);
 }
 
-static void *dup_bytes(const void *p, size_t n) {
-    if (!p) return NULL;
-    void *q = arb_alloc(n ? n : 1);
-    if (q && n) memcpy(q, p, n);
-    return q;
+/* One recorded buffer into fresh host memory, from the host tape or (CUDA model) the device's;
+ * a buffer the step never filled stays NULL. */
+static arb_status tape_dup(void **out, const void *host, const void *dev, size_t n, bool on_device) {
+    const void *src = on_device ? dev : host;
+    *out = NULL;
+    if (!src) return ARB_OK;
+    *out = arb_alloc(n ? n : 1);
+    if (!*out) return arb_error(ARB_ERR_OOM, "model tape: %zu bytes", n);
+#ifdef ARB_HAVE_CUDA
+    if (on_device) return n ? arb_cuda_copy_d2h(*out, src, n) : ARB_OK;
+#endif
+    if (n) memcpy(*out, src, n);
+    return ARB_OK;
 }
 
 arb_status arb_model_tape_copy(arb_model *m, int32_t i, arb_model_tape *t) {
     if (!m || !t || i < 0 || i >= m->np) return arb_error(ARB_ERR_INVALID_ARG, "model tape: bad arguments");
     memset(t, 0, sizeof *t);
+    const bool dev = m->dev.kind == ARB_DEVICE_CUDA;
 #ifdef ARB_HAVE_CUDA
-    if (m->dev.kind == ARB_DEVICE_CUDA) return arb_mcu_tape_copy(m, i, t);
+    if (dev) ARB_TRY(arb_cuda_set_device(m->dev.index));
 #endif
     const tparam *P = &m->p[i];
     size_t n = (size_t)P->n, rows = (size_t)P->w.rows, cols = (size_t)P->w.cols, cp = (size_t)P->w.cols_pad;
@@ -849,19 +861,21 @@ arb_status arb_model_tape_copy(arb_model *m, int32_t i, arb_model_tape *t) {
     t->cols = P->w.cols;
     t->cols_pad = P->w.cols_pad;
     t->kind = P->kind == P_EMB ? 1 : P->kind == P_GAIN ? 2 : 0;
+    arb_status s;
     if (t->kind == 0) {
-        t->xq = dup_bytes(P->xq, n * cp);
-        t->xs = dup_bytes(P->xs, n * sizeof(float));
-        t->dy = dup_bytes(P->dy, n * rows * sizeof(float));
+        s = tape_dup((void **)&t->xq, P->xq, P->d_xq, n * cp, dev);
+        if (s == ARB_OK) s = tape_dup((void **)&t->xs, P->xs, P->d_xs, n * sizeof(float), dev);
+        if (s == ARB_OK) s = tape_dup((void **)&t->dy, P->dy, P->d_dy, n * rows * sizeof(float), dev);
     } else if (t->kind == 1) {
-        t->idx = dup_bytes(P->idx, n * sizeof(int32_t));
-        t->dy = dup_bytes(P->dy, n * cols * sizeof(float));
+        s = tape_dup((void **)&t->idx, P->idx, P->d_idx, n * sizeof(int32_t), dev);
+        if (s == ARB_OK) s = tape_dup((void **)&t->dy, P->dy, P->d_dy, n * cols * sizeof(float), dev);
     } else {
-        t->x = dup_bytes(P->x, n * cols * sizeof(float));
-        t->xs = dup_bytes(P->xs, n * sizeof(float));
-        t->dy = dup_bytes(P->dy, n * cols * sizeof(float));
+        s = tape_dup((void **)&t->x, P->x, P->d_x, n * cols * sizeof(float), dev);
+        if (s == ARB_OK) s = tape_dup((void **)&t->xs, P->xs, P->d_xs, n * sizeof(float), dev);
+        if (s == ARB_OK) s = tape_dup((void **)&t->dy, P->dy, P->d_dy, n * cols * sizeof(float), dev);
     }
-    return ARB_OK;
+    if (s != ARB_OK) arb_model_tape_free(t);
+    return s;
 }
 
 /* ---------------------------------------------------------------- enumeration, audit */

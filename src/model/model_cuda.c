@@ -519,39 +519,6 @@ arb_status arb_mcu_backward_update(arb_model *m, const arb_model_step_params *sp
     return ARB_OK;
 }
 
-/* ---------------------------------------------------------------- test hook */
-static arb_status d2h_dup(void **out, const void *src, size_t n) {
-    *out = arb_alloc(n ? n : 1);
-    if (!*out) return arb_error(ARB_ERR_OOM, "model tape: %zu bytes", n);
-    return n ? arb_cuda_copy_d2h(*out, src, n) : ARB_OK;
-}
-
-arb_status arb_mcu_tape_copy(arb_model *m, int32_t i, arb_model_tape *t) {
-    ARB_TRY(set_dev(m));
-    const tparam *P = &m->p[i];
-    size_t n = (size_t)P->n, rows = (size_t)P->w.rows, cols = (size_t)P->w.cols, cp = (size_t)P->w.cols_pad;
-    t->n = P->n;
-    t->rows = P->w.rows;
-    t->cols = P->w.cols;
-    t->cols_pad = P->w.cols_pad;
-    t->kind = P->kind == P_EMB ? 1 : P->kind == P_GAIN ? 2 : 0;
-    arb_status s = ARB_OK;
-    if (t->kind == 0) {
-        s = d2h_dup((void **)&t->xq, P->d_xq, n * cp);
-        if (s == ARB_OK) s = d2h_dup((void **)&t->xs, P->d_xs, n * sizeof(float));
-        if (s == ARB_OK) s = d2h_dup((void **)&t->dy, P->d_dy, n * rows * sizeof(float));
-    } else if (t->kind == 1) {
-        s = d2h_dup((void **)&t->idx, P->d_idx, n * sizeof(int32_t));
-        if (s == ARB_OK) s = d2h_dup((void **)&t->dy, P->d_dy, n * cols * sizeof(float));
-    } else {
-        s = d2h_dup((void **)&t->x, P->d_x, n * cols * sizeof(float));
-        if (s == ARB_OK) s = d2h_dup((void **)&t->xs, P->d_xs, n * sizeof(float));
-        if (s == ARB_OK) s = d2h_dup((void **)&t->dy, P->d_dy, n * cols * sizeof(float));
-    }
-    if (s != ARB_OK) arb_model_tape_free(t);
-    return s;
-}
-
 #else
 typedef int arb_model_cuda_unused; /* ISO C: a translation unit is not empty */
 #endif

@@ -126,7 +126,6 @@ arb_status arb_mcu_forward(arb_model *m, const int32_t *tokens, const int32_t *t
                            bool train, arb_loss_parts *lp);
 arb_status arb_mcu_backward_update(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *stats);
 arb_status arb_mcu_logits_row(arb_model *m, int64_t row, float *logits);
-arb_status arb_mcu_tape_copy(arb_model *m, int32_t i, arb_model_tape *t);
 #endif
 
 #endif
