@@ -1165,30 +1165,44 @@ extern "C" arb_status arb_cuda_ternary_linear_forward(const arb_ternary *w, cons
 
 namespace {
 
-/* Row maxima (dX) and column maxima (dW) of one 256-column × 128-token block. Non-negative float
+/* Row maxima (dX) and column maxima (dW) of one 128-column × 128-token block. Non-negative float
  * bits order like unsigned ints, so atomicMax on the bits is an exact, order-free max. Row maxima
  * meet in shared memory first: one global atomic per token and block. */
-constexpr int AMAX_T = 128;
-__global__ void __launch_bounds__(256) k_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n,
+constexpr int AMAX_T = 128; /* tokens per block, and threads (columns) per block */
+__global__ void __launch_bounds__(AMAX_T) k_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n,
                                                   int64_t rows, unsigned *row_amax, unsigned *col_amax, int *bad) {
     __shared__ unsigned s_row[AMAX_T];
     const int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    const int64_t t0 = blockIdx.y * (int64_t)AMAX_T, t1 = t0 + AMAX_T < n ? t0 + AMAX_T : n;
+    /* token blocks last to first: dy's producer wrote it first to last, so its tail is still in
+     * L2 (50 MB on the H100), and k_bwd_quant, which runs first to last, then starts on what this
+     * pass read last. The maxima are order-free; only the traffic changes. */
+    const int64_t t0 = (gridDim.y - 1 - blockIdx.y) * (int64_t)AMAX_T, t1 = t0 + AMAX_T < n ? t0 + AMAX_T : n;
     if (threadIdx.x < AMAX_T) s_row[threadIdx.x] = 0;
     __syncthreads();
     const float so = o < rows ? scale[o] : 0.0f;
     unsigned cm = 0;
     int nan = 0;
-#pragma unroll 4
-    for (int64_t t = t0; t < t1; t++) {
-        float v = o < rows ? __fmul_rn(dy[t * rows + o], so) : 0.0f;
-        float a = fabsf(v), h = xs ? fabsf(__fmul_rn(v, xs[t])) : 0.0f;
-        nan |= !(a <= 3.4028234663852886e38f) || !(h <= 3.4028234663852886e38f);
-        if (row_amax) {
-            unsigned r = __reduce_max_sync(0xffffffffu, __float_as_uint(a <= 3.4028234663852886e38f ? a : 0.0f));
-            if ((threadIdx.x & 31) == 0 && r) atomicMax(&s_row[t - t0], r);
+    /* 16 tokens per round, every load issued before any reduction (one dependent load per
+     * token kept only ~4 in flight per thread: the kernel ran at ~40 % of the read bandwidth) */
+    for (int64_t tb = t0; tb < t1; tb += 16) {
+        float v[16], x[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const int64_t t = tb + j;
+            v[j] = (t < t1 && o < rows) ? __ldg(dy + t * rows + o) : 0.0f;
+            x[j] = (xs && t < t1) ? __ldg(xs + t) : 0.0f;
         }
-        cm = max(cm, __float_as_uint(h <= 3.4028234663852886e38f ? h : 0.0f));
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const float vv = __fmul_rn(v[j], so);
+            float a = fabsf(vv), h = xs ? fabsf(__fmul_rn(vv, x[j])) : 0.0f;
+            nan |= !(a <= 3.4028234663852886e38f) || !(h <= 3.4028234663852886e38f);
+            if (row_amax) {
+                unsigned r = __reduce_max_sync(0xffffffffu, __float_as_uint(a <= 3.4028234663852886e38f ? a : 0.0f));
+                if ((threadIdx.x & 31) == 0 && r) atomicMax(&s_row[tb + j - t0], r);
+            }
+            cm = max(cm, __float_as_uint(h <= 3.4028234663852886e38f ? h : 0.0f));
+        }
     }
     if (col_amax && o < rows && cm) atomicMax(&col_amax[o], cm);
     if (nan) atomicOr(bad, 1);
@@ -1196,6 +1210,24 @@ __global__ void __launch_bounds__(256) k_bwd_amax(const float *dy, const float *
     __syncthreads();
     if (threadIdx.x < AMAX_T && t0 + threadIdx.x < n && s_row[threadIdx.x])
         atomicMax(&row_amax[t0 + threadIdx.x], s_row[threadIdx.x]);
+}
+
+/* arb_rand_unit and floor-to-int without the conversion pipe (16 results/clk/SM on sm_90, four
+ * conversions per element made it the quantization's limit). Both are exact, checked on the CPU
+ * for every 24-bit draw and for every float of magnitude ≤ 130 (the quantized range):
+ *   unit: (u>>8)·2⁻²⁴ = (u>>9)·2⁻²³ + bit8(u)·2⁻²⁴; the first term is (1 + m·2⁻²³) − 1, exact,
+ *         and the sum needs ≤ 24 significant bits, so it is exact too.
+ *   floor: for |t| < 2²², t + 1.5·2²³ rounded down is floor(t) + 1.5·2²³ (ulp 1 there), so its
+ *         bits minus those of 1.5·2²³ are floor(t). A NaN or ±inf gives a value the clamp
+ *         bounds; those only occur when the non-finite flag already fails the call. */
+__device__ __forceinline__ float bwd_unit(arb_rng_key key, uint32_t idx) {
+    const uint32_t u = arb_rand_u32(key, idx);
+    return __fadd_rn(__fadd_rn(__uint_as_float(0x3F800000u | (u >> 9)), -1.0f),
+                     __uint_as_float((u & 0x100u) ? 0x33800000u : 0u));
+}
+__device__ __forceinline__ int bwd_floor_clamp(float t) {
+    int v = __float_as_int(__fadd_rd(t, 12582912.0f)) - 0x4B400000;
+    return v > 127 ? 127 : (v < -127 ? -127 : v);
 }
 
 /* 64 tokens × 64 columns per block (256 threads, 16 elements each, all loads issued first):
@@ -1207,7 +1239,7 @@ __global__ void __launch_bounds__(256) k_bwd_quant(const float *dy, const float 
                                                    int64_t ldq, float *qs, const unsigned *col_amax, arb_rng_key kg,
                                                    int8_t *hqt, int64_t ldt) {
     __shared__ int8_t tile[QT][QT + 4];
-    __shared__ float rinv[QT], cinv[QT];
+    __shared__ float rinv[QT], cinv[QT], sxs[QT];
     const int64_t o0 = blockIdx.x * QT, t0 = blockIdx.y * QT;
     const int tid = threadIdx.x, tx = tid & 63, ty = tid >> 6; /* tx: column, ty: token phase */
     if (tid < QT) {
@@ -1219,6 +1251,9 @@ __global__ void __launch_bounds__(256) k_bwd_quant(const float *dy, const float 
         const int64_t o = o0 + tid - QT;
         float ca = (hqt && o < rows) ? __uint_as_float(col_amax[o]) : 0.0f;
         cinv[tid - QT] = ca > 0.0f ? __fdiv_rn(127.0f, ca) : 0.0f;
+    } else if (tid < 3 * QT) {
+        const int64_t t = t0 + tid - 2 * QT;
+        sxs[tid - 2 * QT] = (hqt && t < n) ? __ldg(xs + t) : 0.0f;
     }
     const int64_t o = o0 + tx;
     const bool ocol = o < rows;
@@ -1230,6 +1265,7 @@ __global__ void __launch_bounds__(256) k_bwd_quant(const float *dy, const float 
         v[jj] = (t < n && ocol) ? __fmul_rn(__ldg(dy + t * rows + o), so) : 0.0f;
     }
     __syncthreads();
+    const float ci = cinv[tx];
     const uint32_t idx0 = (uint32_t)(t0 * rows + o); /* RNG indices wrap mod 2^32, as on the CPU */
 #pragma unroll
     for (int jj = 0; jj < 16; jj++) {
@@ -1238,33 +1274,28 @@ __global__ void __launch_bounds__(256) k_bwd_quant(const float *dy, const float 
         int vq = 0, vh = 0;
         if (t < n && ocol) {
             const uint32_t idx = idx0 + (uint32_t)j * (uint32_t)rows;
-            /* floor and the int conversion in one instruction (|value| ≤ 128, never NaN here) */
-            if (q && rinv[j] > 0.0f) {
-                vq = __float2int_rd(__fadd_rn(__fmul_rn(v[jj], rinv[j]), arb_rand_unit(kx, idx)));
-                vq = vq > 127 ? 127 : (vq < -127 ? -127 : vq);
-            }
-            if (hqt && cinv[tx] > 0.0f) {
-                vh = __float2int_rd(
-                    __fadd_rn(__fmul_rn(__fmul_rn(v[jj], __ldg(xs + t)), cinv[tx]), arb_rand_unit(kg, idx)));
-                vh = vh > 127 ? 127 : (vh < -127 ? -127 : vh);
-            }
+            const float ri = rinv[j];
+            if (q && ri > 0.0f) vq = bwd_floor_clamp(__fadd_rn(__fmul_rn(v[jj], ri), bwd_unit(kx, idx)));
+            if (hqt && ci > 0.0f)
+                vh = bwd_floor_clamp(__fadd_rn(__fmul_rn(__fmul_rn(v[jj], sxs[j]), ci), bwd_unit(kg, idx)));
         }
         if (q && t < n && o < ldq) q[t * ldq + o] = (int8_t)vq;
         tile[j][tx] = (int8_t)vh;
     }
     if (!hqt) return;
     __syncthreads();
-    /* hqᵀ rows: 64 tokens of one column, 4 bytes per thread */
-    const int orow = tid >> 2, part = tid & 3;
+    /* hqᵀ rows: 16 tokens of one column per thread, one 16-byte store (a warp writes 8 whole
+     * 64-byte row pieces; 4-byte stores spread over 32 sectors per instruction before) */
+    const int oo = tid >> 2, tt = (tid & 3) * 16;
+    const int64_t og = o0 + oo, tg = t0 + tt;
+    if (og < rows && tg < ldt) {
+        uint32_t w[4];
 #pragma unroll
-    for (int k = 0; k < 4; k++) {
-        const int oo = orow + 0, tt = part * 16 + k * 4;
-        const int64_t og = o0 + oo, tg = t0 + tt;
-        if (og < rows && tg < ldt) {
-            uint32_t w = (uint32_t)(uint8_t)tile[tt][oo] | ((uint32_t)(uint8_t)tile[tt + 1][oo] << 8) |
-                         ((uint32_t)(uint8_t)tile[tt + 2][oo] << 16) | ((uint32_t)(uint8_t)tile[tt + 3][oo] << 24);
-            *(uint32_t *)(hqt + og * ldt + tg) = w; /* ldt is a multiple of 64 */
-        }
+        for (int k = 0; k < 4; k++)
+            w[k] = (uint32_t)(uint8_t)tile[tt + 4 * k][oo] | ((uint32_t)(uint8_t)tile[tt + 4 * k + 1][oo] << 8) |
+                   ((uint32_t)(uint8_t)tile[tt + 4 * k + 2][oo] << 16) |
+                   ((uint32_t)(uint8_t)tile[tt + 4 * k + 3][oo] << 24);
+        *(uint4 *)(hqt + og * ldt + tg) = make_uint4(w[0], w[1], w[2], w[3]); /* ldt is a multiple of 64 */
     }
 }
 
@@ -1395,8 +1426,9 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_CU(cudaMemsetAsync(camax.p, 0, (size_t)rows * sizeof(unsigned), s));
     }
     if (n > 0) {
-        dim3 ga(arb_cuda_blocks(rows, 256), arb_cuda_blocks(n, AMAX_T));
-        k_bwd_amax<<<ga, 256, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(),
+        /* 128 columns per block: the model's 272/384/1152-row layers left up to half of 256 idle */
+        dim3 ga(arb_cuda_blocks(rows, AMAX_T), arb_cuda_blocks(n, AMAX_T));
+        k_bwd_amax<<<ga, AMAX_T, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(),
                                       camax.as<unsigned>(), bad.as<int>());
         ARB_CU_LAUNCH("k_bwd_amax");
     }
