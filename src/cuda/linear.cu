@@ -809,14 +809,20 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
  * time) and makes the ring skip safe: a group that jumps over the other's nk stages only waits
  * on a stage phase after every earlier load of the ring has landed (otherwise a parity wait two
  * phases ahead would pass at once).
+ * One group alone must keep the tensor cores fed: a wgmma group is two k32 steps (4 wgmma,
+ * ~256 tensor cycles), two fragment register sets alternate, and the next group's trits are
+ * decoded while the previous one runs. The first version (one k32 step per group, 384 threads
+ * capped at 168 registers) ran at 2/3 of the cooperative kernel's rate at 8192³.
+ * Warpgroups 0 and 1 multiply, warp 8 (warpgroup 2) produces; setmaxnreg moves registers from
+ * the producer group (40) to the consumers (232): 2 × 64 accumulators + 32 fragment registers.
  * Shared memory per stage: 16 KB of tokens (128 × 128, 128-byte swizzle) + 4 KB of packed trits
  * (the same per-K-block bytes of B per MAC as the cooperative tile, A twice as often). */
-constexpr int PP_BN = 128, PP_STAGES = 10;
+constexpr int PP_BN = 128, PP_STAGES = 10, PP_THREADS = 384;
 constexpr int PP_B_BYTES = PP_BN * WBK; /* 16 KB */
 constexpr int PP_SMEM = 1024 + PP_STAGES * (PP_B_BYTES + W_APK_BYTES) + (2 * PP_STAGES + 2) * 8;
 
 template <int EPI>
-__global__ void __launch_bounds__(WS_THREADS, 1)
+__global__ void __launch_bounds__(PP_THREADS, 1)
     k_gemm_pp(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB, const GemmArgs g) {
 #if defined(ARB_HAVE_WGMMA)
     extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -845,9 +851,9 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         m0 = (first + r % gs) * BM;
         n0 = (r / gs) * PP_BN;
     };
-    if (warp < 4) {
-        arb_setmaxnreg_dec<56>();
-        if (warp == 0 && lane == 0) { /* producer: every tile of the list, in order */
+    if (warp >= 8) {
+        arb_setmaxnreg_dec<40>();
+        if (warp == 8 && lane == 0) { /* producer: every tile of the list, in order */
             int s = 0;
             unsigned ph = 0;
             for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -863,8 +869,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
             }
         }
     } else {
-        arb_setmaxnreg_inc<224>();
-        const int cw = (warp - 4) >> 2, wq = warp & 3; /* group, warp within it */
+        arb_setmaxnreg_inc<232>();
+        const int cw = warp >> 2, wq = warp & 3; /* group, warp within it */
         const int gq = lane >> 2, tig = lane & 3;
         int s = 0;
         unsigned ph = 0, oph = 0;
@@ -878,10 +884,15 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         };
         if (cw == 1) advance(nk);
         /* this warp's rows: 16 of each 64-row half (tile-rows wq and 4 + wq of the stage); lane
-         * (gq, tig) reads row words gq and gq+8: the mma.m16n8k32 A fragment, as in k_gemm_ws */
+         * (gq, tig) reads row words gq and gq+8 of the k-tiles: the mma.m16n8k32 A fragment, as
+         * in k_gemm_ws. Word (h, st, j) of a K-block: half h, k32 step st, fragment register j. */
         const int a_off = wq * 8 * ARB_TILE_BYTES + 4 * gq;
+        auto word = [&](const uint8_t *pk, int h, int st, int j) {
+            return *(const uint32_t *)(pk + h * 4 * 8 * ARB_TILE_BYTES + (2 * st + (j >> 1)) * ARB_TILE_BYTES +
+                                       (j & 1) * 32);
+        };
         int32_t acc0[64], acc1[64];
-        uint32_t af[2][2][4];
+        uint32_t af[2][2][2][4]; /* [set = group of the K-block][step in group][half][register] */
         int i = cw;
         for (int t = blockIdx.x + cw * gridDim.x; t < tiles; t += 2 * gridDim.x, i += 2) {
             int m0, n0;
@@ -898,36 +909,28 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                 if (kb == nk - 1 && wq == 0 && lane == 0) arb_mbar_arrive(&order[cw]);
                 const uint8_t *b_t = sB + s * PP_B_BYTES;
                 const uint8_t *pk = sP + s * W_APK_BYTES + a_off;
-                uint32_t w[2][4]; /* raw row words of the next k32 step, loaded one step ahead */
-#pragma unroll
-                for (int h = 0; h < 2; h++)
-#pragma unroll
-                    for (int j = 0; j < 4; j++)
-                        w[h][j] = *(const uint32_t *)(pk + h * 4 * 8 * ARB_TILE_BYTES + (j >> 1) * ARB_TILE_BYTES +
-                                                      (j & 1) * 32);
                 arb_wgmma_fence_acc(acc0);
                 arb_wgmma_fence_acc(acc1);
 #pragma unroll
-                for (int ks = 0; ks < WBK / 32; ks++) {
-                    /* register set ks & 1: its last reader (step ks − 2) retired at step ks − 1's wait */
+                for (int gi = 0; gi < 2; gi++) {
+                    /* set gi: its last reader, group gi of K-block kb − 1, retired at the previous wait */
 #pragma unroll
-                    for (int h = 0; h < 2; h++)
-#pragma unroll
-                        for (int j = 0; j < 4; j++) af[ks & 1][h][j] = arb_dev_codes_to_trits(w[h][j] >> (2 * tig));
-                    if (ks + 1 < WBK / 32) {
+                    for (int st = 0; st < 2; st++)
 #pragma unroll
                         for (int h = 0; h < 2; h++)
 #pragma unroll
                             for (int j = 0; j < 4; j++)
-                                w[h][j] = *(const uint32_t *)(pk + h * 4 * 8 * ARB_TILE_BYTES +
-                                                              (2 * (ks + 1) + (j >> 1)) * ARB_TILE_BYTES + (j & 1) * 32);
-                    }
+                                af[gi][st][h][j] = arb_dev_codes_to_trits(word(pk, h, 2 * gi + st, j) >> (2 * tig));
                     arb_wgmma_fence();
-                    arb_wgmma_m64n128k32_rs(acc0, af[ks & 1][0], arb_wgmma_desc(b_t + ks * 32));
-                    arb_wgmma_m64n128k32_rs(acc1, af[ks & 1][1], arb_wgmma_desc(b_t + ks * 32));
+#pragma unroll
+                    for (int st = 0; st < 2; st++) {
+                        const uint64_t db = arb_wgmma_desc(b_t + (2 * gi + st) * 32);
+                        arb_wgmma_m64n128k32_rs(acc0, af[gi][st][0], db);
+                        arb_wgmma_m64n128k32_rs(acc1, af[gi][st][1], db);
+                    }
                     arb_wgmma_commit();
                     arb_wgmma_wait<1>();
-                    if (ks == 0 && ps >= 0) release(ps); /* the last step of kb − 1 has retired */
+                    if (gi == 0 && ps >= 0) release(ps); /* group 1 of kb − 1 (the last reader) retired */
                 }
                 ps = s;
                 if (++s == S) { s = 0; ph ^= 1; }
@@ -1049,7 +1052,7 @@ template <int EPI> arb_status launch_pp(const GemmArgs &g, const CUtensorMap &ma
         ARB_CU(cudaFuncSetAttribute(k_gemm_pp<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, PP_SMEM));
         int sms = 0, per = 0;
         ARB_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        ARB_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_gemm_pp<EPI>, WS_THREADS, PP_SMEM));
+        ARB_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_gemm_pp<EPI>, PP_THREADS, PP_SMEM));
         ctas[dev] = sms * (per > 0 ? per : 1);
     }
     const int64_t tiles = (int64_t)((g.M + BM - 1) / BM) * ((g.N + PP_BN - 1) / PP_BN);
@@ -1060,7 +1063,7 @@ template <int EPI> arb_status launch_pp(const GemmArgs &g, const CUtensorMap &ma
     }
     const int64_t grid = tiles < cap ? tiles : cap;
     if (grid <= 0) return ARB_OK;
-    k_gemm_pp<EPI><<<(unsigned)grid, WS_THREADS, PP_SMEM, arb_cuda_cur_stream()>>>(ma, mb, g);
+    k_gemm_pp<EPI><<<(unsigned)grid, PP_THREADS, PP_SMEM, arb_cuda_cur_stream()>>>(ma, mb, g);
     ARB_CU_LAUNCH(what);
     return ARB_OK;
 }
