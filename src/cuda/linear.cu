@@ -796,157 +796,6 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
 #endif
 }
 
-/* ---------------------------------------------------------------- ping-pong core (packed A, sm_90a)
- *
- * Why: with the cooperative schedule above both consumer warpgroups finish a tile together and
- * store it together, so at K = 2048 (16 K-blocks per tile) the tensor cores idled through ~30 %
- * of the kernel. Here each consumer warpgroup owns a whole 128 × 128 tile (two m64n128k32 per
- * k32 step, 2 × 64 accumulator registers): the CTA's tile list alternates between them, the
- * producer fills one ring for both in list order, and one group's epilogue (plain stores from
- * registers) runs while the other multiplies. An mbarrier per group (order[c]) is arrived on
- * once the group has waited out its tile's last full stage; the other group waits on it before
- * its next mainloop. That keeps the two mainloops in turn (the tensor cores run one tile at a
- * time) and makes the ring skip safe: a group that jumps over the other's nk stages only waits
- * on a stage phase after every earlier load of the ring has landed (otherwise a parity wait two
- * phases ahead would pass at once).
- * One group alone must keep the tensor cores fed: a wgmma group is two k32 steps (4 wgmma,
- * ~256 tensor cycles), two fragment register sets alternate, and the next group's trits are
- * decoded while the previous one runs. The first version (one k32 step per group, 384 threads
- * capped at 168 registers) ran at 2/3 of the cooperative kernel's rate at 8192³.
- * Warpgroups 0 and 1 multiply, warp 8 (warpgroup 2) produces; setmaxnreg moves registers from
- * the producer group (40) to the consumers (232): 2 × 64 accumulators + 32 fragment registers.
- * Shared memory per stage: 16 KB of tokens (128 × 128, 128-byte swizzle) + 4 KB of packed trits
- * (the same per-K-block bytes of B per MAC as the cooperative tile, A twice as often). */
-constexpr int PP_BN = 128, PP_STAGES = 10, PP_THREADS = 384;
-constexpr int PP_B_BYTES = PP_BN * WBK; /* 16 KB */
-constexpr int PP_SMEM = 1024 + PP_STAGES * (PP_B_BYTES + W_APK_BYTES) + (2 * PP_STAGES + 2) * 8;
-
-template <int EPI>
-__global__ void __launch_bounds__(PP_THREADS, 1)
-    k_gemm_pp(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB, const GemmArgs g) {
-#if defined(ARB_HAVE_WGMMA)
-    extern __shared__ __align__(1024) uint8_t smem_raw[];
-    constexpr int S = PP_STAGES;
-    uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-    uint8_t *sB = smem;                 /* S × 16 KB */
-    uint8_t *sP = sB + S * PP_B_BYTES;  /* S × 4 KB [8 tile-rows][8 tiles][64 B] */
-    uint64_t *full = (uint64_t *)(sP + S * W_APK_BYTES), *empty = full + S, *order = empty + S;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    if (tid == 0) {
-        for (int s = 0; s < S; s++) {
-            arb_mbar_init(&full[s], 1);
-            arb_mbar_init(&empty[s], 4); /* the 4 warps of the consuming group */
-        }
-        arb_mbar_init(&order[0], 1);
-        arb_mbar_init(&order[1], 1);
-        arb_mbar_init_fence();
-    }
-    __syncthreads();
-    const int nm = (g.M + BM - 1) / BM, nn = (g.N + PP_BN - 1) / PP_BN, tiles = nm * nn;
-    const int nk = (g.K + WBK - 1) / WBK;
-    /* tile t → (m0, n0): grouped rasterization, 16 M tiles per N column */
-    auto tile_at = [&](int t, int &m0, int &n0) {
-        constexpr int G = 16;
-        const int first = t / (G * nn) * G, gs = min(nm - first, G), r = t % (G * nn);
-        m0 = (first + r % gs) * BM;
-        n0 = (r / gs) * PP_BN;
-    };
-    if (warp >= 8) {
-        arb_setmaxnreg_dec<40>();
-        if (warp == 8 && lane == 0) { /* producer: every tile of the list, in order */
-            int s = 0;
-            unsigned ph = 0;
-            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-                int m0, n0;
-                tile_at(t, m0, n0);
-                for (int kb = 0; kb < nk; kb++) {
-                    arb_mbar_wait(&empty[s], ph ^ 1);
-                    arb_mbar_arrive_expect_tx(&full[s], PP_B_BYTES + W_APK_BYTES);
-                    arb_tma_load_2d(sB + s * PP_B_BYTES, &tmB, kb * WBK, n0, &full[s]);
-                    arb_tma_load_2d(sP + s * W_APK_BYTES, &tmA, kb * WBK, m0 / 16, &full[s]);
-                    if (++s == S) { s = 0; ph ^= 1; }
-                }
-            }
-        }
-    } else {
-        arb_setmaxnreg_inc<232>();
-        const int cw = warp >> 2, wq = warp & 3; /* group, warp within it */
-        const int gq = lane >> 2, tig = lane & 3;
-        int s = 0;
-        unsigned ph = 0, oph = 0;
-        auto advance = [&](int n) { /* skip n stages of the ring (the other group's tile) */
-            s += n;
-            ph ^= (unsigned)((s / S) & 1);
-            s %= S;
-        };
-        auto release = [&](int rs) {
-            if (lane == 0) arb_mbar_arrive(&empty[rs]);
-        };
-        if (cw == 1) advance(nk);
-        /* this warp's rows: 16 of each 64-row half (tile-rows wq and 4 + wq of the stage); lane
-         * (gq, tig) reads row words gq and gq+8 of the k-tiles: the mma.m16n8k32 A fragment, as
-         * in k_gemm_ws. Word (h, st, j) of a K-block: half h, k32 step st, fragment register j. */
-        const int a_off = wq * 8 * ARB_TILE_BYTES + 4 * gq;
-        auto word = [&](const uint8_t *pk, int h, int st, int j) {
-            return *(const uint32_t *)(pk + h * 4 * 8 * ARB_TILE_BYTES + (2 * st + (j >> 1)) * ARB_TILE_BYTES +
-                                       (j & 1) * 32);
-        };
-        int32_t acc0[64], acc1[64];
-        uint32_t af[2][2][2][4]; /* [set = group of the K-block][step in group][half][register] */
-        int i = cw;
-        for (int t = blockIdx.x + cw * gridDim.x; t < tiles; t += 2 * gridDim.x, i += 2) {
-            int m0, n0;
-            tile_at(t, m0, n0);
-            if (i > 0) { /* the other group has issued its mainloop of the previous tile */
-                arb_mbar_wait(&order[cw ^ 1], oph);
-                oph ^= 1;
-            }
-#pragma unroll
-            for (int j = 0; j < 64; j++) acc0[j] = acc1[j] = 0;
-            int ps = -1;
-            for (int kb = 0; kb < nk; kb++) {
-                arb_mbar_wait(&full[s], ph);
-                if (kb == nk - 1 && wq == 0 && lane == 0) arb_mbar_arrive(&order[cw]);
-                const uint8_t *b_t = sB + s * PP_B_BYTES;
-                const uint8_t *pk = sP + s * W_APK_BYTES + a_off;
-                arb_wgmma_fence_acc(acc0);
-                arb_wgmma_fence_acc(acc1);
-#pragma unroll
-                for (int gi = 0; gi < 2; gi++) {
-                    /* set gi: its last reader, group gi of K-block kb − 1, retired at the previous wait */
-#pragma unroll
-                    for (int st = 0; st < 2; st++)
-#pragma unroll
-                        for (int h = 0; h < 2; h++)
-#pragma unroll
-                            for (int j = 0; j < 4; j++)
-                                af[gi][st][h][j] = arb_dev_codes_to_trits(word(pk, h, 2 * gi + st, j) >> (2 * tig));
-                    arb_wgmma_fence();
-#pragma unroll
-                    for (int st = 0; st < 2; st++) {
-                        const uint64_t db = arb_wgmma_desc(b_t + (2 * gi + st) * 32);
-                        arb_wgmma_m64n128k32_rs(acc0, af[gi][st][0], db);
-                        arb_wgmma_m64n128k32_rs(acc1, af[gi][st][1], db);
-                    }
-                    arb_wgmma_commit();
-                    arb_wgmma_wait<1>();
-                    if (gi == 0 && ps >= 0) release(ps); /* group 1 of kb − 1 (the last reader) retired */
-                }
-                ps = s;
-                if (++s == S) { s = 0; ph ^= 1; }
-            }
-            arb_wgmma_wait<0>();
-            arb_wgmma_fence_acc(acc0);
-            arb_wgmma_fence_acc(acc1);
-            if (ps >= 0) release(ps);
-            advance(nk);
-            epilogue<EPI, 1, 16>(g, acc0, m0 + wq * 16, n0, lane);
-            epilogue<EPI, 1, 16>(g, acc1, m0 + 64 + wq * 16, n0, lane);
-        }
-    }
-#endif
-}
-
 /* Which core: the warp-specialized wgmma kernel where the card runs our sm_90a code (compute
  * capability 9.0), CTA clusters chosen per GEMM (CORE_WS); ARB_CUDA_GEMM=ws1 / ws2 force single
  * CTAs / 2-CTA clusters, =wg the older cp.async wgmma kernel, =mma the portable mma.sync one (also
@@ -972,7 +821,7 @@ Core gemm_core() {
 
 const char *arb_cuda_gemm_core(void) {
     switch (gemm_core()) {
-    case CORE_WS: return "trits: ping-pong wgmma m64n128k32 (A from registers), int8: m64n256k32 cooperative; TMA + mbarrier ring, warp-specialized, persistent (sm_90a)";
+    case CORE_WS: return "wgmma m64n256k32 (A from registers for trits), TMA + mbarrier ring, warp-specialized, persistent (sm_90a)";
     case CORE_WS2: return "wgmma m64n256k32, TMA + mbarrier ring, warp-specialized, 2-CTA multicast (sm_90a)";
     case CORE_WS1: return "wgmma m64n256k32, TMA + mbarrier ring, warp-specialized (sm_90a)";
     case CORE_WG: return "wgmma m64n256k32, cp.async (sm_90a)";
@@ -984,10 +833,10 @@ namespace {
 
 /* The tensor maps of the warp-specialized core; false (→ the cp.async core) when an operand's
  * address or row stride is not a multiple of 16 bytes or the driver refuses the map. */
-bool ws_maps(const GemmArgs &g, int AM, int bn, CUtensorMap *ma, CUtensorMap *mb) {
+bool ws_maps(const GemmArgs &g, int AM, int cl, CUtensorMap *ma, CUtensorMap *mb) {
     if (((uintptr_t)g.a | (uintptr_t)g.b) & 15 || g.ldb % 16 || (AM == A_INT8 && g.lda % 16)) return false;
     if (!arb_tensor_map_2d(mb, CU_TENSOR_MAP_DATA_TYPE_UINT8, g.b, (uint64_t)g.kmax, (uint64_t)g.N, (uint64_t)g.ldb,
-                           WBK, (uint32_t)bn, CU_TENSOR_MAP_SWIZZLE_128B))
+                           WBK, BN / cl, CU_TENSOR_MAP_SWIZZLE_128B))
         return false;
     if (AM == A_INT8)
         return arb_tensor_map_2d(ma, CU_TENSOR_MAP_DATA_TYPE_UINT8, g.a, (uint64_t)g.K, (uint64_t)g.M,
@@ -1043,31 +892,6 @@ arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap
     return ARB_OK;
 }
 
-template <int EPI> arb_status launch_pp(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap &mb, const char *what) {
-    static int ctas[64]; /* resident CTAs per device, the persistent grid's cap */
-    int dev = 0;
-    ARB_CU(cudaGetDevice(&dev));
-    if (dev < 0 || dev >= 64) return arb_error(ARB_ERR_CUDA, "%s: device %d", what, dev);
-    if (!ctas[dev]) {
-        ARB_CU(cudaFuncSetAttribute(k_gemm_pp<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, PP_SMEM));
-        int sms = 0, per = 0;
-        ARB_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        ARB_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_gemm_pp<EPI>, PP_THREADS, PP_SMEM));
-        ctas[dev] = sms * (per > 0 ? per : 1);
-    }
-    const int64_t tiles = (int64_t)((g.M + BM - 1) / BM) * ((g.N + PP_BN - 1) / PP_BN);
-    int64_t cap = ctas[dev];
-    if (const char *e = getenv("ARB_CUDA_GEMM_CTAS")) { /* tests: few CTAs, many tiles each */
-        long v = strtol(e, nullptr, 10);
-        if (v > 0 && v < cap) cap = v;
-    }
-    const int64_t grid = tiles < cap ? tiles : cap;
-    if (grid <= 0) return ARB_OK;
-    k_gemm_pp<EPI><<<(unsigned)grid, PP_THREADS, PP_SMEM, arb_cuda_cur_stream()>>>(ma, mb, g);
-    ARB_CU_LAUNCH(what);
-    return ARB_OK;
-}
-
 template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char *what) {
     const Core core = gemm_core();
     if (core == CORE_WS || core == CORE_WS1 || core == CORE_WS2) {
@@ -1077,21 +901,16 @@ template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char 
          * with trits decoded into registers, single CTAs were as fast at 8192³ and faster at the
          * training shapes (1250 vs 925 at 16384×2048×2048). */
         const int cl = core == CORE_WS2 ? 2 : core == CORE_WS1 ? 1 : (AM == A_INT8 && g.K >= 8192 && g.ksplit <= 1) ? 2 : 1;
-        /* packed A on the default core: the ping-pong kernel (tiles of 128 tokens) */
-        constexpr bool pp_kind = AM != A_INT8 && (EPI == EPI_I32 || EPI == EPI_F32 || EPI == EPI_DX);
-        static const bool ts_on = [] {
-            const char *e = getenv("ARB_CUDA_GEMM_TMASTORE");
-            return e && !strcmp(e, "1");
-        }();
-        if constexpr (pp_kind) {
-            if (core == CORE_WS && !ts_on && ws_maps(g, AM, PP_BN, &ma, &mb)) return launch_pp<EPI>(g, ma, mb, what);
-        }
-        if (ws_maps(g, AM, BN / cl, &ma, &mb)) {
+        if (ws_maps(g, AM, cl, &ma, &mb)) {
             CUtensorMap mo = ma; /* unused unless TS */
             if constexpr (AM != A_INT8 && EPI != EPI_UPDATE && EPI != EPI_STATS) {
                 /* opt-in (ARB_CUDA_GEMM_TMASTORE=1): bulk tensor stores of the output. Measured
                  * slower at the training shapes (885 vs 1027 TOP/s at 16384×2048×2048, H100): the
                  * four quarters leave one after another, each waiting for the copy engine. */
+                static const bool ts_on = [] {
+                    const char *e = getenv("ARB_CUDA_GEMM_TMASTORE");
+                    return e && !strcmp(e, "1");
+                }();
                 if (ts_on && cl == 1 && g.ldo % 4 == 0 && !((uintptr_t)g.out & 15) &&
                     arb_tensor_map_2d(&mo, CU_TENSOR_MAP_DATA_TYPE_INT32, g.out, (uint64_t)g.M, (uint64_t)g.N,
                                       (uint64_t)g.ldo * 4, 32, 256, CU_TENSOR_MAP_SWIZZLE_128B))

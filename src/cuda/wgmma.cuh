@@ -21,9 +21,9 @@ template <int N> __device__ __forceinline__ void arb_wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 /* Keeps the compiler from moving accumulator registers across an in-flight wgmma. */
-template <int N> __device__ __forceinline__ void arb_wgmma_fence_acc(int32_t (&d)[N]) {
+__device__ __forceinline__ void arb_wgmma_fence_acc(int32_t (&d)[128]) {
 #pragma unroll
-    for (int i = 0; i < N; i++) asm volatile("" : "+r"(d[i])::"memory");
+    for (int i = 0; i < 128; i++) asm volatile("" : "+r"(d[i])::"memory");
 }
 
 /* D(64×256) += A(64×32, K-major) · B(256×32, K-major)ᵀ for one warpgroup. */

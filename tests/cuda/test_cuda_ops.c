@@ -653,9 +653,8 @@ static void check_matmul(int64_t rows, int64_t cols, int64_t n, uint64_t seed) {
 
 /* The persistent GEMM walks several tiles per CTA (stage ring and phases carried across tiles):
  * more tiles than the card holds CTAs, and the same shapes with the grid capped at 2 and 3 CTAs
- * (ARB_CUDA_GEMM_CTAS; 3 rounds up to whole 2-CTA clusters), forward and fused update. With the
- * ping-pong core (trits) the two consumer groups take every other tile of a CTA's list and skip
- * the other's stages of the ring, also when a tile has more K-blocks than the ring has stages. */
+ * (ARB_CUDA_GEMM_CTAS; 3 rounds up to whole 2-CTA clusters), forward and fused update, also with
+ * more K-blocks per tile than the ring has stages. */
 static void test_gemm_persistent(void **state) {
     (void)state;
     check_matmul(2100, 100, 2100, 61); /* 17 × 9 tiles of 128 × 256 */
@@ -664,7 +663,7 @@ static void test_gemm_persistent(void **state) {
         setenv("ARB_CUDA_GEMM_CTAS", caps[i], 1);
         check_matmul(300, 520, 517, 62 + i);
         check_matmul(1000, 48, 260, 64 + i);
-        check_matmul(300, 2100, 517, 68 + i); /* 17 K-blocks per tile: more than the ring's stages */
+        check_matmul(300, 2100, 517, 68 + i); /* 17 K-blocks per tile */
         run_update_steps(300, 600, 200, 3, 66 + i);
         unsetenv("ARB_CUDA_GEMM_CTAS");
     }
