@@ -1353,6 +1353,12 @@ int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
     return want > 1 ? (int)want : 1;
 }
 
+/* ARB_CUDA_UPD=fused: the update rule in the dW GEMM's epilogue (read per call: tests switch it). */
+bool update_fused() {
+    const char *e = getenv("ARB_CUDA_UPD");
+    return e && !strcmp(e, "fused");
+}
+
 arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int nsplit, const float *c,
                          arb_cuda_rowsums &rsum, const arb_update_params *p, arb_update_state *st,
                          arb_update_stats *stats) {
@@ -1502,8 +1508,13 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     }
     arb_cuda_rowsums rsum;
     ARB_TRY(rsum.init(rows));
+    /* Default: Gint as int32 through the plain int8 GEMM (split over K when the output has few
+     * tiles), then one update pass over all weights (k_upd_dense, the whole GPU at full
+     * occupancy). ARB_CUDA_UPD=fused applies the rule in the GEMM's epilogue instead, where 8
+     * warps per SM run it with no other work to hide behind (~70 µs beyond its GEMM at
+     * 2048 × 2048 × 16384 tokens on an H100, for one tile per SM). */
     const int nsplit = splitk_count(rows, cols, ldt);
-    if (nsplit > 1) return update_splitk(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, nsplit, c.data(), rsum, p, st, stats);
+    if (!update_fused()) return update_splitk(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, nsplit, c.data(), rsum, p, st, stats);
     GemmArgs g;
     memset(&g, 0, sizeof g);
     g.M = (int)rows;

@@ -263,33 +263,52 @@ __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t
                             int64_t ld, const int32_t *mult, int shift, arb_rng_key key, int threshold,
                             int leak_shift, unsigned long long *abs_g, unsigned long long *ge,
                             unsigned long long *flips, int stats_only, int nsplit, int64_t split_stride) {
-    int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (id >= rows * kt) return;
-    int64_t o = id / kt, tc = id % kt;
-    uint32_t *wp = (uint32_t *)(trits + ((o >> 4) * kt + tc) * ARB_TILE_BYTES + 4 * (o & 15));
-    uint32_t word = *wp, nw = word;
+    const int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    const bool valid = id < rows * kt; /* no early return: the warp meets at the row sums below */
+    const int64_t o = valid ? id / kt : -1, tc = valid ? id % kt : 0;
     long long sa = 0, se = 0, sf = 0;
-    arb_upd_plan pl = {mult, shift, key, threshold, leak_shift};
-    int32_t m = stats_only ? 0 : mult[o];
-    for (int j = 0; j < 16; j++) {
-        int64_t i = tc * 16 + j;
-        if (i >= cols) break;
-        int sh = 8 * (j & 3) + 2 * (j >> 2);
-        int t = (int)((word >> sh) & 3u) - 1;
-        int32_t gi = g[o * ld + i];
-        for (int sp = 1; sp < nsplit; sp++) gi += g[sp * split_stride + o * ld + i];
-        sa += gi < 0 ? -(long long)gi : (long long)gi;
-        if (stats_only) continue;
-        se += (long long)t * gi;
-        int8_t a = accum[o * cols + i];
-        int nt = arb_upd_weight(t, &a, gi, m, &pl, arb_rand_u32(key, (uint32_t)(o * cols + i)));
-        accum[o * cols + i] = a;
-        if (nt != t) {
-            sf++;
-            nw = (nw & ~(3u << sh)) | ((uint32_t)(nt + 1) << sh);
+    if (valid) {
+        uint32_t *wp = (uint32_t *)(trits + ((o >> 4) * kt + tc) * ARB_TILE_BYTES + 4 * (o & 15));
+        uint32_t word = *wp, nw = word;
+        arb_upd_plan pl = {mult, shift, key, threshold, leak_shift};
+        int32_t m = stats_only ? 0 : mult[o];
+        for (int j = 0; j < 16; j++) {
+            int64_t i = tc * 16 + j;
+            if (i >= cols) break;
+            int sh = 8 * (j & 3) + 2 * (j >> 2);
+            int t = (int)((word >> sh) & 3u) - 1;
+            int32_t gi = g[o * ld + i];
+            for (int sp = 1; sp < nsplit; sp++) gi += g[sp * split_stride + o * ld + i];
+            sa += gi < 0 ? -(long long)gi : (long long)gi;
+            if (stats_only) continue;
+            se += (long long)t * gi;
+            int8_t a = accum[o * cols + i];
+            int nt = arb_upd_weight(t, &a, gi, m, &pl, arb_rand_u32(key, (uint32_t)(o * cols + i)));
+            accum[o * cols + i] = a;
+            if (nt != t) {
+                sf++;
+                nw = (nw & ~(3u << sh)) | ((uint32_t)(nt + 1) << sh);
+            }
         }
+        if (nw != word) *wp = nw;
     }
-    if (nw != word) *wp = nw;
+    /* Row sums: one atomic per warp and sum when all its lanes hold the same row (any warp of a
+     * row with ≥ 32 tiles but the ones crossing a row boundary), else one per thread; 64-bit
+     * integer sums, so every grouping gives the same totals. (One atomic per thread put 128
+     * same-address atomics per sum on each row of a 2048-column layer.) */
+    const int64_t o0 = __shfl_sync(0xffffffffu, o, 0);
+    if (__all_sync(0xffffffffu, o == o0)) {
+        if (o0 < 0) return;
+#pragma unroll
+        for (int d = 16; d; d >>= 1) {
+            sa += __shfl_xor_sync(0xffffffffu, sa, d);
+            se += __shfl_xor_sync(0xffffffffu, se, d);
+            sf += __shfl_xor_sync(0xffffffffu, sf, d);
+        }
+        if ((threadIdx.x & 31) != 0) return;
+    } else if (!valid) {
+        return;
+    }
     if (sa) atomicAdd(&abs_g[o], (unsigned long long)sa);
     if (se) atomicAdd(&ge[o], (unsigned long long)se);
     if (sf) atomicAdd(&flips[o], (unsigned long long)sf);

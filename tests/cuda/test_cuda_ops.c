@@ -448,6 +448,20 @@ static void test_linear_update_splitk(void **state) {
     unsetenv("ARB_CUDA_SPLITK");
 }
 
+/* The update rule applied in the dW GEMM's epilogue (ARB_CUDA_UPD=fused; the default sums Gint
+ * in a separate pass): the same bits, the first step's stats epilogue included, several tiles
+ * per CTA with the grid capped. */
+static void test_linear_update_fused_epilogue(void **state) {
+    (void)state;
+    setenv("ARB_CUDA_UPD", "fused", 1);
+    run_update_steps(77, 150, 45, 30, 51);
+    run_update_steps(300, 600, 200, 3, 52);
+    setenv("ARB_CUDA_GEMM_CTAS", "2", 1);
+    run_update_steps(300, 600, 200, 3, 53);
+    unsetenv("ARB_CUDA_GEMM_CTAS");
+    unsetenv("ARB_CUDA_UPD");
+}
+
 /* The training shapes with the automatic slice count (16384 tokens: 7–22 slices of 6–19
  * K-blocks). Minutes of scalar reference work under the sanitizer: ARB_CUDA_TEST_LARGE=1 runs it. */
 static void test_linear_update_splitk_large(void **state) {
@@ -682,6 +696,7 @@ int main(void) {
         cmocka_unit_test(test_linear_update_shapes),   cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_rmsnorm),                cmocka_unit_test(test_fixed_exponent),
         cmocka_unit_test(test_gemm_persistent),        cmocka_unit_test(test_linear_update_splitk),
+        cmocka_unit_test(test_linear_update_fused_epilogue),
         cmocka_unit_test(test_linear_update_splitk_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
