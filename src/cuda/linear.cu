@@ -474,29 +474,34 @@ constexpr int WS_THREADS = 384;
  *   int8 A:   4 stages of 48 KB; the update kernel gives one to its staged epilogue operands and
  *             releases each stage as soon as its wgmma retires (wait 0) to keep 2 stages ahead. */
 template <int AM, int EPI> constexpr bool ws_staged_epi() { return AM == A_INT8 && EPI == EPI_UPDATE; }
-/* TS (packed forward / dX, opt-in): the output leaves through a 32 KB swizzled staging tile and
- * bulk tensor stores, one 32-row quarter of the 128 × 256 tile at a time (5 stages then). */
-constexpr int WS_OUT_BYTES = 256 * 32 * 4;
+/* TS (packed forward / dX, opt-in): rows 0–63 of each output tile leave through a 64 KB swizzled
+ * staging area and bulk tensor stores that drain while the next tile multiplies (4 stages then);
+ * rows 64–127 are stored from registers as usual, meanwhile. */
+constexpr int WS_OUT_BYTES = 256 * 32 * 4; /* one 32-row quarter of the tile */
 template <int AM, int EPI, int TS = 0> constexpr int ws_stages() {
-    return AM != A_INT8 ? (TS ? 5 : 6) : ws_staged_epi<AM, EPI>() ? 3 : 4;
+    return AM != A_INT8 ? (TS ? 4 : 6) : ws_staged_epi<AM, EPI>() ? 3 : 4;
 }
 template <int AM, int EPI, int TS = 0> constexpr int ws_smem() {
     return 1024 + ws_stages<AM, EPI, TS>() * (W_B_BYTES + (AM == A_INT8 ? W_AI8_BYTES : W_APK_BYTES)) +
-           (TS ? WS_OUT_BYTES : 0) + (ws_staged_epi<AM, EPI>() ? EPI_STAGE_BYTES : 0) +
+           (TS ? 2 * WS_OUT_BYTES : 0) + (ws_staged_epi<AM, EPI>() ? EPI_STAGE_BYTES : 0) +
            (2 * ws_stages<AM, EPI, TS>() + 2) * 8;
 }
 
 #if defined(ARB_HAVE_WGMMA)
-/* TS epilogue: quarter q (rows 32q..32q+31 of the tile) belongs to consumer warps 2q, 2q+1; in
- * turn each pair writes its values (scaled as the kind asks) into the swizzled staging tile, one
- * thread issues the bulk tensor store and waits until the engine has read the tile, and the next
- * pair may write. The stores to global memory then drain while the next tile multiplies. The
- * 128-byte swizzle (16-byte chunk ^= n & 7) keeps a warp's 32 stores in distinct banks. */
+/* TS epilogue of consumer warpgroup 0 (rows 0–63 of the tile, quarters 0 and 1): its four warps
+ * write their values (scaled as the kind asks) into the two swizzled 32 KB staging quarters at
+ * once, one thread issues both bulk tensor stores, and the group goes on to the next tile while
+ * the copy engine drains them; warpgroup 1 stores its rows from registers meanwhile, so only half
+ * of the tile's bytes compete for the memory system while the tensor cores idle. (The first TS
+ * version staged all four quarters through one 32 KB buffer in turn, each waiting for the copy
+ * engine: 885 vs 1027 TOP/s at 16384×2048×2048.) The staging area is rewritten one tile later,
+ * after the issuing thread has seen the engine finish reading it. The 128-byte swizzle (16-byte
+ * chunk ^= n & 7) keeps a warp's 32 stores in distinct banks. */
 template <int EPI>
-__device__ __forceinline__ void store_tile_tma(const GemmArgs &g, int32_t (&acc)[128], const CUtensorMap *map,
-                                               uint8_t *sO, int m0, int n0, int q_mine, int half, int lane,
-                                               bool issuer) {
-    const int gq = lane >> 2, tig = lane & 3;
+__device__ __forceinline__ void store_half_tma(const GemmArgs &g, int32_t (&acc)[128], const CUtensorMap *map,
+                                               uint8_t *sO, int m0, int n0, int wq, int lane, bool issuer) {
+    const int gq = lane >> 2, tig = lane & 3, q = wq >> 1, half = wq & 1;
+    uint8_t *buf = sO + q * WS_OUT_BYTES; /* [256 n][32 m] 4-byte values */
     /* n & 7 = 2tig + (e & 1) for every nj: each of the 4 values per nj has a fixed offset */
     int off[4];
     float smv[2] = {1.0f, 1.0f};
@@ -508,43 +513,39 @@ __device__ __forceinline__ void store_tile_tma(const GemmArgs &g, int32_t (&acc)
     if constexpr (EPI == EPI_F32) {
 #pragma unroll
         for (int b = 0; b < 2; b++) {
-            const int m = m0 + q_mine * 32 + half * 16 + gq + 8 * b;
+            const int m = m0 + q * 32 + half * 16 + gq + 8 * b;
             smv[b] = m < g.M ? __ldg(g.rs_m + m) : 0.0f;
         }
     }
-#pragma unroll 1
-    for (int q = 0; q < 4; q++) {
-        if (q == q_mine) {
+    if (issuer) arb_bulk_wait_read<0>(); /* the previous tile's stores have read the staging area */
+    asm volatile("bar.sync 2, 128;\n" ::: "memory");
 #pragma unroll
-            for (int nj = 0; nj < 32; nj++) {
-                float sn[2] = {1.0f, 1.0f};
-                if constexpr (EPI != EPI_I32) {
+    for (int nj = 0; nj < 32; nj++) {
+        float sn[2] = {1.0f, 1.0f};
+        if constexpr (EPI != EPI_I32) {
 #pragma unroll
-                    for (int b = 0; b < 2; b++) {
-                        const int n = n0 + nj * 8 + 2 * tig + b;
-                        sn[b] = n < g.N ? __ldg(g.rs_n + n) : 0.0f;
-                    }
-                }
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int32_t v = acc[nj * 4 + e];
-                    if constexpr (EPI != EPI_I32) {
-                        float f = __fmul_rn((float)v, sn[e & 1]);
-                        if constexpr (EPI == EPI_F32) f = __fmul_rn(f, smv[e >> 1]);
-                        v = __float_as_int(f);
-                    }
-                    *(int32_t *)(sO + nj * 1024 + off[e]) = v;
-                }
+            for (int b = 0; b < 2; b++) {
+                const int n = n0 + nj * 8 + 2 * tig + b;
+                sn[b] = n < g.N ? __ldg(g.rs_n + n) : 0.0f;
             }
-            arb_fence_proxy_async();
         }
-        asm volatile("bar.sync 1, 256;\n" ::: "memory");
-        if (issuer) {
-            arb_tma_store_2d(map, m0 + q * 32, n0, sO);
-            arb_bulk_commit();
-            arb_bulk_wait_read<0>();
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int32_t v = acc[nj * 4 + e];
+            if constexpr (EPI != EPI_I32) {
+                float f = __fmul_rn((float)v, sn[e & 1]);
+                if constexpr (EPI == EPI_F32) f = __fmul_rn(f, smv[e >> 1]);
+                v = __float_as_int(f);
+            }
+            *(int32_t *)(buf + nj * 1024 + off[e]) = v;
         }
-        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    }
+    arb_fence_proxy_async();
+    asm volatile("bar.sync 2, 128;\n" ::: "memory");
+    if (issuer) {
+        arb_tma_store_2d(map, m0, n0, sO);
+        arb_tma_store_2d(map, m0 + 32, n0, sO + WS_OUT_BYTES);
+        arb_bulk_commit();
     }
 }
 #endif
@@ -564,7 +565,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     int8_t *sE = (int8_t *)(sP + (AM == A_INT8 ? 0 : S * W_APK_BYTES)); /* staged update operands */
     uint32_t *sW = (uint32_t *)(sE + 128 * EPI_LD);
     uint8_t *sO = (uint8_t *)sE; /* TS: [256 n][32 m] 4-byte values, 128-byte swizzle (1024-aligned) */
-    uint64_t *full = (uint64_t *)((uint8_t *)sE + (STAGED ? EPI_STAGE_BYTES : TS ? WS_OUT_BYTES : 0)), *empty = full + S;
+    uint64_t *full = (uint64_t *)((uint8_t *)sE + (STAGED ? EPI_STAGE_BYTES : TS ? 2 * WS_OUT_BYTES : 0)), *empty = full + S;
     uint64_t *epi_full = empty + S, *epi_empty = epi_full + 1;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const unsigned rank = CL > 1 ? arb_cluster_rank() : 0u;
@@ -781,7 +782,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                 if (lane == 0) arb_mbar_arrive(epi_empty);
                 eph ^= 1;
             } else if constexpr (TS) {
-                store_tile_tma<EPI>(g, acc, &tmO, sO, m0, n0, cw * 2 + ((warp & 3) >> 1), warp & 1, lane, tid == 128);
+                if (cw == 0) store_half_tma<EPI>(g, acc, &tmO, sO, m0, n0, warp & 3, lane, tid == 128);
+                else epilogue<EPI, 1, 32>(g, acc, m0 + 64 + (warp & 3) * 16, n0, lane);
             } else {
                 epilogue<EPI, 1, 32>(g, acc, m0 + cw * 64 + (warp & 3) * 16, n0, lane, nullptr, nullptr, 0, 0,
                                      (int64_t)(t / tiles) * g.split_stride);
@@ -904,13 +906,15 @@ template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char 
         if (ws_maps(g, AM, cl, &ma, &mb)) {
             CUtensorMap mo = ma; /* unused unless TS */
             if constexpr (AM != A_INT8 && EPI != EPI_UPDATE && EPI != EPI_STATS) {
-                /* opt-in (ARB_CUDA_GEMM_TMASTORE=1): bulk tensor stores of the output. Measured
-                 * slower at the training shapes (885 vs 1027 TOP/s at 16384×2048×2048, H100): the
-                 * four quarters leave one after another, each waiting for the copy engine. */
-                static const bool ts_on = [] {
+                /* Half of each output tile through bulk tensor stores that overlap the next tile
+                 * (store_half_tma, 4 stages instead of 6) where the stores are a large share of
+                 * the tile: K ≤ 4096 (the training shapes have K = 2048: 16 K-blocks per tile).
+                 * ARB_CUDA_GEMM_TMASTORE=0 / 1 turns it off / on for every K. */
+                static const int ts_mode = [] {
                     const char *e = getenv("ARB_CUDA_GEMM_TMASTORE");
-                    return e && !strcmp(e, "1");
+                    return e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "1") ? 1 : -1;
                 }();
+                const bool ts_on = ts_mode == 1 || (ts_mode < 0 && g.K <= 4096);
                 if (ts_on && cl == 1 && g.ldo % 4 == 0 && !((uintptr_t)g.out & 15) &&
                     arb_tensor_map_2d(&mo, CU_TENSOR_MAP_DATA_TYPE_INT32, g.out, (uint64_t)g.M, (uint64_t)g.N,
                                       (uint64_t)g.ldo * 4, 32, 256, CU_TENSOR_MAP_SWIZZLE_128B))
