@@ -40,6 +40,10 @@ bool arb_cuda_sync_check(void);
 arb_status arb_cuda_require(const char *what);
 arb_status arb_cuda_require_ternary(const arb_ternary *w, const char *what);
 
+/* A second stream of the calling thread on the current device (created once, kept): for work
+ * that may run beside the current stream; the caller orders it with events. */
+arb_status arb_cuda_side_stream(cudaStream_t *out);
+
 /* A page-locked host buffer of at least n bytes, private to the calling thread (grows; kept). */
 arb_status arb_cuda_host_scratch(size_t n, void **p);
 

@@ -1435,6 +1435,36 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_TRY(dmult.alloc((size_t)rows * sizeof(int32_t)));
         ARB_CU(cudaMemsetAsync(camax.p, 0, (size_t)rows * sizeof(unsigned), s));
     }
+    /* xqᵀ for the dW GEMM depends only on xq: it runs on the side stream, beside the maxima and
+     * quantization passes over dy (each alone used ~1.7 TB/s of the memory system), and the
+     * current stream waits for it after the dX GEMM is queued. The guard joins on every return
+     * path before the scratch buffers above go back to the pool. */
+    struct SideJoin {
+        cudaStream_t main;
+        cudaEvent_t fork = nullptr, join = nullptr;
+        bool joined = false;
+        cudaError_t wait() {
+            joined = true;
+            return join ? cudaStreamWaitEvent(main, join, 0) : cudaSuccess;
+        }
+        ~SideJoin() {
+            if (!joined) wait();
+            if (join) cudaEventDestroy(join);
+            if (fork) cudaEventDestroy(fork);
+        }
+    } side{s};
+    if (p && n > 0) {
+        cudaStream_t ss;
+        ARB_TRY(arb_cuda_side_stream(&ss));
+        ARB_CU(cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming));
+        ARB_CU(cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming));
+        ARB_CU(cudaEventRecord(side.fork, s)); /* xq was written on the current stream */
+        ARB_CU(cudaStreamWaitEvent(ss, side.fork, 0));
+        dim3 gt(arb_cuda_blocks(cp, 64), arb_cuda_blocks(ldt, 64));
+        k_transpose_i8<<<gt, 256, 0, ss>>>(xq, n, cp, ldt, xqt.as<int8_t>());
+        ARB_CU_LAUNCH("k_transpose_i8");
+        ARB_CU(cudaEventRecord(side.join, ss));
+    }
     if (n > 0) {
         /* 128 columns per block: the model's 272/384/1152-row layers left up to half of 256 idle */
         dim3 ga(arb_cuda_blocks(rows, AMAX_T), arb_cuda_blocks(n, AMAX_T));
@@ -1496,9 +1526,10 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         if (h) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
         return ARB_OK;
     }
-    dim3 gt(arb_cuda_blocks(cp, 64), arb_cuda_blocks(ldt, 64));
-    k_transpose_i8<<<gt, 256, 0, s>>>(xq, n, cp, ldt, xqt.as<int8_t>());
-    ARB_CU_LAUNCH("k_transpose_i8");
+    ARB_CU(side.wait()); /* xqᵀ is ready before anything queued from here on */
+    if (n == 0) { /* no side work: ldt zero columns of xqᵀ, as k_transpose_i8 would write them */
+        ARB_CU(cudaMemsetAsync(xqt.p, 0, (size_t)(cp * ldt), s));
+    }
 
     ARB_CU(cudaEventSynchronize(ev)); /* the maxima are here; the dX GEMM may still run */
     if (pin[0])

@@ -279,6 +279,30 @@ arb_status arb_cuda_host_scratch(size_t n, void **out) {
     return ARB_OK;
 }
 
+/* ------------------------------------------------------------------ side stream */
+
+namespace {
+/* One non-blocking stream per thread and device for work that may overlap the thread's current
+ * stream (ordered against it with events by the caller). */
+struct SideStreams {
+    cudaStream_t s[64] = {};
+    ~SideStreams() {
+        for (cudaStream_t &x : s)
+            if (x) cudaStreamDestroy(x);
+    }
+};
+thread_local SideStreams g_side;
+} // namespace
+
+arb_status arb_cuda_side_stream(cudaStream_t *out) {
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64) return arb_error(ARB_ERR_CUDA, "arb_cuda_side_stream: device %d", dev);
+    if (!g_side.s[dev]) ARB_CU(cudaStreamCreateWithFlags(&g_side.s[dev], cudaStreamNonBlocking));
+    *out = g_side.s[dev];
+    return ARB_OK;
+}
+
 /* ------------------------------------------------------------------ copies, tensors */
 
 extern "C" arb_status arb_cuda_copy_h2d(void *dst, const void *src, size_t n) {
