@@ -474,7 +474,7 @@ constexpr int WS_THREADS = 384;
  *   int8 A:   4 stages of 48 KB; the update kernel gives one to its staged epilogue operands and
  *             releases each stage as soon as its wgmma retires (wait 0) to keep 2 stages ahead. */
 template <int AM, int EPI> constexpr bool ws_staged_epi() { return AM == A_INT8 && EPI == EPI_UPDATE; }
-/* TS (packed forward / dX, opt-in): rows 0–63 of each output tile leave through a 64 KB swizzled
+/* TS (packed forward / dX, K ≤ 4096 by default): rows 0–63 of each output tile leave through a 64 KB swizzled
  * staging area and bulk tensor stores that drain while the next tile multiplies (4 stages then);
  * rows 64–127 are stored from registers as usual, meanwhile. */
 constexpr int WS_OUT_BYTES = 256 * 32 * 4; /* one 32-row quarter of the tile */
@@ -1435,35 +1435,47 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_TRY(dmult.alloc((size_t)rows * sizeof(int32_t)));
         ARB_CU(cudaMemsetAsync(camax.p, 0, (size_t)rows * sizeof(unsigned), s));
     }
-    /* xqᵀ for the dW GEMM depends only on xq: it runs on the side stream, beside the maxima and
-     * quantization passes over dy (each alone used ~1.7 TB/s of the memory system), and the
-     * current stream waits for it after the dX GEMM is queued. The guard joins on every return
+    /* Wᵀ for the dX GEMM and xqᵀ for the dW GEMM depend only on W and xq: they run on the side
+     * stream, beside the maxima and quantization passes over dy (each alone used ~1.7 TB/s of the
+     * memory system). The current stream waits for Wᵀ before the dX GEMM and for xqᵀ after the
+     * dX GEMM is queued (the update changes W only after that). The guard joins on every return
      * path before the scratch buffers above go back to the pool. */
     struct SideJoin {
         cudaStream_t main;
-        cudaEvent_t fork = nullptr, join = nullptr;
+        cudaEvent_t ev[3] = {nullptr, nullptr, nullptr}; /* fork, Wᵀ done, xqᵀ done */
         bool joined = false;
-        cudaError_t wait() {
-            joined = true;
-            return join ? cudaStreamWaitEvent(main, join, 0) : cudaSuccess;
+        cudaError_t wait(int i) {
+            if (i == 2) joined = true;
+            return ev[i] ? cudaStreamWaitEvent(main, ev[i], 0) : cudaSuccess;
         }
         ~SideJoin() {
-            if (!joined) wait();
-            if (join) cudaEventDestroy(join);
-            if (fork) cudaEventDestroy(fork);
+            if (!joined) {
+                wait(1);
+                wait(2);
+            }
+            for (cudaEvent_t e : ev)
+                if (e) cudaEventDestroy(e);
         }
     } side{s};
-    if (p && n > 0) {
+    const bool do_wt = dx && n > 0, do_xt = p && n > 0;
+    if (do_wt || do_xt) {
         cudaStream_t ss;
         ARB_TRY(arb_cuda_side_stream(&ss));
-        ARB_CU(cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming));
-        ARB_CU(cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming));
-        ARB_CU(cudaEventRecord(side.fork, s)); /* xq was written on the current stream */
-        ARB_CU(cudaStreamWaitEvent(ss, side.fork, 0));
-        dim3 gt(arb_cuda_blocks(cp, 64), arb_cuda_blocks(ldt, 64));
-        k_transpose_i8<<<gt, 256, 0, ss>>>(xq, n, cp, ldt, xqt.as<int8_t>());
-        ARB_CU_LAUNCH("k_transpose_i8");
-        ARB_CU(cudaEventRecord(side.join, ss));
+        for (cudaEvent_t &e : side.ev) ARB_CU(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        ARB_CU(cudaEventRecord(side.ev[0], s)); /* W and xq were written on the current stream */
+        ARB_CU(cudaStreamWaitEvent(ss, side.ev[0], 0));
+        if (do_wt) {
+            const int64_t tr = rp / 16, tc = cp / 16;
+            k_transpose_packed<<<arb_cuda_blocks(tr * tc, 128), 128, 0, ss>>>(w->trits, tr, tc, wt.as<uint8_t>());
+            ARB_CU_LAUNCH("k_transpose_packed");
+        }
+        ARB_CU(cudaEventRecord(side.ev[1], ss));
+        if (do_xt) {
+            dim3 gt(arb_cuda_blocks(cp, 64), arb_cuda_blocks(ldt, 64));
+            k_transpose_i8<<<gt, 256, 0, ss>>>(xq, n, cp, ldt, xqt.as<int8_t>());
+            ARB_CU_LAUNCH("k_transpose_i8");
+        }
+        ARB_CU(cudaEventRecord(side.ev[2], ss));
     }
     if (n > 0) {
         /* 128 columns per block: the model's 272/384/1152-row layers left up to half of 256 idle */
@@ -1502,8 +1514,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     } guard{ev};
     if (dx && n > 0) {
         const int64_t tr = rp / 16, tc = cp / 16;
-        k_transpose_packed<<<arb_cuda_blocks(tr * tc, 128), 128, 0, s>>>(w->trits, tr, tc, wt.as<uint8_t>());
-        ARB_CU_LAUNCH("k_transpose_packed");
+        ARB_CU(side.wait(1)); /* Wᵀ */
         GemmArgs g;
         memset(&g, 0, sizeof g);
         g.M = (int)cols;
@@ -1526,7 +1537,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         if (h) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
         return ARB_OK;
     }
-    ARB_CU(side.wait()); /* xqᵀ is ready before anything queued from here on */
+    ARB_CU(side.wait(2)); /* xqᵀ is ready before anything queued from here on */
     if (n == 0) { /* no side work: ldt zero columns of xqᵀ, as k_transpose_i8 would write them */
         ARB_CU(cudaMemsetAsync(xqt.p, 0, (size_t)(cp * ldt), s));
     }
