@@ -4,6 +4,7 @@
 #   dev/cuda/gpu_run.sh [test] [testts0] [testmma] [testws1] [testws2] [testwg] [bench] [quick] [memcheck] [ctest] [prof] [ncu]
 #                       [shapes]   (default: test bench memcheck)
 # ARB_SHAPES_CORES (default "ws1 wg"), ARB_NCU_SHAPE, ARB_PROF_SHAPE pick what shapes/ncu/prof run;
+# ARB_TEST_TIMEOUT / ARB_MEMCHECK_TIMEOUT (150 / 280 s) cap the test and sanitizer steps;
 # ARB_CUDA_GEMM_TMASTORE=0|1 turns the half-tile bulk-tensor-store epilogue of forward/dX off|on for every K (default:
 # on for K <= 4096); `testts0` runs the tests with it off. ARB_CUDA_UPD=fused: the update rule in the dW GEMM's epilogue.
 # ARB_CUDA_GEMM=ws (default: clusters per GEMM) | ws1 | ws2 | wg | mma picks the GEMM core; `shapes` times 8192^3 and the
@@ -26,7 +27,7 @@ grep -E "C75[0-9][0-9]|warning" "$out/build.log" | head -5
 rc=0
 for w in $what; do
   case $w in
-    test) timeout 150 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test.log" | tail -25; r=${PIPESTATUS[0]}; echo "test_cuda_ops rc=$r"; [ $r = 0 ] || rc=1 ;;
+    test) timeout ${ARB_TEST_TIMEOUT:-150} build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test.log" | tail -25; r=${PIPESTATUS[0]}; echo "test_cuda_ops rc=$r"; [ $r = 0 ] || rc=1 ;;
     testts0) ARB_CUDA_GEMM_TMASTORE=0 timeout 120 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test-ts0.log" | tail -3; r=${PIPESTATUS[0]}; echo "test_cuda_ops (TMASTORE=0) rc=$r"; [ $r = 0 ] || rc=1 ;;
     testws1|testws2|testwg) ARB_CUDA_GEMM=${w#test} timeout 120 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test-${w#test}.log" | tail -3; r=${PIPESTATUS[0]}; echo "test_cuda_ops (${w#test} core) rc=$r"; [ $r = 0 ] || rc=1 ;;
     shapes) for c in ${ARB_SHAPES_CORES:-ws1 wg}; do for sh in 8192x8192x8192 16384x2048x2048; do echo "== $c $sh"; ARB_CUDA_GEMM=$c timeout 60 build-cuda/arbitor bench kernels --device cuda --shape $sh 2>&1 | tail -n +3 | tee -a "$out/shapes.log"; done; done ;;
@@ -41,7 +42,7 @@ for w in $what; do
     ctest) (cd build-cuda && timeout 300 ctest -j8 --output-on-failure 2>&1 | tail -25) ;;
     bench) timeout 300 build-cuda/arbitor bench kernels --device cuda 2>&1 | tee "$out/bench.log"; [ ${PIPESTATUS[0]} = 0 ] || rc=1 ;;
     quick) timeout 120 build-cuda/arbitor bench kernels --device cuda --quick 2>&1 | tee "$out/bench-quick.log" ;;
-    memcheck) timeout 280 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build-cuda/tests/test_cuda_ops >"$out/memcheck.log" 2>&1
+    memcheck) timeout ${ARB_MEMCHECK_TIMEOUT:-280} compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build-cuda/tests/test_cuda_ops >"$out/memcheck.log" 2>&1
       r=$?; grep -E "ERROR SUMMARY|PASSED|FAILED|Invalid|error" "$out/memcheck.log" | head -12; echo "memcheck rc=$r"; [ $r = 0 ] || rc=1 ;;
   esac
 done
