@@ -5,8 +5,7 @@
 # defaults (register-only GEMM epilogue: ARB_CUDA_GEMM_TMASTORE=0; update rule in the dW GEMM's
 # epilogue: ARB_CUDA_UPD=fused) and the tests with the register-only epilogue.
 # Kept as run at commit 0d11c4e (log: results/v14-final-h100.log). Since then the half-tile store
-# epilogue is opt-in (ARB_CUDA_GEMM_TMASTORE=1; gpu_run.sh's testts0 became testts1), so a rerun
-# today compares the default with itself in its second half.
+# epilogue is the default only for float outputs (forward, dX), no longer for int32.
 set -uo pipefail
 out=${OUT:-/tmp/arb-gpu}; mkdir -p "$out"
 cp -r .deps .wt-gemm/ && mkdir -p .wt-gemm/data && cp .gpu-data/tinyshakespeare.txt .wt-gemm/data/

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One device call: build with CUDA on the GPU machine (no Debian -dev packages there: the carried
 # .deps from scripts/carry-deps.sh), then the CUDA tests, the bench, and compute-sanitizer.
-#   dev/cuda/gpu_run.sh [test] [testts1] [testmma] [testws1] [testws2] [testwg] [bench] [quick] [memcheck] [ctest] [prof] [ncu]
+#   dev/cuda/gpu_run.sh [test] [testts0] [testts1] [testmma] [testws1] [testws2] [testwg] [bench] [quick] [memcheck] [ctest] [prof] [ncu]
 #                       [shapes]   (default: test bench memcheck)
 # ARB_SHAPES_CORES (default "ws1 wg"), ARB_NCU_SHAPE, ARB_PROF_SHAPE pick what shapes/ncu/prof run;
 # ARB_TEST_TIMEOUT / ARB_MEMCHECK_TIMEOUT (150 / 280 s) cap the test and sanitizer steps;
-# ARB_CUDA_GEMM_TMASTORE=1 turns the (opt-in, measured no faster) half-tile bulk-tensor-store epilogue of forward/dX on;
-# `testts1` runs the tests with it on. ARB_CUDA_UPD=fused: the update rule in the dW GEMM's epilogue.
+# ARB_CUDA_GEMM_TMASTORE=0|1: the half-tile bulk-tensor-store epilogue never | for every kind and K (default: float
+# outputs with K <= 4096); `testts0` / `testts1` run the tests so. ARB_CUDA_UPD=fused: the rule in the dW GEMM's epilogue.
 # ARB_CUDA_GEMM=ws (default: clusters per GEMM) | ws1 | ws2 | wg | mma picks the GEMM core; `shapes` times 8192^3 and the
 # training shapes on ws1 and wg next to the default (one process per core).
 # Logs go to $OUT (the device tool's folder) or /tmp/arb-gpu.
@@ -28,7 +28,7 @@ rc=0
 for w in $what; do
   case $w in
     test) timeout ${ARB_TEST_TIMEOUT:-150} build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test.log" | tail -25; r=${PIPESTATUS[0]}; echo "test_cuda_ops rc=$r"; [ $r = 0 ] || rc=1 ;;
-    testts1) ARB_CUDA_GEMM_TMASTORE=1 timeout 120 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test-ts1.log" | tail -3; r=${PIPESTATUS[0]}; echo "test_cuda_ops (TMASTORE=1) rc=$r"; [ $r = 0 ] || rc=1 ;;
+    testts0|testts1) ARB_CUDA_GEMM_TMASTORE=${w#testts} timeout 120 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test-$w.log" | tail -3; r=${PIPESTATUS[0]}; echo "test_cuda_ops (TMASTORE=${w#testts}) rc=$r"; [ $r = 0 ] || rc=1 ;;
     testws1|testws2|testwg) ARB_CUDA_GEMM=${w#test} timeout 120 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test-${w#test}.log" | tail -3; r=${PIPESTATUS[0]}; echo "test_cuda_ops (${w#test} core) rc=$r"; [ $r = 0 ] || rc=1 ;;
     shapes) for c in ${ARB_SHAPES_CORES:-ws1 wg}; do for sh in 8192x8192x8192 16384x2048x2048; do echo "== $c $sh"; ARB_CUDA_GEMM=$c timeout 60 build-cuda/arbitor bench kernels --device cuda --shape $sh 2>&1 | tail -n +3 | tee -a "$out/shapes.log"; done; done ;;
     testmma) ARB_CUDA_GEMM=mma timeout 200 build-cuda/tests/test_cuda_ops 2>&1 | tee "$out/test-mma.log" | tail -3; r=${PIPESTATUS[0]}; echo "test_cuda_ops (mma.sync path) rc=$r"; [ $r = 0 ] || rc=1 ;;

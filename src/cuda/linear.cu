@@ -474,7 +474,7 @@ constexpr int WS_THREADS = 384;
  *   int8 A:   4 stages of 48 KB; the update kernel gives one to its staged epilogue operands and
  *             releases each stage as soon as its wgmma retires (wait 0) to keep 2 stages ahead. */
 template <int AM, int EPI> constexpr bool ws_staged_epi() { return AM == A_INT8 && EPI == EPI_UPDATE; }
-/* TS (packed forward / dX, opt-in): rows 0–63 of each output tile leave through a 64 KB swizzled
+/* TS (packed forward / dX with K ≤ 4096 by default): rows 0–63 of each output tile leave through a 64 KB swizzled
  * staging area and bulk tensor stores that drain while the next tile multiplies (4 stages then);
  * rows 64–127 are stored from registers as usual, meanwhile. */
 constexpr int WS_OUT_BYTES = 256 * 32 * 4; /* one 32-row quarter of the tile */
@@ -906,14 +906,17 @@ template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char 
         if (ws_maps(g, AM, cl, &ma, &mb)) {
             CUtensorMap mo = ma; /* unused unless TS */
             if constexpr (AM != A_INT8 && EPI != EPI_UPDATE && EPI != EPI_STATS) {
-                /* Opt-in (ARB_CUDA_GEMM_TMASTORE=1): half of each output tile through bulk tensor
-                 * stores that overlap the next tile (store_half_tma, 4 stages instead of 6).
-                 * Measured on an H100 in one call: no gain at 16384×2048×2048 (ncu 139.4 vs
-                 * 138.3 µs), 1192 vs 1266 TOP/s at 16384×2048×8192; so off by default. */
-                static const bool ts_on = [] {
+                /* Half of each output tile through bulk tensor stores that overlap the next tile
+                 * (store_half_tma, 4 stages instead of 6), by default for the float epilogues
+                 * (forward, dX) with K ≤ 4096. Measured on an H100 (ncu, 16384×2048×2048): forward
+                 * 155.9 → 146.0 µs, dX 155.6 → 147.3; int32 out 138.3 → 139.4 (no gain, and the
+                 * bench had 1192 vs 1266 TOP/s at 16384×2048×8192), so int32 stays on registers.
+                 * ARB_CUDA_GEMM_TMASTORE=0 / 1: never / for every kind and K. */
+                static const int ts_mode = [] {
                     const char *e = getenv("ARB_CUDA_GEMM_TMASTORE");
-                    return e && !strcmp(e, "1");
+                    return e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "1") ? 1 : -1;
                 }();
+                const bool ts_on = ts_mode == 1 || (ts_mode < 0 && EPI != EPI_I32 && g.K <= 4096);
                 if (ts_on && cl == 1 && g.ldo % 4 == 0 && !((uintptr_t)g.out & 15) &&
                     arb_tensor_map_2d(&mo, CU_TENSOR_MAP_DATA_TYPE_INT32, g.out, (uint64_t)g.M, (uint64_t)g.N,
                                       (uint64_t)g.ldo * 4, 32, 256, CU_TENSOR_MAP_SWIZZLE_128B))
