@@ -352,15 +352,9 @@ static arb_status attn_forward(arb_model *m, layer *Ly) {
 /* dqkv (N, 3D) from dy (N, D). */
 static arb_status attn_backward(arb_model *m, layer *Ly, const float *dy, float *dqkv) {
     const arb_model_config *c = &m->cfg;
-    const int64_t D = c->dim, need = arb_mcu_attn_scratch_floats(m->B, m->T, D);
-    if (need > m->d_capQ) {
-        size_t b;
-        ARB_TRY(nbytes((size_t)need, sizeof(float), &b));
-        ARB_TRY(dalloc((void **)&m->d_dqpart, b));
-        m->d_capQ = need;
-    }
+    const int64_t D = c->dim;
     return arb_mcu_attn_backward(Ly->d_qkv, 3 * D, c->rotary ? m->d_rope : NULL, Ly->d_o, D, Ly->d_lse, dy, D,
-                                 m->d_delta, dqkv, 3 * D, m->d_dqpart, m->B, m->T, c->n_heads, c->dim / c->n_heads);
+                                 m->d_delta, dqkv, 3 * D, m->B, m->T, c->n_heads, c->dim / c->n_heads);
 }
 
 /* ---------------------------------------------------------------- forward */

@@ -29,12 +29,10 @@ arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, const float *rope
                                 int64_t B, int64_t T, int H, int hd);
 /* From dy (B·T, ldy) = d loss / d o: dqkv (B·T, lddq) columns [0, 3D) = d loss / d (q, k, v) of
  * the unrotated inputs (the inverse rotation applied to dq, dk), every element written.
- * delta: (B·H·T) scratch (Σ dy·o per row); scratch: arb_mcu_attn_scratch_floats(B, T, D) floats
- * (each key tile's share of dQ, summed in a fixed order). */
-int64_t arb_mcu_attn_scratch_floats(int64_t B, int64_t T, int64_t D);
+ * delta: (B·H·T) scratch (Σ dy·o per row). */
 arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *rope, const float *o, int64_t ldo,
                                  const float *lse, const float *dy, int64_t ldy, float *delta, float *dqkv,
-                                 int64_t lddq, float *scratch, int64_t B, int64_t T, int H, int hd);
+                                 int64_t lddq, int64_t B, int64_t T, int H, int hd);
 
 arb_status arb_mcu_relu2(const float *u, int64_t n, float *r);
 /* du = dr · 2·max(u, 0) (du may alias dr). */
