@@ -53,8 +53,8 @@ __device__ __forceinline__ double warp_sum_d(double v) {
  * Forward: per 64-key tile S = Q Kᵀ·sc, the online softmax, O += P V; the row log-sum-exp is saved.
  * Backward, deterministic without atomics or scratch: k_attn_bwd_dq (per query tile: Δ = Σ dO·O,
  * then over key tiles P, dS = P∘(dP − Δ)·sc, dQ += dS K) and k_attn_bwd_dkv (per key tile, over
- * query tiles: Pᵀ, dSᵀ, dV += Pᵀ dO, dK += dSᵀ Q); each reduces over its tiles in order. On the
- * diagonal tile a warp skips the 16-column groups that the causal mask zeroes entirely. */
+ * query tiles: Pᵀ, dSᵀ, dV += Pᵀ dO, dK += dSᵀ Q); each reduces over its tiles in order. The
+ * next tile's rows travel by cp.async while the current one computes. */
 constexpr int FA_R = 64, FA_THREADS = 128;
 
 typedef __nv_bfloat16 bf16;
@@ -72,19 +72,11 @@ __device__ __forceinline__ void ldsm4t(uint32_t (&r)[4], const bf16 *p) {
                  : "r"(smem_addr(p)));
 }
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-/* c += a·b in split bf16: the two small cross terms first, then hi·hi */
-__device__ __forceinline__ void mma3(float (&c)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], uint32_t bh0,
-                                     uint32_t bh1, uint32_t bl0, uint32_t bl1) {
-    mma16816(c, al, bh0, bh1);
-    mma16816(c, ah, bl0, bl1);
-    mma16816(c, ah, bh0, bh1);
-}
-
 /* (x, y) → packed bf16 pairs hi = bf16(x, y), lo = bf16(x − hi, y − hi) (x in the low half). */
 __device__ __forceinline__ void split2(float x, float y, uint32_t &hi, uint32_t &lo) {
     const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
@@ -172,28 +164,32 @@ __device__ __forceinline__ void fa_convert(bf16 *hi, bf16 *lo, const float *st, 
 }
 
 /* s (16 × 64) += A Bᵀ for one warp: A = 16 rows × HD (planes ah, al at the warp's first row),
- * B = 64 rows × HD (planes bh, bl). Only column groups jp (16 columns each) in [lo, hi]. */
+ * B = 64 rows × HD (planes bh, bl). Per k-step all B fragments load first and the 24 mma go in
+ * three passes over the 8 accumulators (no accumulator is used twice within 8 instructions): no
+ * branches in the unrolled body, so ptxas schedules it as one block. */
 template <int HD>
 __device__ __forceinline__ void mma_abt(float (&s)[8][4], const bf16 *ah, const bf16 *al, const bf16 *bh,
-                                        const bf16 *bl, int lo, int hi) {
+                                        const bf16 *bl) {
     constexpr int LD = HD + 8;
     const int lane = threadIdx.x & 31;
     const int ar = (lane & 7) + ((lane >> 3) & 1) * 8, ac = (lane >> 4) * 8;
     const int br = (lane & 7) + (lane >> 4) * 8, bc = ((lane >> 3) & 1) * 8;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-        uint32_t a_h[4], a_l[4];
+        uint32_t a_h[4], a_l[4], b_h[4][4], b_l[4][4];
         ldsm4(a_h, ah + ar * LD + kk * 16 + ac);
         ldsm4(a_l, al + ar * LD + kk * 16 + ac);
 #pragma unroll
         for (int jp = 0; jp < 4; jp++) {
-            if (jp < lo || jp > hi) continue;
-            uint32_t b_h[4], b_l[4];
-            ldsm4(b_h, bh + (jp * 16 + br) * LD + kk * 16 + bc);
-            ldsm4(b_l, bl + (jp * 16 + br) * LD + kk * 16 + bc);
-            mma3(s[2 * jp], a_h, a_l, b_h[0], b_h[1], b_l[0], b_l[1]);
-            mma3(s[2 * jp + 1], a_h, a_l, b_h[2], b_h[3], b_l[2], b_l[3]);
+            ldsm4(b_h[jp], bh + (jp * 16 + br) * LD + kk * 16 + bc);
+            ldsm4(b_l[jp], bl + (jp * 16 + br) * LD + kk * 16 + bc);
         }
+#pragma unroll
+        for (int j = 0; j < 8; j++) mma16816(s[j], a_l, b_h[j >> 1][2 * (j & 1)], b_h[j >> 1][2 * (j & 1) + 1]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) mma16816(s[j], a_h, b_l[j >> 1][2 * (j & 1)], b_l[j >> 1][2 * (j & 1) + 1]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) mma16816(s[j], a_h, b_h[j >> 1][2 * (j & 1)], b_h[j >> 1][2 * (j & 1) + 1]);
     }
 }
 
@@ -208,24 +204,33 @@ __device__ __forceinline__ void c2a(const float (&s)[8][4], uint32_t (&ph)[4][4]
     }
 }
 
-/* o (16 × HD) += P B for one warp: P = 16 × 64 split in registers, B = 64 rows × HD (planes),
- * only k-steps kk (16 rows of B each) in [lo, hi]. */
+/* o (16 × HD) += P B for one warp: P = 16 × 64 split in registers, B = 64 rows × HD (planes);
+ * per k-step and 32 columns of B, 12 mma in three passes over 4 accumulators. */
 template <int HD>
 __device__ __forceinline__ void mma_pb(float (&o)[HD / 8][4], const uint32_t (&ph)[4][4], const uint32_t (&pl)[4][4],
-                                       const bf16 *bh, const bf16 *bl, int lo, int hi) {
-    constexpr int LD = HD + 8;
+                                       const bf16 *bh, const bf16 *bl) {
+    constexpr int LD = HD + 8, JP = HD / 16 < 2 ? HD / 16 : 2;
     const int lane = threadIdx.x & 31;
     const int vr = (lane & 7) + ((lane >> 3) & 1) * 8, vc = (lane >> 4) * 8;
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-        if (kk < lo || kk > hi) continue;
 #pragma unroll
-        for (int jp = 0; jp < HD / 16; jp++) {
-            uint32_t b_h[4], b_l[4];
-            ldsm4t(b_h, bh + (kk * 16 + vr) * LD + jp * 16 + vc);
-            ldsm4t(b_l, bl + (kk * 16 + vr) * LD + jp * 16 + vc);
-            mma3(o[2 * jp], ph[kk], pl[kk], b_h[0], b_h[1], b_l[0], b_l[1]);
-            mma3(o[2 * jp + 1], ph[kk], pl[kk], b_h[2], b_h[3], b_l[2], b_l[3]);
+        for (int j0 = 0; j0 < HD / 16; j0 += JP) {
+            uint32_t b_h[JP][4], b_l[JP][4];
+#pragma unroll
+            for (int jp = 0; jp < JP; jp++) {
+                ldsm4t(b_h[jp], bh + (kk * 16 + vr) * LD + (j0 + jp) * 16 + vc);
+                ldsm4t(b_l[jp], bl + (kk * 16 + vr) * LD + (j0 + jp) * 16 + vc);
+            }
+#pragma unroll
+            for (int j = 0; j < 2 * JP; j++)
+                mma16816(o[2 * j0 + j], pl[kk], b_h[j >> 1][2 * (j & 1)], b_h[j >> 1][2 * (j & 1) + 1]);
+#pragma unroll
+            for (int j = 0; j < 2 * JP; j++)
+                mma16816(o[2 * j0 + j], ph[kk], b_l[j >> 1][2 * (j & 1)], b_l[j >> 1][2 * (j & 1) + 1]);
+#pragma unroll
+            for (int j = 0; j < 2 * JP; j++)
+                mma16816(o[2 * j0 + j], ph[kk], b_h[j >> 1][2 * (j & 1)], b_h[j >> 1][2 * (j & 1) + 1]);
         }
     }
 }
@@ -259,7 +264,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
     for (int j = 0; j < NO; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     for (int kt = 0; kt <= qt; kt++) {
-        const int k0 = kt * FA_R, jhi = kt == qt ? w : 3;
+        const int k0 = kt * FA_R;
         cp_wait_all();
         __syncthreads(); /* the previous tile's planes are no longer read; the staged rows have landed */
         fa_convert<HD>(Kh, Kl, Ks32, k0, T, cs);
@@ -273,7 +278,7 @@ __global__ void __launch_bounds__(FA_THREADS)
         float s[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-        mma_abt<HD>(s, Qh + wr * (HD + 8), Ql + wr * (HD + 8), Kh, Kl, 0, jhi);
+        mma_abt<HD>(s, Qh + wr * (HD + 8), Ql + wr * (HD + 8), Kh, Kl);
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -315,7 +320,7 @@ __global__ void __launch_bounds__(FA_THREADS)
             }
         uint32_t ph[4][4], pl[4][4];
         c2a(s, ph, pl);
-        mma_pb<HD>(acc, ph, pl, Vh, Vl, 0, jhi);
+        mma_pb<HD>(acc, ph, pl, Vh, Vl);
     }
     float *og = o + (int64_t)b * T * ldo + (int64_t)h * HD;
 #pragma unroll
@@ -388,7 +393,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
     for (int j = 0; j < NO; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     for (int kt = 0; kt <= qt; kt++) {
-        const int k0 = kt * FA_R, jhi = kt == qt ? w : 3;
+        const int k0 = kt * FA_R;
         cp_wait_all();
         __syncthreads();
         fa_convert<HD>(Kh, Kl, Ks32, k0, T, cs);
@@ -404,8 +409,8 @@ __global__ void __launch_bounds__(FA_THREADS)
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
-        mma_abt<HD>(s, Qh + wr * LD, Ql + wr * LD, Kh, Kl, 0, jhi);  /* S = Q Kᵀ */
-        mma_abt<HD>(dp, Gh + wr * LD, Gl + wr * LD, Vh, Vl, 0, jhi); /* dP = dO Vᵀ */
+        mma_abt<HD>(s, Qh + wr * LD, Ql + wr * LD, Kh, Kl);  /* S = Q Kᵀ */
+        mma_abt<HD>(dp, Gh + wr * LD, Gl + wr * LD, Vh, Vl); /* dP = dO Vᵀ */
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -420,7 +425,7 @@ __global__ void __launch_bounds__(FA_THREADS)
             }
         uint32_t ph[4][4], pl[4][4];
         c2a(s, ph, pl);
-        mma_pb<HD>(acc, ph, pl, Kh, Kl, 0, jhi); /* dQ += dS K */
+        mma_pb<HD>(acc, ph, pl, Kh, Kl); /* dQ += dS K */
     }
     float *dq = dqkv + (int64_t)b * T * lddq + hc;
 #pragma unroll
@@ -475,7 +480,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
         for (int e = 0; e < 4; e++) dk[j][e] = dv[j][e] = 0.0f;
     for (int qt = kt; qt < nq; qt++) {
-        const int q0 = qt * FA_R, jlo = qt == kt ? w : 0;
+        const int q0 = qt * FA_R;
         cp_wait_all();
         __syncthreads();
         fa_convert<HD>(Qh, Ql, Qs32, q0, T, cs);
@@ -488,8 +493,8 @@ __global__ void __launch_bounds__(FA_THREADS)
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
-        mma_abt<HD>(s, Kh + wr * LD, Kl + wr * LD, Qh, Ql, jlo, 3);  /* Sᵀ = K Qᵀ */
-        mma_abt<HD>(dp, Vh + wr * LD, Vl + wr * LD, Gh, Gl, jlo, 3); /* dPᵀ = V dOᵀ */
+        mma_abt<HD>(s, Kh + wr * LD, Kl + wr * LD, Qh, Ql);  /* Sᵀ = K Qᵀ */
+        mma_abt<HD>(dp, Vh + wr * LD, Vl + wr * LD, Gh, Gl); /* dPᵀ = V dOᵀ */
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -505,9 +510,9 @@ __global__ void __launch_bounds__(FA_THREADS)
             }
         uint32_t ah[4][4], al[4][4];
         c2a(s, ah, al);
-        mma_pb<HD>(dv, ah, al, Gh, Gl, jlo, 3); /* dV += Pᵀ dO */
+        mma_pb<HD>(dv, ah, al, Gh, Gl); /* dV += Pᵀ dO */
         c2a(dp, ah, al);
-        mma_pb<HD>(dk, ah, al, Qh, Ql, jlo, 3); /* dK += dSᵀ Q */
+        mma_pb<HD>(dk, ah, al, Qh, Ql); /* dK += dSᵀ Q */
     }
     float *dkg = dqkv + (int64_t)b * T * lddq + D + hc, *dvg = dkg + D;
 #pragma unroll
@@ -574,6 +579,16 @@ __global__ void k_relu2_bwd(const float *u, const float *dr, int64_t n, float *d
     if (i < n) {
         float v = u[i];
         du[i] = v > 0.0f ? __fmul_rn(2.0f * v, dr[i]) : 0.0f;
+    }
+}
+
+/* The same four at a time (n a multiple of 4, 16-byte aligned): the pass is pure bandwidth. */
+__global__ void k_relu2_bwd4(const float4 *u, const float4 *dr, int64_t n4, float4 *du) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n4) {
+        const float4 v = u[i], g = dr[i];
+        du[i] = make_float4(v.x > 0.0f ? __fmul_rn(2.0f * v.x, g.x) : 0.0f, v.y > 0.0f ? __fmul_rn(2.0f * v.y, g.y) : 0.0f,
+                            v.z > 0.0f ? __fmul_rn(2.0f * v.z, g.z) : 0.0f, v.w > 0.0f ? __fmul_rn(2.0f * v.w, g.w) : 0.0f);
     }
 }
 
@@ -680,6 +695,13 @@ extern "C" arb_status arb_mcu_relu2(const float *u, int64_t n, float *r) {
 }
 
 extern "C" arb_status arb_mcu_relu2_backward(const float *u, const float *dr, int64_t n, float *du) {
+    if (n % 4 == 0 && ((uintptr_t)u | (uintptr_t)dr | (uintptr_t)du) % 16 == 0) {
+        k_relu2_bwd4<<<arb_cuda_blocks(n / 4, 256), 256, 0, arb_cuda_cur_stream()>>>(
+            reinterpret_cast<const float4 *>(u), reinterpret_cast<const float4 *>(dr), n / 4,
+            reinterpret_cast<float4 *>(du));
+        ARB_CU_LAUNCH("k_relu2_bwd4");
+        return ARB_OK;
+    }
     k_relu2_bwd<<<arb_cuda_blocks(n, 256), 256, 0, arb_cuda_cur_stream()>>>(u, dr, n, du);
     ARB_CU_LAUNCH("k_relu2_bwd");
     return ARB_OK;

@@ -3,7 +3,7 @@
  * for every head dim of the fused attention (16, 32, 64, 128) on odd T:
  *   - loss and every tape gradient (the output-gradient rows each tensor's update folds) within
  *     stated float tolerances of the CPU model's, and the forward's quantized inputs (float inputs
- *     within 1e-4 relative until an int8 rounding upstream goes the other way, 2e-3 after it);
+ *     within 1e-4 relative until an int8 rounding upstream goes the other way, 5e-3 after it);
  *   - the integer state after a step bit-identical to the CPU reference rule applied to the GPU's
  *     own tape (the inputs of the integer rule), at step 0 and at step 1 (non-zero accumulators);
  *     against the CPU *model* the trits agree up to a small stated fraction: the glue's float sums
@@ -180,7 +180,12 @@ static void snapshot(arb_model *m, arb_ternary *pre, arb_update_state *pre_st, i
  * model's after the same step: tolerances as stated in test_step_vs_cpu. The forward inputs agree
  * within 1e-4 relative until some quantized input upstream (tensors are in forward order) rounds
  * the other way: one int8 step is up to 1/127 of its row's scale, so from there on the floats
- * downstream may differ by up to 2e-3 (the printed values show how far they move). */
+ * downstream may differ by up to 5e-3 (the printed values show how far they move). Why 5e-3 (it
+ * was 2e-3 with float32-accurate attention products): the attention runs its products in split
+ * bf16 (~1e-5 relative, src/cuda/model_glue.cu), a little more than float32 summation order, so
+ * a few more int8 roundings flip (the attention output's xq diff is now a few per 10k instead
+ * of 0), and every flip moves its whole row downstream by a quantization step: on the 2-layer
+ * model of test_step_vs_cpu the last inputs moved 2.4e-3 in the first run of the new kernels. */
 static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff, int64_t *trits) {
     int32_t np = arb_model_n_ternary(mg);
     bool upstream_flip = false;
@@ -217,9 +222,12 @@ static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff,
         print_message("  %-22s dy rel %.2e  input rel %.2e  xq diff %lld/%lld  trits diff %lld\n", name, e, ex,
                       (long long)qd, (long long)qn, (long long)td);
         if (!(e < 2e-2)) fail_msg("%s: gradient rel L2 %.3e vs the CPU model", name, e);
-        const double xtol = upstream_flip ? 2e-3 : 1e-4;
+        const double xtol = upstream_flip ? 5e-3 : 1e-4;
         if (!(ex < xtol)) fail_msg("%s: input rel L2 %.3e vs the CPU model (tolerance %.0e)", name, ex, xtol);
-        if (qn && qd * 100 > qn) fail_msg("%s: %lld of %lld quantized inputs differ", name, (long long)qd, (long long)qn);
+        /* 1% of the quantized inputs may differ (ties, and the attention's rounding); 3% once an
+         * upstream flip has moved whole rows (0.85% seen on the second layer's MLP) */
+        if (qn && qd * (upstream_flip ? 33 : 100) > qn)
+            fail_msg("%s: %lld of %lld quantized inputs differ", name, (long long)qd, (long long)qn);
         if (qd) upstream_flip = true;
         arb_model_tape_free(&tc);
         arb_model_tape_free(&tg);
@@ -247,7 +255,8 @@ static void test_step_vs_cpu(void **state) {
         assert_int_equal(lc.n_targets, lg.n_targets);
         assert_int_equal(lg.n_targets, N - 2);
         print_message("step %d: loss cpu %.7f cuda %.7f (rel %.2e)\n", step, lc.ce, lg.ce, fabs(lc.ce - lg.ce) / lc.ce);
-        if (step == 0) assert_true(fabs(lc.ce - lg.ce) <= 1e-4 * lc.ce);
+        /* 2e-4: the int8 flips described at check_tapes_vs_cpu reach the loss (4.6e-5 seen) */
+        if (step == 0) assert_true(fabs(lc.ce - lg.ce) <= 2e-4 * lc.ce);
         snapshot(mg, pre, pre_st, bal);
         sp.update.step = (uint64_t)step;
         arb_model_step_stats sc, sg;
@@ -257,7 +266,7 @@ static void test_step_vs_cpu(void **state) {
         if (step == 0) {
             /* Gradients against the CPU model (same initial state, same batch). Each tensor's tape
              * holds the output-gradient rows of its use and (linears) its quantized input.
-             * Tolerances: the loss within 1e-4 relative; dy within 2e-2 relative L2 (float32 glue
+             * Tolerances: the loss within 2e-4 relative; dy within 2e-2 relative L2 (float32 glue
              * with another summation order; the dy quantization of backward_x is stochastic, so a
              * last-bit difference moves a rare element by one int8 step, and those propagate down
              * through the layers: the printed values show the growth); quantized inputs equal
@@ -450,7 +459,9 @@ static void test_save_resume(void **state) {
     ARB_ASSERT_OK(arb_model_forward(a->model, tok, tgt, 1, 48, false, &pg));
     ARB_ASSERT_OK(arb_model_forward(mc, tok, tgt, 1, 48, false, &pc));
     print_message("val: %.6f; one window: cuda %.6f cpu %.6f\n", va, pg.ce, pc.ce);
-    assert_true(fabs(pg.ce - pc.ce) <= 1e-4 * pc.ce);
+    /* 2e-3: after 6 steps the attention is sharper, so its split-bf16 products (~1e-5) flip more
+     * int8 roundings downstream than on a fresh model (4.6e-4 seen; a wrong kernel gives 1e-1) */
+    assert_true(fabs(pg.ce - pc.ce) <= 2e-3 * pc.ce);
     arb_model_free(mc);
     arb_trainer_free(a);
     arb_trainer_free(b);
