@@ -280,15 +280,25 @@ __global__ void __launch_bounds__(FA_THREADS)
         for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
         mma_abt<HD>(s, Qh + wr * (HD + 8), Ql + wr * (HD + 8), Kh, Kl);
         float mx[2] = {-INFINITY, -INFINITY};
+        if (kt == qt) /* only the diagonal tile has masked keys (and the keys ≥ T of the last one) */
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int col = k0 + 8 * j + 2 * t4 + (e & 1), row = r0 + 8 * (e >> 1);
-                const float x = col <= row && col < T ? __fmul_rn(s[j][e], sc) : -INFINITY;
-                s[j][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
-            }
+                for (int e = 0; e < 4; e++) {
+                    const int col = k0 + 8 * j + 2 * t4 + (e & 1), row = r0 + 8 * (e >> 1);
+                    const float x = col <= row && col < T ? __fmul_rn(s[j][e], sc) : -INFINITY;
+                    s[j][e] = x;
+                    mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                }
+        else
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float x = __fmul_rn(s[j][e], sc);
+                    s[j][e] = x;
+                    mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                }
         float alpha[2];
 #pragma unroll
         for (int i = 0; i < 2; i++) {
@@ -303,7 +313,7 @@ __global__ void __launch_bounds__(FA_THREADS)
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const float p = s[j][e] == -INFINITY ? 0.0f : __expf(s[j][e] - mrow[e >> 1]);
+                const float p = __expf(s[j][e] - mrow[e >> 1]); /* masked: exp(−inf) = 0 */
                 s[j][e] = p;
                 ps[e >> 1] += p;
             }
@@ -411,18 +421,28 @@ __global__ void __launch_bounds__(FA_THREADS)
             for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
         mma_abt<HD>(s, Qh + wr * LD, Ql + wr * LD, Kh, Kl);  /* S = Q Kᵀ */
         mma_abt<HD>(dp, Gh + wr * LD, Gl + wr * LD, Vh, Vl); /* dP = dO Vᵀ */
+        if (kt == qt)
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int col = k0 + 8 * j + 2 * t4 + (e & 1), row = r0 + 8 * (e >> 1), i = e >> 1;
-                float ds = 0.0f;
-                if (col <= row && col < T) {
-                    const float p = __expf(__fmul_rn(s[j][e], sc) - lr[i]);
-                    ds = __fmul_rn(__fmul_rn(p, dp[j][e] - dr[i]), sc);
+                for (int e = 0; e < 4; e++) {
+                    const int col = k0 + 8 * j + 2 * t4 + (e & 1), row = r0 + 8 * (e >> 1), i = e >> 1;
+                    float ds = 0.0f;
+                    if (col <= row && col < T) {
+                        const float p = __expf(__fmul_rn(s[j][e], sc) - lr[i]);
+                        ds = __fmul_rn(__fmul_rn(p, dp[j][e] - dr[i]), sc);
+                    }
+                    s[j][e] = ds;
                 }
-                s[j][e] = ds;
-            }
+        else
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = e >> 1;
+                    const float p = __expf(__fmul_rn(s[j][e], sc) - lr[i]);
+                    s[j][e] = __fmul_rn(__fmul_rn(p, dp[j][e] - dr[i]), sc);
+                }
         uint32_t ph[4][4], pl[4][4];
         c2a(s, ph, pl);
         mma_pb<HD>(acc, ph, pl, Kh, Kl); /* dQ += dS K */
@@ -495,19 +515,30 @@ __global__ void __launch_bounds__(FA_THREADS)
             for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
         mma_abt<HD>(s, Kh + wr * LD, Kl + wr * LD, Qh, Ql);  /* Sᵀ = K Qᵀ */
         mma_abt<HD>(dp, Vh + wr * LD, Vl + wr * LD, Gh, Gl); /* dPᵀ = V dOᵀ */
+        if (qt == kt || q0 + FA_R > T) /* the diagonal tile, and the queries ≥ T of the last one */
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int c = 8 * j + 2 * t4 + (e & 1), gq = q0 + c, key = r0 + 8 * (e >> 1);
-                float p = 0.0f, ds = 0.0f;
-                if (gq >= key && gq < T) {
-                    p = __expf(__fmul_rn(s[j][e], sc) - Ls[c]);
-                    ds = __fmul_rn(__fmul_rn(p, dp[j][e] - Ls[FA_R + c]), sc);
+                for (int e = 0; e < 4; e++) {
+                    const int c = 8 * j + 2 * t4 + (e & 1), gq = q0 + c, key = r0 + 8 * (e >> 1);
+                    float p = 0.0f, ds = 0.0f;
+                    if (gq >= key && gq < T) {
+                        p = __expf(__fmul_rn(s[j][e], sc) - Ls[c]);
+                        ds = __fmul_rn(__fmul_rn(p, dp[j][e] - Ls[FA_R + c]), sc);
+                    }
+                    s[j][e] = p;
+                    dp[j][e] = ds;
                 }
-                s[j][e] = p;
-                dp[j][e] = ds;
-            }
+        else
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = 8 * j + 2 * t4 + (e & 1);
+                    const float p = __expf(__fmul_rn(s[j][e], sc) - Ls[c]);
+                    s[j][e] = p;
+                    dp[j][e] = __fmul_rn(__fmul_rn(p, dp[j][e] - Ls[FA_R + c]), sc);
+                }
         uint32_t ah[4][4], al[4][4];
         c2a(s, ah, al);
         mma_pb<HD>(dv, ah, al, Gh, Gl); /* dV += Pᵀ dO */

@@ -47,9 +47,6 @@ extern "C" arb_status arb_cuda_ternary_refresh(arb_ternary *w) {
 
 /* ------------------------------------------------------------------ activation quantization */
 
-/* The row's int8 values from its absmax: q = rint(x · (127/amax)) ties to even, clamped to ±127,
- * padding to ld with 0; an all-zero or non-finite row stores zeros (and flags a bad one). Threads
- * first, first+step, ... of the row's group share the work; the leader writes the scale. */
 /* x[c], or with R2 (the model's MLP) ReLU²(x[c]) exactly as arb_mcu_relu2 computes it: the
  * quantization reads the hidden pre-activation directly, no ReLU² pass or buffer in between. */
 template <bool R2> __device__ __forceinline__ float qload(const float *xr, int64_t c) {
@@ -58,6 +55,9 @@ template <bool R2> __device__ __forceinline__ float qload(const float *xr, int64
     return v;
 }
 
+/* The row's int8 values from its absmax: q = rint(x · (127/amax)) ties to even, clamped to ±127,
+ * padding to ld with 0; an all-zero or non-finite row stores zeros (and flags a bad one). Threads
+ * first, first+step, ... of the row's group share the work; the leader writes the scale. */
 template <bool R2>
 __device__ __forceinline__ void quantize_row_store(const float *xr, int8_t *qr, int64_t cols, int64_t ld, float amax,
                                                    int nan, int64_t first, int64_t step, bool leader, float *scale,
@@ -148,6 +148,64 @@ __global__ void __launch_bounds__(256) k_quantize_rows_warp(const float *x, int6
     quantize_row_store<R2>(xr, qr, cols, ld, amax, nan, lane, 32, lane == 0, scale + r, bad);
 }
 
+/* The warp-per-row form for rows of 128·k ≤ 2048 values (the model's 384 and 1536): each lane
+ * holds its float4s in registers between the absmax and the store (one read of the row) and
+ * writes 4 bytes at a time; the same values, flags and padding as quantize_row_store. */
+template <bool R2> __device__ __forceinline__ float qval(float v) { return R2 ? (v > 0.0f ? __fmul_rn(v, v) : 0.0f) : v; }
+__device__ __forceinline__ void qmax(float v, float &amax, int &nan) {
+    const float a = fabsf(v);
+    nan |= !(a <= 3.4028234663852886e38f);
+    amax = fmaxf(amax, a);
+}
+__device__ __forceinline__ int qint(float v, float inv) {
+    const int i = __float2int_rn(__fmul_rn(v, inv));
+    return i > 127 ? 127 : (i < -127 ? -127 : i);
+}
+
+template <bool R2>
+__global__ void __launch_bounds__(256) k_quantize_rows_vec(const float *x, int64_t rows, int cols, int64_t ld, int8_t *q,
+                                                           float *scale, int *bad) {
+    const int64_t r = blockIdx.x * (int64_t)8 + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, nv = cols / 128;
+    if (r >= rows) return;
+    const float4 *xr = reinterpret_cast<const float4 *>(x + r * cols);
+    float4 v[16];
+    float amax = 0.0f;
+    int nan = 0;
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+        if (i < nv) {
+            float4 a = xr[i * 32 + lane];
+            a = make_float4(qval<R2>(a.x), qval<R2>(a.y), qval<R2>(a.z), qval<R2>(a.w));
+            qmax(a.x, amax, nan);
+            qmax(a.y, amax, nan);
+            qmax(a.z, amax, nan);
+            qmax(a.w, amax, nan);
+            v[i] = a;
+        }
+    for (int o = 16; o; o >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        nan |= __shfl_xor_sync(0xffffffffu, nan, o);
+    }
+    int8_t *qr = q + r * ld;
+    const bool zero = amax == 0.0f || nan;
+    const float inv = zero ? 0.0f : __fdiv_rn(127.0f, amax);
+    if (lane == 0) {
+        scale[r] = zero ? 0.0f : __fdiv_rn(amax, 127.0f);
+        if (nan) atomicOr(bad, 1);
+    }
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+        if (i < nv) {
+            char4 o = make_char4(0, 0, 0, 0);
+            if (!zero)
+                o = make_char4((signed char)qint(v[i].x, inv), (signed char)qint(v[i].y, inv),
+                               (signed char)qint(v[i].z, inv), (signed char)qint(v[i].w, inv));
+            reinterpret_cast<char4 *>(qr)[i * 32 + lane] = o;
+        }
+    for (int64_t c = cols + lane; c < ld; c += 32) qr[c] = 0;
+}
+
 static arb_status quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q, float *scale,
                                 bool relu2) {
     if (rows < 0 || cols < 0 || ld < cols)
@@ -164,7 +222,15 @@ static arb_status quantize_rows(const float *x, int64_t rows, int64_t cols, int6
         ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), arb_cuda_cur_stream()));
         flag = bad.as<int>();
     }
-    if (cols <= 4096) {
+    if (cols % 128 == 0 && cols <= 2048 && ld % 4 == 0 && ((uintptr_t)x % 16 | (uintptr_t)q % 4) == 0) {
+        if (relu2)
+            k_quantize_rows_vec<true><<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, (int)cols, ld,
+                                                                                                    q, scale, flag);
+        else
+            k_quantize_rows_vec<false><<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, (int)cols,
+                                                                                                     ld, q, scale, flag);
+        ARB_CU_LAUNCH("k_quantize_rows_vec");
+    } else if (cols <= 4096) {
         if (relu2)
             k_quantize_rows_warp<true><<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, cols, ld, q,
                                                                                                      scale, flag);

@@ -10,7 +10,8 @@
  *     run in another order, so a few dy values land on the other side of a stochastic-rounding
  *     boundary (see the comment in test_step_vs_cpu);
  *   - determinism (two runs: identical trits and losses), fused == deferred updates;
- *   - loss decrease over a few steps; save from the GPU, resume on the GPU bitwise, load on the CPU.
+ *   - loss decrease over a few steps; save from the GPU, resume on the GPU bitwise, load on the CPU;
+ *   - the fused ReLU² quantization against ReLU² then the plain one, byte for byte.
  * Skips (exit 77) with a clear message without a CUDA device; CI builds it. */
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model/model_cuda.h"
 #include "model/model_internal.h"
 #include "testutil.h"
 #include "arbitor/cuda.h"
@@ -469,6 +471,51 @@ static void test_save_resume(void **state) {
     arb_test_tmpdir_remove(dir);
 }
 
+/* The quantization that forms ReLU²(u) as it reads (the MLP's second linear) against ReLU² then
+ * the plain quantization: the same bytes and scales, on the vectorized shape (384 columns) and
+ * the general one (odd columns). */
+static void test_fused_relu2_quantize(void **state) {
+    (void)state;
+    static const int64_t shapes[][3] = {{37, 384, 384}, {9, 61, 64}};
+    for (size_t k = 0; k < 2; k++) {
+        const int64_t rows = shapes[k][0], cols = shapes[k][1], ld = shapes[k][2], n = rows * cols;
+        float *u = malloc(sizeof(float) * (size_t)n), *du = NULL, *dr = NULL, *s1 = NULL, *s2 = NULL;
+        int8_t *q1 = NULL, *q2 = NULL;
+        arb_test_fill_f32(u, (size_t)n, 31 + k, -2.0f, 2.0f);
+        for (int64_t c = 0; c < cols; c++) u[2 * cols + c] = -1.0f; /* a row that ReLU² zeroes */
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&du, sizeof(float) * (size_t)n));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&dr, sizeof(float) * (size_t)n));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&s1, sizeof(float) * (size_t)rows));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&s2, sizeof(float) * (size_t)rows));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&q1, (size_t)(rows * ld)));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&q2, (size_t)(rows * ld)));
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(du, u, sizeof(float) * (size_t)n));
+        ARB_ASSERT_OK(arb_mcu_relu2(du, n, dr));
+        ARB_ASSERT_OK(arb_cuda_quantize_rows(dr, rows, cols, ld, q1, s1));
+        ARB_ASSERT_OK(arb_mcu_quantize_rows_relu2(du, rows, cols, ld, q2, s2));
+        int8_t *h1 = malloc((size_t)(rows * ld)), *h2 = malloc((size_t)(rows * ld));
+        float *f1 = malloc(sizeof(float) * (size_t)rows), *f2 = malloc(sizeof(float) * (size_t)rows);
+        ARB_ASSERT_OK(arb_cuda_copy_d2h(h1, q1, (size_t)(rows * ld)));
+        ARB_ASSERT_OK(arb_cuda_copy_d2h(h2, q2, (size_t)(rows * ld)));
+        ARB_ASSERT_OK(arb_cuda_copy_d2h(f1, s1, sizeof(float) * (size_t)rows));
+        ARB_ASSERT_OK(arb_cuda_copy_d2h(f2, s2, sizeof(float) * (size_t)rows));
+        assert_memory_equal(h1, h2, (size_t)(rows * ld));
+        assert_memory_equal(f1, f2, sizeof(float) * (size_t)rows);
+        assert_true(f1[2] == 0.0f && f1[0] > 0.0f);
+        free(h1);
+        free(h2);
+        free(f1);
+        free(f2);
+        free(u);
+        arb_cuda_free(du);
+        arb_cuda_free(dr);
+        arb_cuda_free(s1);
+        arb_cuda_free(s2);
+        arb_cuda_free(q1);
+        arb_cuda_free(q2);
+    }
+}
+
 /* Components the CUDA model does not run yet are refused with one line. */
 static void test_unsupported(void **state) {
     (void)state;
@@ -496,7 +543,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unsupported),      cmocka_unit_test(test_step_vs_cpu),
-        cmocka_unit_test(test_attention_head_dims),
+        cmocka_unit_test(test_attention_head_dims), cmocka_unit_test(test_fused_relu2_quantize),
         cmocka_unit_test(test_determinism),      cmocka_unit_test(test_loss_decreases),
         cmocka_unit_test(test_save_resume),
     };
