@@ -91,75 +91,96 @@ __device__ __forceinline__ float2 rot(float a, float b, float c, float s) {
     return make_float2(__fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)), __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c)));
 }
 
-/* 64 rows of HD floats (global row stride ld, rows ≥ T as zeros) into the hi and lo planes
- * (row stride HD + 8); with cs (the (T, HD/2, 2) cos, sin table) each row is rotated for its
- * position on the way. */
-template <int HD>
-__device__ __forceinline__ void fa_load(bf16 *hi, bf16 *lo, const float *g, int64_t ld, int row0, int T,
-                                        const float *cs = nullptr) {
+/* Tile movement. Every loop here is branch-free with its loads hoisted (rows ≥ T read a valid
+ * row and are zeroed by a select or a zero-filling copy): a guarded load per element made the
+ * compiler issue them one round trip at a time, and those round trips were most of an iteration. */
+__device__ __forceinline__ void cp16(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp4(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+/* Up to 8 float4 of a tile per thread at a time (registers), then rotate, split and store. */
+template <int HD> struct FaSlots {
+    static constexpr int V = HD / 4, N = FA_R * V / FA_THREADS, CH = N < 8 ? N : 8;
+};
+
+template <int HD, int CH>
+__device__ __forceinline__ void fa_put(bf16 *hi, bf16 *lo, float4 (&v)[CH], int it0, int row0, int T, const float *cs) {
     constexpr int V = HD / 4, LD = HD + 8;
+    if (cs) {
+        float4 t[CH];
 #pragma unroll
-    for (int it = 0; it < FA_R * V / FA_THREADS; it++) {
-        const int idx = threadIdx.x + it * FA_THREADS, r = idx / V, c = (idx % V) * 4;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (row0 + r < T) {
-            v = *reinterpret_cast<const float4 *>(g + (int64_t)(row0 + r) * ld + c);
-            if (cs) {
-                const float4 t = *reinterpret_cast<const float4 *>(cs + (int64_t)(row0 + r) * HD + c);
-                const float2 p0 = rot(v.x, v.y, t.x, t.y), p1 = rot(v.z, v.w, t.z, t.w);
-                v = make_float4(p0.x, p0.y, p1.x, p1.y);
-            }
+        for (int i = 0; i < CH; i++) {
+            const int idx = threadIdx.x + (it0 + i) * FA_THREADS, r = idx / V, c = (idx % V) * 4;
+            t[i] = __ldg(reinterpret_cast<const float4 *>(cs + (int64_t)min(row0 + r, T - 1) * HD + c));
         }
+#pragma unroll
+        for (int i = 0; i < CH; i++) {
+            const float2 p0 = rot(v[i].x, v[i].y, t[i].x, t[i].y), p1 = rot(v[i].z, v[i].w, t[i].z, t[i].w);
+            v[i] = make_float4(p0.x, p0.y, p1.x, p1.y);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < CH; i++) {
+        const int idx = threadIdx.x + (it0 + i) * FA_THREADS, r = idx / V, c = (idx % V) * 4;
         uint32_t h0, l0, h1, l1;
-        split2(v.x, v.y, h0, l0);
-        split2(v.z, v.w, h1, l1);
+        split2(v[i].x, v[i].y, h0, l0);
+        split2(v[i].z, v[i].w, h1, l1);
         *reinterpret_cast<uint2 *>(hi + r * LD + c) = make_uint2(h0, h1);
         *reinterpret_cast<uint2 *>(lo + r * LD + c) = make_uint2(l0, l1);
     }
 }
 
-/* The next tile's rows travel global → shared (fp32 staging, row stride HD) by cp.async while
- * the block computes on the current one; fa_convert then splits (and rotates) them into planes. */
-__device__ __forceinline__ void cp16(void *dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
+/* 64 rows of HD floats (global row stride ld, rows ≥ T as zeros) straight into the hi and lo
+ * planes (row stride HD + 8); with cs (the (T, HD/2, 2) cos, sin table) each row is rotated for
+ * its position on the way. */
+template <int HD>
+__device__ __forceinline__ void fa_load(bf16 *hi, bf16 *lo, const float *g, int64_t ld, int row0, int T,
+                                        const float *cs = nullptr) {
+    typedef FaSlots<HD> S;
+#pragma unroll
+    for (int it0 = 0; it0 < S::N; it0 += S::CH) {
+        float4 v[S::CH];
+#pragma unroll
+        for (int i = 0; i < S::CH; i++) {
+            const int idx = threadIdx.x + (it0 + i) * FA_THREADS, r = idx / S::V, c = (idx % S::V) * 4;
+            const float4 x = __ldg(reinterpret_cast<const float4 *>(g + (int64_t)min(row0 + r, T - 1) * ld + c));
+            v[i] = row0 + r < T ? x : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        fa_put<HD, S::CH>(hi, lo, v, it0, row0, T, cs);
+    }
 }
-__device__ __forceinline__ void cp4(void *dst, const void *src) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(dst)), "l"(src));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
+/* The next tile's rows travel global → shared (fp32 staging, row stride HD; rows ≥ T zero-filled)
+ * by cp.async while the block computes on the current one; fa_convert then splits (and rotates)
+ * them into planes. */
 template <int HD>
 __device__ __forceinline__ void fa_stage(float *st, const float *g, int64_t ld, int row0, int T) {
-    constexpr int V = HD / 4;
+    typedef FaSlots<HD> S;
 #pragma unroll
-    for (int it = 0; it < FA_R * V / FA_THREADS; it++) {
-        const int idx = threadIdx.x + it * FA_THREADS, r = idx / V, c = (idx % V) * 4;
-        if (row0 + r < T) cp16(st + r * HD + c, g + (int64_t)(row0 + r) * ld + c);
+    for (int it = 0; it < S::N; it++) {
+        const int idx = threadIdx.x + it * FA_THREADS, r = idx / S::V, c = (idx % S::V) * 4;
+        cp16(st + r * HD + c, g + (int64_t)min(row0 + r, T - 1) * ld + c, row0 + r < T);
     }
 }
 
 template <int HD>
 __device__ __forceinline__ void fa_convert(bf16 *hi, bf16 *lo, const float *st, int row0, int T,
                                            const float *cs = nullptr) {
-    constexpr int V = HD / 4, LD = HD + 8;
+    typedef FaSlots<HD> S;
 #pragma unroll
-    for (int it = 0; it < FA_R * V / FA_THREADS; it++) {
-        const int idx = threadIdx.x + it * FA_THREADS, r = idx / V, c = (idx % V) * 4;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (row0 + r < T) {
-            v = *reinterpret_cast<const float4 *>(st + r * HD + c);
-            if (cs) {
-                const float4 t = *reinterpret_cast<const float4 *>(cs + (int64_t)(row0 + r) * HD + c);
-                const float2 p0 = rot(v.x, v.y, t.x, t.y), p1 = rot(v.z, v.w, t.z, t.w);
-                v = make_float4(p0.x, p0.y, p1.x, p1.y);
-            }
+    for (int it0 = 0; it0 < S::N; it0 += S::CH) {
+        float4 v[S::CH];
+#pragma unroll
+        for (int i = 0; i < S::CH; i++) {
+            const int idx = threadIdx.x + (it0 + i) * FA_THREADS, r = idx / S::V, c = (idx % S::V) * 4;
+            v[i] = *reinterpret_cast<const float4 *>(st + r * HD + c);
         }
-        uint32_t h0, l0, h1, l1;
-        split2(v.x, v.y, h0, l0);
-        split2(v.z, v.w, h1, l1);
-        *reinterpret_cast<uint2 *>(hi + r * LD + c) = make_uint2(h0, h1);
-        *reinterpret_cast<uint2 *>(lo + r * LD + c) = make_uint2(l0, l1);
+        fa_put<HD, S::CH>(hi, lo, v, it0, row0, T, cs);
     }
 }
 
@@ -427,12 +448,9 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int col = k0 + 8 * j + 2 * t4 + (e & 1), row = r0 + 8 * (e >> 1), i = e >> 1;
-                    float ds = 0.0f;
-                    if (col <= row && col < T) {
-                        const float p = __expf(__fmul_rn(s[j][e], sc) - lr[i]);
-                        ds = __fmul_rn(__fmul_rn(p, dp[j][e] - dr[i]), sc);
-                    }
-                    s[j][e] = ds;
+                    const float p = __expf(__fmul_rn(s[j][e], sc) - lr[i]); /* selects, not branches */
+                    const float ds = __fmul_rn(__fmul_rn(p, dp[j][e] - dr[i]), sc);
+                    s[j][e] = col <= row && col < T ? ds : 0.0f;
                 }
         else
 #pragma unroll
@@ -486,8 +504,7 @@ __global__ void __launch_bounds__(FA_THREADS)
         if (threadIdx.x < 2 * FA_R) { /* lse, Δ rows are not 16-byte aligned (odd T): 4-byte copies */
             const int c = threadIdx.x % FA_R;
             const float *src = threadIdx.x < FA_R ? lsez : dlz;
-            if (q0 + c < T) cp4(Ls + 2 * FA_R + threadIdx.x, src + q0 + c);
-            else Ls[2 * FA_R + threadIdx.x] = 0.0f;
+            cp4(Ls + 2 * FA_R + threadIdx.x, src + min(q0 + c, T - 1), q0 + c < T);
         }
         cp_commit();
     };
@@ -521,13 +538,11 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int c = 8 * j + 2 * t4 + (e & 1), gq = q0 + c, key = r0 + 8 * (e >> 1);
-                    float p = 0.0f, ds = 0.0f;
-                    if (gq >= key && gq < T) {
-                        p = __expf(__fmul_rn(s[j][e], sc) - Ls[c]);
-                        ds = __fmul_rn(__fmul_rn(p, dp[j][e] - Ls[FA_R + c]), sc);
-                    }
-                    s[j][e] = p;
-                    dp[j][e] = ds;
+                    const bool ok = gq >= key && gq < T;
+                    const float p = __expf(__fmul_rn(s[j][e], sc) - Ls[c]); /* selects, not branches */
+                    const float ds = __fmul_rn(__fmul_rn(p, dp[j][e] - Ls[FA_R + c]), sc);
+                    s[j][e] = ok ? p : 0.0f;
+                    dp[j][e] = ok ? ds : 0.0f;
                 }
         else
 #pragma unroll
