@@ -575,6 +575,7 @@ __global__ void __launch_bounds__(32 * RMS_WARPS) k_rms_fwd(const uint8_t *trits
     if (add) {
         const float *ar = add + t * d;
         float *tr = t_out + t * d;
+#pragma unroll 4
         for (int64_t i = lane; i < d; i += 32) {
             const float v = __fadd_rn(xr[i], ar[i]);
             tr[i] = v;
@@ -582,12 +583,14 @@ __global__ void __launch_bounds__(32 * RMS_WARPS) k_rms_fwd(const uint8_t *trits
         }
         xr = tr;
     } else {
+#pragma unroll 4
         for (int64_t i = lane; i < d; i += 32) ss += (double)xr[i] * (double)xr[i];
     }
     ss = warp_sum_d(ss);
     float r = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
     if (lane == 0) rstd[t] = r;
     float s0 = scale[0];
+#pragma unroll 4
     for (int64_t i = lane; i < d; i += 32) y[t * d + i] = __fmul_rn(__fmul_rn(xr[i], r), gain_at(trits, s0, i));
 }
 
@@ -640,8 +643,10 @@ __global__ void __launch_bounds__(32 * RMS_WARPS) k_rms_bwd(const uint8_t *trits
         const float *xr = x + t * d, *dr = dy + t * d;
         float r = rstd[t], s0 = scale[0];
         double dot = 0.0;
+#pragma unroll 4
         for (int64_t i = lane; i < d; i += 32) dot += (double)dr[i] * (double)gain_at(trits, s0, i) * (double)xr[i] * (double)r;
         double mean = warp_sum_d(dot) / (double)d;
+#pragma unroll 4
         for (int64_t i = lane; i < d; i += 32) {
             double xh = (double)xr[i] * (double)r;
             const float g = (float)((double)r * ((double)dr[i] * (double)gain_at(trits, s0, i) - xh * mean));
@@ -679,6 +684,7 @@ __global__ void k_rms_grad(const float *x, const float *rstd, const float *dy, i
     if (i >= d) return;
     int64_t t0 = blockIdx.y * per, t1 = t0 + per < n ? t0 + per : n;
     int32_t sum = 0;
+#pragma unroll 8 /* independent tokens: their loads go out together (an integer sum: any order) */
     for (int64_t t = t0; t < t1; t++) {
         int64_t j = t * d + i;
         float ps = __fmul_rn(__fmul_rn(x[j], rstd[t]), dy[j]);
