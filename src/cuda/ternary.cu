@@ -162,18 +162,18 @@ __device__ __forceinline__ int qint(float v, float inv) {
     return i > 127 ? 127 : (i < -127 ? -127 : i);
 }
 
-template <bool R2>
+template <bool R2, int NV> /* NV: float4s per lane when fixed at compile time (no guards: the loads go out together), else 0 */
 __global__ void __launch_bounds__(256) k_quantize_rows_vec(const float *x, int64_t rows, int cols, int64_t ld, int8_t *q,
                                                            float *scale, int *bad) {
     const int64_t r = blockIdx.x * (int64_t)8 + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31, nv = cols / 128;
+    const int lane = threadIdx.x & 31, nv = NV ? NV : cols / 128;
     if (r >= rows) return;
     const float4 *xr = reinterpret_cast<const float4 *>(x + r * cols);
-    float4 v[16];
+    float4 v[NV ? NV : 16];
     float amax = 0.0f;
     int nan = 0;
 #pragma unroll
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < (NV ? NV : 16); i++)
         if (i < nv) {
             float4 a = xr[i * 32 + lane];
             a = make_float4(qval<R2>(a.x), qval<R2>(a.y), qval<R2>(a.z), qval<R2>(a.w));
@@ -195,7 +195,7 @@ __global__ void __launch_bounds__(256) k_quantize_rows_vec(const float *x, int64
         if (nan) atomicOr(bad, 1);
     }
 #pragma unroll
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < (NV ? NV : 16); i++)
         if (i < nv) {
             char4 o = make_char4(0, 0, 0, 0);
             if (!zero)
@@ -223,12 +223,13 @@ static arb_status quantize_rows(const float *x, int64_t rows, int64_t cols, int6
         flag = bad.as<int>();
     }
     if (cols % 128 == 0 && cols <= 2048 && ld % 4 == 0 && ((uintptr_t)x % 16 | (uintptr_t)q % 4) == 0) {
-        if (relu2)
-            k_quantize_rows_vec<true><<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, (int)cols, ld,
-                                                                                                    q, scale, flag);
-        else
-            k_quantize_rows_vec<false><<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, (int)cols,
-                                                                                                     ld, q, scale, flag);
+        const unsigned nb = arb_cuda_blocks(rows, 8);
+        cudaStream_t st = arb_cuda_cur_stream();
+        const int nv = (int)(cols / 128);
+        if (relu2 && nv == 12) k_quantize_rows_vec<true, 12><<<nb, 256, 0, st>>>(x, rows, (int)cols, ld, q, scale, flag);
+        else if (relu2) k_quantize_rows_vec<true, 0><<<nb, 256, 0, st>>>(x, rows, (int)cols, ld, q, scale, flag);
+        else if (nv == 3) k_quantize_rows_vec<false, 3><<<nb, 256, 0, st>>>(x, rows, (int)cols, ld, q, scale, flag);
+        else k_quantize_rows_vec<false, 0><<<nb, 256, 0, st>>>(x, rows, (int)cols, ld, q, scale, flag);
         ARB_CU_LAUNCH("k_quantize_rows_vec");
     } else if (cols <= 4096) {
         if (relu2)

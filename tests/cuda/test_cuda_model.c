@@ -473,12 +473,13 @@ static void test_save_resume(void **state) {
 }
 
 /* The quantization that forms ReLU²(u) as it reads (the MLP's second linear) against ReLU² then
- * the plain quantization: the same bytes and scales, on the vectorized shape (384 columns) and
- * the general one (odd columns). */
+ * the plain quantization, and both against the CPU's arb_quantize_rows of the host ReLU²: the same
+ * bytes and scales, on the model's vectorized widths (384, 1536: kernels specialized by width),
+ * another multiple of 128, and the general kernel (odd columns). */
 static void test_fused_relu2_quantize(void **state) {
     (void)state;
-    static const int64_t shapes[][3] = {{37, 384, 384}, {9, 61, 64}};
-    for (size_t k = 0; k < 2; k++) {
+    static const int64_t shapes[][3] = {{37, 384, 384}, {5, 1536, 1536}, {6, 640, 656}, {9, 61, 64}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         const int64_t rows = shapes[k][0], cols = shapes[k][1], ld = shapes[k][2], n = rows * cols;
         float *u = malloc(sizeof(float) * (size_t)n), *du = NULL, *dr = NULL, *s1 = NULL, *s2 = NULL;
         int8_t *q1 = NULL, *q2 = NULL;
@@ -503,6 +504,19 @@ static void test_fused_relu2_quantize(void **state) {
         assert_memory_equal(h1, h2, (size_t)(rows * ld));
         assert_memory_equal(f1, f2, sizeof(float) * (size_t)rows);
         assert_true(f1[2] == 0.0f && f1[0] > 0.0f);
+        /* the CPU reference: glue.c's ReLU² (v·v, no contraction), then arb_quantize_rows */
+        float *r = malloc(sizeof(float) * (size_t)n), *f3 = malloc(sizeof(float) * (size_t)rows);
+        int8_t *h3 = malloc((size_t)(rows * ld));
+        for (int64_t i = 0; i < n; i++) {
+            volatile float sq = u[i] * u[i];
+            r[i] = u[i] > 0.0f ? sq : 0.0f;
+        }
+        ARB_ASSERT_OK(arb_quantize_rows(r, rows, cols, ld, h3, f3));
+        assert_memory_equal(h1, h3, (size_t)(rows * ld));
+        assert_memory_equal(f1, f3, sizeof(float) * (size_t)rows);
+        free(r);
+        free(f3);
+        free(h3);
         free(h1);
         free(h2);
         free(f1);
