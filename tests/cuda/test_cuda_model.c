@@ -203,16 +203,23 @@ static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff,
         assert_int_equal(tc.kind, tg.kind);
         size_t ndy = (size_t)(tc.n * (tc.kind == 0 ? tc.rows : tc.cols));
         double e = arb_test_rel_l2(tg.dy, tc.dy, ndy);
-        double ex = 0;
+        double ex = 0, vq = 0;
         int64_t qd = 0, qn = 0;
+        int maxd = 0;
         if (tc.kind == 0) {
             ex = arb_test_rel_l2(tg.xs, tc.xs, (size_t)tc.n);
-            for (int64_t k = 0; k < tc.n * tc.cols_pad; k++) {
-                int d = abs(tc.xq[k] - tg.xq[k]);
-                if (d) qd++;
-                /* ±2 for ties; ±4 once upstream flips have moved rows (3 seen at the head) */
-                if (d > (upstream_flip ? 4 : 2)) fail_msg("%s: quantized input %lld differs by %d", name, (long long)k, d);
-            }
+            double num = 0, den = 0; /* the dequantized inputs xq·xs: what the int8 codes stand for */
+            for (int64_t r = 0; r < tc.n; r++)
+                for (int64_t c = 0; c < tc.cols_pad; c++) {
+                    const int64_t k = r * tc.cols_pad + c;
+                    const int d = abs(tc.xq[k] - tg.xq[k]);
+                    if (d) qd++;
+                    if (d > maxd) maxd = d;
+                    const double a = (double)tg.xq[k] * tg.xs[r], b = (double)tc.xq[k] * tc.xs[r];
+                    num += (a - b) * (a - b);
+                    den += b * b;
+                }
+            vq = den > 0 ? sqrt(num / den) : sqrt(num);
             qn = tc.n * tc.cols_pad;
         } else if (tc.kind == 2) {
             ex = arb_test_rel_l2(tg.x, tc.x, (size_t)(tc.n * tc.cols));
@@ -222,15 +229,25 @@ static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff,
         int64_t td = diff_state(wc, wg, name, false);
         *trit_diff += td;
         *trits += wc->rows * wc->cols;
-        print_message("  %-22s dy rel %.2e  input rel %.2e  xq diff %lld/%lld  trits diff %lld\n", name, e, ex,
-                      (long long)qd, (long long)qn, (long long)td);
+        print_message("  %-22s dy rel %.2e  input rel %.2e  xq diff %lld/%lld (max %d, values rel %.2e)  trits diff %lld\n",
+                      name, e, ex, (long long)qd, (long long)qn, maxd, vq, (long long)td);
         if (!(e < 2e-2)) fail_msg("%s: gradient rel L2 %.3e vs the CPU model", name, e);
         const double xtol = upstream_flip ? 5e-3 : 1e-4;
         if (!(ex < xtol)) fail_msg("%s: input rel L2 %.3e vs the CPU model (tolerance %.0e)", name, ex, xtol);
-        /* 1% of the quantized inputs may differ (ties, and the attention's rounding); 3% once an
-         * upstream flip has moved whole rows (0.85% seen on the second layer's MLP) */
-        if (qn && qd * (upstream_flip ? 33 : 100) > qn)
-            fail_msg("%s: %lld of %lld quantized inputs differ", name, (long long)qd, (long long)qn);
+        if (!upstream_flip) {
+            /* the same codes except rare ties: ≤ 1% of them, by at most ±2 */
+            if (maxd > 2) fail_msg("%s: a quantized input differs by %d", name, maxd);
+            if (qn && qd * 100 > qn)
+                fail_msg("%s: %lld of %lld quantized inputs differ", name, (long long)qd, (long long)qn);
+        } else if (!(vq < 1e-2)) {
+            /* Once an upstream code has flipped, rows move (a row whose absmax moved re-scales all
+             * its codes), so codes are no longer comparable one by one: the values they stand for
+             * are. 1e-2: the float inputs may differ by 5e-3 (above) plus a quantization step on the
+             * codes that round the other way; a wrong kernel gives O(1). Counted codes seen in the
+             * first runs of the split-bf16 attention: 0.85% differing, |Δ| up to 3 (never run
+             * with this check on a GPU yet: the session's device calls were spent). */
+            fail_msg("%s: dequantized inputs rel L2 %.3e vs the CPU model (tolerance 1e-2)", name, vq);
+        }
         if (qd) upstream_flip = true;
         arb_model_tape_free(&tc);
         arb_model_tape_free(&tg);
