@@ -1,9 +1,10 @@
 /* The CUDA model against the CPU model on small odd shapes (3 heads of 16, T = 70 so that the
- * attention tiles are partial and the causal tile skip is exercised, vocab 271), and one step
+ * attention tiles are partial and the causal masks and bounds are exercised, vocab 271), and one step
  * for every head dim of the fused attention (16, 32, 64, 128) on odd T:
  *   - loss and every tape gradient (the output-gradient rows each tensor's update folds) within
  *     stated float tolerances of the CPU model's, and the forward's quantized inputs (float inputs
- *     within 1e-4 relative until an int8 rounding upstream goes the other way, 5e-3 after it);
+ *     within 1e-4 relative until an int8 rounding upstream goes the other way, 5e-3 after it;
+ *     int8 codes equal but for rare ties until then, compared by dequantized value after it);
  *   - the integer state after a step bit-identical to the CPU reference rule applied to the GPU's
  *     own tape (the inputs of the integer rule), at step 0 and at step 1 (non-zero accumulators);
  *     against the CPU *model* the trits agree up to a small stated fraction: the glue's float sums
@@ -11,7 +12,7 @@
  *     boundary (see the comment in test_step_vs_cpu);
  *   - determinism (two runs: identical trits and losses), fused == deferred updates;
  *   - loss decrease over a few steps; save from the GPU, resume on the GPU bitwise, load on the CPU;
- *   - the fused ReLU² quantization against ReLU² then the plain one, byte for byte.
+ *   - the fused ReLU² quantization against ReLU² then the plain one and the CPU's, byte for byte.
  * Skips (exit 77) with a clear message without a CUDA device; CI builds it. */
 #include <math.h>
 #include <stdio.h>
@@ -239,14 +240,16 @@ static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff,
             if (maxd > 2) fail_msg("%s: a quantized input differs by %d", name, maxd);
             if (qn && qd * 100 > qn)
                 fail_msg("%s: %lld of %lld quantized inputs differ", name, (long long)qd, (long long)qn);
-        } else if (!(vq < 1e-2)) {
+        } else if (!(vq < 2e-2)) {
             /* Once an upstream code has flipped, rows move (a row whose absmax moved re-scales all
              * its codes), so codes are no longer comparable one by one: the values they stand for
-             * are. 1e-2: the float inputs may differ by 5e-3 (above) plus a quantization step on the
-             * codes that round the other way; a wrong kernel gives O(1). Counted codes seen in the
-             * first runs of the split-bf16 attention: 0.85% differing, |Δ| up to 3 (never run
-             * with this check on a GPU yet: the session's device calls were spent). */
-            fail_msg("%s: dequantized inputs rel L2 %.3e vs the CPU model (tolerance 1e-2)", name, vq);
+             * are. 2e-2, as for the gradients: the float inputs may differ by 5e-3 (above), and each
+             * code that rounds the other way adds a step, which on ReLU² rows (absmax ~10× the
+             * rms) is ~8e-2 of the rms: 0.85% such codes (seen) give ~7e-3; a wrong kernel gives
+             * O(1). Seen in the first runs of the split-bf16 attention: 0.85% of codes differing,
+             * |Δ| up to 3 (this check itself has not run on a GPU yet: the session's device
+             * calls were spent). */
+            fail_msg("%s: dequantized inputs rel L2 %.3e vs the CPU model (tolerance 2e-2)", name, vq);
         }
         if (qd) upstream_flip = true;
         arb_model_tape_free(&tc);
