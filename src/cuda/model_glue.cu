@@ -37,13 +37,14 @@ __device__ __forceinline__ double warp_sum_d(double v) {
  * FlashAttention-2 style on mma.sync (m16n8k16, bf16 operands, fp32 accumulation), with every
  * product run in the split-bf16 ("bf16x3") scheme: each fp32 operand x = hi + lo with hi = bf16(x),
  * lo = bf16(x − hi) (x − hi is exact in fp32), and a·b ≈ lo_a·hi_b + hi_a·lo_b + hi_a·hi_b
- * accumulated in fp32. What is dropped (lo·lo, and x − hi − lo) is ≤ 2⁻¹⁶ relative per product:
- * ~1e-5 relative, two orders below what single-pass bf16 (4e-3) or TF32 (5e-4) would give. Why
- * that and not a cheaper single pass: the attention output is quantized to int8 (steps of 1/127
- * of a row's max) right after, and the model test holds the CUDA model to the CPU model's floats
- * within 1e-4 and its int8 inputs equal except for rare ties; at 5e-4 a percent or more of them
- * would round the other way. bf16 keeps fp32's exponent range, so the tiny gradients of a mean
- * loss over 16k tokens never underflow (fp16 would).
+ * accumulated in fp32. What is dropped (lo·lo, and x − hi − lo on each side) is ~2⁻¹⁷ relative
+ * per product: ~1e-5, against ~4e-3 for single-pass bf16 and ~5e-4 for TF32. Why not a cheaper
+ * single pass: the attention output is quantized to int8 (steps of 1/127 of a row's max) right
+ * after, and every code that rounds the other way than on the CPU moves its row downstream by a
+ * step; with this scheme ~1 code in 10k flips in the model test (0 with 3xTF32), at 5e-4 it
+ * would be a percent or more, and the CUDA model could no longer be checked against the CPU
+ * model (tests/cuda/test_cuda_model.c states the tolerances). bf16 keeps fp32's exponent range,
+ * so the tiny gradients of a mean loss over 16k tokens never underflow (fp16 would).
  *
  * Layout: a block of 4 warps owns 64 rows of one (sequence, head); each warp owns 16 of them and
  * keeps its scores, probabilities and accumulators in registers (the m16n8 accumulator of S is
