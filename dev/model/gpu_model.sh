@@ -26,6 +26,8 @@ while [ $# -gt 0 ]; do
     test)
       ARB_CUDA_SYNC_CHECK=1 timeout 150 build-cuda/tests/test_cuda_model >"$out/test_model.log" 2>&1; r=$?
       grep -vE "^\[ (RUN|       OK) " "$out/test_model.log" | tail -40; echo "test_cuda_model rc=$r"
+      # the failing checks themselves (they may sit above the tail)
+      [ $r = 0 ] || grep -E "^ERROR|\[  ERROR|\[   LINE|^step " "$out/test_model.log" | head -12
       if [ $r != 0 ]; then rc=1
         timeout 150 compute-sanitizer --tool memcheck --report-api-errors no build-cuda/tests/test_cuda_model >"$out/memcheck.log" 2>&1
         grep -E "ERROR SUMMARY|Invalid|at 0x|by thread" "$out/memcheck.log" | head -12

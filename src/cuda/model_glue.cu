@@ -1,20 +1,20 @@
 /* src/cuda/model_glue.cu — the model's float glue on the GPU (src/model/model_cuda.h): fused
- * flash-style causal attention forward and backward (3xTF32 tensor cores: float32-level accuracy;
- * the T×T probabilities never reach global memory; rotary applied to q and k as they load, and
- * its inverse to dq and dk as they store), ReLU², residual adds, cross-entropy with its gradient
- * and the loss sum.
+ * FlashAttention-2 style causal attention forward and backward (mma.sync tensor cores on split
+ * bf16 operands: ~1e-5 relative per product, see the attention section; the T×T probabilities
+ * never reach global memory; rotary applied to q and k as they load, and its inverse to dq and dk
+ * as they store), ReLU², residual adds, cross-entropy with its gradient and the loss sum.
  *
  * Why these and not cuBLAS / cuDNN: the library links cuBLAS for benchmark baselines only, and a
  * fused attention needs the softmax between its two products. Every reduction has a fixed order
  * (key tiles and mma instructions in sequence, warp shuffle trees of fixed shape), there are no
  * atomics: two runs give the same bits. Elementwise ops that glue.c computes without contraction
  * use __fmul_rn/__fadd_rn here so they match it bit for bit (rotary, ReLU², the CE gradient); the
- * reductions differ from the CPU only in summation order (and the products in the 3xTF32
- * rounding, ~1e-6 relative). */
+ * reductions differ from the CPU in summation order, and the attention products in the split-bf16
+ * rounding (~1e-5 relative). */
 #include <cuda_runtime.h>
-#include <mma.h>
+#include <cuda_bf16.h>
 
-#include <type_traits>
+#include <cstdint>
 
 #include "cuda/internal.cuh"
 #include "model/model_cuda.h"
@@ -27,11 +27,6 @@ __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 __device__ __forceinline__ double warp_sum_d(double v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -39,64 +34,65 @@ __device__ __forceinline__ double warp_sum_d(double v) {
 }
 
 /* ---------------------------------------------------------------- fused causal attention
- * Flash-style: a block of 4 warps owns 64 rows of one (sequence, head); each warp owns 16 of
- * them, so the scores, probabilities and accumulators of a row never leave its warp. Products
- * run on TF32 tensor cores in the 3xTF32 scheme (each operand split into hi = tf32(x) and
- * lo = tf32(x − hi); lo·hi + hi·lo + hi·hi accumulated in float: float32-level accuracy).
- * Forward: per 64-key tile, S = Q Kᵀ·sc, the online softmax (running max and sum per row, the
- * output rescaled in shared memory), O += P V; only the row log-sum-exp is saved. Backward
- * recomputes P = exp(S − lse) per tile in one kernel per key tile: dK and dV, and that key
- * tile's share of dQ per query tile into a scratch, summed in key-tile order by a small kernel
- * (5 tile products, as FlashAttention-2, without its float atomics); Δ = Σ dO·O comes first. */
-constexpr int FA_R = 64, FA_THREADS = 128, FA_LDS = FA_R + 4;
+ * FlashAttention-2 style on mma.sync (m16n8k16, bf16 operands, fp32 accumulation), with every
+ * product run in the split-bf16 ("bf16x3") scheme: each fp32 operand x = hi + lo with hi = bf16(x),
+ * lo = bf16(x − hi) (x − hi is exact in fp32), and a·b ≈ lo_a·hi_b + hi_a·lo_b + hi_a·hi_b
+ * accumulated in fp32. What is dropped (lo·lo, and x − hi − lo on each side) is ~2⁻¹⁷ relative
+ * per product: ~1e-5, against ~4e-3 for single-pass bf16 and ~5e-4 for TF32. Why not a cheaper
+ * single pass: the attention output is quantized to int8 (steps of 1/127 of a row's max) right
+ * after, and every code that rounds the other way than on the CPU moves its row downstream by a
+ * step; with this scheme ~1 code in 10k flips in the model test (0 with 3xTF32), at 5e-4 it
+ * would be a percent or more, and the CUDA model could no longer be checked against the CPU
+ * model (tests/cuda/test_cuda_model.c states the tolerances). bf16 keeps fp32's exponent range,
+ * so the tiny gradients of a mean loss over 16k tokens never underflow (fp16 would).
+ *
+ * Layout: a block of 4 warps owns 64 rows of one (sequence, head); each warp owns 16 of them and
+ * keeps its scores, probabilities and accumulators in registers (the m16n8 accumulator of S is
+ * already the A operand of the next product: no shared-memory round trip). Tiles of 64 rows live
+ * in shared memory as bf16 hi and lo planes (rows padded by 8: ldmatrix without bank conflicts);
+ * rotary is applied to q and k as they load (and its inverse to dq and dk as they store).
+ * Forward: per 64-key tile S = Q Kᵀ·sc, the online softmax, O += P V; the row log-sum-exp is saved.
+ * Backward, deterministic without atomics or scratch: k_attn_bwd_dq (per query tile: Δ = Σ dO·O,
+ * then over key tiles P, dS = P∘(dP − Δ)·sc, dQ += dS K) and k_attn_bwd_dkv (per key tile, over
+ * query tiles: Pᵀ, dSᵀ, dV += Pᵀ dO, dK += dSᵀ Q); each reduces over its tiles in order. The
+ * next tile's rows travel by cp.async while the current one computes. */
+constexpr int FA_R = 64, FA_THREADS = 128;
 
-using namespace nvcuda;
-using wmma::col_major;
-using wmma::row_major;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc_t;
+typedef __nv_bfloat16 bf16;
 
-template <class F> __device__ __forceinline__ void tf32_split(F &hi, F &lo) {
-#pragma unroll
-    for (int t = 0; t < hi.num_elements; t++) {
-        float v = hi.x[t], h = wmma::__float_to_tf32(v);
-        hi.x[t] = h;
-        lo.x[t] = wmma::__float_to_tf32(v - h);
-    }
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm4t(uint32_t (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+/* (x, y) → packed bf16 pairs hi = bf16(x, y), lo = bf16(x − hi, y − hi) (x in the low half). */
+__device__ __forceinline__ void split2(float x, float y, uint32_t &hi, uint32_t &lo) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    const float2 hf = __bfloat1622float2(h);
+    const __nv_bfloat162 l = __floats2bfloat162_rn(__fsub_rn(x, hf.x), __fsub_rn(y, hf.y));
+    hi = *reinterpret_cast<const uint32_t *>(&h);
+    lo = *reinterpret_cast<const uint32_t *>(&l);
 }
 
-/* f (16 × 16·NF) += A (16 × K) · B (K × 16·NF) for one warp. A row_major: A(r, k) = a[r·lda + k],
- * col_major: a[k·lda + r]; B row_major: B(k, n) = b[k·ldb + n], col_major: b[n·ldb + k]. */
-template <int NF, int K, class LA, class LB>
-__device__ __forceinline__ void warp_mma(acc_t (&f)[NF], const float *a, int lda, const float *b, int ldb) {
-#pragma unroll 2
-    for (int k = 0; k < K; k += 8) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> ah, al;
-        wmma::load_matrix_sync(ah, std::is_same<LA, row_major>::value ? a + k : a + k * lda, lda);
-        tf32_split(ah, al);
-#pragma unroll
-        for (int j = 0; j < NF; j++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> bh, bl;
-            wmma::load_matrix_sync(bh, std::is_same<LB, row_major>::value ? b + k * ldb + 16 * j : b + 16 * j * ldb + k,
-                                   ldb);
-            tf32_split(bh, bl);
-            wmma::mma_sync(f[j], al, bh, f[j]);
-            wmma::mma_sync(f[j], ah, bl, f[j]);
-            wmma::mma_sync(f[j], ah, bh, f[j]);
-        }
-    }
-}
-
-template <int NF> __device__ __forceinline__ void acc_zero(acc_t (&f)[NF]) {
-#pragma unroll
-    for (int j = 0; j < NF; j++) wmma::fill_fragment(f[j], 0.0f);
-}
-template <int NF> __device__ __forceinline__ void acc_store(acc_t (&f)[NF], float *c, int ldc) {
-#pragma unroll
-    for (int j = 0; j < NF; j++) wmma::store_matrix_sync(c + 16 * j, f[j], ldc, wmma::mem_row_major);
-}
-template <int NF> __device__ __forceinline__ void acc_load(acc_t (&f)[NF], const float *c, int ldc) {
-#pragma unroll
-    for (int j = 0; j < NF; j++) wmma::load_matrix_sync(f[j], c + 16 * j, ldc, wmma::mem_row_major);
+/* e^x as __expf computes it (2^(x·log2 e) on the SFU), flushing results below 2^-126 to zero: the
+ * non-flushing form spent a compare and two predicated multiplies per value on the range fix-up. */
+__device__ __forceinline__ float fa_exp(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.44269504088896341f));
+    return y;
 }
 
 /* Rotary of one (even, odd) pair by (c, ±s): exactly glue.c's a·c − b·s, a·s + b·c (no contraction). */
@@ -104,240 +100,495 @@ __device__ __forceinline__ float2 rot(float a, float b, float c, float s) {
     return make_float2(__fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)), __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c)));
 }
 
-/* 64 rows of HD floats (global row stride ld, rows ≥ T as zeros) into shared memory (ld HD + 4);
- * with cs (the (T, HD/2, 2) cos, sin table) each row is rotated for its position on the way. */
-template <int HD>
-__device__ __forceinline__ void fa_load(float *s, const float *g, int64_t ld, int row0, int T, const float *cs = nullptr) {
-    constexpr int V = HD / 4;
-    for (int idx = threadIdx.x; idx < FA_R * V; idx += FA_THREADS) {
-        int r = idx / V, c = (idx % V) * 4;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (row0 + r < T) {
-            v = *reinterpret_cast<const float4 *>(g + (int64_t)(row0 + r) * ld + c);
-            if (cs) {
-                const float4 t = *reinterpret_cast<const float4 *>(cs + (int64_t)(row0 + r) * HD + c);
-                const float2 p0 = rot(v.x, v.y, t.x, t.y), p1 = rot(v.z, v.w, t.z, t.w);
-                v = make_float4(p0.x, p0.y, p1.x, p1.y);
-            }
+/* Tile movement. Every loop here is branch-free with its loads hoisted (rows ≥ T read a valid
+ * row and are zeroed by a select or a zero-filling copy): a guarded load per element made the
+ * compiler issue them one round trip at a time, and those round trips were most of an iteration. */
+__device__ __forceinline__ void cp16(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp4(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+/* Up to 8 float4 of a tile per thread at a time (registers), then rotate, split and store. */
+template <int HD> struct FaSlots {
+    static constexpr int V = HD / 4, N = FA_R * V / FA_THREADS, CH = N < 8 ? N : 8;
+};
+
+template <int HD, int CH>
+__device__ __forceinline__ void fa_put(bf16 *hi, bf16 *lo, float4 (&v)[CH], int it0, int row0, int T, const float *cs) {
+    constexpr int V = HD / 4, LD = HD + 8;
+    if (cs) {
+        float4 t[CH];
+#pragma unroll
+        for (int i = 0; i < CH; i++) {
+            const int idx = threadIdx.x + (it0 + i) * FA_THREADS, r = idx / V, c = (idx % V) * 4;
+            t[i] = __ldg(reinterpret_cast<const float4 *>(cs + (int64_t)min(row0 + r, T - 1) * HD + c));
         }
-        *reinterpret_cast<float4 *>(s + r * (HD + 4) + c) = v;
+#pragma unroll
+        for (int i = 0; i < CH; i++) {
+            const float2 p0 = rot(v[i].x, v[i].y, t[i].x, t[i].y), p1 = rot(v[i].z, v[i].w, t[i].z, t[i].w);
+            v[i] = make_float4(p0.x, p0.y, p1.x, p1.y);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < CH; i++) {
+        const int idx = threadIdx.x + (it0 + i) * FA_THREADS, r = idx / V, c = (idx % V) * 4;
+        uint32_t h0, l0, h1, l1;
+        split2(v[i].x, v[i].y, h0, l0);
+        split2(v[i].z, v[i].w, h1, l1);
+        *reinterpret_cast<uint2 *>(hi + r * LD + c) = make_uint2(h0, h1);
+        *reinterpret_cast<uint2 *>(lo + r * LD + c) = make_uint2(l0, l1);
     }
 }
 
-/* The warp's 16 rows of HD floats (shared, ld HD + 4), each times its rowscale (or 1), to global
- * rows row0 + wr + i < T; with cs, rotated back (the gradient of the rotation on load). */
+/* 64 rows of HD floats (global row stride ld, rows ≥ T as zeros) straight into the hi and lo
+ * planes (row stride HD + 8); with cs (the (T, HD/2, 2) cos, sin table) each row is rotated for
+ * its position on the way. */
 template <int HD>
-__device__ __forceinline__ void fa_store_rows(float *g, int64_t ld, const float *s, int row0, int wr, int T,
-                                              const float *rowscale, const float *cs = nullptr) {
-    const int lane = threadIdx.x % 32;
-    for (int i = 0; i < 16; i++) {
-        const int r = wr + i, pos = row0 + r;
-        if (pos >= T) break;
-        const float m = rowscale ? rowscale[r] : 1.0f;
-        for (int c = 2 * lane; c < HD; c += 64) {
-            float a = s[r * (HD + 4) + c], b = s[r * (HD + 4) + c + 1];
-            if (rowscale) {
-                a = __fmul_rn(a, m);
-                b = __fmul_rn(b, m);
+__device__ __forceinline__ void fa_load(bf16 *hi, bf16 *lo, const float *g, int64_t ld, int row0, int T,
+                                        const float *cs = nullptr) {
+    typedef FaSlots<HD> S;
+#pragma unroll
+    for (int it0 = 0; it0 < S::N; it0 += S::CH) {
+        float4 v[S::CH];
+#pragma unroll
+        for (int i = 0; i < S::CH; i++) {
+            const int idx = threadIdx.x + (it0 + i) * FA_THREADS, r = idx / S::V, c = (idx % S::V) * 4;
+            const float4 x = __ldg(reinterpret_cast<const float4 *>(g + (int64_t)min(row0 + r, T - 1) * ld + c));
+            v[i] = row0 + r < T ? x : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        fa_put<HD, S::CH>(hi, lo, v, it0, row0, T, cs);
+    }
+}
+
+/* The next tile's rows travel global → shared (fp32 staging, row stride HD; rows ≥ T zero-filled)
+ * by cp.async while the block computes on the current one; fa_convert then splits (and rotates)
+ * them into planes. */
+template <int HD>
+__device__ __forceinline__ void fa_stage(float *st, const float *g, int64_t ld, int row0, int T) {
+    typedef FaSlots<HD> S;
+#pragma unroll
+    for (int it = 0; it < S::N; it++) {
+        const int idx = threadIdx.x + it * FA_THREADS, r = idx / S::V, c = (idx % S::V) * 4;
+        cp16(st + r * HD + c, g + (int64_t)min(row0 + r, T - 1) * ld + c, row0 + r < T);
+    }
+}
+
+template <int HD>
+__device__ __forceinline__ void fa_convert(bf16 *hi, bf16 *lo, const float *st, int row0, int T,
+                                           const float *cs = nullptr) {
+    typedef FaSlots<HD> S;
+#pragma unroll
+    for (int it0 = 0; it0 < S::N; it0 += S::CH) {
+        float4 v[S::CH];
+#pragma unroll
+        for (int i = 0; i < S::CH; i++) {
+            const int idx = threadIdx.x + (it0 + i) * FA_THREADS, r = idx / S::V, c = (idx % S::V) * 4;
+            v[i] = *reinterpret_cast<const float4 *>(st + r * HD + c);
+        }
+        fa_put<HD, S::CH>(hi, lo, v, it0, row0, T, cs);
+    }
+}
+
+/* s (16 × 64) += A Bᵀ for one warp: A = 16 rows × HD (planes ah, al at the warp's first row),
+ * B = 64 rows × HD (planes bh, bl). Per k-step all B fragments load first and the 24 mma go in
+ * three passes over the 8 accumulators (no accumulator is used twice within 8 instructions): no
+ * branches in the unrolled body, so ptxas schedules it as one block. */
+template <int HD>
+__device__ __forceinline__ void mma_abt(float (&s)[8][4], const bf16 *ah, const bf16 *al, const bf16 *bh,
+                                        const bf16 *bl) {
+    constexpr int LD = HD + 8;
+    const int lane = threadIdx.x & 31;
+    const int ar = (lane & 7) + ((lane >> 3) & 1) * 8, ac = (lane >> 4) * 8;
+    const int br = (lane & 7) + (lane >> 4) * 8, bc = ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t a_h[4], a_l[4], b_h[4][4], b_l[4][4];
+        ldsm4(a_h, ah + ar * LD + kk * 16 + ac);
+        ldsm4(a_l, al + ar * LD + kk * 16 + ac);
+#pragma unroll
+        for (int jp = 0; jp < 4; jp++) {
+            ldsm4(b_h[jp], bh + (jp * 16 + br) * LD + kk * 16 + bc);
+            ldsm4(b_l[jp], bl + (jp * 16 + br) * LD + kk * 16 + bc);
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) mma16816(s[j], a_l, b_h[j >> 1][2 * (j & 1)], b_h[j >> 1][2 * (j & 1) + 1]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) mma16816(s[j], a_h, b_l[j >> 1][2 * (j & 1)], b_l[j >> 1][2 * (j & 1) + 1]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) mma16816(s[j], a_h, b_h[j >> 1][2 * (j & 1)], b_h[j >> 1][2 * (j & 1) + 1]);
+    }
+}
+
+/* The 16 × 64 accumulator s as split A operands (four k-steps of 16 columns). */
+__device__ __forceinline__ void c2a(const float (&s)[8][4], uint32_t (&ph)[4][4], uint32_t (&pl)[4][4]) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        split2(s[2 * kk][0], s[2 * kk][1], ph[kk][0], pl[kk][0]);
+        split2(s[2 * kk][2], s[2 * kk][3], ph[kk][1], pl[kk][1]);
+        split2(s[2 * kk + 1][0], s[2 * kk + 1][1], ph[kk][2], pl[kk][2]);
+        split2(s[2 * kk + 1][2], s[2 * kk + 1][3], ph[kk][3], pl[kk][3]);
+    }
+}
+
+/* o (16 × HD) += P B for one warp: P = 16 × 64 split in registers, B = 64 rows × HD (planes);
+ * per k-step and 32 columns of B, 12 mma in three passes over 4 accumulators. */
+template <int HD>
+__device__ __forceinline__ void mma_pb(float (&o)[HD / 8][4], const uint32_t (&ph)[4][4], const uint32_t (&pl)[4][4],
+                                       const bf16 *bh, const bf16 *bl) {
+    constexpr int LD = HD + 8, JP = HD / 16 < 2 ? HD / 16 : 2;
+    const int lane = threadIdx.x & 31;
+    const int vr = (lane & 7) + ((lane >> 3) & 1) * 8, vc = (lane >> 4) * 8;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+        for (int j0 = 0; j0 < HD / 16; j0 += JP) {
+            uint32_t b_h[JP][4], b_l[JP][4];
+#pragma unroll
+            for (int jp = 0; jp < JP; jp++) {
+                ldsm4t(b_h[jp], bh + (kk * 16 + vr) * LD + (j0 + jp) * 16 + vc);
+                ldsm4t(b_l[jp], bl + (kk * 16 + vr) * LD + (j0 + jp) * 16 + vc);
             }
-            float2 o = make_float2(a, b);
-            if (cs) o = rot(a, b, cs[(int64_t)pos * HD + c], -cs[(int64_t)pos * HD + c + 1]);
-            *reinterpret_cast<float2 *>(g + (int64_t)pos * ld + c) = o;
+#pragma unroll
+            for (int j = 0; j < 2 * JP; j++)
+                mma16816(o[2 * j0 + j], pl[kk], b_h[j >> 1][2 * (j & 1)], b_h[j >> 1][2 * (j & 1) + 1]);
+#pragma unroll
+            for (int j = 0; j < 2 * JP; j++)
+                mma16816(o[2 * j0 + j], ph[kk], b_l[j >> 1][2 * (j & 1)], b_l[j >> 1][2 * (j & 1) + 1]);
+#pragma unroll
+            for (int j = 0; j < 2 * JP; j++)
+                mma16816(o[2 * j0 + j], ph[kk], b_h[j >> 1][2 * (j & 1)], b_h[j >> 1][2 * (j & 1) + 1]);
         }
     }
 }
 
-template <int HD> constexpr size_t fa_fwd_smem() { return sizeof(float) * (4 * FA_R * (HD + 4) + FA_R * FA_LDS + 2 * FA_R); }
-template <int HD> constexpr size_t fa_bwd_smem() { return sizeof(float) * (4 * FA_R * (HD + 4) + 2 * FA_R * FA_LDS + 2 * FA_R); }
+template <int HD> constexpr size_t fa_tile_bytes() { return sizeof(bf16) * FA_R * (HD + 8); }
+template <int HD> constexpr size_t fa_stage_bytes() { return sizeof(float) * 2 * FA_R * HD; }
+template <int HD> constexpr size_t fa_fwd_smem() { return 6 * fa_tile_bytes<HD>() + fa_stage_bytes<HD>(); }
+template <int HD> constexpr size_t fa_bwd_smem() {
+    return 8 * fa_tile_bytes<HD>() + fa_stage_bytes<HD>() + 4 * FA_R * sizeof(float);
+}
 
 /* grid (query tiles, B·H), heavy (late) tiles first. */
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
     k_attn_fwd(const float *qkv, int64_t ldq, const float *cs, float *o, int64_t ldo, float *lse, int T, int H, float sc) {
-    constexpr int LD = HD + 4, NF = HD / 16;
-    extern __shared__ __align__(128) float sm[];
-    float *Qs = sm, *Ks = Qs + FA_R * LD, *Vs = Ks + FA_R * LD, *Os = Vs + FA_R * LD, *Ss = Os + FA_R * LD;
-    float *Ms = Ss + FA_R * FA_LDS, *Ls = Ms + FA_R;
+    constexpr int TL = FA_R * (HD + 8), NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char fa_sm[];
+    bf16 *Qh = reinterpret_cast<bf16 *>(fa_sm), *Ql = Qh + TL, *Kh = Ql + TL, *Kl = Kh + TL, *Vh = Kl + TL,
+         *Vl = Vh + TL;
+    float *Ks32 = reinterpret_cast<float *>(Vl + TL), *Vs32 = Ks32 + FA_R * HD;
     const int qt = gridDim.x - 1 - blockIdx.x, z = blockIdx.y, b = z / H, h = z % H;
-    const int lane = threadIdx.x % 32, wr = (threadIdx.x / 32) * 16, q0 = qt * FA_R;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, wr = w * 16, t4 = lane & 3, q0 = qt * FA_R;
+    const int r0 = q0 + wr + (lane >> 2); /* the thread's rows r0, r0 + 8 */
     const int64_t D = (int64_t)H * HD;
     const float *q = qkv + (int64_t)b * T * ldq + (int64_t)h * HD, *k = q + D, *v = q + 2 * D;
-    fa_load<HD>(Qs, q, ldq, q0, T, cs);
-    for (int i = threadIdx.x; i < FA_R * LD; i += FA_THREADS) Os[i] = 0.0f;
-    if (threadIdx.x < FA_R) {
-        Ms[threadIdx.x] = -INFINITY;
-        Ls[threadIdx.x] = 0.0f;
-    }
+    fa_stage<HD>(Ks32, k, ldq, 0, T);
+    fa_stage<HD>(Vs32, v, ldq, 0, T);
+    cp_commit();
+    fa_load<HD>(Qh, Ql, q, ldq, q0, T, cs);
+    float acc[NO][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < NO; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     for (int kt = 0; kt <= qt; kt++) {
         const int k0 = kt * FA_R;
-        __syncthreads(); /* the previous tile's K, V are no longer read */
-        fa_load<HD>(Ks, k, ldq, k0, T, cs);
-        fa_load<HD>(Vs, v, ldq, k0, T);
+        cp_wait_all();
+        __syncthreads(); /* the previous tile's planes are no longer read; the staged rows have landed */
+        fa_convert<HD>(Kh, Kl, Ks32, k0, T, cs);
+        fa_convert<HD>(Vh, Vl, Vs32, k0, T);
         __syncthreads();
-        {
-            acc_t s[4];
-            acc_zero(s);
-            warp_mma<4, HD, row_major, col_major>(s, Qs + wr * LD, LD, Ks, LD);
-            acc_store(s, Ss + wr * FA_LDS, FA_LDS);
+        if (kt < qt) { /* the next tile travels while this one computes */
+            fa_stage<HD>(Ks32, k, ldq, k0 + FA_R, T);
+            fa_stage<HD>(Vs32, v, ldq, k0 + FA_R, T);
+            cp_commit();
+        }
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        mma_abt<HD>(s, Qh + wr * (HD + 8), Ql + wr * (HD + 8), Kh, Kl);
+        float mx[2] = {-INFINITY, -INFINITY};
+        if (kt == qt) /* only the diagonal tile has masked keys (and the keys ≥ T of the last one) */
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int col = k0 + 8 * j + 2 * t4 + (e & 1), row = r0 + 8 * (e >> 1);
+                    const float x = col <= row && col < T ? __fmul_rn(s[j][e], sc) : -INFINITY;
+                    s[j][e] = x;
+                    mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                }
+        else
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float x = __fmul_rn(s[j][e], sc);
+                    s[j][e] = x;
+                    mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                }
+        float alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            const float mnew = fmaxf(mrow[i], mx[i]); /* finite: key k0 ≤ every row of the tile */
+            alpha[i] = mrow[i] == -INFINITY ? 0.0f : fa_exp(mrow[i] - mnew);
+            mrow[i] = mnew;
+        }
+        float ps[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float p = fa_exp(s[j][e] - mrow[e >> 1]); /* masked: exp(−inf) = 0 */
+                s[j][e] = p;
+                ps[e >> 1] += p;
+            }
+        /* each lane keeps its partial row sum (all rescaled alike); the quad adds them at the end */
+        lrow[0] = fmaf(lrow[0], alpha[0], ps[0]);
+        lrow[1] = fmaf(lrow[1], alpha[1], ps[1]);
+        if (kt > 0)
+#pragma unroll
+            for (int j = 0; j < NO; j++) {
+                acc[j][0] *= alpha[0];
+                acc[j][1] *= alpha[0];
+                acc[j][2] *= alpha[1];
+                acc[j][3] *= alpha[1];
+            }
+        uint32_t ph[4][4], pl[4][4];
+        c2a(s, ph, pl);
+        mma_pb<HD>(acc, ph, pl, Vh, Vl);
+    }
+    float *og = o + (int64_t)b * T * ldo + (int64_t)h * HD;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float l = lrow[i];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const int row = r0 + 8 * i;
+        if (row >= T) continue;
+        if (t4 == 0) lse[(int64_t)z * T + row] = mrow[i] + logf(l);
+        const float inv = 1.0f / l;
+#pragma unroll
+        for (int j = 0; j < NO; j++)
+            *reinterpret_cast<float2 *>(og + (int64_t)row * ldo + 8 * j + 2 * t4) =
+                make_float2(__fmul_rn(acc[j][2 * i], inv), __fmul_rn(acc[j][2 * i + 1], inv));
+    }
+}
+
+/* dQ per query tile (grid (query tiles, B·H), heavy first); first Δ = Σ dO·O of its rows, which
+ * it also writes to delta for k_attn_bwd_dkv (launched after). */
+template <int HD>
+__global__ void __launch_bounds__(FA_THREADS)
+    k_attn_bwd_dq(const float *qkv, int64_t ldq, const float *cs, const float *o, int64_t ldo, const float *lse,
+                  const float *dy, int64_t ldy, float *delta, float *dqkv, int64_t lddq, int T, int H, float sc) {
+    constexpr int LD = HD + 8, TL = FA_R * LD, NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char fa_sm[];
+    bf16 *Qh = reinterpret_cast<bf16 *>(fa_sm), *Ql = Qh + TL, *Gh = Ql + TL, *Gl = Gh + TL, *Kh = Gl + TL,
+         *Kl = Kh + TL, *Vh = Kl + TL, *Vl = Vh + TL;
+    float *Ks32 = reinterpret_cast<float *>(Vl + TL), *Vs32 = Ks32 + FA_R * HD, *Ds = Vs32 + FA_R * HD;
+    const int qt = gridDim.x - 1 - blockIdx.x, z = blockIdx.y, b = z / H, h = z % H;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, wr = w * 16, t4 = lane & 3, q0 = qt * FA_R;
+    const int r0 = q0 + wr + (lane >> 2);
+    const int64_t D = (int64_t)H * HD, hc = (int64_t)h * HD;
+    const float *q = qkv + (int64_t)b * T * ldq + hc, *k = q + D, *v = q + 2 * D;
+    const float *dyg = dy + (int64_t)b * T * ldy + hc, *og = o + (int64_t)b * T * ldo + hc;
+    fa_stage<HD>(Ks32, k, ldq, 0, T);
+    fa_stage<HD>(Vs32, v, ldq, 0, T);
+    cp_commit();
+    fa_load<HD>(Qh, Ql, q, ldq, q0, T, cs);
+    fa_load<HD>(Gh, Gl, dyg, ldy, q0, T);
+    {
+        /* Δ: two lanes per row (halves of the columns, in order), then their sum */
+        const int rr = wr + (lane >> 1), hf = lane & 1, gi = q0 + rr;
+        float d = 0.0f;
+        if (gi < T)
+#pragma unroll
+            for (int c = hf * (HD / 2); c < (hf + 1) * (HD / 2); c += 4) {
+                const float4 a = *reinterpret_cast<const float4 *>(dyg + (int64_t)gi * ldy + c);
+                const float4 bb = *reinterpret_cast<const float4 *>(og + (int64_t)gi * ldo + c);
+                d = fmaf(a.x, bb.x, d);
+                d = fmaf(a.y, bb.y, d);
+                d = fmaf(a.z, bb.z, d);
+                d = fmaf(a.w, bb.w, d);
+            }
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        if (hf == 0) {
+            Ds[rr] = d;
+            if (gi < T) delta[(int64_t)z * T + gi] = d;
         }
         __syncwarp();
-        {
-            /* the online softmax: two lanes per row (even and odd columns), no long shuffle chains */
-            const int r = wr + (lane >> 1), hf = lane & 1, gi = q0 + r;
-            float *srow = Ss + r * FA_LDS;
-            float sv[FA_R / 2], mx = -INFINITY;
+    }
+    float lr[2], dr[2];
 #pragma unroll
-            for (int j = 0; j < FA_R / 2; j++) {
-                const int gj = k0 + hf + 2 * j;
-                sv[j] = gj <= gi && gj < T ? __fmul_rn(srow[hf + 2 * j], sc) : -INFINITY;
-                mx = fmaxf(mx, sv[j]);
-            }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            const float mold = Ms[r], mnew = fmaxf(mold, mx);
-            float ps = 0.0f;
+    for (int i = 0; i < 2; i++) {
+        const int row = r0 + 8 * i;
+        lr[i] = row < T ? lse[(int64_t)z * T + row] : 0.0f;
+        dr[i] = Ds[row - q0];
+    }
+    float acc[NO][4];
 #pragma unroll
-            for (int j = 0; j < FA_R / 2; j++) {
-                const float p = sv[j] == -INFINITY ? 0.0f : expf(sv[j] - mnew);
-                srow[hf + 2 * j] = p;
-                ps += p;
-            }
-            ps += __shfl_xor_sync(0xffffffffu, ps, 1);
-            const float alpha = mold == -INFINITY ? 0.0f : expf(mold - mnew);
-            if (kt > 0 && alpha != 1.0f)
-                for (int c = hf; c < HD; c += 2) Os[r * LD + c] *= alpha;
-            if (hf == 0) {
-                Ms[r] = mnew;
-                Ls[r] = fmaf(Ls[r], alpha, ps);
-            }
-            __syncwarp();
+    for (int j = 0; j < NO; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    for (int kt = 0; kt <= qt; kt++) {
+        const int k0 = kt * FA_R;
+        cp_wait_all();
+        __syncthreads();
+        fa_convert<HD>(Kh, Kl, Ks32, k0, T, cs);
+        fa_convert<HD>(Vh, Vl, Vs32, k0, T);
+        __syncthreads();
+        if (kt < qt) {
+            fa_stage<HD>(Ks32, k, ldq, k0 + FA_R, T);
+            fa_stage<HD>(Vs32, v, ldq, k0 + FA_R, T);
+            cp_commit();
         }
-        {
-            acc_t of[NF];
-            acc_load(of, Os + wr * LD, LD);
-            warp_mma<NF, FA_R, row_major, row_major>(of, Ss + wr * FA_LDS, FA_LDS, Vs, LD);
-            acc_store(of, Os + wr * LD, LD);
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
+        mma_abt<HD>(s, Qh + wr * LD, Ql + wr * LD, Kh, Kl);  /* S = Q Kᵀ */
+        mma_abt<HD>(dp, Gh + wr * LD, Gl + wr * LD, Vh, Vl); /* dP = dO Vᵀ */
+        if (kt == qt)
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int col = k0 + 8 * j + 2 * t4 + (e & 1), row = r0 + 8 * (e >> 1), i = e >> 1;
+                    const float p = fa_exp(__fmul_rn(s[j][e], sc) - lr[i]); /* selects, not branches */
+                    const float ds = __fmul_rn(__fmul_rn(p, dp[j][e] - dr[i]), sc);
+                    s[j][e] = col <= row && col < T ? ds : 0.0f;
+                }
+        else
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = e >> 1;
+                    const float p = fa_exp(__fmul_rn(s[j][e], sc) - lr[i]);
+                    s[j][e] = __fmul_rn(__fmul_rn(p, dp[j][e] - dr[i]), sc);
+                }
+        uint32_t ph[4][4], pl[4][4];
+        c2a(s, ph, pl);
+        mma_pb<HD>(acc, ph, pl, Kh, Kl); /* dQ += dS K */
+    }
+    float *dq = dqkv + (int64_t)b * T * lddq + hc;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int row = r0 + 8 * i;
+        if (row >= T) continue;
+#pragma unroll
+        for (int j = 0; j < NO; j++) {
+            const int c = 8 * j + 2 * t4;
+            float2 out = make_float2(acc[j][2 * i], acc[j][2 * i + 1]);
+            if (cs) out = rot(out.x, out.y, cs[(int64_t)row * HD + c], -cs[(int64_t)row * HD + c + 1]);
+            *reinterpret_cast<float2 *>(dq + (int64_t)row * lddq + c) = out;
         }
-        __syncwarp();
     }
-    if (lane < 16) {
-        const int r = wr + lane;
-        const float l = Ls[r];
-        Ls[r] = 1.0f / l;
-        if (q0 + r < T) lse[(int64_t)z * T + q0 + r] = Ms[r] + logf(l);
-    }
-    __syncwarp();
-    fa_store_rows<HD>(o + (int64_t)b * T * ldo + (int64_t)h * HD, ldo, Os, q0, wr, T, Ls);
 }
 
-/* Δ = Σ_c dO·O per (row, head): one warp each (the lanes' partial sums, then a fixed tree). */
-__global__ void k_attn_delta(const float *o, int64_t ldo, const float *dy, int64_t ldy, int64_t rows, int T, int H,
-                             int hd, float *delta) {
-    const int64_t w = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (w >= rows * H) return;
-    const int lane = threadIdx.x % 32, h = (int)(w % H);
-    const int64_t row = w / H, b = row / T, t = row % T;
-    float d = 0.0f;
-    for (int c = lane; c < hd; c += 32) d = fmaf(dy[row * ldy + (int64_t)h * hd + c], o[row * ldo + (int64_t)h * hd + c], d);
-    d = warp_sum(d);
-    if (lane == 0) delta[(b * H + h) * T + t] = d;
-}
-
-/* dQ of row t = Σ over key tiles kt ≤ t/64 of the partials, in kt order; rotated back when cs. One
- * thread per (row, head, column pair). part: [key tile][B·H][Tpad][hd]. */
-__global__ void k_attn_dq_reduce(const float *part, int64_t BH, int T, int Tpad, int H, int hd, const float *cs,
-                                 float *dqkv, int64_t lddq) {
-    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, half = hd / 2;
-    if (t >= BH * T * half) return;
-    const int i = (int)(t % half);
-    const int64_t rz = t / half;
-    const int row = (int)(rz % T);
-    const int64_t z = rz / T, b = z / H, h = z % H;
-    float a = 0.0f, c = 0.0f;
-    for (int kt = 0; kt <= row / FA_R; kt++) {
-        const float2 v = *reinterpret_cast<const float2 *>(part + (((int64_t)kt * BH + z) * Tpad + row) * hd + 2 * i);
-        a += v.x;
-        c += v.y;
-    }
-    float2 out = make_float2(a, c);
-    if (cs) out = rot(a, c, cs[(int64_t)row * hd + 2 * i], -cs[(int64_t)row * hd + 2 * i + 1]);
-    *reinterpret_cast<float2 *>(dqkv + (b * T + row) * lddq + h * hd + 2 * i) = out;
-}
-
-/* dK, dV per key tile (grid (key tiles, B·H); early tiles see the most queries and go first), and
- * this key tile's share of dQ for each query tile (dS·K) into dqpart [key tile][B·H][Tpad][HD]:
- * k_attn_dq_reduce sums the shares in a fixed order (no atomics, no second pass over S and dP). */
+/* dK, dV per key tile (grid (key tiles, B·H); early tiles see the most queries and go first). */
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
     k_attn_bwd_dkv(const float *qkv, int64_t ldq, const float *cs, const float *lse, const float *dy, int64_t ldy,
-                   const float *delta, float *dqkv, int64_t lddq, float *dqpart, int T, int H, float sc) {
-    constexpr int LD = HD + 4, NF = HD / 16;
-    extern __shared__ __align__(128) float sm[];
-    float *Ks = sm, *Vs = Ks + FA_R * LD, *Qs = Vs + FA_R * LD, *dOs = Qs + FA_R * LD, *St = dOs + FA_R * LD;
-    float *Pt = St + FA_R * FA_LDS, *Ls = Pt + FA_R * FA_LDS, *Ds = Ls + FA_R;
+                   const float *delta, float *dqkv, int64_t lddq, int T, int H, float sc) {
+    constexpr int LD = HD + 8, TL = FA_R * LD, NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char fa_sm[];
+    bf16 *Kh = reinterpret_cast<bf16 *>(fa_sm), *Kl = Kh + TL, *Vh = Kl + TL, *Vl = Vh + TL, *Qh = Vl + TL,
+         *Ql = Qh + TL, *Gh = Ql + TL, *Gl = Gh + TL;
+    float *Qs32 = reinterpret_cast<float *>(Gl + TL), *Gs32 = Qs32 + FA_R * HD, *Ls = Gs32 + FA_R * HD;
     const int kt = blockIdx.x, nq = gridDim.x, z = blockIdx.y, b = z / H, h = z % H;
-    const int lane = threadIdx.x % 32, wr = (threadIdx.x / 32) * 16, k0 = kt * FA_R;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, wr = w * 16, t4 = lane & 3, k0 = kt * FA_R;
+    const int r0 = k0 + wr + (lane >> 2); /* the thread's key rows r0, r0 + 8 */
     const int64_t D = (int64_t)H * HD, hc = (int64_t)h * HD;
     const float *q = qkv + (int64_t)b * T * ldq + hc, *k = q + D, *v = q + 2 * D;
     const float *dyg = dy + (int64_t)b * T * ldy + hc;
-    fa_load<HD>(Ks, k, ldq, k0, T, cs);
-    fa_load<HD>(Vs, v, ldq, k0, T);
-    acc_t dk[NF], dv[NF];
-    acc_zero(dk);
-    acc_zero(dv);
+    const float *lsez = lse + (int64_t)z * T, *dlz = delta + (int64_t)z * T;
+    /* staged per query tile: Q and dO rows, and lse, Δ (two 64-float planes) */
+    auto stage = [&](int q0) {
+        fa_stage<HD>(Qs32, q, ldq, q0, T);
+        fa_stage<HD>(Gs32, dyg, ldy, q0, T);
+        if (threadIdx.x < 2 * FA_R) { /* lse, Δ rows are not 16-byte aligned (odd T): 4-byte copies */
+            const int c = threadIdx.x % FA_R;
+            const float *src = threadIdx.x < FA_R ? lsez : dlz;
+            cp4(Ls + 2 * FA_R + threadIdx.x, src + min(q0 + c, T - 1), q0 + c < T);
+        }
+        cp_commit();
+    };
+    stage(k0);
+    fa_load<HD>(Kh, Kl, k, ldq, k0, T, cs);
+    fa_load<HD>(Vh, Vl, v, ldq, k0, T);
+    float dk[NO][4], dv[NO][4];
+#pragma unroll
+    for (int j = 0; j < NO; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[j][e] = dv[j][e] = 0.0f;
     for (int qt = kt; qt < nq; qt++) {
         const int q0 = qt * FA_R;
+        cp_wait_all();
         __syncthreads();
-        fa_load<HD>(Qs, q, ldq, q0, T, cs);
-        fa_load<HD>(dOs, dyg, ldy, q0, T);
-        if (threadIdx.x < FA_R) {
-            const int gi = q0 + threadIdx.x;
-            Ls[threadIdx.x] = gi < T ? lse[(int64_t)z * T + gi] : 0.0f;
-            Ds[threadIdx.x] = gi < T ? delta[(int64_t)z * T + gi] : 0.0f;
-        }
+        fa_convert<HD>(Qh, Ql, Qs32, q0, T, cs);
+        fa_convert<HD>(Gh, Gl, Gs32, q0, T);
+        if (threadIdx.x < 2 * FA_R) Ls[threadIdx.x] = Ls[2 * FA_R + threadIdx.x]; /* lse, Δ of this tile */
         __syncthreads();
-        {
-            acc_t s[4];
-            acc_zero(s);
-            warp_mma<4, HD, row_major, col_major>(s, Ks + wr * LD, LD, Qs, LD); /* Sᵀ = K Qᵀ */
-            acc_store(s, St + wr * FA_LDS, FA_LDS);
-            acc_zero(s);
-            warp_mma<4, HD, row_major, col_major>(s, Vs + wr * LD, LD, dOs, LD); /* dPᵀ = V dOᵀ */
-            acc_store(s, Pt + wr * FA_LDS, FA_LDS);
-        }
-        __syncwarp();
-        for (int idx = lane; idx < 16 * FA_R; idx += 32) {
-            const int r = wr + idx / FA_R, c = idx % FA_R, gj = k0 + r, gi = q0 + c;
-            float p = 0.0f, ds = 0.0f;
-            if (gj <= gi && gi < T) {
-                p = expf(__fmul_rn(St[r * FA_LDS + c], sc) - Ls[c]);
-                ds = __fmul_rn(__fmul_rn(p, Pt[r * FA_LDS + c] - Ds[c]), sc);
-            }
-            St[r * FA_LDS + c] = p;
-            Pt[r * FA_LDS + c] = ds;
-        }
-        __syncwarp();
-        warp_mma<NF, FA_R, row_major, row_major>(dv, St + wr * FA_LDS, FA_LDS, dOs, LD); /* dV += Pᵀ dO */
-        warp_mma<NF, FA_R, row_major, row_major>(dk, Pt + wr * FA_LDS, FA_LDS, Qs, LD);  /* dK += dSᵀ Q */
-        __syncthreads(); /* every warp's dSᵀ rows are in Pt */
-        {
-            acc_t dq[NF]; /* query rows wr.. of dS K: A(query, key) = Pt[key][query] */
-            acc_zero(dq);
-            warp_mma<NF, FA_R, col_major, row_major>(dq, Pt + wr, FA_LDS, Ks, LD);
-            acc_store(dq, dqpart + (((int64_t)kt * gridDim.y + z) * ((int64_t)nq * FA_R) + q0 + wr) * HD, HD);
+        if (qt + 1 < nq) stage(q0 + FA_R);
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
+        mma_abt<HD>(s, Kh + wr * LD, Kl + wr * LD, Qh, Ql);  /* Sᵀ = K Qᵀ */
+        mma_abt<HD>(dp, Vh + wr * LD, Vl + wr * LD, Gh, Gl); /* dPᵀ = V dOᵀ */
+        if (qt == kt || q0 + FA_R > T) /* the diagonal tile, and the queries ≥ T of the last one */
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = 8 * j + 2 * t4 + (e & 1), gq = q0 + c, key = r0 + 8 * (e >> 1);
+                    const bool ok = gq >= key && gq < T;
+                    const float p = fa_exp(__fmul_rn(s[j][e], sc) - Ls[c]); /* selects, not branches */
+                    const float ds = __fmul_rn(__fmul_rn(p, dp[j][e] - Ls[FA_R + c]), sc);
+                    s[j][e] = ok ? p : 0.0f;
+                    dp[j][e] = ok ? ds : 0.0f;
+                }
+        else
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = 8 * j + 2 * t4 + (e & 1);
+                    const float p = fa_exp(__fmul_rn(s[j][e], sc) - Ls[c]);
+                    s[j][e] = p;
+                    dp[j][e] = __fmul_rn(__fmul_rn(p, dp[j][e] - Ls[FA_R + c]), sc);
+                }
+        uint32_t ah[4][4], al[4][4];
+        c2a(s, ah, al);
+        mma_pb<HD>(dv, ah, al, Gh, Gl); /* dV += Pᵀ dO */
+        c2a(dp, ah, al);
+        mma_pb<HD>(dk, ah, al, Qh, Ql); /* dK += dSᵀ Q */
+    }
+    float *dkg = dqkv + (int64_t)b * T * lddq + D + hc, *dvg = dkg + D;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int row = r0 + 8 * i;
+        if (row >= T) continue;
+#pragma unroll
+        for (int j = 0; j < NO; j++) {
+            const int c = 8 * j + 2 * t4;
+            float2 gk = make_float2(dk[j][2 * i], dk[j][2 * i + 1]);
+            if (cs) gk = rot(gk.x, gk.y, cs[(int64_t)row * HD + c], -cs[(int64_t)row * HD + c + 1]);
+            *reinterpret_cast<float2 *>(dkg + (int64_t)row * lddq + c) = gk;
+            *reinterpret_cast<float2 *>(dvg + (int64_t)row * lddq + c) = make_float2(dv[j][2 * i], dv[j][2 * i + 1]);
         }
     }
-    __syncthreads(); /* all warps are done reading every K row */
-    acc_store(dk, Ks + wr * LD, LD); /* the warp's own K, V rows */
-    acc_store(dv, Vs + wr * LD, LD);
-    __syncwarp();
-    float *dk_g = dqkv + (int64_t)b * T * lddq + D + hc;
-    fa_store_rows<HD>(dk_g, lddq, Ks, k0, wr, T, nullptr, cs);
-    fa_store_rows<HD>(dk_g + D, lddq, Vs, k0, wr, T, nullptr);
 }
 
 template <int HD> arb_status fa_prepare() {
     /* host-side attribute calls (no synchronization), per launch: right for whichever device is current */
     ARB_CU(cudaFuncSetAttribute(k_attn_fwd<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_fwd_smem<HD>()));
+    ARB_CU(cudaFuncSetAttribute(k_attn_bwd_dq<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_bwd_smem<HD>()));
     ARB_CU(cudaFuncSetAttribute(k_attn_bwd_dkv<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_bwd_smem<HD>()));
     return ARB_OK;
 }
@@ -355,23 +606,20 @@ arb_status fa_forward(const float *qkv, int64_t ldq, const float *cs, float *o, 
 
 template <int HD>
 arb_status fa_backward(const float *qkv, int64_t ldq, const float *cs, const float *o, int64_t ldo, const float *lse,
-                       const float *dy, int64_t ldy, float *delta, float *dqkv, int64_t lddq, float *scratch, int64_t B,
-                       int64_t T, int H) {
+                       const float *dy, int64_t ldy, float *delta, float *dqkv, int64_t lddq, int64_t B, int64_t T,
+                       int H) {
     ARB_TRY(fa_prepare<HD>());
-    const int64_t nt = arb_cuda_blocks(T, FA_R), BH = B * H;
     cudaStream_t st = arb_cuda_cur_stream();
-    k_attn_delta<<<arb_cuda_blocks(B * T * H, 8), 256, 0, st>>>(o, ldo, dy, ldy, B * T, (int)T, H, HD, delta);
-    ARB_CU_LAUNCH("k_attn_delta");
-    dim3 grid((unsigned)nt, (unsigned)BH);
+    const float sc = 1.0f / sqrtf((float)HD);
+    dim3 grid((unsigned)arb_cuda_blocks(T, FA_R), (unsigned)(B * H));
+    k_attn_bwd_dq<HD><<<grid, FA_THREADS, fa_bwd_smem<HD>(), st>>>(qkv, ldq, cs, o, ldo, lse, dy, ldy, delta, dqkv,
+                                                                  lddq, (int)T, H, sc);
+    ARB_CU_LAUNCH("k_attn_bwd_dq");
     k_attn_bwd_dkv<HD><<<grid, FA_THREADS, fa_bwd_smem<HD>(), st>>>(qkv, ldq, cs, lse, dy, ldy, delta, dqkv, lddq,
-                                                                   scratch, (int)T, H, 1.0f / sqrtf((float)HD));
+                                                                   (int)T, H, sc);
     ARB_CU_LAUNCH("k_attn_bwd_dkv");
-    k_attn_dq_reduce<<<arb_cuda_blocks(BH * T * (HD / 2), 256), 256, 0, st>>>(scratch, BH, (int)T, (int)(nt * FA_R), H,
-                                                                             HD, cs, dqkv, lddq);
-    ARB_CU_LAUNCH("k_attn_dq_reduce");
     return ARB_OK;
 }
-
 
 __global__ void k_relu2(const float *u, int64_t n, float *r) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -386,6 +634,16 @@ __global__ void k_relu2_bwd(const float *u, const float *dr, int64_t n, float *d
     if (i < n) {
         float v = u[i];
         du[i] = v > 0.0f ? __fmul_rn(2.0f * v, dr[i]) : 0.0f;
+    }
+}
+
+/* The same four at a time (n a multiple of 4, 16-byte aligned): the pass is pure bandwidth. */
+__global__ void k_relu2_bwd4(const float4 *u, const float4 *dr, int64_t n4, float4 *du) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n4) {
+        const float4 v = u[i], g = dr[i];
+        du[i] = make_float4(v.x > 0.0f ? __fmul_rn(2.0f * v.x, g.x) : 0.0f, v.y > 0.0f ? __fmul_rn(2.0f * v.y, g.y) : 0.0f,
+                            v.z > 0.0f ? __fmul_rn(2.0f * v.z, g.z) : 0.0f, v.w > 0.0f ? __fmul_rn(2.0f * v.w, g.w) : 0.0f);
     }
 }
 
@@ -470,24 +728,18 @@ extern "C" arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, const 
     }
 }
 
-extern "C" int64_t arb_mcu_attn_scratch_floats(int64_t B, int64_t T, int64_t D) {
-    const int64_t nt = (T + FA_R - 1) / FA_R;
-    return nt * nt * FA_R * B * D;
-}
-
 extern "C" arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *rope, const float *o,
                                             int64_t ldo, const float *lse, const float *dy, int64_t ldy, float *delta,
-                                            float *dqkv, int64_t lddq, float *scratch, int64_t B, int64_t T, int H,
-                                            int hd) {
+                                            float *dqkv, int64_t lddq, int64_t B, int64_t T, int H, int hd) {
     ARB_TRY(arb_mcu_attn_check(hd));
     ARB_TRY(fa_args(qkv, o, dy, ldq, ldo, ldy, B, T, H));
     ARB_TRY(fa_args(dqkv, lse, delta, lddq, 4, 4, B, T, H));
-    ARB_TRY(fa_args(rope, rope, scratch, 4, 4, 4, B, T, H));
+    ARB_TRY(fa_args(rope, rope, rope, 4, 4, 4, B, T, H));
     switch (hd) {
-    case 16: return fa_backward<16>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, scratch, B, T, H);
-    case 32: return fa_backward<32>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, scratch, B, T, H);
-    case 64: return fa_backward<64>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, scratch, B, T, H);
-    default: return fa_backward<128>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, scratch, B, T, H);
+    case 16: return fa_backward<16>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
+    case 32: return fa_backward<32>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
+    case 64: return fa_backward<64>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
+    default: return fa_backward<128>(qkv, ldq, rope, o, ldo, lse, dy, ldy, delta, dqkv, lddq, B, T, H);
     }
 }
 
@@ -498,6 +750,13 @@ extern "C" arb_status arb_mcu_relu2(const float *u, int64_t n, float *r) {
 }
 
 extern "C" arb_status arb_mcu_relu2_backward(const float *u, const float *dr, int64_t n, float *du) {
+    if (n % 4 == 0 && ((uintptr_t)u | (uintptr_t)dr | (uintptr_t)du) % 16 == 0) {
+        k_relu2_bwd4<<<arb_cuda_blocks(n / 4, 256), 256, 0, arb_cuda_cur_stream()>>>(
+            reinterpret_cast<const float4 *>(u), reinterpret_cast<const float4 *>(dr), n / 4,
+            reinterpret_cast<float4 *>(du));
+        ARB_CU_LAUNCH("k_relu2_bwd4");
+        return ARB_OK;
+    }
     k_relu2_bwd<<<arb_cuda_blocks(n, 256), 256, 0, arb_cuda_cur_stream()>>>(u, dr, n, du);
     ARB_CU_LAUNCH("k_relu2_bwd");
     return ARB_OK;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cuda/kernels.cuh"
+#include "model/model_cuda.h"
 
 /* ------------------------------------------------------------------ refresh */
 
@@ -46,9 +47,18 @@ extern "C" arb_status arb_cuda_ternary_refresh(arb_ternary *w) {
 
 /* ------------------------------------------------------------------ activation quantization */
 
+/* x[c], or with R2 (the model's MLP) ReLU²(x[c]) exactly as arb_mcu_relu2 computes it: the
+ * quantization reads the hidden pre-activation directly, no ReLU² pass or buffer in between. */
+template <bool R2> __device__ __forceinline__ float qload(const float *xr, int64_t c) {
+    float v = xr[c];
+    if (R2) v = v > 0.0f ? __fmul_rn(v, v) : 0.0f;
+    return v;
+}
+
 /* The row's int8 values from its absmax: q = rint(x · (127/amax)) ties to even, clamped to ±127,
  * padding to ld with 0; an all-zero or non-finite row stores zeros (and flags a bad one). Threads
  * first, first+step, ... of the row's group share the work; the leader writes the scale. */
+template <bool R2>
 __device__ __forceinline__ void quantize_row_store(const float *xr, int8_t *qr, int64_t cols, int64_t ld, float amax,
                                                    int nan, int64_t first, int64_t step, bool leader, float *scale,
                                                    int *bad) {
@@ -65,7 +75,7 @@ __device__ __forceinline__ void quantize_row_store(const float *xr, int8_t *qr, 
     for (int64_t c = first; c < ld; c += step) {
         int v = 0;
         if (c < cols) {
-            v = __float2int_rn(__fmul_rn(xr[c], inv));
+            v = __float2int_rn(__fmul_rn(qload<R2>(xr, c), inv));
             v = v > 127 ? 127 : (v < -127 ? -127 : v);
         }
         qr[c] = (int8_t)v;
@@ -73,6 +83,7 @@ __device__ __forceinline__ void quantize_row_store(const float *xr, int8_t *qr, 
 }
 
 /* One block per row: absmax (exact: a max), then q = rint(x · (127/amax)) ties to even. */
+template <bool R2>
 __global__ void k_quantize_rows(const float *x, int64_t cols, int64_t ld, int8_t *q, float *scale, int *bad) {
     int64_t r = blockIdx.x;
     const float *xr = x + r * cols;
@@ -80,7 +91,7 @@ __global__ void k_quantize_rows(const float *x, int64_t cols, int64_t ld, int8_t
     float amax = 0.0f;
     int nan = 0;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-        float a = fabsf(xr[c]);
+        float a = fabsf(qload<R2>(xr, c));
         nan |= !(a <= 3.4028234663852886e38f);
         amax = fmaxf(amax, a);
     }
@@ -109,11 +120,13 @@ __global__ void k_quantize_rows(const float *x, int64_t cols, int64_t ld, int8_t
         }
     }
     __syncthreads();
-    quantize_row_store(xr, qr, cols, ld, s_max[0], s_nan[0], threadIdx.x, blockDim.x, threadIdx.x == 0, scale + r, bad);
+    quantize_row_store<R2>(xr, qr, cols, ld, s_max[0], s_nan[0], threadIdx.x, blockDim.x, threadIdx.x == 0, scale + r,
+                           bad);
 }
 
 /* The same per row with one warp per row, for rows up to a few thousand values (a 256-thread
  * block per 384-wide row spent its time in barriers). */
+template <bool R2>
 __global__ void __launch_bounds__(256) k_quantize_rows_warp(const float *x, int64_t rows, int64_t cols, int64_t ld,
                                                             int8_t *q, float *scale, int *bad) {
     const int64_t r = blockIdx.x * (int64_t)8 + (threadIdx.x >> 5);
@@ -124,7 +137,7 @@ __global__ void __launch_bounds__(256) k_quantize_rows_warp(const float *x, int6
     float amax = 0.0f;
     int nan = 0;
     for (int64_t c = lane; c < cols; c += 32) {
-        float a = fabsf(xr[c]);
+        float a = fabsf(qload<R2>(xr, c));
         nan |= !(a <= 3.4028234663852886e38f);
         amax = fmaxf(amax, a);
     }
@@ -132,11 +145,69 @@ __global__ void __launch_bounds__(256) k_quantize_rows_warp(const float *x, int6
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
         nan |= __shfl_xor_sync(0xffffffffu, nan, o);
     }
-    quantize_row_store(xr, qr, cols, ld, amax, nan, lane, 32, lane == 0, scale + r, bad);
+    quantize_row_store<R2>(xr, qr, cols, ld, amax, nan, lane, 32, lane == 0, scale + r, bad);
 }
 
-extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q,
-                                             float *scale) {
+/* The warp-per-row form for rows of 128·k ≤ 2048 values (the model's 384 and 1536): each lane
+ * holds its float4s in registers between the absmax and the store (one read of the row) and
+ * writes 4 bytes at a time; the same values, flags and padding as quantize_row_store. */
+template <bool R2> __device__ __forceinline__ float qval(float v) { return R2 ? (v > 0.0f ? __fmul_rn(v, v) : 0.0f) : v; }
+__device__ __forceinline__ void qmax(float v, float &amax, int &nan) {
+    const float a = fabsf(v);
+    nan |= !(a <= 3.4028234663852886e38f);
+    amax = fmaxf(amax, a);
+}
+__device__ __forceinline__ int qint(float v, float inv) {
+    const int i = __float2int_rn(__fmul_rn(v, inv));
+    return i > 127 ? 127 : (i < -127 ? -127 : i);
+}
+
+template <bool R2, int NV> /* NV: float4s per lane when fixed at compile time (no guards: the loads go out together), else 0 */
+__global__ void __launch_bounds__(256) k_quantize_rows_vec(const float *x, int64_t rows, int cols, int64_t ld, int8_t *q,
+                                                           float *scale, int *bad) {
+    const int64_t r = blockIdx.x * (int64_t)8 + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, nv = NV ? NV : cols / 128;
+    if (r >= rows) return;
+    const float4 *xr = reinterpret_cast<const float4 *>(x + r * cols);
+    float4 v[NV ? NV : 16];
+    float amax = 0.0f;
+    int nan = 0;
+#pragma unroll
+    for (int i = 0; i < (NV ? NV : 16); i++)
+        if (i < nv) {
+            float4 a = xr[i * 32 + lane];
+            a = make_float4(qval<R2>(a.x), qval<R2>(a.y), qval<R2>(a.z), qval<R2>(a.w));
+            qmax(a.x, amax, nan);
+            qmax(a.y, amax, nan);
+            qmax(a.z, amax, nan);
+            qmax(a.w, amax, nan);
+            v[i] = a;
+        }
+    for (int o = 16; o; o >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        nan |= __shfl_xor_sync(0xffffffffu, nan, o);
+    }
+    int8_t *qr = q + r * ld;
+    const bool zero = amax == 0.0f || nan;
+    const float inv = zero ? 0.0f : __fdiv_rn(127.0f, amax);
+    if (lane == 0) {
+        scale[r] = zero ? 0.0f : __fdiv_rn(amax, 127.0f);
+        if (nan) atomicOr(bad, 1);
+    }
+#pragma unroll
+    for (int i = 0; i < (NV ? NV : 16); i++)
+        if (i < nv) {
+            char4 o = make_char4(0, 0, 0, 0);
+            if (!zero)
+                o = make_char4((signed char)qint(v[i].x, inv), (signed char)qint(v[i].y, inv),
+                               (signed char)qint(v[i].z, inv), (signed char)qint(v[i].w, inv));
+            reinterpret_cast<char4 *>(qr)[i * 32 + lane] = o;
+        }
+    for (int64_t c = cols + lane; c < ld; c += 32) qr[c] = 0;
+}
+
+static arb_status quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q, float *scale,
+                                bool relu2) {
     if (rows < 0 || cols < 0 || ld < cols)
         return arb_error(ARB_ERR_SHAPE, "arb_cuda_quantize_rows: rows %lld, cols %lld, ld %lld", (long long)rows,
                          (long long)cols, (long long)ld);
@@ -151,12 +222,26 @@ extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64
         ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), arb_cuda_cur_stream()));
         flag = bad.as<int>();
     }
-    if (cols <= 4096) {
-        k_quantize_rows_warp<<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, cols, ld, q, scale,
-                                                                                           flag);
+    if (cols % 128 == 0 && cols <= 2048 && ld % 4 == 0 && ((uintptr_t)x % 16 | (uintptr_t)q % 4) == 0) {
+        const unsigned nb = arb_cuda_blocks(rows, 8);
+        cudaStream_t st = arb_cuda_cur_stream();
+        const int nv = (int)(cols / 128);
+        if (relu2 && nv == 12) k_quantize_rows_vec<true, 12><<<nb, 256, 0, st>>>(x, rows, (int)cols, ld, q, scale, flag);
+        else if (relu2) k_quantize_rows_vec<true, 0><<<nb, 256, 0, st>>>(x, rows, (int)cols, ld, q, scale, flag);
+        else if (nv == 3) k_quantize_rows_vec<false, 3><<<nb, 256, 0, st>>>(x, rows, (int)cols, ld, q, scale, flag);
+        else k_quantize_rows_vec<false, 0><<<nb, 256, 0, st>>>(x, rows, (int)cols, ld, q, scale, flag);
+        ARB_CU_LAUNCH("k_quantize_rows_vec");
+    } else if (cols <= 4096) {
+        if (relu2)
+            k_quantize_rows_warp<true><<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, cols, ld, q,
+                                                                                                     scale, flag);
+        else
+            k_quantize_rows_warp<false><<<arb_cuda_blocks(rows, 8), 256, 0, arb_cuda_cur_stream()>>>(x, rows, cols, ld, q,
+                                                                                                      scale, flag);
         ARB_CU_LAUNCH("k_quantize_rows_warp");
     } else {
-        k_quantize_rows<<<(unsigned)rows, 256, 0, arb_cuda_cur_stream()>>>(x, cols, ld, q, scale, flag);
+        if (relu2) k_quantize_rows<true><<<(unsigned)rows, 256, 0, arb_cuda_cur_stream()>>>(x, cols, ld, q, scale, flag);
+        else k_quantize_rows<false><<<(unsigned)rows, 256, 0, arb_cuda_cur_stream()>>>(x, cols, ld, q, scale, flag);
         ARB_CU_LAUNCH("k_quantize_rows");
     }
     if (!bad.p) return ARB_OK; /* deferred: arb_cuda_checks_collect reports */
@@ -164,6 +249,16 @@ extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64
     ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h));
     if (h) return arb_error(ARB_ERR_INVALID_ARG, "arb_cuda_quantize_rows: a row has a NaN or infinite value");
     return ARB_OK;
+}
+
+extern "C" arb_status arb_cuda_quantize_rows(const float *x, int64_t rows, int64_t cols, int64_t ld, int8_t *q,
+                                             float *scale) {
+    return quantize_rows(x, rows, cols, ld, q, scale, false);
+}
+
+extern "C" arb_status arb_mcu_quantize_rows_relu2(const float *u, int64_t rows, int64_t cols, int64_t ld, int8_t *q,
+                                                  float *scale) {
+    return quantize_rows(u, rows, cols, ld, q, scale, true);
 }
 
 /* ------------------------------------------------------------------ update: shared host side */
@@ -486,18 +581,36 @@ __device__ __forceinline__ double warp_sum_d(double v) {
     return v;
 }
 
+/* With add (the model's residual): the norm's input is x + add (__fadd_rn, as arb_mcu_add), stored
+ * to t on the way (the residual stream's tape) — one pass instead of an add kernel and a norm.
+ * t may alias x: the second pass reads the sum back from t. */
 __global__ void __launch_bounds__(32 * RMS_WARPS) k_rms_fwd(const uint8_t *trits, const float *scale, const float *x,
-                                                            int64_t n, int64_t d, float eps, float *y, float *rstd) {
+                                                            const float *add, float *t_out, int64_t n, int64_t d,
+                                                            float eps, float *y, float *rstd) {
     const int64_t t = blockIdx.x * (int64_t)RMS_WARPS + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (t >= n) return;
     const float *xr = x + t * d;
     double ss = 0.0;
-    for (int64_t i = lane; i < d; i += 32) ss += (double)xr[i] * (double)xr[i];
+    if (add) {
+        const float *ar = add + t * d;
+        float *tr = t_out + t * d;
+#pragma unroll 4
+        for (int64_t i = lane; i < d; i += 32) {
+            const float v = __fadd_rn(xr[i], ar[i]);
+            tr[i] = v;
+            ss += (double)v * (double)v;
+        }
+        xr = tr;
+    } else {
+#pragma unroll 4
+        for (int64_t i = lane; i < d; i += 32) ss += (double)xr[i] * (double)xr[i];
+    }
     ss = warp_sum_d(ss);
     float r = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
     if (lane == 0) rstd[t] = r;
     float s0 = scale[0];
+#pragma unroll 4
     for (int64_t i = lane; i < d; i += 32) y[t * d + i] = __fmul_rn(__fmul_rn(xr[i], r), gain_at(trits, s0, i));
 }
 
@@ -509,25 +622,37 @@ static arb_status check_gain(const arb_ternary *g, const char *what) {
     return ARB_OK;
 }
 
-extern "C" arb_status arb_cuda_ternary_rmsnorm_forward(const arb_ternary *gain, const float *x, int64_t n, float eps,
-                                                       float *y, float *rstd) {
+static arb_status rmsnorm_forward(const arb_ternary *gain, const float *x, const float *add, float *t_out, int64_t n,
+                                  float eps, float *y, float *rstd) {
     const char *what = "arb_cuda_ternary_rmsnorm_forward";
     ARB_TRY(check_gain(gain, what));
     if (n < 0 || n > INT32_MAX) return arb_error(ARB_ERR_SHAPE, "%s: n = %lld", what, (long long)n);
     if (!(eps >= 0.0f)) return arb_error(ARB_ERR_INVALID_ARG, "%s: eps %g must be >= 0", what, (double)eps);
     if (n == 0) return ARB_OK;
-    if (!x || !y || !rstd) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
+    if (!x || !y || !rstd || (add && !t_out)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
     k_rms_fwd<<<(unsigned)((n + RMS_WARPS - 1) / RMS_WARPS), 32 * RMS_WARPS, 0, arb_cuda_cur_stream()>>>(
-        gain->trits, gain->scale, x, n, gain->cols, eps, y, rstd);
+        gain->trits, gain->scale, x, add, t_out, n, gain->cols, eps, y, rstd);
     ARB_CU_LAUNCH("k_rms_fwd");
     return ARB_OK;
 }
 
-/* dx per row (double, like the CPU; one warp per row), and the gain signal's absmax: one atomic
+extern "C" arb_status arb_cuda_ternary_rmsnorm_forward(const arb_ternary *gain, const float *x, int64_t n, float eps,
+                                                       float *y, float *rstd) {
+    return rmsnorm_forward(gain, x, nullptr, nullptr, n, eps, y, rstd);
+}
+
+extern "C" arb_status arb_mcu_rmsnorm_forward_add(const arb_ternary *gain, const float *x, const float *add, float *t,
+                                                  int64_t n, float eps, float *y, float *rstd) {
+    return rmsnorm_forward(gain, x, add, t, n, eps, y, rstd);
+}
+
+/* dx per row (double, like the CPU; one warp per row; plus res, the model's residual gradient,
+ * when given: one pass instead of a separate add), and the gain signal's absmax: one atomic
  * per block (a max is exact in any order; per-warp atomics on one address serialized). */
 __global__ void __launch_bounds__(32 * RMS_WARPS) k_rms_bwd(const uint8_t *trits, const float *scale, const float *x,
-                                                            const float *rstd, const float *dy, int64_t n, int64_t d,
-                                                            float *dx, unsigned *amax_bits, int *bad) {
+                                                            const float *rstd, const float *dy, const float *res,
+                                                            int64_t n, int64_t d, float *dx, unsigned *amax_bits,
+                                                            int *bad) {
     __shared__ float s_m[RMS_WARPS];
     __shared__ int s_nan[RMS_WARPS];
     const int64_t t = blockIdx.x * (int64_t)RMS_WARPS + (threadIdx.x >> 5);
@@ -538,11 +663,14 @@ __global__ void __launch_bounds__(32 * RMS_WARPS) k_rms_bwd(const uint8_t *trits
         const float *xr = x + t * d, *dr = dy + t * d;
         float r = rstd[t], s0 = scale[0];
         double dot = 0.0;
+#pragma unroll 4
         for (int64_t i = lane; i < d; i += 32) dot += (double)dr[i] * (double)gain_at(trits, s0, i) * (double)xr[i] * (double)r;
         double mean = warp_sum_d(dot) / (double)d;
+#pragma unroll 4
         for (int64_t i = lane; i < d; i += 32) {
             double xh = (double)xr[i] * (double)r;
-            dx[t * d + i] = (float)((double)r * ((double)dr[i] * (double)gain_at(trits, s0, i) - xh * mean));
+            const float g = (float)((double)r * ((double)dr[i] * (double)gain_at(trits, s0, i) - xh * mean));
+            dx[t * d + i] = res ? __fadd_rn(res[t * d + i], g) : g;
             float a = fabsf(__fmul_rn(__fmul_rn(xr[i], r), dr[i]));
             nan |= !(a <= 3.4028234663852886e38f);
             m = fmaxf(m, a);
@@ -576,6 +704,7 @@ __global__ void k_rms_grad(const float *x, const float *rstd, const float *dy, i
     if (i >= d) return;
     int64_t t0 = blockIdx.y * per, t1 = t0 + per < n ? t0 + per : n;
     int32_t sum = 0;
+#pragma unroll 8 /* independent tokens: their loads go out together (an integer sum: any order) */
     for (int64_t t = t0; t < t1; t++) {
         int64_t j = t * d + i;
         float ps = __fmul_rn(__fmul_rn(x[j], rstd[t]), dy[j]);
@@ -586,10 +715,9 @@ __global__ void k_rms_grad(const float *x, const float *rstd, const float *dy, i
     if (sum) atomicAdd(&g[i], sum);
 }
 
-extern "C" arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain, const float *x, const float *rstd,
-                                                               const float *dy, int64_t n, float *dx,
-                                                               const arb_update_params *p, arb_update_state *st,
-                                                               arb_update_stats *stats) {
+static arb_status rmsnorm_backward_update(arb_ternary *gain, const float *x, const float *rstd, const float *dy,
+                                          const float *res, int64_t n, float *dx, const arb_update_params *p,
+                                          arb_update_state *st, arb_update_stats *stats) {
     const char *what = "arb_cuda_ternary_rmsnorm_backward_update";
     ARB_TRY(check_gain(gain, what));
     if (p) ARB_TRY(arb_cuda_upd_check(gain, n, p, st, what));
@@ -602,7 +730,7 @@ extern "C" arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain
     ARB_CU(cudaMemsetAsync(flags.p, 0, 2 * sizeof(unsigned), s));
     if (n > 0) {
         k_rms_bwd<<<(unsigned)((n + RMS_WARPS - 1) / RMS_WARPS), 32 * RMS_WARPS, 0, s>>>(
-            gain->trits, gain->scale, x, rstd, dy, n, d, dx, flags.as<unsigned>(), flags.as<int>() + 1);
+            gain->trits, gain->scale, x, rstd, dy, res, n, d, dx, flags.as<unsigned>(), flags.as<int>() + 1);
         ARB_CU_LAUNCH("k_rms_bwd");
     }
     if (!p) return ARB_OK;
@@ -626,4 +754,18 @@ extern "C" arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain
     ARB_TRY(arb_cuda_copy_d2h(&s0, gain->scale, sizeof s0));
     float c = (amax / 127.0f) * s0;
     return upd_dense_step(gain, g.as<int32_t>(), d, &c, p, st, stats);
+}
+
+extern "C" arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain, const float *x, const float *rstd,
+                                                               const float *dy, int64_t n, float *dx,
+                                                               const arb_update_params *p, arb_update_state *st,
+                                                               arb_update_stats *stats) {
+    return rmsnorm_backward_update(gain, x, rstd, dy, nullptr, n, dx, p, st, stats);
+}
+
+extern "C" arb_status arb_mcu_rmsnorm_backward_update_add(arb_ternary *gain, const float *x, const float *rstd,
+                                                          const float *dy, const float *res, int64_t n, float *dx,
+                                                          const arb_update_params *p, arb_update_state *st,
+                                                          arb_update_stats *stats) {
+    return rmsnorm_backward_update(gain, x, rstd, dy, res, n, dx, p, st, stats);
 }

@@ -236,16 +236,23 @@ static arb_status ensure_work(arb_model *m, int64_t B, int64_t T) {
 }
 
 /* ---------------------------------------------------------------- op wrappers (one use each) */
-static arb_status lin_fwd(arb_model *m, int32_t i, const float *x, int64_t n, float *y, int64_t *off) {
+/* relu2: x is the MLP's hidden pre-activation and the linear's input is ReLU²(x), formed as the
+ * quantization reads it (no ReLU² pass, no buffer for it). */
+static arb_status lin_fwd_q(arb_model *m, int32_t i, const float *x, int64_t n, float *y, int64_t *off, bool relu2) {
     tparam *P = &m->p[i];
     ARB_TRY(dparam_reserve(P, n));
     int64_t o = P->n;
     int8_t *xq = P->d_xq + o * P->w.cols_pad;
-    ARB_TRY(arb_cuda_quantize_rows(x, n, P->w.cols, P->w.cols_pad, xq, P->d_xs + o));
+    if (relu2) ARB_TRY(arb_mcu_quantize_rows_relu2(x, n, P->w.cols, P->w.cols_pad, xq, P->d_xs + o));
+    else ARB_TRY(arb_cuda_quantize_rows(x, n, P->w.cols, P->w.cols_pad, xq, P->d_xs + o));
     ARB_TRY(arb_ternary_linear_forward(&P->dw, xq, P->d_xs + o, n, y));
     P->n += n;
     if (off) *off = o;
     return ARB_OK;
+}
+
+static arb_status lin_fwd(arb_model *m, int32_t i, const float *x, int64_t n, float *y, int64_t *off) {
+    return lin_fwd_q(m, i, x, n, y, off, false);
 }
 
 /* The norm's input x (+ add, the residual's pending branch) goes straight into its tape, which
@@ -256,9 +263,12 @@ static arb_status norm_fwd(arb_model *m, int32_t i, const float *x, const float 
     ARB_TRY(dparam_reserve(P, n));
     int64_t o = P->n, D = P->w.cols;
     float *t = P->d_x + o * D;
-    if (add) ARB_TRY(arb_mcu_add(t, x, add, n * D));
-    else if (t != x) ARB_TRY(arb_cuda_copy_d2d(t, x, sizeof(float) * (size_t)(n * D)));
-    ARB_TRY(arb_ternary_rmsnorm_forward(&P->dw, t, n, m->cfg.norm_eps, y, P->d_xs + o));
+    if (add) {
+        ARB_TRY(arb_mcu_rmsnorm_forward_add(&P->dw, x, add, t, n, m->cfg.norm_eps, y, P->d_xs + o)); /* t = x + add */
+    } else {
+        if (t != x) ARB_TRY(arb_cuda_copy_d2d(t, x, sizeof(float) * (size_t)(n * D)));
+        ARB_TRY(arb_ternary_rmsnorm_forward(&P->dw, t, n, m->cfg.norm_eps, y, P->d_xs + o));
+    }
     P->n += n;
     if (off) *off = o;
     if (xt) *xt = t;
@@ -293,7 +303,8 @@ static arb_status lin_bwd(arb_model *m, int32_t i, int64_t off, const float *dy,
     return arb_ternary_linear_backward_x(&P->dw, slot, n, arb_mdl_use_key(P, seed, step), dx);
 }
 
-static arb_status norm_bwd(arb_model *m, int32_t i, int64_t off, const float *dy, int64_t n, float *dx,
+/* dx = res (the residual gradient, or NULL) + the norm's input gradient. */
+static arb_status norm_bwd(arb_model *m, int32_t i, int64_t off, const float *dy, int64_t n, float *dx, const float *res,
                            const arb_model_step_params *sp, arb_model_step_stats *tot) {
     tparam *P = &m->p[i];
     int64_t D = P->w.cols;
@@ -303,13 +314,14 @@ static arb_status norm_bwd(arb_model *m, int32_t i, int64_t off, const float *dy
         arb_update_params up;
         arb_mdl_update_prep(m, i, sp, &up);
         arb_update_stats st = {0};
-        ARB_TRY(arb_ternary_rmsnorm_backward_update(&P->dw, P->d_x + off * D, P->d_xs + off, slot, n, dx, &up, &P->st,
-                                                    &st));
+        ARB_TRY(arb_mcu_rmsnorm_backward_update_add(&P->dw, P->d_x + off * D, P->d_xs + off, slot, res, n, dx, &up,
+                                                    &P->st, &st));
         arb_mdl_update_finish(m, i, sp, &st, tot);
         P->done = true;
         return ARB_OK;
     }
-    return arb_ternary_rmsnorm_backward_update(&P->dw, P->d_x + off * D, P->d_xs + off, slot, n, dx, NULL, NULL, NULL);
+    return arb_mcu_rmsnorm_backward_update_add(&P->dw, P->d_x + off * D, P->d_xs + off, slot, res, n, dx, NULL, NULL,
+                                               NULL);
 }
 
 /* The deferred update of tensor i over its whole tape (the CPU's order and calls). */
@@ -352,15 +364,9 @@ static arb_status attn_forward(arb_model *m, layer *Ly) {
 /* dqkv (N, 3D) from dy (N, D). */
 static arb_status attn_backward(arb_model *m, layer *Ly, const float *dy, float *dqkv) {
     const arb_model_config *c = &m->cfg;
-    const int64_t D = c->dim, need = arb_mcu_attn_scratch_floats(m->B, m->T, D);
-    if (need > m->d_capQ) {
-        size_t b;
-        ARB_TRY(nbytes((size_t)need, sizeof(float), &b));
-        ARB_TRY(dalloc((void **)&m->d_dqpart, b));
-        m->d_capQ = need;
-    }
+    const int64_t D = c->dim;
     return arb_mcu_attn_backward(Ly->d_qkv, 3 * D, c->rotary ? m->d_rope : NULL, Ly->d_o, D, Ly->d_lse, dy, D,
-                                 m->d_delta, dqkv, 3 * D, m->d_dqpart, m->B, m->T, c->n_heads, c->dim / c->n_heads);
+                                 m->d_delta, dqkv, 3 * D, m->B, m->T, c->n_heads, c->dim / c->n_heads);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -423,8 +429,7 @@ static arb_status forward_body(arb_model *m, const int32_t *tokens, const int32_
         }
         ARB_TRY(norm_fwd(m, Ly->fn, x, add, N, m->d_h, &Ly->off_fn, &x));
         ARB_TRY(lin_fwd(m, Ly->w1, m->d_h, N, Ly->d_u, &Ly->off_w1));
-        ARB_TRY(arb_mcu_relu2(Ly->d_u, N * arb_mdl_mlp_hidden(c), m->d_big));
-        ARB_TRY(lin_fwd(m, Ly->w2, m->d_big, N, m->d_t2, &Ly->off_w2));
+        ARB_TRY(lin_fwd_q(m, Ly->w2, Ly->d_u, N, m->d_t2, &Ly->off_w2, true)); /* input ReLU²(u) */
         add = m->d_t2;
     }
     int64_t off;
@@ -469,13 +474,13 @@ static float *gslot(arb_model *m, int32_t i, int64_t off) {
  * op copies its dy. */
 static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *tot) {
     const arb_model_config *c = &m->cfg;
-    const int64_t N = m->N, D = c->dim;
+    const int64_t N = m->N;
     tparam *Pe = &m->p[m->embed];
     const int last = c->n_layers - 1;
     float *dx = last >= 0 ? gslot(m, m->L[last].w2, m->L[last].off_w2) : Pe->d_dy;
 
     ARB_TRY(lin_bwd(m, m->head, 0, gslot(m, m->head, 0), N, gslot(m, m->fnorm, 0), sp, tot));
-    ARB_TRY(norm_bwd(m, m->fnorm, 0, gslot(m, m->fnorm, 0), N, dx, sp, tot));
+    ARB_TRY(norm_bwd(m, m->fnorm, 0, gslot(m, m->fnorm, 0), N, dx, NULL, sp, tot));
     for (int l = last; l >= 0; l--) {
         layer *Ly = &m->L[l];
         float *du = gslot(m, Ly->w1, Ly->off_w1), *dn = gslot(m, Ly->fn, Ly->off_fn);
@@ -484,16 +489,14 @@ static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_mo
         ARB_TRY(lin_bwd(m, Ly->w2, Ly->off_w2, dx, N, m->d_big, sp, tot));
         ARB_TRY(arb_mcu_relu2_backward(Ly->d_u, m->d_big, N * arb_mdl_mlp_hidden(c), du));
         ARB_TRY(lin_bwd(m, Ly->w1, Ly->off_w1, du, N, dn, sp, tot));
-        ARB_TRY(norm_bwd(m, Ly->fn, Ly->off_fn, dn, N, m->d_t1, sp, tot));
-        ARB_TRY(arb_mcu_add(mid, dx, m->d_t1, N * D));
+        ARB_TRY(norm_bwd(m, Ly->fn, Ly->off_fn, dn, N, mid, dx, sp, tot)); /* mid = dx + the norm's dx */
         dx = mid;
         if (Ly->qkv >= 0) {
             float *dqkv = gslot(m, Ly->qkv, Ly->off_qkv), *da = gslot(m, Ly->an, Ly->off_an);
             ARB_TRY(lin_bwd(m, Ly->o, Ly->off_o, dx, N, m->d_t1, sp, tot));
             ARB_TRY(attn_backward(m, Ly, m->d_t1, dqkv));
             ARB_TRY(lin_bwd(m, Ly->qkv, Ly->off_qkv, dqkv, N, da, sp, tot));
-            ARB_TRY(norm_bwd(m, Ly->an, Ly->off_an, da, N, m->d_t1, sp, tot));
-            ARB_TRY(arb_mcu_add(below, dx, m->d_t1, N * D));
+            ARB_TRY(norm_bwd(m, Ly->an, Ly->off_an, da, N, below, dx, sp, tot));
             dx = below;
         }
     }

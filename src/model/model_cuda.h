@@ -11,6 +11,7 @@
 #define ARB_MODEL_CUDA_H
 
 #include "arbitor/core.h"
+#include "arbitor/ternary.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -29,14 +30,24 @@ arb_status arb_mcu_attn_forward(const float *qkv, int64_t ldq, const float *rope
                                 int64_t B, int64_t T, int H, int hd);
 /* From dy (B·T, ldy) = d loss / d o: dqkv (B·T, lddq) columns [0, 3D) = d loss / d (q, k, v) of
  * the unrotated inputs (the inverse rotation applied to dq, dk), every element written.
- * delta: (B·H·T) scratch (Σ dy·o per row); scratch: arb_mcu_attn_scratch_floats(B, T, D) floats
- * (each key tile's share of dQ, summed in a fixed order). */
-int64_t arb_mcu_attn_scratch_floats(int64_t B, int64_t T, int64_t D);
+ * delta: (B·H·T) scratch (Σ dy·o per row). */
 arb_status arb_mcu_attn_backward(const float *qkv, int64_t ldq, const float *rope, const float *o, int64_t ldo,
                                  const float *lse, const float *dy, int64_t ldy, float *delta, float *dqkv,
-                                 int64_t lddq, float *scratch, int64_t B, int64_t T, int H, int hd);
+                                 int64_t lddq, int64_t B, int64_t T, int H, int hd);
 
 arb_status arb_mcu_relu2(const float *u, int64_t n, float *r);
+/* Fused forms of the glue around the ternary ops (src/cuda/ternary.cu, next to the kernels they
+ * extend; same bits as the separate passes):
+ * arb_cuda_quantize_rows of ReLU²(u) without materializing it; */
+arb_status arb_mcu_quantize_rows_relu2(const float *u, int64_t rows, int64_t cols, int64_t ld, int8_t *q,
+                                       float *scale);
+/* the RMSNorm forward of t = x + add (t written: the residual stream's tape; t may alias x); */
+arb_status arb_mcu_rmsnorm_forward_add(const arb_ternary *gain, const float *x, const float *add, float *t, int64_t n,
+                                       float eps, float *y, float *rstd);
+/* the RMSNorm backward (+ update when p) with dx = res + d loss / d x (res ≠ dx). */
+arb_status arb_mcu_rmsnorm_backward_update_add(arb_ternary *gain, const float *x, const float *rstd, const float *dy,
+                                               const float *res, int64_t n, float *dx, const arb_update_params *p,
+                                               arb_update_state *st, arb_update_stats *stats);
 /* du = dr · 2·max(u, 0) (du may alias dr). */
 arb_status arb_mcu_relu2_backward(const float *u, const float *dr, int64_t n, float *du);
 /* y = a + b (y may alias either) */

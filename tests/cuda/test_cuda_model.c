@@ -1,16 +1,18 @@
 /* The CUDA model against the CPU model on small odd shapes (3 heads of 16, T = 70 so that the
- * attention tiles are partial and the causal tile skip is exercised, vocab 271), and one step
+ * attention tiles are partial and the causal masks and bounds are exercised, vocab 271), and one step
  * for every head dim of the fused attention (16, 32, 64, 128) on odd T:
  *   - loss and every tape gradient (the output-gradient rows each tensor's update folds) within
  *     stated float tolerances of the CPU model's, and the forward's quantized inputs (float inputs
- *     within 1e-4 relative until an int8 rounding upstream goes the other way, 2e-3 after it);
+ *     within 1e-4 relative until an int8 rounding upstream goes the other way, 5e-3 after it;
+ *     int8 codes equal but for rare ties until then, compared by dequantized value after it);
  *   - the integer state after a step bit-identical to the CPU reference rule applied to the GPU's
  *     own tape (the inputs of the integer rule), at step 0 and at step 1 (non-zero accumulators);
  *     against the CPU *model* the trits agree up to a small stated fraction: the glue's float sums
  *     run in another order, so a few dy values land on the other side of a stochastic-rounding
  *     boundary (see the comment in test_step_vs_cpu);
  *   - determinism (two runs: identical trits and losses), fused == deferred updates;
- *   - loss decrease over a few steps; save from the GPU, resume on the GPU bitwise, load on the CPU.
+ *   - loss decrease over a few steps; save from the GPU, resume on the GPU bitwise, load on the CPU;
+ *   - the fused ReLU² quantization against ReLU² then the plain one and the CPU's, byte for byte.
  * Skips (exit 77) with a clear message without a CUDA device; CI builds it. */
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model/model_cuda.h"
 #include "model/model_internal.h"
 #include "testutil.h"
 #include "arbitor/cuda.h"
@@ -180,7 +183,12 @@ static void snapshot(arb_model *m, arb_ternary *pre, arb_update_state *pre_st, i
  * model's after the same step: tolerances as stated in test_step_vs_cpu. The forward inputs agree
  * within 1e-4 relative until some quantized input upstream (tensors are in forward order) rounds
  * the other way: one int8 step is up to 1/127 of its row's scale, so from there on the floats
- * downstream may differ by up to 2e-3 (the printed values show how far they move). */
+ * downstream may differ by up to 5e-3 (the printed values show how far they move). Why 5e-3 (it
+ * was 2e-3 with float32-accurate attention products): the attention runs its products in split
+ * bf16 (~1e-5 relative, src/cuda/model_glue.cu), a little more than float32 summation order, so
+ * a few more int8 roundings flip (the attention output's xq diff is now a few per 10k instead
+ * of 0), and every flip moves its whole row downstream by a quantization step: on the 2-layer
+ * model of test_step_vs_cpu the last inputs moved 2.4e-3 in the first run of the new kernels. */
 static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff, int64_t *trits) {
     int32_t np = arb_model_n_ternary(mg);
     bool upstream_flip = false;
@@ -196,15 +204,23 @@ static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff,
         assert_int_equal(tc.kind, tg.kind);
         size_t ndy = (size_t)(tc.n * (tc.kind == 0 ? tc.rows : tc.cols));
         double e = arb_test_rel_l2(tg.dy, tc.dy, ndy);
-        double ex = 0;
+        double ex = 0, vq = 0;
         int64_t qd = 0, qn = 0;
+        int maxd = 0;
         if (tc.kind == 0) {
             ex = arb_test_rel_l2(tg.xs, tc.xs, (size_t)tc.n);
-            for (int64_t k = 0; k < tc.n * tc.cols_pad; k++) {
-                int d = abs(tc.xq[k] - tg.xq[k]);
-                if (d) qd++;
-                if (d > 2) fail_msg("%s: quantized input %lld differs by %d", name, (long long)k, d);
-            }
+            double num = 0, den = 0; /* the dequantized inputs xq·xs: what the int8 codes stand for */
+            for (int64_t r = 0; r < tc.n; r++)
+                for (int64_t c = 0; c < tc.cols_pad; c++) {
+                    const int64_t k = r * tc.cols_pad + c;
+                    const int d = abs(tc.xq[k] - tg.xq[k]);
+                    if (d) qd++;
+                    if (d > maxd) maxd = d;
+                    const double a = (double)tg.xq[k] * tg.xs[r], b = (double)tc.xq[k] * tc.xs[r];
+                    num += (a - b) * (a - b);
+                    den += b * b;
+                }
+            vq = den > 0 ? sqrt(num / den) : sqrt(num);
             qn = tc.n * tc.cols_pad;
         } else if (tc.kind == 2) {
             ex = arb_test_rel_l2(tg.x, tc.x, (size_t)(tc.n * tc.cols));
@@ -214,12 +230,27 @@ static void check_tapes_vs_cpu(arb_model *mc, arb_model *mg, int64_t *trit_diff,
         int64_t td = diff_state(wc, wg, name, false);
         *trit_diff += td;
         *trits += wc->rows * wc->cols;
-        print_message("  %-22s dy rel %.2e  input rel %.2e  xq diff %lld/%lld  trits diff %lld\n", name, e, ex,
-                      (long long)qd, (long long)qn, (long long)td);
+        print_message("  %-22s dy rel %.2e  input rel %.2e  xq diff %lld/%lld (max %d, values rel %.2e)  trits diff %lld\n",
+                      name, e, ex, (long long)qd, (long long)qn, maxd, vq, (long long)td);
         if (!(e < 2e-2)) fail_msg("%s: gradient rel L2 %.3e vs the CPU model", name, e);
-        const double xtol = upstream_flip ? 2e-3 : 1e-4;
+        const double xtol = upstream_flip ? 5e-3 : 1e-4;
         if (!(ex < xtol)) fail_msg("%s: input rel L2 %.3e vs the CPU model (tolerance %.0e)", name, ex, xtol);
-        if (qn && qd * 100 > qn) fail_msg("%s: %lld of %lld quantized inputs differ", name, (long long)qd, (long long)qn);
+        if (!upstream_flip) {
+            /* the same codes except rare ties: ≤ 1% of them, by at most ±2 */
+            if (maxd > 2) fail_msg("%s: a quantized input differs by %d", name, maxd);
+            if (qn && qd * 100 > qn)
+                fail_msg("%s: %lld of %lld quantized inputs differ", name, (long long)qd, (long long)qn);
+        } else if (!(vq < 2e-2)) {
+            /* Once an upstream code has flipped, rows move (a row whose absmax moved re-scales all
+             * its codes), so codes are no longer comparable one by one: the values they stand for
+             * are. 2e-2, as for the gradients: the float inputs may differ by 5e-3 (above), and each
+             * code that rounds the other way adds a step, which on ReLU² rows (absmax ~10× the
+             * rms) is ~8e-2 of the rms: 0.85% such codes (seen) give ~7e-3; a wrong kernel gives
+             * O(1). Seen in the first runs of the split-bf16 attention: 0.85% of codes differing,
+             * |Δ| up to 3 (this check itself has not run on a GPU yet: the session's device
+             * calls were spent). */
+            fail_msg("%s: dequantized inputs rel L2 %.3e vs the CPU model (tolerance 2e-2)", name, vq);
+        }
         if (qd) upstream_flip = true;
         arb_model_tape_free(&tc);
         arb_model_tape_free(&tg);
@@ -247,7 +278,8 @@ static void test_step_vs_cpu(void **state) {
         assert_int_equal(lc.n_targets, lg.n_targets);
         assert_int_equal(lg.n_targets, N - 2);
         print_message("step %d: loss cpu %.7f cuda %.7f (rel %.2e)\n", step, lc.ce, lg.ce, fabs(lc.ce - lg.ce) / lc.ce);
-        if (step == 0) assert_true(fabs(lc.ce - lg.ce) <= 1e-4 * lc.ce);
+        /* 2e-4: the int8 flips described at check_tapes_vs_cpu reach the loss (4.6e-5 seen) */
+        if (step == 0) assert_true(fabs(lc.ce - lg.ce) <= 2e-4 * lc.ce);
         snapshot(mg, pre, pre_st, bal);
         sp.update.step = (uint64_t)step;
         arb_model_step_stats sc, sg;
@@ -257,7 +289,7 @@ static void test_step_vs_cpu(void **state) {
         if (step == 0) {
             /* Gradients against the CPU model (same initial state, same batch). Each tensor's tape
              * holds the output-gradient rows of its use and (linears) its quantized input.
-             * Tolerances: the loss within 1e-4 relative; dy within 2e-2 relative L2 (float32 glue
+             * Tolerances: the loss within 2e-4 relative; dy within 2e-2 relative L2 (float32 glue
              * with another summation order; the dy quantization of backward_x is stochastic, so a
              * last-bit difference moves a rare element by one int8 step, and those propagate down
              * through the layers: the printed values show the growth); quantized inputs equal
@@ -450,12 +482,73 @@ static void test_save_resume(void **state) {
     ARB_ASSERT_OK(arb_model_forward(a->model, tok, tgt, 1, 48, false, &pg));
     ARB_ASSERT_OK(arb_model_forward(mc, tok, tgt, 1, 48, false, &pc));
     print_message("val: %.6f; one window: cuda %.6f cpu %.6f\n", va, pg.ce, pc.ce);
-    assert_true(fabs(pg.ce - pc.ce) <= 1e-4 * pc.ce);
+    /* 2e-3: after 6 steps the attention is sharper, so its split-bf16 products (~1e-5) flip more
+     * int8 roundings downstream than on a fresh model (4.6e-4 seen; a wrong kernel gives 1e-1) */
+    assert_true(fabs(pg.ce - pc.ce) <= 2e-3 * pc.ce);
     arb_model_free(mc);
     arb_trainer_free(a);
     arb_trainer_free(b);
     arb_corpus_free(&corpus);
     arb_test_tmpdir_remove(dir);
+}
+
+/* The quantization that forms ReLU²(u) as it reads (the MLP's second linear) against ReLU² then
+ * the plain quantization, and both against the CPU's arb_quantize_rows of the host ReLU²: the same
+ * bytes and scales, on the model's vectorized widths (384, 1536: kernels specialized by width),
+ * another multiple of 128, and the general kernel (odd columns). */
+static void test_fused_relu2_quantize(void **state) {
+    (void)state;
+    static const int64_t shapes[][3] = {{37, 384, 384}, {5, 1536, 1536}, {6, 640, 656}, {9, 61, 64}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int64_t rows = shapes[k][0], cols = shapes[k][1], ld = shapes[k][2], n = rows * cols;
+        float *u = malloc(sizeof(float) * (size_t)n), *du = NULL, *dr = NULL, *s1 = NULL, *s2 = NULL;
+        int8_t *q1 = NULL, *q2 = NULL;
+        arb_test_fill_f32(u, (size_t)n, 31 + k, -2.0f, 2.0f);
+        for (int64_t c = 0; c < cols; c++) u[2 * cols + c] = -1.0f; /* a row that ReLU² zeroes */
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&du, sizeof(float) * (size_t)n));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&dr, sizeof(float) * (size_t)n));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&s1, sizeof(float) * (size_t)rows));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&s2, sizeof(float) * (size_t)rows));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&q1, (size_t)(rows * ld)));
+        ARB_ASSERT_OK(arb_cuda_malloc((void **)&q2, (size_t)(rows * ld)));
+        ARB_ASSERT_OK(arb_cuda_copy_h2d(du, u, sizeof(float) * (size_t)n));
+        ARB_ASSERT_OK(arb_mcu_relu2(du, n, dr));
+        ARB_ASSERT_OK(arb_cuda_quantize_rows(dr, rows, cols, ld, q1, s1));
+        ARB_ASSERT_OK(arb_mcu_quantize_rows_relu2(du, rows, cols, ld, q2, s2));
+        int8_t *h1 = malloc((size_t)(rows * ld)), *h2 = malloc((size_t)(rows * ld));
+        float *f1 = malloc(sizeof(float) * (size_t)rows), *f2 = malloc(sizeof(float) * (size_t)rows);
+        ARB_ASSERT_OK(arb_cuda_copy_d2h(h1, q1, (size_t)(rows * ld)));
+        ARB_ASSERT_OK(arb_cuda_copy_d2h(h2, q2, (size_t)(rows * ld)));
+        ARB_ASSERT_OK(arb_cuda_copy_d2h(f1, s1, sizeof(float) * (size_t)rows));
+        ARB_ASSERT_OK(arb_cuda_copy_d2h(f2, s2, sizeof(float) * (size_t)rows));
+        assert_memory_equal(h1, h2, (size_t)(rows * ld));
+        assert_memory_equal(f1, f2, sizeof(float) * (size_t)rows);
+        assert_true(f1[2] == 0.0f && f1[0] > 0.0f);
+        /* the CPU reference: glue.c's ReLU² (v·v, no contraction), then arb_quantize_rows */
+        float *r = malloc(sizeof(float) * (size_t)n), *f3 = malloc(sizeof(float) * (size_t)rows);
+        int8_t *h3 = malloc((size_t)(rows * ld));
+        for (int64_t i = 0; i < n; i++) {
+            volatile float sq = u[i] * u[i];
+            r[i] = u[i] > 0.0f ? sq : 0.0f;
+        }
+        ARB_ASSERT_OK(arb_quantize_rows(r, rows, cols, ld, h3, f3));
+        assert_memory_equal(h1, h3, (size_t)(rows * ld));
+        assert_memory_equal(f1, f3, sizeof(float) * (size_t)rows);
+        free(r);
+        free(f3);
+        free(h3);
+        free(h1);
+        free(h2);
+        free(f1);
+        free(f2);
+        free(u);
+        arb_cuda_free(du);
+        arb_cuda_free(dr);
+        arb_cuda_free(s1);
+        arb_cuda_free(s2);
+        arb_cuda_free(q1);
+        arb_cuda_free(q2);
+    }
 }
 
 /* Components the CUDA model does not run yet are refused with one line. */
@@ -485,7 +578,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unsupported),      cmocka_unit_test(test_step_vs_cpu),
-        cmocka_unit_test(test_attention_head_dims),
+        cmocka_unit_test(test_attention_head_dims), cmocka_unit_test(test_fused_relu2_quantize),
         cmocka_unit_test(test_determinism),      cmocka_unit_test(test_loss_decreases),
         cmocka_unit_test(test_save_resume),
     };
