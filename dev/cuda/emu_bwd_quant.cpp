@@ -14,9 +14,12 @@
 #include <vector>
 #include <thread>
 #include <algorithm>
+#include <numeric>
+#include <functional>
 extern "C" {
 #include "arbitor/core.h"
 #include "ternary/update_internal.h"
+#include "ternary/ops_internal.h"
 }
 struct D3 { unsigned x, y, z; };
 static thread_local D3 threadIdx;
@@ -26,7 +29,8 @@ static unsigned warp_slot[1024];
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
+#define __align__(x) __attribute__((aligned(x)))
 #define __shared__ static
 static void __syncthreads() { pthread_barrier_wait(&bar); }
 template <class T> static T __ldg(const T *p) { return *p; }
@@ -46,8 +50,32 @@ static unsigned __reduce_max_sync(unsigned, unsigned v) {
 static void atomicMax(unsigned *p, unsigned v) { unsigned o = __atomic_load_n(p, __ATOMIC_SEQ_CST);
     while (o < v && !__atomic_compare_exchange_n(p, &o, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {} }
 static void atomicOr(int *p, int v) { __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+static int sor_acc;
+static int __syncthreads_or(int p) {
+    if (p) __atomic_fetch_or(&sor_acc, 1, __ATOMIC_SEQ_CST);
+    __syncthreads(); int r = __atomic_load_n(&sor_acc, __ATOMIC_SEQ_CST); __syncthreads();
+    if (threadIdx.x == 0) __atomic_store_n(&sor_acc, 0, __ATOMIC_SEQ_CST);
+    __syncthreads(); return r;
+}
+static float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+static uint32_t __umulhi(uint32_t a, uint32_t b) { return (uint32_t)(((uint64_t)a * b) >> 32); }
+static uint32_t __byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+    uint64_t b = (uint64_t)y << 32 | x; uint32_t r = 0;
+    for (int i = 0; i < 4; i++) r |= (uint32_t)((b >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    return r;
+}
+static uint32_t simd16(uint32_t a, uint32_t b, bool mx) {
+    uint32_t r = 0;
+    for (int i = 0; i < 2; i++) { int16_t x = (int16_t)(a >> 16 * i), y = (int16_t)(b >> 16 * i);
+        r |= (uint32_t)(uint16_t)(mx ? std::max(x, y) : std::min(x, y)) << 16 * i; }
+    return r;
+}
+static uint32_t __vmaxs2(uint32_t a, uint32_t b) { return simd16(a, b, true); }
+static uint32_t __vmins2(uint32_t a, uint32_t b) { return simd16(a, b, false); }
 using std::max;
 struct uint4 { uint32_t x, y, z, w; };
+struct float4 { float x, y, z, w; };
+static float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 static uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return {a, b, c, d}; }
 namespace oldk {
 #include "old_k.inc"
@@ -76,17 +104,57 @@ static Out run(bool isnew, const float *dy, const float *xs, const float *scale,
     int8_t *qp = mode == 2 ? nullptr : o.q.data(), *hp = mode == 1 ? nullptr : o.hqt.data();
     float *qsp = mode == 2 ? nullptr : o.qs.data();
     if (mode == 1) { xs = nullptr; ldt = n; }
-    if (isnew) launch({cdiv(rows, 128), cdiv(n, 128), 1}, 128, [&] { newk::k_bwd_amax(dy, xs, scale, n, rows, ra, ca, bad); });
+    const bool v4 = rows % 4 == 0 && ((uintptr_t)dy & 15) == 0;
+    if (isnew) launch({cdiv(rows, 128), cdiv(n, 128), 1}, 256, [&] {
+        if (v4) { if (!ca) newk::k_bwd_amax<true, true, false>(dy, xs, scale, n, rows, ra, ca, bad);
+                  else if (!ra) newk::k_bwd_amax<true, false, true>(dy, xs, scale, n, rows, ra, ca, bad);
+                  else newk::k_bwd_amax<true, true, true>(dy, xs, scale, n, rows, ra, ca, bad); }
+        else { if (!ca) newk::k_bwd_amax<false, true, false>(dy, xs, scale, n, rows, ra, ca, bad);
+               else if (!ra) newk::k_bwd_amax<false, false, true>(dy, xs, scale, n, rows, ra, ca, bad);
+               else newk::k_bwd_amax<false, true, true>(dy, xs, scale, n, rows, ra, ca, bad); } });
     else launch({cdiv(rows, 256), cdiv(n, 128), 1}, 256, [&] { oldk::k_bwd_amax(dy, xs, scale, n, rows, ra, ca, bad); });
     D3 gq = {cdiv(mode == 2 ? rows : rp, 64), cdiv(ldt, 64), 1};
-    if (isnew) launch(gq, 256, [&] { newk::k_bwd_quant(dy, xs, scale, n, rows, ra, kx, qp, rp, qsp, ca, kg, hp, ldt); });
+    D3 gn = {cdiv(mode == 2 ? rows : rp, 128), cdiv(ldt, 128), 1};
+    if (isnew) launch(gn, 128, [&] {
+#define Q(M, V) newk::k_bwd_quant<M, V>(dy, xs, scale, n, rows, ra, kx, qp, rp, qsp, ca, kg, hp, ldt)
+        const int m = (qp ? 1 : 0) | (hp ? 2 : 0);
+        if (v4) { if (m == 3) Q(3, true); else if (m == 1) Q(1, true); else Q(2, true); }
+        else { if (m == 3) Q(3, false); else if (m == 1) Q(1, false); else Q(2, false); }
+#undef Q
+    });
     else launch(gq, 256, [&] { oldk::k_bwd_quant(dy, xs, scale, n, rows, ra, kx, qp, rp, qsp, ca, kg, hp, ldt); });
     return o;
 }
+/* The CPU's dX quantization (ops_ref.c's rule): q[t,o] = q8(floor(v·(127/amax_t) + u)), v = dy·scale. */
+static std::vector<int8_t> cpu_q(const float *dy, const float *sc, int64_t n, int64_t rows, int64_t rp, arb_rng_key kx) {
+    std::vector<int8_t> q(n * rp, 0);
+    for (int64_t t = 0; t < n; t++) {
+        float am = 0.0f;
+        for (int64_t o = 0; o < rows; o++) { float a = fabsf(dy[t * rows + o] * sc[o]); am = a > am ? a : am; }
+        if (am == 0.0f) continue;
+        const float inv = 127.0f / am;
+        for (int64_t o = 0; o < rows; o++)
+            q[t * rp + o] = arb_ops_q8(floorf((dy[t * rows + o] * sc[o]) * inv + arb_rand_unit(kx, (uint32_t)(t * rows + o))));
+    }
+    return q;
+}
 int main() {
-    int64_t shapes[][2] = {{1, 1}, {37, 19}, {130, 200}, {257, 272}, {300, 129}, {64, 64}};
     int fails = 0;
-    for (mode = 0; mode < 4; mode++)
+    { /* bwd_unit against arb_rand_unit on 2^24 consecutive indices for three keys */
+        arb_rng_key keys[3] = {{7u, 8u}, {0xdeadbeefu, 0x1234567u}, {0xffffffffu, 0x80000000u}};
+        long bad = 0;
+        for (auto &k : keys)
+            for (uint32_t i = 0; i < (1u << 24); i++) {
+                float a = newk::bwd_unit(i * 2654435761u, k.k0, k.k1), b = arb_rand_unit(k, i * 2654435761u);
+                bad += memcmp(&a, &b, 4) != 0;
+            }
+        printf("bwd_unit vs arb_rand_unit: %ld of %d differ\n", bad, 3 << 24);
+        fails += bad != 0;
+    }
+    int64_t shapes[][2] = {{1, 1}, {37, 19}, {130, 200}, {257, 272}, {300, 129}, {64, 64}, {260, 256}};
+    /* mode 0 both, 1 dX only, 2 update only, 3 a NaN and an inf (only the flag matters), 4 one token
+     * row and one column so small that 127/amax overflows to inf (the exact path; CPU only) */
+    for (mode = 0; mode < 5; mode++)
     for (auto &sh : shapes) {
         int64_t n = sh[0], rows = sh[1], rp = (rows + 63) / 64 * 64, ldt = (n + 63) / 64 * 64;
         std::vector<float> dy(n * rows), xs(n), sc(rows);
@@ -95,21 +163,35 @@ int main() {
         for (int64_t i = 0; i < n; i++) xs[i] = 0.01f + fabsf(arb_rand_normal(k0, (uint32_t)(i + 999999)));
         for (int64_t i = 0; i < rows; i++) sc[i] = 0.5f + (float)(i % 5) * 0.1f;
         if (mode == 3) { dy[n * rows / 2] = NAN; if (n * rows > 3) dy[1] = INFINITY; }
+        if (mode == 4) {
+            const int64_t tt = n / 2, oo = rows / 3;
+            for (int64_t o = 0; o < rows; o++) dy[tt * rows + o] = o % 3 == 0 ? 0.0f : (o % 2 ? 1e-38f : -2e-39f);
+            for (int64_t t = 0; t < n; t++) dy[t * rows + oo] = t % 3 == 0 ? 0.0f : (t % 2 ? -3e-39f : 1e-38f);
+        }
         arb_rng_key kx = {7u, 8u}, kg = {0xdeadbeefu, 0x1234567u};
+        const int saved = mode;
+        if (mode == 4) mode = 0;
         Out a = run(false, dy.data(), xs.data(), sc.data(), n, rows, rp, ldt, kx, kg);
         Out b = run(true, dy.data(), xs.data(), sc.data(), n, rows, rp, ldt, kx, kg);
-        bool same = a.ra == b.ra && a.ca == b.ca && a.bad == b.bad && a.q == b.q && a.hqt == b.hqt &&
-                    !memcmp(a.qs.data(), b.qs.data(), n * 4);
-        // independent: the CPU rule's hq (n, rows) against hqT
+        mode = saved;
+        bool same = a.ra == b.ra && a.ca == b.ca && a.bad == b.bad && !memcmp(a.qs.data(), b.qs.data(), n * 4);
+        if (mode != 4) same = same && a.q == b.q && a.hqt == b.hqt; /* the old kernels gave 127 for 0·inf */
+        if (mode == 3) same = a.bad == b.bad && a.bad == 1; /* values past a bad flag are unused */
+        // independent: the CPU rule's hq (n, rows) against hqT, and the CPU dX rule against q
         std::vector<int8_t> hq(n * rows); std::vector<float> c(rows);
-        arb_status st = arb_upd_quantize_grad(dy.data(), xs.data(), sc.data(), n, rows, kg, hq.data(), c.data());
-        long dif = 0, nz = 0;
-        for (int64_t t = 0; t < n; t++) for (int64_t o = 0; o < rows; o++) { dif += hq[t * rows + o] != b.hqt[o * ldt + t]; nz += hq[t*rows+o] != 0; }
-        for (int64_t o = 0; o < rows; o++) for (int64_t t = n; t < ldt; t++) dif += b.hqt[o * ldt + t] != 0;
-        if (mode) { dif = 0; st = ARB_OK; } /* the rule comparison is for mode 0 */
-        if (mode == 3) same = a.ra == b.ra && a.ca == b.ca && a.bad == b.bad && a.bad == 1; /* values past a bad flag are unused */
-        printf("mode %d n=%lld rows=%lld old==new %d  cpu rule vs new hqT diffs %ld (nonzero %ld) st=%d\n", mode, (long long)n, (long long)rows, same, dif, nz, (int)st);
-        fails += !same || dif || st;
+        arb_status st = ARB_OK;
+        long dif = 0, nz = 0, qdif = 0;
+        if (mode == 0 || mode == 2 || mode == 4) {
+            st = arb_upd_quantize_grad(dy.data(), xs.data(), sc.data(), n, rows, kg, hq.data(), c.data());
+            for (int64_t t = 0; t < n; t++) for (int64_t o = 0; o < rows; o++) { dif += hq[t * rows + o] != b.hqt[o * ldt + t]; nz += hq[t*rows+o] != 0; }
+            for (int64_t o = 0; o < rows; o++) for (int64_t t = n; t < ldt; t++) dif += b.hqt[o * ldt + t] != 0;
+        }
+        if (mode == 0 || mode == 1 || mode == 4) qdif = (long)std::inner_product(b.q.begin(), b.q.end(), cpu_q(dy.data(), sc.data(), n, rows, rp, kx).begin(), 0L, std::plus<long>(), std::not_equal_to<int8_t>());
+        long odif = 0; /* mode 4: where the old kernels left the CPU rule (0·inf → 127) */
+        for (size_t i = 0; i < a.q.size(); i++) odif += a.q[i] != b.q[i];
+        for (size_t i = 0; i < a.hqt.size(); i++) odif += a.hqt[i] != b.hqt[i];
+        printf("mode %d n=%lld rows=%lld old==new %d (%ld codes differ)  cpu rule vs new: hqT diffs %ld (nonzero %ld) q diffs %ld st=%d\n", mode, (long long)n, (long long)rows, same, odif, dif, nz, qdif, (int)st);
+        fails += !same || dif || qdif || st;
     }
     printf(fails ? "FAIL\n" : "ALL OK\n");
     return fails != 0;

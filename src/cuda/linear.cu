@@ -1171,138 +1171,277 @@ extern "C" arb_status arb_cuda_ternary_linear_forward(const arb_ternary *w, cons
 
 namespace {
 
-/* Row maxima (dX) and column maxima (dW) of one 128-column × 128-token block. Non-negative float
- * bits order like unsigned ints, so atomicMax on the bits is an exact, order-free max. Row maxima
- * meet in shared memory first: one global atomic per token and block. */
-constexpr int AMAX_T = 128; /* tokens per block, and threads (columns) per block */
-__global__ void __launch_bounds__(AMAX_T) k_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n,
-                                                  int64_t rows, unsigned *row_amax, unsigned *col_amax, int *bad) {
-    __shared__ unsigned s_row[AMAX_T];
-    const int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+/* Both passes give each thread 4 consecutive columns of a token row (one 16-byte load when rows is
+ * a multiple of 4 and dy is 16-byte aligned, V4; else four scalar loads, for the tests' odd
+ * shapes): a warp reads 512 contiguous bytes per token. Columns ≥ rows and tokens ≥ n read as 0. */
+template <bool V4, bool FULL = false> /* FULL: the caller knows t < n and o + 3 < rows */
+__device__ __forceinline__ float4 bwd_ld4(const float *dy, int64_t t, int64_t n, int64_t rows, int64_t o) {
+    if (FULL) return __ldg((const float4 *)(dy + t * rows + o));
+    float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (t >= n || o >= rows) return r;
+    const float *p = dy + t * rows + o;
+    if (V4) return __ldg((const float4 *)p);
+    r.x = __ldg(p);
+    if (o + 1 < rows) r.y = __ldg(p + 1);
+    if (o + 2 < rows) r.z = __ldg(p + 2);
+    if (o + 3 < rows) r.w = __ldg(p + 3);
+    return r;
+}
+__device__ __forceinline__ unsigned bwd_absbits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+
+/* Row maxima (dX) and column maxima (dW) of one 128-column × 128-token block: 8 warps of 16 tokens,
+ * each lane 4 columns, all 16 loads issued first. Non-negative float bits order like unsigned
+ * ints, so max on the bits is an exact max and atomicMax an order-free (deterministic) merge. A
+ * token's row max is one warp reduction (REDUX) per token; column maxima meet across the 8 warps
+ * in shared memory: one global atomic per token and per column for each block. NaN/inf: the
+ * maxima include them (their bits exceed FLT_MAX's) and raise *bad; the call then fails, so the
+ * maxima are left unspecified in that case. */
+constexpr int AMAX_C = 128, AMAX_W = 8, AMAX_TPW = 16, AMAX_T = AMAX_W * AMAX_TPW; /* 128 tokens per block */
+template <bool V4, bool ROW, bool COL>
+__global__ void __launch_bounds__(AMAX_W * 32) k_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n,
+                                                       int64_t rows, unsigned *row_amax, unsigned *col_amax, int *bad) {
+    __shared__ __align__(16) unsigned s_col[AMAX_W][AMAX_C];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t o0 = blockIdx.x * (int64_t)AMAX_C, o = o0 + 4 * lane;
     /* token blocks last to first: dy's producer wrote it first to last, so its tail is still in
      * L2 (50 MB on the H100), and k_bwd_quant, which runs first to last, then starts on what this
      * pass read last. The maxima are order-free; only the traffic changes. */
-    const int64_t t0 = (gridDim.y - 1 - blockIdx.y) * (int64_t)AMAX_T, t1 = t0 + AMAX_T < n ? t0 + AMAX_T : n;
-    if (threadIdx.x < AMAX_T) s_row[threadIdx.x] = 0;
-    __syncthreads();
-    const float so = o < rows ? scale[o] : 0.0f;
-    unsigned cm = 0;
-    int nan = 0;
-    /* 16 tokens per round, every load issued before any reduction (one dependent load per
-     * token kept only ~4 in flight per thread: the kernel ran at ~40 % of the read bandwidth) */
-    for (int64_t tb = t0; tb < t1; tb += 16) {
-        float v[16], x[16];
+    const int64_t t0 = (gridDim.y - 1 - blockIdx.y) * (int64_t)AMAX_T + warp * AMAX_TPW;
+    float so[4];
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-            const int64_t t = tb + j;
-            v[j] = (t < t1 && o < rows) ? __ldg(dy + t * rows + o) : 0.0f;
-            x[j] = (xs && t < t1) ? __ldg(xs + t) : 0.0f;
+    for (int c = 0; c < 4; c++) so[c] = o + c < rows ? __ldg(scale + o + c) : 0.0f;
+    float4 v[AMAX_TPW];
+    float x[AMAX_TPW];
+#pragma unroll
+    for (int j = 0; j < AMAX_TPW; j++) {
+        v[j] = bwd_ld4<V4>(dy, t0 + j, n, rows, o);
+        if (COL) x[j] = t0 + j < n ? __ldg(xs + t0 + j) : 0.0f;
+    }
+    unsigned cm[4] = {0u, 0u, 0u, 0u}, rm = 0u;
+#pragma unroll
+    for (int j = 0; j < AMAX_TPW; j++) {
+        const float e[4] = {v[j].x, v[j].y, v[j].z, v[j].w};
+        unsigned r = 0u;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const float vv = __fmul_rn(e[c], so[c]);
+            if (ROW) r = max(r, bwd_absbits(vv));
+            if (COL) cm[c] = max(cm[c], bwd_absbits(__fmul_rn(vv, x[j])));
         }
-#pragma unroll
-        for (int j = 0; j < 16; j++) {
-            const float vv = __fmul_rn(v[j], so);
-            float a = fabsf(vv), h = xs ? fabsf(__fmul_rn(vv, x[j])) : 0.0f;
-            nan |= !(a <= 3.4028234663852886e38f) || !(h <= 3.4028234663852886e38f);
-            if (row_amax) {
-                unsigned r = __reduce_max_sync(0xffffffffu, __float_as_uint(a <= 3.4028234663852886e38f ? a : 0.0f));
-                if ((threadIdx.x & 31) == 0 && r) atomicMax(&s_row[tb + j - t0], r);
-            }
-            cm = max(cm, __float_as_uint(h <= 3.4028234663852886e38f ? h : 0.0f));
+        if (ROW) {
+            r = __reduce_max_sync(0xffffffffu, r);
+            if (lane == j) rm = r; /* lane j holds token j's maximum */
         }
     }
-    if (col_amax && o < rows && cm) atomicMax(&col_amax[o], cm);
-    if (nan) atomicOr(bad, 1);
-    if (!row_amax) return;
-    __syncthreads();
-    if (threadIdx.x < AMAX_T && t0 + threadIdx.x < n && s_row[threadIdx.x])
-        atomicMax(&row_amax[t0 + threadIdx.x], s_row[threadIdx.x]);
+    if (ROW && lane < AMAX_TPW && t0 + lane < n && rm) atomicMax(row_amax + t0 + lane, rm);
+    unsigned worst = rm;
+    if (COL) {
+        *(uint4 *)&s_col[warp][4 * lane] = make_uint4(cm[0], cm[1], cm[2], cm[3]);
+        __syncthreads();
+        if (threadIdx.x < AMAX_C) {
+            unsigned m = 0u;
+#pragma unroll
+            for (int w = 0; w < AMAX_W; w++) m = max(m, s_col[w][threadIdx.x]);
+            if (o0 + threadIdx.x < rows && m) atomicMax(col_amax + o0 + threadIdx.x, m);
+            worst = max(worst, m);
+        }
+    }
+    if (worst > 0x7f7fffffu) atomicOr(bad, 1);
 }
 
-/* arb_rand_unit and floor-to-int without the conversion pipe (16 results/clk/SM on sm_90, four
- * conversions per element made it the quantization's limit). Both are exact, checked on the CPU
- * for every 24-bit draw and for every float of magnitude ≤ 130 (the quantized range):
- *   unit: (u>>8)·2⁻²⁴ = (u>>9)·2⁻²³ + bit8(u)·2⁻²⁴; the first term is (1 + m·2⁻²³) − 1, exact,
- *         and the sum needs ≤ 24 significant bits, so it is exact too.
- *   floor: for |t| < 2²², t + 1.5·2²³ rounded down is floor(t) + 1.5·2²³ (ulp 1 there), so its
- *         bits minus those of 1.5·2²³ are floor(t). A NaN or ±inf gives a value the clamp
- *         bounds; those only occur when the non-finite flag already fails the call. */
-__device__ __forceinline__ float bwd_unit(arb_rng_key key, uint32_t idx) {
-    const uint32_t u = arb_rand_u32(key, idx);
-    return __fadd_rn(__fadd_rn(__uint_as_float(0x3F800000u | (u >> 9)), -1.0f),
-                     __uint_as_float((u & 0x100u) ? 0x33800000u : 0u));
+/* arb_rand_unit(key, idx) without a conversion and with the shifts on the multiply pipe (the
+ * integer ALU pipe, 64 lanes/clk/SM on sm_90, is this kernel's tightest; IMAD.HI by 2^k is a
+ * right shift by 32−k). arb_rand_u32 ends with u = x ^ (x >> 16), which keeps x's top 16 bits, so
+ * the 24 drawn bits k = u >> 8 are (x >> 8) ^ (x >> 24). With a = 1 + (k mod 2²³)·2⁻²³ (exact
+ * float bits) and h = 0 / −0.5 for k's top bit set / clear: k·2⁻²⁴ = 0.5·a + h, exact, so one
+ * fma gives it (checked against arb_rand_unit for every 24-bit draw by dev/cuda/emu_bwd_quant.sh). */
+__device__ __forceinline__ float bwd_unit(uint32_t idx, uint32_t k0c, uint32_t k1) {
+    uint32_t x = idx * 0x9E3779B1u + k0c; /* k0c: the key's k0 + c·0x9E3779B1 for index idx + c */
+    x ^= __umulhi(x, 1u << 16);
+    x *= 0x7FEB352Du;
+    x ^= __umulhi(x, 1u << 17) ^ k1;
+    x *= 0x846CA68Bu;
+    const float a = __uint_as_float((__umulhi(x, 1u << 24) ^ __umulhi(x, 1u << 8)) | 0x3F800000u);
+    const float h = __uint_as_float(0xBF000000u - __umulhi(x, 2u) * 0xBF000000u); /* top bit: +0, else −0.5 */
+    return __fmaf_rn(a, 0.5f, h);
 }
-__device__ __forceinline__ int bwd_floor_clamp(float t) {
-    int v = __float_as_int(__fadd_rd(t, 12582912.0f)) - 0x4B400000;
-    return v > 127 ? 127 : (v < -127 ? -127 : v);
+/* floor(t) in the low 16 bits, without the conversion pipe: for |t| < 2²², t + 1.5·2²³ rounded
+ * down is floor(t) + 1.5·2²³ (ulp 1 there), whose bits are 0x4B400000 + floor(t). EXACT (a block
+ * whose 127/amax overflowed to inf: t may be ±inf or NaN) is the CPU's arb_ops_q8(floorf(t)). */
+template <bool EXACT>
+__device__ __forceinline__ uint32_t bwd_floor16(float t) {
+    if (!EXACT) return __float_as_uint(__fadd_rd(t, 12582912.0f));
+    if (t != t) return 0u;
+    return (uint32_t)(int)fminf(fmaxf(floorf(t), -127.0f), 127.0f);
+}
+/* Four floors (low 16 bits each) → clamp to ±127 on int16 pairs (VIMNMX.S16x2) → 4 int8 bytes. */
+__device__ __forceinline__ uint32_t bwd_pack4(uint32_t b0, uint32_t b1, uint32_t b2, uint32_t b3) {
+    uint32_t lo = __byte_perm(b0, b1, 0x5410), hi = __byte_perm(b2, b3, 0x5410);
+    lo = __vmins2(__vmaxs2(lo, 0xFF81FF81u), 0x007F007Fu);
+    hi = __vmins2(__vmaxs2(hi, 0xFF81FF81u), 0x007F007Fu);
+    return __byte_perm(lo, hi, 0x6420);
 }
 
-/* 64 tokens × 64 columns per block (256 threads, 16 elements each, all loads issued first):
- * q (n, ldq) for dX, hqᵀ (rows, ldt) for dW. Columns rows..ldq-1 of q and tokens n..ldt-1 of
- * hqᵀ are written as zeros. */
-constexpr int QT = 64;
-__global__ void __launch_bounds__(256) k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n,
-                                                   int64_t rows, const unsigned *row_amax, arb_rng_key kx, int8_t *q,
-                                                   int64_t ldq, float *qs, const unsigned *col_amax, arb_rng_key kg,
-                                                   int8_t *hqt, int64_t ldt) {
-    __shared__ int8_t tile[QT][QT + 4];
-    __shared__ float rinv[QT], cinv[QT], sxs[QT];
-    const int64_t o0 = blockIdx.x * QT, t0 = blockIdx.y * QT;
-    const int tid = threadIdx.x, tx = tid & 63, ty = tid >> 6; /* tx: column, ty: token phase */
-    if (tid < QT) {
-        const int64_t t = t0 + tid;
-        float ra = (q && t < n) ? __uint_as_float(row_amax[t]) : 0.0f;
-        rinv[tid] = ra > 0.0f ? __fdiv_rn(127.0f, ra) : 0.0f;
-        if (q && qs && blockIdx.x == 0 && t < n) qs[t] = __fdiv_rn(ra, 127.0f);
-    } else if (tid < 2 * QT) {
-        const int64_t o = o0 + tid - QT;
-        float ca = (hqt && o < rows) ? __uint_as_float(col_amax[o]) : 0.0f;
-        cinv[tid - QT] = ca > 0.0f ? __fdiv_rn(127.0f, ca) : 0.0f;
-    } else if (tid < 3 * QT) {
-        const int64_t t = t0 + tid - 2 * QT;
-        sxs[tid - 2 * QT] = (hqt && t < n) ? __ldg(xs + t) : 0.0f;
-    }
-    const int64_t o = o0 + tx;
-    const bool ocol = o < rows;
-    const float so = ocol ? __ldg(scale + o) : 0.0f;
-    float v[16];
+/* Quantization: 128 columns × 128 tokens per block, 4 warps of 32 tokens, each lane 4 columns. dy
+ * is read once for both outputs: q (n, ldq) row-major for dX — 4 bytes per lane and token, a warp
+ * writes 128 contiguous bytes — and hqᵀ (rows, ldt) for dW — the lane packs 16 tokens of each of
+ * its columns into one 16-byte store (two pieces per warp: whole 32-byte sectors). Columns
+ * rows..ldq-1 of q and tokens n..ldt-1 of hqᵀ come out as zeros (they read v = 0, and
+ * floor(0·inv + u) = 0 for u in [0, 1); likewise for an all-zero row or column, inv = 0). Loads of
+ * the next 8 tokens are issued before the current 8 are computed. */
+constexpr int QC = 128, QW = 4, QTW = 32, QTB = QW * QTW, QR = 8; /* QR: tokens per load round */
+static_assert(QC == QW * 32 && QTB == QW * 32, "the prologue gives each thread one column and one token");
+/* MODE bit 1: q for dX, bit 2: hqᵀ for dW. FULL: the block's 128 × 128 tile lies inside dy (no
+ * bounds checks: the common case, and the only one in the model's and bench's shapes). */
+template <int MODE, bool V4, bool EXACT, bool FULL>
+__device__ __forceinline__ void bwd_quant_round(const float4 (&v)[QR], int tl, int64_t t, int64_t n, int64_t o,
+                                                uint32_t idx, uint32_t rows, const float *s_ri, const float *s_xs,
+                                                const float4 so, const float4 ci, arb_rng_key kx, int8_t *q,
+                                                int64_t ldq, arb_rng_key kg, uint32_t (&hw)[4][4], int w0) {
+    constexpr bool DX = MODE & 1, DW = (MODE & 2) != 0;
+    float ri[QR], xv[QR];
 #pragma unroll
-    for (int jj = 0; jj < 16; jj++) { /* every load before any int8 store (which may alias) */
-        const int64_t t = t0 + ty + 4 * jj;
-        v[jj] = (t < n && ocol) ? __fmul_rn(__ldg(dy + t * rows + o), so) : 0.0f;
+    for (int j = 0; j < QR; j += 4) {
+        if (DX) *(float4 *)&ri[j] = *(const float4 *)&s_ri[tl + j];
+        if (DW) *(float4 *)&xv[j] = *(const float4 *)&s_xs[tl + j];
     }
-    __syncthreads();
-    const float ci = cinv[tx];
-    const uint32_t idx0 = (uint32_t)(t0 * rows + o); /* RNG indices wrap mod 2^32, as on the CPU */
+    const float sov[4] = {so.x, so.y, so.z, so.w}, civ[4] = {ci.x, ci.y, ci.z, ci.w};
+    uint32_t kxc[4], kgc[4];
 #pragma unroll
-    for (int jj = 0; jj < 16; jj++) {
-        const int j = ty + 4 * jj;
-        const int64_t t = t0 + j;
-        int vq = 0, vh = 0;
-        if (t < n && ocol) {
-            const uint32_t idx = idx0 + (uint32_t)j * (uint32_t)rows;
-            const float ri = rinv[j];
-            if (q && ri > 0.0f) vq = bwd_floor_clamp(__fadd_rn(__fmul_rn(v[jj], ri), bwd_unit(kx, idx)));
-            if (hqt && ci > 0.0f)
-                vh = bwd_floor_clamp(__fadd_rn(__fmul_rn(__fmul_rn(v[jj], sxs[j]), ci), bwd_unit(kg, idx)));
+    for (int c = 0; c < 4; c++) {
+        kxc[c] = kx.k0 + (uint32_t)c * 0x9E3779B1u;
+        kgc[c] = kg.k0 + (uint32_t)c * 0x9E3779B1u;
+    }
+    uint32_t g[4][4]; /* [column][token in the group of 4] */
+#pragma unroll
+    for (int j = 0; j < QR; j++) {
+        const float e[4] = {v[j].x, v[j].y, v[j].z, v[j].w};
+        /* token j's index (wraps mod 2^32, as on the CPU), opaque to the compiler: otherwise it
+         * strength-reduces every element's idx·C into ALU adds (and computed some twice) instead
+         * of one multiply-add per element on the FMA pipe */
+        uint32_t id = idx + (uint32_t)j * rows;
+        asm volatile("" : "+r"(id));
+        uint32_t b[4];
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const float vv = __fmul_rn(e[c], sov[c]);
+            if (DX) b[c] = bwd_floor16<EXACT>(__fadd_rn(__fmul_rn(vv, ri[j]), bwd_unit(id, kxc[c], kx.k1)));
+            if (DW)
+                g[c][j & 3] = bwd_floor16<EXACT>(
+                    __fadd_rn(__fmul_rn(__fmul_rn(vv, xv[j]), civ[c]), bwd_unit(id, kgc[c], kg.k1)));
         }
-        if (q && t < n && o < ldq) q[t * ldq + o] = (int8_t)vq;
-        tile[j][tx] = (int8_t)vh;
-    }
-    if (!hqt) return;
-    __syncthreads();
-    /* hqᵀ rows: 16 tokens of one column per thread, one 16-byte store (a warp writes 8 whole
-     * 64-byte row pieces; 4-byte stores spread over 32 sectors per instruction before) */
-    const int oo = tid >> 2, tt = (tid & 3) * 16;
-    const int64_t og = o0 + oo, tg = t0 + tt;
-    if (og < rows && tg < ldt) {
-        uint32_t w[4];
+        if (DX && (FULL || (t + j < n && o < ldq))) *(uint32_t *)(q + (t + j) * ldq + o) = bwd_pack4(b[0], b[1], b[2], b[3]);
+        if (DW && (j & 3) == 3) {
 #pragma unroll
-        for (int k = 0; k < 4; k++)
-            w[k] = (uint32_t)(uint8_t)tile[tt + 4 * k][oo] | ((uint32_t)(uint8_t)tile[tt + 4 * k + 1][oo] << 8) |
-                   ((uint32_t)(uint8_t)tile[tt + 4 * k + 2][oo] << 16) |
-                   ((uint32_t)(uint8_t)tile[tt + 4 * k + 3][oo] << 24);
-        *(uint4 *)(hqt + og * ldt + tg) = make_uint4(w[0], w[1], w[2], w[3]); /* ldt is a multiple of 64 */
+            for (int c = 0; c < 4; c++) hw[c][w0 + (j >> 2)] = bwd_pack4(g[c][0], g[c][1], g[c][2], g[c][3]);
+        }
     }
+}
+template <int MODE, bool V4, bool EXACT, bool FULL>
+__device__ __forceinline__ void bwd_quant_tile(const float *dy, int64_t n, int64_t rows, int64_t o, int64_t tw, int tl,
+                                               const float *s_ri, const float *s_xs, float4 so, float4 ci,
+                                               arb_rng_key kx, int8_t *q, int64_t ldq, arb_rng_key kg, int8_t *hqt,
+                                               int64_t ldt) {
+    constexpr bool DW = (MODE & 2) != 0;
+    float4 va[QR], vb[QR];
+#pragma unroll
+    for (int j = 0; j < QR; j++) va[j] = bwd_ld4<V4, FULL>(dy, tw + j, n, rows, o);
+#pragma unroll 1
+    for (int piece = 0; piece < QTW / 16; piece++) { /* 16 tokens: one hqᵀ store per column */
+        const int64_t t = tw + 16 * piece;
+        uint32_t hw[4][4];
+#pragma unroll
+        for (int j = 0; j < QR; j++) vb[j] = bwd_ld4<V4, FULL>(dy, t + QR + j, n, rows, o);
+        bwd_quant_round<MODE, V4, EXACT, FULL>(va, tl + 16 * piece, t, n, o, (uint32_t)(t * rows + o), (uint32_t)rows,
+                                         s_ri, s_xs, so, ci, kx, q, ldq, kg, hw, 0);
+        if (piece + 1 < QTW / 16) {
+#pragma unroll
+            for (int j = 0; j < QR; j++) va[j] = bwd_ld4<V4, FULL>(dy, t + 16 + j, n, rows, o);
+        }
+        bwd_quant_round<MODE, V4, EXACT, FULL>(vb, tl + 16 * piece + QR, t + QR, n, o, (uint32_t)((t + QR) * rows + o),
+                                         (uint32_t)rows, s_ri, s_xs, so, ci, kx, q, ldq, kg, hw, 2);
+        if (DW && (FULL || t < ldt)) {
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                if (FULL || o + c < rows) /* ldt is a multiple of 64: the piece is whole */
+                    *(uint4 *)(hqt + (o + c) * ldt + t) = make_uint4(hw[c][0], hw[c][1], hw[c][2], hw[c][3]);
+        }
+    }
+}
+template <int MODE, bool V4>
+__global__ void __launch_bounds__(QW * 32) k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n,
+                                                    int64_t rows, const unsigned *row_amax, arb_rng_key kx, int8_t *q,
+                                                    int64_t ldq, float *qs, const unsigned *col_amax, arb_rng_key kg,
+                                                    int8_t *hqt, int64_t ldt) {
+    constexpr bool DX = MODE & 1, DW = (MODE & 2) != 0;
+    __shared__ __align__(16) float s_ri[QTB], s_xs[QTB], s_so[QC], s_ci[QC];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t o0 = blockIdx.x * (int64_t)QC, tb = blockIdx.y * (int64_t)QTB;
+    int inf = 0; /* a 127/amax overflowed (amax < 127/FLT_MAX): this block takes the CPU's exact path */
+    {
+        const int64_t t = tb + tid, oc = o0 + tid;
+        float ri = 0.0f, xv = 0.0f, ci = 0.0f;
+        if (DX) {
+            const float ra = t < n ? __uint_as_float(row_amax[t]) : 0.0f;
+            ri = ra > 0.0f ? __fdiv_rn(127.0f, ra) : 0.0f;
+            if (qs && blockIdx.x == 0 && t < n) qs[t] = __fdiv_rn(ra, 127.0f);
+        }
+        if (DW) {
+            xv = t < n ? __ldg(xs + t) : 0.0f;
+            const float ca = oc < rows ? __uint_as_float(col_amax[oc]) : 0.0f;
+            ci = ca > 0.0f ? __fdiv_rn(127.0f, ca) : 0.0f;
+        }
+        s_ri[tid] = ri;
+        s_xs[tid] = xv;
+        s_ci[tid] = ci;
+        s_so[tid] = oc < rows ? __ldg(scale + oc) : 0.0f;
+        inf = ri == INFINITY || ci == INFINITY;
+    }
+    inf = __syncthreads_or(inf);
+    const int64_t o = o0 + 4 * lane, tw = tb + warp * QTW;
+    const float4 so = *(const float4 *)&s_so[4 * lane], ci = *(const float4 *)&s_ci[4 * lane];
+    const bool full = V4 && tb + QTB <= n && o0 + QC <= rows;
+    if (inf)
+        bwd_quant_tile<MODE, V4, true, false>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, so, ci, kx, q, ldq, kg, hqt, ldt);
+    else if (full)
+        bwd_quant_tile<MODE, V4, false, true>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, so, ci, kx, q, ldq, kg, hqt, ldt);
+    else
+        bwd_quant_tile<MODE, V4, false, false>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, so, ci, kx, q, ldq, kg, hqt, ldt);
+}
+
+/* Launch lines of linear_backward: pick the instance (V4 when every 4-column group is one aligned
+ * 16-byte load; which outputs). ra / q: dX; ca / hqt: the update. */
+arb_status launch_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows, unsigned *ra,
+                           unsigned *ca, int *bad, cudaStream_t s) {
+    const bool v4 = rows % 4 == 0 && ((uintptr_t)dy & 15) == 0;
+    const dim3 grid(arb_cuda_blocks(rows, AMAX_C), arb_cuda_blocks(n, AMAX_T));
+    const int mode = (ra ? 1 : 0) | (ca ? 2 : 0);
+#define ARB_AMAX(V, R, C) k_bwd_amax<V, R, C><<<grid, AMAX_W * 32, 0, s>>>(dy, xs, scale, n, rows, ra, ca, bad)
+    if (v4) {
+        if (mode == 3) ARB_AMAX(true, true, true); else if (mode == 1) ARB_AMAX(true, true, false); else ARB_AMAX(true, false, true);
+    } else {
+        if (mode == 3) ARB_AMAX(false, true, true); else if (mode == 1) ARB_AMAX(false, true, false); else ARB_AMAX(false, false, true);
+    }
+#undef ARB_AMAX
+    ARB_CU_LAUNCH("k_bwd_amax");
+    return ARB_OK;
+}
+arb_status launch_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
+                            const unsigned *ra, arb_rng_key kx, int8_t *q, int64_t ldq, float *qs, const unsigned *ca,
+                            arb_rng_key kg, int8_t *hqt, int64_t ldt, cudaStream_t s) {
+    const bool v4 = rows % 4 == 0 && ((uintptr_t)dy & 15) == 0;
+    const dim3 grid(arb_cuda_blocks(q ? ldq : rows, QC), arb_cuda_blocks(hqt ? ldt : n, QTB));
+    if (!grid.x || !grid.y) return ARB_OK;
+    const int mode = (q ? 1 : 0) | (hqt ? 2 : 0);
+#define ARB_QUANT(M, V) k_bwd_quant<M, V><<<grid, QW * 32, 0, s>>>(dy, xs, scale, n, rows, ra, kx, q, ldq, qs, ca, kg, hqt, ldt)
+    if (v4) {
+        if (mode == 3) ARB_QUANT(3, true); else if (mode == 1) ARB_QUANT(1, true); else ARB_QUANT(2, true);
+    } else {
+        if (mode == 3) ARB_QUANT(3, false); else if (mode == 1) ARB_QUANT(1, false); else ARB_QUANT(2, false);
+    }
+#undef ARB_QUANT
+    ARB_CU_LAUNCH("k_bwd_quant");
+    return ARB_OK;
 }
 
 /* xqᵀ (cols_pad, ldt) from xq (n, cols_pad); tokens n..ldt-1 are zero. 64 × 64 bytes per block:
@@ -1480,22 +1619,13 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_CU(cudaEventRecord(side.ev[2], ss));
     }
     if (n > 0) {
-        /* 128 columns per block: the model's 272/384/1152-row layers left up to half of 256 idle */
-        dim3 ga(arb_cuda_blocks(rows, AMAX_T), arb_cuda_blocks(n, AMAX_T));
-        k_bwd_amax<<<ga, AMAX_T, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(),
-                                      camax.as<unsigned>(), bad.as<int>());
-        ARB_CU_LAUNCH("k_bwd_amax");
+        ARB_TRY(launch_bwd_amax(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), camax.as<unsigned>(),
+                                bad.as<int>(), s));
     }
-    {
-        dim3 gq(arb_cuda_blocks(dx ? rp : rows, QT), arb_cuda_blocks(p ? ldt : n, QT));
-        if (gq.x && gq.y) {
-            k_bwd_quant<<<gq, 256, 0, s>>>(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx,
-                                          q.as<int8_t>(), rp, qs.as<float>(), camax.as<unsigned>(),
-                                          p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0},
-                                          hqt.as<int8_t>(), ldt);
-            ARB_CU_LAUNCH("k_bwd_quant");
-        }
-    }
+    ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx, q.as<int8_t>(), rp,
+                             qs.as<float>(), camax.as<unsigned>(),
+                             p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0},
+                             hqt.as<int8_t>(), ldt, s));
     /* pinned staging: [0] bad flag, [1..rows] column maxima, then mult (rows) */
     uint32_t *pin = nullptr;
     ARB_TRY(arb_cuda_host_scratch((size_t)(2 * rows + 1) * sizeof(uint32_t), (void **)&pin));

@@ -356,6 +356,10 @@ static void test_linear_backward_x(void **state) {
 
 /* ---------------------------------------------------------------- fused backward + update */
 
+/* test_linear_update_tiny_amax: one token row and one column of dy so small (|v| < 127/FLT_MAX)
+ * that 127/amax overflows to inf, with exact zeros among them (0·inf = NaN → 0 on the CPU). */
+static int tiny_amax_dy;
+
 static void run_update_steps(int64_t rows, int64_t cols, int64_t n, int steps, uint64_t seed) {
     arb_ternary h, d;
     make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 21, seed);
@@ -377,6 +381,11 @@ static void run_update_steps(int64_t rows, int64_t cols, int64_t n, int steps, u
         random_xq(xq, xs, n, cols, h.cols_pad, seed * 1000 + (uint64_t)step);
         arb_test_fill_f32(dy, (size_t)(n * rows), seed * 1000 + 500 + (uint64_t)step, -1.0f, 1.0f);
         if (step % 7 == 3) dy[0] = 40.0f; /* an outlier column */
+        if (tiny_amax_dy) {
+            const int64_t tt = n / 2, oo = rows / 3;
+            for (int64_t o = 0; o < rows; o++) dy[tt * rows + o] = o % 3 == 0 ? 0.0f : (o % 2 ? 1e-38f : -2e-39f);
+            for (int64_t t = 0; t < n; t++) dy[t * rows + oo] = t % 3 == 0 ? 0.0f : (t % 2 ? -3e-39f : 1e-38f);
+        }
         ARB_ASSERT_OK(arb_cuda_copy_h2d(dxq, xq, (size_t)(n * h.cols_pad)));
         ARB_ASSERT_OK(arb_cuda_copy_h2d(dxs, xs, (size_t)n * sizeof(float)));
         ARB_ASSERT_OK(arb_cuda_copy_h2d(ddy, dy, (size_t)(n * rows) * sizeof(float)));
@@ -429,6 +438,16 @@ static void test_linear_update_shapes(void **state) {
     run_update_steps(300, 600, 200, 3, 42); /* several CTA tiles in both dimensions */
     run_update_steps(16, 16, 1, 3, 43);
     run_update_steps(131, 17, 333, 3, 44);
+}
+
+/* The gradient quantization's exact path (a block whose 127/amax is inf follows arb_ops_q8:
+ * NaN → 0, ±inf → ±127) on whole 128 × 128 tiles (rows % 4 == 0) and on odd shapes. */
+static void test_linear_update_tiny_amax(void **state) {
+    (void)state;
+    tiny_amax_dy = 1;
+    run_update_steps(300, 600, 200, 4, 54);
+    run_update_steps(131, 17, 333, 2, 55);
+    tiny_amax_dy = 0;
 }
 
 /* Split-K dW (partial int32 products over K slices, summed by the update pass): forced slice
@@ -697,7 +716,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),                cmocka_unit_test(test_fixed_exponent),
         cmocka_unit_test(test_gemm_persistent),        cmocka_unit_test(test_linear_update_splitk),
         cmocka_unit_test(test_linear_update_fused_epilogue),
-        cmocka_unit_test(test_linear_update_splitk_large),
+        cmocka_unit_test(test_linear_update_splitk_large), cmocka_unit_test(test_linear_update_tiny_amax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
