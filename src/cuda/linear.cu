@@ -966,25 +966,30 @@ template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g, const char 
     return ARB_OK;
 }
 
-/* Wᵀ in tile16 layout: tile (c, r) of the result is tile (r, c) of W transposed. One thread per
- * tile: 16 row words in, 16 row words out. dX = dy · W is then the forward kernel on Wᵀ. */
-__global__ void k_transpose_packed(const uint8_t *src, int64_t tr, int64_t tc, uint8_t *dst) {
-    int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (id >= tr * tc) return;
-    int64_t r = id / tc, c = id % tc;
-    const uint32_t *in = (const uint32_t *)(src + (r * tc + c) * ARB_TILE_BYTES);
+/* Wᵀ in tile16 layout: tile (c, r) of the result is tile (r, c) of W transposed. dX = dy · W is
+ * then the forward kernel on Wᵀ. One thread per output row word (16 per tile: the 16 threads of a
+ * tile read its 64 bytes as 4 broadcast 16-byte loads, and store 64 contiguous bytes); one thread
+ * per whole tile left ~2 warps per SM at the model's sizes, each 16 serial gathers long (6 µs). */
+__global__ void __launch_bounds__(256) k_transpose_packed(const uint8_t *src, int64_t tr, int64_t tc, uint8_t *dst) {
+    const int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (id >= tr * tc * 16) return;
+    const int64_t tile = id >> 4, r = tile / tc, c = tile % tc;
+    const int i = (int)(id & 15); /* output row i = input column i */
+    const uint4 *in = (const uint4 *)(src + (r * tc + c) * ARB_TILE_BYTES);
     uint32_t w[16];
 #pragma unroll
-    for (int j = 0; j < 16; j++) w[j] = in[j];
-    uint32_t *out = (uint32_t *)(dst + (c * tr + r) * ARB_TILE_BYTES);
-#pragma unroll
-    for (int i = 0; i < 16; i++) { /* output row i = input column i */
-        uint32_t o = 0;
-        const int si = 8 * (i & 3) + 2 * (i >> 2);
-#pragma unroll
-        for (int j = 0; j < 16; j++) o |= ((w[j] >> si) & 3u) << (8 * (j & 3) + 2 * (j >> 2));
-        out[i] = o;
+    for (int k = 0; k < 4; k++) {
+        const uint4 v = __ldg(in + k);
+        w[4 * k] = v.x;
+        w[4 * k + 1] = v.y;
+        w[4 * k + 2] = v.z;
+        w[4 * k + 3] = v.w;
     }
+    const int si = 8 * (i & 3) + 2 * (i >> 2);
+    uint32_t o = 0;
+#pragma unroll
+    for (int j = 0; j < 16; j++) o |= ((w[j] >> si) & 3u) << (8 * (j & 3) + 2 * (j >> 2));
+    ((uint32_t *)(dst + (c * tr + r) * ARB_TILE_BYTES))[i] = o;
 }
 
 /* ---- GEMV (n ≤ 4): one block per tile-row (16 outputs); each thread takes a 16-byte quarter
@@ -1607,7 +1612,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_CU(cudaStreamWaitEvent(ss, side.ev[0], 0));
         if (do_wt) {
             const int64_t tr = rp / 16, tc = cp / 16;
-            k_transpose_packed<<<arb_cuda_blocks(tr * tc, 128), 128, 0, ss>>>(w->trits, tr, tc, wt.as<uint8_t>());
+            k_transpose_packed<<<arb_cuda_blocks(tr * tc * 16, 256), 256, 0, ss>>>(w->trits, tr, tc, wt.as<uint8_t>());
             ARB_CU_LAUNCH("k_transpose_packed");
         }
         ARB_CU(cudaEventRecord(side.ev[1], ss));
