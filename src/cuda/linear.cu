@@ -1287,39 +1287,59 @@ __device__ __forceinline__ uint32_t bwd_pack4(uint32_t b0, uint32_t b1, uint32_t
     return __byte_perm(lo, hi, 0x6420);
 }
 
+/* dy into shared memory without registers: cp.async (LDGSTS) of the lane's own 16 bytes,
+ * zero-filled outside dy. Each lane reads back only what it copied itself, so its own wait_group
+ * orders the two (no barrier). Without __CUDA_ARCH__ (the host pass, and the CPU emulation in
+ * dev/cuda/emu_bwd_quant.sh) a plain copy. */
+__device__ __forceinline__ void bwd_cp16(float4 *dst, const float *src, bool in) {
+#if defined(__CUDA_ARCH__)
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(in ? 16 : 0) : "memory");
+#else
+    *dst = in ? *(const float4 *)src : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#endif
+}
+__device__ __forceinline__ void bwd_cp_commit() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void bwd_cp_wait() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 /* Quantization: 128 columns × 128 tokens per block, 4 warps of 32 tokens, each lane 4 columns. dy
  * is read once for both outputs: q (n, ldq) row-major for dX — 4 bytes per lane and token, a warp
  * writes 128 contiguous bytes — and hqᵀ (rows, ldt) for dW — the lane packs 16 tokens of each of
  * its columns into one 16-byte store (two pieces per warp: whole 32-byte sectors). Columns
  * rows..ldq-1 of q and tokens n..ldt-1 of hqᵀ come out as zeros (they read v = 0, and
- * floor(0·inv + u) = 0 for u in [0, 1); likewise for an all-zero row or column, inv = 0). Loads of
- * the next 8 tokens are issued before the current 8 are computed. */
-constexpr int QC = 128, QW = 4, QTW = 32, QTB = QW * QTW, QR = 8; /* QR: tokens per load round */
+ * floor(0·inv + u) = 0 for u in [0, 1); likewise for an all-zero row or column, inv = 0).
+ * V4: dy streams through a per-warp ring of QS groups of 4 tokens (cp.async, QS − 1 groups in
+ * flight while one is computed): the register-prefetch version held 12 warps/SM at 141 registers
+ * and reached only 1.25 TB/s (ncu, 153 µs at 16384×2048×2048); the dX-only instance, at 20
+ * warps/SM, 2.4. */
+constexpr int QC = 128, QW = 4, QTW = 32, QTB = QW * QTW, QG = 4, QS = 5;
 static_assert(QC == QW * 32 && QTB == QW * 32, "the prologue gives each thread one column and one token");
-/* MODE bit 1: q for dX, bit 2: hqᵀ for dW. FULL: the block's 128 × 128 tile lies inside dy (no
- * bounds checks: the common case, and the only one in the model's and bench's shapes). */
-template <int MODE, bool V4, bool EXACT, bool FULL>
-__device__ __forceinline__ void bwd_quant_round(const float4 (&v)[QR], int tl, int64_t t, int64_t n, int64_t o,
+static_assert(QTW % 16 == 0, "whole 16-token hqT pieces per warp");
+/* One group of 4 tokens (t .. t+3, block-local tl): q rows and hqᵀ word w of each column.
+ * MODE bit 1: q for dX, bit 2: hqᵀ for dW. FULL: the block's tile lies inside dy (no checks). */
+template <int MODE, bool EXACT, bool FULL>
+__device__ __forceinline__ void bwd_quant_group(const float4 (&v)[QG], int tl, int64_t t, int64_t n, int64_t o,
                                                 uint32_t idx, uint32_t rows, const float *s_ri, const float *s_xs,
-                                                const float4 so, const float4 ci, arb_rng_key kx, int8_t *q,
-                                                int64_t ldq, arb_rng_key kg, uint32_t (&hw)[4][4], int w0) {
+                                                const float (&sov)[4], const float (&civ)[4],
+                                                const uint32_t (&kxc)[4], uint32_t kx1, int8_t *qt, uint32_t ldq,
+                                                const uint32_t (&kgc)[4], uint32_t kg1, uint32_t (&hw)[4][4],
+                                                int w) { /* qt: q's row t at column o */
     constexpr bool DX = MODE & 1, DW = (MODE & 2) != 0;
-    float ri[QR], xv[QR];
+    float ri[QG], xv[QG];
+    if (DX) *(float4 *)ri = *(const float4 *)&s_ri[tl];
+    if (DW) *(float4 *)xv = *(const float4 *)&s_xs[tl];
+    uint32_t g[4][QG]; /* [column][token] */
 #pragma unroll
-    for (int j = 0; j < QR; j += 4) {
-        if (DX) *(float4 *)&ri[j] = *(const float4 *)&s_ri[tl + j];
-        if (DW) *(float4 *)&xv[j] = *(const float4 *)&s_xs[tl + j];
-    }
-    const float sov[4] = {so.x, so.y, so.z, so.w}, civ[4] = {ci.x, ci.y, ci.z, ci.w};
-    uint32_t kxc[4], kgc[4];
-#pragma unroll
-    for (int c = 0; c < 4; c++) {
-        kxc[c] = kx.k0 + (uint32_t)c * 0x9E3779B1u;
-        kgc[c] = kg.k0 + (uint32_t)c * 0x9E3779B1u;
-    }
-    uint32_t g[4][4]; /* [column][token in the group of 4] */
-#pragma unroll
-    for (int j = 0; j < QR; j++) {
+    for (int j = 0; j < QG; j++) {
         const float e[4] = {v[j].x, v[j].y, v[j].z, v[j].w};
         /* token j's index (wraps mod 2^32, as on the CPU), opaque to the compiler: otherwise it
          * strength-reduces every element's idx·C into ALU adds (and computed some twice) instead
@@ -1330,56 +1350,93 @@ __device__ __forceinline__ void bwd_quant_round(const float4 (&v)[QR], int tl, i
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             const float vv = __fmul_rn(e[c], sov[c]);
-            if (DX) b[c] = bwd_floor16<EXACT>(__fadd_rn(__fmul_rn(vv, ri[j]), bwd_unit(id, kxc[c], kx.k1)));
+            if (DX) b[c] = bwd_floor16<EXACT>(__fadd_rn(__fmul_rn(vv, ri[j]), bwd_unit(id, kxc[c], kx1)));
             if (DW)
-                g[c][j & 3] = bwd_floor16<EXACT>(
-                    __fadd_rn(__fmul_rn(__fmul_rn(vv, xv[j]), civ[c]), bwd_unit(id, kgc[c], kg.k1)));
+                g[c][j] = bwd_floor16<EXACT>(
+                    __fadd_rn(__fmul_rn(__fmul_rn(vv, xv[j]), civ[c]), bwd_unit(id, kgc[c], kg1)));
         }
-        if (DX && (FULL || (t + j < n && o < ldq))) *(uint32_t *)(q + (t + j) * ldq + o) = bwd_pack4(b[0], b[1], b[2], b[3]);
-        if (DW && (j & 3) == 3) {
+        if (DX && (FULL || (t + j < n && o < ldq))) *(uint32_t *)(qt + j * ldq) = bwd_pack4(b[0], b[1], b[2], b[3]);
+    }
+    if (DW) {
 #pragma unroll
-            for (int c = 0; c < 4; c++) hw[c][w0 + (j >> 2)] = bwd_pack4(g[c][0], g[c][1], g[c][2], g[c][3]);
-        }
+        for (int c = 0; c < 4; c++) hw[c][w] = bwd_pack4(g[c][0], g[c][1], g[c][2], g[c][3]);
     }
 }
 template <int MODE, bool V4, bool EXACT, bool FULL>
 __device__ __forceinline__ void bwd_quant_tile(const float *dy, int64_t n, int64_t rows, int64_t o, int64_t tw, int tl,
-                                               const float *s_ri, const float *s_xs, float4 so, float4 ci,
-                                               arb_rng_key kx, int8_t *q, int64_t ldq, arb_rng_key kg, int8_t *hqt,
-                                               int64_t ldt) {
+                                               const float *s_ri, const float *s_xs, float4 (*ring)[QG][32],
+                                               float4 so, float4 ci, arb_rng_key kx, int8_t *q, int64_t ldq,
+                                               arb_rng_key kg, int8_t *hqt, int64_t ldt) {
     constexpr bool DW = (MODE & 2) != 0;
-    float4 va[QR], vb[QR];
+    constexpr int NG = QTW / QG; /* groups per warp */
+    const int lane = threadIdx.x & 31;
+    const float sov[4] = {so.x, so.y, so.z, so.w}, civ[4] = {ci.x, ci.y, ci.z, ci.w};
+    uint32_t kxc[4], kgc[4];
 #pragma unroll
-    for (int j = 0; j < QR; j++) va[j] = bwd_ld4<V4, FULL>(dy, tw + j, n, rows, o);
+    for (int c = 0; c < 4; c++) {
+        kxc[c] = kx.k0 + (uint32_t)c * 0x9E3779B1u;
+        kgc[c] = kg.k0 + (uint32_t)c * 0x9E3779B1u;
+    }
+    /* 32-bit offsets from the warp's first token (launch_bwd_quant refuses QTW·rows or QTW·ldq ≥ 2³¹) */
+    const float *dyw = V4 ? dy + tw * rows + o : dy;
+    int8_t *qw = (MODE & 1) ? q + tw * ldq + o : q;
+    const uint32_t rows32 = (uint32_t)rows, ldq32 = (uint32_t)ldq;
+    int slot_in = 0, slot_out = 0; /* ring slots: next to fill, next to compute */
+    auto issue = [&](int grp) { /* group grp's 4 tokens into the ring (an empty group past the end) */
+        if (grp < NG) {
+#pragma unroll
+            for (int k = 0; k < QG; k++) {
+                const int tk = QG * grp + k;
+                const bool in = FULL || (tw + tk < n && o < rows);
+                bwd_cp16(&ring[slot_in][k][lane], in ? dyw + (uint32_t)tk * rows32 : dy, in);
+            }
+        }
+        bwd_cp_commit();
+        slot_in = slot_in + 1 == QS ? 0 : slot_in + 1;
+    };
+    if (V4) {
+#pragma unroll
+        for (int grp = 0; grp < QS - 1; grp++) issue(grp);
+    }
 #pragma unroll 1
     for (int piece = 0; piece < QTW / 16; piece++) { /* 16 tokens: one hqᵀ store per column */
-        const int64_t t = tw + 16 * piece;
+        const int64_t t16 = tw + 16 * piece;
         uint32_t hw[4][4];
 #pragma unroll
-        for (int j = 0; j < QR; j++) vb[j] = bwd_ld4<V4, FULL>(dy, t + QR + j, n, rows, o);
-        bwd_quant_round<MODE, V4, EXACT, FULL>(va, tl + 16 * piece, t, n, o, (uint32_t)(t * rows + o), (uint32_t)rows,
-                                         s_ri, s_xs, so, ci, kx, q, ldq, kg, hw, 0);
-        if (piece + 1 < QTW / 16) {
+        for (int w = 0; w < 16 / QG; w++) {
+            const int grp = piece * (16 / QG) + w;
+            const int64_t t = t16 + QG * w;
+            float4 v[QG];
+            if (V4) {
+                issue(grp + QS - 1);
+                bwd_cp_wait<QS - 1>(); /* all but the QS − 1 newest groups are in: group grp is */
 #pragma unroll
-            for (int j = 0; j < QR; j++) va[j] = bwd_ld4<V4, FULL>(dy, t + 16 + j, n, rows, o);
+                for (int k = 0; k < QG; k++) v[k] = ring[slot_out][k][lane];
+                slot_out = slot_out + 1 == QS ? 0 : slot_out + 1;
+            } else {
+#pragma unroll
+                for (int k = 0; k < QG; k++) v[k] = bwd_ld4<false>(dy, t + k, n, rows, o);
+            }
+            bwd_quant_group<MODE, EXACT, FULL>(v, tl + 16 * piece + QG * w, t, n, o, (uint32_t)(t * rows + o),
+                                               rows32, s_ri, s_xs, sov, civ, kxc, kx.k1,
+                                               qw + (uint32_t)(16 * piece + QG * w) * ldq32, ldq32, kgc, kg.k1, hw, w);
         }
-        bwd_quant_round<MODE, V4, EXACT, FULL>(vb, tl + 16 * piece + QR, t + QR, n, o, (uint32_t)((t + QR) * rows + o),
-                                         (uint32_t)rows, s_ri, s_xs, so, ci, kx, q, ldq, kg, hw, 2);
-        if (DW && (FULL || t < ldt)) {
+        if (DW && (FULL || t16 < ldt)) {
 #pragma unroll
             for (int c = 0; c < 4; c++)
                 if (FULL || o + c < rows) /* ldt is a multiple of 64: the piece is whole */
-                    *(uint4 *)(hqt + (o + c) * ldt + t) = make_uint4(hw[c][0], hw[c][1], hw[c][2], hw[c][3]);
+                    *(uint4 *)(hqt + (o + c) * ldt + t16) = make_uint4(hw[c][0], hw[c][1], hw[c][2], hw[c][3]);
         }
     }
 }
-template <int MODE, bool V4>
-__global__ void __launch_bounds__(QW * 32) k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n,
+template <int MODE, bool V4> /* ≤ 96 registers: 5 blocks (20 warps, 5 × 42 KB shared) per SM */
+__global__ void __launch_bounds__(QW * 32, 5) k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n,
                                                     int64_t rows, const unsigned *row_amax, arb_rng_key kx, int8_t *q,
                                                     int64_t ldq, float *qs, const unsigned *col_amax, arb_rng_key kg,
                                                     int8_t *hqt, int64_t ldt) {
     constexpr bool DX = MODE & 1, DW = (MODE & 2) != 0;
     __shared__ __align__(16) float s_ri[QTB], s_xs[QTB], s_so[QC], s_ci[QC];
+    __shared__ __align__(16) float4 s_ring[V4 ? QW : 1][QS][QG][32]; /* 40 KB for V4 */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t o0 = blockIdx.x * (int64_t)QC, tb = blockIdx.y * (int64_t)QTB;
     int inf = 0; /* a 127/amax overflowed (amax < 127/FLT_MAX): this block takes the CPU's exact path */
@@ -1405,13 +1462,17 @@ __global__ void __launch_bounds__(QW * 32) k_bwd_quant(const float *dy, const fl
     inf = __syncthreads_or(inf);
     const int64_t o = o0 + 4 * lane, tw = tb + warp * QTW;
     const float4 so = *(const float4 *)&s_so[4 * lane], ci = *(const float4 *)&s_ci[4 * lane];
+    float4 (*ring)[QG][32] = s_ring[V4 ? warp : 0];
     const bool full = V4 && tb + QTB <= n && o0 + QC <= rows;
     if (inf)
-        bwd_quant_tile<MODE, V4, true, false>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, so, ci, kx, q, ldq, kg, hqt, ldt);
+        bwd_quant_tile<MODE, V4, true, false>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, ring, so, ci, kx, q, ldq, kg,
+                                              hqt, ldt);
     else if (full)
-        bwd_quant_tile<MODE, V4, false, true>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, so, ci, kx, q, ldq, kg, hqt, ldt);
+        bwd_quant_tile<MODE, V4, false, true>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, ring, so, ci, kx, q, ldq, kg,
+                                              hqt, ldt);
     else
-        bwd_quant_tile<MODE, V4, false, false>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, so, ci, kx, q, ldq, kg, hqt, ldt);
+        bwd_quant_tile<MODE, V4, false, false>(dy, n, rows, o, tw, warp * QTW, s_ri, s_xs, ring, so, ci, kx, q, ldq,
+                                               kg, hqt, ldt);
 }
 
 /* Launch lines of linear_backward: pick the instance (V4 when every 4-column group is one aligned
@@ -1434,6 +1495,9 @@ arb_status launch_bwd_amax(const float *dy, const float *xs, const float *scale,
 arb_status launch_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
                             const unsigned *ra, arb_rng_key kx, int8_t *q, int64_t ldq, float *qs, const unsigned *ca,
                             arb_rng_key kg, int8_t *hqt, int64_t ldt, cudaStream_t s) {
+    if ((int64_t)QTW * rows >= (1ll << 31) || (int64_t)QTW * ldq >= (1ll << 31))
+        return arb_error(ARB_ERR_INVALID_ARG, "k_bwd_quant: %lld rows are more than its 32-bit offsets allow",
+                         (long long)rows);
     const bool v4 = rows % 4 == 0 && ((uintptr_t)dy & 15) == 0;
     const dim3 grid(arb_cuda_blocks(q ? ldq : rows, QC), arb_cuda_blocks(hqt ? ldt : n, QTB));
     if (!grid.x || !grid.y) return ARB_OK;
