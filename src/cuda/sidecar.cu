@@ -1,0 +1,1244 @@
+/* The int8 sidecars on a CUDA device: DINOv2 and the Moonshine encoder, device-resident.
+ *
+ * Semantics are the CPU INT8 path's (src/sidecars/): quanto int8 weights per output channel (the
+ * same sc_lin_load + sc_quantize_rows, so identical q and scales), activations quantized per row
+ * with s = absmax/127, q = rint(x·127/absmax) clamped to ±127, int32 accumulation, then
+ * y = (float)acc·(s_x·s_w) + bias. Float parts (LayerNorm, GELU/tanh, RoPE, attention, the
+ * Moonshine Conv1d front end whose weights stay fp32 by the reference's rules) run in float.
+ *
+ * Why this shape:
+ *  - int8 GEMMs are cuBLASLt IMMA (int8×int8→int32 on tensor cores, K-major "TN" operands); the
+ *    library links cuBLASLt already and it picks Hopper kernels per shape.
+ *  - Everything between two GEMMs is one "row" kernel (one block per activation row, the row in
+ *    shared memory): dequantize + bias + activation + RoPE + residual (LayerScale) + LayerNorm +
+ *    the next GEMM's int8 quantization, so a transformer layer is 3 GEMMs + attention + 4 small
+ *    kernels and the float activations between a GEMM and the next are never written.
+ *  - Attention is one fused kernel on tensor cores (fp16 WMMA, fp32 softmax and accumulation,
+ *    online softmax over 64-key blocks): no T×T scores in memory.
+ *  - Batch 1 is launch-bound, so the forward for an input shape is captured once into a CUDA
+ *    graph (buffers planned up front from the caching pool, cuBLASLt algorithms chosen before the
+ *    capture) and replayed: one launch per forward. */
+#include <cublasLt.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "cuda/internal.cuh"
+#include "cuda/sidecar_cuda.h"
+
+extern "C" {
+#include "sidecars/sc_internal.h"
+}
+#include <cjson/cJSON.h>
+
+/* ================================================================ device memory helpers */
+
+namespace {
+
+struct dbuf { /* a pool block that frees itself */
+    void *p = nullptr;
+    size_t n = 0;
+    dbuf() = default;
+    dbuf(const dbuf &) = delete;
+    dbuf(dbuf &&o) noexcept : p(o.p), n(o.n) { o.p = nullptr, o.n = 0; }
+    dbuf &operator=(const dbuf &) = delete;
+    ~dbuf() { release(); }
+    void release() {
+        if (p) arb_cuda_free(p);
+        p = nullptr;
+        n = 0;
+    }
+    arb_status alloc(size_t bytes) {
+        release();
+        ARB_TRY(arb_cuda_malloc(&p, bytes ? bytes : 16));
+        n = bytes;
+        ARB_CU(cudaMemset(p, 0, bytes ? bytes : 16));
+        return ARB_OK;
+    }
+    arb_status upload(const void *h, size_t bytes) {
+        ARB_TRY(alloc(bytes));
+        ARB_CU(cudaMemcpy(p, h, bytes, cudaMemcpyHostToDevice));
+        return ARB_OK;
+    }
+    template <class T> T *as() const { return static_cast<T *>(p); }
+};
+
+static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+/* ================================================================ kernels */
+
+enum { ACT_NONE = 0, ACT_GELU = 1, ACT_TANH = 2 };
+enum { RES_NONE = 0, RES_ADD = 1, RES_SET = 2 };
+
+/* What a row kernel does to row r (one block per row). Stages, in order:
+ *   y = acc ? (float)acc[r,c]·(xs[r]·ws[c]) : in[r,c];  y += bias[c]; y += add[(r mod add_period), c];
+ *   y = act(y); rotary (interleaved pairs) on columns < rope_cols; residual: res[o] (+)= lam[c]·y, y = res[o];
+ *   y = LayerNorm(y) (ln_g, ln_b, eps);  then any of: q[o] = int8 row quantization (pad to ldq with 0),
+ *   out[o] = y, outh[o] = half(y).
+ * o is the output row: (r / grp)·grp_out + off + r mod grp (grp = 0: o = r + off). */
+struct row_args {
+    int N;
+    const int32_t *acc; int ld_acc;
+    const float *xs, *ws;
+    const float *in; int ld_in;
+    const float *bias;
+    const float *add; int add_period;
+    int act;
+    int rope_cols, rope_T, rope_dh, rope_rot, rope_nf; /* rotary on columns [0, rope_cols) */
+    const float *rope_cos, *rope_sin;                  /* [T][nf] */
+    int res_mode; float *res; int ld_res; const float *lam;
+    const float *ln_g, *ln_b; float eps;
+    int8_t *q; int ldq; float *qs;
+    float *out; int ld_out;
+    __half *outh; int ld_outh;
+    int grp, grp_out, off;
+};
+
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[w] = v;
+    __syncthreads();
+    float t = 0.f;
+    for (int i = 0; i < nw; i++) t += red[i];
+    return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float *red) {
+    for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[w] = v;
+    __syncthreads();
+    float t = 0.f;
+    for (int i = 0; i < nw; i++) t = fmaxf(t, red[i]);
+    return t;
+}
+
+__global__ void k_row(row_args a) {
+    extern __shared__ float row[]; /* N floats, then 32 for reductions */
+    float *red = row + a.N;
+    const int r = blockIdx.x, N = a.N;
+    const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
+    float xs = a.acc ? a.xs[r] : 0.f;
+    for (int c = threadIdx.x; c < N; c += blockDim.x) {
+        float y = a.acc ? (float)a.acc[(size_t)r * a.ld_acc + c] * (xs * a.ws[c]) : a.in[(size_t)r * a.ld_in + c];
+        if (a.bias) y = y + a.bias[c];
+        if (a.add) y = y + a.add[(size_t)(r % a.add_period) * N + c];
+        if (a.act == ACT_GELU) y = 0.5f * y * (1.f + erff(y * 0.70710678118654752f));
+        else if (a.act == ACT_TANH) y = tanhf(y);
+        row[c] = y;
+    }
+    __syncthreads();
+    if (a.rope_cols) {
+        const int t = r % a.rope_T;
+        for (int p = threadIdx.x; p < a.rope_cols / 2; p += blockDim.x) {
+            int c0 = 2 * p, j = c0 % a.rope_dh;
+            if (j >= a.rope_rot) continue;
+            int f = j >> 1;
+            float cs = a.rope_cos[(size_t)t * a.rope_nf + f], sn = a.rope_sin[(size_t)t * a.rope_nf + f];
+            float x0 = row[c0], x1 = row[c0 + 1];
+            row[c0] = x0 * cs - x1 * sn;
+            row[c0 + 1] = x1 * cs + x0 * sn;
+        }
+        __syncthreads();
+    }
+    if (a.res_mode) {
+        float *rr = a.res + (size_t)o * a.ld_res;
+        for (int c = threadIdx.x; c < N; c += blockDim.x) {
+            float v = a.res_mode == RES_ADD ? rr[c] + (a.lam ? a.lam[c] : 1.f) * row[c] : row[c];
+            rr[c] = v;
+            row[c] = v;
+        }
+        __syncthreads();
+    }
+    if (a.ln_g) {
+        float s = 0.f;
+        for (int c = threadIdx.x; c < N; c += blockDim.x) s += row[c];
+        float mean = block_sum(s, red) / (float)N;
+        float ss = 0.f;
+        for (int c = threadIdx.x; c < N; c += blockDim.x) {
+            float d = row[c] - mean;
+            ss += d * d;
+        }
+        float inv = rsqrtf(block_sum(ss, red) / (float)N + a.eps);
+        for (int c = threadIdx.x; c < N; c += blockDim.x)
+            row[c] = (row[c] - mean) * inv * a.ln_g[c] + (a.ln_b ? a.ln_b[c] : 0.f);
+        __syncthreads();
+    }
+    if (a.q) {
+        float m = 0.f;
+        for (int c = threadIdx.x; c < N; c += blockDim.x) m = fmaxf(m, fabsf(row[c]));
+        float amax = block_max(m, red);
+        float inv = amax > 0.f ? 127.f / amax : 0.f;
+        int8_t *qr = a.q + (size_t)o * a.ldq;
+        for (int c = threadIdx.x; c < a.ldq; c += blockDim.x) {
+            float v = c < N ? rintf(row[c] * inv) : 0.f;
+            v = fminf(fmaxf(v, -127.f), 127.f);
+            qr[c] = (int8_t)(int)v;
+        }
+        if (threadIdx.x == 0) a.qs[o] = amax / 127.f;
+    }
+    if (a.out)
+        for (int c = threadIdx.x; c < N; c += blockDim.x) a.out[(size_t)o * a.ld_out + c] = row[c];
+    if (a.outh)
+        for (int c = threadIdx.x; c < N; c += blockDim.x) a.outh[(size_t)o * a.ld_outh + c] = __float2half(row[c]);
+}
+
+/* DINOv2 patches: im2col row (c, ky, kx) of patch r of image b, quantized per row like the CPU. */
+__global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, int hw, int K, int ldq, int8_t *q,
+                              float *qs) {
+    extern __shared__ float row[];
+    float *red = row + K;
+    const int r = blockIdx.x, b = r / hw, p = r % hw, py = p / gw, pxx = p % gw;
+    const float *img = px + (size_t)b * 3 * Hi * Wi;
+    float m = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        int c = k / (P * P), ky = (k / P) % P, kx = k % P;
+        float v = img[((size_t)c * Hi + (size_t)py * P + ky) * Wi + (size_t)pxx * P + kx];
+        row[k] = v;
+        m = fmaxf(m, fabsf(v));
+    }
+    float amax = block_max(m, red);
+    float inv = amax > 0.f ? 127.f / amax : 0.f;
+    for (int k = threadIdx.x; k < ldq; k += blockDim.x) {
+        float v = k < K ? rintf(row[k] * inv) : 0.f;
+        v = fminf(fmaxf(v, -127.f), 127.f);
+        q[(size_t)r * ldq + k] = (int8_t)(int)v;
+    }
+    if (threadIdx.x == 0) qs[r] = amax / 127.f;
+}
+
+/* x[b, 0, :] = cls + pos[0] for every image. */
+__global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int T, int B) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * D) return;
+    int b = i / D, c = i % D;
+    x[(size_t)b * T * D + c] = cls[c] + pos0[c];
+}
+
+/* Conv1d im2col in time-major layout: col[b·Lo + t, :K] = src[b, t·s·C ... + k·C) (the window
+ * is contiguous); K padded to ldc with zeros. Optional GroupNorm(1) affine per channel c = j % C:
+ * v = (v − mean_b)·inv_b·γ[c] + β[c] (stats [B][2]). */
+__global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, float *col,
+                           const float *stats, const float *g, const float *bb) {
+    const int r = blockIdx.x, b = r / Lo, t = r % Lo;
+    const float *w = src + (size_t)b * src_item + (size_t)t * s * C;
+    float mean = stats ? stats[2 * b] : 0.f, inv = stats ? stats[2 * b + 1] : 1.f;
+    for (int j = threadIdx.x; j < ldc; j += blockDim.x) {
+        float v = 0.f;
+        if (j < K) {
+            v = w[j];
+            if (stats) {
+                int c = j % C;
+                v = (v - mean) * inv * g[c] + bb[c];
+            }
+        }
+        col[(size_t)r * ldc + j] = v;
+    }
+}
+
+/* GroupNorm(1 group) statistics of each item x[b] (n floats): mean and 1/sqrt(var + eps), two
+ * passes in double (as the CPU's sc_groupnorm_nhwc). One block per item. */
+__global__ void k_gn1_stats(const float *x, size_t n, float eps, float *stats) {
+    __shared__ double red[32];
+    const float *p = x + (size_t)blockIdx.x * n;
+    double s = 0;
+    for (size_t i = threadIdx.x; i < n; i += blockDim.x) s += p[i];
+    for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
+    __syncthreads();
+    double mean = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) mean += red[i];
+    mean /= (double)n;
+    __syncthreads();
+    double ss = 0;
+    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
+        double d = p[i] - mean;
+        ss += d * d;
+    }
+    for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double v = 0;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) v += red[i];
+        stats[2 * blockIdx.x] = (float)mean;
+        stats[2 * blockIdx.x + 1] = (float)(1.0 / sqrt(v / (double)n + eps));
+    }
+}
+
+/* Fused multi-head attention, fp16 tensor cores (WMMA 16×16×16), fp32 scores, softmax and output.
+ * qkv: half [B·T][ld] with q at column h·dh, k at D + h·dh, v at 2D + h·dh; o: float [B·T][D].
+ * One block of 4 warps per (64 queries, head, image); each warp owns 16 query rows; 64-key blocks
+ * with the online-softmax rescale; head dims ≤ 64 (zero-padded to 64). */
+namespace att {
+constexpr int BQ = 64, BK = 64, DP = 64, LDH = DP + 8, LDS = BK + 4, LDO = DP + 4;
+constexpr size_t SMEM = (size_t)BQ * LDH * 2 /*Q*/ + (size_t)BK * LDH * 2 * 2 /*K,V*/ + (size_t)BQ * LDS * 4 /*S*/ +
+                        (size_t)BQ * LDH * 2 /*P*/ + (size_t)BQ * LDO * 4 /*O*/ + (size_t)BQ * 2 * 4 /*m,l*/;
+} // namespace att
+
+__global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, int T, int D, int dh, float scale,
+                                                   float *o) {
+    using namespace nvcuda;
+    using namespace att;
+    extern __shared__ __align__(128) unsigned char smem[];
+    __half *Qs = (__half *)smem;
+    __half *Ks = Qs + BQ * LDH;
+    __half *Vs = Ks + BK * LDH;
+    float *S = (float *)(Vs + BK * LDH);
+    __half *Ps = (__half *)(S + BQ * LDS);
+    float *Os = (float *)(Ps + BQ * LDH);
+    float *Ms = Os + BQ * LDO, *Ls = Ms + BQ;
+    const int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const __half *base = qkv + (size_t)b * T * ld;
+    const __half hz = __float2half(0.f);
+    for (int i = tid; i < BQ * DP; i += blockDim.x) {
+        int rr = i / DP, d = i % DP, t = q0 + rr;
+        Qs[rr * LDH + d] = (t < T && d < dh) ? base[(size_t)t * ld + h * dh + d] : hz;
+        Os[rr * LDO + d] = 0.f;
+    }
+    for (int i = tid; i < BQ; i += blockDim.x) Ms[i] = -INFINITY, Ls[i] = 0.f;
+    const int wr = warp * 16; /* this warp's first query row */
+    for (int k0 = 0; k0 < T; k0 += BK) {
+        __syncthreads();
+        for (int i = tid; i < BK * DP; i += blockDim.x) {
+            int rr = i / DP, d = i % DP, t = k0 + rr;
+            bool ok = t < T && d < dh;
+            Ks[rr * LDH + d] = ok ? base[(size_t)t * ld + D + h * dh + d] : hz;
+            Vs[rr * LDH + d] = ok ? base[(size_t)t * ld + 2 * D + h * dh + d] : hz;
+        }
+        __syncthreads();
+        /* S[wr..wr+16, 0..64) = Q Kᵀ */
+        for (int n = 0; n < BK / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.f);
+            for (int kk = 0; kk < DP / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> fb;
+                wmma::load_matrix_sync(fa, Qs + wr * LDH + kk * 16, LDH);
+                wmma::load_matrix_sync(fb, Ks + n * 16 * LDH + kk * 16, LDH);
+                wmma::mma_sync(acc, fa, fb, acc);
+            }
+            wmma::store_matrix_sync(S + wr * LDS + n * 16, acc, LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        /* online softmax for the warp's 16 rows: each lane takes columns lane and lane + 32 */
+        for (int i = 0; i < 16; i++) {
+            int rr = wr + i;
+            float s0 = k0 + lane < T ? S[rr * LDS + lane] * scale : -INFINITY;
+            float s1 = k0 + lane + 32 < T ? S[rr * LDS + lane + 32] * scale : -INFINITY;
+            float mx = fmaxf(s0, s1);
+            for (int off = 16; off; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+            float mold = Ms[rr], mnew = fmaxf(mold, mx);
+            float p0 = __expf(s0 - mnew), p1 = __expf(s1 - mnew);
+            float sum = p0 + p1;
+            for (int off = 16; off; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            float f = __expf(mold - mnew); /* mold = -inf at the first block: 0 */
+            Ps[rr * LDH + lane] = __float2half(p0);
+            Ps[rr * LDH + lane + 32] = __float2half(p1);
+            Os[rr * LDO + lane] *= f;
+            Os[rr * LDO + lane + 32] *= f;
+            __syncwarp();
+            if (lane == 0) {
+                Ls[rr] = Ls[rr] * f + sum;
+                Ms[rr] = mnew;
+            }
+        }
+        __syncwarp();
+        /* O[wr.., :] += P V */
+        for (int n = 0; n < DP / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::load_matrix_sync(acc, Os + wr * LDO + n * 16, LDO, wmma::mem_row_major);
+            for (int kk = 0; kk < BK / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb;
+                wmma::load_matrix_sync(fa, Ps + wr * LDH + kk * 16, LDH);
+                wmma::load_matrix_sync(fb, Vs + kk * 16 * LDH + n * 16, LDH);
+                wmma::mma_sync(acc, fa, fb, acc);
+            }
+            wmma::store_matrix_sync(Os + wr * LDO + n * 16, acc, LDO, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    __syncthreads();
+    for (int i = tid; i < BQ * dh; i += blockDim.x) {
+        int rr = i / dh, d = i % dh, t = q0 + rr;
+        if (t < T) o[((size_t)b * T + t) * D + h * dh + d] = Os[rr * LDO + d] / Ls[rr];
+    }
+}
+
+/* ================================================================ cuBLASLt GEMMs */
+
+/* C[M,N] (ldc) = X[M,K] (ldx) · W[N,K]ᵀ (ldw): int8 → int32 (IMMA) or fp32 with TF32 tensor cores.
+ * In cuBLASLt's column-major terms: C' [N×M] = op(W')ᵀ[N×K] · X'[K×M] with W' = W as K×N. */
+struct gemm_key {
+    bool i8;
+    int M, N, K, ldw, ldx, ldc;
+    bool operator==(const gemm_key &o) const {
+        return i8 == o.i8 && M == o.M && N == o.N && K == o.K && ldw == o.ldw && ldx == o.ldx && ldc == o.ldc;
+    }
+};
+struct gemm_plan {
+    gemm_key key;
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo;
+};
+
+#define ARB_LT(call)                                                                                   \
+    do {                                                                                               \
+        cublasStatus_t arb_lt_s_ = (call);                                                             \
+        if (arb_lt_s_ != CUBLAS_STATUS_SUCCESS)                                                        \
+            return arb_error(ARB_ERR_CUDA, "%s:%d: %s: cuBLAS status %d", __FILE__, __LINE__, #call,   \
+                             (int)arb_lt_s_);                                                          \
+    } while (0)
+
+struct lt_ctx {
+    cublasLtHandle_t h = nullptr;
+    dbuf ws;
+    std::vector<gemm_plan> plans;
+    ~lt_ctx() {
+        for (auto &p : plans) {
+            if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+            if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+            if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+            if (p.op) cublasLtMatmulDescDestroy(p.op);
+        }
+        if (h) cublasLtDestroy(h);
+    }
+    arb_status init() {
+        ARB_LT(cublasLtCreate(&h));
+        ARB_TRY(ws.alloc((size_t)32 << 20));
+        return ARB_OK;
+    }
+    arb_status plan(const gemm_key &k, gemm_plan **out) {
+        for (auto &p : plans)
+            if (p.key == k) {
+                *out = &p;
+                return ARB_OK;
+            }
+        gemm_plan p;
+        p.key = k;
+        cudaDataType_t ab = k.i8 ? CUDA_R_8I : CUDA_R_32F, ct = k.i8 ? CUDA_R_32I : CUDA_R_32F;
+        cublasComputeType_t comp = k.i8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F_FAST_TF32;
+        ARB_LT(cublasLtMatmulDescCreate(&p.op, comp, k.i8 ? CUDA_R_32I : CUDA_R_32F));
+        cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
+        ARB_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
+        ARB_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB));
+        ARB_LT(cublasLtMatrixLayoutCreate(&p.a, ab, k.K, k.N, k.ldw));
+        ARB_LT(cublasLtMatrixLayoutCreate(&p.b, ab, k.K, k.M, k.ldx));
+        ARB_LT(cublasLtMatrixLayoutCreate(&p.c, ct, k.N, k.M, k.ldc));
+        cublasLtMatmulPreference_t pref;
+        ARB_LT(cublasLtMatmulPreferenceCreate(&pref));
+        size_t wsz = ws.n;
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz, sizeof wsz);
+        cublasLtMatmulHeuristicResult_t res[1];
+        int nres = 0;
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, 1, res, &nres);
+        cublasLtMatmulPreferenceDestroy(pref);
+        if (st != CUBLAS_STATUS_SUCCESS || nres < 1) {
+            cublasLtMatrixLayoutDestroy(p.a), cublasLtMatrixLayoutDestroy(p.b), cublasLtMatrixLayoutDestroy(p.c);
+            cublasLtMatmulDescDestroy(p.op);
+            return arb_error(ARB_ERR_CUDA, "cuBLASLt: no %s algorithm for %dx%dx%d (status %d)", k.i8 ? "int8" : "tf32",
+                             k.M, k.N, k.K, (int)st);
+        }
+        p.algo = res[0].algo;
+        plans.push_back(p);
+        *out = &plans.back();
+        return ARB_OK;
+    }
+    arb_status gemm(bool i8, int M, int N, int K, const void *W, int ldw, const void *X, int ldx, void *C, int ldc,
+                    cudaStream_t s) {
+        gemm_plan *p;
+        ARB_TRY(plan(gemm_key{i8, M, N, K, ldw, ldx, ldc}, &p));
+        int32_t ia = 1, ib = 0;
+        float fa = 1.f, fb = 0.f;
+        const void *al = i8 ? (const void *)&ia : (const void *)&fa, *be = i8 ? (const void *)&ib : (const void *)&fb;
+        ARB_LT(cublasLtMatmul(h, p->op, al, W, p->a, X, p->b, be, C, p->c, C, p->c, &p->algo, ws.p, ws.n, s));
+        return ARB_OK;
+    }
+};
+
+/* ================================================================ layers */
+
+/* An int8 linear: w [n][kp] (K-major, k padded to a multiple of 16 with zeros), per-channel scales. */
+struct qlin {
+    int n = 0, k = 0, kp = 0;
+    dbuf w, s, bias;
+};
+
+/* From the CPU loader's packed layout [n/16][kp4/4][16][4] to K-major rows of kp bytes. */
+static arb_status qlin_from(qlin *L, const sc_lin *l) {
+    if (!l->quantized) return arb_error(ARB_ERR_INVALID_ARG, "sidecar cuda: layer [%d,%d] is not int8", l->n, l->k);
+    L->n = l->n, L->k = l->k, L->kp = round_up(l->k, 16);
+    int kp4 = l->q.kp;
+    std::vector<int8_t> h((size_t)L->n * L->kp, 0);
+    for (int n = 0; n < L->n; n++)
+        for (int k = 0; k < L->k; k++)
+            h[(size_t)n * L->kp + k] = l->q.p[((size_t)(n / 16) * (kp4 / 4) + k / 4) * 64 + (n % 16) * 4 + (k & 3)];
+    ARB_TRY(L->w.upload(h.data(), h.size()));
+    ARB_TRY(L->s.upload(l->q.scale, (size_t)L->n * sizeof(float)));
+    if (l->bias) ARB_TRY(L->bias.upload(l->bias, (size_t)L->n * sizeof(float)));
+    return ARB_OK;
+}
+
+static arb_status vec_up(dbuf *d, sc_ckpt *c, const char *name, int n, arb_sidecar_info *info) {
+    float *v;
+    ARB_TRY(sc_vec_load(&v, c, name, 1, std::vector<int64_t>{n}.data(), info));
+    arb_status s = d->upload(v, (size_t)n * sizeof(float));
+    arb_free(v);
+    return s;
+}
+
+/* A float Conv1d as a TF32 GEMM on im2col rows: w [o][kp] in (kx, c) order, K padded to 4. */
+struct flin {
+    int n = 0, k = 0, kp = 0;
+    dbuf w, bias;
+};
+
+static arb_status conv1d_up(flin *L, sc_ckpt *c, const char *name, int o, int ci, int kw, bool has_bias,
+                            arb_sidecar_info *info) {
+    char nm[512];
+    float *w;
+    snprintf(nm, sizeof nm, "%s.weight", name);
+    ARB_TRY(sc_ckpt_get(c, nm, 3, std::vector<int64_t>{o, ci, kw}.data(), &w));
+    L->n = o, L->k = ci * kw, L->kp = round_up(L->k, 4);
+    std::vector<float> h((size_t)o * L->kp, 0.f);
+    for (int a = 0; a < o; a++)
+        for (int cc = 0; cc < ci; cc++)
+            for (int x = 0; x < kw; x++) h[(size_t)a * L->kp + (size_t)x * ci + cc] = w[((size_t)a * ci + cc) * kw + x];
+    arb_free(w);
+    ARB_TRY(L->w.upload(h.data(), h.size() * sizeof(float)));
+    if (has_bias) {
+        snprintf(nm, sizeof nm, "%s.bias", name);
+        ARB_TRY(vec_up(&L->bias, c, nm, o, info));
+    }
+    return ARB_OK;
+}
+
+/* ================================================================ the device model */
+
+struct dino_layer_d {
+    dbuf n1w, n1b, n2w, n2b, ls1, ls2;
+    qlin qkv, o, fc1, fc2;
+};
+
+struct moon_layer_d {
+    dbuf ln_in, ln_post;
+    qlin qkv, o, fc1, fc2;
+};
+
+/* Buffers and the captured graph for one input shape. */
+struct plan_t {
+    int B = 0, d1 = 0, d2 = 0; /* input shape: DINOv2 (B, H, W), Moonshine (B, N, -) */
+    int T = 0, rows = 0;
+    dbuf in, x, qa, qs, acc, qkvh, att, out, pos, rope_c, rope_s, col, h1, h2, stats;
+    cudaGraphExec_t exec = nullptr;
+    double ops = 0; /* 2·multiply-adds per forward (GEMMs and attention) */
+    ~plan_t() {
+        if (exec) cudaGraphExecDestroy(exec);
+    }
+};
+
+struct cu_model {
+    arb_sidecar_kind kind;
+    int dev = 0;
+    cudaStream_t stream = nullptr;
+    lt_ctx lt;
+    /* DINOv2 */
+    int D = 0, L = 0, H = 0, F = 0, P = 0, grid = 0;
+    float eps = 1e-6f;
+    qlin patch;
+    std::vector<float> cls_h, pos_h; /* host copies for the per-shape position table */
+    dbuf cls;
+    std::vector<dino_layer_d> dl;
+    dbuf lnw, lnb;
+    /* Moonshine */
+    int I = 0, rot = 0, rdim = 0;
+    float theta = 10000.f;
+    flin c1, c2, c3;
+    dbuf gn_w, gn_b, enc_ln;
+    std::vector<moon_layer_d> ml;
+    plan_t *plan = nullptr;
+    ~cu_model() {
+        delete plan;
+        if (stream) cudaStreamDestroy(stream);
+    }
+};
+
+static void cu_model_free(void *p) {
+    cu_model *m = static_cast<cu_model *>(p);
+    if (!m) return;
+    cudaSetDevice(m->dev);
+    cudaDeviceSynchronize();
+    delete m;
+}
+
+/* ---------------------------------------------------------------- loaders */
+
+static arb_status dino_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
+    int D, L, H, P, img, mlp;
+    double eps;
+    ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
+    ARB_TRY(sc_cfg_int(cfg, "num_hidden_layers", 1, 1024, 0, true, &L));
+    ARB_TRY(sc_cfg_int(cfg, "num_attention_heads", 1, 4096, 0, true, &H));
+    ARB_TRY(sc_cfg_int(cfg, "patch_size", 1, 1024, 14, false, &P));
+    ARB_TRY(sc_cfg_int(cfg, "image_size", 1, 65536, 518, false, &img));
+    ARB_TRY(sc_cfg_int(cfg, "mlp_ratio", 1, 64, 4, false, &mlp));
+    ARB_TRY(sc_cfg_num(cfg, "layer_norm_eps", 1e-6, false, &eps));
+    const cJSON *qb = cJSON_GetObjectItemCaseSensitive(cfg, "qkv_bias");
+    bool qkv_bias = !qb || cJSON_IsTrue(qb);
+    g->D = D, g->L = L, g->H = H, g->F = D * mlp, g->P = P, g->grid = img / P, g->eps = (float)eps;
+    if (D % H || D / H > att::DP)
+        return arb_error(ARB_ERR_UNSUPPORTED, "dinov2 on CUDA: head dim %d (the fused attention takes ≤ %d)", D / H, att::DP);
+    if (D > 8192 || g->F > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "dinov2 on CUDA: width %d/%d above 8192", D, g->F);
+    arb_sidecar_info info;
+    memset(&info, 0, sizeof info);
+    sc_lin tmp;
+    ARB_TRY(sc_conv2d_load(&tmp, c, "embeddings.patch_embeddings.projection", D, 3, P, P, true, true, SC_INT8, &info));
+    arb_status s = qlin_from(&g->patch, &tmp);
+    sc_lin_free(&tmp);
+    ARB_TRY(s);
+    int64_t npos = (int64_t)g->grid * g->grid + 1;
+    float *v;
+    ARB_TRY(sc_vec_load(&v, c, "embeddings.cls_token", 3, std::vector<int64_t>{1, 1, D}.data(), &info));
+    g->cls_h.assign(v, v + D);
+    arb_free(v);
+    ARB_TRY(sc_vec_load(&v, c, "embeddings.position_embeddings", 3, std::vector<int64_t>{1, npos, D}.data(), &info));
+    g->pos_h.assign(v, v + (size_t)npos * D);
+    arb_free(v);
+    ARB_TRY(g->cls.upload(g->cls_h.data(), (size_t)D * sizeof(float)));
+    g->dl.resize((size_t)L);
+    for (int i = 0; i < L; i++) {
+        dino_layer_d *l = &g->dl[(size_t)i];
+        char n[256];
+#define V(field, suffix)                                              \
+    snprintf(n, sizeof n, "encoder.layer.%d.%s", i, suffix);          \
+    ARB_TRY(vec_up(&l->field, c, n, D, &info));
+#define LIN(field, suffix, no, ni, bias)                              \
+    snprintf(n, sizeof n, "encoder.layer.%d.%s", i, suffix);          \
+    ARB_TRY(sc_lin_load(&tmp, c, n, no, ni, bias, SC_INT8, &info));   \
+    s = qlin_from(&l->field, &tmp);                                   \
+    sc_lin_free(&tmp);                                                \
+    ARB_TRY(s);
+        V(n1w, "norm1.weight") V(n1b, "norm1.bias") V(n2w, "norm2.weight") V(n2b, "norm2.bias")
+        V(ls1, "layer_scale1.lambda1") V(ls2, "layer_scale2.lambda1")
+        static const char *const qkv_names[3] = {"query", "key", "value"};
+        snprintf(n, sizeof n, "encoder.layer.%d.attention.attention.", i);
+        ARB_TRY(sc_lin_load_cat(&tmp, c, n, qkv_names, 3, D, D, qkv_bias, SC_INT8, &info));
+        s = qlin_from(&l->qkv, &tmp);
+        sc_lin_free(&tmp);
+        ARB_TRY(s);
+        LIN(o, "attention.output.dense", D, D, true)
+        LIN(fc1, "mlp.fc1", g->F, D, true) LIN(fc2, "mlp.fc2", D, g->F, true)
+#undef V
+#undef LIN
+    }
+    ARB_TRY(vec_up(&g->lnw, c, "layernorm.weight", D, &info));
+    ARB_TRY(vec_up(&g->lnb, c, "layernorm.bias", D, &info));
+    return ARB_OK;
+}
+
+static arb_status moon_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
+    int D, I, Le, He;
+    double prf = 0.9, theta = 10000.0;
+    ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
+    ARB_TRY(sc_cfg_int(cfg, "intermediate_size", 1, 1 << 20, 0, true, &I));
+    ARB_TRY(sc_cfg_int(cfg, "encoder_num_hidden_layers", 1, 1024, 0, true, &Le));
+    ARB_TRY(sc_cfg_int(cfg, "encoder_num_attention_heads", 1, 4096, 0, true, &He));
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(cfg, "rope_parameters");
+    const cJSON *src = cJSON_IsObject(rp) ? rp : cfg;
+    ARB_TRY(sc_cfg_num(src, "partial_rotary_factor", 0.9, false, &prf));
+    ARB_TRY(sc_cfg_num(src, "rope_theta", 10000.0, false, &theta));
+    int dh = D / He;
+    g->D = D, g->I = I, g->L = Le, g->H = He, g->theta = (float)theta;
+    g->rdim = (int)(dh * prf);
+    g->rot = 2 * ((g->rdim + 1) / 2);
+    if (dh > att::DP || dh % 2)
+        return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: head dim %d (the fused attention takes even dims ≤ %d)", dh,
+                         att::DP);
+    if (3 * D > 8192 || I > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: width %d/%d too large", D, I);
+    arb_sidecar_info info;
+    memset(&info, 0, sizeof info);
+    c->prefix = sc_ckpt_has(c, "model.encoder.conv1.weight") ? "model." : "";
+    ARB_TRY(conv1d_up(&g->c1, c, "encoder.conv1", D, 1, 127, false, &info));
+    ARB_TRY(conv1d_up(&g->c2, c, "encoder.conv2", 2 * D, D, 7, true, &info));
+    ARB_TRY(conv1d_up(&g->c3, c, "encoder.conv3", D, 2 * D, 3, true, &info));
+    ARB_TRY(vec_up(&g->gn_w, c, "encoder.groupnorm.weight", D, &info));
+    ARB_TRY(vec_up(&g->gn_b, c, "encoder.groupnorm.bias", D, &info));
+    g->ml.resize((size_t)Le);
+    sc_lin tmp;
+    arb_status s;
+    char n[256];
+    for (int i = 0; i < Le; i++) {
+        moon_layer_d *l = &g->ml[(size_t)i];
+        snprintf(n, sizeof n, "encoder.layers.%d.input_layernorm.weight", i);
+        ARB_TRY(vec_up(&l->ln_in, c, n, D, &info));
+        snprintf(n, sizeof n, "encoder.layers.%d.post_attention_layernorm.weight", i);
+        ARB_TRY(vec_up(&l->ln_post, c, n, D, &info));
+        static const char *const qkv_names[3] = {"q_proj", "k_proj", "v_proj"};
+        snprintf(n, sizeof n, "encoder.layers.%d.self_attn.", i);
+        ARB_TRY(sc_lin_load_cat(&tmp, c, n, qkv_names, 3, D, D, false, SC_INT8, &info));
+        s = qlin_from(&l->qkv, &tmp);
+        sc_lin_free(&tmp);
+        ARB_TRY(s);
+#define LIN(field, fmt, no, ni, bias)                               \
+    snprintf(n, sizeof n, fmt, i);                                  \
+    ARB_TRY(sc_lin_load(&tmp, c, n, no, ni, bias, SC_INT8, &info)); \
+    s = qlin_from(&l->field, &tmp);                                 \
+    sc_lin_free(&tmp);                                              \
+    ARB_TRY(s);
+        LIN(o, "encoder.layers.%d.self_attn.o_proj", D, D, false)
+        LIN(fc1, "encoder.layers.%d.mlp.fc1", I, D, true) LIN(fc2, "encoder.layers.%d.mlp.fc2", D, I, true)
+#undef LIN
+    }
+    ARB_TRY(vec_up(&g->enc_ln, c, "encoder.layer_norm.weight", D, &info));
+    return ARB_OK;
+}
+
+/* ---------------------------------------------------------------- forward recording */
+
+static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
+    int threads = a.N > 1024 ? 256 : 128;
+    size_t smem = ((size_t)a.N + 32) * sizeof(float);
+    if (smem > 48 * 1024) ARB_CU(cudaFuncSetAttribute(k_row, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    k_row<<<rows, threads, smem, g->stream>>>(a);
+    ARB_CU_LAUNCH("k_row");
+    return ARB_OK;
+}
+
+static row_args row0(int N) {
+    row_args a;
+    memset(&a, 0, sizeof a);
+    a.N = N;
+    a.add_period = 1;
+    return a;
+}
+
+/* Sets the dequantization stage of a row kernel from a layer's GEMM output. */
+static void row_deq(row_args &a, const plan_t *p, const qlin &l) {
+    a.acc = p->acc.as<int32_t>();
+    a.ld_acc = l.n;
+    a.xs = p->qs.as<float>();
+    a.ws = l.s.as<float>();
+    a.bias = l.bias.as<float>();
+}
+
+static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) {
+    p->ops += 2.0 * M * (double)l.n * l.k;
+    return g->lt.gemm(true, M, l.n, l.kp, l.w.p, l.kp, p->qa.p, l.kp, p->acc.p, l.n, g->stream);
+}
+
+static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) {
+    static bool attr_set = false;
+    if (!attr_set) {
+        ARB_CU(cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM));
+        attr_set = true;
+    }
+    int dh = D / H;
+    dim3 grid((unsigned)((T + att::BQ - 1) / att::BQ), (unsigned)H, (unsigned)B);
+    k_attention<<<grid, 128, att::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh, 1.f / sqrtf((float)dh),
+                                                    p->att.as<float>());
+    ARB_CU_LAUNCH("k_attention");
+    p->ops += 2.0 * 2.0 * B * H * (double)T * T * dh;
+    return ARB_OK;
+}
+
+/* PyTorch upsample_bicubic2d (align_corners=False, A = -0.75), as src/sidecars/dinov2.c. */
+static void cubic_coeffs(float t, float w[4]) {
+    const float A = -0.75f;
+    float x1 = t + 1.f, x2 = 1.f - t, x3 = 2.f - t;
+    w[0] = ((A * x1 - 5.f * A) * x1 + 8.f * A) * x1 - 4.f * A;
+    w[1] = ((A + 2.f) * t - (A + 3.f)) * t * t + 1.f;
+    w[2] = ((A + 2.f) * x2 - (A + 3.f)) * x2 * x2 + 1.f;
+    w[3] = ((A * x3 - 5.f * A) * x3 + 8.f * A) * x3 - 4.f * A;
+}
+
+static void bicubic_grid(const float *src, int gs, int D, float *dst, int h, int w) {
+    float sy = (float)gs / (float)h, sx = (float)gs / (float)w;
+    for (int oy = 0; oy < h; oy++) {
+        float ry = sy * ((float)oy + 0.5f) - 0.5f;
+        int iy = (int)floorf(ry);
+        float wy[4];
+        cubic_coeffs(ry - (float)iy, wy);
+        for (int ox = 0; ox < w; ox++) {
+            float rx = sx * ((float)ox + 0.5f) - 0.5f;
+            int ix = (int)floorf(rx);
+            float wx[4];
+            cubic_coeffs(rx - (float)ix, wx);
+            float *o = dst + ((size_t)oy * w + ox) * D;
+            for (int c = 0; c < D; c++) o[c] = 0.f;
+            for (int a = 0; a < 4; a++) {
+                int yy = iy - 1 + a;
+                yy = yy < 0 ? 0 : (yy >= gs ? gs - 1 : yy);
+                for (int b = 0; b < 4; b++) {
+                    int xx = ix - 1 + b;
+                    xx = xx < 0 ? 0 : (xx >= gs ? gs - 1 : xx);
+                    const float *s = src + ((size_t)yy * gs + xx) * D;
+                    float wgt = wy[a] * wx[b];
+                    for (int c = 0; c < D; c++) o[c] += wgt * s[c];
+                }
+            }
+        }
+    }
+}
+
+static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
+    int P = g->P, D = g->D, F = g->F, gh = Hi / P, gw = Wi / P, hw = gh * gw, T = hw + 1;
+    int rows = B * T;
+    p->T = T, p->rows = rows;
+    size_t maxk = (size_t)std::max(g->patch.kp, std::max(round_up(D, 16), round_up(F, 16)));
+    ARB_TRY(p->in.alloc((size_t)B * 3 * Hi * Wi * sizeof(float)));
+    ARB_TRY(p->x.alloc((size_t)rows * D * sizeof(float)));
+    ARB_TRY(p->qa.alloc((size_t)rows * maxk));
+    ARB_TRY(p->qs.alloc((size_t)rows * sizeof(float)));
+    ARB_TRY(p->acc.alloc((size_t)rows * std::max(3 * D, F) * sizeof(int32_t)));
+    ARB_TRY(p->qkvh.alloc((size_t)rows * 3 * D * sizeof(__half)));
+    ARB_TRY(p->att.alloc((size_t)rows * D * sizeof(float)));
+    ARB_TRY(p->out.alloc((size_t)rows * D * sizeof(float)));
+    std::vector<float> pos((size_t)hw * D);
+    if (hw == g->grid * g->grid && Hi == Wi) memcpy(pos.data(), g->pos_h.data() + D, pos.size() * sizeof(float));
+    else bicubic_grid(g->pos_h.data() + D, g->grid, D, pos.data(), gh, gw);
+    pos.insert(pos.begin(), g->pos_h.begin(), g->pos_h.begin() + D); /* row 0: the CLS position */
+    ARB_TRY(p->pos.upload(pos.data(), pos.size() * sizeof(float)));
+    /* warm the cuBLASLt plans (heuristic queries) before the capture */
+    gemm_key keys[5] = {{true, B * hw, D, g->patch.kp, g->patch.kp, g->patch.kp, D},
+                        {true, rows, 3 * D, round_up(D, 16), round_up(D, 16), round_up(D, 16), 3 * D},
+                        {true, rows, D, round_up(D, 16), round_up(D, 16), round_up(D, 16), D},
+                        {true, rows, F, round_up(D, 16), round_up(D, 16), round_up(D, 16), F},
+                        {true, rows, D, round_up(F, 16), round_up(F, 16), round_up(F, 16), D}};
+    for (auto &k : keys) {
+        gemm_plan *gp;
+        ARB_TRY(g->lt.plan(k, &gp));
+    }
+    return ARB_OK;
+}
+
+static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
+    int P = g->P, D = g->D, F = g->F, gw = Wi / P, hw = (Hi / P) * gw, T = hw + 1, K = 3 * P * P, rows = B * T;
+    p->ops = 0;
+    /* patch embedding: im2col + quantize, GEMM, + bias + position → x rows 1..hw of each image */
+    int thr = 128;
+    k_patch_quant<<<B * hw, thr, ((size_t)K + 32) * sizeof(float), g->stream>>>(p->in.as<float>(), Hi, Wi, P, gw, hw,
+                                                                               K, g->patch.kp, p->qa.as<int8_t>(),
+                                                                               p->qs.as<float>());
+    ARB_CU_LAUNCH("k_patch_quant");
+    ARB_TRY(qgemm(g, p, g->patch, B * hw));
+    {
+        row_args a = row0(D);
+        row_deq(a, p, g->patch);
+        a.add = p->pos.as<float>() + D;
+        a.add_period = hw;
+        a.out = p->x.as<float>();
+        a.ld_out = D;
+        a.grp = hw, a.grp_out = T, a.off = 1;
+        ARB_TRY(row_launch(g, B * hw, a));
+    }
+    k_cls<<<arb_cuda_blocks((int64_t)B * D, 256), 256, 0, g->stream>>>(p->x.as<float>(), g->cls.as<float>(),
+                                                                       p->pos.as<float>(), D, T, B);
+    ARB_CU_LAUNCH("k_cls");
+    const int kpD = round_up(D, 16), kpF = round_up(F, 16);
+    {   /* layer 0's norm1 + quantization */
+        row_args a = row0(D);
+        a.in = p->x.as<float>(), a.ld_in = D;
+        a.ln_g = g->dl[0].n1w.as<float>(), a.ln_b = g->dl[0].n1b.as<float>(), a.eps = g->eps;
+        a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+        ARB_TRY(row_launch(g, rows, a));
+    }
+    for (int li = 0; li < g->L; li++) {
+        dino_layer_d &l = g->dl[(size_t)li];
+        ARB_TRY(qgemm(g, p, l.qkv, rows));
+        {
+            row_args a = row0(3 * D);
+            row_deq(a, p, l.qkv);
+            a.outh = p->qkvh.as<__half>(), a.ld_outh = 3 * D;
+            ARB_TRY(row_launch(g, rows, a));
+        }
+        ARB_TRY(attention(g, p, B, T, D, g->H));
+        {
+            row_args a = row0(D);
+            a.in = p->att.as<float>(), a.ld_in = D;
+            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+            ARB_TRY(row_launch(g, rows, a));
+        }
+        ARB_TRY(qgemm(g, p, l.o, rows));
+        {   /* x += λ1·o; norm2 + quantization */
+            row_args a = row0(D);
+            row_deq(a, p, l.o);
+            a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls1.as<float>();
+            a.ln_g = l.n2w.as<float>(), a.ln_b = l.n2b.as<float>(), a.eps = g->eps;
+            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+            ARB_TRY(row_launch(g, rows, a));
+        }
+        ARB_TRY(qgemm(g, p, l.fc1, rows));
+        {
+            row_args a = row0(F);
+            row_deq(a, p, l.fc1);
+            a.act = ACT_GELU;
+            a.q = p->qa.as<int8_t>(), a.ldq = kpF, a.qs = p->qs.as<float>();
+            ARB_TRY(row_launch(g, rows, a));
+        }
+        ARB_TRY(qgemm(g, p, l.fc2, rows));
+        {   /* x += λ2·mlp; next layer's norm1 + quantization, or the final LayerNorm → output */
+            row_args a = row0(D);
+            row_deq(a, p, l.fc2);
+            a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls2.as<float>();
+            a.eps = g->eps;
+            if (li + 1 < g->L) {
+                a.ln_g = g->dl[(size_t)li + 1].n1w.as<float>(), a.ln_b = g->dl[(size_t)li + 1].n1b.as<float>();
+                a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+            } else {
+                a.ln_g = g->lnw.as<float>(), a.ln_b = g->lnb.as<float>();
+                a.out = p->out.as<float>(), a.ld_out = D;
+            }
+            ARB_TRY(row_launch(g, rows, a));
+        }
+    }
+    return ARB_OK;
+}
+
+static arb_status moon_dims(int64_t N, int64_t *L1, int64_t *L2, int64_t *T) {
+    *L1 = N >= 127 ? (N - 127) / 64 + 1 : 0;
+    *L2 = *L1 >= 7 ? (*L1 - 7) / 3 + 1 : 0;
+    *T = *L2 >= 3 ? (*L2 - 3) / 2 + 1 : 0;
+    if (*T < 1)
+        return arb_error(ARB_ERR_SHAPE, "moonshine: %lld samples are too short (need at least 1087, ~68 ms at 16 kHz)",
+                         (long long)N);
+    return ARB_OK;
+}
+
+static arb_status moon_plan(cu_model *g, plan_t *p, int B, int N) {
+    int64_t L1, L2, T;
+    ARB_TRY(moon_dims(N, &L1, &L2, &T));
+    int D = g->D, I = g->I, rows = B * (int)T;
+    p->T = (int)T, p->rows = rows;
+    size_t colsz = std::max((size_t)B * L1 * g->c1.kp, std::max((size_t)B * L2 * g->c2.kp, (size_t)B * T * g->c3.kp));
+    ARB_TRY(p->in.alloc((size_t)B * N * sizeof(float)));
+    ARB_TRY(p->col.alloc(colsz * sizeof(float)));
+    ARB_TRY(p->h1.alloc((size_t)B * L1 * D * sizeof(float)));
+    ARB_TRY(p->h2.alloc((size_t)B * L2 * 2 * D * sizeof(float)));
+    ARB_TRY(p->stats.alloc((size_t)B * 2 * sizeof(float)));
+    ARB_TRY(p->x.alloc((size_t)rows * D * sizeof(float)));
+    ARB_TRY(p->qa.alloc((size_t)rows * round_up(std::max(D, I), 16)));
+    ARB_TRY(p->qs.alloc((size_t)rows * sizeof(float)));
+    ARB_TRY(p->acc.alloc((size_t)rows * std::max(3 * D, I) * sizeof(int32_t)));
+    ARB_TRY(p->qkvh.alloc((size_t)rows * 3 * D * sizeof(__half)));
+    ARB_TRY(p->att.alloc((size_t)rows * D * sizeof(float)));
+    ARB_TRY(p->out.alloc((size_t)rows * D * sizeof(float)));
+    /* rotary table [T][nf], the CPU's cosf/sinf of the same float angles */
+    int nf = g->rot / 2;
+    std::vector<float> cs((size_t)T * nf), sn((size_t)T * nf), inv((size_t)nf);
+    for (int j = 0; j < nf; j++) inv[(size_t)j] = 1.f / powf(g->theta, (float)(2 * j) / (float)g->rdim);
+    for (int64_t t = 0; t < T; t++)
+        for (int j = 0; j < nf; j++) {
+            float a = (float)t * inv[(size_t)j];
+            cs[(size_t)t * nf + j] = cosf(a);
+            sn[(size_t)t * nf + j] = sinf(a);
+        }
+    ARB_TRY(p->rope_c.upload(cs.data(), cs.size() * sizeof(float) + 4));
+    ARB_TRY(p->rope_s.upload(sn.data(), sn.size() * sizeof(float) + 4));
+    int kpD = round_up(D, 16), kpI = round_up(I, 16);
+    gemm_key keys[7] = {{false, B * (int)L1, D, g->c1.kp, g->c1.kp, g->c1.kp, D},
+                        {false, B * (int)L2, 2 * D, g->c2.kp, g->c2.kp, g->c2.kp, 2 * D},
+                        {false, rows, D, g->c3.kp, g->c3.kp, g->c3.kp, D},
+                        {true, rows, 3 * D, kpD, kpD, kpD, 3 * D},
+                        {true, rows, D, kpD, kpD, kpD, D},
+                        {true, rows, I, kpD, kpD, kpD, I},
+                        {true, rows, D, kpI, kpI, kpI, D}};
+    for (auto &k : keys) {
+        gemm_plan *gp;
+        ARB_TRY(g->lt.plan(k, &gp));
+    }
+    return ARB_OK;
+}
+
+static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
+    int64_t L1, L2, T;
+    ARB_TRY(moon_dims(N, &L1, &L2, &T));
+    int D = g->D, I = g->I, H = g->H, dh = D / H, rows = p->rows, kpD = round_up(D, 16), kpI = round_up(I, 16);
+    p->ops = 0;
+    float *col = p->col.as<float>(), *h1 = p->h1.as<float>(), *h2 = p->h2.as<float>();
+    /* conv1 (k127 s64, no bias) + tanh; GroupNorm(1) folded into conv2's im2col */
+    k_im2col1d<<<B * (int)L1, 128, 0, g->stream>>>(p->in.as<float>(), (size_t)N, 1, 64, 127, (int)L1, g->c1.kp, col,
+                                                   nullptr, nullptr, nullptr);
+    ARB_CU_LAUNCH("k_im2col1d");
+    p->ops += 2.0 * B * L1 * D * 127;
+    ARB_TRY(g->lt.gemm(false, B * (int)L1, D, g->c1.kp, g->c1.w.p, g->c1.kp, col, g->c1.kp, h1, D, g->stream));
+    {
+        row_args a = row0(D);
+        a.in = h1, a.ld_in = D, a.act = ACT_TANH, a.out = h1, a.ld_out = D;
+        ARB_TRY(row_launch(g, B * (int)L1, a));
+    }
+    k_gn1_stats<<<B, 1024, 0, g->stream>>>(h1, (size_t)L1 * D, 1e-5f, p->stats.as<float>());
+    ARB_CU_LAUNCH("k_gn1_stats");
+    k_im2col1d<<<B * (int)L2, 256, 0, g->stream>>>(h1, (size_t)L1 * D, D, 3, 7 * D, (int)L2, g->c2.kp, col,
+                                                   p->stats.as<float>(), g->gn_w.as<float>(), g->gn_b.as<float>());
+    ARB_CU_LAUNCH("k_im2col1d");
+    p->ops += 2.0 * B * L2 * 2 * D * 7 * D;
+    ARB_TRY(g->lt.gemm(false, B * (int)L2, 2 * D, g->c2.kp, g->c2.w.p, g->c2.kp, col, g->c2.kp, h2, 2 * D, g->stream));
+    {
+        row_args a = row0(2 * D);
+        a.in = h2, a.ld_in = 2 * D, a.bias = g->c2.bias.as<float>(), a.act = ACT_GELU, a.out = h2, a.ld_out = 2 * D;
+        ARB_TRY(row_launch(g, B * (int)L2, a));
+    }
+    k_im2col1d<<<B * (int)T, 256, 0, g->stream>>>(h2, (size_t)L2 * 2 * D, 2 * D, 2, 3 * 2 * D, (int)T, g->c3.kp, col,
+                                                  nullptr, nullptr, nullptr);
+    ARB_CU_LAUNCH("k_im2col1d");
+    p->ops += 2.0 * B * T * D * 3 * 2 * D;
+    float *xf = p->att.as<float>(); /* conv3's raw output, before bias + GELU */
+    ARB_TRY(g->lt.gemm(false, rows, D, g->c3.kp, g->c3.w.p, g->c3.kp, col, g->c3.kp, xf, D, g->stream));
+    {   /* x = gelu(conv3 + b); layer 0's input norm + quantization */
+        row_args a = row0(D);
+        a.in = xf, a.ld_in = D, a.bias = g->c3.bias.as<float>(), a.act = ACT_GELU;
+        a.res_mode = RES_SET, a.res = p->x.as<float>(), a.ld_res = D;
+        a.ln_g = g->ml[0].ln_in.as<float>(), a.eps = 1e-5f;
+        a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+        ARB_TRY(row_launch(g, rows, a));
+    }
+    for (int li = 0; li < g->L; li++) {
+        moon_layer_d &l = g->ml[(size_t)li];
+        ARB_TRY(qgemm(g, p, l.qkv, rows));
+        {   /* q, k, v to half, RoPE on q and k */
+            row_args a = row0(3 * D);
+            row_deq(a, p, l.qkv);
+            a.rope_cols = 2 * D, a.rope_T = (int)T, a.rope_dh = dh, a.rope_rot = g->rot, a.rope_nf = g->rot / 2;
+            a.rope_cos = p->rope_c.as<float>(), a.rope_sin = p->rope_s.as<float>();
+            a.outh = p->qkvh.as<__half>(), a.ld_outh = 3 * D;
+            ARB_TRY(row_launch(g, rows, a));
+        }
+        ARB_TRY(attention(g, p, B, (int)T, D, H));
+        {
+            row_args a = row0(D);
+            a.in = p->att.as<float>(), a.ld_in = D;
+            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+            ARB_TRY(row_launch(g, rows, a));
+        }
+        ARB_TRY(qgemm(g, p, l.o, rows));
+        {
+            row_args a = row0(D);
+            row_deq(a, p, l.o);
+            a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D;
+            a.ln_g = l.ln_post.as<float>(), a.eps = 1e-5f;
+            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+            ARB_TRY(row_launch(g, rows, a));
+        }
+        ARB_TRY(qgemm(g, p, l.fc1, rows));
+        {
+            row_args a = row0(I);
+            row_deq(a, p, l.fc1);
+            a.act = ACT_GELU;
+            a.q = p->qa.as<int8_t>(), a.ldq = kpI, a.qs = p->qs.as<float>();
+            ARB_TRY(row_launch(g, rows, a));
+        }
+        ARB_TRY(qgemm(g, p, l.fc2, rows));
+        {
+            row_args a = row0(D);
+            row_deq(a, p, l.fc2);
+            a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D;
+            a.eps = 1e-5f;
+            if (li + 1 < g->L) {
+                a.ln_g = g->ml[(size_t)li + 1].ln_in.as<float>();
+                a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+            } else {
+                a.ln_g = g->enc_ln.as<float>();
+                a.out = p->out.as<float>(), a.ld_out = D;
+            }
+            ARB_TRY(row_launch(g, rows, a));
+        }
+    }
+    return ARB_OK;
+}
+
+/* Records the forward for this shape into a graph (or runs it eagerly with ARB_SIDECAR_NO_GRAPH=1). */
+static arb_status build_plan(cu_model *g, int B, int d1, int d2) {
+    if (g->plan && g->plan->B == B && g->plan->d1 == d1 && g->plan->d2 == d2) return ARB_OK;
+    ARB_CU(cudaStreamSynchronize(g->stream));
+    delete g->plan;
+    g->plan = nullptr;
+    plan_t *p = new (std::nothrow) plan_t;
+    if (!p) return arb_error(ARB_ERR_OOM, "sidecar cuda: out of memory");
+    p->B = B, p->d1 = d1, p->d2 = d2;
+    arb_status s = g->kind == ARB_SIDECAR_DINOV2 ? dino_plan(g, p, B, d1, d2) : moon_plan(g, p, B, d1);
+    if (s) {
+        delete p;
+        return s;
+    }
+    const char *ng = getenv("ARB_SIDECAR_NO_GRAPH");
+    if (!(ng && ng[0] == '1')) {
+        cudaGraph_t graph = nullptr;
+        cudaError_t e = cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal);
+        if (e != cudaSuccess) {
+            delete p;
+            return arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamBeginCapture: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+        }
+        s = g->kind == ARB_SIDECAR_DINOV2 ? dino_record(g, p, B, d1, d2) : moon_record(g, p, B, d1);
+        e = cudaStreamEndCapture(g->stream, &graph);
+        if (!s && e != cudaSuccess)
+            s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamEndCapture: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+        if (!s) {
+            e = cudaGraphInstantiate(&p->exec, graph, 0);
+            if (e != cudaSuccess)
+                s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaGraphInstantiate: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+        }
+        if (graph) cudaGraphDestroy(graph);
+        if (s) {
+            cudaGetLastError();
+            delete p;
+            return s;
+        }
+    }
+    g->plan = p;
+    return ARB_OK;
+}
+
+static arb_status run_plan(cu_model *g) {
+    plan_t *p = g->plan;
+    if (p->exec) {
+        ARB_CU(cudaGraphLaunch(p->exec, g->stream));
+        return ARB_OK;
+    }
+    return g->kind == ARB_SIDECAR_DINOV2 ? dino_record(g, p, p->B, p->d1, p->d2) : moon_record(g, p, p->B, p->d1);
+}
+
+} // namespace
+
+/* ================================================================ entry points */
+
+extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
+    ARB_TRY(arb_cuda_require("sidecar on cuda"));
+    if (device < 0 || device >= arb_cuda_device_count())
+        return arb_error(ARB_ERR_INVALID_ARG, "cuda:%d does not exist (%d devices)", device, arb_cuda_device_count());
+    if (m->kind == ARB_SIDECAR_VAE)
+        return arb_error(ARB_ERR_UNSUPPORTED, "sidecar vae on CUDA: not implemented yet (DINOv2 and the Moonshine encoder run on the device)");
+    if (!m->dir) return arb_error(ARB_ERR_INVALID_ARG, "sidecar on cuda: the model has no checkpoint directory");
+    ARB_CU(cudaSetDevice(device));
+    cu_model *g = new (std::nothrow) cu_model;
+    if (!g) return arb_error(ARB_ERR_OOM, "sidecar cuda: out of memory");
+    g->kind = m->kind;
+    g->dev = device;
+    arb_status s = ARB_OK;
+    cudaError_t e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamCreate: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    if (!s) s = g->lt.init();
+    cJSON *cfg = nullptr;
+    if (!s) s = sc_config_read(m->dir, &cfg);
+    if (!s) {
+        sc_ckpt c;
+        s = sc_ckpt_open(&c, m->dir);
+        if (!s) {
+            s = g->kind == ARB_SIDECAR_DINOV2 ? dino_load(g, &c, cfg) : moon_load(g, &c, cfg);
+            sc_ckpt_close(&c);
+        }
+    }
+    cJSON_Delete(cfg);
+    if (!s) {
+        e = cudaDeviceSynchronize();
+        if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: upload: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    }
+    if (s) {
+        delete g;
+        return s;
+    }
+    m->dev = g;
+    m->dev_free = cu_model_free;
+    m->dev_index = device;
+    return ARB_OK;
+}
+
+extern "C" arb_status sc_cu_forward(arb_sidecar *m, const arb_tensor *in, arb_tensor *out, arb_tensor *out2) {
+    cu_model *g = static_cast<cu_model *>(m->dev);
+    if (in->dtype != ARB_F32 || !in->data) return arb_error(ARB_ERR_SHAPE, "sidecar cuda: input must be f32");
+    if (in->device.kind == ARB_DEVICE_CUDA && in->device.index != g->dev)
+        return arb_error(ARB_ERR_INVALID_ARG, "sidecar cuda: input on cuda:%d, model on cuda:%d", in->device.index, g->dev);
+    ARB_CU(cudaSetDevice(g->dev));
+    int B, d1, d2 = 0;
+    if (g->kind == ARB_SIDECAR_DINOV2) {
+        if (in->ndim != 4 || in->shape[1] != 3) return arb_error(ARB_ERR_SHAPE, "dinov2: pixel_values must be f32 [B,3,H,W]");
+        int64_t b = in->shape[0], h = in->shape[2], w = in->shape[3];
+        if (b < 1 || b > 4096 || h < g->P || w < g->P || h > 8192 || w > 8192)
+            return arb_error(ARB_ERR_SHAPE, "dinov2: pixel_values [%lld,3,%lld,%lld] out of range (need H,W in [%d, 8192])",
+                             (long long)b, (long long)h, (long long)w, g->P);
+        B = (int)b, d1 = (int)h, d2 = (int)w;
+    } else {
+        if (in->ndim != 2) return arb_error(ARB_ERR_SHAPE, "moonshine: input_values must be f32 [B,N]");
+        int64_t b = in->shape[0], n = in->shape[1];
+        if (b < 1 || b > 4096 || n > 16000LL * 3600)
+            return arb_error(ARB_ERR_SHAPE, "moonshine: input_values [%lld,%lld] out of range", (long long)b, (long long)n);
+        int64_t L1, L2, T;
+        ARB_TRY(moon_dims(n, &L1, &L2, &T));
+        B = (int)b, d1 = (int)n;
+    }
+    ARB_TRY(build_plan(g, B, d1, d2));
+    plan_t *p = g->plan;
+    ARB_CU(cudaMemcpyAsync(p->in.p, in->data, in->nbytes,
+                           in->device.kind == ARB_DEVICE_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice,
+                           g->stream));
+    ARB_TRY(run_plan(g));
+    arb_device od = in->device.kind == ARB_DEVICE_CUDA ? arb_cuda(g->dev) : arb_cpu();
+    cudaMemcpyKind kind = od.kind == ARB_DEVICE_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost;
+    int D = g->D, T = p->T;
+    ARB_TRY(arb_tensor_init(out, ARB_F32, 3, std::vector<int64_t>{B, T, D}.data(), od));
+    cudaError_t e = cudaMemcpyAsync(out->data, p->out.p, (size_t)B * T * D * sizeof(float), kind, g->stream);
+    if (e == cudaSuccess && out2 && g->kind == ARB_SIDECAR_DINOV2) {
+        arb_status s = arb_tensor_init(out2, ARB_F32, 2, std::vector<int64_t>{B, D}.data(), od);
+        if (s) {
+            arb_tensor_free(out);
+            return s;
+        }
+        e = cudaMemcpy2DAsync(out2->data, (size_t)D * sizeof(float), p->out.p, (size_t)T * D * sizeof(float),
+                              (size_t)D * sizeof(float), (size_t)B, kind, g->stream);
+    }
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
+    if (e != cudaSuccess) {
+        arb_tensor_free(out);
+        if (out2 && g->kind == ARB_SIDECAR_DINOV2) arb_tensor_free(out2);
+        return arb_error(ARB_ERR_CUDA, "%s:%d: sidecar forward: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    }
+    sc_macs_add((unsigned long long)(p->ops / 2));
+    return ARB_OK;
+}
+
+extern "C" arb_status sc_cu_int8_peak(int device, double seconds, double *ops_per_s) {
+    ARB_TRY(arb_cuda_require("int8 peak"));
+    ARB_CU(cudaSetDevice(device));
+    const int n = 8192;
+    lt_ctx lt;
+    ARB_TRY(lt.init());
+    dbuf a, b, c;
+    ARB_TRY(a.alloc((size_t)n * n));
+    ARB_TRY(b.alloc((size_t)n * n));
+    ARB_TRY(c.alloc((size_t)n * n * 4));
+    cudaStream_t s;
+    ARB_CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    double best = 0, spent = 0;
+    arb_status st = ARB_OK;
+    for (int it = 0; it < 50 && (it < 3 || spent < seconds); it++) {
+        cudaEventRecord(e0, s);
+        for (int r = 0; r < 4 && !st; r++) st = lt.gemm(true, n, n, n, a.p, n, b.p, n, c.p, n, s);
+        cudaEventRecord(e1, s);
+        if (st) break;
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        spent += ms * 1e-3;
+        double r = 4 * 2.0 * n * (double)n * n / (ms * 1e-3);
+        if (it > 0 && r > best) best = r; /* the first run warms clocks and cuBLASLt */
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaStreamDestroy(s);
+    *ops_per_s = best;
+    return st;
+}
