@@ -739,11 +739,6 @@ static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) {
 }
 
 static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) {
-    static bool attr_set = false;
-    if (!attr_set) {
-        ARB_CU(cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM));
-        attr_set = true;
-    }
     int dh = D / H;
     dim3 grid((unsigned)((T + att::BQ - 1) / att::BQ), (unsigned)H, (unsigned)B);
     k_attention<<<grid, 128, att::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh, 1.f / sqrtf((float)dh),
@@ -1129,6 +1124,10 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     cudaError_t e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamCreate: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     if (!s) s = g->lt.init();
+    if (!s) { /* before any capture: the attention's 72 KB of shared memory */
+        e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM);
+        if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    }
     cJSON *cfg = nullptr;
     if (!s) s = sc_config_read(m->dir, &cfg);
     if (!s) {
@@ -1179,6 +1178,14 @@ extern "C" arb_status sc_cu_forward(arb_sidecar *m, const arb_tensor *in, arb_te
     }
     ARB_TRY(build_plan(g, B, d1, d2));
     plan_t *p = g->plan;
+    if (in->device.kind == ARB_DEVICE_CUDA) { /* the input was written on the caller's stream */
+        cudaEvent_t ev;
+        ARB_CU(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+        cudaError_t e = cudaEventRecord(ev, arb_cuda_cur_stream());
+        if (e == cudaSuccess) e = cudaStreamWaitEvent(g->stream, ev, 0);
+        cudaEventDestroy(ev);
+        if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: input ordering: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    }
     ARB_CU(cudaMemcpyAsync(p->in.p, in->data, in->nbytes,
                            in->device.kind == ARB_DEVICE_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice,
                            g->stream));
