@@ -25,8 +25,9 @@ static void usage(FILE *f) {
             "     encoder_last_hidden_state, logits; latent_mean, latent_logvar, decoded.\n"
             "  --int8    int8 weights (optimum-quanto qint8) and int8 activations, VNNI (default: fp32)\n"
             "  --int8w   int8 weights, float activations (quanto's weights-only numerics; for checking)\n"
-            "  --device cuda  run the int8 model on cuda:0 (needs --int8 and a CUDA build): DINOv2 and the\n"
-            "            Moonshine encoder run on the GPU (the Moonshine decoder logits on the CPU)\n"
+            "  --device cuda  run the int8 model on cuda:0 (needs --int8 and a CUDA build): DINOv2, the\n"
+            "            Moonshine encoder and the VAE decoder run on the GPU (Moonshine decoder logits and\n"
+            "            VAE encode on the CPU)\n"
             "preprocess: image → pixel_values [1,3,224,224] (DINOv2 processor); audio → input_values [1,N]\n"
             "     (mono, 16 kHz). synth: random weights in the real layout and config (for benchmarks).\n"
             "info: what was loaded: layers, quantized counts, flags, frozen float parameters.\n");
@@ -142,13 +143,13 @@ static int cmd_run(int argc, char **argv) {
             if ((s = arb_vae_encode(m, &a, &r1, &r2))) rc = arb_cli_fail_status(s, "vae encode");
             if (!rc) rc = out_add(&o, "latent_mean", &r1);
             if (!rc) rc = out_add(&o, "latent_logvar", &r2);
-            if (!rc && (s = arb_vae_decode(m, &r1, &r3))) rc = arb_cli_fail_status(s, "vae decode");
+            if (!rc && (s = arb_sidecar_forward(m, &r1, &r3, NULL))) rc = arb_cli_fail_status(s, "vae decode");
             if (!rc) rc = out_add(&o, "decoded", &r3);
         } else {
             have = load_input(in, "latents", ARB_F32, &b, false, input);
             if (have < 0) rc = arb_cli_fail("%s: a VAE needs 'sample' (to encode) or 'latents' (to decode)", input);
             else if (have > 0) rc = have;
-            else if ((s = arb_vae_decode(m, &b, &r3))) rc = arb_cli_fail_status(s, "vae decode");
+            else if ((s = arb_sidecar_forward(m, &b, &r3, NULL))) rc = arb_cli_fail_status(s, "vae decode");
             if (!rc) rc = out_add(&o, "decoded", &r3);
         }
     }

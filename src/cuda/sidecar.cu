@@ -90,6 +90,7 @@ struct row_args {
     const float *bias;
     const float *add; int add_period;
     int act;
+    float smx; /* > 0: y = softmax(smx·y) over the row (max-subtracted) */
     int rope_cols, rope_T, rope_dh, rope_rot, rope_nf; /* rotary on columns [0, rope_cols) */
     const float *rope_cos, *rope_sin;                  /* [T][nf] */
     int res_mode; float *res; int ld_res; const float *lam;
@@ -137,6 +138,25 @@ __global__ void k_row(row_args a) {
         row[c] = y;
     }
     __syncthreads();
+    if (a.smx > 0.f) {
+        float m = -INFINITY;
+        for (int c = threadIdx.x; c < N; c += blockDim.x) m = fmaxf(m, row[c] * a.smx);
+        for (int o2 = 16; o2; o2 >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o2));
+        __syncthreads();
+        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+        __syncthreads();
+        float mx = -INFINITY;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) mx = fmaxf(mx, red[i]);
+        float sum = 0.f;
+        for (int c = threadIdx.x; c < N; c += blockDim.x) {
+            float e = __expf(row[c] * a.smx - mx);
+            row[c] = e;
+            sum += e;
+        }
+        float inv = 1.f / block_sum(sum, red);
+        for (int c = threadIdx.x; c < N; c += blockDim.x) row[c] *= inv;
+        __syncthreads();
+    }
     if (a.rope_cols) {
         const int t = r % a.rope_T;
         for (int p = threadIdx.x; p < a.rope_cols / 2; p += blockDim.x) {
@@ -376,6 +396,106 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
     }
 }
 
+
+/* ---------------------------------------------------------------- VAE kernels (channels-last) */
+
+/* GroupNorm partial sums: block (chunk, b) sums x and x² of SC_GN_PIX pixels per channel (double). */
+constexpr int GN_PIX = 256;
+__global__ void k_gn_partial(const float *x, int P, int C, double *part) {
+    const int ch = blockIdx.x, b = blockIdx.y, nch = gridDim.x;
+    const int p0 = ch * GN_PIX, p1 = min(P, p0 + GN_PIX);
+    const float *xb = x + (size_t)b * P * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        double s = 0, ss = 0;
+        for (int p = p0; p < p1; p++) {
+            double v = xb[(size_t)p * C + c];
+            s += v;
+            ss += v * v;
+        }
+        double *o = part + (((size_t)b * nch + ch) * C + c) * 2;
+        o[0] = s, o[1] = ss;
+    }
+}
+
+/* Per (b, group): mean and 1/sqrt(var + eps) → per-channel affine ab[b][0][c] = inv·γ,
+ * ab[b][1][c] = β − mean·inv·γ (the CPU's form). One block per image, a thread per group. */
+__global__ void k_gn_final(const double *part, int nch, int P, int C, int G, const float *gamma, const float *beta,
+                           float eps, float *ab) {
+    const int b = blockIdx.x, cg = C / G;
+    for (int g = threadIdx.x; g < G; g += blockDim.x) {
+        double s = 0, ss = 0;
+        for (int ch = 0; ch < nch; ch++)
+            for (int c = g * cg; c < (g + 1) * cg; c++) {
+                const double *o = part + (((size_t)b * nch + ch) * C + c) * 2;
+                s += o[0], ss += o[1];
+            }
+        double cnt = (double)P * cg, mean = s / cnt, var = ss / cnt - mean * mean;
+        double inv = 1.0 / sqrt((var > 0 ? var : 0) + eps);
+        for (int c = g * cg; c < (g + 1) * cg; c++) {
+            ab[(size_t)b * 2 * C + c] = (float)(inv * gamma[c]);
+            ab[(size_t)b * 2 * C + C + c] = (float)(beta[c] - mean * inv * gamma[c]);
+        }
+    }
+}
+
+/* 3×3 conv im2col row of output pixel r (zero padding 1; up: nearest ×2 first), in (ky, kx, c)
+ * order, with an optional GroupNorm affine + SiLU on the input, quantized per row (the CPU's
+ * conv3). x: [B][H][W][C]. */
+__global__ void k_conv3_quant(const float *x, int H, int W, int C, int up, const float *ab, int silu, int ldq,
+                              int8_t *q, float *qs) {
+    extern __shared__ float row[];
+    const int K = 9 * C;
+    float *red = row + K;
+    const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
+    const int r = blockIdx.x, b = r / (Ho * Wo), pp = r % (Ho * Wo), oy = pp / Wo, ox = pp % Wo;
+    const float *xb = x + (size_t)b * H * W * C;
+    const float *a = ab ? ab + (size_t)b * 2 * C : nullptr;
+    float m = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        int tap = k / C, c = k - tap * C, vy = oy + tap / 3 - 1, vx = ox + tap % 3 - 1;
+        float v = 0.f;
+        if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
+            int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
+            v = xb[((size_t)sy * W + sx) * C + c];
+            if (a) v = v * a[c] + a[C + c];
+            if (silu) v = v / (1.f + __expf(-v));
+        }
+        row[k] = v;
+        m = fmaxf(m, fabsf(v));
+    }
+    float amax = block_max(m, red);
+    float inv = amax > 0.f ? 127.f / amax : 0.f;
+    for (int k = threadIdx.x; k < ldq; k += blockDim.x) {
+        float v = k < K ? rintf(row[k] * inv) : 0.f;
+        v = fminf(fmaxf(v, -127.f), 127.f);
+        q[(size_t)r * ldq + k] = (int8_t)(int)v;
+    }
+    if (threadIdx.x == 0) qs[r] = amax / 127.f;
+}
+
+/* h = x·ab[b][0][c] + ab[b][1][c] on x [B][P][C] (a GroupNorm with its statistics in ab). */
+__global__ void k_gn_apply(const float *x, float *h, const float *ab, int B, int P, int C) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)B * P * C) return;
+    size_t b = i / ((size_t)P * C);
+    int c = (int)(i % C);
+    h[i] = x[i] * ab[b * 2 * C + c] + ab[b * 2 * C + C + c];
+}
+
+/* [B][C][P] ↔ [B][P][C] */
+__global__ void k_transpose_bcp(const float *src, float *dst, int C, int P, int to_nhwc, int B) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, n = (size_t)B * C * P;
+    if (i >= n) return;
+    size_t b = i / ((size_t)C * P), rem = i % ((size_t)C * P);
+    if (to_nhwc) { /* i indexes the destination [b][p][c] */
+        size_t p = rem / C, c = rem % C;
+        dst[i] = src[(b * C + c) * P + p];
+    } else { /* i indexes the destination [b][c][p] */
+        size_t c = rem / P, p = rem % P;
+        dst[i] = src[(b * P + p) * C + c];
+    }
+}
+
 /* ================================================================ cuBLASLt GEMMs */
 
 /* C[M,N] (ldc) = X[M,K] (ldx) · W[N,K]ᵀ (ldw): int8 → int32 (IMMA) or fp32 with TF32 tensor cores.
@@ -383,8 +503,12 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
 struct gemm_key {
     bool i8;
     int M, N, K, ldw, ldx, ldc;
+    bool wkn = false;   /* W stored [K][N] (ldw ≥ N) instead of [N][K] */
+    int batch = 1;      /* strided batch (float only): X, W, C advance by sx, sw, sc elements */
+    long long sx = 0, sw = 0, sc = 0;
     bool operator==(const gemm_key &o) const {
-        return i8 == o.i8 && M == o.M && N == o.N && K == o.K && ldw == o.ldw && ldx == o.ldx && ldc == o.ldc;
+        return i8 == o.i8 && M == o.M && N == o.N && K == o.K && ldw == o.ldw && ldx == o.ldx && ldc == o.ldc &&
+               wkn == o.wkn && batch == o.batch && sx == o.sx && sw == o.sw && sc == o.sc;
     }
 };
 struct gemm_plan {
@@ -431,12 +555,22 @@ struct lt_ctx {
         cudaDataType_t ab = k.i8 ? CUDA_R_8I : CUDA_R_32F, ct = k.i8 ? CUDA_R_32I : CUDA_R_32F;
         cublasComputeType_t comp = k.i8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F_FAST_TF32;
         ARB_LT(cublasLtMatmulDescCreate(&p.op, comp, k.i8 ? CUDA_R_32I : CUDA_R_32F));
-        cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
+        cublasOperation_t tA = k.wkn ? CUBLAS_OP_N : CUBLAS_OP_T, tB = CUBLAS_OP_N;
         ARB_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
         ARB_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB));
-        ARB_LT(cublasLtMatrixLayoutCreate(&p.a, ab, k.K, k.N, k.ldw));
+        if (k.wkn) ARB_LT(cublasLtMatrixLayoutCreate(&p.a, ab, k.N, k.K, k.ldw));
+        else ARB_LT(cublasLtMatrixLayoutCreate(&p.a, ab, k.K, k.N, k.ldw));
         ARB_LT(cublasLtMatrixLayoutCreate(&p.b, ab, k.K, k.M, k.ldx));
         ARB_LT(cublasLtMatrixLayoutCreate(&p.c, ct, k.N, k.M, k.ldc));
+        if (k.batch > 1) {
+            int32_t bc = k.batch;
+            int64_t so[3] = {k.sw, k.sx, k.sc};
+            cublasLtMatrixLayout_t ls[3] = {p.a, p.b, p.c};
+            for (int i = 0; i < 3; i++) {
+                ARB_LT(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+                ARB_LT(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &so[i], sizeof so[i]));
+            }
+        }
         cublasLtMatmulPreference_t pref;
         ARB_LT(cublasLtMatmulPreferenceCreate(&pref));
         size_t wsz = ws.n;
@@ -458,8 +592,12 @@ struct lt_ctx {
     }
     arb_status gemm(bool i8, int M, int N, int K, const void *W, int ldw, const void *X, int ldx, void *C, int ldc,
                     cudaStream_t s) {
+        return gemm_k(gemm_key{i8, M, N, K, ldw, ldx, ldc}, W, X, C, s);
+    }
+    arb_status gemm_k(const gemm_key &k, const void *W, const void *X, void *C, cudaStream_t s) {
+        bool i8 = k.i8;
         gemm_plan *p;
-        ARB_TRY(plan(gemm_key{i8, M, N, K, ldw, ldx, ldc}, &p));
+        ARB_TRY(plan(k, &p));
         int32_t ia = 1, ib = 0;
         float fa = 1.f, fb = 0.f;
         const void *al = i8 ? (const void *)&ia : (const void *)&fa, *be = i8 ? (const void *)&ib : (const void *)&fb;
@@ -472,21 +610,23 @@ struct lt_ctx {
 
 /* An int8 linear: w [n][kp] (K-major, k padded to a multiple of 16 with zeros), per-channel scales. */
 struct qlin {
-    int n = 0, k = 0, kp = 0;
+    int n = 0, np = 0, k = 0, kp = 0; /* np: n rounded up to 4 (int32 rows of the GEMM output) */
     dbuf w, s, bias;
 };
 
 /* From the CPU loader's packed layout [n/16][kp4/4][16][4] to K-major rows of kp bytes. */
 static arb_status qlin_from(qlin *L, const sc_lin *l) {
     if (!l->quantized) return arb_error(ARB_ERR_INVALID_ARG, "sidecar cuda: layer [%d,%d] is not int8", l->n, l->k);
-    L->n = l->n, L->k = l->k, L->kp = round_up(l->k, 16);
+    L->n = l->n, L->np = round_up(l->n, 4), L->k = l->k, L->kp = round_up(l->k, 16);
     int kp4 = l->q.kp;
-    std::vector<int8_t> h((size_t)L->n * L->kp, 0);
+    std::vector<int8_t> h((size_t)L->np * L->kp, 0);
     for (int n = 0; n < L->n; n++)
         for (int k = 0; k < L->k; k++)
             h[(size_t)n * L->kp + k] = l->q.p[((size_t)(n / 16) * (kp4 / 4) + k / 4) * 64 + (n % 16) * 4 + (k & 3)];
     ARB_TRY(L->w.upload(h.data(), h.size()));
-    ARB_TRY(L->s.upload(l->q.scale, (size_t)L->n * sizeof(float)));
+    std::vector<float> sc((size_t)L->np, 0.f);
+    memcpy(sc.data(), l->q.scale, (size_t)L->n * sizeof(float));
+    ARB_TRY(L->s.upload(sc.data(), sc.size() * sizeof(float)));
     if (l->bias) ARB_TRY(L->bias.upload(l->bias, (size_t)L->n * sizeof(float)));
     return ARB_OK;
 }
@@ -537,11 +677,19 @@ struct moon_layer_d {
     qlin qkv, o, fc1, fc2;
 };
 
+struct vae_res_d {
+    int cin = 0, cout = 0;
+    bool has_sc = false;
+    dbuf n1w, n1b, n2w, n2b;
+    qlin c1, c2, sc;
+};
+
 /* Buffers and the captured graph for one input shape. */
 struct plan_t {
     int B = 0, d1 = 0, d2 = 0; /* input shape: DINOv2 (B, H, W), Moonshine (B, N, -) */
     int T = 0, rows = 0;
     dbuf in, x, qa, qs, acc, qkvh, att, out, pos, rope_c, rope_s, col, h1, h2, stats;
+    dbuf y, t2, gnp, gab, vq, vk, vv, vs; /* VAE: activations, GroupNorm partials/affine, attention */
     cudaGraphExec_t exec = nullptr;
     double ops = 0; /* 2·multiply-adds per forward (GEMMs and attention) */
     ~plan_t() {
@@ -568,6 +716,13 @@ struct cu_model {
     flin c1, c2, c3;
     dbuf gn_w, gn_b, enc_ln;
     std::vector<moon_layer_d> ml;
+    /* VAE decoder */
+    int nb = 0, lpb = 0, G = 32, Lc = 4, cout = 3, ch[8] = {0};
+    bool post_quant = true, has_attn = true;
+    qlin pq, d_in, ups[8], d_out, aq, ak, av, ao;
+    vae_res_d mid0, mid1;
+    std::vector<vae_res_d> up; /* [nb][lpb + 1] */
+    dbuf a_gw, a_gb, d_nw, d_nb;
     plan_t *plan = nullptr;
     ~cu_model() {
         delete plan;
@@ -705,6 +860,96 @@ static arb_status moon_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
     return ARB_OK;
 }
 
+
+static arb_status qconv_up(qlin *L, sc_ckpt *c, const char *name, int o, int ci, int k) {
+    arb_sidecar_info info;
+    memset(&info, 0, sizeof info);
+    sc_lin tmp;
+    ARB_TRY(sc_conv2d_load(&tmp, c, name, o, ci, k, k, true, false, SC_INT8, &info));
+    arb_status s = qlin_from(L, &tmp);
+    sc_lin_free(&tmp);
+    return s;
+}
+
+static arb_status vres_load(vae_res_d *r, sc_ckpt *c, const char *p, int cin, int cout) {
+    arb_sidecar_info info;
+    memset(&info, 0, sizeof info);
+    char n[512];
+    r->cin = cin, r->cout = cout;
+    snprintf(n, sizeof n, "%s.norm1.weight", p); ARB_TRY(vec_up(&r->n1w, c, n, cin, &info));
+    snprintf(n, sizeof n, "%s.norm1.bias", p); ARB_TRY(vec_up(&r->n1b, c, n, cin, &info));
+    snprintf(n, sizeof n, "%s.conv1", p); ARB_TRY(qconv_up(&r->c1, c, n, cout, cin, 3));
+    snprintf(n, sizeof n, "%s.norm2.weight", p); ARB_TRY(vec_up(&r->n2w, c, n, cout, &info));
+    snprintf(n, sizeof n, "%s.norm2.bias", p); ARB_TRY(vec_up(&r->n2b, c, n, cout, &info));
+    snprintf(n, sizeof n, "%s.conv2", p); ARB_TRY(qconv_up(&r->c2, c, n, cout, cout, 3));
+    if (cin != cout) {
+        r->has_sc = true;
+        snprintf(n, sizeof n, "%s.conv_shortcut", p);
+        ARB_TRY(qconv_up(&r->sc, c, n, cout, cin, 1));
+    }
+    return ARB_OK;
+}
+
+/* The decoder half of an AutoencoderKL (the CPU loader validated the whole config already). */
+static arb_status vae_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
+    const cJSON *bo = cJSON_GetObjectItemCaseSensitive(cfg, "block_out_channels");
+    int nb = cJSON_GetArraySize(bo);
+    if (!cJSON_IsArray(bo) || nb < 1 || nb > 8) return arb_error(ARB_ERR_FORMAT, "config.json: bad block_out_channels");
+    for (int i = 0; i < nb; i++) g->ch[i] = (int)cJSON_GetArrayItem(bo, i)->valuedouble;
+    g->nb = nb;
+    ARB_TRY(sc_cfg_int(cfg, "layers_per_block", 1, 4, 1, false, &g->lpb));
+    ARB_TRY(sc_cfg_int(cfg, "norm_num_groups", 1, 512, 32, false, &g->G));
+    ARB_TRY(sc_cfg_int(cfg, "latent_channels", 1, 256, 4, false, &g->Lc));
+    ARB_TRY(sc_cfg_int(cfg, "out_channels", 1, 16, 3, false, &g->cout));
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, "use_post_quant_conv");
+    g->post_quant = cJSON_IsBool(v) ? cJSON_IsTrue(v) : true;
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "mid_block_add_attention");
+    g->has_attn = cJSON_IsBool(v) ? cJSON_IsTrue(v) : true;
+    int top = g->ch[nb - 1], L = g->Lc;
+    for (int i = 0; i < nb; i++)
+        if (9 * g->ch[i] > 16384) return arb_error(ARB_ERR_UNSUPPORTED, "vae on CUDA: %d channels", g->ch[i]);
+    arb_sidecar_info info;
+    memset(&info, 0, sizeof info);
+    char n[256];
+    if (g->post_quant) ARB_TRY(qconv_up(&g->pq, c, "post_quant_conv", L, L, 1));
+    ARB_TRY(qconv_up(&g->d_in, c, "decoder.conv_in", top, L, 3));
+    ARB_TRY(vres_load(&g->mid0, c, "decoder.mid_block.resnets.0", top, top));
+    ARB_TRY(vres_load(&g->mid1, c, "decoder.mid_block.resnets.1", top, top));
+    if (g->has_attn) {
+        ARB_TRY(vec_up(&g->a_gw, c, "decoder.mid_block.attentions.0.group_norm.weight", top, &info));
+        ARB_TRY(vec_up(&g->a_gb, c, "decoder.mid_block.attentions.0.group_norm.bias", top, &info));
+        bool legacy = !sc_ckpt_has(c, "decoder.mid_block.attentions.0.to_q.weight");
+        const char *nm[4] = {"to_q", "to_k", "to_v", "to_out.0"}, *old[4] = {"query", "key", "value", "proj_attn"};
+        qlin *dst[4] = {&g->aq, &g->ak, &g->av, &g->ao};
+        for (int i = 0; i < 4; i++) {
+            snprintf(n, sizeof n, "decoder.mid_block.attentions.0.%s", legacy ? old[i] : nm[i]);
+            sc_lin tmp;
+            ARB_TRY(sc_lin_load(&tmp, c, n, top, top, true, SC_INT8, &info));
+            arb_status s = qlin_from(dst[i], &tmp);
+            sc_lin_free(&tmp);
+            ARB_TRY(s);
+        }
+    }
+    g->up.resize((size_t)nb * (g->lpb + 1));
+    int prev = top;
+    for (int b = 0; b < nb; b++) {
+        int out = g->ch[nb - 1 - b];
+        for (int r = 0; r < g->lpb + 1; r++) {
+            snprintf(n, sizeof n, "decoder.up_blocks.%d.resnets.%d", b, r);
+            ARB_TRY(vres_load(&g->up[(size_t)b * (g->lpb + 1) + r], c, n, r ? out : prev, out));
+        }
+        if (b < nb - 1) {
+            snprintf(n, sizeof n, "decoder.up_blocks.%d.upsamplers.0.conv", b);
+            ARB_TRY(qconv_up(&g->ups[b], c, n, out, out, 3));
+        }
+        prev = out;
+    }
+    ARB_TRY(vec_up(&g->d_nw, c, "decoder.conv_norm_out.weight", g->ch[0], &info));
+    ARB_TRY(vec_up(&g->d_nb, c, "decoder.conv_norm_out.bias", g->ch[0], &info));
+    ARB_TRY(qconv_up(&g->d_out, c, "decoder.conv_out", g->cout, g->ch[0], 3));
+    return ARB_OK;
+}
+
 /* ---------------------------------------------------------------- forward recording */
 
 static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
@@ -727,7 +972,7 @@ static row_args row0(int N) {
 /* Sets the dequantization stage of a row kernel from a layer's GEMM output. */
 static void row_deq(row_args &a, const plan_t *p, const qlin &l) {
     a.acc = p->acc.as<int32_t>();
-    a.ld_acc = l.n;
+    a.ld_acc = l.np;
     a.xs = p->qs.as<float>();
     a.ws = l.s.as<float>();
     a.bias = l.bias.as<float>();
@@ -735,7 +980,7 @@ static void row_deq(row_args &a, const plan_t *p, const qlin &l) {
 
 static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) {
     p->ops += 2.0 * M * (double)l.n * l.k;
-    return g->lt.gemm(true, M, l.n, l.kp, l.w.p, l.kp, p->qa.p, l.kp, p->acc.p, l.n, g->stream);
+    return g->lt.gemm(true, M, l.np, l.kp, l.w.p, l.kp, p->qa.p, l.kp, p->acc.p, l.np, g->stream);
 }
 
 static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) {
@@ -1053,6 +1298,202 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     return ARB_OK;
 }
 
+
+/* ---------------------------------------------------------------- VAE decode */
+
+static int vae_maxc(const cu_model *g) {
+    int m = std::max(g->Lc, g->cout);
+    for (int i = 0; i < g->nb; i++) m = std::max(m, g->ch[i]);
+    return m;
+}
+
+static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
+    int f = 1 << (g->nb - 1), H = h * f, W = w * f, C = vae_maxc(g);
+    size_t Pmax = (size_t)B * H * W;
+    p->T = H * W, p->rows = (int)Pmax;
+    /* largest im2col: any conv's output pixels × 9·Cin (rounded to 16) */
+    size_t qmax = 0, accmax = 0;
+    int hh = h, ww = w;
+    auto consider = [&](const qlin &l, size_t pix) {
+        qmax = std::max(qmax, pix * (size_t)l.kp);
+        accmax = std::max(accmax, pix * (size_t)l.np);
+    };
+    size_t p0 = (size_t)B * h * w;
+    if (g->post_quant) consider(g->pq, p0);
+    consider(g->d_in, p0);
+    for (const vae_res_d *r : {&g->mid0, &g->mid1}) consider(r->c1, p0), consider(r->c2, p0);
+    if (g->has_attn) consider(g->aq, p0);
+    for (int b = 0; b < g->nb; b++) {
+        size_t pix = (size_t)B * hh * ww;
+        for (int r = 0; r < g->lpb + 1; r++) {
+            const vae_res_d &rs = g->up[(size_t)b * (g->lpb + 1) + r];
+            consider(rs.c1, pix), consider(rs.c2, pix);
+            if (rs.has_sc) consider(rs.sc, pix);
+        }
+        if (b < g->nb - 1) {
+            hh *= 2, ww *= 2;
+            consider(g->ups[b], (size_t)B * hh * ww);
+        }
+    }
+    consider(g->d_out, Pmax);
+    ARB_TRY(p->in.alloc((size_t)B * g->Lc * h * w * sizeof(float)));
+    ARB_TRY(p->x.alloc(Pmax * C * sizeof(float)));
+    ARB_TRY(p->y.alloc(Pmax * C * sizeof(float)));
+    ARB_TRY(p->t2.alloc(Pmax * C * sizeof(float)));
+    ARB_TRY(p->qa.alloc(qmax));
+    ARB_TRY(p->qs.alloc(Pmax * sizeof(float)));
+    ARB_TRY(p->acc.alloc(accmax * sizeof(int32_t)));
+    ARB_TRY(p->out.alloc(Pmax * g->cout * sizeof(float)));
+    size_t nch = (Pmax / B + GN_PIX - 1) / GN_PIX;
+    ARB_TRY(p->gnp.alloc((size_t)B * nch * C * 2 * sizeof(double)));
+    ARB_TRY(p->gab.alloc((size_t)B * 2 * C * sizeof(float)));
+    if (g->has_attn) {
+        int top = g->ch[g->nb - 1];
+        size_t T = (size_t)h * w;
+        ARB_TRY(p->vq.alloc((size_t)B * T * top * sizeof(float)));
+        ARB_TRY(p->vk.alloc((size_t)B * T * top * sizeof(float)));
+        ARB_TRY(p->vv.alloc((size_t)B * T * top * sizeof(float)));
+        ARB_TRY(p->vs.alloc((size_t)B * T * T * sizeof(float)));
+    }
+    return ARB_OK;
+}
+
+/* GroupNorm statistics of x [B][P][C] → p->gab (per image and channel affine). */
+static arb_status gn_stats(cu_model *g, plan_t *p, const float *x, int B, int P, int C, const dbuf &gw, const dbuf &gb) {
+    int nch = (P + GN_PIX - 1) / GN_PIX;
+    k_gn_partial<<<dim3((unsigned)nch, (unsigned)B), std::min(C, 512), 0, g->stream>>>(x, P, C, p->gnp.as<double>());
+    ARB_CU_LAUNCH("k_gn_partial");
+    k_gn_final<<<B, 128, 0, g->stream>>>(p->gnp.as<double>(), nch, P, C, g->G, gw.as<float>(), gb.as<float>(), 1e-6f,
+                                         p->gab.as<float>());
+    ARB_CU_LAUNCH("k_gn_final");
+    return ARB_OK;
+}
+
+/* y[rows][n] (=, or += with res) = conv3(act(x)) where act is the GroupNorm in p->gab (+ SiLU) when gn. */
+static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *x, int B, int H, int W, int C, bool up,
+                            bool gn, float *y, bool res) {
+    int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W, rows = B * Ho * Wo;
+    size_t smem = ((size_t)9 * C + 32) * sizeof(float);
+    if (smem > 48 * 1024)
+        ARB_CU(cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    k_conv3_quant<<<rows, 256, smem, g->stream>>>(x, H, W, C, up ? 1 : 0, gn ? p->gab.as<float>() : nullptr, gn ? 1 : 0,
+                                                  l.kp, p->qa.as<int8_t>(), p->qs.as<float>());
+    ARB_CU_LAUNCH("k_conv3_quant");
+    ARB_TRY(qgemm(g, p, l, rows));
+    row_args a = row0(l.n);
+    row_deq(a, p, l);
+    if (res) a.res_mode = RES_ADD, a.res = y, a.ld_res = l.n;
+    else a.out = y, a.ld_out = l.n;
+    return row_launch(g, rows, a);
+}
+
+/* 1×1 conv / linear on pixel rows: quantize x rows, GEMM, y = (+=) result. */
+static arb_status lin_rows(cu_model *g, plan_t *p, const qlin &l, const float *x, int rows, float *y, bool res) {
+    {
+        row_args a = row0(l.k);
+        a.in = x, a.ld_in = l.k;
+        a.q = p->qa.as<int8_t>(), a.ldq = l.kp, a.qs = p->qs.as<float>();
+        ARB_TRY(row_launch(g, rows, a));
+    }
+    ARB_TRY(qgemm(g, p, l, rows));
+    row_args a = row0(l.n);
+    row_deq(a, p, l);
+    if (res) a.res_mode = RES_ADD, a.res = y, a.ld_res = l.n;
+    else a.out = y, a.ld_out = l.n;
+    return row_launch(g, rows, a);
+}
+
+/* Resnet on x [B][H·W][cin] → returns the buffer holding the output (x itself when the shortcut
+ * is the identity: the residual is added in place). */
+static arb_status vres_fwd(cu_model *g, plan_t *p, const vae_res_d &r, float *x, float *y, int B, int H, int W,
+                           float **outp) {
+    int P = H * W;
+    float *t2 = p->t2.as<float>();
+    ARB_TRY(gn_stats(g, p, x, B, P, r.cin, r.n1w, r.n1b));
+    ARB_TRY(conv3_fwd(g, p, r.c1, x, B, H, W, r.cin, false, true, t2, false));
+    ARB_TRY(gn_stats(g, p, t2, B, P, r.cout, r.n2w, r.n2b));
+    float *dst = x;
+    if (r.has_sc) {
+        ARB_TRY(lin_rows(g, p, r.sc, x, B * P, y, false));
+        dst = y;
+    }
+    ARB_TRY(conv3_fwd(g, p, r.c2, t2, B, H, W, r.cout, false, true, dst, true));
+    *outp = dst;
+    return ARB_OK;
+}
+
+static arb_status vae_attn(cu_model *g, plan_t *p, float *x, float *h, int B, int T, int C) {
+    ARB_TRY(gn_stats(g, p, x, B, T, C, g->a_gw, g->a_gb));
+    /* h = GroupNorm(x) (no SiLU): the affine is per (image, channel) */
+    k_gn_apply<<<arb_cuda_blocks((int64_t)B * T * C, 256), 256, 0, g->stream>>>(x, h, p->gab.as<float>(), B, T, C);
+    ARB_CU_LAUNCH("k_gn_apply");
+    ARB_TRY(lin_rows(g, p, g->aq, h, B * T, p->vq.as<float>(), false));
+    ARB_TRY(lin_rows(g, p, g->ak, h, B * T, p->vk.as<float>(), false));
+    ARB_TRY(lin_rows(g, p, g->av, h, B * T, p->vv.as<float>(), false));
+    /* S = Q Kᵀ per image (TF32 tensor cores), softmax(S/√C), O = S V */
+    gemm_key ks{false, T, T, C, C, C, T};
+    ks.batch = B, ks.sx = (long long)T * C, ks.sw = (long long)T * C, ks.sc = (long long)T * T;
+    ARB_TRY(g->lt.gemm_k(ks, p->vk.p, p->vq.p, p->vs.p, g->stream));
+    {
+        row_args a = row0(T);
+        a.in = p->vs.as<float>(), a.ld_in = T;
+        a.smx = 1.f / sqrtf((float)C);
+        a.out = p->vs.as<float>(), a.ld_out = T;
+        ARB_TRY(row_launch(g, B * T, a));
+    }
+    gemm_key ko{false, T, C, T, C, T, C};
+    ko.wkn = true;
+    ko.batch = B, ko.sx = (long long)T * T, ko.sw = (long long)T * C, ko.sc = (long long)T * C;
+    ARB_TRY(g->lt.gemm_k(ko, p->vv.p, p->vs.p, h, g->stream));
+    p->ops += 2.0 * 2.0 * B * (double)T * T * C;
+    return lin_rows(g, p, g->ao, h, B * T, x, true);
+}
+
+static arb_status vae_record(cu_model *g, plan_t *p, int B, int h, int w) {
+    p->ops = 0;
+    int L = g->Lc, top = g->ch[g->nb - 1], P0 = h * w;
+    float *x = p->x.as<float>(), *y = p->y.as<float>();
+    k_transpose_bcp<<<arb_cuda_blocks((int64_t)B * L * P0, 256), 256, 0, g->stream>>>(p->in.as<float>(), y, L, P0, 1, B);
+    ARB_CU_LAUNCH("k_transpose_bcp");
+    if (g->post_quant) {
+        ARB_TRY(lin_rows(g, p, g->pq, y, B * P0, x, false));
+        std::swap(x, y);
+    }
+    ARB_TRY(conv3_fwd(g, p, g->d_in, y, B, h, w, L, false, false, x, false));
+    float *o;
+    ARB_TRY(vres_fwd(g, p, g->mid0, x, y, B, h, w, &o));
+    if (o != x) std::swap(x, y);
+    if (g->has_attn) ARB_TRY(vae_attn(g, p, x, y, B, P0, top));
+    ARB_TRY(vres_fwd(g, p, g->mid1, x, y, B, h, w, &o));
+    if (o != x) std::swap(x, y);
+    int H = h, W = w, C = top;
+    for (int b = 0; b < g->nb; b++) {
+        for (int r = 0; r < g->lpb + 1; r++) {
+            const vae_res_d &rs = g->up[(size_t)b * (g->lpb + 1) + r];
+            ARB_TRY(vres_fwd(g, p, rs, x, y, B, H, W, &o));
+            if (o != x) std::swap(x, y);
+            C = rs.cout;
+        }
+        if (b < g->nb - 1) {
+            ARB_TRY(conv3_fwd(g, p, g->ups[b], x, B, H, W, C, true, false, y, false));
+            std::swap(x, y);
+            H *= 2, W *= 2;
+        }
+    }
+    ARB_TRY(gn_stats(g, p, x, B, H * W, C, g->d_nw, g->d_nb));
+    ARB_TRY(conv3_fwd(g, p, g->d_out, x, B, H, W, C, false, true, y, false));
+    k_transpose_bcp<<<arb_cuda_blocks((int64_t)B * g->cout * H * W, 256), 256, 0, g->stream>>>(
+        y, p->out.as<float>(), g->cout, H * W, 0, B);
+    ARB_CU_LAUNCH("k_transpose_bcp");
+    return ARB_OK;
+}
+
+static arb_status record(cu_model *g, plan_t *p) {
+    if (g->kind == ARB_SIDECAR_DINOV2) return dino_record(g, p, p->B, p->d1, p->d2);
+    if (g->kind == ARB_SIDECAR_VAE) return vae_record(g, p, p->B, p->d1, p->d2);
+    return moon_record(g, p, p->B, p->d1);
+}
+
 /* Records the forward for this shape into a graph (or runs it eagerly with ARB_SIDECAR_NO_GRAPH=1). */
 static arb_status build_plan(cu_model *g, int B, int d1, int d2) {
     if (g->plan && g->plan->B == B && g->plan->d1 == d1 && g->plan->d2 == d2) return ARB_OK;
@@ -1062,7 +1503,9 @@ static arb_status build_plan(cu_model *g, int B, int d1, int d2) {
     plan_t *p = new (std::nothrow) plan_t;
     if (!p) return arb_error(ARB_ERR_OOM, "sidecar cuda: out of memory");
     p->B = B, p->d1 = d1, p->d2 = d2;
-    arb_status s = g->kind == ARB_SIDECAR_DINOV2 ? dino_plan(g, p, B, d1, d2) : moon_plan(g, p, B, d1);
+    arb_status s = g->kind == ARB_SIDECAR_DINOV2  ? dino_plan(g, p, B, d1, d2)
+                   : g->kind == ARB_SIDECAR_VAE ? vae_plan(g, p, B, d1, d2)
+                                                : moon_plan(g, p, B, d1);
     if (s) {
         delete p;
         return s;
@@ -1075,7 +1518,7 @@ static arb_status build_plan(cu_model *g, int B, int d1, int d2) {
             delete p;
             return arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamBeginCapture: %s", __FILE__, __LINE__, cudaGetErrorString(e));
         }
-        s = g->kind == ARB_SIDECAR_DINOV2 ? dino_record(g, p, B, d1, d2) : moon_record(g, p, B, d1);
+        s = record(g, p);
         e = cudaStreamEndCapture(g->stream, &graph);
         if (!s && e != cudaSuccess)
             s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamEndCapture: %s", __FILE__, __LINE__, cudaGetErrorString(e));
@@ -1101,7 +1544,7 @@ static arb_status run_plan(cu_model *g) {
         ARB_CU(cudaGraphLaunch(p->exec, g->stream));
         return ARB_OK;
     }
-    return g->kind == ARB_SIDECAR_DINOV2 ? dino_record(g, p, p->B, p->d1, p->d2) : moon_record(g, p, p->B, p->d1);
+    return record(g, p);
 }
 
 } // namespace
@@ -1112,8 +1555,6 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     ARB_TRY(arb_cuda_require("sidecar on cuda"));
     if (device < 0 || device >= arb_cuda_device_count())
         return arb_error(ARB_ERR_INVALID_ARG, "cuda:%d does not exist (%d devices)", device, arb_cuda_device_count());
-    if (m->kind == ARB_SIDECAR_VAE)
-        return arb_error(ARB_ERR_UNSUPPORTED, "sidecar vae on CUDA: not implemented yet (DINOv2 and the Moonshine encoder run on the device)");
     if (!m->dir) return arb_error(ARB_ERR_INVALID_ARG, "sidecar on cuda: the model has no checkpoint directory");
     ARB_CU(cudaSetDevice(device));
     cu_model *g = new (std::nothrow) cu_model;
@@ -1134,7 +1575,9 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
         sc_ckpt c;
         s = sc_ckpt_open(&c, m->dir);
         if (!s) {
-            s = g->kind == ARB_SIDECAR_DINOV2 ? dino_load(g, &c, cfg) : moon_load(g, &c, cfg);
+            s = g->kind == ARB_SIDECAR_DINOV2  ? dino_load(g, &c, cfg)
+                : g->kind == ARB_SIDECAR_VAE ? vae_load(g, &c, cfg)
+                                             : moon_load(g, &c, cfg);
             sc_ckpt_close(&c);
         }
     }
@@ -1167,6 +1610,15 @@ extern "C" arb_status sc_cu_forward(arb_sidecar *m, const arb_tensor *in, arb_te
             return arb_error(ARB_ERR_SHAPE, "dinov2: pixel_values [%lld,3,%lld,%lld] out of range (need H,W in [%d, 8192])",
                              (long long)b, (long long)h, (long long)w, g->P);
         B = (int)b, d1 = (int)h, d2 = (int)w;
+    } else if (g->kind == ARB_SIDECAR_VAE) {
+        int f = 1 << (g->nb - 1);
+        if (in->ndim != 4 || in->shape[1] != g->Lc)
+            return arb_error(ARB_ERR_SHAPE, "vae: latents must be f32 [B,%d,h,w]", g->Lc);
+        int64_t b = in->shape[0], h = in->shape[2], w = in->shape[3];
+        if (b < 1 || b > 4096 || h < 1 || w < 1 || h * f > 16384 || w * f > 16384)
+            return arb_error(ARB_ERR_SHAPE, "vae: latents [%lld,%d,%lld,%lld] out of range", (long long)b, g->Lc,
+                             (long long)h, (long long)w);
+        B = (int)b, d1 = (int)h, d2 = (int)w;
     } else {
         if (in->ndim != 2) return arb_error(ARB_ERR_SHAPE, "moonshine: input_values must be f32 [B,N]");
         int64_t b = in->shape[0], n = in->shape[1];
@@ -1193,8 +1645,12 @@ extern "C" arb_status sc_cu_forward(arb_sidecar *m, const arb_tensor *in, arb_te
     arb_device od = in->device.kind == ARB_DEVICE_CUDA ? arb_cuda(g->dev) : arb_cpu();
     cudaMemcpyKind kind = od.kind == ARB_DEVICE_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost;
     int D = g->D, T = p->T;
-    ARB_TRY(arb_tensor_init(out, ARB_F32, 3, std::vector<int64_t>{B, T, D}.data(), od));
-    cudaError_t e = cudaMemcpyAsync(out->data, p->out.p, (size_t)B * T * D * sizeof(float), kind, g->stream);
+    if (g->kind == ARB_SIDECAR_VAE) {
+        int f = 1 << (g->nb - 1);
+        ARB_TRY(arb_tensor_init(out, ARB_F32, 4, std::vector<int64_t>{B, g->cout, (int64_t)d1 * f, (int64_t)d2 * f}.data(), od));
+    } else
+        ARB_TRY(arb_tensor_init(out, ARB_F32, 3, std::vector<int64_t>{B, T, D}.data(), od));
+    cudaError_t e = cudaMemcpyAsync(out->data, p->out.p, out->nbytes, kind, g->stream);
     if (e == cudaSuccess && out2 && g->kind == ARB_SIDECAR_DINOV2) {
         arb_status s = arb_tensor_init(out2, ARB_F32, 2, std::vector<int64_t>{B, D}.data(), od);
         if (s) {

@@ -1,17 +1,18 @@
 /* The int8 sidecars on a CUDA device (arb_sidecar_to_device + arb_sidecar_forward) against the
  * fixtures and against the CPU INT8 path:
- *   - fixture parity: DINOv2 (tiny, tiny with position interpolation, small with one layer) and
- *     the Moonshine-tiny encoder within 2e-2 relative L2 of the int8w.* references (the tolerance
+ *   - fixture parity: DINOv2 (tiny, tiny with position interpolation, small with one layer), the
+ *     Moonshine-tiny encoder and the vae-tiny decoder within 2e-2 relative L2 of the int8w.* references (the tolerance
  *     the CPU INT8 path states for int8 activations), and within 1e-2 of the CPU INT8 outputs on
  *     the same inputs (both quantize activations per row the same way; the device's float sums
  *     run in another order and its attention uses fp16 operands, so a few int8 roundings differ);
  *   - random inputs, batch 3 and odd sizes: CUDA vs CPU INT8 within 1e-2, and each batch item
  *     the same as running it alone: bit for bit for DINOv2 (exact int8 GEMMs, per-row and
- *     per-head kernels); 2e-3 for Moonshine (cuBLASLt may pick another TF32 kernel for its float
- *     Conv1d front end at another M, which can move an int8 rounding downstream);
+ *     per-head kernels); 2e-3 for Moonshine and the VAE (cuBLASLt may pick another TF32 kernel for
+ *     the float Conv1d front end / the VAE's attention at another M or batch count, which can move
+ *     an int8 rounding downstream);
  *   - device-resident input → device-resident output, the same numbers as host in/out;
  *     a new input shape (a re-recorded graph) and back;
- *   - errors: fp32 models and the VAE refuse the device, wrong shapes are one-line errors.
+ *   - errors: fp32/int8w models refuse the device, wrong shapes are one-line errors.
  * Fixtures: $ARB_SHARED_DIR/fixtures (the GPU machine gets a copy), else ../shared.
  * Skips (exit 77) with a clear message without a CUDA device; CI builds it. */
 #include <math.h>
@@ -105,6 +106,21 @@ static void test_moonshine_fixture(void **state) {
     arb_sidecar_free(m);
 }
 
+static void test_vae_fixture(void **state) {
+    (void)state;
+    const char *dir = fx("vae-tiny");
+    arb_tensor lat, refq, out, cpu;
+    ref_load(dir, "latent_mean", &lat); /* decoded = decode(latent_mean of the fp32 reference) */
+    ref_load(dir, "int8w.decoded", &refq);
+    arb_sidecar *m = load_cuda(dir);
+    ARB_ASSERT_OK(arb_sidecar_forward(m, &lat, &out, NULL));
+    ARB_ASSERT_OK(arb_vae_decode(m, &lat, &cpu));
+    expect_close("vae-tiny decode cuda int8 vs int8w reference", &out, &refq, 2e-2);
+    expect_close("vae-tiny decode cuda int8 vs cpu int8", &out, &cpu, 1e-2);
+    arb_tensor_free(&lat), arb_tensor_free(&refq), arb_tensor_free(&out), arb_tensor_free(&cpu);
+    arb_sidecar_free(m);
+}
+
 /* Item b of a batched output, [B, ...] → a fresh [1, ...] host tensor. */
 static void item(const arb_tensor *t, int64_t b, arb_tensor *o) {
     int64_t shape[ARB_MAX_DIMS];
@@ -120,10 +136,12 @@ static void random_batch(const char *name, int ndim, const int64_t *shape, float
     arb_tensor x, out, out2 = {0}, cpu, cpu2 = {0};
     ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
     arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
-    bool dino = arb_sidecar_info_get(m)->kind == ARB_SIDECAR_DINOV2;
+    arb_sidecar_kind kind = arb_sidecar_info_get(m)->kind;
+    bool dino = kind == ARB_SIDECAR_DINOV2;
     ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &out, dino ? &out2 : NULL));
     if (dino) ARB_ASSERT_OK(arb_dinov2_forward(m, &x, &cpu, &cpu2));
-    else ARB_ASSERT_OK(arb_moonshine_encode(m, &x, &cpu));
+    else if (kind == ARB_SIDECAR_MOONSHINE) ARB_ASSERT_OK(arb_moonshine_encode(m, &x, &cpu));
+    else ARB_ASSERT_OK(arb_vae_decode(m, &x, &cpu));
     char what[256];
     snprintf(what, sizeof what, "%s random B=%lld cuda vs cpu int8", name, (long long)shape[0]);
     expect_close(what, &out, &cpu, 1e-2);
@@ -157,6 +175,7 @@ static void test_random_batches(void **state) {
     random_batch("dinov2-tiny", 4, (int64_t[]){3, 3, 70, 84}, 2.f, 11);          /* interpolated grid, odd size */
     random_batch("dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 12); /* full width, 257 tokens */
     random_batch("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 13);
+    random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 14); /* non-square latents */
 }
 
 static void test_errors(void **state) {
@@ -166,8 +185,15 @@ static void test_errors(void **state) {
     assert_int_equal(arb_sidecar_to_device(m, arb_cuda(0)), ARB_ERR_UNSUPPORTED);
     assert_non_null(strstr(arb_last_error(), "int8"));
     arb_sidecar_free(m);
-    ARB_ASSERT_OK(arb_sidecar_load(&m, fx("vae-tiny"), ARB_SIDECAR_INT8));
+    ARB_ASSERT_OK(arb_sidecar_load(&m, fx("vae-tiny"), ARB_SIDECAR_INT8W));
     assert_int_equal(arb_sidecar_to_device(m, arb_cuda(0)), ARB_ERR_UNSUPPORTED);
+    arb_sidecar_free(m);
+    ARB_ASSERT_OK(arb_sidecar_load(&m, fx("vae-tiny"), ARB_SIDECAR_INT8));
+    ARB_ASSERT_OK(arb_sidecar_to_device(m, arb_cuda(0)));
+    arb_tensor bad, bout = {0};
+    ARB_ASSERT_OK(arb_tensor_init(&bad, ARB_F32, 4, (int64_t[]){1, 3, 8, 8}, arb_cpu()));
+    assert_int_equal(arb_sidecar_forward(m, &bad, &bout, NULL), ARB_ERR_SHAPE);
+    arb_tensor_free(&bad);
     arb_sidecar_free(m);
     ARB_ASSERT_OK(arb_sidecar_load(&m, fx("dinov2-tiny"), ARB_SIDECAR_INT8));
     assert_int_equal(arb_sidecar_to_device(m, arb_cuda(999)), ARB_ERR_INVALID_ARG);
@@ -208,6 +234,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dinov2_fixtures),
         cmocka_unit_test(test_moonshine_fixture),
+        cmocka_unit_test(test_vae_fixture),
         cmocka_unit_test(test_random_batches),
         cmocka_unit_test(test_errors),
     };
