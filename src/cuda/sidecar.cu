@@ -74,6 +74,7 @@ static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 /* ================================================================ kernels */
 
 enum { ACT_NONE = 0, ACT_GELU = 1, ACT_TANH = 2 };
+constexpr size_t ROW_SMEM_MAX = 160 * 1024; /* opted in at attach: 4 rows of 4096, or one of 40960 */
 enum { RES_NONE = 0, RES_ADD = 1, RES_SET = 2 };
 
 /* What a row kernel does to row r (one block per row). Stages, in order:
@@ -101,17 +102,6 @@ struct row_args {
     int grp, grp_out, off;
 };
 
-__device__ __forceinline__ float block_sum(float v, float *red) {
-    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) red[w] = v;
-    __syncthreads();
-    float t = 0.f;
-    for (int i = 0; i < nw; i++) t += red[i];
-    return t;
-}
-
 __device__ __forceinline__ float block_max(float v, float *red) {
     for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     int w = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -123,43 +113,54 @@ __device__ __forceinline__ float block_max(float v, float *red) {
     return t;
 }
 
-__global__ void k_row(row_args a) {
-    extern __shared__ float row[]; /* N floats, then 32 for reductions */
-    float *red = row + a.N;
-    const int r = blockIdx.x, N = a.N;
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* One warp per row (ROWS_PER_BLOCK warps per block), the row in the warp's slice of shared
+ * memory; every reduction is a shuffle (no block barriers). */
+__global__ void k_row(row_args a, int nrows) {
+    extern __shared__ float smem_rows[];
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+    const int r = blockIdx.x * (blockDim.x >> 5) + wib, N = a.N;
+    if (r >= nrows) return;
+    float *row = smem_rows + (size_t)wib * N;
     const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
-    float xs = a.acc ? a.xs[r] : 0.f;
-    for (int c = threadIdx.x; c < N; c += blockDim.x) {
-        float y = a.acc ? (float)a.acc[(size_t)r * a.ld_acc + c] * (xs * a.ws[c]) : a.in[(size_t)r * a.ld_in + c];
+    const float xs = a.acc ? a.xs[r] : 0.f;
+    const int32_t *accr = a.acc ? a.acc + (size_t)r * a.ld_acc : nullptr;
+    const float *inr = a.in ? a.in + (size_t)r * a.ld_in : nullptr;
+    const float *addr = a.add ? a.add + (size_t)(r % a.add_period) * N : nullptr;
+    for (int c = lane; c < N; c += 32) {
+        float y = accr ? (float)accr[c] * (xs * a.ws[c]) : inr[c];
         if (a.bias) y = y + a.bias[c];
-        if (a.add) y = y + a.add[(size_t)(r % a.add_period) * N + c];
+        if (addr) y = y + addr[c];
         if (a.act == ACT_GELU) y = 0.5f * y * (1.f + erff(y * 0.70710678118654752f));
         else if (a.act == ACT_TANH) y = tanhf(y);
         row[c] = y;
     }
-    __syncthreads();
+    __syncwarp();
     if (a.smx > 0.f) {
         float m = -INFINITY;
-        for (int c = threadIdx.x; c < N; c += blockDim.x) m = fmaxf(m, row[c] * a.smx);
-        for (int o2 = 16; o2; o2 >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o2));
-        __syncthreads();
-        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
-        __syncthreads();
-        float mx = -INFINITY;
-        for (int i = 0; i < (int)(blockDim.x >> 5); i++) mx = fmaxf(mx, red[i]);
+        for (int c = lane; c < N; c += 32) m = fmaxf(m, row[c] * a.smx);
+        m = warp_max(m);
         float sum = 0.f;
-        for (int c = threadIdx.x; c < N; c += blockDim.x) {
-            float e = __expf(row[c] * a.smx - mx);
+        for (int c = lane; c < N; c += 32) {
+            float e = __expf(row[c] * a.smx - m);
             row[c] = e;
             sum += e;
         }
-        float inv = 1.f / block_sum(sum, red);
-        for (int c = threadIdx.x; c < N; c += blockDim.x) row[c] *= inv;
-        __syncthreads();
+        float inv = 1.f / warp_sum(sum);
+        for (int c = lane; c < N; c += 32) row[c] *= inv;
+        __syncwarp();
     }
     if (a.rope_cols) {
         const int t = r % a.rope_T;
-        for (int p = threadIdx.x; p < a.rope_cols / 2; p += blockDim.x) {
+        for (int p = lane; p < a.rope_cols / 2; p += 32) {
             int c0 = 2 * p, j = c0 % a.rope_dh;
             if (j >= a.rope_rot) continue;
             int f = j >> 1;
@@ -168,48 +169,50 @@ __global__ void k_row(row_args a) {
             row[c0] = x0 * cs - x1 * sn;
             row[c0 + 1] = x1 * cs + x0 * sn;
         }
-        __syncthreads();
+        __syncwarp();
     }
     if (a.res_mode) {
         float *rr = a.res + (size_t)o * a.ld_res;
-        for (int c = threadIdx.x; c < N; c += blockDim.x) {
+        for (int c = lane; c < N; c += 32) {
             float v = a.res_mode == RES_ADD ? rr[c] + (a.lam ? a.lam[c] : 1.f) * row[c] : row[c];
             rr[c] = v;
             row[c] = v;
         }
-        __syncthreads();
+        __syncwarp();
     }
     if (a.ln_g) {
         float s = 0.f;
-        for (int c = threadIdx.x; c < N; c += blockDim.x) s += row[c];
-        float mean = block_sum(s, red) / (float)N;
+        for (int c = lane; c < N; c += 32) s += row[c];
+        float mean = warp_sum(s) / (float)N;
         float ss = 0.f;
-        for (int c = threadIdx.x; c < N; c += blockDim.x) {
+        for (int c = lane; c < N; c += 32) {
             float d = row[c] - mean;
             ss += d * d;
         }
-        float inv = rsqrtf(block_sum(ss, red) / (float)N + a.eps);
-        for (int c = threadIdx.x; c < N; c += blockDim.x)
-            row[c] = (row[c] - mean) * inv * a.ln_g[c] + (a.ln_b ? a.ln_b[c] : 0.f);
-        __syncthreads();
+        float inv = rsqrtf(warp_sum(ss) / (float)N + a.eps);
+        for (int c = lane; c < N; c += 32) row[c] = (row[c] - mean) * inv * a.ln_g[c] + (a.ln_b ? a.ln_b[c] : 0.f);
+        __syncwarp();
     }
     if (a.q) {
         float m = 0.f;
-        for (int c = threadIdx.x; c < N; c += blockDim.x) m = fmaxf(m, fabsf(row[c]));
-        float amax = block_max(m, red);
+        for (int c = lane; c < N; c += 32) m = fmaxf(m, fabsf(row[c]));
+        float amax = warp_max(m);
         float inv = amax > 0.f ? 127.f / amax : 0.f;
-        int8_t *qr = a.q + (size_t)o * a.ldq;
-        for (int c = threadIdx.x; c < a.ldq; c += blockDim.x) {
-            float v = c < N ? rintf(row[c] * inv) : 0.f;
-            v = fminf(fmaxf(v, -127.f), 127.f);
-            qr[c] = (int8_t)(int)v;
+        char4 *qr = reinterpret_cast<char4 *>(a.q + (size_t)o * a.ldq); /* ldq: a multiple of 16 */
+        for (int c4 = lane; c4 < a.ldq / 4; c4 += 32) {
+            char4 v;
+            int c = 4 * c4;
+#define ARB_Q1(k) (signed char)(int)fminf(fmaxf(c + k < N ? rintf(row[c + k] * inv) : 0.f, -127.f), 127.f)
+            v.x = ARB_Q1(0), v.y = ARB_Q1(1), v.z = ARB_Q1(2), v.w = ARB_Q1(3);
+#undef ARB_Q1
+            qr[c4] = v;
         }
-        if (threadIdx.x == 0) a.qs[o] = amax / 127.f;
+        if (lane == 0) a.qs[o] = amax / 127.f;
     }
     if (a.out)
-        for (int c = threadIdx.x; c < N; c += blockDim.x) a.out[(size_t)o * a.ld_out + c] = row[c];
+        for (int c = lane; c < N; c += 32) a.out[(size_t)o * a.ld_out + c] = row[c];
     if (a.outh)
-        for (int c = threadIdx.x; c < N; c += blockDim.x) a.outh[(size_t)o * a.ld_outh + c] = __float2half(row[c]);
+        for (int c = lane; c < N; c += 32) a.outh[(size_t)o * a.ld_outh + c] = __float2half(row[c]);
 }
 
 /* DINOv2 patches: im2col row (c, ky, kx) of patch r of image b, quantized per row like the CPU. */
@@ -245,53 +248,23 @@ __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int 
 }
 
 /* Conv1d im2col in time-major layout: col[b·Lo + t, :K] = src[b, t·s·C ... + k·C) (the window
- * is contiguous); K padded to ldc with zeros. Optional GroupNorm(1) affine per channel c = j % C:
- * v = (v − mean_b)·inv_b·γ[c] + β[c] (stats [B][2]). */
+ * is contiguous); K padded to ldc with zeros. Optional GroupNorm affine per channel c = j % C
+ * (ab [B][2][C] as k_gn_final makes it). */
 __global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, float *col,
-                           const float *stats, const float *g, const float *bb) {
+                           const float *ab) {
     const int r = blockIdx.x, b = r / Lo, t = r % Lo;
     const float *w = src + (size_t)b * src_item + (size_t)t * s * C;
-    float mean = stats ? stats[2 * b] : 0.f, inv = stats ? stats[2 * b + 1] : 1.f;
+    const float *a = ab ? ab + (size_t)b * 2 * C : nullptr;
     for (int j = threadIdx.x; j < ldc; j += blockDim.x) {
         float v = 0.f;
         if (j < K) {
             v = w[j];
-            if (stats) {
+            if (a) {
                 int c = j % C;
-                v = (v - mean) * inv * g[c] + bb[c];
+                v = v * a[c] + a[C + c];
             }
         }
         col[(size_t)r * ldc + j] = v;
-    }
-}
-
-/* GroupNorm(1 group) statistics of each item x[b] (n floats): mean and 1/sqrt(var + eps), two
- * passes in double (as the CPU's sc_groupnorm_nhwc). One block per item. */
-__global__ void k_gn1_stats(const float *x, size_t n, float eps, float *stats) {
-    __shared__ double red[32];
-    const float *p = x + (size_t)blockIdx.x * n;
-    double s = 0;
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) s += p[i];
-    for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
-    __syncthreads();
-    double mean = 0;
-    for (int i = 0; i < (int)(blockDim.x >> 5); i++) mean += red[i];
-    mean /= (double)n;
-    __syncthreads();
-    double ss = 0;
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
-        double d = p[i] - mean;
-        ss += d * d;
-    }
-    for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double v = 0;
-        for (int i = 0; i < (int)(blockDim.x >> 5); i++) v += red[i];
-        stats[2 * blockIdx.x] = (float)mean;
-        stats[2 * blockIdx.x + 1] = (float)(1.0 / sqrt(v / (double)n + eps));
     }
 }
 
@@ -321,21 +294,40 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const __half *base = qkv + (size_t)b * T * ld;
     const __half hz = __float2half(0.f);
-    for (int i = tid; i < BQ * DP; i += blockDim.x) {
-        int rr = i / DP, d = i % DP, t = q0 + rr;
-        Qs[rr * LDH + d] = (t < T && d < dh) ? base[(size_t)t * ld + h * dh + d] : hz;
-        Os[rr * LDO + d] = 0.f;
-    }
+    /* 8-byte loads (4 halves) when every head slice starts on one: dh, D and ld multiples of 4 */
+    const bool vec = (dh % 4 == 0) && (D % 4 == 0) && (ld % 4 == 0);
+    const uint2 z2 = make_uint2(0u, 0u);
+    if (vec)
+        for (int i = tid; i < BQ * DP / 4; i += blockDim.x) {
+            int rr = i / (DP / 4), d = 4 * (i % (DP / 4)), t = q0 + rr;
+            *reinterpret_cast<uint2 *>(Qs + rr * LDH + d) =
+                (t < T && d < dh) ? *reinterpret_cast<const uint2 *>(base + (size_t)t * ld + h * dh + d) : z2;
+        }
+    else
+        for (int i = tid; i < BQ * DP; i += blockDim.x) {
+            int rr = i / DP, d = i % DP, t = q0 + rr;
+            Qs[rr * LDH + d] = (t < T && d < dh) ? base[(size_t)t * ld + h * dh + d] : hz;
+        }
+    for (int i = tid; i < BQ * DP; i += blockDim.x) Os[(i / DP) * LDO + i % DP] = 0.f;
     for (int i = tid; i < BQ; i += blockDim.x) Ms[i] = -INFINITY, Ls[i] = 0.f;
     const int wr = warp * 16; /* this warp's first query row */
     for (int k0 = 0; k0 < T; k0 += BK) {
         __syncthreads();
-        for (int i = tid; i < BK * DP; i += blockDim.x) {
-            int rr = i / DP, d = i % DP, t = k0 + rr;
-            bool ok = t < T && d < dh;
-            Ks[rr * LDH + d] = ok ? base[(size_t)t * ld + D + h * dh + d] : hz;
-            Vs[rr * LDH + d] = ok ? base[(size_t)t * ld + 2 * D + h * dh + d] : hz;
-        }
+        if (vec)
+            for (int i = tid; i < BK * DP / 4; i += blockDim.x) {
+                int rr = i / (DP / 4), d = 4 * (i % (DP / 4)), t = k0 + rr;
+                bool ok = t < T && d < dh;
+                const __half *src = base + (size_t)t * ld + h * dh + d;
+                *reinterpret_cast<uint2 *>(Ks + rr * LDH + d) = ok ? *reinterpret_cast<const uint2 *>(src + D) : z2;
+                *reinterpret_cast<uint2 *>(Vs + rr * LDH + d) = ok ? *reinterpret_cast<const uint2 *>(src + 2 * D) : z2;
+            }
+        else
+            for (int i = tid; i < BK * DP; i += blockDim.x) {
+                int rr = i / DP, d = i % DP, t = k0 + rr;
+                bool ok = t < T && d < dh;
+                Ks[rr * LDH + d] = ok ? base[(size_t)t * ld + D + h * dh + d] : hz;
+                Vs[rr * LDH + d] = ok ? base[(size_t)t * ld + 2 * D + h * dh + d] : hz;
+            }
         __syncthreads();
         /* S[wr..wr+16, 0..64) = Q Kᵀ */
         for (int n = 0; n < BK / 16; n++) {
@@ -399,14 +391,17 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
 
 /* ---------------------------------------------------------------- VAE kernels (channels-last) */
 
-/* GroupNorm partial sums: block (chunk, b) sums x and x² of SC_GN_PIX pixels per channel (double). */
-constexpr int GN_PIX = 256;
+/* GroupNorm partial sums: block (chunk, b) sums x and x² over GN_PIX pixels per channel, in
+ * double (the CPU sums in double too); a thread per channel, consecutive threads read
+ * consecutive channels. */
+constexpr int GN_PIX = 64;
 __global__ void k_gn_partial(const float *x, int P, int C, double *part) {
     const int ch = blockIdx.x, b = blockIdx.y, nch = gridDim.x;
     const int p0 = ch * GN_PIX, p1 = min(P, p0 + GN_PIX);
     const float *xb = x + (size_t)b * P * C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         double s = 0, ss = 0;
+#pragma unroll 8
         for (int p = p0; p < p1; p++) {
             double v = xb[(size_t)p * C + c];
             s += v;
@@ -417,60 +412,87 @@ __global__ void k_gn_partial(const float *x, int P, int C, double *part) {
     }
 }
 
-/* Per (b, group): mean and 1/sqrt(var + eps) → per-channel affine ab[b][0][c] = inv·γ,
- * ab[b][1][c] = β − mean·inv·γ (the CPU's form). One block per image, a thread per group. */
+/* Per (b, group) (one block each): mean and 1/sqrt(var + eps) → per-channel affine
+ * ab[b][0][c] = inv·γ, ab[b][1][c] = β − mean·inv·γ (the CPU's form). */
 __global__ void k_gn_final(const double *part, int nch, int P, int C, int G, const float *gamma, const float *beta,
                            float eps, float *ab) {
-    const int b = blockIdx.x, cg = C / G;
-    for (int g = threadIdx.x; g < G; g += blockDim.x) {
-        double s = 0, ss = 0;
-        for (int ch = 0; ch < nch; ch++)
-            for (int c = g * cg; c < (g + 1) * cg; c++) {
-                const double *o = part + (((size_t)b * nch + ch) * C + c) * 2;
-                s += o[0], ss += o[1];
-            }
-        double cnt = (double)P * cg, mean = s / cnt, var = ss / cnt - mean * mean;
-        double inv = 1.0 / sqrt((var > 0 ? var : 0) + eps);
-        for (int c = g * cg; c < (g + 1) * cg; c++) {
-            ab[(size_t)b * 2 * C + c] = (float)(inv * gamma[c]);
-            ab[(size_t)b * 2 * C + C + c] = (float)(beta[c] - mean * inv * gamma[c]);
-        }
+    __shared__ double red[2][32];
+    const int g = blockIdx.x, b = blockIdx.y, cg = C / G, n = nch * cg;
+    double s = 0, ss = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        int ch = i / cg, c = g * cg + i % cg;
+        const double *o = part + (((size_t)b * nch + ch) * C + c) * 2;
+        s += o[0], ss += o[1];
+    }
+    for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o), ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) red[0][threadIdx.x >> 5] = s, red[1][threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double ts = 0, tss = 0;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) ts += red[0][i], tss += red[1][i];
+        red[0][0] = ts, red[1][0] = tss;
+    }
+    __syncthreads();
+    double cnt = (double)P * cg, mean = red[0][0] / cnt, var = red[1][0] / cnt - mean * mean;
+    double inv = 1.0 / sqrt((var > 0 ? var : 0) + eps);
+    for (int c = g * cg + threadIdx.x; c < (g + 1) * cg; c += blockDim.x) {
+        ab[(size_t)b * 2 * C + c] = (float)(inv * gamma[c]);
+        ab[(size_t)b * 2 * C + C + c] = (float)(beta[c] - mean * inv * gamma[c]);
     }
 }
 
 /* 3×3 conv im2col row of output pixel r (zero padding 1; up: nearest ×2 first), in (ky, kx, c)
  * order, with an optional GroupNorm affine + SiLU on the input, quantized per row (the CPU's
- * conv3). x: [B][H][W][C]. */
+ * conv3). x: [B][H][W][C], C a multiple of 4 (16-byte loads, 4-byte int8 stores). One warp per
+ * output pixel, CONV_WARPS per block; the row waits in the warp's shared memory between the
+ * absmax and the quantization. */
+constexpr int CONV_WARPS = 4;
+constexpr size_t CONV_SMEM_MAX = (size_t)CONV_WARPS * 9 * 1024 * sizeof(float); /* C ≤ 1024 */
 __global__ void k_conv3_quant(const float *x, int H, int W, int C, int up, const float *ab, int silu, int ldq,
-                              int8_t *q, float *qs) {
-    extern __shared__ float row[];
-    const int K = 9 * C;
-    float *red = row + K;
+                              int8_t *q, float *qs, int rows) {
+    extern __shared__ float smem_conv[];
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+    const int r = blockIdx.x * CONV_WARPS + wib;
+    if (r >= rows) return;
+    const int K = 9 * C, K4 = K / 4, C4 = C / 4;
+    float4 *row = reinterpret_cast<float4 *>(smem_conv + (size_t)wib * K);
     const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
-    const int r = blockIdx.x, b = r / (Ho * Wo), pp = r % (Ho * Wo), oy = pp / Wo, ox = pp % Wo;
-    const float *xb = x + (size_t)b * H * W * C;
-    const float *a = ab ? ab + (size_t)b * 2 * C : nullptr;
+    const int b = r / (Ho * Wo), pp = r % (Ho * Wo), oy = pp / Wo, ox = pp % Wo;
+    const float4 *xb = reinterpret_cast<const float4 *>(x + (size_t)b * H * W * C);
+    const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
     float m = 0.f;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) {
-        int tap = k / C, c = k - tap * C, vy = oy + tap / 3 - 1, vx = ox + tap % 3 - 1;
-        float v = 0.f;
+    for (int k4 = lane; k4 < K4; k4 += 32) {
+        int tap = k4 / C4, c4 = k4 - tap * C4, vy = oy + tap / 3 - 1, vx = ox + tap % 3 - 1;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
         if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
             int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
-            v = xb[((size_t)sy * W + sx) * C + c];
-            if (a) v = v * a[c] + a[C + c];
-            if (silu) v = v / (1.f + __expf(-v));
+            v = xb[((size_t)sy * W + sx) * C4 + c4];
+            if (a4) {
+                float4 s = a4[c4], t = a4[C4 + c4];
+                v.x = v.x * s.x + t.x, v.y = v.y * s.y + t.y, v.z = v.z * s.z + t.z, v.w = v.w * s.w + t.w;
+            }
+            if (silu) {
+                v.x = v.x / (1.f + __expf(-v.x)), v.y = v.y / (1.f + __expf(-v.y));
+                v.z = v.z / (1.f + __expf(-v.z)), v.w = v.w / (1.f + __expf(-v.w));
+            }
         }
-        row[k] = v;
-        m = fmaxf(m, fabsf(v));
+        row[k4] = v;
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
     }
-    float amax = block_max(m, red);
+    float amax = warp_max(m);
+    __syncwarp();
     float inv = amax > 0.f ? 127.f / amax : 0.f;
-    for (int k = threadIdx.x; k < ldq; k += blockDim.x) {
-        float v = k < K ? rintf(row[k] * inv) : 0.f;
-        v = fminf(fmaxf(v, -127.f), 127.f);
-        q[(size_t)r * ldq + k] = (int8_t)(int)v;
+    char4 *qr = reinterpret_cast<char4 *>(q + (size_t)r * ldq);
+    for (int k4 = lane; k4 < ldq / 4; k4 += 32) {
+        float4 v = k4 < K4 ? row[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
+        char4 o;
+        o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
+        o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
+        o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
+        o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
+        qr[k4] = o;
     }
-    if (threadIdx.x == 0) qs[r] = amax / 127.f;
+    if (lane == 0) qs[r] = amax / 127.f;
 }
 
 /* h = x·ab[b][0][c] + ab[b][1][c] on x [B][P][C] (a GroupNorm with its statistics in ab). */
@@ -724,7 +746,13 @@ struct cu_model {
     std::vector<vae_res_d> up; /* [nb][lpb + 1] */
     dbuf a_gw, a_gb, d_nw, d_nb;
     plan_t *plan = nullptr;
+    /* ARB_SIDECAR_PROFILE=1: eager launches with an event before each step, summed per kind */
+    bool prof = false;
+    std::vector<cudaEvent_t> pev;
+    std::vector<const char *> pcat;
+    int pruns = 0;
     ~cu_model() {
+        for (cudaEvent_t e : pev) cudaEventDestroy(e);
         delete plan;
         if (stream) cudaStreamDestroy(stream);
     }
@@ -907,7 +935,9 @@ static arb_status vae_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
     g->has_attn = cJSON_IsBool(v) ? cJSON_IsTrue(v) : true;
     int top = g->ch[nb - 1], L = g->Lc;
     for (int i = 0; i < nb; i++)
-        if (9 * g->ch[i] > 16384) return arb_error(ARB_ERR_UNSUPPORTED, "vae on CUDA: %d channels", g->ch[i]);
+        if (g->ch[i] > 1024 || g->ch[i] % 4)
+            return arb_error(ARB_ERR_UNSUPPORTED, "vae on CUDA: %d channels (multiples of 4 up to 1024 run there)", g->ch[i]);
+    if (g->Lc % 4) return arb_error(ARB_ERR_UNSUPPORTED, "vae on CUDA: %d latent channels (a multiple of 4 runs there)", g->Lc);
     arb_sidecar_info info;
     memset(&info, 0, sizeof info);
     char n[256];
@@ -952,11 +982,59 @@ static arb_status vae_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
 
 /* ---------------------------------------------------------------- forward recording */
 
+static bool prof_env(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("ARB_SIDECAR_PROFILE");
+        v = e && e[0] == '1';
+    }
+    return v == 1;
+}
+
+/* Profile mode: an event on the stream before a step of kind `cat` (the time until the next
+ * event is the step's). */
+static void prof_mark(cu_model *g, const char *cat) {
+    if (!g->prof) return;
+    cudaEvent_t e;
+    if (cudaEventCreate(&e) != cudaSuccess) return;
+    cudaEventRecord(e, g->stream);
+    g->pev.push_back(e);
+    g->pcat.push_back(cat);
+}
+
+static void prof_report(cu_model *g, const plan_t *p) {
+    prof_mark(g, nullptr);
+    cudaStreamSynchronize(g->stream);
+    const char *cats[16];
+    double ms[16];
+    int nc = 0;
+    double total = 0;
+    for (size_t i = 0; i + 1 < g->pev.size(); i++) {
+        float t = 0;
+        cudaEventElapsedTime(&t, g->pev[i], g->pev[i + 1]);
+        int k = 0;
+        while (k < nc && strcmp(cats[k], g->pcat[i])) k++;
+        if (k == nc && nc < 16) cats[nc] = g->pcat[i], ms[nc++] = 0;
+        if (k < nc) ms[k] += t;
+        total += t;
+    }
+    fprintf(stderr, "profile %s B=%d (eager, %zu steps): %.3f ms =", arb_sidecar_kind_name(g->kind), p->B, g->pev.size() - 1,
+            total);
+    for (int k = 0; k < nc; k++) fprintf(stderr, " %s %.3f", cats[k], ms[k]);
+    fprintf(stderr, "\n");
+    for (cudaEvent_t e : g->pev) cudaEventDestroy(e);
+    g->pev.clear();
+    g->pcat.clear();
+}
+
+/* Rows per block of k_row: 4 warps while 4 rows fit the shared memory opted in at attach. */
 static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
-    int threads = a.N > 1024 ? 256 : 128;
-    size_t smem = ((size_t)a.N + 32) * sizeof(float);
-    if (smem > 48 * 1024) ARB_CU(cudaFuncSetAttribute(k_row, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    k_row<<<rows, threads, smem, g->stream>>>(a);
+    prof_mark(g, "row");
+    int wpb = a.N <= 4096 ? 4 : 1;
+    size_t smem = (size_t)wpb * a.N * sizeof(float);
+    if (smem > ROW_SMEM_MAX)
+        return arb_error(ARB_ERR_UNSUPPORTED, "sidecar cuda: a row of %d values is above the row kernel's limit", a.N);
+    k_row<<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
     ARB_CU_LAUNCH("k_row");
     return ARB_OK;
 }
@@ -979,11 +1057,13 @@ static void row_deq(row_args &a, const plan_t *p, const qlin &l) {
 }
 
 static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) {
+    prof_mark(g, "gemm_i8");
     p->ops += 2.0 * M * (double)l.n * l.k;
     return g->lt.gemm(true, M, l.np, l.kp, l.w.p, l.kp, p->qa.p, l.kp, p->acc.p, l.np, g->stream);
 }
 
 static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) {
+    prof_mark(g, "attention");
     int dh = D / H;
     dim3 grid((unsigned)((T + att::BQ - 1) / att::BQ), (unsigned)H, (unsigned)B);
     k_attention<<<grid, 128, att::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh, 1.f / sqrtf((float)dh),
@@ -1068,6 +1148,7 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     p->ops = 0;
     /* patch embedding: im2col + quantize, GEMM, + bias + position → x rows 1..hw of each image */
     int thr = 128;
+    prof_mark(g, "im2col");
     k_patch_quant<<<B * hw, thr, ((size_t)K + 32) * sizeof(float), g->stream>>>(p->in.as<float>(), Hi, Wi, P, gw, hw,
                                                                                K, g->patch.kp, p->qa.as<int8_t>(),
                                                                                p->qs.as<float>());
@@ -1146,6 +1227,9 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     return ARB_OK;
 }
 
+static arb_status gn_stats(cu_model *g, plan_t *p, const float *x, int B, int P, int C, int G, float eps,
+                           const dbuf &gw, const dbuf &gb);
+
 static arb_status moon_dims(int64_t N, int64_t *L1, int64_t *L2, int64_t *T) {
     *L1 = N >= 127 ? (N - 127) / 64 + 1 : 0;
     *L2 = *L1 >= 7 ? (*L1 - 7) / 3 + 1 : 0;
@@ -1166,7 +1250,8 @@ static arb_status moon_plan(cu_model *g, plan_t *p, int B, int N) {
     ARB_TRY(p->col.alloc(colsz * sizeof(float)));
     ARB_TRY(p->h1.alloc((size_t)B * L1 * D * sizeof(float)));
     ARB_TRY(p->h2.alloc((size_t)B * L2 * 2 * D * sizeof(float)));
-    ARB_TRY(p->stats.alloc((size_t)B * 2 * sizeof(float)));
+    ARB_TRY(p->gnp.alloc((size_t)B * ((L1 + GN_PIX - 1) / GN_PIX) * D * 2 * sizeof(double)));
+    ARB_TRY(p->gab.alloc((size_t)B * 2 * D * sizeof(float)));
     ARB_TRY(p->x.alloc((size_t)rows * D * sizeof(float)));
     ARB_TRY(p->qa.alloc((size_t)rows * round_up(std::max(D, I), 16)));
     ARB_TRY(p->qs.alloc((size_t)rows * sizeof(float)));
@@ -1208,33 +1293,38 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     p->ops = 0;
     float *col = p->col.as<float>(), *h1 = p->h1.as<float>(), *h2 = p->h2.as<float>();
     /* conv1 (k127 s64, no bias) + tanh; GroupNorm(1) folded into conv2's im2col */
+    prof_mark(g, "im2col");
     k_im2col1d<<<B * (int)L1, 128, 0, g->stream>>>(p->in.as<float>(), (size_t)N, 1, 64, 127, (int)L1, g->c1.kp, col,
-                                                   nullptr, nullptr, nullptr);
+                                                   nullptr);
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * L1 * D * 127;
+    prof_mark(g, "gemm_tf32");
     ARB_TRY(g->lt.gemm(false, B * (int)L1, D, g->c1.kp, g->c1.w.p, g->c1.kp, col, g->c1.kp, h1, D, g->stream));
     {
         row_args a = row0(D);
         a.in = h1, a.ld_in = D, a.act = ACT_TANH, a.out = h1, a.ld_out = D;
         ARB_TRY(row_launch(g, B * (int)L1, a));
     }
-    k_gn1_stats<<<B, 1024, 0, g->stream>>>(h1, (size_t)L1 * D, 1e-5f, p->stats.as<float>());
-    ARB_CU_LAUNCH("k_gn1_stats");
+    ARB_TRY(gn_stats(g, p, h1, B, (int)L1, D, 1, 1e-5f, g->gn_w, g->gn_b));
+    prof_mark(g, "im2col");
     k_im2col1d<<<B * (int)L2, 256, 0, g->stream>>>(h1, (size_t)L1 * D, D, 3, 7 * D, (int)L2, g->c2.kp, col,
-                                                   p->stats.as<float>(), g->gn_w.as<float>(), g->gn_b.as<float>());
+                                                   p->gab.as<float>());
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * L2 * 2 * D * 7 * D;
+    prof_mark(g, "gemm_tf32");
     ARB_TRY(g->lt.gemm(false, B * (int)L2, 2 * D, g->c2.kp, g->c2.w.p, g->c2.kp, col, g->c2.kp, h2, 2 * D, g->stream));
     {
         row_args a = row0(2 * D);
         a.in = h2, a.ld_in = 2 * D, a.bias = g->c2.bias.as<float>(), a.act = ACT_GELU, a.out = h2, a.ld_out = 2 * D;
         ARB_TRY(row_launch(g, B * (int)L2, a));
     }
+    prof_mark(g, "im2col");
     k_im2col1d<<<B * (int)T, 256, 0, g->stream>>>(h2, (size_t)L2 * 2 * D, 2 * D, 2, 3 * 2 * D, (int)T, g->c3.kp, col,
-                                                  nullptr, nullptr, nullptr);
+                                                  nullptr);
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * T * D * 3 * 2 * D;
     float *xf = p->att.as<float>(); /* conv3's raw output, before bias + GELU */
+    prof_mark(g, "gemm_tf32");
     ARB_TRY(g->lt.gemm(false, rows, D, g->c3.kp, g->c3.w.p, g->c3.kp, col, g->c3.kp, xf, D, g->stream));
     {   /* x = gelu(conv3 + b); layer 0's input norm + quantization */
         row_args a = row0(D);
@@ -1359,12 +1449,14 @@ static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
 }
 
 /* GroupNorm statistics of x [B][P][C] → p->gab (per image and channel affine). */
-static arb_status gn_stats(cu_model *g, plan_t *p, const float *x, int B, int P, int C, const dbuf &gw, const dbuf &gb) {
+static arb_status gn_stats(cu_model *g, plan_t *p, const float *x, int B, int P, int C, int G, float eps,
+                           const dbuf &gw, const dbuf &gb) {
     int nch = (P + GN_PIX - 1) / GN_PIX;
+    prof_mark(g, "groupnorm");
     k_gn_partial<<<dim3((unsigned)nch, (unsigned)B), std::min(C, 512), 0, g->stream>>>(x, P, C, p->gnp.as<double>());
     ARB_CU_LAUNCH("k_gn_partial");
-    k_gn_final<<<B, 128, 0, g->stream>>>(p->gnp.as<double>(), nch, P, C, g->G, gw.as<float>(), gb.as<float>(), 1e-6f,
-                                         p->gab.as<float>());
+    k_gn_final<<<dim3((unsigned)G, (unsigned)B), 256, 0, g->stream>>>(p->gnp.as<double>(), nch, P, C, G, gw.as<float>(),
+                                                                      gb.as<float>(), eps, p->gab.as<float>());
     ARB_CU_LAUNCH("k_gn_final");
     return ARB_OK;
 }
@@ -1373,11 +1465,11 @@ static arb_status gn_stats(cu_model *g, plan_t *p, const float *x, int B, int P,
 static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *x, int B, int H, int W, int C, bool up,
                             bool gn, float *y, bool res) {
     int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W, rows = B * Ho * Wo;
-    size_t smem = ((size_t)9 * C + 32) * sizeof(float);
-    if (smem > 48 * 1024)
-        ARB_CU(cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    k_conv3_quant<<<rows, 256, smem, g->stream>>>(x, H, W, C, up ? 1 : 0, gn ? p->gab.as<float>() : nullptr, gn ? 1 : 0,
-                                                  l.kp, p->qa.as<int8_t>(), p->qs.as<float>());
+    size_t smem = (size_t)CONV_WARPS * 9 * C * sizeof(float);
+    prof_mark(g, "conv_im2col");
+    k_conv3_quant<<<(rows + CONV_WARPS - 1) / CONV_WARPS, 32 * CONV_WARPS, smem, g->stream>>>(
+        x, H, W, C, up ? 1 : 0, gn ? p->gab.as<float>() : nullptr, gn ? 1 : 0, l.kp, p->qa.as<int8_t>(),
+        p->qs.as<float>(), rows);
     ARB_CU_LAUNCH("k_conv3_quant");
     ARB_TRY(qgemm(g, p, l, rows));
     row_args a = row0(l.n);
@@ -1409,9 +1501,9 @@ static arb_status vres_fwd(cu_model *g, plan_t *p, const vae_res_d &r, float *x,
                            float **outp) {
     int P = H * W;
     float *t2 = p->t2.as<float>();
-    ARB_TRY(gn_stats(g, p, x, B, P, r.cin, r.n1w, r.n1b));
+    ARB_TRY(gn_stats(g, p, x, B, P, r.cin, g->G, 1e-6f, r.n1w, r.n1b));
     ARB_TRY(conv3_fwd(g, p, r.c1, x, B, H, W, r.cin, false, true, t2, false));
-    ARB_TRY(gn_stats(g, p, t2, B, P, r.cout, r.n2w, r.n2b));
+    ARB_TRY(gn_stats(g, p, t2, B, P, r.cout, g->G, 1e-6f, r.n2w, r.n2b));
     float *dst = x;
     if (r.has_sc) {
         ARB_TRY(lin_rows(g, p, r.sc, x, B * P, y, false));
@@ -1423,8 +1515,9 @@ static arb_status vres_fwd(cu_model *g, plan_t *p, const vae_res_d &r, float *x,
 }
 
 static arb_status vae_attn(cu_model *g, plan_t *p, float *x, float *h, int B, int T, int C) {
-    ARB_TRY(gn_stats(g, p, x, B, T, C, g->a_gw, g->a_gb));
+    ARB_TRY(gn_stats(g, p, x, B, T, C, g->G, 1e-6f, g->a_gw, g->a_gb));
     /* h = GroupNorm(x) (no SiLU): the affine is per (image, channel) */
+    prof_mark(g, "groupnorm");
     k_gn_apply<<<arb_cuda_blocks((int64_t)B * T * C, 256), 256, 0, g->stream>>>(x, h, p->gab.as<float>(), B, T, C);
     ARB_CU_LAUNCH("k_gn_apply");
     ARB_TRY(lin_rows(g, p, g->aq, h, B * T, p->vq.as<float>(), false));
@@ -1433,6 +1526,7 @@ static arb_status vae_attn(cu_model *g, plan_t *p, float *x, float *h, int B, in
     /* S = Q Kᵀ per image (TF32 tensor cores), softmax(S/√C), O = S V */
     gemm_key ks{false, T, T, C, C, C, T};
     ks.batch = B, ks.sx = (long long)T * C, ks.sw = (long long)T * C, ks.sc = (long long)T * T;
+    prof_mark(g, "attention");
     ARB_TRY(g->lt.gemm_k(ks, p->vk.p, p->vq.p, p->vs.p, g->stream));
     {
         row_args a = row0(T);
@@ -1453,6 +1547,7 @@ static arb_status vae_record(cu_model *g, plan_t *p, int B, int h, int w) {
     p->ops = 0;
     int L = g->Lc, top = g->ch[g->nb - 1], P0 = h * w;
     float *x = p->x.as<float>(), *y = p->y.as<float>();
+    prof_mark(g, "misc");
     k_transpose_bcp<<<arb_cuda_blocks((int64_t)B * L * P0, 256), 256, 0, g->stream>>>(p->in.as<float>(), y, L, P0, 1, B);
     ARB_CU_LAUNCH("k_transpose_bcp");
     if (g->post_quant) {
@@ -1480,8 +1575,9 @@ static arb_status vae_record(cu_model *g, plan_t *p, int B, int h, int w) {
             H *= 2, W *= 2;
         }
     }
-    ARB_TRY(gn_stats(g, p, x, B, H * W, C, g->d_nw, g->d_nb));
+    ARB_TRY(gn_stats(g, p, x, B, H * W, C, g->G, 1e-6f, g->d_nw, g->d_nb));
     ARB_TRY(conv3_fwd(g, p, g->d_out, x, B, H, W, C, false, true, y, false));
+    prof_mark(g, "misc");
     k_transpose_bcp<<<arb_cuda_blocks((int64_t)B * g->cout * H * W, 256), 256, 0, g->stream>>>(
         y, p->out.as<float>(), g->cout, H * W, 0, B);
     ARB_CU_LAUNCH("k_transpose_bcp");
@@ -1511,7 +1607,7 @@ static arb_status build_plan(cu_model *g, int B, int d1, int d2) {
         return s;
     }
     const char *ng = getenv("ARB_SIDECAR_NO_GRAPH");
-    if (!(ng && ng[0] == '1')) {
+    if (!(ng && ng[0] == '1') && !prof_env()) {
         cudaGraph_t graph = nullptr;
         cudaError_t e = cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal);
         if (e != cudaSuccess) {
@@ -1535,6 +1631,7 @@ static arb_status build_plan(cu_model *g, int B, int d1, int d2) {
         }
     }
     g->plan = p;
+    g->pruns = 0;
     return ARB_OK;
 }
 
@@ -1567,6 +1664,9 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     if (!s) s = g->lt.init();
     if (!s) { /* before any capture: the attention's 72 KB of shared memory */
         e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CONV_SMEM_MAX);
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     }
     cJSON *cfg = nullptr;
@@ -1641,7 +1741,11 @@ extern "C" arb_status sc_cu_forward(arb_sidecar *m, const arb_tensor *in, arb_te
     ARB_CU(cudaMemcpyAsync(p->in.p, in->data, in->nbytes,
                            in->device.kind == ARB_DEVICE_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice,
                            g->stream));
-    ARB_TRY(run_plan(g));
+    g->prof = prof_env() && ++g->pruns == 3; /* the third run of a shape: warm */
+    arb_status rs = run_plan(g);
+    if (g->prof) prof_report(g, p);
+    g->prof = false;
+    ARB_TRY(rs);
     arb_device od = in->device.kind == ARB_DEVICE_CUDA ? arb_cuda(g->dev) : arb_cpu();
     cudaMemcpyKind kind = od.kind == ARB_DEVICE_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost;
     int D = g->D, T = p->T;
