@@ -122,12 +122,45 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-/* One warp per row (ROWS_PER_BLOCK warps per block), the row in the warp's slice of shared
- * memory; every reduction is a shuffle (no block barriers). */
+/* V consecutive floats (V = 4: one 16-byte access). */
+template <int V> struct fv { float v[V]; };
+template <int V> __device__ __forceinline__ fv<V> ld_f(const float *p) {
+    fv<V> r;
+    if constexpr (V == 4) {
+        float4 t = __ldg(reinterpret_cast<const float4 *>(p));
+        r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
+    } else r.v[0] = __ldg(p);
+    return r;
+}
+template <int V> __device__ __forceinline__ fv<V> ld_i(const int32_t *p) {
+    fv<V> r;
+    if constexpr (V == 4) {
+        int4 t = __ldg(reinterpret_cast<const int4 *>(p));
+        r.v[0] = (float)t.x, r.v[1] = (float)t.y, r.v[2] = (float)t.z, r.v[3] = (float)t.w;
+    } else r.v[0] = (float)__ldg(p);
+    return r;
+}
+template <int V> __device__ __forceinline__ fv<V> ld_s(const float *p) { /* shared or read-write global */
+    fv<V> r;
+    if constexpr (V == 4) {
+        float4 t = *reinterpret_cast<const float4 *>(p);
+        r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
+    } else r.v[0] = *p;
+    return r;
+}
+template <int V> __device__ __forceinline__ void st_f(float *p, const fv<V> &x) {
+    if constexpr (V == 4) *reinterpret_cast<float4 *>(p) = make_float4(x.v[0], x.v[1], x.v[2], x.v[3]);
+    else *p = x.v[0];
+}
+
+/* One warp per row (several warps per block), the row in the warp's slice of shared memory;
+ * every reduction is a shuffle (no block barriers). V = 4: 16-byte loads and stores (N and every
+ * leading dimension a multiple of 4, checked by the launcher); V = 1 otherwise. */
+template <int V>
 __global__ void k_row(row_args a, int nrows) {
     extern __shared__ float smem_rows[];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
-    const int r = blockIdx.x * (blockDim.x >> 5) + wib, N = a.N;
+    const int r = blockIdx.x * (blockDim.x >> 5) + wib, N = a.N, NV = N / V;
     if (r >= nrows) return;
     float *row = smem_rows + (size_t)wib * N;
     const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
@@ -135,13 +168,31 @@ __global__ void k_row(row_args a, int nrows) {
     const int32_t *accr = a.acc ? a.acc + (size_t)r * a.ld_acc : nullptr;
     const float *inr = a.in ? a.in + (size_t)r * a.ld_in : nullptr;
     const float *addr = a.add ? a.add + (size_t)(r % a.add_period) * N : nullptr;
-    for (int c = lane; c < N; c += 32) {
-        float y = accr ? (float)accr[c] * (xs * a.ws[c]) : inr[c];
-        if (a.bias) y = y + a.bias[c];
-        if (addr) y = y + addr[c];
-        if (a.act == ACT_GELU) y = 0.5f * y * (1.f + erff(y * 0.70710678118654752f));
-        else if (a.act == ACT_TANH) y = tanhf(y);
-        row[c] = y;
+#pragma unroll 4
+    for (int i = lane; i < NV; i += 32) {
+        const int c = i * V;
+        fv<V> y;
+        if (accr) {
+            fv<V> q = ld_i<V>(accr + c), w = ld_f<V>(a.ws + c);
+#pragma unroll
+            for (int j = 0; j < V; j++) y.v[j] = q.v[j] * (xs * w.v[j]);
+        } else y = ld_s<V>(inr + c); /* `in` may be the buffer this kernel writes (in place) */
+        if (a.bias) {
+            fv<V> b = ld_f<V>(a.bias + c);
+#pragma unroll
+            for (int j = 0; j < V; j++) y.v[j] = y.v[j] + b.v[j];
+        }
+        if (addr) {
+            fv<V> b = ld_f<V>(addr + c);
+#pragma unroll
+            for (int j = 0; j < V; j++) y.v[j] = y.v[j] + b.v[j];
+        }
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            if (a.act == ACT_GELU) y.v[j] = 0.5f * y.v[j] * (1.f + erff(y.v[j] * 0.70710678118654752f));
+            else if (a.act == ACT_TANH) y.v[j] = tanhf(y.v[j]);
+        }
+        st_f<V>(row + c, y);
     }
     __syncwarp();
     if (a.smx > 0.f) {
@@ -173,10 +224,21 @@ __global__ void k_row(row_args a, int nrows) {
     }
     if (a.res_mode) {
         float *rr = a.res + (size_t)o * a.ld_res;
-        for (int c = lane; c < N; c += 32) {
-            float v = a.res_mode == RES_ADD ? rr[c] + (a.lam ? a.lam[c] : 1.f) * row[c] : row[c];
-            rr[c] = v;
-            row[c] = v;
+#pragma unroll 4
+        for (int i = lane; i < NV; i += 32) {
+            const int c = i * V;
+            fv<V> y = ld_s<V>(row + c), v = a.res_mode == RES_ADD ? ld_s<V>(rr + c) : y;
+            if (a.res_mode == RES_ADD) {
+                fv<V> l;
+                if (a.lam) l = ld_f<V>(a.lam + c);
+                else
+#pragma unroll
+                    for (int j = 0; j < V; j++) l.v[j] = 1.f;
+#pragma unroll
+                for (int j = 0; j < V; j++) v.v[j] = v.v[j] + l.v[j] * y.v[j];
+            }
+            st_f<V>(rr + c, v);
+            st_f<V>(row + c, v);
         }
         __syncwarp();
     }
@@ -209,10 +271,23 @@ __global__ void k_row(row_args a, int nrows) {
         }
         if (lane == 0) a.qs[o] = amax / 127.f;
     }
-    if (a.out)
-        for (int c = lane; c < N; c += 32) a.out[(size_t)o * a.ld_out + c] = row[c];
-    if (a.outh)
-        for (int c = lane; c < N; c += 32) a.outh[(size_t)o * a.ld_outh + c] = __float2half(row[c]);
+    if (a.out) {
+        float *orow = a.out + (size_t)o * a.ld_out;
+        for (int i = lane; i < NV; i += 32) st_f<V>(orow + i * V, ld_s<V>(row + i * V));
+    }
+    if (a.outh) {
+        __half *orow = a.outh + (size_t)o * a.ld_outh;
+        if constexpr (V == 4)
+            for (int i = lane; i < NV; i += 32) {
+                fv<4> y = ld_s<4>(row + 4 * i);
+                __half2 h0 = __floats2half2_rn(y.v[0], y.v[1]), h1 = __floats2half2_rn(y.v[2], y.v[3]);
+                uint2 u;
+                u.x = *reinterpret_cast<unsigned *>(&h0), u.y = *reinterpret_cast<unsigned *>(&h1);
+                *reinterpret_cast<uint2 *>(orow + 4 * i) = u;
+            }
+        else
+            for (int c = lane; c < N; c += 32) orow[c] = __float2half(row[c]);
+    }
 }
 
 /* DINOv2 patches: im2col row (c, ky, kx) of patch r of image b, quantized per row like the CPU. */
@@ -311,6 +386,10 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
     for (int i = tid; i < BQ * DP; i += blockDim.x) Os[(i / DP) * LDO + i % DP] = 0.f;
     for (int i = tid; i < BQ; i += blockDim.x) Ms[i] = -INFINITY, Ls[i] = 0.f;
     const int wr = warp * 16; /* this warp's first query row */
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fq[DP / 16]; /* the warp's Q rows, kept */
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) wmma::load_matrix_sync(fq[kk], Qs + wr * LDH + kk * 16, LDH);
     for (int k0 = 0; k0 < T; k0 += BK) {
         __syncthreads();
         if (vec)
@@ -330,37 +409,41 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
             }
         __syncthreads();
         /* S[wr..wr+16, 0..64) = Q Kᵀ */
-        for (int n = 0; n < BK / 16; n++) {
+        const int kt = min(BK / 16, (T - k0 + 15) / 16); /* key tiles holding a real key */
+        for (int n = 0; n < kt; n++) { /* S columns past them stay stale: the softmax masks them */
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
             wmma::fill_fragment(acc, 0.f);
+#pragma unroll
             for (int kk = 0; kk < DP / 16; kk++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> fb;
-                wmma::load_matrix_sync(fa, Qs + wr * LDH + kk * 16, LDH);
                 wmma::load_matrix_sync(fb, Ks + n * 16 * LDH + kk * 16, LDH);
-                wmma::mma_sync(acc, fa, fb, acc);
+                wmma::mma_sync(acc, fq[kk], fb, acc);
             }
             wmma::store_matrix_sync(S + wr * LDS + n * 16, acc, LDS, wmma::mem_row_major);
         }
         __syncwarp();
-        /* online softmax for the warp's 16 rows: each lane takes columns lane and lane + 32 */
-        for (int i = 0; i < 16; i++) {
-            int rr = wr + i;
-            float s0 = k0 + lane < T ? S[rr * LDS + lane] * scale : -INFINITY;
-            float s1 = k0 + lane + 32 < T ? S[rr * LDS + lane + 32] * scale : -INFINITY;
-            float mx = fmaxf(s0, s1);
-            for (int off = 16; off; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-            float mold = Ms[rr], mnew = fmaxf(mold, mx);
-            float p0 = __expf(s0 - mnew), p1 = __expf(s1 - mnew);
-            float sum = p0 + p1;
-            for (int off = 16; off; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            float f = __expf(mold - mnew); /* mold = -inf at the first block: 0 */
-            Ps[rr * LDH + lane] = __float2half(p0);
-            Ps[rr * LDH + lane + 32] = __float2half(p1);
-            Os[rr * LDO + lane] *= f;
-            Os[rr * LDO + lane + 32] *= f;
-            __syncwarp();
-            if (lane == 0) {
+        /* online softmax for the warp's 16 rows: a lane pair per row, 32 columns per lane */
+        {
+            const int rr = wr + (lane >> 1), cb = (lane & 1) * 32;
+            float sv[32], mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                sv[j] = k0 + cb + j < T ? S[rr * LDS + cb + j] * scale : -INFINITY;
+                mx = fmaxf(mx, sv[j]);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            const float mold = Ms[rr], mnew = fmaxf(mold, mx);
+            const float f = __expf(mold - mnew); /* mold = -inf at the first block: 0 */
+            float sum = 0.f;
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                float pj = __expf(sv[j] - mnew);
+                sum += pj;
+                Ps[rr * LDH + cb + j] = __float2half(pj);
+                Os[rr * LDO + cb + j] *= f;
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1); /* also orders both lanes' Ms reads before the write */
+            if ((lane & 1) == 0) {
                 Ls[rr] = Ls[rr] * f + sum;
                 Ms[rr] = mnew;
             }
@@ -370,7 +453,7 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
         for (int n = 0; n < DP / 16; n++) {
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
             wmma::load_matrix_sync(acc, Os + wr * LDO + n * 16, LDO, wmma::mem_row_major);
-            for (int kk = 0; kk < BK / 16; kk++) {
+            for (int kk = 0; kk < kt; kk++) { /* P is 0 past the real keys */
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb;
                 wmma::load_matrix_sync(fa, Ps + wr * LDH + kk * 16, LDH);
@@ -461,14 +544,15 @@ __global__ void k_conv3_quant(const float *x, int H, int W, int C, int up, const
     const float4 *xb = reinterpret_cast<const float4 *>(x + (size_t)b * H * W * C);
     const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
     float m = 0.f;
+#pragma unroll 4
     for (int k4 = lane; k4 < K4; k4 += 32) {
         int tap = k4 / C4, c4 = k4 - tap * C4, vy = oy + tap / 3 - 1, vx = ox + tap % 3 - 1;
         float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
         if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
             int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
-            v = xb[((size_t)sy * W + sx) * C4 + c4];
+            v = __ldg(xb + ((size_t)sy * W + sx) * C4 + c4);
             if (a4) {
-                float4 s = a4[c4], t = a4[C4 + c4];
+                float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
                 v.x = v.x * s.x + t.x, v.y = v.y * s.y + t.y, v.z = v.z * s.z + t.z, v.w = v.w * s.w + t.w;
             }
             if (silu) {
@@ -483,6 +567,7 @@ __global__ void k_conv3_quant(const float *x, int H, int W, int C, int up, const
     __syncwarp();
     float inv = amax > 0.f ? 127.f / amax : 0.f;
     char4 *qr = reinterpret_cast<char4 *>(q + (size_t)r * ldq);
+#pragma unroll 4
     for (int k4 = lane; k4 < ldq / 4; k4 += 32) {
         float4 v = k4 < K4 ? row[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
         char4 o;
@@ -494,6 +579,73 @@ __global__ void k_conv3_quant(const float *x, int H, int W, int C, int up, const
     }
     if (lane == 0) qs[r] = amax / 127.f;
 }
+
+/* The same im2col rows as k_conv3_quant, from a tile staged in shared memory: a block takes TW
+ * consecutive output pixels of one output row; the 3 × (TW + 2) input pixels they read (after
+ * the GroupNorm affine + SiLU, zero outside the image, upsampling folded into the indexing) are
+ * loaded and activated once instead of nine times, then each warp quantizes TW / CONV_WARPS
+ * pixels' rows straight from the tile. Same values, same order, same rounding. */
+__global__ void k_conv3_tile(const float *x, int H, int W, int C, int up, const float *ab, int silu, int ldq, int TW,
+                             int8_t *q, float *qs) {
+    extern __shared__ float4 tile[]; /* [3][TW + 2][C / 4] */
+    const int C4 = C / 4, TWp = TW + 2, K4 = 9 * C4;
+    const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
+    const int ox0 = blockIdx.x * TW, oy = blockIdx.y, b = blockIdx.z;
+    const float4 *xb = reinterpret_cast<const float4 *>(x + (size_t)b * H * W * C);
+    const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
+    for (int i = threadIdx.x; i < 3 * TWp * C4; i += blockDim.x) {
+        int ry = i / (TWp * C4), rem = i - ry * TWp * C4, cx = rem / C4, c4 = rem - cx * C4;
+        int vy = oy - 1 + ry, vx = ox0 - 1 + cx;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
+            int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
+            v = __ldg(xb + ((size_t)sy * W + sx) * C4 + c4);
+            if (a4) {
+                float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
+                v.x = v.x * s.x + t.x, v.y = v.y * s.y + t.y, v.z = v.z * s.z + t.z, v.w = v.w * s.w + t.w;
+            }
+            if (silu) {
+                v.x = v.x / (1.f + __expf(-v.x)), v.y = v.y / (1.f + __expf(-v.y));
+                v.z = v.z / (1.f + __expf(-v.z)), v.w = v.w / (1.f + __expf(-v.w));
+            }
+        }
+        tile[i] = v;
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, ppw = TW / CONV_WARPS;
+    for (int pi = 0; pi < ppw; pi++) {
+        int px = wib * ppw + pi, ox = ox0 + px;
+        if (ox >= Wo) break;
+        float m = 0.f;
+#pragma unroll 4
+        for (int k4 = lane; k4 < K4; k4 += 32) {
+            int tap = k4 / C4, c4 = k4 - tap * C4;
+            float4 v = tile[((tap / 3) * TWp + px + tap % 3) * C4 + c4];
+            m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+        }
+        float amax = warp_max(m);
+        float inv = amax > 0.f ? 127.f / amax : 0.f;
+        size_t r = ((size_t)b * Ho + oy) * Wo + ox;
+        char4 *qr = reinterpret_cast<char4 *>(q + r * ldq);
+#pragma unroll 4
+        for (int k4 = lane; k4 < ldq / 4; k4 += 32) {
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (k4 < K4) {
+                int tap = k4 / C4, c4 = k4 - tap * C4;
+                v = tile[((tap / 3) * TWp + px + tap % 3) * C4 + c4];
+            }
+            char4 o;
+            o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
+            o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
+            o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
+            o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
+            qr[k4] = o;
+        }
+        if (lane == 0) qs[r] = amax / 127.f;
+    }
+}
+
+static int conv_tile_w(int C) { return C <= 256 ? 32 : C <= 512 ? 16 : 8; }
 
 /* h = x·ab[b][0][c] + ab[b][1][c] on x [B][P][C] (a GroupNorm with its statistics in ab). */
 __global__ void k_gn_apply(const float *x, float *h, const float *ab, int B, int P, int C) {
@@ -526,11 +678,12 @@ struct gemm_key {
     bool i8;
     int M, N, K, ldw, ldx, ldc;
     bool wkn = false;   /* W stored [K][N] (ldw ≥ N) instead of [N][K] */
+    bool tf32 = true;   /* float GEMMs: TF32 tensor cores, or plain fp32 */
     int batch = 1;      /* strided batch (float only): X, W, C advance by sx, sw, sc elements */
     long long sx = 0, sw = 0, sc = 0;
     bool operator==(const gemm_key &o) const {
         return i8 == o.i8 && M == o.M && N == o.N && K == o.K && ldw == o.ldw && ldx == o.ldx && ldc == o.ldc &&
-               wkn == o.wkn && batch == o.batch && sx == o.sx && sw == o.sw && sc == o.sc;
+               wkn == o.wkn && tf32 == o.tf32 && batch == o.batch && sx == o.sx && sw == o.sw && sc == o.sc;
     }
 };
 struct gemm_plan {
@@ -566,7 +719,9 @@ struct lt_ctx {
         ARB_TRY(ws.alloc((size_t)32 << 20));
         return ARB_OK;
     }
-    arb_status plan(const gemm_key &k, gemm_plan **out) {
+    bool tune = false; /* time the heuristic's candidates on the real operands (eager runs only) */
+    arb_status plan(const gemm_key &k, gemm_plan **out, const void *W = nullptr, const void *X = nullptr,
+                    void *C = nullptr, cudaStream_t strm = nullptr) {
         for (auto &p : plans)
             if (p.key == k) {
                 *out = &p;
@@ -575,7 +730,7 @@ struct lt_ctx {
         gemm_plan p;
         p.key = k;
         cudaDataType_t ab = k.i8 ? CUDA_R_8I : CUDA_R_32F, ct = k.i8 ? CUDA_R_32I : CUDA_R_32F;
-        cublasComputeType_t comp = k.i8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F_FAST_TF32;
+        cublasComputeType_t comp = k.i8 ? CUBLAS_COMPUTE_32I : k.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
         ARB_LT(cublasLtMatmulDescCreate(&p.op, comp, k.i8 ? CUDA_R_32I : CUDA_R_32F));
         cublasOperation_t tA = k.wkn ? CUBLAS_OP_N : CUBLAS_OP_T, tB = CUBLAS_OP_N;
         ARB_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
@@ -597,9 +752,9 @@ struct lt_ctx {
         ARB_LT(cublasLtMatmulPreferenceCreate(&pref));
         size_t wsz = ws.n;
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz, sizeof wsz);
-        cublasLtMatmulHeuristicResult_t res[1];
+        cublasLtMatmulHeuristicResult_t res[8];
         int nres = 0;
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, 1, res, &nres);
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, tune && W ? 8 : 1, res, &nres);
         cublasLtMatmulPreferenceDestroy(pref);
         if (st != CUBLAS_STATUS_SUCCESS || nres < 1) {
             cublasLtMatrixLayoutDestroy(p.a), cublasLtMatrixLayoutDestroy(p.b), cublasLtMatrixLayoutDestroy(p.c);
@@ -608,6 +763,30 @@ struct lt_ctx {
                              k.M, k.N, k.K, (int)st);
         }
         p.algo = res[0].algo;
+        if (tune && W && nres > 1) { /* fastest of the candidates: 1 warm-up + 3 timed runs each */
+            cudaEvent_t e0, e1;
+            cudaEventCreate(&e0);
+            cudaEventCreate(&e1);
+            int32_t ia = 1, ib = 0;
+            float fa = 1.f, fb = 0.f;
+            const void *al = k.i8 ? (const void *)&ia : (const void *)&fa, *be = k.i8 ? (const void *)&ib : (const void *)&fb;
+            float best = 1e30f;
+            for (int i = 0; i < nres; i++) {
+                bool ok = cublasLtMatmul(h, p.op, al, W, p.a, X, p.b, be, C, p.c, C, p.c, &res[i].algo, ws.p, ws.n, strm) ==
+                          CUBLAS_STATUS_SUCCESS;
+                cudaEventRecord(e0, strm);
+                for (int r = 0; r < 3 && ok; r++)
+                    ok = cublasLtMatmul(h, p.op, al, W, p.a, X, p.b, be, C, p.c, C, p.c, &res[i].algo, ws.p, ws.n, strm) ==
+                         CUBLAS_STATUS_SUCCESS;
+                cudaEventRecord(e1, strm);
+                cudaEventSynchronize(e1);
+                float ms = 0;
+                if (ok && cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess && ms < best) best = ms, p.algo = res[i].algo;
+            }
+            cudaGetLastError();
+            cudaEventDestroy(e0);
+            cudaEventDestroy(e1);
+        }
         plans.push_back(p);
         *out = &plans.back();
         return ARB_OK;
@@ -619,7 +798,7 @@ struct lt_ctx {
     arb_status gemm_k(const gemm_key &k, const void *W, const void *X, void *C, cudaStream_t s) {
         bool i8 = k.i8;
         gemm_plan *p;
-        ARB_TRY(plan(k, &p));
+        ARB_TRY(plan(k, &p, W, X, C, s));
         int32_t ia = 1, ib = 0;
         float fa = 1.f, fb = 0.f;
         const void *al = i8 ? (const void *)&ia : (const void *)&fa, *be = i8 ? (const void *)&ib : (const void *)&fb;
@@ -1034,7 +1213,11 @@ static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
     size_t smem = (size_t)wpb * a.N * sizeof(float);
     if (smem > ROW_SMEM_MAX)
         return arb_error(ARB_ERR_UNSUPPORTED, "sidecar cuda: a row of %d values is above the row kernel's limit", a.N);
-    k_row<<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
+    /* 16-byte accesses when the row and every row stride it touches are multiples of 4 floats */
+    bool v4 = a.N % 4 == 0 && (!a.acc || a.ld_acc % 4 == 0) && (!a.in || a.ld_in % 4 == 0) &&
+              (!a.res || a.ld_res % 4 == 0) && (!a.out || a.ld_out % 4 == 0) && (!a.outh || a.ld_outh % 4 == 0);
+    if (v4) k_row<4><<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
+    else k_row<1><<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
     ARB_CU_LAUNCH("k_row");
     return ARB_OK;
 }
@@ -1130,16 +1313,6 @@ static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     else bicubic_grid(g->pos_h.data() + D, g->grid, D, pos.data(), gh, gw);
     pos.insert(pos.begin(), g->pos_h.begin(), g->pos_h.begin() + D); /* row 0: the CLS position */
     ARB_TRY(p->pos.upload(pos.data(), pos.size() * sizeof(float)));
-    /* warm the cuBLASLt plans (heuristic queries) before the capture */
-    gemm_key keys[5] = {{true, B * hw, D, g->patch.kp, g->patch.kp, g->patch.kp, D},
-                        {true, rows, 3 * D, round_up(D, 16), round_up(D, 16), round_up(D, 16), 3 * D},
-                        {true, rows, D, round_up(D, 16), round_up(D, 16), round_up(D, 16), D},
-                        {true, rows, F, round_up(D, 16), round_up(D, 16), round_up(D, 16), F},
-                        {true, rows, D, round_up(F, 16), round_up(F, 16), round_up(F, 16), D}};
-    for (auto &k : keys) {
-        gemm_plan *gp;
-        ARB_TRY(g->lt.plan(k, &gp));
-    }
     return ARB_OK;
 }
 
@@ -1271,18 +1444,6 @@ static arb_status moon_plan(cu_model *g, plan_t *p, int B, int N) {
         }
     ARB_TRY(p->rope_c.upload(cs.data(), cs.size() * sizeof(float) + 4));
     ARB_TRY(p->rope_s.upload(sn.data(), sn.size() * sizeof(float) + 4));
-    int kpD = round_up(D, 16), kpI = round_up(I, 16);
-    gemm_key keys[7] = {{false, B * (int)L1, D, g->c1.kp, g->c1.kp, g->c1.kp, D},
-                        {false, B * (int)L2, 2 * D, g->c2.kp, g->c2.kp, g->c2.kp, 2 * D},
-                        {false, rows, D, g->c3.kp, g->c3.kp, g->c3.kp, D},
-                        {true, rows, 3 * D, kpD, kpD, kpD, 3 * D},
-                        {true, rows, D, kpD, kpD, kpD, D},
-                        {true, rows, I, kpD, kpD, kpD, I},
-                        {true, rows, D, kpI, kpI, kpI, D}};
-    for (auto &k : keys) {
-        gemm_plan *gp;
-        ARB_TRY(g->lt.plan(k, &gp));
-    }
     return ARB_OK;
 }
 
@@ -1465,12 +1626,21 @@ static arb_status gn_stats(cu_model *g, plan_t *p, const float *x, int B, int P,
 static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *x, int B, int H, int W, int C, bool up,
                             bool gn, float *y, bool res) {
     int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W, rows = B * Ho * Wo;
-    size_t smem = (size_t)CONV_WARPS * 9 * C * sizeof(float);
     prof_mark(g, "conv_im2col");
-    k_conv3_quant<<<(rows + CONV_WARPS - 1) / CONV_WARPS, 32 * CONV_WARPS, smem, g->stream>>>(
-        x, H, W, C, up ? 1 : 0, gn ? p->gab.as<float>() : nullptr, gn ? 1 : 0, l.kp, p->qa.as<int8_t>(),
-        p->qs.as<float>(), rows);
-    ARB_CU_LAUNCH("k_conv3_quant");
+    if (getenv("ARB_SIDECAR_CONV_NOTILE")) { /* the per-pixel kernel (for comparisons) */
+        size_t smem = (size_t)CONV_WARPS * 9 * C * sizeof(float);
+        k_conv3_quant<<<(rows + CONV_WARPS - 1) / CONV_WARPS, 32 * CONV_WARPS, smem, g->stream>>>(
+            x, H, W, C, up ? 1 : 0, gn ? p->gab.as<float>() : nullptr, gn ? 1 : 0, l.kp, p->qa.as<int8_t>(),
+            p->qs.as<float>(), rows);
+        ARB_CU_LAUNCH("k_conv3_quant");
+    } else {
+        int TW = conv_tile_w(C);
+        size_t smem = (size_t)3 * (TW + 2) * C * sizeof(float);
+        dim3 grid((unsigned)((Wo + TW - 1) / TW), (unsigned)Ho, (unsigned)B);
+        k_conv3_tile<<<grid, 32 * CONV_WARPS, smem, g->stream>>>(x, H, W, C, up ? 1 : 0, gn ? p->gab.as<float>() : nullptr,
+                                                                 gn ? 1 : 0, l.kp, TW, p->qa.as<int8_t>(), p->qs.as<float>());
+        ARB_CU_LAUNCH("k_conv3_tile");
+    }
     ARB_TRY(qgemm(g, p, l, rows));
     row_args a = row0(l.n);
     row_deq(a, p, l);
@@ -1523,11 +1693,17 @@ static arb_status vae_attn(cu_model *g, plan_t *p, float *x, float *h, int B, in
     ARB_TRY(lin_rows(g, p, g->aq, h, B * T, p->vq.as<float>(), false));
     ARB_TRY(lin_rows(g, p, g->ak, h, B * T, p->vk.as<float>(), false));
     ARB_TRY(lin_rows(g, p, g->av, h, B * T, p->vv.as<float>(), false));
-    /* S = Q Kᵀ per image (TF32 tensor cores), softmax(S/√C), O = S V */
+    /* S = Q Kᵀ, softmax(S/√C), O = S V: fp32 GEMMs, one image at a time (the same algorithm for
+     * every batch size, so an image's result does not depend on the batch it came in) */
     gemm_key ks{false, T, T, C, C, C, T};
-    ks.batch = B, ks.sx = (long long)T * C, ks.sw = (long long)T * C, ks.sc = (long long)T * T;
+    gemm_key ko{false, T, C, T, C, T, C};
+    ks.tf32 = ko.tf32 = false;
+    ko.wkn = true;
+    size_t tc = (size_t)T * C, tt = (size_t)T * T;
     prof_mark(g, "attention");
-    ARB_TRY(g->lt.gemm_k(ks, p->vk.p, p->vq.p, p->vs.p, g->stream));
+    for (int b = 0; b < B; b++)
+        ARB_TRY(g->lt.gemm_k(ks, p->vk.as<float>() + b * tc, p->vq.as<float>() + b * tc, p->vs.as<float>() + b * tt,
+                             g->stream));
     {
         row_args a = row0(T);
         a.in = p->vs.as<float>(), a.ld_in = T;
@@ -1535,10 +1711,9 @@ static arb_status vae_attn(cu_model *g, plan_t *p, float *x, float *h, int B, in
         a.out = p->vs.as<float>(), a.ld_out = T;
         ARB_TRY(row_launch(g, B * T, a));
     }
-    gemm_key ko{false, T, C, T, C, T, C};
-    ko.wkn = true;
-    ko.batch = B, ko.sx = (long long)T * T, ko.sw = (long long)T * C, ko.sc = (long long)T * C;
-    ARB_TRY(g->lt.gemm_k(ko, p->vv.p, p->vs.p, h, g->stream));
+    prof_mark(g, "attention");
+    for (int b = 0; b < B; b++)
+        ARB_TRY(g->lt.gemm_k(ko, p->vv.as<float>() + b * tc, p->vs.as<float>() + b * tt, h + b * tc, g->stream));
     p->ops += 2.0 * 2.0 * B * (double)T * T * C;
     return lin_rows(g, p, g->ao, h, B * T, x, true);
 }
@@ -1606,6 +1781,19 @@ static arb_status build_plan(cu_model *g, int B, int d1, int d2) {
         delete p;
         return s;
     }
+    {   /* one eager run first: cuBLASLt algorithms are chosen (and timed) outside any capture */
+        const char *nt = getenv("ARB_SIDECAR_NO_TUNE");
+        g->lt.tune = !(nt && nt[0] == '1');
+        s = record(g, p);
+        cudaError_t e = cudaStreamSynchronize(g->stream);
+        g->lt.tune = false;
+        if (!s && e != cudaSuccess)
+            s = arb_error(ARB_ERR_CUDA, "%s:%d: sidecar plan run: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+        if (s) {
+            delete p;
+            return s;
+        }
+    }
     const char *ng = getenv("ARB_SIDECAR_NO_GRAPH");
     if (!(ng && ng[0] == '1') && !prof_env()) {
         cudaGraph_t graph = nullptr;
@@ -1664,9 +1852,12 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     if (!s) s = g->lt.init();
     if (!s) { /* before any capture: the attention's 72 KB of shared memory */
         e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM);
-        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CONV_SMEM_MAX);
+        if (e == cudaSuccess) /* the largest tile conv_tile_w makes: 3 × (8 + 2) × 1024 floats */
+            e = cudaFuncSetAttribute(k_conv3_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, 3 * 10 * 1024 * 4);
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     }
     cJSON *cfg = nullptr;
