@@ -354,7 +354,7 @@ constexpr size_t SMEM = (size_t)BQ * LDH * 2 /*Q*/ + (size_t)BK * LDH * 2 * 2 /*
 } // namespace att
 
 __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, int T, int D, int dh, float scale,
-                                                   float *o) {
+                                                   float *o, int allow_vec) {
     using namespace nvcuda;
     using namespace att;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -370,7 +370,7 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
     const __half *base = qkv + (size_t)b * T * ld;
     const __half hz = __float2half(0.f);
     /* 8-byte loads (4 halves) when every head slice starts on one: dh, D and ld multiples of 4 */
-    const bool vec = (dh % 4 == 0) && (D % 4 == 0) && (ld % 4 == 0);
+    const bool vec = allow_vec && (dh % 4 == 0) && (D % 4 == 0) && (ld % 4 == 0);
     const uint2 z2 = make_uint2(0u, 0u);
     if (vec)
         for (int i = tid; i < BQ * DP / 4; i += blockDim.x) {
@@ -390,17 +390,31 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
     wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fq[DP / 16]; /* the warp's Q rows, kept */
 #pragma unroll
     for (int kk = 0; kk < DP / 16; kk++) wmma::load_matrix_sync(fq[kk], Qs + wr * LDH + kk * 16, LDH);
+    /* vec path: the next key block's K and V wait in registers (8 + 8 loads in flight per thread,
+     * issued before the current block's math) */
+    constexpr int NLD = BK * DP / 4 / 128;
+    uint2 kr[NLD], vr[NLD];
+    auto kv_load = [&](int kb) {
+#pragma unroll
+        for (int j = 0; j < NLD; j++) {
+            int i = tid + j * 128, rr = i / (DP / 4), d = 4 * (i % (DP / 4)), t = kb + rr;
+            bool ok = t < T && d < dh;
+            const __half *src = base + (size_t)t * ld + h * dh + d;
+            kr[j] = ok ? __ldg(reinterpret_cast<const uint2 *>(src + D)) : z2;
+            vr[j] = ok ? __ldg(reinterpret_cast<const uint2 *>(src + 2 * D)) : z2;
+        }
+    };
+    if (vec) kv_load(0);
     for (int k0 = 0; k0 < T; k0 += BK) {
         __syncthreads();
-        if (vec)
-            for (int i = tid; i < BK * DP / 4; i += blockDim.x) {
-                int rr = i / (DP / 4), d = 4 * (i % (DP / 4)), t = k0 + rr;
-                bool ok = t < T && d < dh;
-                const __half *src = base + (size_t)t * ld + h * dh + d;
-                *reinterpret_cast<uint2 *>(Ks + rr * LDH + d) = ok ? *reinterpret_cast<const uint2 *>(src + D) : z2;
-                *reinterpret_cast<uint2 *>(Vs + rr * LDH + d) = ok ? *reinterpret_cast<const uint2 *>(src + 2 * D) : z2;
+        if (vec) {
+#pragma unroll
+            for (int j = 0; j < NLD; j++) {
+                int i = tid + j * 128, rr = i / (DP / 4), d = 4 * (i % (DP / 4));
+                *reinterpret_cast<uint2 *>(Ks + rr * LDH + d) = kr[j];
+                *reinterpret_cast<uint2 *>(Vs + rr * LDH + d) = vr[j];
             }
-        else
+        } else
             for (int i = tid; i < BK * DP; i += blockDim.x) {
                 int rr = i / DP, d = i % DP, t = k0 + rr;
                 bool ok = t < T && d < dh;
@@ -408,6 +422,7 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
                 Vs[rr * LDH + d] = ok ? base[(size_t)t * ld + 2 * D + h * dh + d] : hz;
             }
         __syncthreads();
+        if (vec && k0 + BK < T) kv_load(k0 + BK);
         /* S[wr..wr+16, 0..64) = Q Kᵀ */
         const int kt = min(BK / 16, (T - k0 + 15) / 16); /* key tiles holding a real key */
         for (int n = 0; n < kt; n++) { /* S columns past them stay stale: the softmax masks them */
@@ -617,35 +632,38 @@ __global__ void k_conv3_tile(const float *x, int H, int W, int C, int up, const 
         int px = wib * ppw + pi, ox = ox0 + px;
         if (ox >= Wo) break;
         float m = 0.f;
-#pragma unroll 4
-        for (int k4 = lane; k4 < K4; k4 += 32) {
-            int tap = k4 / C4, c4 = k4 - tap * C4;
-            float4 v = tile[((tap / 3) * TWp + px + tap % 3) * C4 + c4];
-            m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+#pragma unroll
+        for (int tap = 0; tap < 9; tap++) { /* taps outside, channels inside: no divisions */
+            const float4 *src = tile + ((tap / 3) * TWp + px + tap % 3) * C4;
+            for (int c4 = lane; c4 < C4; c4 += 32) {
+                float4 v = src[c4];
+                m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+            }
         }
         float amax = warp_max(m);
         float inv = amax > 0.f ? 127.f / amax : 0.f;
         size_t r = ((size_t)b * Ho + oy) * Wo + ox;
         char4 *qr = reinterpret_cast<char4 *>(q + r * ldq);
-#pragma unroll 4
-        for (int k4 = lane; k4 < ldq / 4; k4 += 32) {
-            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (k4 < K4) {
-                int tap = k4 / C4, c4 = k4 - tap * C4;
-                v = tile[((tap / 3) * TWp + px + tap % 3) * C4 + c4];
+#pragma unroll
+        for (int tap = 0; tap < 9; tap++) {
+            const float4 *src = tile + ((tap / 3) * TWp + px + tap % 3) * C4;
+            for (int c4 = lane; c4 < C4; c4 += 32) {
+                float4 v = src[c4];
+                char4 o;
+                o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
+                o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
+                o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
+                o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
+                qr[tap * C4 + c4] = o;
             }
-            char4 o;
-            o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
-            o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
-            o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
-            o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
-            qr[k4] = o;
         }
+        for (int k4 = K4 + lane; k4 < ldq / 4; k4 += 32) qr[k4] = make_char4(0, 0, 0, 0); /* K padding */
         if (lane == 0) qs[r] = amax / 127.f;
     }
 }
 
-static int conv_tile_w(int C) { return C <= 256 ? 32 : C <= 512 ? 16 : 8; }
+/* Output pixels per conv tile: enough blocks per SM to hide latency (shared memory ≤ 72 KB). */
+static int conv_tile_w(int C) { return C <= 256 ? 16 : C <= 512 ? 8 : 4; }
 
 /* h = x·ab[b][0][c] + ab[b][1][c] on x [B][P][C] (a GroupNorm with its statistics in ab). */
 __global__ void k_gn_apply(const float *x, float *h, const float *ab, int B, int P, int C) {
@@ -1249,8 +1267,9 @@ static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) 
     prof_mark(g, "attention");
     int dh = D / H;
     dim3 grid((unsigned)((T + att::BQ - 1) / att::BQ), (unsigned)H, (unsigned)B);
+    const char *sc = getenv("ARB_SIDECAR_ATT_SCALAR"); /* element loads, no prefetch (for comparisons) */
     k_attention<<<grid, 128, att::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh, 1.f / sqrtf((float)dh),
-                                                    p->att.as<float>());
+                                                    p->att.as<float>(), sc && sc[0] == '1' ? 0 : 1);
     ARB_CU_LAUNCH("k_attention");
     p->ops += 2.0 * 2.0 * B * H * (double)T * T * dh;
     return ARB_OK;
@@ -1856,8 +1875,8 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
         if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CONV_SMEM_MAX);
-        if (e == cudaSuccess) /* the largest tile conv_tile_w makes: 3 × (8 + 2) × 1024 floats */
-            e = cudaFuncSetAttribute(k_conv3_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, 3 * 10 * 1024 * 4);
+        if (e == cudaSuccess) /* the largest tile conv_tile_w makes: 3 × (4 + 2) × 1024 floats */
+            e = cudaFuncSetAttribute(k_conv3_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, 3 * 6 * 1024 * 4);
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     }
     cJSON *cfg = nullptr;
