@@ -290,6 +290,198 @@ __global__ void k_row(row_args a, int nrows) {
     }
 }
 
+__device__ __forceinline__ unsigned pack_h2r(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<unsigned *>(&h);
+}
+
+/* k_row with the row in registers: lane l holds columns 128·i + 4l … +3 for i < NC (16-byte
+ * loads, all of a row's loads issued before any reduction), so every stage is a register pass and
+ * every reduction a shuffle; no shared memory, 8 rows per block. Same stages, formulas and
+ * rounding as k_row (only the order of the LayerNorm / softmax sums differs). Needs N and every
+ * leading dimension multiples of 4 and N ≤ 128·NC; columns ≥ N are held at 0. */
+template <int NC>
+__global__ void __launch_bounds__(256) k_rowr(row_args a, int nrows) {
+    const int lane = threadIdx.x & 31;
+    const int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), N = a.N;
+    if (r >= nrows) return;
+    const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
+    float y[NC][4];
+    if (a.acc) {
+        const float xs = __ldg(a.xs + r);
+        const int32_t *accr = a.acc + (size_t)r * a.ld_acc;
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            const int c = i * 128 + lane * 4;
+            if (c < N) {
+                fv<4> q = ld_i<4>(accr + c), w = ld_f<4>(a.ws + c);
+#pragma unroll
+                for (int j = 0; j < 4; j++) y[i][j] = q.v[j] * (xs * w.v[j]);
+            } else y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.f;
+        }
+    } else {
+        const float *inr = a.in + (size_t)r * a.ld_in; /* may be the buffer this kernel writes */
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            const int c = i * 128 + lane * 4;
+            if (c < N) {
+                fv<4> t = ld_s<4>(inr + c);
+#pragma unroll
+                for (int j = 0; j < 4; j++) y[i][j] = t.v[j];
+            } else y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.f;
+        }
+    }
+    const float *addr = a.add ? a.add + (size_t)(r % a.add_period) * N : nullptr;
+#pragma unroll
+    for (int i = 0; i < NC; i++) {
+        const int c = i * 128 + lane * 4;
+        if (c >= N) continue;
+        if (a.bias) {
+            fv<4> t = ld_f<4>(a.bias + c);
+#pragma unroll
+            for (int j = 0; j < 4; j++) y[i][j] = y[i][j] + t.v[j];
+        }
+        if (addr) {
+            fv<4> t = ld_f<4>(addr + c);
+#pragma unroll
+            for (int j = 0; j < 4; j++) y[i][j] = y[i][j] + t.v[j];
+        }
+        if (a.act == ACT_GELU) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) y[i][j] = 0.5f * y[i][j] * (1.f + erff(y[i][j] * 0.70710678118654752f));
+        } else if (a.act == ACT_TANH) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) y[i][j] = tanhf(y[i][j]);
+        }
+    }
+    if (a.smx > 0.f) {
+        float m = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < NC; i++)
+            if (i * 128 + lane * 4 < N)
+#pragma unroll
+                for (int j = 0; j < 4; j++) m = fmaxf(m, y[i][j] * a.smx);
+        m = warp_max(m);
+        float sum = 0.f;
+#pragma unroll
+        for (int i = 0; i < NC; i++)
+            if (i * 128 + lane * 4 < N)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    y[i][j] = __expf(y[i][j] * a.smx - m);
+                    sum += y[i][j];
+                }
+        const float inv = 1.f / warp_sum(sum);
+#pragma unroll
+        for (int i = 0; i < NC; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) y[i][j] *= inv;
+    }
+    if (a.rope_cols) {
+        const int t = r % a.rope_T;
+#pragma unroll
+        for (int i = 0; i < NC; i++)
+#pragma unroll
+            for (int pr = 0; pr < 2; pr++) {
+                const int c0 = i * 128 + lane * 4 + 2 * pr, jj = c0 % a.rope_dh;
+                if (c0 >= a.rope_cols || jj >= a.rope_rot) continue;
+                const int f = jj >> 1;
+                const float cs = __ldg(a.rope_cos + (size_t)t * a.rope_nf + f), sn = __ldg(a.rope_sin + (size_t)t * a.rope_nf + f);
+                const float x0 = y[i][2 * pr], x1 = y[i][2 * pr + 1];
+                y[i][2 * pr] = x0 * cs - x1 * sn;
+                y[i][2 * pr + 1] = x1 * cs + x0 * sn;
+            }
+    }
+    if (a.res_mode) {
+        float *rr = a.res + (size_t)o * a.ld_res;
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            const int c = i * 128 + lane * 4;
+            if (c >= N) continue;
+            if (a.res_mode == RES_ADD) {
+                fv<4> v = ld_s<4>(rr + c), l;
+                if (a.lam) l = ld_f<4>(a.lam + c);
+                else l.v[0] = l.v[1] = l.v[2] = l.v[3] = 1.f;
+#pragma unroll
+                for (int j = 0; j < 4; j++) y[i][j] = v.v[j] + l.v[j] * y[i][j];
+            }
+            *reinterpret_cast<float4 *>(rr + c) = make_float4(y[i][0], y[i][1], y[i][2], y[i][3]);
+        }
+    }
+    if (a.ln_g) {
+        float s = 0.f;
+#pragma unroll
+        for (int i = 0; i < NC; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) s += y[i][j]; /* columns ≥ N are 0 */
+        const float mean = warp_sum(s) / (float)N;
+        float ss = 0.f;
+#pragma unroll
+        for (int i = 0; i < NC; i++)
+            if (i * 128 + lane * 4 < N)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const float d = y[i][j] - mean;
+                    ss += d * d;
+                }
+        const float inv = rsqrtf(warp_sum(ss) / (float)N + a.eps);
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            const int c = i * 128 + lane * 4;
+            if (c < N) {
+                fv<4> gm = ld_f<4>(a.ln_g + c), bt;
+                if (a.ln_b) bt = ld_f<4>(a.ln_b + c);
+                else bt.v[0] = bt.v[1] = bt.v[2] = bt.v[3] = 0.f;
+#pragma unroll
+                for (int j = 0; j < 4; j++) y[i][j] = (y[i][j] - mean) * inv * gm.v[j] + bt.v[j];
+            }
+        }
+    }
+    if (a.q) {
+        float m = 0.f;
+#pragma unroll
+        for (int i = 0; i < NC; i++)
+            if (i * 128 + lane * 4 < N)
+#pragma unroll
+                for (int j = 0; j < 4; j++) m = fmaxf(m, fabsf(y[i][j]));
+        const float amax = warp_max(m), inv = amax > 0.f ? 127.f / amax : 0.f;
+        int8_t *qr = a.q + (size_t)o * a.ldq; /* ldq: a multiple of 16 */
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            const int c = i * 128 + lane * 4;
+            if (c < N) {
+                char4 v;
+#define ARB_Q1(k) (signed char)(int)fminf(fmaxf(rintf(y[i][k] * inv), -127.f), 127.f)
+                v.x = ARB_Q1(0), v.y = ARB_Q1(1), v.z = ARB_Q1(2), v.w = ARB_Q1(3);
+#undef ARB_Q1
+                *reinterpret_cast<char4 *>(qr + c) = v;
+            }
+        }
+        for (int c = N + lane * 4; c < a.ldq; c += 128) *reinterpret_cast<char4 *>(qr + c) = make_char4(0, 0, 0, 0);
+        if (lane == 0) a.qs[o] = amax / 127.f;
+    }
+    if (a.out) {
+        float *orow = a.out + (size_t)o * a.ld_out;
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            const int c = i * 128 + lane * 4;
+            if (c < N) *reinterpret_cast<float4 *>(orow + c) = make_float4(y[i][0], y[i][1], y[i][2], y[i][3]);
+        }
+    }
+    if (a.outh) {
+        __half *orow = a.outh + (size_t)o * a.ld_outh;
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            const int c = i * 128 + lane * 4;
+            if (c < N) {
+                uint2 u;
+                u.x = pack_h2r(y[i][0], y[i][1]), u.y = pack_h2r(y[i][2], y[i][3]);
+                *reinterpret_cast<uint2 *>(orow + c) = u;
+            }
+        }
+    }
+}
+
 /* DINOv2 patches: im2col row (c, ky, kx) of patch r of image b, quantized per row like the CPU. */
 __global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, int hw, int K, int ldq, int8_t *q,
                               float *qs) {
@@ -483,6 +675,168 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
     for (int i = tid; i < BQ * dh; i += blockDim.x) {
         int rr = i / dh, d = i % dh, t = q0 + rr;
         if (t < T) o[((size_t)b * T + t) * D + h * dh + d] = Os[rr * LDO + d] / Ls[rr];
+    }
+}
+
+/* The same attention with register-resident accumulators (FlashAttention-2 style): mma.sync
+ * m16n8k16 (fp16 in, fp32 accumulate) whose fragment layout is fixed by the PTX ISA, so the
+ * scores, the softmax and O never leave registers. One block of 4 warps per (64 queries, head,
+ * image), a warp per 16 query rows; Q fragments loaded once from global; K/V 64-key tiles
+ * double-buffered in shared memory by cp.async (8-byte chunks, zero-filled past T and dh);
+ * S = Q Kᵀ → online softmax (exp2, row max/sum over the 4 lanes of a quad) → P (fp16, straight
+ * from the S accumulators into A fragments) → O += P V with V's B fragments by ldmatrix.trans.
+ * Needs dh, D and ld multiples of 4, dh ≤ 64 (else k_attention runs). */
+namespace fa {
+constexpr int BQ = 64, BK = 64, DP = 64, LDK = DP + 8; /* 144-byte rows: 16-byte aligned, conflict-free */
+constexpr size_t SMEM = (size_t)2 * 2 * BK * LDK * sizeof(__half); /* 2 stages × (K, V) */
+} // namespace fa
+
+__device__ __forceinline__ void cp_async8(void *dst, const void *src, bool ok) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    int n = ok ? 8 : 0; /* 0: zero-fill, nothing read */
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void mma_f16(float c[4], const unsigned a[4], unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ unsigned pack_h2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<unsigned *>(&h);
+}
+
+__global__ void __launch_bounds__(128, 4) k_attn_mma(const __half *qkv, int ld, int T, int D, int dh, float scale_log2,
+                                                     float *o) {
+    using namespace fa;
+    extern __shared__ __align__(128) unsigned char smem[];
+    __half *Ks = reinterpret_cast<__half *>(smem); /* [2][BK][LDK] */
+    __half *Vs = Ks + 2 * BK * LDK;                /* [2][BK][LDK] */
+    const int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const __half *base = qkv + (size_t)b * T * ld + (size_t)h * dh;
+    auto load_kv = [&](int stage, int k0) {
+#pragma unroll
+        for (int j = 0; j < BK * DP / 4 / 128; j++) {
+            int i = tid + j * 128, rr = i >> 4, d = (i & 15) * 4, t = k0 + rr;
+            bool ok = t < T && d < dh;
+            const __half *src = ok ? base + (size_t)t * ld + d : base;
+            cp_async8(Ks + (stage * BK + rr) * LDK + d, ok ? src + D : base, ok);
+            cp_async8(Vs + (stage * BK + rr) * LDK + d, ok ? src + 2 * D : base, ok);
+        }
+        cp_async_commit();
+    };
+    load_kv(0, 0);
+    /* the warp's Q rows as A fragments: a0 (row g, cols 2t4..), a1 (row g+8), a2/a3 (cols + 8) */
+    unsigned qa[DP / 16][4];
+    const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int row = (j & 1) ? r1 : r0, col = kk * 16 + (j >> 1) * 8 + 2 * t4;
+            qa[kk][j] = row < T && col < dh ? __ldg(reinterpret_cast<const unsigned *>(base + (size_t)row * ld + col)) : 0u;
+        }
+    float oacc[DP / 8][4];
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    const int nkb = (T + BK - 1) / BK;
+    for (int kb = 0; kb < nkb; kb++) {
+        const int k0 = kb * BK;
+        if (kb + 1 < nkb) {
+            load_kv((kb + 1) & 1, k0 + BK);
+            cp_async_wait<1>();
+        } else
+            cp_async_wait<0>();
+        __syncthreads();
+        const __half *Kt = Ks + (kb & 1) * BK * LDK, *Vt = Vs + (kb & 1) * BK * LDK;
+        float s[BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < BK / 8; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+            if (k0 + n * 8 < T) {
+#pragma unroll
+                for (int kk = 0; kk < DP / 16; kk++) {
+                    if (kk * 16 < dh) {
+                        const __half *kp = Kt + (n * 8 + g) * LDK + kk * 16 + 2 * t4;
+                        mma_f16(s[n], qa[kk], *reinterpret_cast<const unsigned *>(kp),
+                                *reinterpret_cast<const unsigned *>(kp + 8));
+                    }
+                }
+            }
+        }
+        /* online softmax in base 2; columns past T are -inf (p = 0) */
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int n = 0; n < BK / 8; n++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int key = k0 + n * 8 + 2 * t4 + (j & 1);
+                float v = key < T ? s[n][j] * scale_log2 : -INFINITY;
+                s[n][j] = v;
+                if (j < 2) mx0 = fmaxf(mx0, v);
+                else mx1 = fmaxf(mx1, v);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float f0 = exp2f(m0 - mx0), f1 = exp2f(m1 - mx1); /* m = -inf before the first block: 0 */
+        m0 = mx0, m1 = mx1;
+        float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+        for (int n = 0; n < BK / 8; n++) {
+            s[n][0] = exp2f(s[n][0] - mx0), s[n][1] = exp2f(s[n][1] - mx0);
+            s[n][2] = exp2f(s[n][2] - mx1), s[n][3] = exp2f(s[n][3] - mx1);
+            rs0 += s[n][0] + s[n][1], rs1 += s[n][2] + s[n][3];
+        }
+        l0 = l0 * f0 + rs0, l1 = l1 * f1 + rs1; /* this lane's columns; the quad is summed at the end */
+#pragma unroll
+        for (int n = 0; n < DP / 8; n++) oacc[n][0] *= f0, oacc[n][1] *= f0, oacc[n][2] *= f1, oacc[n][3] *= f1;
+        /* O += P V, 16 keys at a time: P's A fragment is two S tiles; V's B fragments by ldmatrix.trans
+         * (matrix i of lane l's address: keys + (l & 7) + 8·((l >> 3) & 1), dims + 8·(l >> 4)) */
+#pragma unroll
+        for (int kt = 0; kt < BK / 16; kt++) {
+            if (k0 + kt * 16 < T) {
+                unsigned pa[4] = {pack_h2(s[2 * kt][0], s[2 * kt][1]), pack_h2(s[2 * kt][2], s[2 * kt][3]),
+                                  pack_h2(s[2 * kt + 1][0], s[2 * kt + 1][1]), pack_h2(s[2 * kt + 1][2], s[2 * kt + 1][3])};
+#pragma unroll
+                for (int dp = 0; dp < DP / 16; dp++) {
+                    if (dp * 16 < dh) {
+                        const __half *vp = Vt + (kt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDK + dp * 16 + (lane >> 4) * 8;
+                        unsigned addr = (unsigned)__cvta_generic_to_shared(vp), v0, v1, v2, v3;
+                        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                                     : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
+                                     : "r"(addr));
+                        mma_f16(oacc[2 * dp], pa, v0, v1);
+                        mma_f16(oacc[2 * dp + 1], pa, v2, v3);
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* this stage is refilled by the next iteration's prefetch */
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) {
+        int col = n * 8 + 2 * t4;
+        if (col < dh) {
+            if (r0 < T)
+                *reinterpret_cast<float2 *>(o + ((size_t)b * T + r0) * D + (size_t)h * dh + col) =
+                    make_float2(oacc[n][0] * i0, oacc[n][1] * i0);
+            if (r1 < T)
+                *reinterpret_cast<float2 *>(o + ((size_t)b * T + r1) * D + (size_t)h * dh + col) =
+                    make_float2(oacc[n][2] * i1, oacc[n][3] * i1);
+        }
     }
 }
 
@@ -1234,6 +1588,17 @@ static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
     /* 16-byte accesses when the row and every row stride it touches are multiples of 4 floats */
     bool v4 = a.N % 4 == 0 && (!a.acc || a.ld_acc % 4 == 0) && (!a.in || a.ld_in % 4 == 0) &&
               (!a.res || a.ld_res % 4 == 0) && (!a.out || a.ld_out % 4 == 0) && (!a.outh || a.ld_outh % 4 == 0);
+    static const char *sm = getenv("ARB_SIDECAR_ROW_SMEM"); /* the shared-memory kernel only (for comparisons) */
+    const int nc = (a.N + 127) / 128, rb = (rows + 7) / 8;
+    if (v4 && nc <= 16 && !(sm && sm[0] == '1')) {
+        if (nc <= 2) k_rowr<2><<<rb, 256, 0, g->stream>>>(a, rows);
+        else if (nc <= 4) k_rowr<4><<<rb, 256, 0, g->stream>>>(a, rows);
+        else if (nc <= 8) k_rowr<8><<<rb, 256, 0, g->stream>>>(a, rows);
+        else if (nc <= 12) k_rowr<12><<<rb, 256, 0, g->stream>>>(a, rows);
+        else k_rowr<16><<<rb, 256, 0, g->stream>>>(a, rows);
+        ARB_CU_LAUNCH("k_rowr");
+        return ARB_OK;
+    }
     if (v4) k_row<4><<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
     else k_row<1><<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
     ARB_CU_LAUNCH("k_row");
@@ -1268,9 +1633,16 @@ static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) 
     int dh = D / H;
     dim3 grid((unsigned)((T + att::BQ - 1) / att::BQ), (unsigned)H, (unsigned)B);
     const char *sc = getenv("ARB_SIDECAR_ATT_SCALAR"); /* element loads, no prefetch (for comparisons) */
-    k_attention<<<grid, 128, att::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh, 1.f / sqrtf((float)dh),
-                                                    p->att.as<float>(), sc && sc[0] == '1' ? 0 : 1);
-    ARB_CU_LAUNCH("k_attention");
+    const char *wm = getenv("ARB_SIDECAR_ATT_WMMA");   /* the WMMA kernel (for comparisons) */
+    if (dh % 4 == 0 && dh <= fa::DP && D % 4 == 0 && !(wm && wm[0] == '1') && !(sc && sc[0] == '1')) {
+        k_attn_mma<<<grid, 128, fa::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh,
+                                                       1.4426950408889634f / sqrtf((float)dh), p->att.as<float>());
+        ARB_CU_LAUNCH("k_attn_mma");
+    } else {
+        k_attention<<<grid, 128, att::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh, 1.f / sqrtf((float)dh),
+                                                        p->att.as<float>(), sc && sc[0] == '1' ? 0 : 1);
+        ARB_CU_LAUNCH("k_attention");
+    }
     p->ops += 2.0 * 2.0 * B * H * (double)T * T * dh;
     return ARB_OK;
 }
