@@ -295,83 +295,131 @@ __device__ __forceinline__ unsigned pack_h2r(float lo, float hi) {
     return *reinterpret_cast<unsigned *>(&h);
 }
 
-/* k_row with the row in registers: lane l holds columns 128·i + 4l … +3 for i < NC (16-byte
- * loads, all of a row's loads issued before any reduction), so every stage is a register pass and
- * every reduction a shuffle; no shared memory, 8 rows per block. Same stages, formulas and
- * rounding as k_row (only the order of the LayerNorm / softmax sums differs). Needs N and every
- * leading dimension multiples of 4 and N ≤ 128·NC; columns ≥ N are held at 0. */
+/* k_row with the row in registers, W warps per row (W·NC·128 ≥ N, NC ≤ 4): lane l of warp w
+ * holds columns 128·(i·W + w) + 4l … +3 for i < NC. Every load is unconditional (a lane past N
+ * reads column 0 and drops it), so a stream's NC 16-byte loads are in flight together, and the
+ * row's own streams (residual row, int32 GEMM row, per-channel scales) are all issued before any
+ * arithmetic. Reductions: shuffles, then (W > 1) the W warps' partials through shared memory in
+ * a fixed order. Same stages, formulas and rounding as k_row (only the order of the LayerNorm /
+ * softmax sums differs). Needs N and every leading dimension multiples of 4; columns ≥ N are
+ * held at 0. Block: 256/W rows' warps (at least one row). */
 template <int NC>
-__global__ void __launch_bounds__(256) k_rowr(row_args a, int nrows) {
-    const int lane = threadIdx.x & 31;
-    const int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), N = a.N;
-    if (r >= nrows) return;
+__global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
+    __shared__ float red[8];
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, rib = wib / W, w = wib - rib * W;
+    const int rpb = (int)(blockDim.x >> 5) / W;
+    const int r0 = blockIdx.x * rpb + rib, N = a.N;
+    const bool live = r0 < nrows; /* a dead row computes on the last row and stores nothing (barriers) */
+    const int r = live ? r0 : nrows - 1;
     const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
+    auto rsum = [&](float v) {
+        v = warp_sum(v);
+        if (W == 1) return v;
+        __syncthreads();
+        if (lane == 0) red[wib] = v;
+        __syncthreads();
+        float t = 0.f;
+        for (int k = 0; k < W; k++) t += red[rib * W + k];
+        return t;
+    };
+    auto rmax = [&](float v) {
+        v = warp_max(v);
+        if (W == 1) return v;
+        __syncthreads();
+        if (lane == 0) red[wib] = v;
+        __syncthreads();
+        float t = red[rib * W];
+        for (int k = 1; k < W; k++) t = fmaxf(t, red[rib * W + k]);
+        return t;
+    };
+    const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
+    bool ok[NC];
+    int cc[NC]; /* the column a lane loads: its own, or 0 past N */
+#pragma unroll
+    for (int i = 0; i < NC; i++) {
+        const int c = (i * W + w) * 128 + lane * 4;
+        ok[i] = c < N;
+        cc[i] = ok[i] ? c : 0;
+    }
+    auto ldg4 = [&](const float *p, int i) { return __ldg(reinterpret_cast<const float4 *>(p + cc[i])); };
+    float *rr = a.res_mode ? a.res + (size_t)o * a.ld_res : nullptr;
+    float4 rv[NC];
+    if (a.res_mode == RES_ADD) {
+#pragma unroll
+        for (int i = 0; i < NC; i++) rv[i] = *reinterpret_cast<const float4 *>(rr + cc[i]);
+    }
     float y[NC][4];
     if (a.acc) {
         const float xs = __ldg(a.xs + r);
         const int32_t *accr = a.acc + (size_t)r * a.ld_acc;
+        int4 qv[NC];
+        float4 wv[NC];
 #pragma unroll
         for (int i = 0; i < NC; i++) {
-            const int c = i * 128 + lane * 4;
-            if (c < N) {
-                fv<4> q = ld_i<4>(accr + c), w = ld_f<4>(a.ws + c);
+            qv[i] = __ldg(reinterpret_cast<const int4 *>(accr + cc[i]));
+            wv[i] = ldg4(a.ws, i);
+        }
 #pragma unroll
-                for (int j = 0; j < 4; j++) y[i][j] = q.v[j] * (xs * w.v[j]);
-            } else y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.f;
+        for (int i = 0; i < NC; i++) {
+            y[i][0] = ok[i] ? (float)qv[i].x * (xs * wv[i].x) : 0.f;
+            y[i][1] = ok[i] ? (float)qv[i].y * (xs * wv[i].y) : 0.f;
+            y[i][2] = ok[i] ? (float)qv[i].z * (xs * wv[i].z) : 0.f;
+            y[i][3] = ok[i] ? (float)qv[i].w * (xs * wv[i].w) : 0.f;
         }
     } else {
-        const float *inr = a.in + (size_t)r * a.ld_in; /* may be the buffer this kernel writes */
+        const float *inr = a.in + (size_t)r * a.ld_in; /* may be the buffer this kernel writes: plain loads */
+        float4 t[NC];
+#pragma unroll
+        for (int i = 0; i < NC; i++) t[i] = *reinterpret_cast<const float4 *>(inr + cc[i]);
 #pragma unroll
         for (int i = 0; i < NC; i++) {
-            const int c = i * 128 + lane * 4;
-            if (c < N) {
-                fv<4> t = ld_s<4>(inr + c);
-#pragma unroll
-                for (int j = 0; j < 4; j++) y[i][j] = t.v[j];
-            } else y[i][0] = y[i][1] = y[i][2] = y[i][3] = 0.f;
+            const float4 u = ok[i] ? t[i] : z4;
+            y[i][0] = u.x, y[i][1] = u.y, y[i][2] = u.z, y[i][3] = u.w;
         }
     }
-    const float *addr = a.add ? a.add + (size_t)(r % a.add_period) * N : nullptr;
+    if (a.bias || a.add) {
+        const float *addr = a.add ? a.add + (size_t)(r % a.add_period) * N : nullptr;
+        float4 bv[NC], av[NC];
 #pragma unroll
-    for (int i = 0; i < NC; i++) {
-        const int c = i * 128 + lane * 4;
-        if (c >= N) continue;
-        if (a.bias) {
-            fv<4> t = ld_f<4>(a.bias + c);
-#pragma unroll
-            for (int j = 0; j < 4; j++) y[i][j] = y[i][j] + t.v[j];
+        for (int i = 0; i < NC; i++) {
+            bv[i] = a.bias ? ldg4(a.bias, i) : z4;
+            av[i] = addr ? ldg4(addr, i) : z4;
         }
-        if (addr) {
-            fv<4> t = ld_f<4>(addr + c);
 #pragma unroll
-            for (int j = 0; j < 4; j++) y[i][j] = y[i][j] + t.v[j];
-        }
-        if (a.act == ACT_GELU) {
+        for (int i = 0; i < NC; i++)
+            if (ok[i]) {
+                if (a.bias) y[i][0] = y[i][0] + bv[i].x, y[i][1] = y[i][1] + bv[i].y, y[i][2] = y[i][2] + bv[i].z, y[i][3] = y[i][3] + bv[i].w;
+                if (addr) y[i][0] = y[i][0] + av[i].x, y[i][1] = y[i][1] + av[i].y, y[i][2] = y[i][2] + av[i].z, y[i][3] = y[i][3] + av[i].w;
+            }
+    }
+    if (a.act == ACT_GELU) {
+#pragma unroll
+        for (int i = 0; i < NC; i++)
 #pragma unroll
             for (int j = 0; j < 4; j++) y[i][j] = 0.5f * y[i][j] * (1.f + erff(y[i][j] * 0.70710678118654752f));
-        } else if (a.act == ACT_TANH) {
+    } else if (a.act == ACT_TANH) {
+#pragma unroll
+        for (int i = 0; i < NC; i++)
 #pragma unroll
             for (int j = 0; j < 4; j++) y[i][j] = tanhf(y[i][j]);
-        }
     }
     if (a.smx > 0.f) {
         float m = -INFINITY;
 #pragma unroll
         for (int i = 0; i < NC; i++)
-            if (i * 128 + lane * 4 < N)
+            if (ok[i])
 #pragma unroll
                 for (int j = 0; j < 4; j++) m = fmaxf(m, y[i][j] * a.smx);
-        m = warp_max(m);
+        m = rmax(m);
         float sum = 0.f;
 #pragma unroll
         for (int i = 0; i < NC; i++)
-            if (i * 128 + lane * 4 < N)
 #pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    y[i][j] = __expf(y[i][j] * a.smx - m);
-                    sum += y[i][j];
-                }
-        const float inv = 1.f / warp_sum(sum);
+            for (int j = 0; j < 4; j++) {
+                y[i][j] = ok[i] ? __expf(y[i][j] * a.smx - m) : 0.f;
+                sum += y[i][j];
+            }
+        const float inv = 1.f / rsum(sum);
 #pragma unroll
         for (int i = 0; i < NC; i++)
 #pragma unroll
@@ -383,8 +431,8 @@ __global__ void __launch_bounds__(256) k_rowr(row_args a, int nrows) {
         for (int i = 0; i < NC; i++)
 #pragma unroll
             for (int pr = 0; pr < 2; pr++) {
-                const int c0 = i * 128 + lane * 4 + 2 * pr, jj = c0 % a.rope_dh;
-                if (c0 >= a.rope_cols || jj >= a.rope_rot) continue;
+                const int c0 = cc[i] + 2 * pr, jj = c0 % a.rope_dh;
+                if (!ok[i] || c0 >= a.rope_cols || jj >= a.rope_rot) continue;
                 const int f = jj >> 1;
                 const float cs = __ldg(a.rope_cos + (size_t)t * a.rope_nf + f), sn = __ldg(a.rope_sin + (size_t)t * a.rope_nf + f);
                 const float x0 = y[i][2 * pr], x1 = y[i][2 * pr + 1];
@@ -393,92 +441,89 @@ __global__ void __launch_bounds__(256) k_rowr(row_args a, int nrows) {
             }
     }
     if (a.res_mode) {
-        float *rr = a.res + (size_t)o * a.ld_res;
+        if (a.res_mode == RES_ADD) {
+            float4 lv[NC];
 #pragma unroll
-        for (int i = 0; i < NC; i++) {
-            const int c = i * 128 + lane * 4;
-            if (c >= N) continue;
-            if (a.res_mode == RES_ADD) {
-                fv<4> v = ld_s<4>(rr + c), l;
-                if (a.lam) l = ld_f<4>(a.lam + c);
-                else l.v[0] = l.v[1] = l.v[2] = l.v[3] = 1.f;
+            for (int i = 0; i < NC; i++) lv[i] = a.lam ? ldg4(a.lam, i) : make_float4(1.f, 1.f, 1.f, 1.f);
 #pragma unroll
-                for (int j = 0; j < 4; j++) y[i][j] = v.v[j] + l.v[j] * y[i][j];
-            }
-            *reinterpret_cast<float4 *>(rr + c) = make_float4(y[i][0], y[i][1], y[i][2], y[i][3]);
+            for (int i = 0; i < NC; i++)
+                if (ok[i]) {
+                    y[i][0] = rv[i].x + lv[i].x * y[i][0], y[i][1] = rv[i].y + lv[i].y * y[i][1];
+                    y[i][2] = rv[i].z + lv[i].z * y[i][2], y[i][3] = rv[i].w + lv[i].w * y[i][3];
+                }
         }
+#pragma unroll
+        for (int i = 0; i < NC; i++)
+            if (live && ok[i]) *reinterpret_cast<float4 *>(rr + cc[i]) = make_float4(y[i][0], y[i][1], y[i][2], y[i][3]);
     }
     if (a.ln_g) {
+        float4 gv[NC], bv[NC];
+#pragma unroll
+        for (int i = 0; i < NC; i++) {
+            gv[i] = ldg4(a.ln_g, i);
+            bv[i] = a.ln_b ? ldg4(a.ln_b, i) : z4;
+        }
         float s = 0.f;
 #pragma unroll
         for (int i = 0; i < NC; i++)
 #pragma unroll
             for (int j = 0; j < 4; j++) s += y[i][j]; /* columns ≥ N are 0 */
-        const float mean = warp_sum(s) / (float)N;
+        const float mean = rsum(s) / (float)N;
         float ss = 0.f;
 #pragma unroll
         for (int i = 0; i < NC; i++)
-            if (i * 128 + lane * 4 < N)
+            if (ok[i])
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const float d = y[i][j] - mean;
                     ss += d * d;
                 }
-        const float inv = rsqrtf(warp_sum(ss) / (float)N + a.eps);
+        const float inv = rsqrtf(rsum(ss) / (float)N + a.eps);
 #pragma unroll
-        for (int i = 0; i < NC; i++) {
-            const int c = i * 128 + lane * 4;
-            if (c < N) {
-                fv<4> gm = ld_f<4>(a.ln_g + c), bt;
-                if (a.ln_b) bt = ld_f<4>(a.ln_b + c);
-                else bt.v[0] = bt.v[1] = bt.v[2] = bt.v[3] = 0.f;
-#pragma unroll
-                for (int j = 0; j < 4; j++) y[i][j] = (y[i][j] - mean) * inv * gm.v[j] + bt.v[j];
+        for (int i = 0; i < NC; i++)
+            if (ok[i]) {
+                y[i][0] = (y[i][0] - mean) * inv * gv[i].x + bv[i].x, y[i][1] = (y[i][1] - mean) * inv * gv[i].y + bv[i].y;
+                y[i][2] = (y[i][2] - mean) * inv * gv[i].z + bv[i].z, y[i][3] = (y[i][3] - mean) * inv * gv[i].w + bv[i].w;
             }
-        }
     }
     if (a.q) {
         float m = 0.f;
 #pragma unroll
         for (int i = 0; i < NC; i++)
-            if (i * 128 + lane * 4 < N)
+            if (ok[i])
 #pragma unroll
                 for (int j = 0; j < 4; j++) m = fmaxf(m, fabsf(y[i][j]));
-        const float amax = warp_max(m), inv = amax > 0.f ? 127.f / amax : 0.f;
+        const float amax = rmax(m), inv = amax > 0.f ? 127.f / amax : 0.f;
         int8_t *qr = a.q + (size_t)o * a.ldq; /* ldq: a multiple of 16 */
 #pragma unroll
-        for (int i = 0; i < NC; i++) {
-            const int c = i * 128 + lane * 4;
-            if (c < N) {
+        for (int i = 0; i < NC; i++)
+            if (live && ok[i]) {
                 char4 v;
 #define ARB_Q1(k) (signed char)(int)fminf(fmaxf(rintf(y[i][k] * inv), -127.f), 127.f)
                 v.x = ARB_Q1(0), v.y = ARB_Q1(1), v.z = ARB_Q1(2), v.w = ARB_Q1(3);
 #undef ARB_Q1
-                *reinterpret_cast<char4 *>(qr + c) = v;
+                *reinterpret_cast<char4 *>(qr + cc[i]) = v;
             }
+        if (live && w == 0) {
+            for (int c = N + lane * 4; c < a.ldq; c += 128) *reinterpret_cast<char4 *>(qr + c) = make_char4(0, 0, 0, 0);
+            if (lane == 0) a.qs[o] = amax / 127.f;
         }
-        for (int c = N + lane * 4; c < a.ldq; c += 128) *reinterpret_cast<char4 *>(qr + c) = make_char4(0, 0, 0, 0);
-        if (lane == 0) a.qs[o] = amax / 127.f;
     }
     if (a.out) {
         float *orow = a.out + (size_t)o * a.ld_out;
 #pragma unroll
-        for (int i = 0; i < NC; i++) {
-            const int c = i * 128 + lane * 4;
-            if (c < N) *reinterpret_cast<float4 *>(orow + c) = make_float4(y[i][0], y[i][1], y[i][2], y[i][3]);
-        }
+        for (int i = 0; i < NC; i++)
+            if (live && ok[i]) *reinterpret_cast<float4 *>(orow + cc[i]) = make_float4(y[i][0], y[i][1], y[i][2], y[i][3]);
     }
     if (a.outh) {
         __half *orow = a.outh + (size_t)o * a.ld_outh;
 #pragma unroll
-        for (int i = 0; i < NC; i++) {
-            const int c = i * 128 + lane * 4;
-            if (c < N) {
+        for (int i = 0; i < NC; i++)
+            if (live && ok[i]) {
                 uint2 u;
                 u.x = pack_h2r(y[i][0], y[i][1]), u.y = pack_h2r(y[i][2], y[i][3]);
-                *reinterpret_cast<uint2 *>(orow + c) = u;
+                *reinterpret_cast<uint2 *>(orow + cc[i]) = u;
             }
-        }
     }
 }
 
@@ -1053,9 +1098,11 @@ struct gemm_key {
     bool tf32 = true;   /* float GEMMs: TF32 tensor cores, or plain fp32 */
     int batch = 1;      /* strided batch (float only): X, W, C advance by sx, sw, sc elements */
     long long sx = 0, sw = 0, sc = 0;
+    int align = 0;      /* > 0: the operands' guaranteed alignment in bytes (cuBLASLt assumes 256) */
     bool operator==(const gemm_key &o) const {
         return i8 == o.i8 && M == o.M && N == o.N && K == o.K && ldw == o.ldw && ldx == o.ldx && ldc == o.ldc &&
-               wkn == o.wkn && tf32 == o.tf32 && batch == o.batch && sx == o.sx && sw == o.sw && sc == o.sc;
+               wkn == o.wkn && tf32 == o.tf32 && batch == o.batch && sx == o.sx && sw == o.sw && sc == o.sc &&
+               align == o.align;
     }
 };
 struct gemm_plan {
@@ -1124,6 +1171,13 @@ struct lt_ctx {
         ARB_LT(cublasLtMatmulPreferenceCreate(&pref));
         size_t wsz = ws.n;
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz, sizeof wsz);
+        if (k.align > 0) {
+            uint32_t al = (uint32_t)k.align;
+            for (cublasLtMatmulPreferenceAttributes_t at :
+                 {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+                cublasLtMatmulPreferenceSetAttribute(pref, at, &al, sizeof al);
+        }
         cublasLtMatmulHeuristicResult_t res[8];
         int nres = 0;
         cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, tune && W ? 8 : 1, res, &nres);
@@ -1589,13 +1643,13 @@ static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
     bool v4 = a.N % 4 == 0 && (!a.acc || a.ld_acc % 4 == 0) && (!a.in || a.ld_in % 4 == 0) &&
               (!a.res || a.ld_res % 4 == 0) && (!a.out || a.ld_out % 4 == 0) && (!a.outh || a.ld_outh % 4 == 0);
     static const char *sm = getenv("ARB_SIDECAR_ROW_SMEM"); /* the shared-memory kernel only (for comparisons) */
-    const int nc = (a.N + 127) / 128, rb = (rows + 7) / 8;
-    if (v4 && nc <= 16 && !(sm && sm[0] == '1')) {
-        if (nc <= 2) k_rowr<2><<<rb, 256, 0, g->stream>>>(a, rows);
-        else if (nc <= 4) k_rowr<4><<<rb, 256, 0, g->stream>>>(a, rows);
-        else if (nc <= 8) k_rowr<8><<<rb, 256, 0, g->stream>>>(a, rows);
-        else if (nc <= 12) k_rowr<12><<<rb, 256, 0, g->stream>>>(a, rows);
-        else k_rowr<16><<<rb, 256, 0, g->stream>>>(a, rows);
+    const int chunks = (a.N + 127) / 128, W = (chunks + 3) / 4;
+    if (v4 && W <= 8 && !(sm && sm[0] == '1')) {
+        const int nc = (chunks + W - 1) / W, rpb = std::max(1, 8 / W), rb = (rows + rpb - 1) / rpb, thr = 32 * W * rpb;
+        if (nc == 1) k_rowr<1><<<rb, thr, 0, g->stream>>>(a, rows, W);
+        else if (nc == 2) k_rowr<2><<<rb, thr, 0, g->stream>>>(a, rows, W);
+        else if (nc == 3) k_rowr<3><<<rb, thr, 0, g->stream>>>(a, rows, W);
+        else k_rowr<4><<<rb, thr, 0, g->stream>>>(a, rows, W);
         ARB_CU_LAUNCH("k_rowr");
         return ARB_OK;
     }
@@ -1838,6 +1892,19 @@ static arb_status moon_plan(cu_model *g, plan_t *p, int B, int N) {
     return ARB_OK;
 }
 
+/* A Moonshine front-end Conv1d as TF32 GEMMs, one per batch item with the same plan (M = Lo):
+ * cuBLASLt's TF32 kernels differ in rounding, and the one it picks depends on M, so one GEMM over
+ * B·Lo rows would make an item's result depend on the batch it came in. col: [B·Lo][kp], out:
+ * [B·Lo][n]. */
+static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const float *col, float *out) {
+    prof_mark(g, "gemm_tf32");
+    gemm_key k{false, Lo, l.n, l.kp, l.kp, l.kp, l.n};
+    k.align = l.n % 4 ? 4 : 16; /* per-item offsets are multiples of kp (4 floats) and of n */
+    for (int b = 0; b < B; b++)
+        ARB_TRY(g->lt.gemm_k(k, l.w.p, col + (size_t)b * Lo * l.kp, out + (size_t)b * Lo * l.n, g->stream));
+    return ARB_OK;
+}
+
 static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     int64_t L1, L2, T;
     ARB_TRY(moon_dims(N, &L1, &L2, &T));
@@ -1850,8 +1917,7 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
                                                    nullptr);
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * L1 * D * 127;
-    prof_mark(g, "gemm_tf32");
-    ARB_TRY(g->lt.gemm(false, B * (int)L1, D, g->c1.kp, g->c1.w.p, g->c1.kp, col, g->c1.kp, h1, D, g->stream));
+    ARB_TRY(conv_tf32(g, g->c1, B, (int)L1, col, h1));
     {
         row_args a = row0(D);
         a.in = h1, a.ld_in = D, a.act = ACT_TANH, a.out = h1, a.ld_out = D;
@@ -1863,8 +1929,7 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
                                                    p->gab.as<float>());
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * L2 * 2 * D * 7 * D;
-    prof_mark(g, "gemm_tf32");
-    ARB_TRY(g->lt.gemm(false, B * (int)L2, 2 * D, g->c2.kp, g->c2.w.p, g->c2.kp, col, g->c2.kp, h2, 2 * D, g->stream));
+    ARB_TRY(conv_tf32(g, g->c2, B, (int)L2, col, h2));
     {
         row_args a = row0(2 * D);
         a.in = h2, a.ld_in = 2 * D, a.bias = g->c2.bias.as<float>(), a.act = ACT_GELU, a.out = h2, a.ld_out = 2 * D;
@@ -1876,8 +1941,7 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * T * D * 3 * 2 * D;
     float *xf = p->att.as<float>(); /* conv3's raw output, before bias + GELU */
-    prof_mark(g, "gemm_tf32");
-    ARB_TRY(g->lt.gemm(false, rows, D, g->c3.kp, g->c3.w.p, g->c3.kp, col, g->c3.kp, xf, D, g->stream));
+    ARB_TRY(conv_tf32(g, g->c3, B, (int)T, col, xf));
     {   /* x = gelu(conv3 + b); layer 0's input norm + quantization */
         row_args a = row0(D);
         a.in = xf, a.ld_in = D, a.bias = g->c3.bias.as<float>(), a.act = ACT_GELU;
