@@ -791,6 +791,7 @@ __global__ void __launch_bounds__(128, 4) k_attn_mma(const __half *qkv, int ld, 
     for (int n = 0; n < DP / 8; n++) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     const int nkb = (T + BK - 1) / BK;
+    const bool wact = q0 + warp * 16 < T; /* a warp whose 16 rows are all past T only loads and syncs */
     for (int kb = 0; kb < nkb; kb++) {
         const int k0 = kb * BK;
         if (kb + 1 < nkb) {
@@ -799,6 +800,10 @@ __global__ void __launch_bounds__(128, 4) k_attn_mma(const __half *qkv, int ld, 
         } else
             cp_async_wait<0>();
         __syncthreads();
+        if (!wact) {
+            __syncthreads();
+            continue;
+        }
         const __half *Kt = Ks + (kb & 1) * BK * LDK, *Vt = Vs + (kb & 1) * BK * LDK;
         float s[BK / 8][4];
 #pragma unroll
@@ -866,6 +871,7 @@ __global__ void __launch_bounds__(128, 4) k_attn_mma(const __half *qkv, int ld, 
         }
         __syncthreads(); /* this stage is refilled by the next iteration's prefetch */
     }
+    if (!wact) return;
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
@@ -1060,6 +1066,88 @@ __global__ void k_conv3_tile(const float *x, int H, int W, int C, int up, const 
         if (lane == 0) qs[r] = amax / 127.f;
     }
 }
+
+/* The same im2col rows, R output rows × TW output pixels per block of 8 warps: the (R + 2) ×
+ * (TW + 2) input pixels are staged once (GroupNorm affine + SiLU, zero outside, upsampling in the
+ * indexing; flat loop, several 16-byte loads in flight per thread), then one pass stores each
+ * staged pixel's absmax, so a window's absmax is the max of 9 numbers and every output row is
+ * read from shared memory and written once (k_conv3_tile reads it twice: absmax, then quantize).
+ * Same values, same absmax, same rounding as k_conv3_tile. */
+constexpr int CT2_WARPS = 8;
+__global__ void __launch_bounds__(256) k_conv3_t2(const float *x, int H, int W, int C, int up, const float *ab, int silu,
+                                                  int ldq, int TW, int R, int8_t *q, float *qs) {
+    extern __shared__ float4 tile2[]; /* [R + 2][TW + 2][C / 4], then float pmax[R + 2][TW + 2] */
+    const int C4 = C / 4, TWp = TW + 2, NP = (R + 2) * TWp, K4 = 9 * C4;
+    float *pm = reinterpret_cast<float *>(tile2 + (size_t)NP * C4);
+    const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
+    const int ox0 = blockIdx.x * TW, oy0 = blockIdx.y * R, b = blockIdx.z;
+    const float4 *xb = reinterpret_cast<const float4 *>(x + (size_t)b * H * W * C);
+    const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
+#pragma unroll 4
+    for (int i = threadIdx.x; i < NP * C4; i += blockDim.x) {
+        int pix = i / C4, c4 = i - pix * C4, ry = pix / TWp, cx = pix - ry * TWp;
+        int vy = oy0 - 1 + ry, vx = ox0 - 1 + cx;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
+            int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
+            v = __ldg(xb + ((size_t)sy * W + sx) * C4 + c4);
+            if (a4) {
+                float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
+                v.x = v.x * s.x + t.x, v.y = v.y * s.y + t.y, v.z = v.z * s.z + t.z, v.w = v.w * s.w + t.w;
+            }
+            if (silu) {
+                v.x = v.x / (1.f + __expf(-v.x)), v.y = v.y / (1.f + __expf(-v.y));
+                v.z = v.z / (1.f + __expf(-v.z)), v.w = v.w / (1.f + __expf(-v.w));
+            }
+        }
+        tile2[i] = v;
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+    for (int pix = wib; pix < NP; pix += CT2_WARPS) {
+        float m = 0.f;
+        for (int c4 = lane; c4 < C4; c4 += 32) {
+            float4 v = tile2[(size_t)pix * C4 + c4];
+            m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+        }
+        m = warp_max(m);
+        if (lane == 0) pm[pix] = m;
+    }
+    __syncthreads();
+    for (int pi = wib; pi < R * TW; pi += CT2_WARPS) {
+        const int ry = pi / TW, px = pi - ry * TW, oy = oy0 + ry, ox = ox0 + px;
+        if (oy >= Ho || ox >= Wo) continue;
+        float amax = 0.f;
+#pragma unroll
+        for (int tap = 0; tap < 9; tap++) amax = fmaxf(amax, pm[(ry + tap / 3) * TWp + px + tap % 3]);
+        const float inv = amax > 0.f ? 127.f / amax : 0.f;
+        const size_t r = ((size_t)b * Ho + oy) * Wo + ox;
+        char4 *qr = reinterpret_cast<char4 *>(q + r * ldq);
+#pragma unroll
+        for (int tap = 0; tap < 9; tap++) {
+            const float4 *src = tile2 + (size_t)((ry + tap / 3) * TWp + px + tap % 3) * C4;
+            for (int c4 = lane; c4 < C4; c4 += 32) {
+                float4 v = src[c4];
+                char4 o;
+                o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
+                o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
+                o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
+                o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
+                qr[tap * C4 + c4] = o;
+            }
+        }
+        for (int k4 = K4 + lane; k4 < ldq / 4; k4 += 32) qr[k4] = make_char4(0, 0, 0, 0); /* K padding */
+        if (lane == 0) qs[r] = amax / 127.f;
+    }
+}
+
+/* k_conv3_t2's tile: TW output pixels × R rows; shared memory ≤ CT2_SMEM_MAX (C ≤ 1024). */
+static void conv_t2_tile(int C, int *TW, int *R) {
+    *R = C <= 512 ? 2 : 1;
+    *TW = C <= 128 ? 16 : C <= 256 ? 8 : 4;
+}
+static size_t conv_t2_smem(int C, int TW, int R) { return (size_t)(R + 2) * (TW + 2) * (C * sizeof(float) + sizeof(float)); }
+constexpr size_t CT2_SMEM_MAX = (size_t)3 * 6 * (1024 * 4 + 4);
 
 /* Output pixels per conv tile: enough blocks per SM to hide latency (shared memory ≤ 72 KB). */
 static int conv_tile_w(int C) { return C <= 256 ? 16 : C <= 512 ? 8 : 4; }
@@ -2088,6 +2176,14 @@ static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *
             x, H, W, C, up ? 1 : 0, gn ? p->gab.as<float>() : nullptr, gn ? 1 : 0, l.kp, p->qa.as<int8_t>(),
             p->qs.as<float>(), rows);
         ARB_CU_LAUNCH("k_conv3_quant");
+    } else if (!getenv("ARB_SIDECAR_CONV_TILE1")) { /* ARB_SIDECAR_CONV_TILE1: the one-row tile kernel (for comparisons) */
+        int TW, R;
+        conv_t2_tile(C, &TW, &R);
+        dim3 grid((unsigned)((Wo + TW - 1) / TW), (unsigned)((Ho + R - 1) / R), (unsigned)B);
+        k_conv3_t2<<<grid, 32 * CT2_WARPS, conv_t2_smem(C, TW, R), g->stream>>>(
+            x, H, W, C, up ? 1 : 0, gn ? p->gab.as<float>() : nullptr, gn ? 1 : 0, l.kp, TW, R, p->qa.as<int8_t>(),
+            p->qs.as<float>());
+        ARB_CU_LAUNCH("k_conv3_t2");
     } else {
         int TW = conv_tile_w(C);
         size_t smem = (size_t)3 * (TW + 2) * C * sizeof(float);
@@ -2311,6 +2407,8 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
         if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CONV_SMEM_MAX);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(k_conv3_t2, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CT2_SMEM_MAX);
         if (e == cudaSuccess) /* the largest tile conv_tile_w makes: 3 × (4 + 2) × 1024 floats */
             e = cudaFuncSetAttribute(k_conv3_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, 3 * 6 * 1024 * 4);
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));
