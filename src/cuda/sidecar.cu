@@ -1266,9 +1266,9 @@ struct lt_ctx {
                   CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
                 cublasLtMatmulPreferenceSetAttribute(pref, at, &al, sizeof al);
         }
-        cublasLtMatmulHeuristicResult_t res[8];
+        cublasLtMatmulHeuristicResult_t res[24]; /* candidates timed per shape (eager plan run) */
         int nres = 0;
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, tune && W ? 8 : 1, res, &nres);
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, tune && W ? 24 : 1, res, &nres);
         cublasLtMatmulPreferenceDestroy(pref);
         if (st != CUBLAS_STATUS_SUCCESS || nres < 1) {
             cublasLtMatrixLayoutDestroy(p.a), cublasLtMatrixLayoutDestroy(p.b), cublasLtMatrixLayoutDestroy(p.c);
