@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The devplan session's device call (update without host round trips), run from the device
 # copy's root (main) with the branch mirrored in .wt-devplan and the data in .gpu-data:
-#   dev/cuda/call_devplan.sh [memcheck] [torch]
-# CUDA op tests, the model test and training speed, the kernel bench (BENCH line), then main's
-# CLI (built in the background, niced) for the same-call before/after, as time allows.
+#   timeout 180 bash .wt-devplan/dev/cuda/call_devplan.sh [memcheck] [torch]
+# CUDA op tests (+ compute-sanitizer), the kernel bench (BENCH line), the model test and training
+# speed (+ the PyTorch baseline), then as time allows: the speed with the one-thread-per-word
+# update pass (ARB_CUDA_UPD_DENSE=16), dev/cuda/upd_roundtrip.c (immediate vs deferred updates),
+# and main's CLI (built in the background, niced) for the same-call before/after.
 set -uo pipefail
 out=${OUT:-/tmp/arb-gpu}; mkdir -p "$out"
 export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
@@ -16,19 +18,28 @@ base=$!
 mc=; torch=0
 for a in "$@"; do case $a in memcheck) mc=memcheck ;; torch) torch=1 ;; esac; done
 cd .wt-devplan
-bash dev/cuda/gpu_run.sh test $mc 2>&1 | tee "$out/dp-cuda.log" | tail -32
+ARB_MEMCHECK_TIMEOUT=${ARB_MEMCHECK_TIMEOUT:-100} bash dev/cuda/gpu_run.sh test $mc bench 2>&1 | tee "$out/dp-cuda.log" | tail -40
 echo "[t=$SECONDS s]"
-ARB_TORCH_RUNS=$torch bash dev/model/gpu_model.sh test speed 2>&1 | tee "$out/dp-model.log" | tail -30
+ARB_TORCH_RUNS=$torch ARB_TORCH_ITERS=${ARB_TORCH_ITERS:-40} bash dev/model/gpu_model.sh test speed 2>&1 | tee "$out/dp-model.log" | tail -14
 echo "[t=$SECONDS s]"
-bash dev/cuda/gpu_run.sh bench 2>&1 | tee "$out/dp-bench.log" | tail -14
+echo "== the same speed with the one-thread-per-word update pass (ARB_CUDA_UPD_DENSE=16):"
+ARB_CUDA_UPD_DENSE=16 timeout 25 build-cuda/arbitor train --config shakespeare --device cuda --data data/tinyshakespeare.txt \
+  --steps 60 --eval-windows 64 --eval-every 100000 --log-every 20 --out /tmp/speed16 2>&1 | tr '\r' '\n' | tail -1
+echo "per 20 steps: $(grep -o '"tokens_per_s":[0-9.]*' /tmp/speed16/log.jsonl | cut -d: -f2 | tr '\n' ' ')"
+nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+if [ $SECONDS -lt 150 ] && timeout 40 "$nvcc" -O2 dev/cuda/upd_roundtrip.c -Iinclude -o build-cuda/upd_roundtrip build-cuda/libarbitor.a \
+     -L../.deps/usr/lib/x86_64-linux-gnu -lcublasLt -lcublas -lcjson -lgomp -lm >"$out/roundtrip-build.log" 2>&1; then
+  timeout 20 build-cuda/upd_roundtrip 2>&1 | tee "$out/roundtrip.log"
+else
+  echo "upd_roundtrip skipped or not built"; tail -3 "$out/roundtrip-build.log" 2>/dev/null
+fi
 echo "[t=$SECONDS s]"
-if ! kill -0 $base 2>/dev/null && [ -x ../build-base/arbitor ]; then
+if ! kill -0 $base 2>/dev/null && [ -x ../build-base/arbitor ] && [ $SECONDS -lt 168 ]; then
   echo "== main (the device copy's root, before this branch), same call:"
-  timeout 25 ../build-base/arbitor train --config shakespeare --device cuda --data data/tinyshakespeare.txt --steps 60 \
+  timeout 10 ../build-base/arbitor train --config shakespeare --device cuda --data data/tinyshakespeare.txt --steps 60 \
     --eval-windows 64 --eval-every 100000 --log-every 20 --out /tmp/speed-base 2>&1 | tr '\r' '\n' | tail -1
   echo "per 20 steps: $(grep -o '"tokens_per_s":[0-9.]*' /tmp/speed-base/log.jsonl | cut -d: -f2 | tr '\n' ' ')"
-  [ $SECONDS -lt 150 ] && timeout 25 ../build-base/arbitor bench kernels --device cuda 2>&1 | grep -E "BENCH|fused dX" | tee "$out/base-bench.log"
 else
-  echo "== main's CLI not built in time"; tail -3 "$out/base-build.log"
+  echo "== main's CLI: no time or not built"; tail -2 "$out/base-build.log"
 fi
 echo "[t=$SECONDS s]"

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -550,10 +551,130 @@ __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t
     if (sf) atomicAdd(&flips[o], (unsigned long long)sf);
 }
 
+/* The same pass with four threads per packed word, each owning 4 of its 16 columns, and every
+ * load (the split partials as int4, four T_accum bytes as one word) issued before any store:
+ * in k_upd_dense a thread's byte stores could alias its next Gint loads, so its 16 columns ran
+ * one DRAM latency after another, on a quarter of the threads. The four lanes of a word OR
+ * their 2-bit codes together (each code position belongs to one lane) and the first writes it.
+ * vec: every quad is 16-byte aligned in g and 4-byte aligned in accum (ld, split_stride and
+ * cols multiples of 4, pointers aligned); else scalar loads. Same results, bit for bit. */
+__global__ void __launch_bounds__(256) k_upd_dense4(uint8_t *trits, int8_t *accum, int64_t rows, int64_t cols, int64_t kt,
+                                                    const int32_t *g, int64_t ld, const int32_t *plan, arb_rng_key key,
+                                                    int threshold, int leak_shift, unsigned long long *abs_g,
+                                                    unsigned long long *ge, unsigned long long *flips, int stats_only,
+                                                    const double *gate_in, double gate_host, int nsplit,
+                                                    int64_t split_stride, int vec) {
+    if (stats_only ? upd_norm_in(gate_in, gate_host) > 0.0 : plan[rows + 1] != 0) return; /* uniform */
+    const int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    const int64_t word_id = id >> 2;
+    const int q = (int)(id & 3);
+    const bool valid = word_id < rows * kt; /* no early return: the shuffles below need every lane */
+    const int64_t o = valid ? word_id / kt : -1, tc = valid ? word_id % kt : 0;
+    const int64_t i0 = tc * 16 + 4 * q; /* this lane's first column */
+    long long sa = 0, se = 0, sf = 0;
+    uint32_t mine = 0, word = 0;
+    uint32_t *wp = nullptr;
+    if (valid) {
+        wp = (uint32_t *)(trits + ((o >> 4) * kt + tc) * ARB_TILE_BYTES + 4 * (o & 15));
+        word = *wp;
+        int32_t gv[4] = {0, 0, 0, 0};
+        int8_t av[4] = {0, 0, 0, 0};
+        const int n_in = i0 >= cols ? 0 : (cols - i0 < 4 ? (int)(cols - i0) : 4);
+        const int32_t *gr = g + o * ld + i0;
+        if (vec && n_in == 4) {
+            for (int sp = 0; sp < nsplit; sp++) {
+                const int4 v = __ldg(reinterpret_cast<const int4 *>(gr + sp * split_stride));
+                gv[0] += v.x;
+                gv[1] += v.y;
+                gv[2] += v.z;
+                gv[3] += v.w;
+            }
+            if (!stats_only) {
+                const uint32_t a4 = *reinterpret_cast<const uint32_t *>(accum + o * cols + i0);
+                for (int k = 0; k < 4; k++) av[k] = (int8_t)(a4 >> (8 * k));
+            }
+        } else {
+            for (int k = 0; k < n_in; k++) {
+                int32_t s = 0;
+                for (int sp = 0; sp < nsplit; sp++) s += __ldg(gr + sp * split_stride + k);
+                gv[k] = s;
+                if (!stats_only) av[k] = accum[o * cols + i0 + k];
+            }
+        }
+        const int shift = stats_only ? 0 : plan[rows];
+        const arb_upd_plan pl = {plan, shift, key, threshold, leak_shift};
+        const int32_t m = stats_only ? 0 : plan[o];
+        uint32_t nw = word;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            if (k >= n_in) break;
+            const int sh = 8 * k + 2 * q; /* column 4q + k of the tile */
+            const int t = (int)((word >> sh) & 3u) - 1;
+            const int32_t gi = gv[k];
+            sa += gi < 0 ? -(long long)gi : (long long)gi;
+            if (stats_only) continue;
+            se += (long long)t * gi;
+            const int64_t i = i0 + k;
+            const int nt = arb_upd_weight(t, &av[k], gi, m, &pl, arb_rand_u32(key, (uint32_t)(o * cols + i)));
+            if (nt != t) {
+                sf++;
+                nw = (nw & ~(3u << sh)) | ((uint32_t)(nt + 1) << sh);
+            }
+        }
+        mine = nw & (0x03030303u << (2 * q)); /* this lane's code positions */
+        if (!stats_only && n_in > 0) {
+            if (vec && n_in == 4) {
+                *reinterpret_cast<uint32_t *>(accum + o * cols + i0) =
+                    (uint32_t)(uint8_t)av[0] | ((uint32_t)(uint8_t)av[1] << 8) | ((uint32_t)(uint8_t)av[2] << 16) |
+                    ((uint32_t)(uint8_t)av[3] << 24);
+            } else {
+                for (int k = 0; k < n_in; k++) accum[o * cols + i0 + k] = av[k];
+            }
+        }
+    }
+    /* the word: the four lanes' positions OR'd (lanes 4w..4w+3 of a warp hold one word) */
+    uint32_t full = mine | __shfl_xor_sync(0xffffffffu, mine, 1);
+    full |= __shfl_xor_sync(0xffffffffu, full, 2);
+    if (valid && q == 0 && !stats_only && full != word) *wp = full;
+    /* row sums as in k_upd_dense */
+    const int64_t o0 = __shfl_sync(0xffffffffu, o, 0);
+    if (__all_sync(0xffffffffu, o == o0)) {
+        if (o0 < 0) return;
+#pragma unroll
+        for (int d = 16; d; d >>= 1) {
+            sa += __shfl_xor_sync(0xffffffffu, sa, d);
+            se += __shfl_xor_sync(0xffffffffu, se, d);
+            sf += __shfl_xor_sync(0xffffffffu, sf, d);
+        }
+        if ((threadIdx.x & 31) != 0) return;
+    } else if (!valid) {
+        return;
+    }
+    if (sa) atomicAdd(&abs_g[o], (unsigned long long)sa);
+    if (se) atomicAdd(&ge[o], (unsigned long long)se);
+    if (sf) atomicAdd(&flips[o], (unsigned long long)sf);
+}
+
+/* ARB_CUDA_UPD_DENSE=16: the one-thread-per-word k_upd_dense (read per call: A/B runs). */
+static bool upd_dense_word_per_thread() {
+    const char *e = getenv("ARB_CUDA_UPD_DENSE");
+    return e && !strcmp(e, "16");
+}
+
 arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, const int32_t *plan, arb_rng_key key,
                               int threshold, int leak_shift, const arb_cuda_rowsums &rs, bool stats_only,
                               const arb_cuda_upd_slot *gate, int nsplit, int64_t split_stride) {
     int64_t kt = w->cols_pad / 16;
+    if (!upd_dense_word_per_thread()) {
+        const int vec = ld % 4 == 0 && split_stride % 4 == 0 && w->cols % 4 == 0 && (uintptr_t)g % 16 == 0 &&
+                        (uintptr_t)w->accum % 4 == 0;
+        k_upd_dense4<<<arb_cuda_blocks(w->rows * kt * 4, 256), 256, 0, arb_cuda_cur_stream()>>>(
+            w->trits, w->accum, w->rows, w->cols, kt, g, ld, plan, key, threshold, leak_shift, rs.abs_g(), rs.ge(),
+            rs.flips(), stats_only ? 1 : 0, gate ? gate->norm_in : nullptr, gate ? gate->norm_host : 0.0,
+            nsplit < 1 ? 1 : nsplit, split_stride, vec);
+        ARB_CU_LAUNCH("k_upd_dense4");
+        return ARB_OK;
+    }
     k_upd_dense<<<arb_cuda_blocks(w->rows * kt, 128), 128, 0, arb_cuda_cur_stream()>>>(
         w->trits, w->accum, w->rows, w->cols, kt, g, ld, plan, key, threshold, leak_shift, rs.abs_g(), rs.ge(),
         rs.flips(), stats_only ? 1 : 0, gate ? gate->norm_in : nullptr, gate ? gate->norm_host : 0.0,

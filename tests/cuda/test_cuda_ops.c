@@ -586,6 +586,19 @@ static void test_embedding(void **state) {
 }
 
 
+/* The one-thread-per-word update pass (ARB_CUDA_UPD_DENSE=16; the default runs four threads per
+ * word with vector loads): the same bits, unaligned and aligned columns, split-K included. */
+static void test_upd_dense_word_per_thread(void **state) {
+    (void)state;
+    setenv("ARB_CUDA_UPD_DENSE", "16", 1);
+    run_update_steps(77, 150, 45, 12, 91);
+    run_update_steps(300, 600, 200, 3, 92);
+    setenv("ARB_CUDA_SPLITK", "3", 1);
+    run_update_steps(77, 152, 1000, 4, 93);
+    unsetenv("ARB_CUDA_SPLITK");
+    unsetenv("ARB_CUDA_UPD_DENSE");
+}
+
 /* ---------------------------------------------------------------- device plan / norm / E rule */
 
 static uint64_t mix64(uint64_t *st) {
@@ -907,7 +920,7 @@ int main(void) {
         cmocka_unit_test(test_linear_update_fused_epilogue),
         cmocka_unit_test(test_linear_update_splitk_large),
         cmocka_unit_test(test_upd_plan_device),        cmocka_unit_test(test_upd_finish_device),
-        cmocka_unit_test(test_deferred_updates),
+        cmocka_unit_test(test_deferred_updates),       cmocka_unit_test(test_upd_dense_word_per_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
