@@ -71,6 +71,13 @@ arb_status arb_cuda_synchronize(void); /* the current stream */
  * with st and stats written (one synchronize at its end). */
 arb_status arb_cuda_checks_defer(void);
 arb_status arb_cuda_checks_collect(void);
+/* On: in deferred mode, the finish of each dense/split-K update (nnz and scale refresh, norm, E
+ * rule, statistics: small single-block work) runs on a second stream of this thread beside the
+ * ops queued after it. The caller promises not to use an updated tensor again before collect
+ * (a training backward updates each tensor once, after its last use); a second update of the
+ * same state waits for the first's finish. ARB_CUDA_UPD_OVERLAP=0 in the environment keeps
+ * everything on the current stream. Off by default. */
+void arb_cuda_updates_overlap(bool on);
 
 /* ---- copies (on the current stream; host memory may be pageable) --------------------------- */
 arb_status arb_cuda_copy_h2d(void *dst, const void *src, size_t nbytes);

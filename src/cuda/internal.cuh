@@ -80,6 +80,17 @@ arb_status arb_cuda_upd_slot_open(arb_update_state *st, arb_cuda_upd_slot *s);
 arb_status arb_cuda_upd_slot_close(arb_cuda_upd_slot *s, arb_update_state *st, arb_update_stats *stats,
                                    int64_t weights);
 
+/* Overlapped finishes (cuda.h: arb_cuda_updates_overlap): active when switched on, in deferred
+ * mode, and ARB_CUDA_UPD_OVERLAP is not 0. side_begin forks the finish stream from the current
+ * one and makes it current; side_end restores; hold keeps a pool block until collect. */
+bool arb_cuda_upd_overlap_active(void);
+arb_status arb_cuda_upd_side_begin(const void *tensor); /* tensor: its trits pointer */
+/* Every update entry point calls this first (arb_cuda_upd_check): if the tensor has a finish in
+ * flight, the current stream waits for it. */
+arb_status arb_cuda_upd_wait_tensor(const void *tensor);
+void arb_cuda_upd_side_end(void);
+void arb_cuda_upd_hold(void *p);
+
 static inline unsigned arb_cuda_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
 #endif

@@ -40,6 +40,85 @@ extern "C" arb_status arb_cuda_checks_defer(void) {
     return ARB_OK;
 }
 
+/* Overlapped finishes (arb_cuda_updates_overlap): a per-thread stream for the finish of each
+ * update in deferred mode, forked from the current stream after the update pass and joined
+ * before anything that reads what a finish wrote (a second update of the same state, the arena's
+ * growth, collect). The finishes' scratch is held until collect: the pool would otherwise hand
+ * it to the current stream while the finish still reads it. */
+namespace {
+struct UpdOverlap {
+    bool on = false, used = false;
+    int device = -1;
+    cudaStream_t side = nullptr, prev = nullptr;
+    cudaEvent_t ev_main = nullptr, ev_side = nullptr;
+    std::vector<void *> held;
+    std::vector<const void *> busy; /* tensors (trits) with a finish queued since the last join */
+    ~UpdOverlap() {
+        if (ev_main) cudaEventDestroy(ev_main);
+        if (ev_side) cudaEventDestroy(ev_side);
+        if (side) cudaStreamDestroy(side);
+    }
+};
+thread_local UpdOverlap g_ovl;
+
+/* The current stream waits for every finish queued so far. */
+arb_status upd_side_join(void) {
+    UpdOverlap &O = g_ovl;
+    if (!O.used || O.busy.empty()) return ARB_OK;
+    ARB_CU(cudaEventRecord(O.ev_side, O.side));
+    ARB_CU(cudaStreamWaitEvent(g_stream, O.ev_side, 0));
+    O.busy.clear();
+    return ARB_OK;
+}
+} // namespace
+
+arb_status arb_cuda_upd_wait_tensor(const void *tensor) {
+    for (const void *t : g_ovl.busy)
+        if (t == tensor) return upd_side_join();
+    return ARB_OK;
+}
+
+extern "C" void arb_cuda_updates_overlap(bool on) { g_ovl.on = on; }
+
+bool arb_cuda_upd_overlap_active(void) {
+    if (!g_ovl.on || !g_deferred) return false;
+    const char *e = getenv("ARB_CUDA_UPD_OVERLAP");
+    return !(e && e[0] == '0');
+}
+
+arb_status arb_cuda_upd_side_begin(const void *tensor) {
+    UpdOverlap &O = g_ovl;
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (O.side && O.device != dev) {
+        if (O.used) return arb_error(ARB_ERR_UNSUPPORTED, "overlapped updates on two devices in one deferred window");
+        cudaEventDestroy(O.ev_main);
+        cudaEventDestroy(O.ev_side);
+        cudaStreamDestroy(O.side);
+        O.side = nullptr;
+        O.ev_main = O.ev_side = nullptr;
+    }
+    if (!O.side) {
+        ARB_CU(cudaStreamCreateWithFlags(&O.side, cudaStreamNonBlocking));
+        ARB_CU(cudaEventCreateWithFlags(&O.ev_main, cudaEventDisableTiming));
+        ARB_CU(cudaEventCreateWithFlags(&O.ev_side, cudaEventDisableTiming));
+        O.device = dev;
+    }
+    ARB_CU(cudaEventRecord(O.ev_main, g_stream)); /* the update pass and everything before it */
+    ARB_CU(cudaStreamWaitEvent(O.side, O.ev_main, 0));
+    O.prev = g_stream;
+    g_stream = O.side;
+    O.used = true;
+    O.busy.push_back(tensor);
+    return ARB_OK;
+}
+
+void arb_cuda_upd_side_end(void) { g_stream = g_ovl.prev; }
+
+void arb_cuda_upd_hold(void *p) {
+    if (p) g_ovl.held.push_back(p);
+}
+
 /* Pending update records of this thread (deferred mode): a device arena of records and, per
  * record, where its result goes on the host. */
 namespace {
@@ -71,6 +150,7 @@ arb_status upd_arena_reserve(void) {
         return arb_error(ARB_ERR_UNSUPPORTED, "deferred updates on cuda:%d and cuda:%d in one arb_cuda_checks_defer window",
                          A.device, dev);
     if (A.used < A.cap) return ARB_OK;
+    ARB_TRY(upd_side_join()); /* finishes may still write the old arena */
     int cap = A.cap ? 2 * A.cap : 256;
     void *p = nullptr;
     ARB_TRY(arb_cuda_malloc(&p, (size_t)cap * sizeof(arb_cuda_upd_rec)));
@@ -103,6 +183,7 @@ arb_status arb_cuda_upd_slot_open(arb_update_state *st, arb_cuda_upd_slot *s) {
     UpdArena &A = g_upd;
     for (int i = A.used - 1; i >= 0; i--) /* an earlier update of the same state in this window */
         if (A.pend[(size_t)i].st == st) {
+            ARB_TRY(upd_side_join()); /* its finish wrote the norm (and the tensor's E, scale, nnz) */
             s->index = i;
             s->rec = A.d + i;
             s->norm_in = &s->rec->norm;
@@ -152,7 +233,9 @@ extern "C" arb_status arb_cuda_checks_collect(void) {
     pend.swap(A.pend);
     const size_t rb = (size_t)n * sizeof(arb_cuda_upd_rec);
     uint8_t *h = nullptr;
-    arb_status s = arb_cuda_host_scratch(rb + sizeof(int), (void **)&h);
+    arb_status s = upd_side_join();
+    g_ovl.used = false;
+    if (s == ARB_OK) s = arb_cuda_host_scratch(rb + sizeof(int), (void **)&h);
     if (s == ARB_OK && n) {
         cudaError_t e = cudaMemcpyAsync(h, A.d, rb, cudaMemcpyDeviceToHost, g_stream);
         if (e != cudaSuccess)
@@ -165,6 +248,11 @@ extern "C" arb_status arb_cuda_checks_collect(void) {
             s = arb_error(ARB_ERR_CUDA, "%s:%d: arb_cuda_checks_collect: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     }
     arb_cuda_free(p);
+    if (s == ARB_OK || !g_ovl.held.empty()) { /* after the synchronize (or on an error: best effort) */
+        if (s != ARB_OK) cudaDeviceSynchronize();
+        for (void *q : g_ovl.held) arb_cuda_free(q);
+        g_ovl.held.clear();
+    }
     if (s != ARB_OK) return s;
     for (int i = 0; i < n; i++) {
         arb_cuda_upd_rec r;

@@ -296,6 +296,7 @@ arb_status arb_cuda_rowsums::download(arb_upd_row_acc *acc) const {
 arb_status arb_cuda_upd_check(const arb_ternary *w, int64_t n, const arb_update_params *p, const arb_update_state *st,
                               const char *what) {
     ARB_TRY(arb_cuda_require_ternary(w, what));
+    ARB_TRY(arb_cuda_upd_wait_tensor(w->trits)); /* an overlapped finish of this tensor is still running */
     arb_ternary shadow = *w; /* arb_upd_check reads header fields only */
     shadow.device = arb_cpu();
     return arb_upd_check(&shadow, n, p, st, what);
@@ -725,7 +726,18 @@ arb_status arb_cuda_upd_apply(arb_ternary *w, const int32_t *g, int64_t ld, int 
     ARB_TRY(arb_cuda_upd_plan(w, cs, p, slot, rs, c.as<float>(), plan.as<int32_t>()));
     ARB_TRY(arb_cuda_upd_dense(w, g, ld, plan.as<int32_t>(), kp, p->threshold, p->leak_shift, rs, false, nullptr,
                                nsplit, split_stride));
-    ARB_TRY(arb_cuda_upd_finish(w, c.as<float>(), rs, plan.as<int32_t>(), p, slot));
+    if (arb_cuda_upd_overlap_active()) { /* the finish beside the next ops; its buffers live until collect */
+        ARB_TRY(arb_cuda_upd_side_begin(w->trits));
+        arb_status s = arb_cuda_upd_finish(w, c.as<float>(), rs, plan.as<int32_t>(), p, slot);
+        arb_cuda_upd_side_end();
+        ARB_TRY(s);
+        arb_cuda_upd_hold(rs.buf.p);
+        arb_cuda_upd_hold(c.p);
+        arb_cuda_upd_hold(plan.p);
+        rs.buf.p = c.p = plan.p = nullptr;
+    } else {
+        ARB_TRY(arb_cuda_upd_finish(w, c.as<float>(), rs, plan.as<int32_t>(), p, slot));
+    }
     return arb_cuda_upd_slot_close(&slot, st, stats, w->rows * w->cols);
 }
 

@@ -507,7 +507,8 @@ static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_mo
 }
 
 /* The whole backward runs in deferred-check mode: no op waits for the device (the updates plan,
- * measure their norm and move E on the device), and the one synchronize at the end (collect)
+ * measure their norm and move E on the device; their finishes overlap the next layers on a second
+ * stream: arb_cuda_updates_overlap), and the one synchronize at the end (collect)
  * brings back the NaN flag and every tensor's grad_norm and statistics. The bookkeeping that
  * reads the statistics (flip balance, totals) then runs per tensor, in index order: each tensor
  * is updated once per step and its bookkeeping reads only its own statistics, so this gives the
@@ -517,7 +518,9 @@ arb_status arb_mcu_backward_update(arb_model *m, const arb_model_step_params *sp
     m->tape = false;
     arb_model_step_stats tot = {0};
     ARB_TRY(arb_cuda_checks_defer());
+    arb_cuda_updates_overlap(true); /* each tensor is updated once, after its last use this step */
     arb_status s = backward(m, sp, &tot);
+    arb_cuda_updates_overlap(false);
     arb_status c = arb_cuda_checks_collect(); /* also after a failure: the records of the updates that ran */
     /* the device state moved (also on a failure part way: never upload the old mirrors over it) */
     m->host_stale = true;

@@ -733,17 +733,22 @@ static void test_upd_finish_device(void **state) {
 }
 
 /* The training loop's mode: updates between arb_cuda_checks_defer and _collect never wait; st and
- * stats arrive at collect, bit-identical to the CPU. Two updates of one state in one window
- * (the second continues from the first's device norm); a non-finite gradient skips the update
- * (state and norm unchanged) and collect reports it. */
+ * stats arrive at collect, bit-identical to the CPU, with the finishes on the current stream or
+ * overlapped on a second one (arb_cuda_updates_overlap). Two updates of one state in one window
+ * (the second continues from the first's device norm, after its finish); a non-finite gradient
+ * skips the update (state and norm unchanged) and collect reports it. */
 static void test_deferred_updates(void **state) {
     (void)state;
     g_defer_updates = true;
     run_update_steps(77, 150, 45, 20, 81);
+    arb_cuda_updates_overlap(true); /* finishes on the second stream */
+    run_update_steps(300, 600, 200, 4, 86);
+    run_update_steps(77, 150, 45, 8, 87);
     setenv("ARB_CUDA_UPD", "fused", 1);
     run_update_steps(77, 150, 45, 6, 82);
     unsetenv("ARB_CUDA_UPD");
     g_defer_updates = false;
+    /* the embedding below: two updates of one tensor per window, overlapped finishes included */
 
     const int64_t rows = 61, cols = 40, n = 150;
     arb_ternary h, d;
@@ -791,6 +796,7 @@ static void test_deferred_updates(void **state) {
     assert_int_equal(arb_cuda_checks_collect(), ARB_ERR_INVALID_ARG);
     assert_true(sd.grad_norm == before);
     assert_same_state(&h, &d, "deferred embedding after a skipped NaN step");
+    arb_cuda_updates_overlap(false);
     arb_cuda_free(didx);
     arb_cuda_free(ddy);
     free(idx);
