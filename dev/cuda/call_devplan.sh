@@ -4,7 +4,7 @@
 #   timeout 180 bash .wt-devplan/dev/cuda/call_devplan.sh [memcheck] [torch]
 # CUDA op tests (+ compute-sanitizer), the kernel bench (BENCH line), the model test and training
 # speed (+ the PyTorch baseline), then as time allows: the speed with the one-thread-per-word
-# update pass (ARB_CUDA_UPD_DENSE=16), dev/cuda/upd_roundtrip.c (immediate vs deferred updates),
+# update pass (ARB_CUDA_UPD_DENSE=16) and with the finishes not overlapped (ARB_CUDA_UPD_OVERLAP=0), dev/cuda/upd_roundtrip.c (immediate vs deferred updates),
 # and main's CLI (built in the background, niced) for the same-call before/after.
 set -uo pipefail
 out=${OUT:-/tmp/arb-gpu}; mkdir -p "$out"
@@ -26,6 +26,11 @@ echo "== the same speed with the one-thread-per-word update pass (ARB_CUDA_UPD_D
 ARB_CUDA_UPD_DENSE=16 timeout 25 build-cuda/arbitor train --config shakespeare --device cuda --data data/tinyshakespeare.txt \
   --steps 60 --eval-windows 64 --eval-every 100000 --log-every 20 --out /tmp/speed16 2>&1 | tr '\r' '\n' | tail -1
 echo "per 20 steps: $(grep -o '"tokens_per_s":[0-9.]*' /tmp/speed16/log.jsonl | cut -d: -f2 | tr '\n' ' ')"
+echo "== the same speed with the finishes on the current stream (ARB_CUDA_UPD_OVERLAP=0):"
+ARB_CUDA_UPD_OVERLAP=0 timeout 25 build-cuda/arbitor train --config shakespeare --device cuda --data data/tinyshakespeare.txt \
+  --steps 60 --eval-windows 64 --eval-every 100000 --log-every 20 --out /tmp/speed-ov0 2>&1 | tr '\r' '\n' | tail -1
+echo "per 20 steps: $(grep -o '"tokens_per_s":[0-9.]*' /tmp/speed-ov0/log.jsonl | cut -d: -f2 | tr '\n' ' ')"
+echo "[t=$SECONDS s]"
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 if [ $SECONDS -lt 150 ] && timeout 40 "$nvcc" -O2 dev/cuda/upd_roundtrip.c -Iinclude -o build-cuda/upd_roundtrip build-cuda/libarbitor.a \
      -L../.deps/usr/lib/x86_64-linux-gnu -lcublasLt -lcublas -lcjson -lgomp -lm >"$out/roundtrip-build.log" 2>&1; then
