@@ -25,6 +25,9 @@ static void usage(FILE *f) {
             "     encoder_last_hidden_state, logits; latent_mean, latent_logvar, decoded.\n"
             "  --int8    int8 weights (optimum-quanto qint8) and int8 activations, VNNI (default: fp32)\n"
             "  --int8w   int8 weights, float activations (quanto's weights-only numerics; for checking)\n"
+            "  --device cuda  run the int8 model on cuda:0 (needs --int8 and a CUDA build): DINOv2, the\n"
+            "            Moonshine encoder and the VAE decoder run on the GPU (Moonshine decoder logits and\n"
+            "            VAE encode on the CPU)\n"
             "preprocess: image → pixel_values [1,3,224,224] (DINOv2 processor); audio → input_values [1,N]\n"
             "     (mono, 16 kHz). synth: random weights in the real layout and config (for benchmarks).\n"
             "info: what was loaded: layers, quantized counts, flags, frozen float parameters.\n");
@@ -95,11 +98,17 @@ static int cmd_run(int argc, char **argv) {
         } else return arb_cli_fail("sidecar run: unknown or incomplete option '%s' (see --help)", a);
     }
     if (!model || !input || !output) return arb_cli_fail("sidecar run: --model, --input and --output are required");
-    if (!strcmp(device, "cuda")) return arb_cli_fail("--device cuda: not built with CUDA sidecars (the sidecars run on the CPU)");
-    if (strcmp(device, "cpu")) return arb_cli_fail("--device: expected cpu or cuda, got '%s'", device);
+    bool cuda = !strcmp(device, "cuda");
+    if (!cuda && strcmp(device, "cpu")) return arb_cli_fail("--device: expected cpu or cuda, got '%s'", device);
+    if (cuda && prec != ARB_SIDECAR_INT8)
+        return arb_cli_fail("--device cuda runs the int8 path only: add --int8");
     arb_sidecar *m;
     arb_status s = arb_sidecar_load(&m, model, prec);
     if (s) return arb_cli_fail_status(s, "cannot load sidecar %s", model);
+    if (cuda && (s = arb_sidecar_to_device(m, arb_cuda(0)))) {
+        arb_sidecar_free(m);
+        return arb_cli_fail_status(s, "--device cuda");
+    }
     arb_safetensors *in;
     if ((s = arb_safetensors_open(&in, input))) {
         arb_sidecar_free(m);
@@ -112,12 +121,12 @@ static int cmd_run(int argc, char **argv) {
     if (!rc) out_meta_info(&o, info);
     if (!rc && info->kind == ARB_SIDECAR_DINOV2) {
         rc = load_input(in, "pixel_values", ARB_F32, &a, true, input);
-        if (!rc && (s = arb_dinov2_forward(m, &a, &r1, &r2))) rc = arb_cli_fail_status(s, "dinov2 forward");
+        if (!rc && (s = arb_sidecar_forward(m, &a, &r1, &r2))) rc = arb_cli_fail_status(s, "dinov2 forward");
         if (!rc) rc = out_add(&o, "last_hidden_state", &r1);
         if (!rc) rc = out_add(&o, "pooler_output", &r2);
     } else if (!rc && info->kind == ARB_SIDECAR_MOONSHINE) {
         rc = load_input(in, "input_values", ARB_F32, &a, true, input);
-        if (!rc && (s = arb_moonshine_encode(m, &a, &r1))) rc = arb_cli_fail_status(s, "moonshine encoder");
+        if (!rc && (s = arb_sidecar_forward(m, &a, &r1, NULL))) rc = arb_cli_fail_status(s, "moonshine encoder");
         if (!rc) rc = out_add(&o, "encoder_last_hidden_state", &r1);
         if (!rc) {
             int have = load_input(in, "decoder_input_ids", ARB_I64, &b, false, input);
@@ -134,13 +143,13 @@ static int cmd_run(int argc, char **argv) {
             if ((s = arb_vae_encode(m, &a, &r1, &r2))) rc = arb_cli_fail_status(s, "vae encode");
             if (!rc) rc = out_add(&o, "latent_mean", &r1);
             if (!rc) rc = out_add(&o, "latent_logvar", &r2);
-            if (!rc && (s = arb_vae_decode(m, &r1, &r3))) rc = arb_cli_fail_status(s, "vae decode");
+            if (!rc && (s = arb_sidecar_forward(m, &r1, &r3, NULL))) rc = arb_cli_fail_status(s, "vae decode");
             if (!rc) rc = out_add(&o, "decoded", &r3);
         } else {
             have = load_input(in, "latents", ARB_F32, &b, false, input);
             if (have < 0) rc = arb_cli_fail("%s: a VAE needs 'sample' (to encode) or 'latents' (to decode)", input);
             else if (have > 0) rc = have;
-            else if ((s = arb_vae_decode(m, &b, &r3))) rc = arb_cli_fail_status(s, "vae decode");
+            else if ((s = arb_sidecar_forward(m, &b, &r3, NULL))) rc = arb_cli_fail_status(s, "vae decode");
             if (!rc) rc = out_add(&o, "decoded", &r3);
         }
     }

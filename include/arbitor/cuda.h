@@ -62,9 +62,22 @@ arb_status arb_cuda_synchronize(void); /* the current stream */
  * thread they OR into one device flag instead and never wait for it; collect synchronizes once
  * and returns ARB_ERR_INVALID_ARG if any op saw a bad value (then the state an update would
  * have touched is unspecified: restore a checkpoint). A training step pays one sync, not one
- * per op. */
+ * per op.
+ * Updates (the *_update ops) in deferred mode never wait either: plan, norm and E rule run on
+ * the device, and the arb_update_state / arb_update_stats they were given are written by collect
+ * (both must stay valid until then; a second update of the same state in the window continues
+ * from the first one's device norm). An update whose gradient is not finite is skipped (its
+ * state and norm stay) and collect reports it. Outside deferred mode every update still returns
+ * with st and stats written (one synchronize at its end). */
 arb_status arb_cuda_checks_defer(void);
 arb_status arb_cuda_checks_collect(void);
+/* On: in deferred mode, the finish of each dense/split-K update (nnz and scale refresh, norm, E
+ * rule, statistics: small single-block work) runs on a second stream of this thread beside the
+ * ops queued after it. The caller promises not to use an updated tensor again before collect
+ * (a training backward updates each tensor once, after its last use); a second update of the
+ * same state waits for the first's finish. ARB_CUDA_UPD_OVERLAP=0 in the environment keeps
+ * everything on the current stream. Off by default. */
+void arb_cuda_updates_overlap(bool on);
 
 /* ---- copies (on the current stream; host memory may be pageable) --------------------------- */
 arb_status arb_cuda_copy_h2d(void *dst, const void *src, size_t nbytes);
@@ -91,7 +104,8 @@ arb_status arb_cuda_ternary_linear_forward(const arb_ternary *w, const int8_t *x
                                            float *y);
 arb_status arb_cuda_ternary_linear_backward_x(const arb_ternary *w, const float *dy, int64_t n, arb_rng_key key,
                                               float *dx);
-/* st and stats are host structs (the per-tensor statistics live on the host). */
+/* st and stats are host structs (the per-tensor statistics live on the host); in deferred mode
+ * (arb_cuda_checks_defer) they are written at arb_cuda_checks_collect. */
 arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs,
                                                    const float *dy, int64_t n, const arb_update_params *p,
                                                    arb_update_state *st, arb_update_stats *stats);
@@ -111,6 +125,19 @@ arb_status arb_cuda_ternary_rmsnorm_backward_update(arb_ternary *gain, const flo
                                                     const float *dy, int64_t n, float *dx,
                                                     const arb_update_params *p, arb_update_state *st,
                                                     arb_update_stats *stats);
+
+/* Test hooks: the device kernels of the update's double-precision steps (plan, norm, E rule) on
+ * host arrays, for comparison with arb_upd_plan_make / arb_upd_norm / arb_upd_exp_step
+ * (src/ternary/update_internal.h).
+ * arb_cuda_test_upd_plan: mult (rows) and *shift as arb_upd_plan_make(c, rows, eta, norm) (norm > 0).
+ * arb_cuda_test_upd_finish: w is a device tensor; the first-step plan (no previous norm: the norm
+ * from abs_g over w->rows x w->cols) into first_mult / first_shift, then the finish with those
+ * row sums: *norm (arb_upd_norm), E and evidence of w (arb_upd_exp_step with c·ge when
+ * p->update_exp, then the refreshed scale), *moves. */
+arb_status arb_cuda_test_upd_plan(const float *c, int64_t rows, double eta, double norm, int32_t *mult, int *shift);
+arb_status arb_cuda_test_upd_finish(arb_ternary *w, const float *c, const int64_t *abs_g, const int64_t *ge,
+                                    const arb_update_params *p, double *norm, int32_t *moves, int32_t *first_mult,
+                                    int *first_shift);
 
 /* `arbitor bench kernels --device cuda` (cli/bench_kernels.c calls it through a weak symbol). */
 int arb_cuda_bench_kernels(int argc, char **argv);

@@ -86,6 +86,30 @@ arb_status arb_vae_decode(arb_sidecar *m, const arb_tensor *latents, arb_tensor 
 /* config's scaling_factor and shift_factor (0 if absent). */
 void arb_vae_scaling(const arb_sidecar *m, float *scaling_factor, float *shift_factor);
 
+/* ---------------------------------------------------------------- devices
+ *
+ * arb_sidecar_to_device(m, arb_cuda(0)) builds a device-resident int8 copy of an INT8 model (the
+ * same quanto weights and scales, uploaded once) and arb_sidecar_forward then runs the model's
+ * main forward there: int8 GEMMs on tensor cores (cuBLASLt IMMA, int32 accumulation), int8
+ * activations per row with the CPU path's rule, float norms/activations/attention in fused
+ * kernels, the whole forward replayed as one CUDA graph per input shape. On the device:
+ * DINOv2 (pixel_values → last_hidden_state, pooler_output), the Moonshine encoder
+ * (input_values → encoder_last_hidden_state) and the VAE decoder (latents → decoded). The
+ * per-model functions above (arb_dinov2_forward, arb_moonshine_logits, arb_vae_encode, ...)
+ * always run the CPU path.
+ * ARB_ERR_UNSUPPORTED in a build without CUDA or on a machine without a device.
+ * arb_sidecar_to_device(m, arb_cpu()) drops the device copy. */
+arb_status arb_sidecar_to_device(arb_sidecar *m, arb_device dev);
+arb_device arb_sidecar_device(const arb_sidecar *m);
+/* The model's main forward on its device. `in` may be on the CPU or on the model's CUDA device;
+ * outputs are allocated on the device `in` is on. DINOv2: out = last_hidden_state, out2 =
+ * pooler_output (may be NULL); Moonshine: out = encoder_last_hidden_state (out2 unused);
+ * VAE: in = latents, out = decoded. */
+arb_status arb_sidecar_forward(arb_sidecar *m, const arb_tensor *in, arb_tensor *out, arb_tensor *out2);
+/* The device's measured int8 tensor-core rate (a large cuBLASLt int8 GEMM, best of a few runs
+ * over about `seconds`), int8 ops/s; the GPU benchmark's "% of peak" denominator. */
+arb_status arb_sidecar_int8_peak_device(arb_device dev, double seconds, double *ops_per_s);
+
 /* ---------------------------------------------------------------- preprocessing */
 
 /* Decodes PNG or JPEG bytes to 8-bit RGB HWC (gray replicated, alpha dropped as PIL's convert("RGB")).

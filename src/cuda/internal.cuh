@@ -55,6 +55,42 @@ struct arb_cuda_scratch {
     template <class T> T *as() const { return static_cast<T *>(p); }
 };
 
+/* ---- where an update's norm and statistics live (runtime.cu) ------------------------------
+ * An update reads the previous step's grad_norm and leaves the new one and its statistics in a
+ * device record. Immediate mode (no arb_cuda_checks_defer): the record is the op's own, copied
+ * back when the op ends (one synchronize). Deferred mode: the record sits in a per-thread device
+ * arena and arb_cuda_checks_collect copies every pending record to its arb_update_state and
+ * arb_update_stats in the same synchronize; a second update of the same state before collect
+ * reads the pending device norm. So a training step has no host round trip per tensor. */
+struct arb_cuda_upd_rec {
+    double norm;                      /* grad_norm this update leaves */
+    long long flips, zeros, exp_moves; /* its statistics */
+};
+struct arb_cuda_upd_slot {
+    arb_cuda_upd_rec *rec = nullptr;    /* device */
+    const double *norm_in = nullptr;    /* device previous norm, or NULL: norm_host */
+    double norm_host = 0.0;
+    int index = -1;                     /* deferred: arena index; -1: own */
+    arb_cuda_scratch own;
+};
+/* Opens the record of one update of st (host struct). */
+arb_status arb_cuda_upd_slot_open(arb_update_state *st, arb_cuda_upd_slot *s);
+/* After the finish kernel is queued: immediate mode copies the record into st and stats (may be
+ * NULL) now; deferred mode registers them for arb_cuda_checks_collect (they must stay valid). */
+arb_status arb_cuda_upd_slot_close(arb_cuda_upd_slot *s, arb_update_state *st, arb_update_stats *stats,
+                                   int64_t weights);
+
+/* Overlapped finishes (cuda.h: arb_cuda_updates_overlap): active when switched on, in deferred
+ * mode, and ARB_CUDA_UPD_OVERLAP is not 0. side_begin forks the finish stream from the current
+ * one and makes it current; side_end restores; hold keeps a pool block until collect. */
+bool arb_cuda_upd_overlap_active(void);
+arb_status arb_cuda_upd_side_begin(const void *tensor); /* tensor: its trits pointer */
+/* Every update entry point calls this first (arb_cuda_upd_check): if the tensor has a finish in
+ * flight, the current stream waits for it. */
+arb_status arb_cuda_upd_wait_tensor(const void *tensor);
+void arb_cuda_upd_side_end(void);
+void arb_cuda_upd_hold(void *p);
+
 static inline unsigned arb_cuda_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
 #endif

@@ -1,6 +1,6 @@
 /* src/cuda/kernels.cuh — device helpers shared by the CUDA kernels: the row scale (bit-identical
  * to arb_ternary_row_scale), 2-bit code decoding, the int8 tensor-core fragment primitives
- * (cp.async, ldmatrix, mma.sync m16n8k32), and the host side of the update's finish.
+ * (cp.async, ldmatrix, mma.sync m16n8k32), and the update's plan / finish steps on the device.
  *
  * Why one header: the forward, backward-x and fused-update kernels share one tiled int8 GEMM
  * core (kernels differ in how the A operand is decoded and in the epilogue). */
@@ -83,17 +83,42 @@ struct arb_cuda_rowsums {
 /* arb_upd_check on a device tensor (same limits; the checks only read header fields). */
 arb_status arb_cuda_upd_check(const arb_ternary *w, int64_t n, const arb_update_params *p,
                               const arb_update_state *st, const char *what);
-/* Step 5 for a device tensor: the row sums and E state come back in one copy, norm into st,
- * the E rule on the host, E back and refresh on the device; one more copy only for stats.
- * c is a host array (rows). */
-arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_rowsums &rs, const arb_update_params *p,
-                               arb_update_state *st, arb_update_stats *stats);
+
+/* Where the per-row real unit c[o] of one Gint unit comes from (all device pointers):
+ *   GIVEN:  c[o] as is;
+ *   COLMAX: c[o] = amax[o] / 127 (float bits of the linear's column maxima);
+ *   SCALED: c[o] = (amax[0] / 127) · scale[o] (embedding, RMSNorm gain: one per-tensor amax).
+ * bad: the gradient's non-finite flag (NULL: none), read by the plan. */
+enum { ARB_CSRC_GIVEN = 0, ARB_CSRC_COLMAX = 1, ARB_CSRC_SCALED = 2 };
+struct arb_cuda_csrc {
+    int mode;
+    const float *c;
+    const unsigned *amax;
+    const float *scale;
+    const int *bad;
+};
+
+/* True when the plan needs this step's stats pass (no previous norm known > 0 on the host). */
+bool arb_cuda_upd_needs_stats(const arb_cuda_upd_slot &s);
+/* Step 3 on the device (k_upd_plan): c (rows) written, plan (rows + 2 int32) = m[rows], S, skip.
+ * Reads the stats pass's abs_g when there is no previous norm, and zeroes them. */
+arb_status arb_cuda_upd_plan(arb_ternary *w, const arb_cuda_csrc &cs, const arb_update_params *p,
+                             const arb_cuda_upd_slot &s, const arb_cuda_rowsums &rs, float *c, int32_t *plan);
+/* Step 5 on the device: refresh (nnz), then norm, E rule and statistics into s.rec (k_upd_finish). */
+arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_rowsums &rs, const int32_t *plan,
+                               const arb_update_params *p, const arb_cuda_upd_slot &s);
 /* Step 4 from a dense device Gint (rows, ld ≥ cols) — used by embedding, RMSNorm and the split-K
- * linear update. mult is a device array (rows). stats_only: only abs_g is summed and no state
- * changes. nsplit > 1: Gint is the sum of nsplit partial arrays split_stride int32 apart
- * (integer adds: any order gives the same Gint). */
-arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, const int32_t *mult, int shift,
-                              arb_rng_key key, int threshold, int leak_shift, const arb_cuda_rowsums &rs,
-                              bool stats_only, int nsplit = 1, int64_t split_stride = 0);
+ * linear update. plan: device (k_upd_plan's). stats_only: only abs_g is summed and no state
+ * changes, and only when gate has no previous norm > 0 (plan may be NULL). nsplit > 1: Gint is
+ * the sum of nsplit partial arrays split_stride int32 apart (integer adds: any order gives the
+ * same Gint). */
+arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, const int32_t *plan, arb_rng_key key,
+                              int threshold, int leak_shift, const arb_cuda_rowsums &rs, bool stats_only,
+                              const arb_cuda_upd_slot *gate, int nsplit = 1, int64_t split_stride = 0);
+/* Steps 3–5 from a dense Gint: stats pass when needed, plan, update pass, finish, and st / stats
+ * through arb_cuda_upd_slot_close (no host round trip in deferred mode). */
+arb_status arb_cuda_upd_apply(arb_ternary *w, const int32_t *g, int64_t ld, int nsplit, int64_t split_stride,
+                              const arb_cuda_csrc &cs, const arb_update_params *p, arb_update_state *st,
+                              arb_update_stats *stats);
 
 #endif

@@ -1567,21 +1567,25 @@ int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
     return want > 1 ? (int)want : 1;
 }
 
+/* *dst |= *src on the stream (a dX-only backward's non-finite flag into the deferred check). */
+__global__ void k_or_flag(const int *src, int *dst) {
+    if (*src) atomicOr(dst, 1);
+}
+
 /* ARB_CUDA_UPD=fused: the update rule in the dW GEMM's epilogue (read per call: tests switch it). */
 bool update_fused() {
     const char *e = getenv("ARB_CUDA_UPD");
     return e && !strcmp(e, "fused");
 }
 
-arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int nsplit, const float *c,
-                         arb_cuda_rowsums &rsum, const arb_update_params *p, arb_update_state *st,
+arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int nsplit,
+                         const arb_cuda_csrc &cs, const arb_update_params *p, arb_update_state *st,
                          arb_update_stats *stats) {
     const int64_t rows = w->rows, cols = w->cols;
     const int64_t nk = (ldt + WBK - 1) / WBK, kcb = (nk + nsplit - 1) / nsplit;
     const int64_t stride = rows * cols;
-    arb_cuda_scratch part, dmult;
+    arb_cuda_scratch part;
     ARB_TRY(part.alloc((size_t)(nsplit * stride) * sizeof(int32_t)));
-    ARB_TRY(dmult.alloc((size_t)rows * sizeof(int32_t)));
     /* out (n, m) = b · aᵀ with m = W col, n = W row: part[s] is Gint (rows, cols) row-major */
     GemmArgs g;
     memset(&g, 0, sizeof g);
@@ -1599,24 +1603,8 @@ arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, i
     g.kcb = (int)kcb;
     g.split_stride = stride;
     ARB_TRY((launch_gemm<A_INT8, EPI_I32>(g, "k_gemm<dw,splitk>")));
-    const arb_rng_key kp = arb_update_key(p->seed, p->step, w->id, ARB_RNG_PRESSURE);
-    double norm = st->grad_norm;
-    if (!(norm > 0.0)) { /* first step: a stats pass measures this step's own norm */
-        std::vector<arb_upd_row_acc> acc((size_t)rows);
-        ARB_TRY(arb_cuda_upd_dense(w, part.as<int32_t>(), cols, nullptr, 0, kp, p->threshold, p->leak_shift, rsum,
-                                   true, nsplit, stride));
-        ARB_TRY(rsum.download(acc.data()));
-        norm = arb_upd_norm(c, acc.data(), rows, cols);
-        ARB_TRY(rsum.zero());
-    }
-    int shift = 0;
-    std::vector<int32_t> mult((size_t)rows);
-    arb_upd_plan_make(c, rows, (double)p->eta, norm, mult.data(), &shift);
-    ARB_CU(cudaMemcpyAsync(dmult.p, mult.data(), (size_t)rows * sizeof(int32_t), cudaMemcpyHostToDevice,
-                           arb_cuda_cur_stream())); /* pageable: staged before the call returns */
-    ARB_TRY(arb_cuda_upd_dense(w, part.as<int32_t>(), cols, dmult.as<int32_t>(), shift, kp, p->threshold,
-                               p->leak_shift, rsum, false, nsplit, stride));
-    return arb_cuda_upd_finish(w, c, rsum, p, st, stats);
+    /* stats pass (first step), plan, update pass, finish: all on the device */
+    return arb_cuda_upd_apply(w, part.as<int32_t>(), cols, nsplit, stride, cs, p, st, stats);
 }
 
 /* dx (may be NULL) and/or the update (p may be NULL). Order on the stream: maxima, quantization,
@@ -1695,13 +1683,16 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
                              qs.as<float>(), camax.as<unsigned>(),
                              p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0},
                              hqt.as<int8_t>(), ldt, s));
-    /* pinned staging: [0] bad flag, [1..rows] column maxima, then mult (rows) */
+    /* Immediate mode (no arb_cuda_checks_defer): the non-finite flag comes back through pinned
+     * memory before the update may change state (the wait overlaps the dX GEMM queued below).
+     * Deferred mode: the plan kernel reads the flag, reports it to the deferred check and skips
+     * the update; nothing here waits for the device. */
+    int *deferred = arb_cuda_deferred_flag();
     uint32_t *pin = nullptr;
-    ARB_TRY(arb_cuda_host_scratch((size_t)(2 * rows + 1) * sizeof(uint32_t), (void **)&pin));
     cudaEvent_t ev = nullptr;
-    if (p) {
+    if (!deferred) {
+        ARB_TRY(arb_cuda_host_scratch(sizeof(uint32_t), (void **)&pin));
         ARB_CU(cudaMemcpyAsync(pin, bad.p, sizeof(int), cudaMemcpyDeviceToHost, s));
-        ARB_CU(cudaMemcpyAsync(pin + 1, camax.p, (size_t)rows * sizeof(unsigned), cudaMemcpyDeviceToHost, s));
         ARB_CU(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
         cudaError_t e = cudaEventRecord(ev, s);
         if (e != cudaSuccess) {
@@ -1732,36 +1723,38 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         g.rs_n = qs.as<float>();
         ARB_TRY((launch_gemm<A_PACKED_W, EPI_DX>(g, "k_gemm<dx>")));
     }
-    if (!p) { /* dX only: report a non-finite dy */
-        int h = 0;
-        ARB_TRY(arb_cuda_copy_d2h(&h, bad.p, sizeof h));
-        if (h) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
+    if (!p) { /* dX only: report a non-finite dy (deferred: into the deferred flag) */
+        if (deferred) {
+            k_or_flag<<<1, 1, 0, s>>>(bad.as<int>(), deferred);
+            ARB_CU_LAUNCH("k_or_flag");
+            return ARB_OK;
+        }
+        ARB_CU(cudaEventSynchronize(ev));
+        if (pin[0]) return arb_error(ARB_ERR_INVALID_ARG, "%s: dy has a NaN or infinite value", what);
         return ARB_OK;
     }
     ARB_CU(side.wait(2)); /* xqᵀ is ready before anything queued from here on */
     if (n == 0) { /* no side work: ldt zero columns of xqᵀ, as k_transpose_i8 would write them */
         ARB_CU(cudaMemsetAsync(xqt.p, 0, (size_t)(cp * ldt), s));
     }
-
-    ARB_CU(cudaEventSynchronize(ev)); /* the maxima are here; the dX GEMM may still run */
-    if (pin[0])
-        return arb_error(ARB_ERR_INVALID_ARG, "%s: gradient has a NaN or infinite value (%lld x %lld)", what,
-                         (long long)n, (long long)rows);
-    std::vector<float> c((size_t)rows);
-    for (int64_t o = 0; o < rows; o++) {
-        float a;
-        memcpy(&a, &pin[1 + o], sizeof a);
-        c[(size_t)o] = a / 127.0f;
+    if (!deferred) {
+        ARB_CU(cudaEventSynchronize(ev)); /* the flag is here; the dX GEMM may still run */
+        if (pin[0])
+            return arb_error(ARB_ERR_INVALID_ARG, "%s: gradient has a NaN or infinite value (%lld x %lld)", what,
+                             (long long)n, (long long)rows);
     }
-    arb_cuda_rowsums rsum;
-    ARB_TRY(rsum.init(rows));
+    /* c[o] = amax[o] / 127 forms on the device, in the plan */
+    const arb_cuda_csrc cs = {ARB_CSRC_COLMAX, nullptr, camax.as<unsigned>(), nullptr, bad.as<int>()};
     /* Default: Gint as int32 through the plain int8 GEMM (split over K when the output has few
      * tiles), then one update pass over all weights (k_upd_dense, the whole GPU at full
      * occupancy). ARB_CUDA_UPD=fused applies the rule in the GEMM's epilogue instead, where 8
      * warps per SM run it with nothing to hide behind. ncu on an H100 at 2048 × 2048 × 16384
      * tokens: 112 + 37.7 µs against 180.5 fused (the bench's wall clock did not move yet). */
     const int nsplit = splitk_count(rows, cols, ldt);
-    if (!update_fused()) return update_splitk(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, nsplit, c.data(), rsum, p, st, stats);
+    if (!update_fused()) return update_splitk(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, nsplit, cs, p, st, stats);
+    /* The fused epilogue takes S as a launch argument: this opt-in path reads the plan's S (and,
+     * when the previous norm is only on the device, that norm) back; plan and finish still run
+     * on the device. */
     GemmArgs g;
     memset(&g, 0, sizeof g);
     g.M = (int)rows;
@@ -1780,23 +1773,29 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     g.threshold = p->threshold;
     g.leak_shift = p->leak_shift;
     g.key = arb_update_key(p->seed, p->step, w->id, ARB_RNG_PRESSURE);
+    arb_cuda_rowsums rsum;
+    ARB_TRY(rsum.init(rows));
     g.abs_g = rsum.abs_g();
     g.ge = rsum.ge();
     g.flips = rsum.flips();
-    std::vector<arb_upd_row_acc> acc((size_t)rows);
-    double norm = st->grad_norm;
-    if (!(norm > 0.0)) { /* first step: a stats pass measures this step's own norm */
+    arb_cuda_upd_slot slot;
+    ARB_TRY(arb_cuda_upd_slot_open(st, &slot));
+    if (slot.norm_in) ARB_TRY(arb_cuda_copy_d2h(&slot.norm_host, slot.norm_in, sizeof(double)));
+    if (!(slot.norm_host > 0.0)) /* first step: a stats pass measures this step's own norm */
         ARB_TRY((launch_gemm<A_INT8, EPI_STATS>(g, "k_gemm<dw,stats>")));
-        ARB_TRY(rsum.download(acc.data()));
-        norm = arb_upd_norm(c.data(), acc.data(), rows, cols);
-        ARB_TRY(rsum.zero());
+    arb_cuda_scratch c, plan;
+    ARB_TRY(c.alloc((size_t)rows * sizeof(float)));
+    ARB_TRY(plan.alloc((size_t)(rows + 2) * sizeof(int32_t)));
+    ARB_TRY(arb_cuda_upd_plan(w, cs, p, slot, rsum, c.as<float>(), plan.as<int32_t>()));
+    int sk[2] = {0, 0};
+    ARB_TRY(arb_cuda_copy_d2h(sk, plan.as<int32_t>() + rows, sizeof sk));
+    if (!sk[1]) {
+        g.shift = sk[0];
+        g.mult = plan.as<int32_t>();
+        ARB_TRY((launch_gemm<A_INT8, EPI_UPDATE>(g, "k_gemm<dw,update>")));
     }
-    int32_t *mult = (int32_t *)(pin + 1 + rows);
-    arb_upd_plan_make(c.data(), rows, (double)p->eta, norm, mult, &g.shift);
-    ARB_CU(cudaMemcpyAsync(dmult.p, mult, (size_t)rows * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-    g.mult = dmult.as<int32_t>();
-    ARB_TRY((launch_gemm<A_INT8, EPI_UPDATE>(g, "k_gemm<dw,update>")));
-    return arb_cuda_upd_finish(w, c.data(), rsum, p, st, stats); /* its first copy waits for the mult upload */
+    ARB_TRY(arb_cuda_upd_finish(w, c.as<float>(), rsum, plan.as<int32_t>(), p, slot));
+    return arb_cuda_upd_slot_close(&slot, st, stats, rows * cols);
 }
 
 } // namespace

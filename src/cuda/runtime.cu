@@ -40,15 +40,235 @@ extern "C" arb_status arb_cuda_checks_defer(void) {
     return ARB_OK;
 }
 
+/* Overlapped finishes (arb_cuda_updates_overlap): a per-thread stream for the finish of each
+ * update in deferred mode, forked from the current stream after the update pass and joined
+ * before anything that reads what a finish wrote (a second update of the same state, the arena's
+ * growth, collect). The finishes' scratch is held until collect: the pool would otherwise hand
+ * it to the current stream while the finish still reads it. */
+namespace {
+struct UpdOverlap {
+    bool on = false, used = false;
+    int device = -1;
+    cudaStream_t side = nullptr, prev = nullptr;
+    cudaEvent_t ev_main = nullptr, ev_side = nullptr;
+    std::vector<void *> held;
+    std::vector<const void *> busy; /* tensors (trits) with a finish queued since the last join */
+    ~UpdOverlap() {
+        if (ev_main) cudaEventDestroy(ev_main);
+        if (ev_side) cudaEventDestroy(ev_side);
+        if (side) cudaStreamDestroy(side);
+    }
+};
+thread_local UpdOverlap g_ovl;
+
+/* The current stream waits for every finish queued so far. */
+arb_status upd_side_join(void) {
+    UpdOverlap &O = g_ovl;
+    if (!O.used || O.busy.empty()) return ARB_OK;
+    ARB_CU(cudaEventRecord(O.ev_side, O.side));
+    ARB_CU(cudaStreamWaitEvent(g_stream, O.ev_side, 0));
+    O.busy.clear();
+    return ARB_OK;
+}
+} // namespace
+
+arb_status arb_cuda_upd_wait_tensor(const void *tensor) {
+    for (const void *t : g_ovl.busy)
+        if (t == tensor) return upd_side_join();
+    return ARB_OK;
+}
+
+extern "C" void arb_cuda_updates_overlap(bool on) { g_ovl.on = on; }
+
+bool arb_cuda_upd_overlap_active(void) {
+    if (!g_ovl.on || !g_deferred) return false;
+    const char *e = getenv("ARB_CUDA_UPD_OVERLAP");
+    return !(e && e[0] == '0');
+}
+
+arb_status arb_cuda_upd_side_begin(const void *tensor) {
+    UpdOverlap &O = g_ovl;
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (O.side && O.device != dev) {
+        if (O.used) return arb_error(ARB_ERR_UNSUPPORTED, "overlapped updates on two devices in one deferred window");
+        cudaEventDestroy(O.ev_main);
+        cudaEventDestroy(O.ev_side);
+        cudaStreamDestroy(O.side);
+        O.side = nullptr;
+        O.ev_main = O.ev_side = nullptr;
+    }
+    if (!O.side) {
+        ARB_CU(cudaStreamCreateWithFlags(&O.side, cudaStreamNonBlocking));
+        ARB_CU(cudaEventCreateWithFlags(&O.ev_main, cudaEventDisableTiming));
+        ARB_CU(cudaEventCreateWithFlags(&O.ev_side, cudaEventDisableTiming));
+        O.device = dev;
+    }
+    ARB_CU(cudaEventRecord(O.ev_main, g_stream)); /* the update pass and everything before it */
+    ARB_CU(cudaStreamWaitEvent(O.side, O.ev_main, 0));
+    O.prev = g_stream;
+    g_stream = O.side;
+    O.used = true;
+    O.busy.push_back(tensor);
+    return ARB_OK;
+}
+
+void arb_cuda_upd_side_end(void) { g_stream = g_ovl.prev; }
+
+void arb_cuda_upd_hold(void *p) {
+    if (p) g_ovl.held.push_back(p);
+}
+
+/* Pending update records of this thread (deferred mode): a device arena of records and, per
+ * record, where its result goes on the host. */
+namespace {
+struct PendingUpd {
+    arb_update_state *st;
+    arb_update_stats *stats;
+    int64_t weights;
+};
+struct UpdArena {
+    arb_cuda_upd_rec *d = nullptr; /* device (cap) */
+    int cap = 0, used = 0;
+    int device = -1;
+    std::vector<PendingUpd> pend; /* (used) */
+};
+thread_local UpdArena g_upd;
+
+/* Room for one more record; growing copies the records so far on the stream (kernels already
+ * queued wrote the old arena before the copy runs). */
+arb_status upd_arena_reserve(void) {
+    UpdArena &A = g_upd;
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (A.d && A.device != dev && A.used == 0) {
+        arb_cuda_free(A.d);
+        A.d = nullptr;
+        A.cap = 0;
+    }
+    if (A.d && A.device != dev)
+        return arb_error(ARB_ERR_UNSUPPORTED, "deferred updates on cuda:%d and cuda:%d in one arb_cuda_checks_defer window",
+                         A.device, dev);
+    if (A.used < A.cap) return ARB_OK;
+    ARB_TRY(upd_side_join()); /* finishes may still write the old arena */
+    int cap = A.cap ? 2 * A.cap : 256;
+    void *p = nullptr;
+    ARB_TRY(arb_cuda_malloc(&p, (size_t)cap * sizeof(arb_cuda_upd_rec)));
+    if (A.used) {
+        cudaError_t e = cudaMemcpyAsync(p, A.d, (size_t)A.used * sizeof(arb_cuda_upd_rec), cudaMemcpyDeviceToDevice,
+                                        g_stream);
+        if (e != cudaSuccess) {
+            arb_cuda_free(p);
+            return arb_error(ARB_ERR_CUDA, "%s:%d: growing the update arena: %s", __FILE__, __LINE__,
+                             cudaGetErrorString(e));
+        }
+    }
+    if (A.d) arb_cuda_free(A.d);
+    A.d = static_cast<arb_cuda_upd_rec *>(p);
+    A.cap = cap;
+    A.device = dev;
+    return ARB_OK;
+}
+} // namespace
+
+arb_status arb_cuda_upd_slot_open(arb_update_state *st, arb_cuda_upd_slot *s) {
+    s->norm_host = st->grad_norm;
+    s->norm_in = nullptr;
+    if (!g_deferred) {
+        ARB_TRY(s->own.alloc(sizeof(arb_cuda_upd_rec)));
+        s->rec = s->own.as<arb_cuda_upd_rec>();
+        s->index = -1;
+        return ARB_OK;
+    }
+    UpdArena &A = g_upd;
+    for (int i = A.used - 1; i >= 0; i--) /* an earlier update of the same state in this window */
+        if (A.pend[(size_t)i].st == st) {
+            ARB_TRY(upd_side_join()); /* its finish wrote the norm (and the tensor's E, scale, nnz) */
+            s->index = i;
+            s->rec = A.d + i;
+            s->norm_in = &s->rec->norm;
+            return ARB_OK;
+        }
+    ARB_TRY(upd_arena_reserve());
+    s->index = A.used; /* taken at close: a failed op leaves no record behind */
+    s->rec = A.d + A.used;
+    return ARB_OK;
+}
+
+arb_status arb_cuda_upd_slot_close(arb_cuda_upd_slot *s, arb_update_state *st, arb_update_stats *stats,
+                                   int64_t weights) {
+    if (s->index < 0) {
+        arb_cuda_upd_rec r;
+        ARB_TRY(arb_cuda_copy_d2h(&r, s->rec, sizeof r));
+        st->grad_norm = r.norm;
+        if (stats) {
+            stats->flips = r.flips;
+            stats->zeros = r.zeros;
+            stats->weights = weights;
+            stats->exp_moves = (int32_t)r.exp_moves;
+        }
+        return ARB_OK;
+    }
+    UpdArena &A = g_upd;
+    if (s->index < A.used) { /* the same state again: the later stats win, as on the host */
+        A.pend[(size_t)s->index].stats = stats;
+        A.pend[(size_t)s->index].weights = weights;
+        return ARB_OK;
+    }
+    A.pend.resize((size_t)A.used + 1);
+    A.pend[(size_t)A.used] = PendingUpd{st, stats, weights};
+    A.used++;
+    return ARB_OK;
+}
+
+/* One synchronize for the flag and every pending update record. */
 extern "C" arb_status arb_cuda_checks_collect(void) {
     if (!g_deferred) return ARB_OK;
-    int h = 0;
     int *p = g_deferred;
     g_deferred = nullptr;
-    arb_status s = arb_cuda_copy_d2h(&h, p, sizeof h);
+    UpdArena &A = g_upd;
+    const int n = A.used;
+    A.used = 0;
+    std::vector<PendingUpd> pend;
+    pend.swap(A.pend);
+    const size_t rb = (size_t)n * sizeof(arb_cuda_upd_rec);
+    uint8_t *h = nullptr;
+    arb_status s = upd_side_join();
+    g_ovl.used = false;
+    if (s == ARB_OK) s = arb_cuda_host_scratch(rb + sizeof(int), (void **)&h);
+    if (s == ARB_OK && n) {
+        cudaError_t e = cudaMemcpyAsync(h, A.d, rb, cudaMemcpyDeviceToHost, g_stream);
+        if (e != cudaSuccess)
+            s = arb_error(ARB_ERR_CUDA, "%s:%d: copying update records: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    }
+    if (s == ARB_OK) {
+        cudaError_t e = cudaMemcpyAsync(h + rb, p, sizeof(int), cudaMemcpyDeviceToHost, g_stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(g_stream);
+        if (e != cudaSuccess)
+            s = arb_error(ARB_ERR_CUDA, "%s:%d: arb_cuda_checks_collect: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    }
     arb_cuda_free(p);
+    if (s == ARB_OK || !g_ovl.held.empty()) { /* after the synchronize (or on an error: best effort) */
+        if (s != ARB_OK) cudaDeviceSynchronize();
+        for (void *q : g_ovl.held) arb_cuda_free(q);
+        g_ovl.held.clear();
+    }
     if (s != ARB_OK) return s;
-    if (h)
+    for (int i = 0; i < n; i++) {
+        arb_cuda_upd_rec r;
+        memcpy(&r, h + (size_t)i * sizeof r, sizeof r);
+        const PendingUpd &q = pend[(size_t)i];
+        q.st->grad_norm = r.norm;
+        if (q.stats) {
+            q.stats->flips = r.flips;
+            q.stats->zeros = r.zeros;
+            q.stats->weights = q.weights;
+            q.stats->exp_moves = (int32_t)r.exp_moves;
+        }
+    }
+    int flag;
+    memcpy(&flag, h + rb, sizeof flag);
+    if (flag)
         return arb_error(ARB_ERR_INVALID_ARG, "a NaN or infinite value reached a CUDA op since arb_cuda_checks_defer "
                                               "(ARB_CUDA_SYNC_CHECK=1 with immediate checks names the op)");
     return ARB_OK;

@@ -289,13 +289,12 @@ static arb_status lin_bwd(arb_model *m, int32_t i, int64_t off, const float *dy,
     if (fuse_use(m, P, off, n)) {
         arb_update_params up;
         arb_mdl_update_prep(m, i, sp, &up);
-        arb_update_stats st = {0};
+        (void)tot; /* P->st and P->last are written at the step's collect; the bookkeeping follows it */
         if (dx)
             ARB_TRY(arb_cuda_ternary_linear_backward(&P->dw, P->d_xq, P->d_xs, slot, n, arb_mdl_use_key(P, seed, step),
-                                                     dx, &up, &P->st, &st));
+                                                     dx, &up, &P->st, &P->last));
         else
-            ARB_TRY(arb_ternary_linear_backward_update(&P->dw, P->d_xq, P->d_xs, slot, n, &up, &P->st, &st));
-        arb_mdl_update_finish(m, i, sp, &st, tot);
+            ARB_TRY(arb_ternary_linear_backward_update(&P->dw, P->d_xq, P->d_xs, slot, n, &up, &P->st, &P->last));
         P->done = true;
         return ARB_OK;
     }
@@ -313,10 +312,9 @@ static arb_status norm_bwd(arb_model *m, int32_t i, int64_t off, const float *dy
     if (fuse_use(m, P, off, n)) {
         arb_update_params up;
         arb_mdl_update_prep(m, i, sp, &up);
-        arb_update_stats st = {0};
+        (void)tot;
         ARB_TRY(arb_mcu_rmsnorm_backward_update_add(&P->dw, P->d_x + off * D, P->d_xs + off, slot, res, n, dx, &up,
-                                                    &P->st, &st));
-        arb_mdl_update_finish(m, i, sp, &st, tot);
+                                                    &P->st, &P->last));
         P->done = true;
         return ARB_OK;
     }
@@ -329,26 +327,26 @@ static arb_status update_param(arb_model *m, int32_t i, const arb_model_step_par
     tparam *P = &m->p[i];
     arb_update_params up;
     arb_mdl_update_prep(m, i, sp, &up);
-    arb_update_stats st = {0};
+    arb_update_stats *st = &P->last; /* written at the step's collect */
+    (void)tot;
     switch (P->kind) {
     case P_GAIN: {
         float *dxs = NULL;
         size_t b;
         ARB_TRY(nbytes((size_t)(P->n * P->w.cols), sizeof(float), &b));
         ARB_TRY(arb_cuda_malloc((void **)&dxs, b));
-        arb_status s = arb_ternary_rmsnorm_backward_update(&P->dw, P->d_x, P->d_xs, P->d_dy, P->n, dxs, &up, &P->st, &st);
+        arb_status s = arb_ternary_rmsnorm_backward_update(&P->dw, P->d_x, P->d_xs, P->d_dy, P->n, dxs, &up, &P->st, st);
         arb_cuda_free(dxs);
         ARB_TRY(s);
         break;
     }
     case P_EMB:
-        ARB_TRY(arb_ternary_embedding_backward_update(&P->dw, P->d_idx, P->d_dy, P->n, &up, &P->st, &st));
+        ARB_TRY(arb_ternary_embedding_backward_update(&P->dw, P->d_idx, P->d_dy, P->n, &up, &P->st, st));
         break;
     default:
-        ARB_TRY(arb_ternary_linear_backward_update(&P->dw, P->d_xq, P->d_xs, P->d_dy, P->n, &up, &P->st, &st));
+        ARB_TRY(arb_ternary_linear_backward_update(&P->dw, P->d_xq, P->d_xs, P->d_dy, P->n, &up, &P->st, st));
         break;
     }
-    arb_mdl_update_finish(m, i, sp, &st, tot);
     P->done = true;
     return ARB_OK;
 }
@@ -508,16 +506,29 @@ static arb_status backward(arb_model *m, const arb_model_step_params *sp, arb_mo
     return ARB_OK;
 }
 
+/* The whole backward runs in deferred-check mode: no op waits for the device (the updates plan,
+ * measure their norm and move E on the device; their finishes overlap the next layers on a second
+ * stream: arb_cuda_updates_overlap), and the one synchronize at the end (collect)
+ * brings back the NaN flag and every tensor's grad_norm and statistics. The bookkeeping that
+ * reads the statistics (flip balance, totals) then runs per tensor, in index order: each tensor
+ * is updated once per step and its bookkeeping reads only its own statistics, so this gives the
+ * numbers of doing it right after each update. */
 arb_status arb_mcu_backward_update(arb_model *m, const arb_model_step_params *sp, arb_model_step_stats *stats) {
     ARB_TRY(set_dev(m));
     m->tape = false;
     arb_model_step_stats tot = {0};
+    ARB_TRY(arb_cuda_checks_defer());
+    arb_cuda_updates_overlap(true); /* each tensor is updated once, after its last use this step */
     arb_status s = backward(m, sp, &tot);
+    arb_cuda_updates_overlap(false);
+    arb_status c = arb_cuda_checks_collect(); /* also after a failure: the records of the updates that ran */
     /* the device state moved (also on a failure part way: never upload the old mirrors over it) */
     m->host_stale = true;
     m->dev_stale = false;
     ARB_TRY(s);
-    ARB_TRY(arb_cuda_synchronize());
+    ARB_TRY(c);
+    for (int32_t i = 0; i < m->np; i++)
+        if (m->p[i].done) arb_mdl_update_finish(m, i, sp, &m->p[i].last, &tot);
     if (stats) *stats = tot;
     return ARB_OK;
 }

@@ -213,6 +213,10 @@ struct arb_sidecar {
     sc_dinov2 *dino;
     sc_moonshine *moon;
     sc_vae *vae;
+    char *dir;                /* checkpoint directory (the device loader reads it again) */
+    void *dev;                /* device-resident copy (src/cuda/sidecar.cu) or NULL */
+    void (*dev_free)(void *); /* releases `dev` */
+    int dev_index;            /* its CUDA ordinal */
 };
 
 arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);

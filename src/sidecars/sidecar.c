@@ -10,6 +10,9 @@
 #include <time.h>
 
 #include "sidecars/sc_internal.h"
+#ifdef ARB_HAVE_CUDA
+#include "cuda/sidecar_cuda.h"
+#endif
 
 
 const char *arb_sidecar_kind_name(arb_sidecar_kind k) {
@@ -23,6 +26,8 @@ const char *arb_sidecar_kind_name(arb_sidecar_kind k) {
 
 void arb_sidecar_free(arb_sidecar *m) {
     if (!m) return;
+    if (m->dev && m->dev_free) m->dev_free(m->dev);
+    free(m->dir);
     sc_dinov2_free(m->dino);
     sc_moonshine_free(m->moon);
     sc_vae_free(m->vae);
@@ -78,6 +83,7 @@ arb_status arb_sidecar_load(arb_sidecar **out, const char *dir, arb_sidecar_prec
         else if (kind == ARB_SIDECAR_MOONSHINE) st = sc_moonshine_load(m, &c, cfg);
         else st = sc_vae_load(m, &c, cfg);
         if (!st) st = sc_ckpt_check_all_used(&c);
+        if (!st && !(m->dir = strdup(dir))) st = arb_error(ARB_ERR_OOM, "sidecar: out of memory");
     }
     sc_ckpt_close(&c);
     cJSON_Delete(cfg);
@@ -107,4 +113,62 @@ double arb_sidecar_int8_peak(double seconds) {
         iters = (long)((double)iters * (grow > 16 ? 16 : grow * 1.05 + 0.01));
     }
     return ops / (t1 - t0);
+}
+
+/* ---------------------------------------------------------------- devices */
+
+arb_status arb_sidecar_to_device(arb_sidecar *m, arb_device dev) {
+    if (!m) return arb_error(ARB_ERR_INVALID_ARG, "arb_sidecar_to_device: NULL model");
+    if (dev.kind == ARB_DEVICE_CPU) {
+        if (m->dev && m->dev_free) m->dev_free(m->dev);
+        m->dev = NULL;
+        m->dev_free = NULL;
+        return ARB_OK;
+    }
+    if (dev.kind != ARB_DEVICE_CUDA) return arb_error(ARB_ERR_INVALID_ARG, "arb_sidecar_to_device: unknown device kind %d", (int)dev.kind);
+    if (m->mode != SC_INT8)
+        return arb_error(ARB_ERR_UNSUPPORTED, "sidecar %s on CUDA: only the int8 path (ARB_SIDECAR_INT8) runs on the device",
+                         arb_sidecar_kind_name(m->kind));
+#ifdef ARB_HAVE_CUDA
+    if (m->dev && m->dev_index == dev.index) return ARB_OK;
+    if (m->dev && m->dev_free) m->dev_free(m->dev);
+    m->dev = NULL;
+    m->dev_free = NULL;
+    return sc_cu_attach(m, dev.index);
+#else
+    return arb_error(ARB_ERR_UNSUPPORTED, "sidecar on cuda:%d: this build of arbitor has no CUDA support (rebuild with -DARB_CUDA=ON)",
+                     dev.index);
+#endif
+}
+
+arb_device arb_sidecar_device(const arb_sidecar *m) { return m && m->dev ? arb_cuda(m->dev_index) : arb_cpu(); }
+
+arb_status arb_sidecar_forward(arb_sidecar *m, const arb_tensor *in, arb_tensor *out, arb_tensor *out2) {
+    if (!m || !in || !out) return arb_error(ARB_ERR_INVALID_ARG, "arb_sidecar_forward: NULL argument");
+#ifdef ARB_HAVE_CUDA
+    if (m->dev) return sc_cu_forward(m, in, out, out2);
+#endif
+    if (in->device.kind != ARB_DEVICE_CPU)
+        return arb_error(ARB_ERR_INVALID_ARG, "arb_sidecar_forward: the model is on the CPU but the input is on cuda:%d",
+                         in->device.index);
+    switch (m->kind) {
+    case ARB_SIDECAR_DINOV2: return arb_dinov2_forward(m, in, out, out2);
+    case ARB_SIDECAR_MOONSHINE: return arb_moonshine_encode(m, in, out);
+    case ARB_SIDECAR_VAE: return arb_vae_decode(m, in, out);
+    }
+    return arb_error(ARB_ERR_INVALID_ARG, "arb_sidecar_forward: bad model kind");
+}
+
+arb_status arb_sidecar_int8_peak_device(arb_device dev, double seconds, double *ops_per_s) {
+    if (!ops_per_s) return arb_error(ARB_ERR_INVALID_ARG, "arb_sidecar_int8_peak_device: NULL output");
+    *ops_per_s = 0;
+    if (dev.kind == ARB_DEVICE_CPU) {
+        *ops_per_s = arb_sidecar_int8_peak(seconds);
+        return ARB_OK;
+    }
+#ifdef ARB_HAVE_CUDA
+    return sc_cu_int8_peak(dev.index, seconds, ops_per_s);
+#else
+    return arb_error(ARB_ERR_UNSUPPORTED, "cuda:%d: this build of arbitor has no CUDA support (rebuild with -DARB_CUDA=ON)", dev.index);
+#endif
 }

@@ -359,6 +359,9 @@ static void test_linear_backward_x(void **state) {
 /* test_linear_update_tiny_amax: one token row and one column of dy so small (|v| < 127/FLT_MAX)
  * that 127/amax overflows to inf, with exact zeros among them (0·inf = NaN → 0 on the CPU). */
 static int tiny_amax_dy;
+/* Set: run_update_steps runs every CUDA update between arb_cuda_checks_defer and _collect (the
+ * training loop's mode: plan, norm and E on the device, st and stats written by collect). */
+static bool g_defer_updates = false;
 
 static void run_update_steps(int64_t rows, int64_t cols, int64_t n, int steps, uint64_t seed) {
     arb_ternary h, d;
@@ -391,16 +394,19 @@ static void run_update_steps(int64_t rows, int64_t cols, int64_t n, int steps, u
         ARB_ASSERT_OK(arb_cuda_copy_h2d(ddy, dy, (size_t)(n * rows) * sizeof(float)));
         arb_update_stats a, b;
         ARB_ASSERT_OK(arb_ternary_linear_backward_update_ref(&h, xq, xs, dy, n, &p, &sh, &a));
+        if (g_defer_updates) ARB_ASSERT_OK(arb_cuda_checks_defer());
         if (step % 2 == 0) {
             ARB_ASSERT_OK(arb_cuda_ternary_linear_backward_update(&d, dxq, dxs, ddy, n, &p, &sd, &b));
         } else { /* the fused entry: dx must equal backward_x's on the pre-update trits, bit for bit */
             arb_rng_key kx = arb_update_key(p.seed, p.step, h.id, ARB_RNG_DX);
             ARB_ASSERT_OK(arb_cuda_ternary_linear_backward_x(&d, ddy, n, kx, ddx1));
             ARB_ASSERT_OK(arb_cuda_ternary_linear_backward(&d, dxq, dxs, ddy, n, kx, ddx2, &p, &sd, &b));
+            if (g_defer_updates) ARB_ASSERT_OK(arb_cuda_checks_collect());
             to_host(dx1, ddx1, (size_t)(n * cols) * sizeof(float));
             to_host(dx2, ddx2, (size_t)(n * cols) * sizeof(float));
             assert_memory_equal(dx1, dx2, (size_t)(n * cols) * sizeof(float));
         }
+        if (g_defer_updates) ARB_ASSERT_OK(arb_cuda_checks_collect()); /* no-op when already collected */
         if (sh.grad_norm != sd.grad_norm) fail_msg("step %d: grad_norm cuda %.17g cpu %.17g", step, sd.grad_norm, sh.grad_norm);
         assert_int_equal(a.flips, b.flips);
         assert_int_equal(a.zeros, b.zeros);
@@ -597,6 +603,226 @@ static void test_embedding(void **state) {
     arb_ternary_free(&h);
 }
 
+
+/* The one-thread-per-word update pass (ARB_CUDA_UPD_DENSE=16; the default runs four threads per
+ * word with vector loads): the same bits, unaligned and aligned columns, split-K included. */
+static void test_upd_dense_word_per_thread(void **state) {
+    (void)state;
+    setenv("ARB_CUDA_UPD_DENSE", "16", 1);
+    run_update_steps(77, 150, 45, 12, 91);
+    run_update_steps(300, 600, 200, 3, 92);
+    setenv("ARB_CUDA_SPLITK", "3", 1);
+    run_update_steps(77, 152, 1000, 4, 93);
+    unsetenv("ARB_CUDA_SPLITK");
+    unsetenv("ARB_CUDA_UPD_DENSE");
+}
+
+/* ---------------------------------------------------------------- device plan / norm / E rule */
+
+static uint64_t mix64(uint64_t *st) {
+    uint64_t z = (*st += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double unit64(uint64_t *st) { return (double)(mix64(st) >> 11) * 0x1.0p-53; }
+/* A float over many octaves: 2^e · [1, 2), e in [lo, hi] (subnormals below 2^-126), sometimes 0. */
+static float wide_float(uint64_t *st, int lo, int hi) {
+    if (mix64(st) % 16 == 0) return 0.0f;
+    int e = lo + (int)(mix64(st) % (uint64_t)(hi - lo + 1));
+    return (float)ldexp(1.0 + unit64(st), e);
+}
+
+static void check_plan(const float *c, int64_t rows, double eta, double norm, const char *what) {
+    int32_t *mh = malloc((size_t)rows * sizeof(int32_t)), *md = malloc((size_t)rows * sizeof(int32_t));
+    int sh = -1, sd = -2;
+    arb_upd_plan_make(c, rows, eta, norm, mh, &sh);
+    ARB_ASSERT_OK(arb_cuda_test_upd_plan(c, rows, eta, norm, md, &sd));
+    if (sh != sd) fail_msg("%s: shift cuda %d cpu %d (rows %lld eta %.17g norm %.17g)", what, sd, sh, (long long)rows, eta, norm);
+    for (int64_t o = 0; o < rows; o++)
+        if (mh[o] != md[o]) fail_msg("%s: mult[%lld] cuda %d cpu %d (eta %.17g norm %.17g c %.9g)", what, (long long)o, md[o], mh[o], eta, norm, (double)c[o]);
+    free(mh);
+    free(md);
+}
+
+/* k_upd_plan against arb_upd_plan_make: random scales over the whole float range (subnormals,
+ * zeros), and the edges — rmax an exact power of two (frexp's boundary), the shift clamped at 0
+ * (rmax ≥ 2^30: multipliers at INT32_MAX) and at 62 (tiny ratios), an infinite rmax (subnormal
+ * norm), norm or eta 0, one row. */
+static void test_upd_plan_device(void **state) {
+    (void)state;
+    uint64_t rs = 0x51ED;
+    const int64_t max_rows = 3000;
+    float *c = malloc((size_t)max_rows * sizeof(float));
+    for (int trial = 0; trial < 120; trial++) {
+        int64_t rows = trial % 10 == 0 ? 1 : 1 + (int64_t)(mix64(&rs) % (uint64_t)max_rows);
+        int lo = -149 + (int)(mix64(&rs) % 120), hi = lo + (int)(mix64(&rs) % 60);
+        if (hi > 127) hi = 127;
+        for (int64_t o = 0; o < rows; o++) c[o] = wide_float(&rs, lo, hi);
+        double eta = trial % 17 == 5 ? 0.0 : ldexp(1.0 + unit64(&rs), -10 + (int)(mix64(&rs) % 30));
+        double norm = ldexp(1.0 + unit64(&rs), -1074 + (int)(mix64(&rs) % 2100));
+        char what[64];
+        snprintf(what, sizeof what, "plan trial %d", trial);
+        check_plan(c, rows, eta, norm, what);
+    }
+    /* rmax = 2^k exactly (or one ulp off): c a power of two, normp = RMS·norm ≈ 1 */
+    for (int k = -40; k <= 40; k += 3) {
+        for (int64_t o = 0; o < 64; o++) c[o] = (float)ldexp(1.0, k - (int)(o % 5));
+        for (int j = -1; j <= 1; j++) {
+            double norm = nextafter(1.0 / ARB_UPD_RMS_PER_MEANABS, j < 0 ? 0.0 : (j > 0 ? 2.0 : 1.0 / ARB_UPD_RMS_PER_MEANABS));
+            check_plan(c, 64, 1.0, norm, "plan rmax power of two");
+        }
+    }
+    for (int64_t o = 0; o < 100; o++) c[o] = (float)(1.0 + (double)o);
+    check_plan(c, 100, 1e10, 1e-3, "plan shift 0, INT32_MAX");     /* rmax ~ 8e14 */
+    check_plan(c, 100, 1e-3, 1e12, "plan shift 62");                /* rmax ~ 1e-13 */
+    check_plan(c, 100, 1.0, 4.9406564584124654e-324, "plan rmax inf"); /* subnormal norm */
+    check_plan(c, 100, 0.0, 1.0, "plan eta 0");
+    check_plan(c, 100, 3.0, 0.0, "plan norm 0");
+    c[0] = 1.0f;
+    check_plan(c, 1, 6.0, 0.25, "plan one row");
+    free(c);
+}
+
+/* k_upd_finish against arb_upd_norm + arb_upd_exp_step (+ refresh), and the plan's first-step
+ * branch against arb_upd_plan_make of arb_upd_norm: random sums, rows across the kernel's
+ * 2048-row chunks, E at its rails, all-zero ge (no E rule). */
+static void test_upd_finish_device(void **state) {
+    (void)state;
+    uint64_t rs = 0xF1A1;
+    const int64_t shapes[][2] = {{1, 7}, {77, 150}, {2048, 3}, {3001, 5}, {4500, 2}};
+    for (int trial = 0; trial < 15; trial++) {
+        const int64_t rows = shapes[trial % 5][0], cols = shapes[trial % 5][1];
+        arb_ternary h, d;
+        make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 60 + trial, 900 + (uint64_t)trial);
+        for (int64_t o = 0; o < rows; o++)
+            if (mix64(&rs) % 8 == 0) h.exp[o] = (int8_t)(mix64(&rs) % 2 ? ARB_EXP_MAX : ARB_EXP_MIN); /* the rails */
+        ARB_ASSERT_OK(arb_ternary_refresh(&h));
+        ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+        float *c = malloc((size_t)rows * sizeof(float));
+        int64_t *ag = malloc((size_t)rows * sizeof(int64_t)), *ge = malloc((size_t)rows * sizeof(int64_t));
+        arb_upd_row_acc *acc = calloc((size_t)rows, sizeof *acc);
+        double *ger = malloc((size_t)rows * sizeof(double));
+        for (int64_t o = 0; o < rows; o++) {
+            c[o] = mix64(&rs) % 10 == 0 ? 0.0f : (float)ldexp(1.0 + unit64(&rs), -20 + (int)(mix64(&rs) % 24));
+            ag[o] = (int64_t)(mix64(&rs) >> (20 + mix64(&rs) % 30));
+            ge[o] = trial % 5 == 4 ? 0 : (int64_t)(mix64(&rs) >> (22 + mix64(&rs) % 30)) * (mix64(&rs) % 2 ? 1 : -1);
+            acc[o].abs_g = ag[o];
+            acc[o].ge = ge[o];
+            ger[o] = (double)c[o] * (double)ge[o];
+        }
+        arb_update_params p = arb_update_params_default();
+        p.seed = 77 + (uint64_t)trial;
+        p.step = (uint64_t)trial * 3;
+        p.eta = (float)(0.5 + 10.0 * unit64(&rs));
+        p.eta_exp = (float)(0.25 + 4.0 * unit64(&rs));
+        p.exp_threshold = 1 + (int)(mix64(&rs) % 40);
+        p.update_exp = trial % 3 != 2;
+        /* host */
+        double nh = arb_upd_norm(c, acc, rows, cols);
+        int32_t *mh = malloc((size_t)rows * sizeof(int32_t)), *md = malloc((size_t)rows * sizeof(int32_t));
+        int sh = -1, sd = -2;
+        arb_upd_plan_make(c, rows, (double)p.eta, nh, mh, &sh);
+        int32_t moves_h = p.update_exp ? arb_upd_exp_step(&h, ger, &p) : 0;
+        ARB_ASSERT_OK(arb_ternary_refresh(&h));
+        /* device */
+        double nd = -1.0;
+        int32_t moves_d = -1;
+        ARB_ASSERT_OK(arb_cuda_test_upd_finish(&d, c, ag, ge, &p, &nd, &moves_d, md, &sd));
+        if (nh != nd) fail_msg("finish trial %d: norm cuda %.17g cpu %.17g", trial, nd, nh);
+        assert_int_equal(moves_h, moves_d);
+        assert_int_equal(sh, sd);
+        for (int64_t o = 0; o < rows; o++)
+            if (mh[o] != md[o]) fail_msg("finish trial %d: first-step mult[%lld] cuda %d cpu %d", trial, (long long)o, md[o], mh[o]);
+        char what[64];
+        snprintf(what, sizeof what, "finish trial %d (%lld rows, %d moves)", trial, (long long)rows, moves_h);
+        assert_same_state(&h, &d, what);
+        if (trial % 5 != 4 && p.update_exp && rows > 1000) assert_true(moves_h > 0); /* the rule must act */
+        free(c);
+        free(ag);
+        free(ge);
+        free(acc);
+        free(ger);
+        free(mh);
+        free(md);
+        arb_ternary_free(&d);
+        arb_ternary_free(&h);
+    }
+}
+
+/* The training loop's mode: updates between arb_cuda_checks_defer and _collect never wait; st and
+ * stats arrive at collect, bit-identical to the CPU, with the finishes on the current stream or
+ * overlapped on a second one (arb_cuda_updates_overlap). Two updates of one state in one window
+ * (the second continues from the first's device norm, after its finish); a non-finite gradient
+ * skips the update (state and norm unchanged) and collect reports it. */
+static void test_deferred_updates(void **state) {
+    (void)state;
+    g_defer_updates = true;
+    run_update_steps(77, 150, 45, 20, 81);
+    arb_cuda_updates_overlap(true); /* finishes on the second stream */
+    run_update_steps(300, 600, 200, 4, 86);
+    run_update_steps(77, 150, 45, 8, 87);
+    setenv("ARB_CUDA_UPD", "fused", 1);
+    run_update_steps(77, 150, 45, 6, 82);
+    unsetenv("ARB_CUDA_UPD");
+    g_defer_updates = false;
+    /* the embedding below: two updates of one tensor per window, overlapped finishes included */
+
+    const int64_t rows = 61, cols = 40, n = 150;
+    arb_ternary h, d;
+    make_layer(&h, rows, cols, ARB_TERNARY_EMBED, 31, 83);
+    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+    int32_t *idx = malloc((size_t)n * sizeof(int32_t));
+    float *dy = malloc((size_t)(n * cols) * sizeof(float));
+    int32_t *didx = dev_alloc((size_t)n * sizeof(int32_t));
+    float *ddy = dev_alloc((size_t)(n * cols) * sizeof(float));
+    arb_update_params p = arb_update_params_default();
+    p.seed = 83;
+    arb_update_state sh = {0}, sd = {0};
+    for (int step = 0; step < 6; step++) {
+        arb_update_stats a[2], b[2];
+        ARB_ASSERT_OK(arb_cuda_checks_defer());
+        for (int k = 0; k < 2; k++) { /* two updates of the same state before collect */
+            p.step = (uint64_t)(2 * step + k);
+            arb_rng_key key = arb_rng_key_make(84, p.step);
+            for (int64_t t = 0; t < n; t++) idx[t] = (int32_t)(arb_rand_u32(key, (uint32_t)t) % (uint32_t)rows);
+            arb_test_fill_f32(dy, (size_t)(n * cols), 85 + p.step, -1.0f, 1.0f);
+            ARB_ASSERT_OK(arb_cuda_copy_h2d(didx, idx, (size_t)n * sizeof(int32_t)));
+            ARB_ASSERT_OK(arb_cuda_copy_h2d(ddy, dy, (size_t)(n * cols) * sizeof(float)));
+            ARB_ASSERT_OK(arb_cuda_synchronize()); /* the host buffers are rewritten next round */
+            ARB_ASSERT_OK(arb_ternary_embedding_backward_update(&h, idx, dy, n, &p, &sh, &a[k]));
+            ARB_ASSERT_OK(arb_cuda_ternary_embedding_backward_update(&d, didx, ddy, n, &p, &sd, &b[k]));
+        }
+        ARB_ASSERT_OK(arb_cuda_checks_collect());
+        if (sh.grad_norm != sd.grad_norm) fail_msg("deferred embedding step %d: norm cuda %.17g cpu %.17g", step, sd.grad_norm, sh.grad_norm);
+        for (int k = 0; k < 2; k++) {
+            if (k == 0) continue; /* the first record of the window reports the last update's stats */
+            assert_int_equal(a[k].flips, b[k].flips);
+            assert_int_equal(a[k].zeros, b[k].zeros);
+            assert_int_equal(a[k].weights, b[k].weights);
+            assert_int_equal(a[k].exp_moves, b[k].exp_moves);
+        }
+    }
+    assert_same_state(&h, &d, "deferred embedding");
+    /* a NaN: skipped, reported at collect, state and norm as before */
+    dy[7] = NAN;
+    ARB_ASSERT_OK(arb_cuda_copy_h2d(ddy, dy, (size_t)(n * cols) * sizeof(float)));
+    const double before = sd.grad_norm;
+    p.step = 100;
+    ARB_ASSERT_OK(arb_cuda_checks_defer());
+    ARB_ASSERT_OK(arb_cuda_ternary_embedding_backward_update(&d, didx, ddy, n, &p, &sd, NULL));
+    assert_int_equal(arb_cuda_checks_collect(), ARB_ERR_INVALID_ARG);
+    assert_true(sd.grad_norm == before);
+    assert_same_state(&h, &d, "deferred embedding after a skipped NaN step");
+    arb_cuda_updates_overlap(false);
+    arb_cuda_free(didx);
+    arb_cuda_free(ddy);
+    free(idx);
+    free(dy);
+    arb_ternary_free(&d);
+    arb_ternary_free(&h);
+}
+
 /* ---------------------------------------------------------------- RMSNorm */
 
 static void test_rmsnorm(void **state) {
@@ -716,7 +942,10 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),                cmocka_unit_test(test_fixed_exponent),
         cmocka_unit_test(test_gemm_persistent),        cmocka_unit_test(test_linear_update_splitk),
         cmocka_unit_test(test_linear_update_fused_epilogue),
-        cmocka_unit_test(test_linear_update_splitk_large), cmocka_unit_test(test_linear_update_tiny_amax),
+        cmocka_unit_test(test_linear_update_splitk_large),
+        cmocka_unit_test(test_upd_plan_device),        cmocka_unit_test(test_upd_finish_device),
+        cmocka_unit_test(test_deferred_updates),       cmocka_unit_test(test_upd_dense_word_per_thread),
+        cmocka_unit_test(test_linear_update_tiny_amax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

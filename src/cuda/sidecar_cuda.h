@@ -1,0 +1,27 @@
+/* Private bridge between the sidecar entry points (src/sidecars/sidecar.c, C) and the CUDA
+ * sidecar backend (src/cuda/sidecar.cu): a model moved to a CUDA device keeps an opaque
+ * device-resident copy in arb_sidecar.dev.
+ *
+ * Why a bridge and not the model structs: the CPU models keep their layers private to their
+ * files; the device copy is built from the same checkpoint with the same quantizer
+ * (sc_quantize_rows via sc_lin_load), so the int8 weights and scales are the CPU's, bit for bit. */
+#ifndef ARB_SIDECAR_CUDA_H
+#define ARB_SIDECAR_CUDA_H
+
+#include "arbitor/sidecars.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Loads m's checkpoint (m->dir) onto cuda:`device` in int8; sets m->dev / m->dev_free. */
+arb_status sc_cu_attach(arb_sidecar *m, int device);
+/* The model's main forward on the device (see arb_sidecar_forward). */
+arb_status sc_cu_forward(arb_sidecar *m, const arb_tensor *in, arb_tensor *out, arb_tensor *out2);
+/* int8 tensor-core peak: a large cuBLASLt int8 GEMM, best of a few runs, int8 ops/s. */
+arb_status sc_cu_int8_peak(int device, double seconds, double *ops_per_s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,247 @@
+/* The int8 sidecars on a CUDA device (arb_sidecar_to_device + arb_sidecar_forward) against the
+ * fixtures and against the CPU INT8 path:
+ *   - fixture parity: DINOv2 (tiny, tiny with position interpolation, small with one layer), the
+ *     Moonshine-tiny encoder and the vae-tiny decoder within 2e-2 relative L2 of the int8w.* references (the tolerance
+ *     the CPU INT8 path states for int8 activations), and within 2e-2 of the CPU INT8 outputs on
+ *     the same inputs (both quantize activations per row with the same rule, but the device's
+ *     float sums run in another order, its attention takes fp16 operands and its float convs
+ *     (Moonshine front end, VAE attention) TF32, so some int8 roundings land on the other side;
+ *     measured on an H100: 3.5e-3 DINOv2, 1.0e-2 Moonshine, 1.1e-2 VAE — the same size as each
+ *     path's own distance to the weights-only reference, ~7e-3 to 1e-2);
+ *   - random inputs, batch 3 and odd sizes: CUDA vs CPU INT8 within 2e-2, and each batch item
+ *     the same as running it alone: bit for bit for DINOv2 (exact int8 GEMMs, per-row and
+ *     per-head kernels); 2e-3 for Moonshine and the VAE, whose float GEMMs (Moonshine's TF32
+ *     Conv1d front end, the VAE attention) run one item at a time with one cuBLASLt plan per
+ *     shape, so they are expected to match exactly too (0 on an H100); the margin covers a
+ *     cuBLASLt kernel whose float reduction order is not fixed. (With one TF32 GEMM over all
+ *     B·L rows, cuBLASLt's choice at another M moved Moonshine items by 9.5e-3.)
+ *   - device-resident input → device-resident output, the same numbers as host in/out;
+ *     a new input shape (a re-recorded graph) and back;
+ *   - errors: fp32/int8w models refuse the device, wrong shapes are one-line errors.
+ * Fixtures: $ARB_SHARED_DIR/fixtures (the GPU machine gets a copy), else ../shared.
+ * Skips (exit 77) with a clear message without a CUDA device; CI builds it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "arbitor/cuda.h"
+#include "arbitor/sidecars.h"
+#include "testutil.h"
+
+static char g_fx[2048];
+
+static const char *fx(const char *name) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", g_fx, name);
+    return buf;
+}
+
+static void ref_load(const char *dir, const char *name, arb_tensor *t) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/reference.safetensors", dir);
+    arb_safetensors *st;
+    ARB_ASSERT_OK(arb_safetensors_open(&st, p));
+    const arb_st_tensor *s = arb_safetensors_find(st, name);
+    if (!s) fail_msg("%s: no '%s'", p, name);
+    ARB_ASSERT_OK(arb_tensor_init(t, s->dtype, s->ndim, s->shape, arb_cpu()));
+    memcpy(t->data, s->data, s->nbytes);
+    arb_safetensors_close(st);
+}
+
+static void expect_close(const char *what, const arb_tensor *got, const arb_tensor *want, double tol) {
+    assert_int_equal(got->ndim, want->ndim);
+    for (int i = 0; i < got->ndim; i++) assert_int_equal(got->shape[i], want->shape[i]);
+    assert_int_equal(got->device.kind, ARB_DEVICE_CPU);
+    double r = arb_test_rel_l2((const float *)got->data, (const float *)want->data, (size_t)arb_tensor_numel(want));
+    printf("  %-52s rel L2 %.3e (tol %.0e)\n", what, r, tol);
+    if (!(r <= tol)) fail_msg("%s: rel L2 %.3e > %.0e", what, r, tol);
+}
+
+static arb_sidecar *load_cuda(const char *dir) {
+    arb_sidecar *m;
+    ARB_ASSERT_OK(arb_sidecar_load(&m, dir, ARB_SIDECAR_INT8));
+    ARB_ASSERT_OK(arb_sidecar_to_device(m, arb_cuda(0)));
+    assert_int_equal(arb_sidecar_device(m).kind, ARB_DEVICE_CUDA);
+    return m;
+}
+
+/* CUDA forward (host in/out) vs the reference and vs the CPU INT8 path of the same model. */
+static void dino_fixture(const char *name) {
+    const char *dir = fx(name);
+    arb_tensor px, refq, out, pool, cpu, cpool;
+    ref_load(dir, "pixel_values", &px);
+    ref_load(dir, "int8w.last_hidden_state", &refq);
+    arb_sidecar *m = load_cuda(dir);
+    ARB_ASSERT_OK(arb_sidecar_forward(m, &px, &out, &pool));
+    ARB_ASSERT_OK(arb_dinov2_forward(m, &px, &cpu, &cpool)); /* the per-model call: the CPU path */
+    char what[256];
+    snprintf(what, sizeof what, "%s cuda int8 vs int8w reference", name);
+    expect_close(what, &out, &refq, 2e-2);
+    snprintf(what, sizeof what, "%s cuda int8 vs cpu int8", name);
+    expect_close(what, &out, &cpu, 2e-2);
+    int64_t T = out.shape[1], D = out.shape[2];
+    for (int64_t b = 0; b < out.shape[0]; b++) /* pooler = the CLS row of the normalized output */
+        assert_memory_equal((float *)pool.data + b * D, (float *)out.data + b * T * D, (size_t)D * sizeof(float));
+    arb_tensor_free(&px), arb_tensor_free(&refq), arb_tensor_free(&out), arb_tensor_free(&pool);
+    arb_tensor_free(&cpu), arb_tensor_free(&cpool);
+    arb_sidecar_free(m);
+}
+
+static void test_dinov2_fixtures(void **state) {
+    (void)state;
+    dino_fixture("dinov2-tiny");
+    dino_fixture("dinov2-tiny-interp");
+    dino_fixture("dinov2-small-1layer");
+}
+
+static void test_moonshine_fixture(void **state) {
+    (void)state;
+    const char *dir = fx("moonshine-tiny");
+    arb_tensor x, refq, out, cpu;
+    ref_load(dir, "input_values", &x);
+    ref_load(dir, "int8w.encoder_last_hidden_state", &refq);
+    arb_sidecar *m = load_cuda(dir);
+    ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &out, NULL));
+    ARB_ASSERT_OK(arb_moonshine_encode(m, &x, &cpu));
+    expect_close("moonshine-tiny cuda int8 vs int8w reference", &out, &refq, 2e-2);
+    expect_close("moonshine-tiny cuda int8 vs cpu int8", &out, &cpu, 2e-2);
+    arb_tensor_free(&x), arb_tensor_free(&refq), arb_tensor_free(&out), arb_tensor_free(&cpu);
+    arb_sidecar_free(m);
+}
+
+static void test_vae_fixture(void **state) {
+    (void)state;
+    const char *dir = fx("vae-tiny");
+    arb_tensor lat, refq, out, cpu;
+    ref_load(dir, "latent_mean", &lat); /* decoded = decode(latent_mean of the fp32 reference) */
+    ref_load(dir, "int8w.decoded", &refq);
+    arb_sidecar *m = load_cuda(dir);
+    ARB_ASSERT_OK(arb_sidecar_forward(m, &lat, &out, NULL));
+    ARB_ASSERT_OK(arb_vae_decode(m, &lat, &cpu));
+    expect_close("vae-tiny decode cuda int8 vs int8w reference", &out, &refq, 2e-2);
+    expect_close("vae-tiny decode cuda int8 vs cpu int8", &out, &cpu, 2e-2);
+    arb_tensor_free(&lat), arb_tensor_free(&refq), arb_tensor_free(&out), arb_tensor_free(&cpu);
+    arb_sidecar_free(m);
+}
+
+/* Item b of a batched output, [B, ...] → a fresh [1, ...] host tensor. */
+static void item(const arb_tensor *t, int64_t b, arb_tensor *o) {
+    int64_t shape[ARB_MAX_DIMS];
+    memcpy(shape, t->shape, sizeof shape);
+    shape[0] = 1;
+    ARB_ASSERT_OK(arb_tensor_init(o, t->dtype, t->ndim, shape, arb_cpu()));
+    memcpy(o->data, (const char *)t->data + (size_t)b * o->nbytes, o->nbytes);
+}
+
+/* Random batch on the device vs the CPU INT8 path, per-item consistency, device-resident I/O. */
+static void random_batch(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
+    arb_sidecar *m = load_cuda(fx(name));
+    arb_tensor x, out, out2 = {0}, cpu, cpu2 = {0};
+    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
+    arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
+    arb_sidecar_kind kind = arb_sidecar_info_get(m)->kind;
+    bool dino = kind == ARB_SIDECAR_DINOV2;
+    ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &out, dino ? &out2 : NULL));
+    if (dino) ARB_ASSERT_OK(arb_dinov2_forward(m, &x, &cpu, &cpu2));
+    else if (kind == ARB_SIDECAR_MOONSHINE) ARB_ASSERT_OK(arb_moonshine_encode(m, &x, &cpu));
+    else ARB_ASSERT_OK(arb_vae_decode(m, &x, &cpu));
+    char what[256];
+    snprintf(what, sizeof what, "%s random B=%lld cuda vs cpu int8", name, (long long)shape[0]);
+    expect_close(what, &out, &cpu, 2e-2);
+    /* each item alone (another graph: B = 1) */
+    for (int64_t b = 0; b < shape[0]; b++) {
+        arb_tensor xi, oi, o1, o1b = {0};
+        item(&x, b, &xi);
+        item(&out, b, &oi);
+        ARB_ASSERT_OK(arb_sidecar_forward(m, &xi, &o1, dino ? &o1b : NULL));
+        snprintf(what, sizeof what, "%s item %lld alone vs in the batch", name, (long long)b);
+        if (dino) assert_memory_equal(o1.data, oi.data, oi.nbytes); /* integer GEMMs, per-row/per-head kernels */
+        expect_close(what, &o1, &oi, dino ? 0.0 : 2e-3);
+        arb_tensor_free(&xi), arb_tensor_free(&oi), arb_tensor_free(&o1), arb_tensor_free(&o1b);
+    }
+    /* device-resident input and output: the same graph, the same bits */
+    arb_tensor xd, od, od2 = {0}, back;
+    ARB_ASSERT_OK(arb_tensor_init(&xd, ARB_F32, ndim, shape, arb_cuda(0)));
+    ARB_ASSERT_OK(arb_tensor_copy(&xd, &x));
+    ARB_ASSERT_OK(arb_sidecar_forward(m, &xd, &od, dino ? &od2 : NULL));
+    assert_int_equal(od.device.kind, ARB_DEVICE_CUDA);
+    ARB_ASSERT_OK(arb_tensor_init(&back, ARB_F32, od.ndim, od.shape, arb_cpu()));
+    ARB_ASSERT_OK(arb_tensor_copy(&back, &od));
+    assert_memory_equal(back.data, out.data, out.nbytes);
+    arb_tensor_free(&xd), arb_tensor_free(&od), arb_tensor_free(&od2), arb_tensor_free(&back);
+    arb_tensor_free(&x), arb_tensor_free(&out), arb_tensor_free(&out2), arb_tensor_free(&cpu), arb_tensor_free(&cpu2);
+    arb_sidecar_free(m);
+}
+
+static void test_random_batches(void **state) {
+    (void)state;
+    random_batch("dinov2-tiny", 4, (int64_t[]){3, 3, 70, 84}, 2.f, 11);          /* interpolated grid, odd size */
+    random_batch("dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 12); /* full width, 257 tokens */
+    random_batch("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 13);
+    random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 14); /* non-square latents */
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    arb_sidecar *m;
+    ARB_ASSERT_OK(arb_sidecar_load(&m, fx("dinov2-tiny"), ARB_SIDECAR_FP32));
+    assert_int_equal(arb_sidecar_to_device(m, arb_cuda(0)), ARB_ERR_UNSUPPORTED);
+    assert_non_null(strstr(arb_last_error(), "int8"));
+    arb_sidecar_free(m);
+    ARB_ASSERT_OK(arb_sidecar_load(&m, fx("vae-tiny"), ARB_SIDECAR_INT8W));
+    assert_int_equal(arb_sidecar_to_device(m, arb_cuda(0)), ARB_ERR_UNSUPPORTED);
+    arb_sidecar_free(m);
+    ARB_ASSERT_OK(arb_sidecar_load(&m, fx("vae-tiny"), ARB_SIDECAR_INT8));
+    ARB_ASSERT_OK(arb_sidecar_to_device(m, arb_cuda(0)));
+    arb_tensor bad, bout = {0};
+    ARB_ASSERT_OK(arb_tensor_init(&bad, ARB_F32, 4, (int64_t[]){1, 3, 8, 8}, arb_cpu()));
+    assert_int_equal(arb_sidecar_forward(m, &bad, &bout, NULL), ARB_ERR_SHAPE);
+    arb_tensor_free(&bad);
+    arb_sidecar_free(m);
+    ARB_ASSERT_OK(arb_sidecar_load(&m, fx("dinov2-tiny"), ARB_SIDECAR_INT8));
+    assert_int_equal(arb_sidecar_to_device(m, arb_cuda(999)), ARB_ERR_INVALID_ARG);
+    ARB_ASSERT_OK(arb_sidecar_to_device(m, arb_cuda(0)));
+    arb_tensor x, out = {0};
+    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, 4, (int64_t[]){1, 4, 56, 56}, arb_cpu()));
+    assert_int_equal(arb_sidecar_forward(m, &x, &out, NULL), ARB_ERR_SHAPE);
+    arb_tensor_free(&x);
+    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, 4, (int64_t[]){1, 3, 8, 8}, arb_cpu()));
+    assert_int_equal(arb_sidecar_forward(m, &x, &out, NULL), ARB_ERR_SHAPE);
+    arb_tensor_free(&x);
+    ARB_ASSERT_OK(arb_sidecar_to_device(m, arb_cpu())); /* back to the CPU: forward runs there */
+    assert_int_equal(arb_sidecar_device(m).kind, ARB_DEVICE_CPU);
+    arb_sidecar_free(m);
+    ARB_ASSERT_OK(arb_sidecar_load(&m, fx("moonshine-tiny"), ARB_SIDECAR_INT8));
+    ARB_ASSERT_OK(arb_sidecar_to_device(m, arb_cuda(0)));
+    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, 2, (int64_t[]){1, 500}, arb_cpu())); /* < 1 frame after conv3 */
+    assert_int_equal(arb_sidecar_forward(m, &x, &out, NULL), ARB_ERR_SHAPE);
+    assert_non_null(strstr(arb_last_error(), "too short"));
+    arb_tensor_free(&x);
+    arb_sidecar_free(m);
+}
+
+int main(void) {
+    if (arb_cuda_device_count() < 1) {
+        printf("SKIP: no CUDA device (test_cuda_sidecars needs a GPU)\n");
+        return ARB_TEST_SKIP;
+    }
+    const char *env = getenv("ARB_SHARED_DIR");
+    snprintf(g_fx, sizeof g_fx, "%s/fixtures", env && *env ? env : ARB_SHARED_DIR);
+    struct stat st;
+    if (stat(g_fx, &st) != 0) {
+        printf("SKIP: %s is absent (set ARB_SHARED_DIR to the folder holding fixtures/)\n", g_fx);
+        return ARB_TEST_SKIP;
+    }
+    char name[256];
+    if (arb_cuda_device_name(0, name, sizeof name) == ARB_OK) printf("device: %s\n", name);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dinov2_fixtures),
+        cmocka_unit_test(test_moonshine_fixture),
+        cmocka_unit_test(test_vae_fixture),
+        cmocka_unit_test(test_random_batches),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
