@@ -627,13 +627,44 @@ static void test_quantizer_vs_quanto(void **s) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* Moonshine's encoder runs a batch in groups of items (cache-sized buffers): each item of a batch
+ * must come out bit-identical to that item run alone, in every precision, for batches spanning
+ * several groups (the tiny fixture model; 23456 samples = 59 frames, 17 items per group). */
+static void test_moonshine_batch_groups(void **s) {
+    (void)s;
+    char dir[1100];
+    if (!arb_test_shared("fixtures", dir, sizeof dir)) skip();
+    strncat(dir, "/moonshine-tiny", sizeof dir - strlen(dir) - 1);
+    const int B = 19, N = 23456;
+    arb_tensor in, one, ob, o1;
+    ARB_ASSERT_OK(arb_tensor_init(&in, ARB_F32, 2, (int64_t[]){B, N}, arb_cpu()));
+    ARB_ASSERT_OK(arb_tensor_init(&one, ARB_F32, 2, (int64_t[]){1, N}, arb_cpu()));
+    arb_test_fill_f32((float *)in.data, (size_t)B * N, 99, -0.3f, 0.3f);
+    arb_sidecar_precision ps[3] = {ARB_SIDECAR_FP32, ARB_SIDECAR_INT8W, ARB_SIDECAR_INT8};
+    for (int p = 0; p < 3; p++) {
+        arb_sidecar *m;
+        ARB_ASSERT_OK(arb_sidecar_load(&m, dir, ps[p]));
+        ARB_ASSERT_OK(arb_moonshine_encode(m, &in, &ob));
+        size_t item = (size_t)ob.shape[1] * ob.shape[2];
+        for (int b = 0; b < B; b += 6) { /* items in the first and second groups */
+            memcpy(one.data, (const float *)in.data + (size_t)b * N, sizeof(float) * N);
+            ARB_ASSERT_OK(arb_moonshine_encode(m, &one, &o1));
+            assert_memory_equal(o1.data, (const float *)ob.data + b * item, item * sizeof(float));
+            arb_tensor_free(&o1);
+        }
+        arb_tensor_free(&ob);
+        arb_sidecar_free(m);
+    }
+    arb_tensor_free(&in), arb_tensor_free(&one);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q8_gemm),         cmocka_unit_test(test_f32_gemm), cmocka_unit_test(test_f32_gemm_kblocked),
         cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_norms_attention),
         cmocka_unit_test(test_quantizer_vs_quanto), cmocka_unit_test(test_layernorm_rows_and_fusion),
         cmocka_unit_test(test_w16_gemm), cmocka_unit_test(test_quant16_softmax16), cmocka_unit_test(test_pack16_conv_and_gemm),
-        cmocka_unit_test(test_attention_q8),
+        cmocka_unit_test(test_attention_q8), cmocka_unit_test(test_moonshine_batch_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
