@@ -21,12 +21,6 @@
 
 #include "sidecars/sc_internal.h"
 
-#include <time.h> /* TEMP PROFILE */
-static double prof_t[32]; static const char *prof_n[32]; static double prof_last;
-static double prof_now(void) { struct timespec t; clock_gettime(getenv("CPUT") ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
-#define PROF(i, name) do { double _t = prof_now(); prof_t[i] += _t - prof_last; prof_n[i] = name; prof_last = _t; } while (0)
-void moon_prof_dump(void);
-void moon_prof_dump(void) { for (int i = 0; i < 32; i++) if (prof_n[i]) fprintf(stderr, "  %-10s %8.2f ms\n", prof_n[i], prof_t[i] * 1e3), prof_t[i] = 0; }
 
 typedef struct moon_enc_layer {
     float *ln_in, *ln_post; /* [D] (LayerNorm without bias) */
@@ -239,8 +233,7 @@ static void rope_apply_tab(const sc_moonshine *d, float *x, size_t ld, int T, in
         }
 }
 
-static int64_t GROUP_ROWS = 1024; /* TEMP tuning */
-__attribute__((constructor)) static void grtune(void) { if (getenv("GR")) GROUP_ROWS = atoi(getenv("GR")); }
+#define GROUP_ROWS 1024 /* encoder frames per item group (docs/PERFORMANCE.md, session 3 — Moonshine CPU) */
 
 /* An elementwise op over n floats, in 16K-float chunks across the threads (same numbers for any
  * thread count): a single-threaded GELU over the MLP activations was 7% of the INT8 forward. */
@@ -252,9 +245,18 @@ static void par_map(void (*fn)(float *, size_t), float *x, size_t n) {
 }
 
 /* The encoder's activation buffers: one grow-only block per thread, kept between forwards (fresh
- * multi-MB buffers per call cost the kernel zeroing their pages every time). Carves 9 buffers of
+ * multi-MB buffers per call cost the kernel zeroing their pages every time) unless it grew past
+ * WS_KEEP floats (a long recording's front-end: not worth holding). Carves 9 buffers of
  * cnt[i][0]·cnt[i][1] floats, each 64-byte aligned; false when the sizes overflow or memory is out. */
 static _Thread_local struct { float *p; size_t cap; } g_ws;
+#define WS_KEEP ((size_t)16 << 20) /* 64 MB; 10 s of audio in groups of GROUP_ROWS frames needs ~17 MB */
+
+static void enc_workspace_trim(void) {
+    if (g_ws.cap > WS_KEEP) {
+        arb_free(g_ws.p);
+        g_ws.p = NULL, g_ws.cap = 0;
+    }
+}
 
 static bool enc_workspace(const size_t cnt[9][2], float *buf[9]) {
     size_t off[9], total = 0;
@@ -301,7 +303,7 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
     /* Items go through the encoder in groups of about GROUP_ROWS frames: every op but attention is
      * per row and attention is per item, so the numbers are the same as one pass over all rows,
      * while the buffers stay cache-sized and are reused (at batch 32 a single pass touched ~250 MB
-     * of fresh pages per forward: page zeroing and DRAM traffic made it 1.5× slower per item). */
+     * of fresh pages per forward: page zeroing and DRAM traffic made it 1.7× slower per item). */
     const int64_t G = T >= GROUP_ROWS ? 1 : (GROUP_ROWS / T < B ? GROUP_ROWS / T : B);
     const size_t grows = (size_t)G * T;
     /* h1 [L1,D], h2 [L2,2D], x/hb/a [grows,D], qkv [grows,3D], f [grows,I], rc/rs [T,256] */
@@ -317,66 +319,54 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
     }
     float *h1 = buf[0], *h2 = buf[1], *x = buf[2], *hb = buf[3], *qkv = buf[4], *a = buf[5], *f = buf[6], *rc = buf[7],
           *rs = buf[8];
-    if ((st = arb_tensor_init(out, ARB_F32, 3, (int64_t[]){B, T, D}, arb_cpu()))) return st;
+    if ((st = arb_tensor_init(out, ARB_F32, 3, (int64_t[]){B, T, D}, arb_cpu()))) {
+        enc_workspace_trim();
+        return st;
+    }
     float scale = 1.f / sqrtf((float)dh);
     const bool att8 = m->mode == SC_INT8 && sc_att() && dh <= SC_ATT_Q8_MAXDH;
     rope_table(d, (int)T, rc, rs);
     const size_t l3 = 3 * (size_t)D;
-    prof_last = prof_now();
     for (int64_t b0 = 0; b0 < B; b0 += G) {
         const int64_t nb = B - b0 < G ? B - b0 : G;
         const size_t rows = (size_t)nb * T;
         for (int64_t b = 0; b < nb; b++) {
             const float *w = (const float *)in->data + (size_t)(b0 + b) * N;
             conv_forward(d, m->mode, 0, (int)L1, w, 64, h1, (size_t)D);
-            PROF(0, "conv1");
             par_map(ops->tanh_, h1, (size_t)L1 * D);
-            PROF(1, "tanh");
             if ((st = sc_groupnorm_nhwc(h1, h1, (size_t)L1, D, 1, d->gn_w, d->gn_b, 1e-5f, false))) goto fail;
-            PROF(2, "groupnorm");
             conv_forward(d, m->mode, 1, (int)L2, h1, (size_t)3 * D, h2, (size_t)2 * D);
-            PROF(3, "conv2");
             par_map(ops->gelu, h2, (size_t)L2 * 2 * D);
-            PROF(4, "gelu2");
             float *xb = x + (size_t)b * T * D;
             conv_forward(d, m->mode, 2, (int)T, h2, (size_t)4 * D, xb, (size_t)D);
-            PROF(5, "conv3");
             par_map(ops->gelu, xb, (size_t)T * D);
-            PROF(6, "gelu3");
         }
         for (int li = 0; li < d->Le; li++) {
             moon_enc_layer *l = &d->enc[li];
-            PROF(7, "misc");
             sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->ln_in, NULL, 1e-5f, hb, qkv, l3, 0);
-            PROF(8, "ln+qkv");
             for (int64_t b = 0; b < nb && !st; b++) {
                 float *qb = qkv + (size_t)b * T * l3;
                 rope_apply_tab(d, qb, l3, (int)T, H, dh, rc, rs);
                 rope_apply_tab(d, qb + D, l3, (int)T, H, dh, rc, rs);
-                PROF(9, "rope");
                 if (att8)
                     st = sc_attention_q8((int)T, (int)T, H, dh, qb, l3, qb + D, l3, qb + 2 * D, l3, a + (size_t)b * T * D, D,
                                          scale);
                 else
                     st = sc_attention((int)T, (int)T, H, dh, qb, l3, qb + D, l3, qb + 2 * D, l3, a + (size_t)b * T * D, D,
                                       scale, false);
-                PROF(10, "attn");
             }
             if (st) goto fail;
             sc_lin_forward(&l->o, m->mode, (int)rows, a, D, x, D, SC_EPI_ACCUM);
-            PROF(11, "o");
             sc_lin_forward_ln(&l->fc1, m->mode, (int)rows, x, l->ln_post, NULL, 1e-5f, hb, f, I, 0);
-            PROF(12, "ln+fc1");
             par_map(ops->gelu, f, rows * I);
-            PROF(13, "gelu_mlp");
             sc_lin_forward(&l->fc2, m->mode, (int)rows, f, I, x, D, SC_EPI_ACCUM);
-            PROF(14, "fc2");
         }
         sc_layernorm(x, (float *)out->data + (size_t)b0 * T * D, (int)rows, D, d->enc_ln, NULL, 1e-5f);
-        PROF(15, "final");
     }
+    enc_workspace_trim();
     return ARB_OK;
 fail:
+    enc_workspace_trim();
     arb_tensor_free(out);
     return st;
 }
