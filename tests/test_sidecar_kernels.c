@@ -582,6 +582,44 @@ static void test_layernorm_rows_and_fusion(void **s) {
     free(w), free(sc), free(bias), free(q);
 }
 
+/* sc_lin_forward_act (an elementwise op fused into the int8 layer's row quantization) gives the
+ * numbers of the op over x followed by the layer, in the int8 and fp32 modes, with a row stride
+ * and the residual-add flag, for row counts below and above the thread count. */
+static void test_lin_forward_act(void **s) {
+    (void)s;
+    const int N = 37, K = 133, lda = 140;
+    float *w = malloc(sizeof(float) * N * K), *sc = malloc(sizeof(float) * N), *bias = malloc(sizeof(float) * N);
+    int8_t *q = malloc((size_t)N * K);
+    arb_test_fill_f32(w, (size_t)N * K, 23, -0.3f, 0.3f);
+    arb_test_fill_f32(bias, N, 24, -0.1f, 0.1f);
+    sc_quantize_rows(w, N, K, q, sc);
+    sc_lin lq, lf;
+    memset(&lq, 0, sizeof lq), memset(&lf, 0, sizeof lf);
+    lq.n = lf.n = N, lq.k = lf.k = K, lq.quantized = true, lq.bias = lf.bias = bias;
+    ARB_ASSERT_OK(sc_packq_init(&lq.q, q, sc, N, K));
+    ARB_ASSERT_OK(sc_packf_init(&lf.f, w, N, K));
+    const int Ms[3] = {1, 3, 301};
+    for (int mi = 0; mi < 3; mi++)
+        for (int md = 0; md < 2; md++) {
+            int M = Ms[mi];
+            const sc_lin *l = md ? &lf : &lq;
+            sc_mode mode = md ? SC_FP32 : SC_INT8;
+            float *x1 = malloc(sizeof(float) * M * lda), *x2 = malloc(sizeof(float) * M * lda),
+                  *y1 = malloc(sizeof(float) * M * N), *y2 = malloc(sizeof(float) * M * N);
+            arb_test_fill_f32(x1, (size_t)M * lda, 50 + mi, -4.f, 3.f);
+            memcpy(x2, x1, sizeof(float) * M * lda);
+            arb_test_fill_f32(y1, (size_t)M * N, 60 + mi, -1.f, 1.f);
+            memcpy(y2, y1, sizeof(float) * M * N);
+            sc_lin_forward_act(l, mode, M, x1, lda, sc_ops()->gelu, y1, N, SC_EPI_ACCUM);
+            for (int m = 0; m < M; m++) sc_ops()->gelu(x2 + (size_t)m * lda, (size_t)K);
+            sc_lin_forward(l, mode, M, x2, lda, y2, N, SC_EPI_ACCUM);
+            assert_memory_equal(y1, y2, sizeof(float) * M * N);
+            free(x1), free(x2), free(y1), free(y2);
+        }
+    sc_packq_free(&lq.q), sc_packf_free(&lf.f);
+    free(w), free(sc), free(bias), free(q);
+}
+
 static void test_quantizer_vs_quanto(void **s) {
     (void)s;
     if (system("python3 -c 'import optimum.quanto, torch, safetensors' >/dev/null 2>&1") != 0) {
@@ -665,6 +703,7 @@ int main(void) {
         cmocka_unit_test(test_quantizer_vs_quanto), cmocka_unit_test(test_layernorm_rows_and_fusion),
         cmocka_unit_test(test_w16_gemm), cmocka_unit_test(test_quant16_softmax16), cmocka_unit_test(test_pack16_conv_and_gemm),
         cmocka_unit_test(test_attention_q8), cmocka_unit_test(test_moonshine_batch_groups),
+        cmocka_unit_test(test_lin_forward_act),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -275,6 +275,13 @@ void sc_pack_keys_q8(sc_packq *p, const float *k, size_t ldk, int Tk, int dh);
 /* Packs V [Tk, dh] (ldv) as int16 weights of P·V, per channel d: s = absmax/127. */
 void sc_pack_values_w16(sc_pack16 *p, const float *v, size_t ldv, int Tk, int dh);
 
+/* y = act(x)·Wᵀ + b for a layer whose input is an elementwise op's output (Moonshine's fc2 after
+ * GELU): in the int8 mode each row goes through act in an L1 buffer and is quantized there (the
+ * activated floats are never written back); other modes apply act to x in place and run the
+ * layer. x [M, l->k] (lda) is clobbered. The same numbers as act over x, then sc_lin_forward. */
+void sc_lin_forward_act(const sc_lin *l, sc_mode mode, int M, float *x, size_t lda, void (*act)(float *, size_t), float *y,
+                        size_t ldc, int flags);
+
 /* sc_attention with int8 Q·Kᵀ and int16 P·V (see sc_att_tier), threads over heads × query
  * chunks. Bidirectional only (no causal mask). Needs sc_att() != NULL. */
 arb_status sc_attention_q8(int Tq, int Tk, int H, int dh, const float *q, size_t ldq, const float *k, size_t ldk,

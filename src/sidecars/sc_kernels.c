@@ -42,8 +42,8 @@ float *sc_falloc(size_t a, size_t b, size_t c) {
 /* Grow-only scratch of the calling thread (slot < SC_SCRATCH_SLOTS): a forward calls the int8
  * GEMM 72+ times with the same few sizes, and a fresh multi-MB buffer per call cost the kernel
  * zeroing every page again (~9% of DINOv2 at batch 32). Freed with the thread. */
-enum { SC_SCRATCH_SLOTS = 7 }; /* 0, 1: int8 GEMM activations; 2-4: attention's packed K, V and scores;
-                                 5, 6: int8 attention's per-head packs and per-thread blocks */
+enum { SC_SCRATCH_SLOTS = 8, SC_SCRATCH_ACT = 7 }; /* 0, 1: int8 GEMM activations; 2-4: attention's packed K, V
+                    and scores; 5, 6: int8 attention's per-head packs and per-thread blocks; 7: a row for sc_lin_forward_act */
 static _Thread_local struct { void *p; size_t cap; } g_scratch[SC_SCRATCH_SLOTS];
 
 static void *sc_scratch(int slot, size_t bytes) {
@@ -237,8 +237,28 @@ void sc_gemm_f32(int M, int N, int K, const float *A, size_t lda, const float *B
     }
 }
 
-static void gemm_q8_rows(int M, const uint8_t *aq, const float *as, const sc_packq *B, const float *bias, float *C,
-                         size_t ldc, int flags);
+/* The tile tasks of an int8 GEMM as an orphaned worksharing loop: inside a parallel region (and
+ * not inside another worksharing loop) it splits the tasks over that team, so a caller can quantize
+ * rows and multiply in one region (one fork-join per layer instead of two); alone, one thread. */
+static void q8_tasks(int M, const uint8_t *aq, const float *as, const sc_packq *B, const float *bias, float *C,
+                     size_t ldc, int flags) {
+    const sc_gemm_tier *t = sc_tier();
+    int kp = B->kp;
+    int nb = (B->n + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP, nm = (M + SC_MCHUNK - 1) / SC_MCHUNK;
+    int tasks = ng * nm;
+#pragma omp for schedule(static)
+    for (int task = 0; task < tasks; task++) {
+        int mc = task / ng, g = task % ng;
+        int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
+        int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
+        t->q8(mr, aq + (size_t)m0 * kp, as + m0, B, bias, C + (size_t)m0 * ldc, ldc, flags, nb0, nb1);
+    }
+}
+
+static bool q8_parallel(int M, const sc_packq *B) {
+    int nb = (B->n + 15) / 16, tasks = ((nb + SC_NGROUP - 1) / SC_NGROUP) * ((M + SC_MCHUNK - 1) / SC_MCHUNK);
+    return want_parallel(tasks, (double)M * B->n * B->kp);
+}
 
 void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
                 int flags) {
@@ -252,25 +272,12 @@ void sc_gemm_q8(int M, const float *A, size_t lda, const sc_packq *B, const floa
         sc_gemm_w8(M, A, lda, B, bias, C, ldc, flags);
         return;
     }
-    bool par = want_parallel(M, (double)M * kp * 4);
-#pragma omp parallel for schedule(static) if (par)
-    for (int m = 0; m < M; m++) as[m] = t->quant_row(A + (size_t)m * lda, B->k, kp, aq + (size_t)m * kp);
-    gemm_q8_rows(M, aq, as, B, bias, C, ldc, flags);
-}
-
-/* The int8 GEMM on rows already quantized (aq [M, kp] u8 with +128, as [M] scales). */
-static void gemm_q8_rows(int M, const uint8_t *aq, const float *as, const sc_packq *B, const float *bias, float *C,
-                         size_t ldc, int flags) {
-    const sc_gemm_tier *t = sc_tier();
-    int kp = B->kp;
-    int nb = (B->n + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP, nm = (M + SC_MCHUNK - 1) / SC_MCHUNK;
-    int tasks = ng * nm;
-#pragma omp parallel for schedule(static) if (want_parallel(tasks, (double)M * B->n * kp))
-    for (int task = 0; task < tasks; task++) {
-        int mc = task / ng, g = task % ng;
-        int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
-        int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
-        t->q8(mr, aq + (size_t)m0 * kp, as + m0, B, bias, C + (size_t)m0 * ldc, ldc, flags, nb0, nb1);
+    bool par = want_parallel(M, (double)M * kp * 4) || q8_parallel(M, B);
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static)
+        for (int m = 0; m < M; m++) as[m] = t->quant_row(A + (size_t)m * lda, B->k, kp, aq + (size_t)m * kp);
+        q8_tasks(M, aq, as, B, bias, C, ldc, flags);
     }
 }
 
@@ -289,7 +296,7 @@ void sc_lin_forward_ln(const sc_lin *l, sc_mode mode, int M, const float *x, con
     const sc_gemm_tier *t = sc_tier();
     const sc_ops_tier *ops = sc_ops();
     int nt = omp_get_max_threads() < M ? omp_get_max_threads() : M; /* a scratch row per thread: M rows */
-#pragma omp parallel num_threads(nt) if (want_parallel(M, (double)M * D * 8))
+#pragma omp parallel num_threads(nt) if (want_parallel(M, (double)M * D * 8) || q8_parallel(M, &l->q))
     {
         float *row = scratch + (size_t)omp_get_thread_num() * D; /* one L1-sized row per thread */
 #pragma omp for schedule(static)
@@ -297,8 +304,36 @@ void sc_lin_forward_ln(const sc_lin *l, sc_mode mode, int M, const float *x, con
             ops->layernorm_row(x + (size_t)m * D, row, D, gamma, beta, eps);
             as[m] = t->quant_row(row, D, kp, aq + (size_t)m * kp);
         }
+        q8_tasks(M, aq, as, &l->q, l->bias, y, ldc, flags); /* after the loop's barrier: all rows quantized */
     }
-    gemm_q8_rows(M, aq, as, &l->q, l->bias, y, ldc, flags);
+}
+
+void sc_lin_forward_act(const sc_lin *l, sc_mode mode, int M, float *x, size_t lda, void (*act)(float *, size_t), float *y,
+                        size_t ldc, int flags) {
+    if (M <= 0) return;
+    const int K = l->k, kp = l->q.kp;
+    uint8_t *aq = l->quantized && mode == SC_INT8 ? (uint8_t *)sc_scratch(0, (size_t)M * kp) : NULL;
+    float *as = aq ? (float *)sc_scratch(1, (size_t)M * sizeof(float)) : NULL;
+    if (!aq || !as) { /* float paths (and the no-memory fallback): the op in place, then the layer */
+#pragma omp parallel for schedule(static) if (want_parallel(M, (double)M * K * 16))
+        for (int m = 0; m < M; m++) act(x + (size_t)m * lda, (size_t)K);
+        sc_lin_forward(l, mode, M, x, lda, y, ldc, flags);
+        return;
+    }
+    atomic_fetch_add_explicit(&g_macs, (unsigned long long)M * l->q.n * l->q.k, memory_order_relaxed);
+    const sc_gemm_tier *t = sc_tier();
+#pragma omp parallel if (want_parallel(M, (double)M * K * 16) || q8_parallel(M, &l->q))
+    {
+        float *row = (float *)sc_scratch(SC_SCRATCH_ACT, (size_t)K * sizeof(float)); /* this thread's L1 row */
+#pragma omp for schedule(static)
+        for (int m = 0; m < M; m++) {
+            float *r = row ? row : x + (size_t)m * lda; /* no row buffer: in place (x is clobbered anyway) */
+            if (row) memcpy(row, x + (size_t)m * lda, (size_t)K * sizeof(float));
+            act(r, (size_t)K);
+            as[m] = t->quant_row(r, K, kp, aq + (size_t)m * kp);
+        }
+        q8_tasks(M, aq, as, &l->q, l->bias, y, ldc, flags);
+    }
 }
 
 void sc_gemm_w8(int M, const float *A, size_t lda, const sc_packq *B, const float *bias, float *C, size_t ldc,
