@@ -217,13 +217,14 @@ static void rope_table(const sc_moonshine *d, int T, float *cs, float *sn) {
         }
 }
 
-static void rope_apply_tab(const sc_moonshine *d, float *x, size_t ld, int T, int H, int dh, const float *cs,
+/* q and k (both [T, H·dh], ld) rotated in one threaded pass. */
+static void rope_apply_tab(const sc_moonshine *d, float *q, float *k, size_t ld, int T, int H, int dh, const float *cs,
                            const float *sn) {
     int nf = d->rot / 2 < 256 ? d->rot / 2 : 256;
-#pragma omp parallel for schedule(static) if ((size_t)T * H * nf > 32768 && !omp_in_parallel())
+#pragma omp parallel for schedule(static) if ((size_t)T * H * nf > 16384 && !omp_in_parallel())
     for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++) {
-            float *r = x + (size_t)t * ld + (size_t)h * dh;
+        for (int h = 0; h < 2 * H; h++) {
+            float *r = (h < H ? q : k) + (size_t)t * ld + (size_t)(h % H) * dh;
             const float *c = cs + (size_t)t * nf, *s = sn + (size_t)t * nf;
             for (int j = 0; j < nf; j++) {
                 float a = r[2 * j], b = r[2 * j + 1];
@@ -346,8 +347,7 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
             sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->ln_in, NULL, 1e-5f, hb, qkv, l3, 0);
             for (int64_t b = 0; b < nb && !st; b++) {
                 float *qb = qkv + (size_t)b * T * l3;
-                rope_apply_tab(d, qb, l3, (int)T, H, dh, rc, rs);
-                rope_apply_tab(d, qb + D, l3, (int)T, H, dh, rc, rs);
+                rope_apply_tab(d, qb, qb + D, l3, (int)T, H, dh, rc, rs);
                 if (att8)
                     st = sc_attention_q8((int)T, (int)T, H, dh, qb, l3, qb + D, l3, qb + 2 * D, l3, a + (size_t)b * T * D, D,
                                          scale);

@@ -620,18 +620,21 @@ void sc_gemm_w16(int M, const float *A, size_t lda, const sc_pack16 *B, const fl
         return;
     }
     atomic_fetch_add_explicit(&g_macs, (unsigned long long)M * B->n * B->k, memory_order_relaxed);
-#pragma omp parallel for schedule(static) if (want_parallel(M, (double)M * kp * 4))
-    for (int m = 0; m < M; m++) as[m] = at->quant_row16(A + (size_t)m * lda, B->k, kp, aq + (size_t)m * kp);
-#pragma omp parallel for schedule(static) if (want_parallel(tasks, (double)M * B->n * kp))
-    for (int task = 0; task < tasks; task++) {
-        int mc = task / ng, g = task % ng;
-        int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
-        int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
-        at->w16(mr, aq + (size_t)m0 * kp, as + m0, B, C + (size_t)m0 * ldc, ldc, 0, nb0, nb1);
-        if (bias) {
-            int n1 = nb1 * 16 < B->n ? nb1 * 16 : B->n;
-            for (int m = m0; m < m0 + mr; m++)
-                for (int n = nb0 * 16; n < n1; n++) C[(size_t)m * ldc + n] += bias[n];
+#pragma omp parallel if (want_parallel(M, (double)M * kp * 4) || want_parallel(tasks, (double)M * B->n * kp))
+    {
+#pragma omp for schedule(static)
+        for (int m = 0; m < M; m++) as[m] = at->quant_row16(A + (size_t)m * lda, B->k, kp, aq + (size_t)m * kp);
+#pragma omp for schedule(static)
+        for (int task = 0; task < tasks; task++) {
+            int mc = task / ng, g = task % ng;
+            int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
+            int nb0 = g * SC_NGROUP, nb1 = nb0 + SC_NGROUP < nb ? nb0 + SC_NGROUP : nb;
+            at->w16(mr, aq + (size_t)m0 * kp, as + m0, B, C + (size_t)m0 * ldc, ldc, 0, nb0, nb1);
+            if (bias) {
+                int n1 = nb1 * 16 < B->n ? nb1 * 16 : B->n;
+                for (int m = m0; m < m0 + mr; m++)
+                    for (int n = nb0 * 16; n < n1; n++) C[(size_t)m * ldc + n] += bias[n];
+            }
         }
     }
 }
@@ -767,29 +770,32 @@ arb_status sc_attention_q8(int Tq, int Tk, int H, int dh, const float *q, size_t
     unsigned char *ts = arb_mul_size(thr, (size_t)nt, &tb) ? (unsigned char *)sc_scratch(6, tb) : NULL;
     if (!hs || !ts) return arb_error(ARB_ERR_OOM, "sidecar int8 attention: no scratch for %d×%d×%d", H, Tq, Tk);
     sc_macs_add(2ull * H * Tq * Tk * dh);
-    bool par = !omp_in_parallel();
-#pragma omp parallel for schedule(static) if (par && H > 1)
-    for (int h = 0; h < H; h++) {
-        unsigned char *b = hs + (size_t)h * head;
-        sc_packq K = {0, 0, 0, (int8_t *)b, (int32_t *)(b + kq), (float *)(b + kq + ks)};
-        sc_pack16 V = {0, 0, 0, (int16_t *)(b + kq + 2 * ks), (float *)(b + kq + 2 * ks + vq)};
-        sc_pack_keys_q8(&K, k + (size_t)h * dh, ldk, Tk, dh);
-        sc_pack_values_w16(&V, v + (size_t)h * dh, ldv, Tk, dh);
-    }
-#pragma omp parallel for schedule(dynamic, 1) if (par && tasks > 1)
-    for (int task = 0; task < tasks; task++) {
-        int h = task / nq, q0 = (task % nq) * QC, rows = Tq - q0 < QC ? Tq - q0 : QC;
-        unsigned char *b = hs + (size_t)h * head, *w = ts + (size_t)(par ? omp_get_thread_num() : 0) * thr;
-        sc_packq K = {Tk, dh, kpk, (int8_t *)b, (int32_t *)(b + kq), (float *)(b + kq + ks)};
-        sc_pack16 V = {dh, Tk, kpv, (int16_t *)(b + kq + 2 * ks), (float *)(b + kq + 2 * ks + vq)};
-        uint8_t *aq = w;
-        float *as = (float *)(w + ta), *ps = (float *)(w + ta + tf), *sb = (float *)(w + ta + 2 * tf);
-        int16_t *pb = (int16_t *)(w + ta + 2 * tf + tsb);
-        for (int i = 0; i < rows; i++)
-            as[i] = t->quant_row(q + (size_t)(q0 + i) * ldq + (size_t)h * dh, dh, kpk, aq + (size_t)i * kpk);
-        t->q8(rows, aq, as, &K, NULL, sb, (size_t)Tk, 0, 0, nbk);
-        for (int i = 0; i < rows; i++) ps[i] = at->softmax_q16(sb + (size_t)i * Tk, Tk, scale, pb + (size_t)i * kpv, kpv);
-        at->w16(rows, pb, ps, &V, o + (size_t)q0 * ldo + (size_t)h * dh, ldo, 0, 0, nbv);
-    }
+    bool par = !omp_in_parallel() && tasks > 1;
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static)
+        for (int h = 0; h < H; h++) {
+            unsigned char *b = hs + (size_t)h * head;
+            sc_packq K = {0, 0, 0, (int8_t *)b, (int32_t *)(b + kq), (float *)(b + kq + ks)};
+            sc_pack16 V = {0, 0, 0, (int16_t *)(b + kq + 2 * ks), (float *)(b + kq + 2 * ks + vq)};
+            sc_pack_keys_q8(&K, k + (size_t)h * dh, ldk, Tk, dh);
+            sc_pack_values_w16(&V, v + (size_t)h * dh, ldv, Tk, dh);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < tasks; task++) {
+            int h = task / nq, q0 = (task % nq) * QC, rows = Tq - q0 < QC ? Tq - q0 : QC;
+            unsigned char *b = hs + (size_t)h * head, *w = ts + (size_t)(par ? omp_get_thread_num() : 0) * thr;
+            sc_packq K = {Tk, dh, kpk, (int8_t *)b, (int32_t *)(b + kq), (float *)(b + kq + ks)};
+            sc_pack16 V = {dh, Tk, kpv, (int16_t *)(b + kq + 2 * ks), (float *)(b + kq + 2 * ks + vq)};
+            uint8_t *aq = w;
+            float *as = (float *)(w + ta), *ps = (float *)(w + ta + tf), *sb = (float *)(w + ta + 2 * tf);
+            int16_t *pb = (int16_t *)(w + ta + 2 * tf + tsb);
+            for (int i = 0; i < rows; i++)
+                as[i] = t->quant_row(q + (size_t)(q0 + i) * ldq + (size_t)h * dh, dh, kpk, aq + (size_t)i * kpk);
+            t->q8(rows, aq, as, &K, NULL, sb, (size_t)Tk, 0, 0, nbk);
+            for (int i = 0; i < rows; i++) ps[i] = at->softmax_q16(sb + (size_t)i * Tk, Tk, scale, pb + (size_t)i * kpv, kpv);
+            at->w16(rows, pb, ps, &V, o + (size_t)q0 * ldo + (size_t)h * dh, ldo, 0, 0, nbv);
+        }
+    } /* one parallel region: packing, then the tasks after the loop's barrier */
     return ARB_OK;
 }
