@@ -219,16 +219,18 @@ static float quant_row_avx512(const float *x, int K, int Kp, uint8_t *u8) {
     float amax = _mm512_reduce_max_ps(mx);
     float s = amax / 127.f;
     float inv = amax > 0.f ? 127.f / amax : 0.f;
+    /* clamp then round = round then clamp (the bounds are integers); cvtps rounds to nearest even
+     * as nearbyintf does; full vectors store without a mask */
     __m512 vi = _mm512_set1_ps(inv), hi = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
     __m512i off = _mm512_set1_epi32(128);
-    for (k = 0; k < K; k += 16) {
-        int w = K - k < 16 ? K - k : 16;
-        __mmask16 mk = (__mmask16)(w == 16 ? 0xFFFF : (1u << w) - 1);
-        __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + k), vi),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), off);
-        _mm_mask_storeu_epi8(u8 + k, mk, _mm512_cvtepi32_epi8(q));
+    for (k = 0; k + 16 <= K; k += 16) {
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k), vi), lo), hi);
+        _mm_storeu_si128((__m128i *)(u8 + k), _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), off)));
+    }
+    if (k < K) {
+        __mmask16 mk = (__mmask16)((1u << (K - k)) - 1);
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + k), vi), lo), hi);
+        _mm_mask_storeu_epi8(u8 + k, mk, _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), off)));
     }
     for (k = K; k < Kp; k++) u8[k] = 128;
     return s;
