@@ -223,8 +223,8 @@ arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);
 void sc_vae_free(sc_vae *d);
 
 /* ---------------------------------------------------------------- Moonshine CPU (session 3)
- * The INT8 mode's fast paths for Moonshine's float parts: dynamic int8 copies of float (Conv1d)
- * weights, and attention with Q·Kᵀ on int8 (vpdpbusd) and P·V on int16 (vpdpwssd). */
+ * The INT8 mode's fast paths for Moonshine's float parts: Conv1d on dynamic int16 copies of the
+ * float weights (vpdpwssd), and attention with Q·Kᵀ on int8 (vpdpbusd) and P·V on int16. */
 
 /* int16 "weights" for vpdpwssd: [ceil(n/16)][kp/2][16][2], kp = k rounded up to 2, zero past n
  * and k; one float scale per column. The int32 sums of a SC_W16_KBLOCK block cannot overflow for
@@ -247,12 +247,11 @@ void sc_pack16_free(sc_pack16 *q);
 /* C[M,N] (ldc) = A·Bᵀ + bias with A's rows quantized to int16 (quant_row16: per row absmax/1023)
  * times the int16 weights (vpdpwssd). Falls back to float on s·q without the AVX-512 tier. */
 void sc_gemm_w16(int M, const float *A, size_t lda, const sc_pack16 *B, const float *bias, float *C, size_t ldc);
-#define SC_ATT_Q8_MAXDH 512 /* head dims up to this take the int8 attention */
 
 /* Attention-tier kernels (scalar reference in sc_kernels.c, AVX-512 in sc_kernels_avx512.c).
  * w16: C[m, n] = Σ_k A[m,k]·B[n,k] · (as[m]·scale[n]) for panels [nb0, nb1), int32 sums per
  *      SC_W16_KBLOCK block, each block's product added in float (flags: SC_EPI_ACCUM adds to C).
- *      A: [M][kp] int16 (values in [0, SC_P16_MAX]).
+ *      A: [M][kp] int16 (probabilities in [0, SC_P16_MAX], or activations in ±SC_W16_WMAX).
  * softmax_q16: p[j] = rint(SC_P16_MAX·exp(scale·s[j] − max_j scale·s[j])) for j < n, 0 up to np;
  *      returns 1/Σp (the row's scale: Σ_j p_j·v_j/Σ p_j is the softmax-weighted average). */
 typedef struct sc_att_tier {
@@ -265,8 +264,9 @@ typedef struct sc_att_tier {
 } sc_att_tier;
 extern const sc_att_tier sc_att_scalar;
 extern const sc_att_tier sc_att_avx512;
-/* The AVX-512 tier when the CPU has AVX-512 VNNI, else NULL (callers use the fp32 attention). */
+/* The AVX-512 tier when the CPU has AVX-512 VNNI, else NULL (callers keep the float convs and attention). */
 const sc_att_tier *sc_att(void);
+#define SC_ATT_Q8_MAXDH 512 /* head dims up to this take the int8 attention */
 
 /* Packs K [Tk, dh] (ldk) as int8 "weights" of Q·Kᵀ after subtracting K's mean over keys
  * (softmax is unchanged by a per-query constant; the mean removes K's shared offset from the
