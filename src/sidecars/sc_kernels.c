@@ -228,7 +228,7 @@ void sc_gemm_f32(int M, int N, int K, const float *A, size_t lda, const float *B
     const sc_gemm_tier *t = sc_tier();
     int nb = (N + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP, nm = (M + SC_MCHUNK - 1) / SC_MCHUNK;
     int tasks = ng * nm;
-#pragma omp parallel for schedule(static) if (want_parallel(tasks, (double)M * N * K))
+#pragma omp parallel for schedule(dynamic, 1) if (want_parallel(tasks, (double)M * N * K))
     for (int task = 0; task < tasks; task++) {
         int mc = task / ng, g = task % ng;
         int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
@@ -246,7 +246,7 @@ static void q8_tasks(int M, const uint8_t *aq, const float *as, const sc_packq *
     int kp = B->kp;
     int nb = (B->n + 15) / 16, ng = (nb + SC_NGROUP - 1) / SC_NGROUP, nm = (M + SC_MCHUNK - 1) / SC_MCHUNK;
     int tasks = ng * nm;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1) /* a thread that lost its core to another process takes fewer tiles */
     for (int task = 0; task < tasks; task++) {
         int mc = task / ng, g = task % ng;
         int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
@@ -624,7 +624,7 @@ void sc_gemm_w16(int M, const float *A, size_t lda, const sc_pack16 *B, const fl
     {
 #pragma omp for schedule(static)
         for (int m = 0; m < M; m++) as[m] = at->quant_row16(A + (size_t)m * lda, B->k, kp, aq + (size_t)m * kp);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < tasks; task++) {
             int mc = task / ng, g = task % ng;
             int m0 = mc * SC_MCHUNK, mr = M - m0 < SC_MCHUNK ? M - m0 : SC_MCHUNK;
