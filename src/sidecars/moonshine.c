@@ -5,14 +5,22 @@
  *
  * Why no im2col for the convs: in time-major layout [L, C] a stride-s, width-k conv window is
  * k·C contiguous floats starting at row t·s, so the GEMM reads the activations in place with
- * lda = s·C (weights were reordered to (kx, c) at load). */
+ * lda = s·C (weights were reordered to (kx, c) at load).
+ *
+ * INT8 mode (activations quantized, the 2e-2 tier): the Conv1d weights stay float parameters
+ * (quanto leaves nn.Conv1d alone, so they are not counted as quantized) but are computed from a
+ * dynamic int8 copy made at load, and the attention products run on int8/int16 (sc_attention_q8):
+ * they were a third of the work at the fp32 FMA rate, a quarter of the int8 rate on this class of
+ * CPU. FP32 and INT8W keep the float convs and attention. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sidecars/sc_internal.h"
+
 
 typedef struct moon_enc_layer {
     float *ln_in, *ln_post; /* [D] (LayerNorm without bias) */
@@ -31,6 +39,7 @@ struct sc_moonshine {
     int D, I, Le, Ld, He, Hd, vocab, rot, rdim; /* width, MLP width, layers, heads, vocab, rotated dims, rotary 'dim' */
     float theta;
     sc_lin conv1, conv2, conv3; /* Conv1d as GEMMs (float) */
+    sc_pack16 conv_w[3];        /* INT8 mode: dynamic int16 copies of conv1..3 (empty otherwise) */
     float *gn_w, *gn_b;         /* [D] */
     moon_enc_layer *enc;
     float *enc_ln;              /* [D] */
@@ -43,6 +52,7 @@ struct sc_moonshine {
 void sc_moonshine_free(sc_moonshine *d) {
     if (!d) return;
     sc_lin_free(&d->conv1), sc_lin_free(&d->conv2), sc_lin_free(&d->conv3);
+    for (int i = 0; i < 3; i++) sc_pack16_free(&d->conv_w[i]);
     arb_free(d->gn_w), arb_free(d->gn_b), arb_free(d->enc_ln), arb_free(d->embed), arb_free(d->dec_norm);
     sc_packf_free(&d->proj);
     if (d->enc)
@@ -117,6 +127,11 @@ arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
     ARB_TRY(sc_conv1d_load(&d->conv1, c, "encoder.conv1", D, 1, 127, false, info));
     ARB_TRY(sc_conv1d_load(&d->conv2, c, "encoder.conv2", 2 * D, D, 7, true, info));
     ARB_TRY(sc_conv1d_load(&d->conv3, c, "encoder.conv3", D, 2 * D, 3, true, info));
+    if (mode == SC_INT8 && sc_att()) {
+        ARB_TRY(sc_pack16_from_packf(&d->conv_w[0], &d->conv1.f));
+        ARB_TRY(sc_pack16_from_packf(&d->conv_w[1], &d->conv2.f));
+        ARB_TRY(sc_pack16_from_packf(&d->conv_w[2], &d->conv3.f));
+    }
     ARB_TRY(sc_vec_load(&d->gn_w, c, "encoder.groupnorm.weight", 1, vD, info));
     ARB_TRY(sc_vec_load(&d->gn_b, c, "encoder.groupnorm.bias", 1, vD, info));
     d->enc = (moon_enc_layer *)calloc((size_t)Le, sizeof *d->enc);
@@ -202,12 +217,14 @@ static void rope_table(const sc_moonshine *d, int T, float *cs, float *sn) {
         }
 }
 
-static void rope_apply_tab(const sc_moonshine *d, float *x, size_t ld, int T, int H, int dh, const float *cs,
+/* q and k (both [T, H·dh], ld) rotated in one threaded pass. */
+static void rope_apply_tab(const sc_moonshine *d, float *q, float *k, size_t ld, int T, int H, int dh, const float *cs,
                            const float *sn) {
     int nf = d->rot / 2 < 256 ? d->rot / 2 : 256;
+#pragma omp parallel for schedule(static) if ((size_t)T * H * nf > 16384 && !omp_in_parallel())
     for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++) {
-            float *r = x + (size_t)t * ld + (size_t)h * dh;
+        for (int h = 0; h < 2 * H; h++) {
+            float *r = (h < H ? q : k) + (size_t)t * ld + (size_t)(h % H) * dh;
             const float *c = cs + (size_t)t * nf, *s = sn + (size_t)t * nf;
             for (int j = 0; j < nf; j++) {
                 float a = r[2 * j], b = r[2 * j + 1];
@@ -215,6 +232,59 @@ static void rope_apply_tab(const sc_moonshine *d, float *x, size_t ld, int T, in
                 r[2 * j + 1] = b * c[j] + a * s[j];
             }
         }
+}
+
+#define GROUP_ROWS 1024 /* encoder frames per item group (docs/PERFORMANCE.md, session 3 — Moonshine CPU) */
+
+/* An elementwise op over n floats, in 16K-float chunks across the threads (same numbers for any
+ * thread count): single-threaded, the front-end's tanh and GELUs left a core idle. */
+static void par_map(void (*fn)(float *, size_t), float *x, size_t n) {
+    const size_t ch = 16384;
+    long nch = (long)((n + ch - 1) / ch);
+#pragma omp parallel for schedule(static) if (nch > 1 && !omp_in_parallel())
+    for (long c = 0; c < nch; c++) fn(x + (size_t)c * ch, n - (size_t)c * ch < ch ? n - (size_t)c * ch : ch);
+}
+
+/* The encoder's activation buffers: one grow-only block per thread, kept between forwards (fresh
+ * multi-MB buffers per call cost the kernel zeroing their pages every time) unless it grew past
+ * WS_KEEP floats (a long recording's front-end: not worth holding). Carves 9 buffers of
+ * cnt[i][0]·cnt[i][1] floats, each 64-byte aligned; false when the sizes overflow or memory is out. */
+static _Thread_local struct { float *p; size_t cap; } g_ws;
+#define WS_KEEP ((size_t)16 << 20) /* 64 MB; 10 s of audio in groups of GROUP_ROWS frames needs ~17 MB */
+
+static void enc_workspace_trim(void) {
+    if (g_ws.cap > WS_KEEP) {
+        arb_free(g_ws.p);
+        g_ws.p = NULL, g_ws.cap = 0;
+    }
+}
+
+static bool enc_workspace(const size_t cnt[9][2], float *buf[9]) {
+    size_t off[9], total = 0;
+    for (int i = 0; i < 9; i++) {
+        size_t n;
+        if (!arb_mul_size(cnt[i][0], cnt[i][1], &n) || !arb_add_size(n, 15, &n)) return false;
+        off[i] = total;
+        if (!arb_add_size(total, n & ~(size_t)15, &total)) return false;
+    }
+    if (g_ws.cap < total) {
+        size_t bytes;
+        if (!arb_mul_size(total, sizeof(float), &bytes)) return false;
+        arb_free(g_ws.p);
+        g_ws.p = (float *)arb_alloc(bytes);
+        g_ws.cap = g_ws.p ? total : 0;
+        if (!g_ws.p) return false;
+    }
+    for (int i = 0; i < 9; i++) buf[i] = g_ws.p + off[i];
+    return true;
+}
+
+/* A Conv1d as its GEMM: int16 weights (the dynamic copy) × int8-quantized rows in INT8 mode, float otherwise. */
+static void conv_forward(const sc_moonshine *d, sc_mode mode, int i, int M, const float *x, size_t lda, float *y,
+                         size_t ldc) {
+    const sc_lin *l = i == 0 ? &d->conv1 : i == 1 ? &d->conv2 : &d->conv3;
+    if (mode == SC_INT8 && d->conv_w[i].p) sc_gemm_w16(M, x, lda, &d->conv_w[i], l->bias, y, ldc);
+    else sc_lin_forward(l, mode, M, x, lda, y, ldc, 0);
 }
 
 arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor *out) {
@@ -231,52 +301,72 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
         return arb_error(ARB_ERR_SHAPE, "moonshine: %lld samples are too short (need at least 1087, ~68 ms at 16 kHz)",
                          (long long)N);
     int D = d->D, I = d->I, H = d->He, dh = D / H;
-    size_t rows = (size_t)B * T;
-    float *h1 = sc_falloc((size_t)L1, (size_t)D, 1), *h2 = sc_falloc((size_t)L2, 2 * (size_t)D, 1);
-    float *x = sc_falloc(rows, (size_t)D, 1), *hb = sc_falloc(rows, (size_t)D, 1), *qkv = sc_falloc(rows, 3 * (size_t)D, 1);
-    float *a = sc_falloc(rows, (size_t)D, 1), *f = sc_falloc(rows, (size_t)I, 1);
-    float *rc = sc_falloc((size_t)T, 256, 1), *rs = sc_falloc((size_t)T, 256, 1);
+    /* Items go through the encoder in groups of about GROUP_ROWS frames: every op but attention is
+     * per row and attention is per item, so the numbers are the same as one pass over all rows,
+     * while the buffers stay cache-sized and are reused (at batch 32 a single pass touched ~250 MB
+     * of fresh pages per forward: page zeroing and DRAM traffic made it 1.7× slower per item). */
+    const int64_t G = T >= GROUP_ROWS ? 1 : (GROUP_ROWS / T < B ? GROUP_ROWS / T : B);
+    const size_t grows = (size_t)G * T;
+    /* h1 [L1,D], h2 [L2,2D], x/hb/a [grows,D], qkv [grows,3D], f [grows,I], rc/rs [T,256] */
+    const size_t cnt[9][2] = {{(size_t)L1, (size_t)D}, {(size_t)L2, 2 * (size_t)D}, {grows, (size_t)D}, {grows, (size_t)D},
+                              {grows, 3 * (size_t)D},  {grows, (size_t)D},          {grows, (size_t)I}, {(size_t)T, 256},
+                              {(size_t)T, 256}};
+    float *buf[9];
     arb_status st = ARB_OK;
     const sc_ops_tier *ops = sc_ops();
-    if (!h1 || !h2 || !x || !hb || !qkv || !a || !f || !rc || !rs) {
+    if (!enc_workspace(cnt, buf)) {
         st = arb_error(ARB_ERR_OOM, "moonshine: out of memory for %lld×%lld samples", (long long)B, (long long)N);
-        goto done;
+        return st;
     }
-    for (int64_t b = 0; b < B; b++) {
-        const float *w = (const float *)in->data + (size_t)b * N;
-        sc_lin_forward(&d->conv1, m->mode, (int)L1, w, 64, h1, (size_t)D, 0);
-        ops->tanh_(h1, (size_t)L1 * D);
-        if ((st = sc_groupnorm_nhwc(h1, h1, (size_t)L1, D, 1, d->gn_w, d->gn_b, 1e-5f, false))) goto done;
-        sc_lin_forward(&d->conv2, m->mode, (int)L2, h1, (size_t)3 * D, h2, (size_t)2 * D, 0);
-        ops->gelu(h2, (size_t)L2 * 2 * D);
-        float *xb = x + (size_t)b * T * D;
-        sc_lin_forward(&d->conv3, m->mode, (int)T, h2, (size_t)4 * D, xb, (size_t)D, 0);
-        ops->gelu(xb, (size_t)T * D);
+    float *h1 = buf[0], *h2 = buf[1], *x = buf[2], *hb = buf[3], *qkv = buf[4], *a = buf[5], *f = buf[6], *rc = buf[7],
+          *rs = buf[8];
+    if ((st = arb_tensor_init(out, ARB_F32, 3, (int64_t[]){B, T, D}, arb_cpu()))) {
+        enc_workspace_trim();
+        return st;
     }
     float scale = 1.f / sqrtf((float)dh);
+    const bool att8 = m->mode == SC_INT8 && sc_att() && dh <= SC_ATT_Q8_MAXDH;
     rope_table(d, (int)T, rc, rs);
     const size_t l3 = 3 * (size_t)D;
-    for (int li = 0; li < d->Le; li++) {
-        moon_enc_layer *l = &d->enc[li];
-        sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->ln_in, NULL, 1e-5f, hb, qkv, l3, 0);
-        for (int64_t b = 0; b < B && !st; b++) {
-            float *qb = qkv + (size_t)b * T * l3;
-            rope_apply_tab(d, qb, l3, (int)T, H, dh, rc, rs);
-            rope_apply_tab(d, qb + D, l3, (int)T, H, dh, rc, rs);
-            st = sc_attention((int)T, (int)T, H, dh, qb, l3, qb + D, l3, qb + 2 * D, l3, a + (size_t)b * T * D, D, scale,
-                              false);
+    for (int64_t b0 = 0; b0 < B; b0 += G) {
+        const int64_t nb = B - b0 < G ? B - b0 : G;
+        const size_t rows = (size_t)nb * T;
+        for (int64_t b = 0; b < nb; b++) {
+            const float *w = (const float *)in->data + (size_t)(b0 + b) * N;
+            conv_forward(d, m->mode, 0, (int)L1, w, 64, h1, (size_t)D);
+            par_map(ops->tanh_, h1, (size_t)L1 * D);
+            if ((st = sc_groupnorm_nhwc(h1, h1, (size_t)L1, D, 1, d->gn_w, d->gn_b, 1e-5f, false))) goto fail;
+            conv_forward(d, m->mode, 1, (int)L2, h1, (size_t)3 * D, h2, (size_t)2 * D);
+            par_map(ops->gelu, h2, (size_t)L2 * 2 * D);
+            float *xb = x + (size_t)b * T * D;
+            conv_forward(d, m->mode, 2, (int)T, h2, (size_t)4 * D, xb, (size_t)D);
+            par_map(ops->gelu, xb, (size_t)T * D);
         }
-        if (st) goto done;
-        sc_lin_forward(&l->o, m->mode, (int)rows, a, D, x, D, SC_EPI_ACCUM);
-        sc_lin_forward_ln(&l->fc1, m->mode, (int)rows, x, l->ln_post, NULL, 1e-5f, hb, f, I, 0);
-        ops->gelu(f, rows * I);
-        sc_lin_forward(&l->fc2, m->mode, (int)rows, f, I, x, D, SC_EPI_ACCUM);
+        for (int li = 0; li < d->Le; li++) {
+            moon_enc_layer *l = &d->enc[li];
+            sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->ln_in, NULL, 1e-5f, hb, qkv, l3, 0);
+            for (int64_t b = 0; b < nb && !st; b++) {
+                float *qb = qkv + (size_t)b * T * l3;
+                rope_apply_tab(d, qb, qb + D, l3, (int)T, H, dh, rc, rs);
+                if (att8)
+                    st = sc_attention_q8((int)T, (int)T, H, dh, qb, l3, qb + D, l3, qb + 2 * D, l3, a + (size_t)b * T * D, D,
+                                         scale);
+                else
+                    st = sc_attention((int)T, (int)T, H, dh, qb, l3, qb + D, l3, qb + 2 * D, l3, a + (size_t)b * T * D, D,
+                                      scale, false);
+            }
+            if (st) goto fail;
+            sc_lin_forward(&l->o, m->mode, (int)rows, a, D, x, D, SC_EPI_ACCUM);
+            sc_lin_forward_ln(&l->fc1, m->mode, (int)rows, x, l->ln_post, NULL, 1e-5f, hb, f, I, 0);
+            sc_lin_forward_act(&l->fc2, m->mode, (int)rows, f, I, ops->gelu, x, D, SC_EPI_ACCUM);
+        }
+        sc_layernorm(x, (float *)out->data + (size_t)b0 * T * D, (int)rows, D, d->enc_ln, NULL, 1e-5f);
     }
-    st = arb_tensor_init(out, ARB_F32, 3, (int64_t[]){B, T, D}, arb_cpu());
-    if (!st) sc_layernorm(x, (float *)out->data, (int)rows, D, d->enc_ln, NULL, 1e-5f);
-done:
-    arb_free(h1), arb_free(h2), arb_free(x), arb_free(hb), arb_free(qkv), arb_free(a), arb_free(f), arb_free(rc),
-        arb_free(rs);
+    enc_workspace_trim();
+    return ARB_OK;
+fail:
+    enc_workspace_trim();
+    arb_tensor_free(out);
     return st;
 }
 

@@ -226,4 +226,69 @@ void sc_moonshine_free(sc_moonshine *d);
 arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);
 void sc_vae_free(sc_vae *d);
 
+/* ---------------------------------------------------------------- Moonshine CPU (session 3)
+ * The INT8 mode's fast paths for Moonshine's float parts: Conv1d on dynamic int16 copies of the
+ * float weights (vpdpwssd), and attention with Q·Kᵀ on int8 (vpdpbusd) and P·V on int16. */
+
+/* int16 "weights" for vpdpwssd: [ceil(n/16)][kp/2][16][2], kp = k rounded up to 2, zero past n
+ * and k; one float scale per column. The int32 sums of a SC_W16_KBLOCK block cannot overflow for
+ * the two uses: attention (A = probabilities ≤ SC_P16_MAX, B = V in ±127) and the Conv1d copies
+ * (A = activations and B = weights in ±SC_W16_WMAX: 1023·1023·1024 < 2^31). */
+typedef struct sc_pack16 {
+    int n, k, kp;
+    int16_t *p;   /* [ceil(n/16)][kp/2][16][2] */
+    float *scale; /* [ceil(n/16)*16] (0 past n) */
+} sc_pack16;
+#define SC_P16_MAX 16383  /* softmax probabilities as int16: rint(16383·exp(s − max)) */
+#define SC_W16_KBLOCK 1024 /* k per int32 block: 16383·127·1024 < 2^31 */
+#define SC_W16_WMAX 1023   /* Conv1d as int16: rint(x·1023/absmax), per output channel (weights) or per row */
+
+/* A dynamic int16 copy of a float layer's packed weights (per output channel s = absmax/1023):
+ * the layer stays a float parameter (quanto leaves Conv1d alone, so it is not counted as
+ * quantized), and 11-bit weights keep its numbers close to the float reference. */
+arb_status sc_pack16_from_packf(sc_pack16 *q, const sc_packf *f);
+void sc_pack16_free(sc_pack16 *q);
+/* C[M,N] (ldc) = A·Bᵀ + bias with A's rows quantized to int16 (quant_row16: per row absmax/1023)
+ * times the int16 weights (vpdpwssd). Falls back to float on s·q without the AVX-512 tier. */
+void sc_gemm_w16(int M, const float *A, size_t lda, const sc_pack16 *B, const float *bias, float *C, size_t ldc);
+
+/* Attention-tier kernels (scalar reference in sc_kernels.c, AVX-512 in sc_kernels_avx512.c).
+ * w16: C[m, n] = Σ_k A[m,k]·B[n,k] · (as[m]·scale[n]) for panels [nb0, nb1), int32 sums per
+ *      SC_W16_KBLOCK block, each block's product added in float (flags: SC_EPI_ACCUM adds to C).
+ *      A: [M][kp] int16 (probabilities in [0, SC_P16_MAX], or activations in ±SC_W16_WMAX).
+ * softmax_q16: p[j] = rint(SC_P16_MAX·exp(scale·s[j] − max_j scale·s[j])) for j < n, 0 up to np;
+ *      returns 1/Σp (the row's scale: Σ_j p_j·v_j/Σ p_j is the softmax-weighted average). */
+typedef struct sc_att_tier {
+    void (*w16)(int M, const int16_t *A, const float *as, const sc_pack16 *B, float *C, size_t ldc, int flags, int nb0,
+                int nb1);
+    float (*softmax_q16)(const float *s, int n, float scale, int16_t *p, int np);
+    void (*pack_values)(sc_pack16 *p, const float *v, size_t ldv, int Tk, int dh); /* sc_pack_values_w16 */
+    /* q[k] = rint(x[k]·1023/absmax) (int16), 0 for k in [K, Kp); returns absmax/1023 */
+    float (*quant_row16)(const float *x, int K, int Kp, int16_t *q);
+} sc_att_tier;
+extern const sc_att_tier sc_att_scalar;
+extern const sc_att_tier sc_att_avx512;
+/* The AVX-512 tier when the CPU has AVX-512 VNNI, else NULL (callers keep the float convs and attention). */
+const sc_att_tier *sc_att(void);
+#define SC_ATT_Q8_MAXDH 512 /* head dims up to this take the int8 attention */
+
+/* Packs K [Tk, dh] (ldk) as int8 "weights" of Q·Kᵀ after subtracting K's mean over keys
+ * (softmax is unchanged by a per-query constant; the mean removes K's shared offset from the
+ * int8 range): p->p/qsum/scale must hold ceil(Tk/16)·16 columns × kp = dh rounded up to 4. */
+void sc_pack_keys_q8(sc_packq *p, const float *k, size_t ldk, int Tk, int dh);
+/* Packs V [Tk, dh] (ldv) as int16 weights of P·V, per channel d: s = absmax/127. */
+void sc_pack_values_w16(sc_pack16 *p, const float *v, size_t ldv, int Tk, int dh);
+
+/* y = act(x)·Wᵀ + b for a layer whose input is an elementwise op's output (Moonshine's fc2 after
+ * GELU): in the int8 mode each row goes through act in an L1 buffer and is quantized there (the
+ * activated floats are never written back); other modes apply act to x in place and run the
+ * layer. x [M, l->k] (lda) is clobbered. The same numbers as act over x, then sc_lin_forward. */
+void sc_lin_forward_act(const sc_lin *l, sc_mode mode, int M, float *x, size_t lda, void (*act)(float *, size_t), float *y,
+                        size_t ldc, int flags);
+
+/* sc_attention with int8 Q·Kᵀ and int16 P·V (see sc_att_tier), threads over heads × query
+ * chunks. Bidirectional only (no causal mask). Needs sc_att() != NULL. */
+arb_status sc_attention_q8(int Tq, int Tk, int H, int dh, const float *q, size_t ldq, const float *k, size_t ldk,
+                           const float *v, size_t ldv, float *o, size_t ldo, float scale);
+
 #endif
