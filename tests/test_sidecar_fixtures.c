@@ -18,26 +18,6 @@ static const char *fx(const char *name) {
     return g_dir;
 }
 
-static void ref_load(const char *dir, const char *name, arb_tensor *t) {
-    char p[1200];
-    snprintf(p, sizeof p, "%s/reference.safetensors", dir);
-    arb_safetensors *st;
-    ARB_ASSERT_OK(arb_safetensors_open(&st, p));
-    const arb_st_tensor *s = arb_safetensors_find(st, name);
-    if (!s) fail_msg("%s: no '%s'", p, name);
-    ARB_ASSERT_OK(arb_tensor_init(t, s->dtype, s->ndim, s->shape, arb_cpu()));
-    memcpy(t->data, s->data, s->nbytes);
-    arb_safetensors_close(st);
-}
-
-static void expect_close(const char *what, const arb_tensor *got, const arb_tensor *want, double tol) {
-    assert_int_equal(got->ndim, want->ndim);
-    for (int i = 0; i < got->ndim; i++) assert_int_equal(got->shape[i], want->shape[i]);
-    double r = arb_test_rel_l2((const float *)got->data, (const float *)want->data, (size_t)arb_tensor_numel(want));
-    printf("  %-44s rel L2 %.3e (tol %.0e)\n", what, r, tol);
-    if (!(r <= tol)) fail_msg("%s: rel L2 %.3e > %.0e", what, r, tol);
-}
-
 static const char *prec_name(arb_sidecar_precision p) {
     return p == ARB_SIDECAR_FP32 ? "fp32" : p == ARB_SIDECAR_INT8 ? "int8" : "int8w";
 }
@@ -45,9 +25,9 @@ static const char *prec_name(arb_sidecar_precision p) {
 static void run_dinov2(const char *name, int nlin, int nconv) {
     const char *dir = fx(name);
     arb_tensor px, ref, refq;
-    ref_load(dir, "pixel_values", &px);
-    ref_load(dir, "last_hidden_state", &ref);
-    ref_load(dir, "int8w.last_hidden_state", &refq);
+    arb_test_ref_load(dir, "pixel_values", &px);
+    arb_test_ref_load(dir, "last_hidden_state", &ref);
+    arb_test_ref_load(dir, "int8w.last_hidden_state", &refq);
     arb_sidecar_precision ps[3] = {ARB_SIDECAR_FP32, ARB_SIDECAR_INT8W, ARB_SIDECAR_INT8};
     for (int i = 0; i < 3; i++) {
         arb_sidecar *m;
@@ -66,11 +46,11 @@ static void run_dinov2(const char *name, int nlin, int nconv) {
         char what[128];
         snprintf(what, sizeof what, "%s %s last_hidden_state", name, prec_name(ps[i]));
         double tol = ps[i] == ARB_SIDECAR_FP32 ? 1e-4 : ps[i] == ARB_SIDECAR_INT8W ? 1e-3 : 2e-2;
-        expect_close(what, &out, ps[i] == ARB_SIDECAR_FP32 ? &ref : &refq, tol);
+        arb_test_expect_close(what, &out, ps[i] == ARB_SIDECAR_FP32 ? &ref : &refq, tol);
         if (ps[i] == ARB_SIDECAR_FP32) {
             arb_tensor rp;
-            ref_load(dir, "pooler_output", &rp);
-            expect_close("  pooler_output", &pool, &rp, 1e-4);
+            arb_test_ref_load(dir, "pooler_output", &rp);
+            arb_test_expect_close("  pooler_output", &pool, &rp, 1e-4);
             arb_tensor_free(&rp);
         }
         arb_tensor_free(&out);
@@ -99,11 +79,11 @@ static void test_moonshine_tiny(void **s) {
     (void)s;
     const char *dir = fx("moonshine-tiny");
     arb_tensor in, ids, ref, refq, reflog;
-    ref_load(dir, "input_values", &in);
-    ref_load(dir, "decoder_input_ids", &ids);
-    ref_load(dir, "encoder_last_hidden_state", &ref);
-    ref_load(dir, "int8w.encoder_last_hidden_state", &refq);
-    ref_load(dir, "logits", &reflog);
+    arb_test_ref_load(dir, "input_values", &in);
+    arb_test_ref_load(dir, "decoder_input_ids", &ids);
+    arb_test_ref_load(dir, "encoder_last_hidden_state", &ref);
+    arb_test_ref_load(dir, "int8w.encoder_last_hidden_state", &refq);
+    arb_test_ref_load(dir, "logits", &reflog);
     arb_sidecar_precision ps[3] = {ARB_SIDECAR_FP32, ARB_SIDECAR_INT8W, ARB_SIDECAR_INT8};
     for (int i = 0; i < 3; i++) {
         arb_sidecar *m;
@@ -118,11 +98,11 @@ static void test_moonshine_tiny(void **s) {
         char what[128];
         snprintf(what, sizeof what, "moonshine-tiny %s encoder", prec_name(ps[i]));
         double tol = ps[i] == ARB_SIDECAR_FP32 ? 1e-4 : ps[i] == ARB_SIDECAR_INT8W ? 1e-3 : 2e-2;
-        expect_close(what, &out, ps[i] == ARB_SIDECAR_FP32 ? &ref : &refq, tol);
+        arb_test_expect_close(what, &out, ps[i] == ARB_SIDECAR_FP32 ? &ref : &refq, tol);
         if (ps[i] == ARB_SIDECAR_FP32) {
             arb_tensor lg;
             ARB_ASSERT_OK(arb_moonshine_logits(m, &ref, &ids, &lg));
-            expect_close("moonshine-tiny fp32 logits", &lg, &reflog, 1e-4);
+            arb_test_expect_close("moonshine-tiny fp32 logits", &lg, &reflog, 1e-4);
             arb_tensor_free(&lg);
         }
         arb_tensor_free(&out);
@@ -135,12 +115,12 @@ static void test_vae_tiny(void **s) {
     (void)s;
     const char *dir = fx("vae-tiny");
     arb_tensor smp, rm, rl, rd, rmq, rdq;
-    ref_load(dir, "sample", &smp);
-    ref_load(dir, "latent_mean", &rm);
-    ref_load(dir, "latent_logvar", &rl);
-    ref_load(dir, "decoded", &rd);
-    ref_load(dir, "int8w.latent_mean", &rmq);
-    ref_load(dir, "int8w.decoded", &rdq);
+    arb_test_ref_load(dir, "sample", &smp);
+    arb_test_ref_load(dir, "latent_mean", &rm);
+    arb_test_ref_load(dir, "latent_logvar", &rl);
+    arb_test_ref_load(dir, "decoded", &rd);
+    arb_test_ref_load(dir, "int8w.latent_mean", &rmq);
+    arb_test_ref_load(dir, "int8w.decoded", &rdq);
     arb_sidecar_precision ps[3] = {ARB_SIDECAR_FP32, ARB_SIDECAR_INT8W, ARB_SIDECAR_INT8};
     for (int i = 0; i < 3; i++) {
         arb_sidecar *m;
@@ -154,12 +134,12 @@ static void test_vae_tiny(void **s) {
         double tol = fp ? 1e-4 : ps[i] == ARB_SIDECAR_INT8W ? 1e-3 : 2e-2;
         char what[128];
         snprintf(what, sizeof what, "vae-tiny %s latent_mean", prec_name(ps[i]));
-        expect_close(what, &mean, fp ? &rm : &rmq, tol);
-        if (fp) expect_close("vae-tiny fp32 latent_logvar", &lv, &rl, 1e-4);
+        arb_test_expect_close(what, &mean, fp ? &rm : &rmq, tol);
+        if (fp) arb_test_expect_close("vae-tiny fp32 latent_logvar", &lv, &rl, 1e-4);
         /* decoded = decode(latent_mean of the fp32 reference), with this path's weights */
         ARB_ASSERT_OK(arb_vae_decode(m, &rm, &dec));
         snprintf(what, sizeof what, "vae-tiny %s decoded", prec_name(ps[i]));
-        expect_close(what, &dec, fp ? &rd : &rdq, tol);
+        arb_test_expect_close(what, &dec, fp ? &rd : &rdq, tol);
         arb_tensor_free(&mean), arb_tensor_free(&lv), arb_tensor_free(&dec);
         arb_sidecar_free(m);
     }

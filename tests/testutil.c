@@ -75,3 +75,24 @@ int arb_test_tmpdir_remove(const char *dir) {
     if (snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir) >= (int)sizeof cmd) return -1;
     return system(cmd) == 0 ? 0 : -1;
 }
+
+void arb_test_ref_load(const char *dir, const char *name, arb_tensor *t) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/reference.safetensors", dir);
+    arb_safetensors *st;
+    ARB_ASSERT_OK(arb_safetensors_open(&st, p));
+    const arb_st_tensor *s = arb_safetensors_find(st, name);
+    if (!s) fail_msg("%s: no '%s'", p, name);
+    ARB_ASSERT_OK(arb_tensor_init(t, s->dtype, s->ndim, s->shape, arb_cpu()));
+    memcpy(t->data, s->data, s->nbytes);
+    arb_safetensors_close(st);
+}
+
+void arb_test_expect_close(const char *what, const arb_tensor *got, const arb_tensor *want, double tol) {
+    assert_int_equal(got->ndim, want->ndim);
+    for (int i = 0; i < got->ndim; i++) assert_int_equal(got->shape[i], want->shape[i]);
+    assert_int_equal(got->device.kind, ARB_DEVICE_CPU);
+    double r = arb_test_rel_l2((const float *)got->data, (const float *)want->data, (size_t)arb_tensor_numel(want));
+    printf("  %-52s rel L2 %.3e (tol %.0e)\n", what, r, tol);
+    if (!(r <= tol)) fail_msg("%s: rel L2 %.3e > %.0e", what, r, tol);
+}

@@ -23,6 +23,11 @@ double arb_test_rel_l2(const float *a, const float *b, size_t n);
 double arb_test_rel_l2_f64(const float *a, const double *b, size_t n);
 double arb_test_max_abs(const float *a, const float *b, size_t n);
 
+/* Tensor `name` of DIR/reference.safetensors (a fixture's reference outputs) into t (CPU). */
+void arb_test_ref_load(const char *dir, const char *name, arb_tensor *t);
+/* Fails unless got (CPU, f32) has want's shape and rel L2 ≤ tol; prints the measured value. */
+void arb_test_expect_close(const char *what, const arb_tensor *got, const arb_tensor *want, double tol);
+
 /* mkdtemp under /tmp with `prefix` into buf (0 on success), and its recursive removal. */
 int arb_test_tmpdir_make(char *buf, size_t cap, const char *prefix);
 int arb_test_tmpdir_remove(const char *dir);

@@ -944,6 +944,38 @@ __global__ void k_gn_final(const double *part, int nch, int P, int C, int G, con
     }
 }
 
+/* One input pixel's 4 channels as the 3×3 convs read them: zero outside the (upsampled) image,
+ * nearest ×2 upsampling in the indexing, then the GroupNorm affine (a4: scale, shift) and SiLU. */
+__device__ __forceinline__ float4 conv_px(const float4 *xb, const float4 *a4, int vy, int vx, int Ho, int Wo, int W,
+                                          int C4, int c4, int up, int silu) {
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
+        int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
+        v = __ldg(xb + ((size_t)sy * W + sx) * C4 + c4);
+        if (a4) {
+            float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
+            v.x = v.x * s.x + t.x, v.y = v.y * s.y + t.y, v.z = v.z * s.z + t.z, v.w = v.w * s.w + t.w;
+        }
+        if (silu) {
+            v.x = v.x / (1.f + __expf(-v.x)), v.y = v.y / (1.f + __expf(-v.y));
+            v.z = v.z / (1.f + __expf(-v.z)), v.w = v.w / (1.f + __expf(-v.w));
+        }
+    }
+    return v;
+}
+__device__ __forceinline__ float absmax4(float4 v) {
+    return fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+}
+/* The CPU's row rule: rint(v · 127/amax) clamped to ±127. */
+__device__ __forceinline__ char4 conv_q4(float4 v, float inv) {
+    char4 o;
+    o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
+    o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
+    o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
+    o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
+    return o;
+}
+
 /* 3×3 conv im2col row of output pixel r (zero padding 1; up: nearest ×2 first), in (ky, kx, c)
  * order, with an optional GroupNorm affine + SiLU on the input, quantized per row (the CPU's
  * conv3). x: [B][H][W][C], C a multiple of 4 (16-byte loads, 4-byte int8 stores). One warp per
@@ -967,21 +999,9 @@ __global__ void k_conv3_quant(const float *x, int H, int W, int C, int up, const
 #pragma unroll 4
     for (int k4 = lane; k4 < K4; k4 += 32) {
         int tap = k4 / C4, c4 = k4 - tap * C4, vy = oy + tap / 3 - 1, vx = ox + tap % 3 - 1;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
-            int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
-            v = __ldg(xb + ((size_t)sy * W + sx) * C4 + c4);
-            if (a4) {
-                float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
-                v.x = v.x * s.x + t.x, v.y = v.y * s.y + t.y, v.z = v.z * s.z + t.z, v.w = v.w * s.w + t.w;
-            }
-            if (silu) {
-                v.x = v.x / (1.f + __expf(-v.x)), v.y = v.y / (1.f + __expf(-v.y));
-                v.z = v.z / (1.f + __expf(-v.z)), v.w = v.w / (1.f + __expf(-v.w));
-            }
-        }
+        const float4 v = conv_px(xb, a4, vy, vx, Ho, Wo, W, C4, c4, up, silu);
         row[k4] = v;
-        m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+        m = fmaxf(m, absmax4(v));
     }
     float amax = warp_max(m);
     __syncwarp();
@@ -990,12 +1010,7 @@ __global__ void k_conv3_quant(const float *x, int H, int W, int C, int up, const
 #pragma unroll 4
     for (int k4 = lane; k4 < ldq / 4; k4 += 32) {
         float4 v = k4 < K4 ? row[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
-        char4 o;
-        o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
-        o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
-        o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
-        o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
-        qr[k4] = o;
+        qr[k4] = conv_q4(v, inv);
     }
     if (lane == 0) qs[r] = amax / 127.f;
 }
@@ -1016,19 +1031,7 @@ __global__ void k_conv3_tile(const float *x, int H, int W, int C, int up, const 
     for (int i = threadIdx.x; i < 3 * TWp * C4; i += blockDim.x) {
         int ry = i / (TWp * C4), rem = i - ry * TWp * C4, cx = rem / C4, c4 = rem - cx * C4;
         int vy = oy - 1 + ry, vx = ox0 - 1 + cx;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
-            int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
-            v = __ldg(xb + ((size_t)sy * W + sx) * C4 + c4);
-            if (a4) {
-                float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
-                v.x = v.x * s.x + t.x, v.y = v.y * s.y + t.y, v.z = v.z * s.z + t.z, v.w = v.w * s.w + t.w;
-            }
-            if (silu) {
-                v.x = v.x / (1.f + __expf(-v.x)), v.y = v.y / (1.f + __expf(-v.y));
-                v.z = v.z / (1.f + __expf(-v.z)), v.w = v.w / (1.f + __expf(-v.w));
-            }
-        }
+        const float4 v = conv_px(xb, a4, vy, vx, Ho, Wo, W, C4, c4, up, silu);
         tile[i] = v;
     }
     __syncthreads();
@@ -1042,7 +1045,7 @@ __global__ void k_conv3_tile(const float *x, int H, int W, int C, int up, const 
             const float4 *src = tile + ((tap / 3) * TWp + px + tap % 3) * C4;
             for (int c4 = lane; c4 < C4; c4 += 32) {
                 float4 v = src[c4];
-                m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+                m = fmaxf(m, absmax4(v));
             }
         }
         float amax = warp_max(m);
@@ -1054,12 +1057,7 @@ __global__ void k_conv3_tile(const float *x, int H, int W, int C, int up, const 
             const float4 *src = tile + ((tap / 3) * TWp + px + tap % 3) * C4;
             for (int c4 = lane; c4 < C4; c4 += 32) {
                 float4 v = src[c4];
-                char4 o;
-                o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
-                o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
-                o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
-                o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
-                qr[tap * C4 + c4] = o;
+                qr[tap * C4 + c4] = conv_q4(v, inv);
             }
         }
         for (int k4 = K4 + lane; k4 < ldq / 4; k4 += 32) qr[k4] = make_char4(0, 0, 0, 0); /* K padding */
@@ -1087,19 +1085,7 @@ __global__ void __launch_bounds__(256) k_conv3_t2(const float *x, int H, int W, 
     for (int i = threadIdx.x; i < NP * C4; i += blockDim.x) {
         int pix = i / C4, c4 = i - pix * C4, ry = pix / TWp, cx = pix - ry * TWp;
         int vy = oy0 - 1 + ry, vx = ox0 - 1 + cx;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
-            int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
-            v = __ldg(xb + ((size_t)sy * W + sx) * C4 + c4);
-            if (a4) {
-                float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
-                v.x = v.x * s.x + t.x, v.y = v.y * s.y + t.y, v.z = v.z * s.z + t.z, v.w = v.w * s.w + t.w;
-            }
-            if (silu) {
-                v.x = v.x / (1.f + __expf(-v.x)), v.y = v.y / (1.f + __expf(-v.y));
-                v.z = v.z / (1.f + __expf(-v.z)), v.w = v.w / (1.f + __expf(-v.w));
-            }
-        }
+        const float4 v = conv_px(xb, a4, vy, vx, Ho, Wo, W, C4, c4, up, silu);
         tile2[i] = v;
     }
     __syncthreads();
@@ -1108,7 +1094,7 @@ __global__ void __launch_bounds__(256) k_conv3_t2(const float *x, int H, int W, 
         float m = 0.f;
         for (int c4 = lane; c4 < C4; c4 += 32) {
             float4 v = tile2[(size_t)pix * C4 + c4];
-            m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+            m = fmaxf(m, absmax4(v));
         }
         m = warp_max(m);
         if (lane == 0) pm[pix] = m;
@@ -1128,12 +1114,7 @@ __global__ void __launch_bounds__(256) k_conv3_t2(const float *x, int H, int W, 
             const float4 *src = tile2 + (size_t)((ry + tap / 3) * TWp + px + tap % 3) * C4;
             for (int c4 = lane; c4 < C4; c4 += 32) {
                 float4 v = src[c4];
-                char4 o;
-                o.x = (signed char)(int)fminf(fmaxf(rintf(v.x * inv), -127.f), 127.f);
-                o.y = (signed char)(int)fminf(fmaxf(rintf(v.y * inv), -127.f), 127.f);
-                o.z = (signed char)(int)fminf(fmaxf(rintf(v.z * inv), -127.f), 127.f);
-                o.w = (signed char)(int)fminf(fmaxf(rintf(v.w * inv), -127.f), 127.f);
-                qr[tap * C4 + c4] = o;
+                qr[tap * C4 + c4] = conv_q4(v, inv);
             }
         }
         for (int k4 = K4 + lane; k4 < ldq / 4; k4 += 32) qr[k4] = make_char4(0, 0, 0, 0); /* K padding */
@@ -1789,45 +1770,6 @@ static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) 
     return ARB_OK;
 }
 
-/* PyTorch upsample_bicubic2d (align_corners=False, A = -0.75), as src/sidecars/dinov2.c. */
-static void cubic_coeffs(float t, float w[4]) {
-    const float A = -0.75f;
-    float x1 = t + 1.f, x2 = 1.f - t, x3 = 2.f - t;
-    w[0] = ((A * x1 - 5.f * A) * x1 + 8.f * A) * x1 - 4.f * A;
-    w[1] = ((A + 2.f) * t - (A + 3.f)) * t * t + 1.f;
-    w[2] = ((A + 2.f) * x2 - (A + 3.f)) * x2 * x2 + 1.f;
-    w[3] = ((A * x3 - 5.f * A) * x3 + 8.f * A) * x3 - 4.f * A;
-}
-
-static void bicubic_grid(const float *src, int gs, int D, float *dst, int h, int w) {
-    float sy = (float)gs / (float)h, sx = (float)gs / (float)w;
-    for (int oy = 0; oy < h; oy++) {
-        float ry = sy * ((float)oy + 0.5f) - 0.5f;
-        int iy = (int)floorf(ry);
-        float wy[4];
-        cubic_coeffs(ry - (float)iy, wy);
-        for (int ox = 0; ox < w; ox++) {
-            float rx = sx * ((float)ox + 0.5f) - 0.5f;
-            int ix = (int)floorf(rx);
-            float wx[4];
-            cubic_coeffs(rx - (float)ix, wx);
-            float *o = dst + ((size_t)oy * w + ox) * D;
-            for (int c = 0; c < D; c++) o[c] = 0.f;
-            for (int a = 0; a < 4; a++) {
-                int yy = iy - 1 + a;
-                yy = yy < 0 ? 0 : (yy >= gs ? gs - 1 : yy);
-                for (int b = 0; b < 4; b++) {
-                    int xx = ix - 1 + b;
-                    xx = xx < 0 ? 0 : (xx >= gs ? gs - 1 : xx);
-                    const float *s = src + ((size_t)yy * gs + xx) * D;
-                    float wgt = wy[a] * wx[b];
-                    for (int c = 0; c < D; c++) o[c] += wgt * s[c];
-                }
-            }
-        }
-    }
-}
-
 static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     int P = g->P, D = g->D, F = g->F, gh = Hi / P, gw = Wi / P, hw = gh * gw, T = hw + 1;
     int rows = B * T;
@@ -1843,7 +1785,7 @@ static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     ARB_TRY(p->out.alloc((size_t)rows * D * sizeof(float)));
     std::vector<float> pos((size_t)hw * D);
     if (hw == g->grid * g->grid && Hi == Wi) memcpy(pos.data(), g->pos_h.data() + D, pos.size() * sizeof(float));
-    else bicubic_grid(g->pos_h.data() + D, g->grid, D, pos.data(), gh, gw);
+    else sc_bicubic_grid(g->pos_h.data() + D, g->grid, D, pos.data(), gh, gw);
     pos.insert(pos.begin(), g->pos_h.begin(), g->pos_h.begin() + D); /* row 0: the CLS position */
     ARB_TRY(p->pos.upload(pos.data(), pos.size() * sizeof(float)));
     return ARB_OK;

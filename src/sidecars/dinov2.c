@@ -119,8 +119,8 @@ static void cubic_coeffs(float t, float w[4]) {
     w[3] = ((A * x3 - 5.f * A) * x3 + 8.f * A) * x3 - 4.f * A;
 }
 
-/* src: [gs, gs, D] grid → dst: [h, w, D]. */
-static void bicubic_grid(const float *src, int gs, int D, float *dst, int h, int w) {
+/* src: [gs, gs, D] grid → dst: [h, w, D] (sc_internal.h; the CUDA path uses it too). */
+void sc_bicubic_grid(const float *src, int gs, int D, float *dst, int h, int w) {
     float sy = (float)gs / (float)h, sx = (float)gs / (float)w;
     for (int oy = 0; oy < h; oy++) {
         float ry = sy * ((float)oy + 0.5f) - 0.5f;
@@ -183,7 +183,7 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
     }
     /* position table for this grid */
     if (hw == d->grid * d->grid && Hi == Wi) memcpy(pos, d->pos + D, (size_t)hw * D * sizeof(float));
-    else bicubic_grid(d->pos + D, d->grid, D, pos, gh, gw);
+    else sc_bicubic_grid(d->pos + D, d->grid, D, pos, gh, gw);
     const float *pix = (const float *)px->data;
     for (int64_t b = 0; b < B; b++) {
         const float *img = pix + (size_t)b * 3 * Hi * Wi;

@@ -221,6 +221,9 @@ struct arb_sidecar {
 
 arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);
 void sc_dinov2_free(sc_dinov2 *d);
+/* DINOv2's position-embedding interpolation, as PyTorch's upsample_bicubic2d (align_corners=False,
+ * A = −0.75, border-clamped taps): src [gs, gs, D] → dst [h, w, D]. Host code; the CUDA path too. */
+void sc_bicubic_grid(const float *src, int gs, int D, float *dst, int h, int w);
 arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);
 void sc_moonshine_free(sc_moonshine *d);
 arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg);

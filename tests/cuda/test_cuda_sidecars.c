@@ -38,27 +38,6 @@ static const char *fx(const char *name) {
     return buf;
 }
 
-static void ref_load(const char *dir, const char *name, arb_tensor *t) {
-    char p[4200];
-    snprintf(p, sizeof p, "%s/reference.safetensors", dir);
-    arb_safetensors *st;
-    ARB_ASSERT_OK(arb_safetensors_open(&st, p));
-    const arb_st_tensor *s = arb_safetensors_find(st, name);
-    if (!s) fail_msg("%s: no '%s'", p, name);
-    ARB_ASSERT_OK(arb_tensor_init(t, s->dtype, s->ndim, s->shape, arb_cpu()));
-    memcpy(t->data, s->data, s->nbytes);
-    arb_safetensors_close(st);
-}
-
-static void expect_close(const char *what, const arb_tensor *got, const arb_tensor *want, double tol) {
-    assert_int_equal(got->ndim, want->ndim);
-    for (int i = 0; i < got->ndim; i++) assert_int_equal(got->shape[i], want->shape[i]);
-    assert_int_equal(got->device.kind, ARB_DEVICE_CPU);
-    double r = arb_test_rel_l2((const float *)got->data, (const float *)want->data, (size_t)arb_tensor_numel(want));
-    printf("  %-52s rel L2 %.3e (tol %.0e)\n", what, r, tol);
-    if (!(r <= tol)) fail_msg("%s: rel L2 %.3e > %.0e", what, r, tol);
-}
-
 static arb_sidecar *load_cuda(const char *dir) {
     arb_sidecar *m;
     ARB_ASSERT_OK(arb_sidecar_load(&m, dir, ARB_SIDECAR_INT8));
@@ -71,16 +50,16 @@ static arb_sidecar *load_cuda(const char *dir) {
 static void dino_fixture(const char *name) {
     const char *dir = fx(name);
     arb_tensor px, refq, out, pool, cpu, cpool;
-    ref_load(dir, "pixel_values", &px);
-    ref_load(dir, "int8w.last_hidden_state", &refq);
+    arb_test_ref_load(dir, "pixel_values", &px);
+    arb_test_ref_load(dir, "int8w.last_hidden_state", &refq);
     arb_sidecar *m = load_cuda(dir);
     ARB_ASSERT_OK(arb_sidecar_forward(m, &px, &out, &pool));
     ARB_ASSERT_OK(arb_dinov2_forward(m, &px, &cpu, &cpool)); /* the per-model call: the CPU path */
     char what[256];
     snprintf(what, sizeof what, "%s cuda int8 vs int8w reference", name);
-    expect_close(what, &out, &refq, 2e-2);
+    arb_test_expect_close(what, &out, &refq, 2e-2);
     snprintf(what, sizeof what, "%s cuda int8 vs cpu int8", name);
-    expect_close(what, &out, &cpu, 2e-2);
+    arb_test_expect_close(what, &out, &cpu, 2e-2);
     int64_t T = out.shape[1], D = out.shape[2];
     for (int64_t b = 0; b < out.shape[0]; b++) /* pooler = the CLS row of the normalized output */
         assert_memory_equal((float *)pool.data + b * D, (float *)out.data + b * T * D, (size_t)D * sizeof(float));
@@ -100,13 +79,13 @@ static void test_moonshine_fixture(void **state) {
     (void)state;
     const char *dir = fx("moonshine-tiny");
     arb_tensor x, refq, out, cpu;
-    ref_load(dir, "input_values", &x);
-    ref_load(dir, "int8w.encoder_last_hidden_state", &refq);
+    arb_test_ref_load(dir, "input_values", &x);
+    arb_test_ref_load(dir, "int8w.encoder_last_hidden_state", &refq);
     arb_sidecar *m = load_cuda(dir);
     ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &out, NULL));
     ARB_ASSERT_OK(arb_moonshine_encode(m, &x, &cpu));
-    expect_close("moonshine-tiny cuda int8 vs int8w reference", &out, &refq, 2e-2);
-    expect_close("moonshine-tiny cuda int8 vs cpu int8", &out, &cpu, 2e-2);
+    arb_test_expect_close("moonshine-tiny cuda int8 vs int8w reference", &out, &refq, 2e-2);
+    arb_test_expect_close("moonshine-tiny cuda int8 vs cpu int8", &out, &cpu, 2e-2);
     arb_tensor_free(&x), arb_tensor_free(&refq), arb_tensor_free(&out), arb_tensor_free(&cpu);
     arb_sidecar_free(m);
 }
@@ -115,13 +94,13 @@ static void test_vae_fixture(void **state) {
     (void)state;
     const char *dir = fx("vae-tiny");
     arb_tensor lat, refq, out, cpu;
-    ref_load(dir, "latent_mean", &lat); /* decoded = decode(latent_mean of the fp32 reference) */
-    ref_load(dir, "int8w.decoded", &refq);
+    arb_test_ref_load(dir, "latent_mean", &lat); /* decoded = decode(latent_mean of the fp32 reference) */
+    arb_test_ref_load(dir, "int8w.decoded", &refq);
     arb_sidecar *m = load_cuda(dir);
     ARB_ASSERT_OK(arb_sidecar_forward(m, &lat, &out, NULL));
     ARB_ASSERT_OK(arb_vae_decode(m, &lat, &cpu));
-    expect_close("vae-tiny decode cuda int8 vs int8w reference", &out, &refq, 2e-2);
-    expect_close("vae-tiny decode cuda int8 vs cpu int8", &out, &cpu, 2e-2);
+    arb_test_expect_close("vae-tiny decode cuda int8 vs int8w reference", &out, &refq, 2e-2);
+    arb_test_expect_close("vae-tiny decode cuda int8 vs cpu int8", &out, &cpu, 2e-2);
     arb_tensor_free(&lat), arb_tensor_free(&refq), arb_tensor_free(&out), arb_tensor_free(&cpu);
     arb_sidecar_free(m);
 }
@@ -149,7 +128,7 @@ static void random_batch(const char *name, int ndim, const int64_t *shape, float
     else ARB_ASSERT_OK(arb_vae_decode(m, &x, &cpu));
     char what[256];
     snprintf(what, sizeof what, "%s random B=%lld cuda vs cpu int8", name, (long long)shape[0]);
-    expect_close(what, &out, &cpu, 2e-2);
+    arb_test_expect_close(what, &out, &cpu, 2e-2);
     /* each item alone (another graph: B = 1) */
     for (int64_t b = 0; b < shape[0]; b++) {
         arb_tensor xi, oi, o1, o1b = {0};
@@ -158,7 +137,7 @@ static void random_batch(const char *name, int ndim, const int64_t *shape, float
         ARB_ASSERT_OK(arb_sidecar_forward(m, &xi, &o1, dino ? &o1b : NULL));
         snprintf(what, sizeof what, "%s item %lld alone vs in the batch", name, (long long)b);
         if (dino) assert_memory_equal(o1.data, oi.data, oi.nbytes); /* integer GEMMs, per-row/per-head kernels */
-        expect_close(what, &o1, &oi, dino ? 0.0 : 2e-3);
+        arb_test_expect_close(what, &o1, &oi, dino ? 0.0 : 2e-3);
         arb_tensor_free(&xi), arb_tensor_free(&oi), arb_tensor_free(&o1), arb_tensor_free(&o1b);
     }
     /* device-resident input and output: the same graph, the same bits */
