@@ -100,6 +100,25 @@ __device__ __forceinline__ float2 rot(float a, float b, float c, float s) {
     return make_float2(__fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)), __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c)));
 }
 
+/* A warp's mma accumulator tile (the thread's rows r0 and r0 + 8, columns 8j + 2·t4 + {0, 1}) to
+ * global rows < T; with cs, each (even, odd) pair rotated back (the gradient of the rotation on load). */
+template <int HD, int NO>
+__device__ __forceinline__ void fa_store_acc(float *g, int64_t ld, const float (&acc)[NO][4], int r0, int t4, int T,
+                                             const float *cs) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int row = r0 + 8 * i;
+        if (row >= T) continue;
+#pragma unroll
+        for (int j = 0; j < NO; j++) {
+            const int c = 8 * j + 2 * t4;
+            float2 out = make_float2(acc[j][2 * i], acc[j][2 * i + 1]);
+            if (cs) out = rot(out.x, out.y, cs[(int64_t)row * HD + c], -cs[(int64_t)row * HD + c + 1]);
+            *reinterpret_cast<float2 *>(g + (int64_t)row * ld + c) = out;
+        }
+    }
+}
+
 /* Tile movement. Every loop here is branch-free with its loads hoisted (rows ≥ T read a valid
  * row and are zeroed by a select or a zero-filling copy): a guarded load per element made the
  * compiler issue them one round trip at a time, and those round trips were most of an iteration. */
@@ -474,19 +493,7 @@ __global__ void __launch_bounds__(FA_THREADS)
         c2a(s, ph, pl);
         mma_pb<HD>(acc, ph, pl, Kh, Kl); /* dQ += dS K */
     }
-    float *dq = dqkv + (int64_t)b * T * lddq + hc;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int row = r0 + 8 * i;
-        if (row >= T) continue;
-#pragma unroll
-        for (int j = 0; j < NO; j++) {
-            const int c = 8 * j + 2 * t4;
-            float2 out = make_float2(acc[j][2 * i], acc[j][2 * i + 1]);
-            if (cs) out = rot(out.x, out.y, cs[(int64_t)row * HD + c], -cs[(int64_t)row * HD + c + 1]);
-            *reinterpret_cast<float2 *>(dq + (int64_t)row * lddq + c) = out;
-        }
-    }
+    fa_store_acc<HD, NO>(dqkv + (int64_t)b * T * lddq + hc, lddq, acc, r0, t4, T, cs);
 }
 
 /* dK, dV per key tile (grid (key tiles, B·H); early tiles see the most queries and go first). */
@@ -569,20 +576,9 @@ __global__ void __launch_bounds__(FA_THREADS)
         c2a(dp, ah, al);
         mma_pb<HD>(dk, ah, al, Qh, Ql); /* dK += dSᵀ Q */
     }
-    float *dkg = dqkv + (int64_t)b * T * lddq + D + hc, *dvg = dkg + D;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int row = r0 + 8 * i;
-        if (row >= T) continue;
-#pragma unroll
-        for (int j = 0; j < NO; j++) {
-            const int c = 8 * j + 2 * t4;
-            float2 gk = make_float2(dk[j][2 * i], dk[j][2 * i + 1]);
-            if (cs) gk = rot(gk.x, gk.y, cs[(int64_t)row * HD + c], -cs[(int64_t)row * HD + c + 1]);
-            *reinterpret_cast<float2 *>(dkg + (int64_t)row * lddq + c) = gk;
-            *reinterpret_cast<float2 *>(dvg + (int64_t)row * lddq + c) = make_float2(dv[j][2 * i], dv[j][2 * i + 1]);
-        }
-    }
+    float *dkg = dqkv + (int64_t)b * T * lddq + D + hc;
+    fa_store_acc<HD, NO>(dkg, lddq, dk, r0, t4, T, cs);
+    fa_store_acc<HD, NO>(dkg + D, lddq, dv, r0, t4, T, nullptr);
 }
 
 template <int HD> arb_status fa_prepare() {

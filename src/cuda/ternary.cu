@@ -490,6 +490,31 @@ __global__ void __launch_bounds__(UPD_T) k_upd_finish(int64_t rows, int64_t cols
     if (tid == 0) *rec = arb_cuda_upd_rec{__ddiv_rn(s_norm, __dmul_rn((double)rows, (double)cols)), nflip, nzero, moves};
 }
 
+/* Row sums of an update pass (64-bit integers, so every grouping gives the same totals): one
+ * atomic per warp and sum when all its lanes hold the same row (any warp of a row with ≥ 32 tiles
+ * but the ones crossing a row boundary), else one per thread. (One atomic per thread put 128
+ * same-address atomics per sum on each row of a 2048-column layer.) o < 0: no row. */
+__device__ __forceinline__ void upd_row_sums(int64_t o, bool valid, long long sa, long long se, long long sf,
+                                             unsigned long long *abs_g, unsigned long long *ge,
+                                             unsigned long long *flips) {
+    const int64_t o0 = __shfl_sync(0xffffffffu, o, 0);
+    if (__all_sync(0xffffffffu, o == o0)) {
+        if (o0 < 0) return;
+#pragma unroll
+        for (int d = 16; d; d >>= 1) {
+            sa += __shfl_xor_sync(0xffffffffu, sa, d);
+            se += __shfl_xor_sync(0xffffffffu, se, d);
+            sf += __shfl_xor_sync(0xffffffffu, sf, d);
+        }
+        if ((threadIdx.x & 31) != 0) return;
+    } else if (!valid) {
+        return;
+    }
+    if (sa) atomicAdd(&abs_g[o], (unsigned long long)sa);
+    if (se) atomicAdd(&ge[o], (unsigned long long)se);
+    if (sf) atomicAdd(&flips[o], (unsigned long long)sf);
+}
+
 /* One thread per (row, 16-column tile): it owns that 32-bit word of the packed tile, so the
  * trit writes need no atomics. Row sums are exact integers (atomic adds commute). plan: m[rows],
  * S, skip (k_upd_plan). stats_only: only abs_g is summed and no state changes; it runs only when
@@ -530,26 +555,7 @@ __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t
         }
         if (nw != word) *wp = nw;
     }
-    /* Row sums: one atomic per warp and sum when all its lanes hold the same row (any warp of a
-     * row with ≥ 32 tiles but the ones crossing a row boundary), else one per thread; 64-bit
-     * integer sums, so every grouping gives the same totals. (One atomic per thread put 128
-     * same-address atomics per sum on each row of a 2048-column layer.) */
-    const int64_t o0 = __shfl_sync(0xffffffffu, o, 0);
-    if (__all_sync(0xffffffffu, o == o0)) {
-        if (o0 < 0) return;
-#pragma unroll
-        for (int d = 16; d; d >>= 1) {
-            sa += __shfl_xor_sync(0xffffffffu, sa, d);
-            se += __shfl_xor_sync(0xffffffffu, se, d);
-            sf += __shfl_xor_sync(0xffffffffu, sf, d);
-        }
-        if ((threadIdx.x & 31) != 0) return;
-    } else if (!valid) {
-        return;
-    }
-    if (sa) atomicAdd(&abs_g[o], (unsigned long long)sa);
-    if (se) atomicAdd(&ge[o], (unsigned long long)se);
-    if (sf) atomicAdd(&flips[o], (unsigned long long)sf);
+    upd_row_sums(o, valid, sa, se, sf, abs_g, ge, flips);
 }
 
 /* The same pass with four threads per packed word, each owning 4 of its 16 columns, and every
@@ -637,23 +643,7 @@ __global__ void __launch_bounds__(256) k_upd_dense4(uint8_t *trits, int8_t *accu
     uint32_t full = mine | __shfl_xor_sync(0xffffffffu, mine, 1);
     full |= __shfl_xor_sync(0xffffffffu, full, 2);
     if (valid && q == 0 && !stats_only && full != word) *wp = full;
-    /* row sums as in k_upd_dense */
-    const int64_t o0 = __shfl_sync(0xffffffffu, o, 0);
-    if (__all_sync(0xffffffffu, o == o0)) {
-        if (o0 < 0) return;
-#pragma unroll
-        for (int d = 16; d; d >>= 1) {
-            sa += __shfl_xor_sync(0xffffffffu, sa, d);
-            se += __shfl_xor_sync(0xffffffffu, se, d);
-            sf += __shfl_xor_sync(0xffffffffu, sf, d);
-        }
-        if ((threadIdx.x & 31) != 0) return;
-    } else if (!valid) {
-        return;
-    }
-    if (sa) atomicAdd(&abs_g[o], (unsigned long long)sa);
-    if (se) atomicAdd(&ge[o], (unsigned long long)se);
-    if (sf) atomicAdd(&flips[o], (unsigned long long)sf);
+    upd_row_sums(o, valid, sa, se, sf, abs_g, ge, flips);
 }
 
 /* ARB_CUDA_UPD_DENSE=16: the one-thread-per-word k_upd_dense (read per call: A/B runs). */
