@@ -1632,7 +1632,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     const int64_t rows = w->rows, cols = w->cols, cp = w->cols_pad, rp = w->rows_pad;
     const int64_t ldt = n > 0 ? (n + BK - 1) / BK * BK : BK;
     cudaStream_t s = arb_cuda_cur_stream();
-    arb_cuda_scratch ramax, camax, bad, q, qs, wt, hqt, xqt, dmult;
+    arb_cuda_scratch ramax, camax, bad, q, qs, wt, hqt, xqt;
     ARB_TRY(bad.alloc(sizeof(int)));
     ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), s));
     if (dx) {
@@ -1646,7 +1646,6 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_TRY(camax.alloc((size_t)rows * sizeof(unsigned)));
         ARB_TRY(hqt.alloc((size_t)(rows * ldt)));
         ARB_TRY(xqt.alloc((size_t)(cp * ldt)));
-        ARB_TRY(dmult.alloc((size_t)rows * sizeof(int32_t)));
         ARB_CU(cudaMemsetAsync(camax.p, 0, (size_t)rows * sizeof(unsigned), s));
     }
     /* Wᵀ for the dX GEMM and xqᵀ for the dW GEMM depend only on W and xq: they run on the side
