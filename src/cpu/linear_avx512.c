@@ -344,11 +344,6 @@ static void avx512_bwdx(const arb_ternary *w, const int8_t *hq, int64_t n, const
 
 /* ---- fused weight gradient + update --------------------------------------------------------- */
 
-/* Lane i = 4g + c of a row's 16 trits sits at bits 2g + 8c of the row's tile word. */
-AI __m512i trit_shifts(void) {
-    return _mm512_set_epi32(30, 22, 14, 6, 28, 20, 12, 4, 26, 18, 10, 2, 24, 16, 8, 0);
-}
-
 /* Per-row running sums of one row block, in 32-bit lanes between flushes to int64 (a tile
  * adds at most 127·127·n per lane; the caller flushes before 2^31). */
 typedef struct upd_row_stats {
@@ -358,30 +353,22 @@ typedef struct upd_row_stats {
 /* Everything the rule needs per call, in registers (hoisted: stores through the state would
  * otherwise make the compiler reload the plan and rebuild constants for every row). */
 typedef struct upd_consts {
-    __m512i one, two, three, sh, iota_c, k0, k1, lo127, hi127, n127, p127, tv, ntv, bias, m32;
-    __m512i ks, s, s32; /* shift counts in every lane */
+    __m512i iota_c, k0, k1, lo127, hi127, n127, p127, m32;
+    __m512i s, s32; /* shift counts in every lane */
     int shift;
 } upd_consts;
 
 AI upd_consts upd_consts_make(const arb_upd_plan *pl) {
     upd_consts c;
-    c.one = _mm512_set1_epi32(1);
-    c.three = _mm512_set1_epi32(3);
-    c.sh = trit_shifts();
     c.iota_c = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                   _mm512_set1_epi32((int)0x9E3779B1u));
     c.k0 = _mm512_set1_epi32((int)pl->key.k0);
     c.k1 = _mm512_set1_epi32((int)pl->key.k1);
     c.lo127 = _mm512_set1_epi64(-127);
     c.hi127 = _mm512_set1_epi64(127);
-    c.tv = _mm512_set1_epi32(pl->threshold);
-    c.ntv = _mm512_set1_epi32(-pl->threshold);
-    c.two = _mm512_set1_epi32(2);
     c.n127 = _mm512_set1_epi32(-127);
     c.p127 = _mm512_set1_epi32(127);
-    c.bias = _mm512_set1_epi32((int)((1u << pl->leak_shift) - 1u));
     c.m32 = _mm512_set1_epi64(0xFFFFFFFFll);
-    c.ks = _mm512_set1_epi32(pl->leak_shift);
     c.shift = pl->shift;
     c.s = _mm512_set1_epi64(pl->shift);
     c.s32 = _mm512_set1_epi64(pl->shift <= 32 ? 32 - pl->shift : pl->shift - 32);
@@ -420,45 +407,11 @@ AI __m512i upd_pressure(__m512i g, int32_t m, __m512i u, const upd_consts c) {
     return q;
 }
 
-/* One row's 16 weights of one tile, given their pressures q: the lane-wise image of
- * arb_upd_weight (with arb_upd_pressure above). */
-AI void upd_row16(uint8_t *word_p, int8_t *acc_p, __m512i g, __mmask16 cm, const upd_consts c, __m512i q,
-                  upd_row_stats *st) {
-    uint32_t word;
-    memcpy(&word, word_p, 4);
-    /* codes 0,1,2 stand for trits -1,0,1 throughout */
-    const __m512i code = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), c.sh), c.three);
-    __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(cm, acc_p));
-
-    /* arb_trit_step (lanes outside cm — padding columns — never step) */
-    __m512i leak = _mm512_srav_epi32(_mm512_add_epi32(a, _mm512_and_si512(_mm512_srai_epi32(a, 31), c.bias)), c.ks);
-    a = _mm512_sub_epi32(_mm512_sub_epi32(a, leak), q);
-    a = _mm512_min_epi32(_mm512_max_epi32(a, c.n127), c.p127);
-    const __mmask16 lo = _mm512_mask_testn_epi32_mask(cm, code, code); /* trit -1 */
-    const __mmask16 hi = _mm512_mask_cmpeq_epi32_mask(cm, code, c.two); /* trit +1 */
-    __mmask16 up = _mm512_mask_cmpge_epi32_mask((__mmask16)(cm & ~hi), a, c.tv);
-    __mmask16 dn = _mm512_mask_cmple_epi32_mask((__mmask16)(cm & ~lo & ~up), a, c.ntv);
-    __m512i cn = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(code, up, code, c.one), dn, code, c.one);
-    a = _mm512_mask_sub_epi32(a, up, a, c.tv);
-    a = _mm512_mask_add_epi32(a, dn, a, c.tv);
-    a = _mm512_mask_min_epi32(a, _mm512_cmpeq_epi32_mask(cn, c.two), a, c.tv);
-    a = _mm512_mask_max_epi32(a, _mm512_testn_epi32_mask(cn, cn), a, c.ntv);
-
-    /* exact row sums with the old trits; flips */
-    st->abs_g = _mm512_add_epi32(st->abs_g, _mm512_maskz_abs_epi32(cm, g));
-    st->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st->ge, hi, st->ge, g), lo, st->ge, g);
-    __mmask16 flip = (__mmask16)(up | dn);
-    st->flips = _mm512_mask_add_epi32(st->flips, flip, st->flips, c.one);
-
-    _mm_mask_storeu_epi8(acc_p, cm, _mm512_cvtepi32_epi8(a));
-    if (flip) { /* rare: rewrite the row's trit word */
-        word = (uint32_t)_mm512_reduce_or_epi32(_mm512_sllv_epi32(cn, c.sh));
-        memcpy(word_p, &word, 4);
-    }
-}
-
-/* The same rule for two rows of a tile at once in 16-bit lanes (words 0..15 row r, 16..31 row
- * r+1): T_accum, pressures and codes all fit int16, so one vector op does 32 weights' step. */
+/* Two rows of a tile, given their pressures q: the lane-wise image of arb_upd_weight (with
+ * arb_upd_pressure above) in 16-bit lanes (words 0..15 row r, 16..31 row r+1): T_accum, pressures
+ * and codes all fit int16, so one vector op does 32 weights' step. An odd last row passes
+ * cm1 = 0: its lanes never step, its accumulators are neither read nor written, and its word
+ * (inside the same 64-byte tile: an odd row count is < 16) is rewritten with its own bits. */
 typedef struct upd_consts16 {
     __m512i one, two, three, tv, ntv, n127, p127, bias, ks;
     __m512i cshuf; /* vpshufb: word lane i of row s = i/16, column j = i%16 ← byte 4s + j%4 of the row words */
@@ -490,18 +443,18 @@ static upd_consts16 upd_consts16_make(const arb_upd_plan *pl) {
     return c;
 }
 
-AI void upd_rows32(uint8_t *word_p, int8_t *acc0, int8_t *acc1, __m512i g0, __m512i g1, __mmask16 cm,
+AI void upd_rows32(uint8_t *word_p, int8_t *acc0, int8_t *acc1, __m512i g0, __m512i g1, __mmask16 cm, __mmask16 cm1,
                    const upd_consts16 *c, __m512i q0, __m512i q1, upd_row_stats *st0, upd_row_stats *st1) {
-    const __mmask32 cm2 = (__mmask32)cm | ((__mmask32)cm << 16);
+    const __mmask32 cm2 = (__mmask32)cm | ((__mmask32)cm1 << 16);
     const __m512i q = _mm512_permutexvar_epi64(c->qperm, _mm512_packs_epi32(q0, q1)); /* |q| ≤ 127: exact */
     __m512i a = _mm512_cvtepi8_epi16(
-        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_maskz_loadu_epi8(cm, acc0)), _mm_maskz_loadu_epi8(cm, acc1), 1));
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_maskz_loadu_epi8(cm, acc0)), _mm_maskz_loadu_epi8(cm1, acc1), 1));
     uint64_t words;
     memcpy(&words, word_p, 8);
     const __m512i code = _mm512_and_si512(
         _mm512_srlv_epi16(_mm512_shuffle_epi8(_mm512_set1_epi64((long long)words), c->cshuf), c->csh), c->three);
 
-    /* arb_trit_step, as upd_row16 */
+    /* arb_trit_step (lanes outside cm2 — padding columns, an absent second row — never step) */
     __m512i leak = _mm512_srav_epi16(_mm512_add_epi16(a, _mm512_and_si512(_mm512_srai_epi16(a, 15), c->bias)), c->ks);
     a = _mm512_sub_epi16(_mm512_sub_epi16(a, leak), q);
     a = _mm512_min_epi16(_mm512_max_epi16(a, c->n127), c->p127);
@@ -516,7 +469,7 @@ AI void upd_rows32(uint8_t *word_p, int8_t *acc0, int8_t *acc1, __m512i g0, __m5
     a = _mm512_mask_max_epi16(a, _mm512_testn_epi16_mask(cn, cn), a, c->ntv);
 
     st0->abs_g = _mm512_add_epi32(st0->abs_g, _mm512_maskz_abs_epi32(cm, g0));
-    st1->abs_g = _mm512_add_epi32(st1->abs_g, _mm512_maskz_abs_epi32(cm, g1));
+    st1->abs_g = _mm512_add_epi32(st1->abs_g, _mm512_maskz_abs_epi32(cm1, g1));
     const __mmask16 hi0 = (__mmask16)hi, hi1 = (__mmask16)(hi >> 16), lo0 = (__mmask16)lo, lo1 = (__mmask16)(lo >> 16);
     st0->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st0->ge, hi0, st0->ge, g0), lo0, st0->ge, g0);
     st1->ge = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(st1->ge, hi1, st1->ge, g1), lo1, st1->ge, g1);
@@ -527,7 +480,7 @@ AI void upd_rows32(uint8_t *word_p, int8_t *acc0, int8_t *acc1, __m512i g0, __m5
 
     const __m256i a8 = _mm512_cvtepi16_epi8(a);
     _mm_mask_storeu_epi8(acc0, cm, _mm256_castsi256_si128(a8));
-    _mm_mask_storeu_epi8(acc1, cm, _mm256_extracti128_si256(a8, 1));
+    _mm_mask_storeu_epi8(acc1, cm1, _mm256_extracti128_si256(a8, 1));
     if (flip) { /* rewrite both rows' words: byte c of a word ORs code << 2g over g */
         __m256i b = _mm512_cvtepi16_epi8(_mm512_sllv_epi16(cn, c->csh));
         b = _mm256_or_si256(b, _mm256_shuffle_epi32(b, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -640,13 +593,14 @@ static void avx512_upd(arb_ternary *w, const arb_lin_grad *gr, int64_t rb, int64
             __m512i ubuf[16];
             for (int r = 0; r < nrow; r++, x = _mm512_add_epi32(x, xstep)) ubuf[r] = arb_rand16_mix(x, uc.k1);
             for (int r = 0; r < nrow; r++) ubuf[r] = upd_pressure(gbuf[r], mult[rb * 16 + r], ubuf[r], uc);
-            int r = 0;
-            for (; r + 1 < nrow; r += 2) {
+            for (int r = 0; r < nrow; r += 2) {
                 int8_t *a0 = accum + (rb * 16 + r) * cols + kb * 16;
-                upd_rows32(tile + 4 * r, a0, a0 + cols, gbuf[r], gbuf[r + 1], cm, &uc16, ubuf[r], ubuf[r + 1], &st[r],
-                           &st[r + 1]);
+                const bool pair = r + 1 < nrow;
+                upd_row_stats none = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+                upd_rows32(tile + 4 * r, a0, pair ? a0 + cols : a0, gbuf[r], pair ? gbuf[r + 1] : gbuf[r], cm,
+                           pair ? cm : (__mmask16)0, &uc16, ubuf[r], pair ? ubuf[r + 1] : ubuf[r], &st[r],
+                           pair ? &st[r + 1] : &none);
             }
-            if (r < nrow) upd_row16(tile + 4 * r, accum + (rb * 16 + r) * cols + kb * 16, gbuf[r], cm, uc, ubuf[r], &st[r]);
             continue;
         }
         for (int r = 0; r < nrow; r++) {
