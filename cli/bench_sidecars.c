@@ -24,12 +24,6 @@
 
 #include "sidecars/sc_internal.h"
 
-static double wall(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -82,12 +76,12 @@ static int measure(arb_sidecar *m, int batch, int iters, bool cuda, result *r) {
     double ts[64];
     if (iters > 64) iters = 64;
     for (int i = 0; i < iters; i++) {
-        double t0 = wall();
+        double t0 = arb_cli_now();
         if ((s = run_once(m, &x))) { /* the forward synchronizes its device before returning */
             arb_tensor_free(&x);
             return arb_cli_fail_status(s, "bench %s", arb_sidecar_kind_name(k));
         }
-        ts[i] = wall() - t0;
+        ts[i] = arb_cli_now() - t0;
     }
     qsort(ts, (size_t)iters, sizeof(double), cmp_d);
     double med = ts[iters / 2];

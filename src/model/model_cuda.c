@@ -148,8 +148,6 @@ void arb_mcu_release(arb_model *m) {
     dfree(&m->d_big);
     dfree(&m->d_logits);
     dfree(&m->d_delta);
-    dfree(&m->d_dqpart);
-    m->d_capQ = 0;
     dfree(&m->d_rope);
     dfree(&m->d_rowloss);
     dfree(&m->d_losssum);

@@ -99,8 +99,6 @@ struct arb_model {
     float *d_big;                      /* (N, max(F, 3D)) */
     float *d_logits;                   /* (N, V) */
     float *d_delta;                    /* (B, H, T) attention backward scratch */
-    float *d_dqpart;                   /* attention backward: each key tile's share of dQ */
-    int64_t d_capQ;                    /* floats in d_dqpart */
     float *d_rope;                     /* (T, hd/2, 2) cos, sin */
     double *d_rowloss;                 /* (N) */
     double *d_losssum;                 /* (1) Σ row_loss */
