@@ -12,11 +12,15 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "cuda/kernels.cuh"
@@ -110,7 +114,7 @@ struct Lt {
 /* cuBLASLt int8: out (tokens × out, row-major int32) = X (tokens × K) · Wᵀ, W (out × K): in
  * column-major terms D (out × tokens) = op(A)=Aᵀ (A = W as K × out) · B (X as K × tokens): TN. */
 bool lt_int8(Lt &L, const int8_t *w, const int8_t *x, int32_t *out, int64_t tokens, int64_t k, int64_t nout,
-             double *ms) {
+             double *ms, double *ms_algo0) {
     cublasLtMatmulDesc_t op;
     BLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32I, CUDA_R_32I));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -142,6 +146,7 @@ bool lt_int8(Lt &L, const int8_t *w, const int8_t *x, int32_t *out, int64_t toke
         };
         if (!time_ms(fn, 2, 5, 5, &t)) return false;
         best = std::min(best, t);
+        if (i == 0) *ms_algo0 = t; /* the heuristic's first choice: what a plain cublasLtMatmul call gets */
     }
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(la);
@@ -163,16 +168,85 @@ bool blas_bf16(Lt &L, const __nv_bfloat16 *w, const __nv_bfloat16 *x, __nv_bfloa
     return time_ms(fn, 2, 5, 5, ms);
 }
 
+/* bench/torch_gemm.py: $ARB_TORCH_GEMM, ./bench, or ../bench and ../../bench from the executable. */
+const char *torch_gemm_script(char *buf, size_t cap) {
+    if (const char *env = getenv("ARB_TORCH_GEMM")) return env;
+    if (access("bench/torch_gemm.py", R_OK) == 0) return "bench/torch_gemm.py";
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return nullptr;
+    exe[n] = 0;
+    char *sl = strrchr(exe, '/');
+    if (sl) *sl = 0;
+    for (int up = 1; up <= 2; up++) {
+        snprintf(buf, cap, "%s/%s/bench/torch_gemm.py", exe, up == 1 ? ".." : "../..");
+        if (access(buf, R_OK) == 0) return buf;
+    }
+    return nullptr;
+}
+
+struct TorchTimes {
+    int64_t m, k, n;
+    double int8_ms = 0, bf16_ms = 0; /* 0: not measured */
+};
+
+/* PyTorch's _int_mm (int8, K-major B) and bf16 matmul at the training shapes, in a python3 child
+ * on the same card after our own measurements (the card is otherwise idle then). */
+bool torch_gemm(int dev, std::vector<TorchTimes> &tt) {
+    char sbuf[PATH_MAX + 64];
+    const char *script = torch_gemm_script(sbuf, sizeof sbuf);
+    if (!script) {
+        printf("PyTorch GEMM: bench/torch_gemm.py not found (set ARB_TORCH_GEMM): no PyTorch columns\n");
+        return false;
+    }
+    std::string shapes;
+    for (const TorchTimes &t : tt) {
+        char b[96];
+        snprintf(b, sizeof b, "%s%lldx%lldx%lld", shapes.empty() ? "" : ",", (long long)t.m, (long long)t.k, (long long)t.n);
+        shapes += b;
+    }
+    char cmd[PATH_MAX + 512];
+    snprintf(cmd, sizeof cmd, "python3 '%s' --device-index %d --shapes %s 2>&1", script, dev, shapes.c_str());
+    fflush(stdout);
+    FILE *p = popen(cmd, "r");
+    if (!p) return false;
+    char line[512];
+    bool any = false;
+    while (fgets(line, sizeof line, p)) {
+        char kind[32];
+        long long m, k, n;
+        double ms;
+        if (sscanf(line, "TORCH %31s %lldx%lldx%lld %lf", kind, &m, &k, &n, &ms) == 5) {
+            for (TorchTimes &t : tt)
+                if (t.m == m && t.k == k && t.n == n) {
+                    if (!strcmp(kind, "int8")) t.int8_ms = ms;
+                    if (!strcmp(kind, "bf16")) t.bf16_ms = ms;
+                    any = true;
+                }
+        } else if (!strncmp(line, "TORCH ", 6)) {
+            printf("PyTorch GEMM: %s", line + 6); /* version / unavailable / a failed int8 shape */
+        }
+    }
+    pclose(p);
+    return any;
+}
+
 void usage(FILE *f) {
-    fprintf(f, "usage: arbitor bench kernels --device cuda [--quick] [--device-index N]\n"
+    fprintf(f, "usage: arbitor bench kernels --device cuda [--quick] [--device-index N] [--no-torch]\n"
                "  Times the CUDA ternary kernels against cuBLASLt int8 (TN) and cuBLAS bf16 on this card:\n"
                "  GEMM at 4096^3, 8192^3 and the training shapes (16384x2048x2048, 16384x2048x8192),\n"
                "  GEMV 16384x16384 at batch 1 against copy bandwidth, fused backward+update against forward.\n"
+               "  cuBLASLt int8 is its best of the heuristic's top 4 algorithms (column 'i8 algo0': its first\n"
+               "  choice alone); PyTorch _int_mm (int8) and bf16 matmul at the training shapes come from\n"
+               "  bench/torch_gemm.py when python3 can import torch with CUDA (--no-torch skips it).\n"
+               "  BENCH: train_vs_best against the faster of cuBLASLt int8 (best of 4) and cuBLAS bf16;\n"
+               "  train_vs_int8_algo0 against cuBLASLt's first choice; train_vs_torch against the faster\n"
+               "  of PyTorch int8 and bf16 (minimum over the two training shapes each).\n"
                "  --quick   smaller shapes (a smoke run; numbers are not the reported ones)\n"
                "  --shape TOKENSxINxOUT   only this GEMM and its backward (no GEMV, no BENCH line)\n");
 }
 
-bool run(bool quick, int dev, const Shape *only) {
+bool run(bool quick, int dev, const Shape *only, bool torch) {
     ATRY(arb_cuda_set_device(dev));
     char name[256];
     ATRY(arb_cuda_device_name(dev, name, sizeof name));
@@ -222,32 +296,41 @@ bool run(bool quick, int dev, const Shape *only) {
     k_fill_bf16<<<1024, 256>>>(wb, (size_t)maxe, 4);
     BCHECK(cudaGetLastError());
 
-    printf("\n%-24s %12s %12s %12s %9s %9s %12s\n", "GEMM tokens x in x out", "ternary", "cuBLASLt i8", "cuBLAS bf16",
-           "vs_int8", "vs_bf16", "core i8xi8");
-    double r8192_int8 = 0, r8192_bf16 = 0, train_vs_best = 1e30, bwdupd_over_fwd = 0;
+    printf("\n%-24s %12s %12s %12s %9s %9s %12s %12s\n", "GEMM tokens x in x out", "ternary", "cuBLASLt i8", "cuBLAS bf16",
+           "vs_int8", "vs_bf16", "core i8xi8", "i8 algo0");
+    double r8192_int8 = 0, r8192_bf16 = 0, train_vs_best = 1e30, bwdupd_over_fwd = 0, train_vs_algo0 = 1e30;
+    std::vector<TorchTimes> torch_t;
+    std::vector<double> train_tt;
     for (const Shape &s : shapes) {
         arb_ternary w;
         ATRY(arb_ternary_init(&w, s.n, s.k, ARB_TERNARY_LINEAR, 1, arb_cuda(dev)));
         k_fill_codes<<<1024, 256>>>(w.trits, (size_t)(w.rows_pad * w.cols_pad / 4), 5);
         BCHECK(cudaGetLastError());
         ATRY(arb_cuda_ternary_refresh(&w));
-        double tt, ti, tb, tc8;
+        double tt, ti, tb, tc8, ti0 = 0;
         auto tern = [&]() { return arb_cuda_ternary_matmul_i32(&w, x8, s.m, o32) == ARB_OK; };
         if (!time_ms(tern, 2, 5, 5, &tt)) return false;
         /* the same core on int8 weights: what the trit decode costs (or saves) */
         auto core8 = [&]() { return arb_cuda_gemm_s8_i32(w8, x8, s.n, s.m, s.k, o32) == ARB_OK; };
         if (!time_ms(core8, 2, 5, 5, &tc8)) return false;
-        if (!lt_int8(L, w8, x8, o32, s.m, s.k, s.n, &ti)) return false;
+        if (!lt_int8(L, w8, x8, o32, s.m, s.k, s.n, &ti, &ti0)) return false;
         if (!blas_bf16(L, wb, xb, ob, s.m, s.k, s.n, &tb)) return false;
         double ops = 2.0 * (double)s.m * (double)s.k * (double)s.n;
-        printf("%-24s %7.0f TOP/s %7.0f TOP/s %7.0f TFLOP/s %8.2fx %8.2fx %7.0f TOP/s\n", s.name, ops / tt / 1e9,
-               ops / ti / 1e9, ops / tb / 1e9, ti / tt, tb / tt, ops / tc8 / 1e9);
+        printf("%-24s %7.0f TOP/s %7.0f TOP/s %7.0f TFLOP/s %8.2fx %8.2fx %7.0f TOP/s %7.0f TOP/s\n", s.name,
+               ops / tt / 1e9, ops / ti / 1e9, ops / tb / 1e9, ti / tt, tb / tt, ops / tc8 / 1e9, ops / ti0 / 1e9);
         if (s.m == s.k && s.k == s.n && s.m == (quick ? 2048 : 8192)) {
             r8192_int8 = ti / tt;
             r8192_bf16 = tb / tt;
         }
         if (s.train) {
             train_vs_best = std::min(train_vs_best, std::min(ti, tb) / tt);
+            train_vs_algo0 = std::min(train_vs_algo0, ti0 / tt);
+            TorchTimes t;
+            t.m = s.m;
+            t.k = s.k;
+            t.n = s.n;
+            torch_t.push_back(t);
+            train_tt.push_back(tt);
             /* fused backward (dX + dW → T_accum update) against the forward at this shape */
             float *xs, *y, *dy, *dx;
             BCHECK(cudaMalloc(&xs, (size_t)s.m * 4));
@@ -276,10 +359,18 @@ bool run(bool quick, int dev, const Shape *only) {
                        ARB_OK;
             };
             if (!time_ms(fb, 2, 3, 5, &tfused)) return false;
+            /* the same calls in deferred mode, as the training loop runs them: no host round trip
+             * per call (the NaN flag and the update record come back at collect) */
+            double tdefer;
+            ATRY(arb_cuda_checks_defer());
+            const bool okd = time_ms(fb, 2, 3, 5, &tdefer);
+            ATRY(arb_cuda_checks_collect());
+            if (!okd) return false;
             double ratio = tfused / tf;
             bwdupd_over_fwd = std::max(bwdupd_over_fwd, ratio);
-            printf("  forward %.3f ms | backward dX %.3f ms, dW+update %.3f ms | fused dX+dW+update %.3f ms = %.2fx forward\n",
-                   tf, tbx, tbu, tfused, ratio);
+            printf("  forward %.3f ms | backward dX %.3f ms, dW+update %.3f ms | fused dX+dW+update %.3f ms = %.2fx forward"
+                   " | deferred checks %.3f ms = %.2fx\n",
+                   tf, tbx, tbu, tfused, ratio, tdefer, tdefer / tf);
             cudaFree(xs);
             cudaFree(y);
             cudaFree(dy);
@@ -328,16 +419,37 @@ bool run(bool quick, int dev, const Shape *only) {
     cudaFree(xs1);
     cudaFree(y1);
     release_gemm_buffers();
+    double train_vs_torch = 1e30;
+    if (torch && torch_gemm(dev, torch_t)) {
+        printf("\nPyTorch on this card (same run, after ours): ternary GEMM vs torch._int_mm (int8, K-major B) and "
+               "torch.matmul (bf16)\n");
+        for (size_t i = 0; i < torch_t.size(); i++) {
+            const TorchTimes &t = torch_t[i];
+            const double ops = 2.0 * (double)t.m * (double)t.k * (double)t.n;
+            printf("  %lldx%lldx%lld: ternary %.0f TOP/s | torch int8 ", (long long)t.m, (long long)t.k, (long long)t.n,
+                   ops / train_tt[i] / 1e9);
+            if (t.int8_ms > 0) printf("%.0f TOP/s (%.2fx)", ops / t.int8_ms / 1e9, t.int8_ms / train_tt[i]);
+            else printf("n/a");
+            if (t.bf16_ms > 0) printf(" | torch bf16 %.0f TFLOP/s (%.2fx)\n", ops / t.bf16_ms / 1e9, t.bf16_ms / train_tt[i]);
+            else printf(" | torch bf16 n/a\n");
+            double best = 1e30;
+            if (t.int8_ms > 0) best = std::min(best, t.int8_ms);
+            if (t.bf16_ms > 0) best = std::min(best, t.bf16_ms);
+            if (best < 1e30) train_vs_torch = std::min(train_vs_torch, best / train_tt[i]);
+        }
+    }
     printf("\nBENCH gemm8192_vs_int8=%.2f gemm8192_vs_bf16=%.2f train_vs_best=%.2f gemv_bw_pct=%.1f "
-           "bwdupd_over_fwd=%.2f\n",
-           r8192_int8, r8192_bf16, train_vs_best, gemv_pct, bwdupd_over_fwd);
+           "bwdupd_over_fwd=%.2f train_vs_int8_algo0=%.2f",
+           r8192_int8, r8192_bf16, train_vs_best, gemv_pct, bwdupd_over_fwd, train_vs_algo0);
+    if (train_vs_torch < 1e30) printf(" train_vs_torch=%.2f", train_vs_torch);
+    printf("\n");
     return true;
 }
 
 } // namespace
 
 extern "C" int arb_cuda_bench_kernels(int argc, char **argv) {
-    bool quick = false;
+    bool quick = false, torch = true;
     int dev = 0;
     Shape one = {"shape", 0, 0, 0, true};
     bool have_one = false;
@@ -347,6 +459,8 @@ extern "C" int arb_cuda_bench_kernels(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--quick")) {
             quick = true;
+        } else if (!strcmp(argv[i], "--no-torch")) {
+            torch = false;
         } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             if (strcmp(argv[++i], "cuda")) {
                 fprintf(stderr, "arbitor: error: bench kernels (cuda): --device '%s' is not cuda\n", argv[i]);
@@ -381,5 +495,5 @@ extern "C" int arb_cuda_bench_kernels(int argc, char **argv) {
         fprintf(stderr, "arbitor: error: bench kernels: no CUDA device is available\n");
         return 1;
     }
-    return run(quick, dev, have_one ? &one : nullptr) ? 0 : 1;
+    return run(quick, dev, have_one ? &one : nullptr, torch) ? 0 : 1;
 }

@@ -848,6 +848,12 @@ bool ws_maps(const GemmArgs &g, int AM, int cl, CUtensorMap *ma, CUtensorMap *mb
                              (uint64_t)(g.tiles_c * ARB_TILE_BYTES), WBK, BM / 16, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
+/* A cap on the persistent grid for the GEMMs the pipelined backward queues beside its
+ * quantization chunks (0: none): the GEMM's CTAs take a whole SM's shared memory and registers,
+ * so a concurrent kernel only runs on SMs the GEMM leaves free. Set and reset by linear_backward
+ * (the library's CUDA calls run on one host thread). */
+int g_cta_cap = 0;
+
 template <int AM, int EPI, int CL, int TS = 0>
 arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mo,
                      const char *what) {
@@ -886,6 +892,7 @@ arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap
         long v = strtol(e, nullptr, 10);
         if (v > 0 && v < cap) cap = (v + CL - 1) / CL * CL;
     }
+    if (g_cta_cap > 0 && g_cta_cap < cap) cap = (g_cta_cap + CL - 1) / CL * CL; /* beside a quantization */
     const int64_t grid = pairs * CL < cap ? pairs * CL : cap;
     if (grid <= 0) return ARB_OK;
     cfg.gridDim = dim3((unsigned)grid);
@@ -1436,13 +1443,13 @@ template <int MODE, bool V4> /* ≤ 96 registers: 5 blocks (20 warps, 5 × 42 KB
 __global__ void __launch_bounds__(QW * 32, 5) k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n,
                                                     int64_t rows, const unsigned *row_amax, arb_rng_key kx, int8_t *q,
                                                     int64_t ldq, float *qs, const unsigned *col_amax, arb_rng_key kg,
-                                                    int8_t *hqt, int64_t ldt) {
+                                                    int8_t *hqt, int64_t ldt, int yb) {
     constexpr bool DX = MODE & 1, DW = (MODE & 2) != 0;
     __shared__ __align__(16) float s_ri[QTB], s_xs[QTB], s_so[QC], s_ci[QC];
     __shared__ __align__(16) float4 s_ring[V4 ? QW : 1][QS][QG][32]; /* 24 KB for V4 */
     __shared__ __align__(16) uint4 s_hq[DW ? QC * QTB / 16 : 1];      /* 16 KB: hqᵀ tile, whole lines out */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int64_t o0 = blockIdx.x * (int64_t)QC, tb = blockIdx.y * (int64_t)QTB;
+    const int64_t o0 = blockIdx.x * (int64_t)QC, tb = (blockIdx.y + (int64_t)yb) * QTB; /* yb: a token chunk's first block */
     int inf = 0; /* a 127/amax overflowed (amax < 127/FLT_MAX): this block takes the CPU's exact path */
     {
         const int64_t t = tb + tid, oc = o0 + tid;
@@ -1510,15 +1517,17 @@ arb_status launch_bwd_amax(const float *dy, const float *xs, const float *scale,
 }
 arb_status launch_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
                             const unsigned *ra, arb_rng_key kx, int8_t *q, int64_t ldq, float *qs, const unsigned *ca,
-                            arb_rng_key kg, int8_t *hqt, int64_t ldt, cudaStream_t s) {
+                            arb_rng_key kg, int8_t *hqt, int64_t ldt, cudaStream_t s, int yb = 0, int ny = -1) {
     if ((int64_t)QTW * rows >= (1ll << 31) || (int64_t)QTW * ldq >= (1ll << 31))
         return arb_error(ARB_ERR_INVALID_ARG, "k_bwd_quant: %lld rows are more than its 32-bit offsets allow",
                          (long long)rows);
     const bool v4 = rows % 4 == 0 && ((uintptr_t)dy & 15) == 0;
-    const dim3 grid(arb_cuda_blocks(q ? ldq : rows, QC), arb_cuda_blocks(hqt ? ldt : n, QTB));
+    /* token blocks yb .. yb + ny − 1 (a chunk of the pipelined backward; ny < 0: all) */
+    const int64_t nyall = arb_cuda_blocks(hqt ? ldt : n, QTB);
+    const dim3 grid(arb_cuda_blocks(q ? ldq : rows, QC), (unsigned)(ny < 0 ? nyall - yb : ny));
     if (!grid.x || !grid.y) return ARB_OK;
     const int mode = (q ? 1 : 0) | (hqt ? 2 : 0);
-#define ARB_QUANT(M, V) k_bwd_quant<M, V><<<grid, QW * 32, 0, s>>>(dy, xs, scale, n, rows, ra, kx, q, ldq, qs, ca, kg, hqt, ldt)
+#define ARB_QUANT(M, V) k_bwd_quant<M, V><<<grid, QW * 32, 0, s>>>(dy, xs, scale, n, rows, ra, kx, q, ldq, qs, ca, kg, hqt, ldt, yb)
     if (v4) {
         if (mode == 3) ARB_QUANT(3, true); else if (mode == 1) ARB_QUANT(1, true); else ARB_QUANT(2, true);
     } else {
@@ -1558,6 +1567,7 @@ __global__ void __launch_bounds__(256) k_transpose_i8(const int8_t *x, int64_t n
  * output tiles for 132 SMs. With few tiles the GEMM instead writes nsplit int32 partial
  * products over K slices and arb_cuda_upd_dense sums them (integers: the same Gint bit for bit)
  * and applies the rule. ARB_CUDA_SPLITK=off never splits, =N forces N slices (tests). */
+int split_norm(int64_t want, int64_t nk);
 int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
     const int64_t nk = (ldt + WBK - 1) / WBK;
     const char *e = getenv("ARB_CUDA_SPLITK");
@@ -1577,10 +1587,7 @@ int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
         want = sms[dev] / tiles;       /* fill the SMs once */
         if (want > nk / 4) want = nk / 4; /* each slice ≥ 4 K-blocks (512 tokens) */
     }
-    if (want > nk) want = nk;
-    /* slices of whole K-blocks, every slice non-empty */
-    if (want > 1) want = (nk + (nk + want - 1) / want - 1) / ((nk + want - 1) / want);
-    return want > 1 ? (int)want : 1;
+    return split_norm(want, nk); /* slices of whole K-blocks, every slice non-empty */
 }
 
 /* *dst |= *src on the stream (a dX-only backward's non-finite flag into the deferred check). */
@@ -1594,31 +1601,81 @@ bool update_fused() {
     return e && !strcmp(e, "fused");
 }
 
+/* want slices of nk K-blocks → a count whose slices are whole K-blocks and all non-empty */
+int split_norm(int64_t want, int64_t nk) {
+    if (want > nk) want = nk;
+    if (want > 1) want = (nk + (nk + want - 1) / want - 1) / ((nk + want - 1) / want);
+    return want > 1 ? (int)want : 1;
+}
+
+/* dW partial products: Gint over the tokens k0 .. k1 − 1 of hqᵀ and xqᵀ (ld ldt), as nsplit
+ * int32 (rows, cols) row-major slices stride apart from out (out (n, m) = b · aᵀ with m = W col,
+ * n = W row). k0 is a multiple of WBK (a chunk boundary), so the operands stay 16-byte aligned. */
+arb_status dw_gemm(const arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int64_t k0, int64_t k1,
+                   int nsplit, int32_t *out, int64_t stride) {
+    const int64_t K = k1 - k0, nk = (K + WBK - 1) / WBK, kcb = (nk + nsplit - 1) / nsplit;
+    GemmArgs g;
+    memset(&g, 0, sizeof g);
+    g.M = (int)w->cols;
+    g.N = (int)w->rows;
+    g.K = (int)K;
+    g.a = (const uint8_t *)(xqt + k0);
+    g.lda = ldt;
+    g.b = hqt + k0;
+    g.ldb = ldt;
+    g.kmax = (int)K;
+    g.out = out;
+    g.ldo = w->cols;
+    g.ksplit = nsplit;
+    g.kcb = (int)kcb;
+    g.split_stride = stride;
+    return launch_gemm<A_INT8, EPI_I32>(g, nsplit > 1 ? "k_gemm<dw,splitk>" : "k_gemm<dw>");
+}
+
+/* The pipelined backward (v17): after the maxima pass, the quantization runs in token chunks on
+ * the side stream while the current stream multiplies the chunks already quantized: dX rows of a
+ * chunk need only its q, and dW = Σ over chunks of hqᵀ_chunk · xq_chunk is an exact int32 sum
+ * (each chunk's product is one more split-K slice for k_upd_dense). ARB_CUDA_BWD_CHUNKS=N sets
+ * the chunk count (1: the serial order), ARB_CUDA_BWD_DW=whole makes the dW GEMM one launch after
+ * the last chunk (no extra slices), ARB_CUDA_BWD_CTAS=N caps the chunks' GEMM grids so that the
+ * next chunk's quantization has SMs of its own. Default: 4 chunks for layers of ≥ 4 M weights
+ * and ≥ 8192 tokens. Chunks are whole multiples of QTB tokens (and so of WBK). */
+struct BwdPipe {
+    int64_t tch = 0; /* tokens per chunk, 0: serial */
+    int nch = 1;
+    bool dw_chunked = true;
+    int cta_cap = 0;
+};
+BwdPipe bwd_pipe(int64_t n, int64_t rows, int64_t cols) {
+    BwdPipe b;
+    const char *e = getenv("ARB_CUDA_BWD_CHUNKS");
+    long want = e && *e ? strtol(e, nullptr, 10) : (rows * cols >= (1 << 22) && n >= 8192 ? 4 : 1);
+    if (want > 16) want = 16;
+    if (want <= 1 || n <= QTB) return b;
+    int64_t tch = (n + want - 1) / want;
+    tch = (tch + QTB - 1) / QTB * QTB;
+    b.nch = (int)((n + tch - 1) / tch);
+    if (b.nch <= 1) {
+        b.nch = 1;
+        return b;
+    }
+    b.tch = tch;
+    const char *d = getenv("ARB_CUDA_BWD_DW");
+    b.dw_chunked = !(d && !strcmp(d, "whole"));
+    const char *c = getenv("ARB_CUDA_BWD_CTAS");
+    b.cta_cap = c && *c ? (int)strtol(c, nullptr, 10) : 0;
+    return b;
+}
+static_assert(QTB % WBK == 0, "chunk boundaries are whole dW K-blocks");
+
 arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int nsplit,
                          const arb_cuda_csrc &cs, const arb_update_params *p, arb_update_state *st,
                          arb_update_stats *stats) {
     const int64_t rows = w->rows, cols = w->cols;
-    const int64_t nk = (ldt + WBK - 1) / WBK, kcb = (nk + nsplit - 1) / nsplit;
     const int64_t stride = rows * cols;
     arb_cuda_scratch part;
     ARB_TRY(part.alloc((size_t)(nsplit * stride) * sizeof(int32_t)));
-    /* out (n, m) = b · aᵀ with m = W col, n = W row: part[s] is Gint (rows, cols) row-major */
-    GemmArgs g;
-    memset(&g, 0, sizeof g);
-    g.M = (int)cols;
-    g.N = (int)rows;
-    g.K = (int)ldt;
-    g.a = (const uint8_t *)xqt;
-    g.lda = ldt;
-    g.b = hqt;
-    g.ldb = ldt;
-    g.kmax = (int)ldt;
-    g.out = part.p;
-    g.ldo = cols;
-    g.ksplit = nsplit;
-    g.kcb = (int)kcb;
-    g.split_stride = stride;
-    ARB_TRY((launch_gemm<A_INT8, EPI_I32>(g, "k_gemm<dw,splitk>")));
+    ARB_TRY(dw_gemm(w, hqt, xqt, ldt, 0, ldt, nsplit, part.as<int32_t>(), stride)); /* part[s]: Gint slices */
     /* stats pass (first step), plan, update pass, finish: all on the device */
     return arb_cuda_upd_apply(w, part.as<int32_t>(), cols, nsplit, stride, cs, p, st, stats);
 }
@@ -1648,33 +1705,52 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_TRY(xqt.alloc((size_t)(cp * ldt)));
         ARB_CU(cudaMemsetAsync(camax.p, 0, (size_t)rows * sizeof(unsigned), s));
     }
+    const BwdPipe pipe = n > 0 ? bwd_pipe(n, rows, cols) : BwdPipe{};
     /* Wᵀ for the dX GEMM and xqᵀ for the dW GEMM depend only on W and xq: they run on the side
      * stream, beside the maxima and quantization passes over dy (each alone used ~1.7 TB/s of the
      * memory system). The current stream waits for Wᵀ before the dX GEMM and for xqᵀ after the
-     * dX GEMM is queued (the update changes W only after that). The guard joins on every return
-     * path before the scratch buffers above go back to the pool. */
+     * dX GEMM is queued (the update changes W only after that). Pipelined (pipe.tch > 0): the
+     * quantization chunks follow on the side stream, each ending in an event the current stream
+     * waits for before that chunk's GEMMs. The guard joins on every return path before the
+     * scratch buffers above go back to the pool. */
     struct SideJoin {
         cudaStream_t main;
-        cudaEvent_t ev[3] = {nullptr, nullptr, nullptr}; /* fork, Wᵀ done, xqᵀ done */
+        cudaEvent_t ev[4] = {nullptr, nullptr, nullptr, nullptr}; /* fork, Wᵀ done, xqᵀ done, maxima done */
+        std::vector<cudaEvent_t> qev;                             /* quantization chunk c done */
         bool joined = false;
         cudaError_t wait(int i) {
-            if (i == 2) joined = true;
+            if (i == 2 && qev.empty()) joined = true;
             return ev[i] ? cudaStreamWaitEvent(main, ev[i], 0) : cudaSuccess;
+        }
+        cudaError_t wait_q(size_t c) {
+            if (c + 1 == qev.size()) joined = true;
+            return cudaStreamWaitEvent(main, qev[c], 0);
         }
         ~SideJoin() {
             if (!joined) {
                 wait(1);
                 wait(2);
+                for (cudaEvent_t e : qev) /* an event never recorded is complete */
+                    if (e) cudaStreamWaitEvent(main, e, 0);
             }
             for (cudaEvent_t e : ev)
                 if (e) cudaEventDestroy(e);
+            for (cudaEvent_t e : qev)
+                if (e) cudaEventDestroy(e);
         }
-    } side{s};
+    } side{s, {nullptr, nullptr, nullptr, nullptr}, {}, false};
+    struct CapReset { /* the GEMM grid cap is only for the chunks' GEMMs */
+        ~CapReset() { g_cta_cap = 0; }
+    } cap_reset;
     const bool do_wt = dx && n > 0, do_xt = p && n > 0;
+    cudaStream_t ss = nullptr;
     if (do_wt || do_xt) {
-        cudaStream_t ss;
         ARB_TRY(arb_cuda_side_stream(&ss));
         for (cudaEvent_t &e : side.ev) ARB_CU(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        if (pipe.tch) {
+            side.qev.assign((size_t)pipe.nch, nullptr);
+            for (cudaEvent_t &e : side.qev) ARB_CU(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        }
         ARB_CU(cudaEventRecord(side.ev[0], s)); /* W and xq were written on the current stream */
         ARB_CU(cudaStreamWaitEvent(ss, side.ev[0], 0));
         if (do_wt) {
@@ -1694,14 +1770,10 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_TRY(launch_bwd_amax(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), camax.as<unsigned>(),
                                 bad.as<int>(), s));
     }
-    ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx, q.as<int8_t>(), rp,
-                             qs.as<float>(), camax.as<unsigned>(),
-                             p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0},
-                             hqt.as<int8_t>(), ldt, s));
-    /* Immediate mode (no arb_cuda_checks_defer): the non-finite flag comes back through pinned
-     * memory before the update may change state (the wait overlaps the dX GEMM queued below).
-     * Deferred mode: the plan kernel reads the flag, reports it to the deferred check and skips
-     * the update; nothing here waits for the device. */
+    /* Immediate mode (no arb_cuda_checks_defer): the non-finite flag (raised by the maxima pass)
+     * comes back through pinned memory before the update may change state (the wait overlaps the
+     * work queued below). Deferred mode: the plan kernel reads the flag, reports it to the
+     * deferred check and skips the update; nothing here waits for the device. */
     int *deferred = arb_cuda_deferred_flag();
     uint32_t *pin = nullptr;
     cudaEvent_t ev = nullptr;
@@ -1719,24 +1791,71 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         cudaEvent_t e;
         ~EventGuard() { if (e) cudaEventDestroy(e); }
     } guard{ev};
-    if (dx && n > 0) {
-        const int64_t tr = rp / 16, tc = cp / 16;
-        ARB_CU(side.wait(1)); /* Wᵀ */
+    const arb_rng_key kg = p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0};
+    const int64_t tr = rp / 16, tc = cp / 16;
+    auto dx_gemm = [&](int64_t t0, int64_t t1) { /* dX rows t0 .. t1 − 1 from the pre-update trits (Wᵀ) */
         GemmArgs g;
         memset(&g, 0, sizeof g);
         g.M = (int)cols;
-        g.N = (int)n;
+        g.N = (int)(t1 - t0);
         g.K = (int)rp;
         g.a = wt.as<uint8_t>();
         g.tiles_r = tc; /* Wᵀ: cols_pad/16 tile-rows of rows_pad/16 tiles */
         g.tiles_c = tr;
-        g.b = q.as<int8_t>();
+        g.b = q.as<int8_t>() + t0 * rp;
         g.ldb = rp;
         g.kmax = (int)rp;
-        g.out = dx;
+        g.out = dx + t0 * cols;
         g.ldo = cols;
-        g.rs_n = qs.as<float>();
-        ARB_TRY((launch_gemm<A_PACKED_W, EPI_DX>(g, "k_gemm<dx>")));
+        g.rs_n = qs.as<float>() + t0;
+        return launch_gemm<A_PACKED_W, EPI_DX>(g, "k_gemm<dx>");
+    };
+    /* the update's Gint: pipelined with chunked dW, one slice (or more) per chunk */
+    const int64_t stride = rows * cols;
+    const int nsplit = p ? splitk_count(rows, cols, ldt) : 1;
+    const bool dw_in_pipe = pipe.tch && p && pipe.dw_chunked && !update_fused();
+    arb_cuda_scratch part;
+    int nparts = 0;
+    if (pipe.tch) {
+        ARB_CU(cudaEventRecord(side.ev[3], s)); /* the maxima are in */
+        ARB_CU(cudaStreamWaitEvent(ss, side.ev[3], 0));
+        std::vector<int> nsub((size_t)pipe.nch, 1);
+        if (dw_in_pipe) {
+            for (int c = 0; c < pipe.nch; c++) {
+                const int64_t k0 = c * pipe.tch, k1 = c + 1 < pipe.nch ? k0 + pipe.tch : ldt;
+                nsub[(size_t)c] = split_norm((nsplit + pipe.nch - 1) / pipe.nch, (k1 - k0 + WBK - 1) / WBK);
+                nparts += nsub[(size_t)c];
+            }
+            ARB_TRY(part.alloc((size_t)(nparts * stride) * sizeof(int32_t)));
+        }
+        const int nyb = (int)(pipe.tch / QTB);
+        for (int c = 0; c < pipe.nch; c++) {
+            ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx, q.as<int8_t>(),
+                                     rp, qs.as<float>(), camax.as<unsigned>(), kg, hqt.as<int8_t>(), ldt, ss, c * nyb,
+                                     c + 1 < pipe.nch ? nyb : -1));
+            ARB_CU(cudaEventRecord(side.qev[(size_t)c], ss));
+        }
+        int slice = 0;
+        for (int c = 0; c < pipe.nch; c++) {
+            const int64_t t0 = c * pipe.tch, t1 = c + 1 < pipe.nch ? t0 + pipe.tch : n;
+            ARB_CU(side.wait_q((size_t)c)); /* also Wᵀ and xqᵀ: queued before it on the side stream */
+            g_cta_cap = c + 1 < pipe.nch ? pipe.cta_cap : 0;
+            if (dx) ARB_TRY(dx_gemm(t0, t1));
+            if (dw_in_pipe) {
+                const int64_t k1 = c + 1 < pipe.nch ? t1 : ldt;
+                ARB_TRY(dw_gemm(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, t0, k1, nsub[(size_t)c],
+                                part.as<int32_t>() + slice * stride, stride));
+                slice += nsub[(size_t)c];
+            }
+        }
+        g_cta_cap = 0;
+    } else {
+        ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx, q.as<int8_t>(), rp,
+                                 qs.as<float>(), camax.as<unsigned>(), kg, hqt.as<int8_t>(), ldt, s));
+        if (dx && n > 0) {
+            ARB_CU(side.wait(1)); /* Wᵀ */
+            ARB_TRY(dx_gemm(0, n));
+        }
     }
     if (!p) { /* dX only: report a non-finite dy (deferred: into the deferred flag) */
         if (deferred) {
@@ -1753,7 +1872,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_CU(cudaMemsetAsync(xqt.p, 0, (size_t)(cp * ldt), s));
     }
     if (!deferred) {
-        ARB_CU(cudaEventSynchronize(ev)); /* the flag is here; the dX GEMM may still run */
+        ARB_CU(cudaEventSynchronize(ev)); /* the flag is here; the GEMMs may still run */
         if (pin[0])
             return arb_error(ARB_ERR_INVALID_ARG, "%s: gradient has a NaN or infinite value (%lld x %lld)", what,
                              (long long)n, (long long)rows);
@@ -1761,11 +1880,11 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     /* c[o] = amax[o] / 127 forms on the device, in the plan */
     const arb_cuda_csrc cs = {ARB_CSRC_COLMAX, nullptr, camax.as<unsigned>(), nullptr, bad.as<int>()};
     /* Default: Gint as int32 through the plain int8 GEMM (split over K when the output has few
-     * tiles), then one update pass over all weights (k_upd_dense, the whole GPU at full
-     * occupancy). ARB_CUDA_UPD=fused applies the rule in the GEMM's epilogue instead, where 8
-     * warps per SM run it with nothing to hide behind. ncu on an H100 at 2048 × 2048 × 16384
-     * tokens: 112 + 37.7 µs against 180.5 fused (the bench's wall clock did not move yet). */
-    const int nsplit = splitk_count(rows, cols, ldt);
+     * tiles, and into one slice per chunk when pipelined), then one update pass over all weights
+     * (k_upd_dense, the whole GPU at full occupancy). ARB_CUDA_UPD=fused applies the rule in the
+     * GEMM's epilogue instead, where 8 warps per SM run it with nothing to hide behind. ncu on an
+     * H100 at 2048 × 2048 × 16384 tokens: 112 + 37.7 µs against 180.5 fused. */
+    if (dw_in_pipe) return arb_cuda_upd_apply(w, part.as<int32_t>(), cols, nparts, stride, cs, p, st, stats);
     if (!update_fused()) return update_splitk(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, nsplit, cs, p, st, stats);
     /* The fused epilogue takes S as a launch argument: this opt-in path reads the plan's S (and,
      * when the previous norm is only on the device, that norm) back; plan and finish still run

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Session 4 `bwd` branch device calls (the pipelined backward, v17), run from the device copy's
+# root (main) with the branch mirrored in .wt-bwd and the data in .gpu-data.
+#   call_bwd.sh explore : tests, then the backward at both training shapes with the chunk options
+#                         (ARB_CUDA_BWD_CHUNKS / _DW / _CTAS), nsys timelines of one call (serial
+#                         and pipelined), the full bench (PyTorch columns), the model test, ncu of
+#                         the int32 GEMM at 16384x2048x2048 (stall reasons), memcheck with the rest.
+#   call_bwd.sh final   : test_cuda_ops, compute-sanitizer memcheck, test_cuda_model, the kernel
+#                         bench (the required checks), then same-call comparisons.
+set -uo pipefail
+out=${OUT:-/tmp/arb-gpu}; mkdir -p "$out"
+mode=${1:-explore}
+cp -r .deps .wt-bwd/ && mkdir -p .wt-bwd/data && cp .gpu-data/tinyshakespeare.txt .wt-bwd/data/
+export ARB_SHARED_DIR=$PWD/.gpu-data
+cd .wt-bwd
+export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+bash dev/cuda/gpu_run.sh build-only >"$out/build-step.log" 2>&1; head -4 "$out/build-step.log"
+echo "[t=$SECONDS s] built"
+B=build-cuda/arbitor
+variants() { # shape, then the variants (space-separated VAR=value lists, comma between variants)
+  local sh=$1; shift
+  IFS=, read -ra vs <<<"$*"
+  for v in "${vs[@]}"; do
+    echo "== $sh $v"
+    env $v timeout 30 $B bench kernels --device cuda --shape $sh --no-torch 2>&1 | grep -E "^train|^shape|forward" | sed 's/^/   /'
+  done
+}
+if [ "$mode" = explore ]; then
+  timeout 100 build-cuda/tests/test_cuda_ops >"$out/test.log" 2>&1; r=$?
+  grep -E "PASSED|FAILED|ERROR|LINE|rel L2|cuda .* cpu" "$out/test.log" | head -12; echo "test_cuda_ops rc=$r"
+  echo "[t=$SECONDS s] tests"
+  variants 16384x2048x2048 "ARB_CUDA_BWD_CHUNKS=1,ARB_CUDA_BWD_CHUNKS=4,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_DW=whole,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_CTAS=116,ARB_CUDA_BWD_CHUNKS=2,ARB_CUDA_BWD_CHUNKS=8"
+  variants 16384x2048x8192 "ARB_CUDA_BWD_CHUNKS=1,ARB_CUDA_BWD_CHUNKS=4,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_DW=whole"
+  echo "[t=$SECONDS s] variants"
+  for c in 1 4; do
+    ARB_CUDA_BWD_CHUNKS=$c timeout 60 nsys profile -o "$out/nsys-c$c" --force-overwrite true -t cuda \
+      $B bench kernels --device cuda --shape 16384x2048x2048 --no-torch >"$out/nsys-c$c.log" 2>&1
+    timeout 40 nsys stats --report cuda_gpu_trace --format csv --output "$out/trace-c$c" "$out/nsys-c$c.nsys-rep" >/dev/null 2>&1
+    rm -f "$out/nsys-c$c.nsys-rep" "$out"/nsys-c$c.sqlite
+    f=$(ls "$out"/trace-c${c}*.csv 2>/dev/null | head -1)
+    echo "== nsys, ARB_CUDA_BWD_CHUNKS=$c: one immediate-mode fused call (then one deferred-mode call)"
+    [ -n "$f" ] && python3 dev/cuda/nsys_gaps.py "$f" k_bwd_amax 18 | tail -40 && python3 dev/cuda/nsys_gaps.py "$f" k_bwd_amax 0 | tail -3
+    [ -n "$f" ] && gzip -f "$f"
+    echo "[t=$SECONDS s] nsys c$c"
+  done
+  timeout 90 $B bench kernels --device cuda >"$out/bench.log" 2>&1; echo "bench rc=$?"
+  tail -n +3 "$out/bench.log"
+  echo "[t=$SECONDS s] bench"
+  ARB_CUDA_SYNC_CHECK=1 timeout 60 build-cuda/tests/test_cuda_model >"$out/test_model.log" 2>&1; r=$?
+  grep -E "PASSED|FAILED|ERROR" "$out/test_model.log" | head -5; echo "test_cuda_model rc=$r"
+  echo "[t=$SECONDS s] model"
+  if [ $SECONDS -lt 190 ]; then
+    timeout 50 ncu -k regex:k_gemm_w --launch-skip 8 --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+      --section MemoryWorkloadAnalysis --section Occupancy --print-details all \
+      $B bench kernels --device cuda --shape 16384x2048x2048 --no-torch >"$out/ncu-i32.log" 2>&1
+    grep -E "Duration|Stall|stall|Throughput|Issued|Eligible" "$out/ncu-i32.log" | head -20
+    echo "[t=$SECONDS s] ncu"
+  fi
+  left=$((262 - SECONDS)); [ $left -gt 5 ] || left=5
+  timeout $left compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build-cuda/tests/test_cuda_ops >"$out/memcheck.log" 2>&1
+  echo "memcheck rc=$? (124: cut at ${left} s)"; grep -E "ERROR SUMMARY|PASSED|FAILED|Invalid" "$out/memcheck.log" | head -6
+  echo "[t=$SECONDS s] end"
+  exit 0
+fi
+# final: the required checks first, each verbatim in its log
+timeout 100 build-cuda/tests/test_cuda_ops >"$out/test.log" 2>&1; r=$?
+grep -vE "^\[ +(RUN|OK) +\]" "$out/test.log" | tail -30; echo "test_cuda_ops rc=$r"
+echo "[t=$SECONDS s] tests"
+timeout 120 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build-cuda/tests/test_cuda_ops >"$out/memcheck.log" 2>&1
+echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED|Invalid" "$out/memcheck.log" | head -6
+echo "[t=$SECONDS s] memcheck"
+ARB_CUDA_SYNC_CHECK=1 timeout 60 build-cuda/tests/test_cuda_model >"$out/test_model.log" 2>&1; r=$?
+grep -vE "^\[ +(RUN|OK) +\]|^  |^head dim|loss cpu" "$out/test_model.log" | tail -12; echo "test_cuda_model rc=$r"
+echo "[t=$SECONDS s] model"
+timeout 90 $B bench kernels --device cuda >"$out/bench.log" 2>&1; echo "bench rc=$?"
+tail -n +1 "$out/bench.log"
+echo "[t=$SECONDS s] bench"
+if [ $SECONDS -lt 225 ]; then
+  variants 16384x2048x2048 "${ARB_FINAL_VARIANTS:-ARB_CUDA_BWD_CHUNKS=1}"
+  variants 16384x2048x8192 "${ARB_FINAL_VARIANTS:-ARB_CUDA_BWD_CHUNKS=1}"
+fi
+echo "[t=$SECONDS s] end"
