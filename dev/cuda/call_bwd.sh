@@ -5,6 +5,8 @@
 #                         (ARB_CUDA_BWD_CHUNKS / _DW / _CTAS), nsys timelines of one call (serial
 #                         and pipelined), the full bench (PyTorch columns), the model test, ncu of
 #                         the int32 GEMM at 16384x2048x2048 (stall reasons), memcheck with the rest.
+#   call_bwd.sh trace   : tests, per-stage traces (ARB_CUDA_BWD_TRACE=1) serial and pipelined, the
+#                         pipeline's ordering / priority / cap options, nsys if the machine has it.
 #   call_bwd.sh final   : test_cuda_ops, compute-sanitizer memcheck, test_cuda_model, the kernel
 #                         bench (the required checks), then same-call comparisons.
 set -uo pipefail
@@ -59,6 +61,33 @@ if [ "$mode" = explore ]; then
   left=$((262 - SECONDS)); [ $left -gt 5 ] || left=5
   timeout $left compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build-cuda/tests/test_cuda_ops >"$out/memcheck.log" 2>&1
   echo "memcheck rc=$? (124: cut at ${left} s)"; grep -E "ERROR SUMMARY|PASSED|FAILED|Invalid" "$out/memcheck.log" | head -6
+  echo "[t=$SECONDS s] end"
+  exit 0
+fi
+if [ "$mode" = trace ]; then
+  timeout 100 build-cuda/tests/test_cuda_ops >"$out/test.log" 2>&1; r=$?
+  grep -E "PASSED|FAILED|ERROR|LINE" "$out/test.log" | head -8; echo "test_cuda_ops rc=$r"
+  echo "[t=$SECONDS s] tests"
+  for v in "ARB_CUDA_BWD_CHUNKS=1" "ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1"; do
+    echo "== trace 16384x2048x2048 $v (GPU us / host us since the call's start, at each stage's end)"
+    env $v ARB_CUDA_BWD_TRACE=1 timeout 30 $B bench kernels --device cuda --shape 16384x2048x2048 --no-torch >"$out/trace.log" 2>&1
+    grep "forward" "$out/trace.log"
+    for k in "dx" "update" "fused" "fused-deferred"; do grep "^BWDTRACE $k " "$out/trace.log" | tail -2; done
+  done
+  echo "[t=$SECONDS s] traces"
+  variants 16384x2048x2048 "ARB_CUDA_BWD_CHUNKS=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_PRIO=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_CTAS=112,ARB_CUDA_BWD_CHUNKS=2 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1 ARB_CUDA_BWD_DW=whole,ARB_CUDA_BWD_CHUNKS=1 ARB_CUDA_UPD_DENSE=16"
+  variants 16384x2048x8192 "ARB_CUDA_BWD_CHUNKS=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1 ARB_CUDA_BWD_DW=whole"
+  echo "[t=$SECONDS s] variants"
+  ns=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+  echo "nsys: ${ns:-not found}"
+  if [ -n "$ns" ] && [ $SECONDS -lt 200 ]; then
+    ARB_CUDA_BWD_CHUNKS=1 timeout 60 $ns profile -o "$out/nsys-c1" --force-overwrite true -t cuda \
+      $B bench kernels --device cuda --shape 16384x2048x2048 --no-torch >"$out/nsys-c1.log" 2>&1
+    timeout 40 $ns stats --report cuda_gpu_trace --format csv --output "$out/trace-c1" "$out/nsys-c1.nsys-rep" >/dev/null 2>&1
+    rm -f "$out/nsys-c1.nsys-rep" "$out"/nsys-c1.sqlite
+    f=$(ls "$out"/trace-c1*.csv 2>/dev/null | head -1)
+    [ -n "$f" ] && python3 dev/cuda/nsys_gaps.py "$f" k_bwd_amax 18 | tail -40 && gzip -f "$f"
+  fi
   echo "[t=$SECONDS s] end"
   exit 0
 fi

@@ -17,6 +17,9 @@
  * tiling gives the CPU reference's state bit for bit. */
 #include <cuda_runtime.h>
 
+#include <time.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -24,6 +27,8 @@
 #include "cuda/kernels.cuh"
 #include "cuda/gemm_sm90.cuh"
 #include "cuda/wgmma.cuh"
+
+void arb_cuda_bwd_mark(const char *stage); /* ARB_CUDA_BWD_TRACE (below); ternary.cu marks the update's stages */
 
 namespace {
 
@@ -1601,6 +1606,61 @@ bool update_fused() {
     return e && !strcmp(e, "fused");
 }
 
+/* ARB_CUDA_BWD_TRACE=1: per-stage times of each backward call on stderr (a measurement aid, read
+ * per call): a timing event on the current stream at each stage boundary, plus the host clock
+ * when the host queued it; the call synchronizes at its end and prints one line
+ *   BWDTRACE <stage> <GPU µs since start>/<host µs since start> ...
+ * A stage whose host time exceeds its GPU time was queued after the GPU had run dry. */
+struct BwdTrace {
+    bool on = false;
+    std::vector<std::pair<const char *, cudaEvent_t>> ev;
+    std::vector<double> host;
+    double t0 = 0;
+};
+BwdTrace g_bwd_trace;
+double bwd_now_us() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+} // namespace
+
+void arb_cuda_bwd_mark(const char *stage) {
+    BwdTrace &T = g_bwd_trace;
+    if (!T.on) return;
+    cudaEvent_t e;
+    if (cudaEventCreate(&e) != cudaSuccess) return;
+    cudaEventRecord(e, arb_cuda_cur_stream());
+    T.ev.emplace_back(stage, e);
+    T.host.push_back(bwd_now_us() - T.t0);
+}
+
+namespace {
+void bwd_trace_begin() {
+    const char *e = getenv("ARB_CUDA_BWD_TRACE");
+    g_bwd_trace.on = e && !strcmp(e, "1");
+    g_bwd_trace.t0 = bwd_now_us();
+    arb_cuda_bwd_mark("start");
+}
+void bwd_trace_end(const char *what) {
+    BwdTrace &T = g_bwd_trace;
+    if (!T.on) return;
+    arb_cuda_bwd_mark("end");
+    T.on = false;
+    if (cudaEventSynchronize(T.ev.back().second) == cudaSuccess) {
+        fprintf(stderr, "BWDTRACE %s", what);
+        for (size_t i = 1; i < T.ev.size(); i++) {
+            float ms = 0.0f;
+            cudaEventElapsedTime(&ms, T.ev[0].second, T.ev[i].second);
+            fprintf(stderr, " %s %.1f/%.1f", T.ev[i].first, ms * 1e3, T.host[i]);
+        }
+        fprintf(stderr, "\n");
+    }
+    for (auto &m : T.ev) cudaEventDestroy(m.second);
+    T.ev.clear();
+    T.host.clear();
+}
+
 /* want slices of nk K-blocks → a count whose slices are whole K-blocks and all non-empty */
 int split_norm(int64_t want, int64_t nk) {
     if (want > nk) want = nk;
@@ -1645,6 +1705,8 @@ struct BwdPipe {
     int nch = 1;
     bool dw_chunked = true;
     int cta_cap = 0;
+    bool ordered = false; /* ARB_CUDA_BWD_ORDER=1: chunk c+1's quantization starts with chunk c's GEMMs */
+    bool prio = false;    /* ARB_CUDA_BWD_PRIO=1: the chunks' GEMMs on a high-priority stream */
 };
 BwdPipe bwd_pipe(int64_t n, int64_t rows, int64_t cols) {
     BwdPipe b;
@@ -1664,6 +1726,10 @@ BwdPipe bwd_pipe(int64_t n, int64_t rows, int64_t cols) {
     b.dw_chunked = !(d && !strcmp(d, "whole"));
     const char *c = getenv("ARB_CUDA_BWD_CTAS");
     b.cta_cap = c && *c ? (int)strtol(c, nullptr, 10) : 0;
+    const char *o = getenv("ARB_CUDA_BWD_ORDER");
+    b.ordered = o && !strcmp(o, "1");
+    const char *q = getenv("ARB_CUDA_BWD_PRIO");
+    b.prio = q && !strcmp(q, "1");
     return b;
 }
 static_assert(QTB % WBK == 0, "chunk boundaries are whole dW K-blocks");
@@ -1676,6 +1742,7 @@ arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, i
     arb_cuda_scratch part;
     ARB_TRY(part.alloc((size_t)(nsplit * stride) * sizeof(int32_t)));
     ARB_TRY(dw_gemm(w, hqt, xqt, ldt, 0, ldt, nsplit, part.as<int32_t>(), stride)); /* part[s]: Gint slices */
+    arb_cuda_bwd_mark("dw");
     /* stats pass (first step), plan, update pass, finish: all on the device */
     return arb_cuda_upd_apply(w, part.as<int32_t>(), cols, nsplit, stride, cs, p, st, stats);
 }
@@ -1766,10 +1833,12 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         }
         ARB_CU(cudaEventRecord(side.ev[2], ss));
     }
+    arb_cuda_bwd_mark("setup");
     if (n > 0) {
         ARB_TRY(launch_bwd_amax(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), camax.as<unsigned>(),
                                 bad.as<int>(), s));
     }
+    arb_cuda_bwd_mark("amax");
     /* Immediate mode (no arb_cuda_checks_defer): the non-finite flag (raised by the maxima pass)
      * comes back through pinned memory before the update may change state (the wait overlaps the
      * work queued below). Deferred mode: the plan kernel reads the flag, reports it to the
@@ -1829,16 +1898,56 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
             ARB_TRY(part.alloc((size_t)(nparts * stride) * sizeof(int32_t)));
         }
         const int nyb = (int)(pipe.tch / QTB);
-        for (int c = 0; c < pipe.nch; c++) {
-            ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx, q.as<int8_t>(),
-                                     rp, qs.as<float>(), camax.as<unsigned>(), kg, hqt.as<int8_t>(), ldt, ss, c * nyb,
-                                     c + 1 < pipe.nch ? nyb : -1));
+        auto quant = [&](int c) {
+            arb_status r = launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx,
+                                            q.as<int8_t>(), rp, qs.as<float>(), camax.as<unsigned>(), kg,
+                                            hqt.as<int8_t>(), ldt, ss, c * nyb, c + 1 < pipe.nch ? nyb : -1);
+            if (r != ARB_OK) return r;
             ARB_CU(cudaEventRecord(side.qev[(size_t)c], ss));
+            return ARB_OK;
+        };
+        for (int c = 0; c < (pipe.ordered ? 1 : pipe.nch); c++) ARB_TRY(quant(c));
+        /* the GEMM stream: the current one, or (prio) a high-priority one that joins back below */
+        struct GemmStream {
+            cudaStream_t prev = nullptr, gs = nullptr;
+            ~GemmStream() { /* an error return: the current stream waits for what gs has queued */
+                if (!prev) return;
+                cudaEvent_t e;
+                if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess) {
+                    if (cudaEventRecord(e, gs) == cudaSuccess) cudaStreamWaitEvent(prev, e, 0);
+                    cudaEventDestroy(e);
+                }
+                arb_cuda_stream_set(reinterpret_cast<arb_cuda_stream>(prev));
+            }
+        } gsw;
+        if (pipe.prio) {
+            static cudaStream_t hp[64];
+            int dev = 0;
+            ARB_CU(cudaGetDevice(&dev));
+            if (dev < 0 || dev >= 64) return arb_error(ARB_ERR_CUDA, "%s: device %d", what, dev);
+            if (!hp[dev]) {
+                int lo = 0, hi = 0;
+                ARB_CU(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+                ARB_CU(cudaStreamCreateWithPriority(&hp[dev], cudaStreamNonBlocking, hi));
+            }
+            gsw.gs = hp[dev];
+            ARB_CU(cudaStreamWaitEvent(gsw.gs, side.ev[3], 0)); /* the maxima and everything before them */
+            gsw.prev = s;
+            arb_cuda_stream_set(reinterpret_cast<arb_cuda_stream>(gsw.gs));
         }
+        cudaStream_t gs = pipe.prio ? gsw.gs : s;
         int slice = 0;
         for (int c = 0; c < pipe.nch; c++) {
             const int64_t t0 = c * pipe.tch, t1 = c + 1 < pipe.nch ? t0 + pipe.tch : n;
-            ARB_CU(side.wait_q((size_t)c)); /* also Wᵀ and xqᵀ: queued before it on the side stream */
+            /* also Wᵀ and xqᵀ: queued before it on the side stream */
+            if (pipe.prio) ARB_CU(cudaStreamWaitEvent(gs, side.qev[(size_t)c], 0));
+            else ARB_CU(side.wait_q((size_t)c));
+            if (pipe.ordered && c + 1 < pipe.nch) { /* the next chunk's quantization waits for this chunk's GEMMs to start */
+                cudaEvent_t e = side.qev[(size_t)c + 1];
+                ARB_CU(cudaEventRecord(e, gs)); /* borrowed: re-recorded by quant(c + 1) below */
+                ARB_CU(cudaStreamWaitEvent(ss, e, 0));
+                ARB_TRY(quant(c + 1));
+            }
             g_cta_cap = c + 1 < pipe.nch ? pipe.cta_cap : 0;
             if (dx) ARB_TRY(dx_gemm(t0, t1));
             if (dw_in_pipe) {
@@ -1849,12 +1958,23 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
             }
         }
         g_cta_cap = 0;
+        if (pipe.prio) { /* back onto the current stream */
+            ARB_CU(cudaEventRecord(side.ev[0], gs)); /* the fork event, reused as the join */
+            arb_cuda_stream_set(reinterpret_cast<arb_cuda_stream>(gsw.prev));
+            gsw.prev = nullptr;
+            side.joined = true; /* gs waited for every chunk */
+            ARB_CU(cudaStreamWaitEvent(s, side.ev[0], 0));
+        }
+        arb_cuda_bwd_mark("pipe");
     } else {
         ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx, q.as<int8_t>(), rp,
                                  qs.as<float>(), camax.as<unsigned>(), kg, hqt.as<int8_t>(), ldt, s));
+        arb_cuda_bwd_mark("quant");
         if (dx && n > 0) {
             ARB_CU(side.wait(1)); /* Wᵀ */
+            arb_cuda_bwd_mark("wT");
             ARB_TRY(dx_gemm(0, n));
+            arb_cuda_bwd_mark("dx");
         }
     }
     if (!p) { /* dX only: report a non-finite dy (deferred: into the deferred flag) */
@@ -1868,6 +1988,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         return ARB_OK;
     }
     ARB_CU(side.wait(2)); /* xqᵀ is ready before anything queued from here on */
+    arb_cuda_bwd_mark("pipe/xqT");
     if (n == 0) { /* no side work: ldt zero columns of xqᵀ, as k_transpose_i8 would write them */
         ARB_CU(cudaMemsetAsync(xqt.p, 0, (size_t)(cp * ldt), s));
     }
@@ -1940,8 +2061,11 @@ extern "C" arb_status arb_cuda_ternary_linear_backward_x(const arb_ternary *w, c
     ARB_TRY(check_linear(w, n, what));
     if (n == 0) return ARB_OK;
     if (!dy || !dx) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL buffer", what);
-    return linear_backward(const_cast<arb_ternary *>(w), nullptr, nullptr, dy, n, key, dx, nullptr, nullptr, nullptr,
-                           what);
+    bwd_trace_begin();
+    arb_status r = linear_backward(const_cast<arb_ternary *>(w), nullptr, nullptr, dy, n, key, dx, nullptr, nullptr,
+                                   nullptr, what);
+    bwd_trace_end("dx");
+    return r;
 }
 
 extern "C" arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, const int8_t *xq, const float *xs,
@@ -1951,7 +2075,10 @@ extern "C" arb_status arb_cuda_ternary_linear_backward_update(arb_ternary *w, co
     ARB_TRY(arb_cuda_upd_check(w, n, p, st, what));
     ARB_TRY(check_linear(w, n, what));
     if (n > 0 && (!xq || !xs || !dy)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL input", what);
-    return linear_backward(w, xq, xs, dy, n, arb_rng_key{0, 0}, nullptr, p, st, stats, what);
+    bwd_trace_begin();
+    arb_status r = linear_backward(w, xq, xs, dy, n, arb_rng_key{0, 0}, nullptr, p, st, stats, what);
+    bwd_trace_end("update");
+    return r;
 }
 
 extern "C" arb_status arb_cuda_ternary_linear_backward(arb_ternary *w, const int8_t *xq, const float *xs,
@@ -1962,5 +2089,8 @@ extern "C" arb_status arb_cuda_ternary_linear_backward(arb_ternary *w, const int
     ARB_TRY(arb_cuda_upd_check(w, n, p, st, what));
     ARB_TRY(check_linear(w, n, what));
     if (n > 0 && (!xq || !xs || !dy || !dx)) return arb_error(ARB_ERR_INVALID_ARG, "%s: NULL input", what);
-    return linear_backward(w, xq, xs, dy, n, dx_key, dx, p, st, stats, what);
+    bwd_trace_begin();
+    arb_status r = linear_backward(w, xq, xs, dy, n, dx_key, dx, p, st, stats, what);
+    bwd_trace_end(arb_cuda_deferred_flag() ? "fused-deferred" : "fused");
+    return r;
 }

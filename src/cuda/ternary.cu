@@ -698,6 +698,8 @@ arb_status arb_cuda_upd_finish(arb_ternary *w, const float *c, const arb_cuda_ro
 
 /* Steps 3–5 from a dense device Gint (or nsplit partials): the first step's stats pass, plan,
  * update pass, finish; st and stats as arb_cuda_upd_slot_close gives them. */
+void arb_cuda_bwd_mark(const char *stage); /* linear.cu: ARB_CUDA_BWD_TRACE stage marks */
+
 arb_status arb_cuda_upd_apply(arb_ternary *w, const int32_t *g, int64_t ld, int nsplit, int64_t split_stride,
                               const arb_cuda_csrc &cs, const arb_update_params *p, arb_update_state *st,
                               arb_update_stats *stats) {
@@ -713,9 +715,12 @@ arb_status arb_cuda_upd_apply(arb_ternary *w, const int32_t *g, int64_t ld, int 
     if (arb_cuda_upd_needs_stats(slot))
         ARB_TRY(arb_cuda_upd_dense(w, g, ld, nullptr, kp, p->threshold, p->leak_shift, rs, true, &slot, nsplit,
                                    split_stride));
+    arb_cuda_bwd_mark("stats");
     ARB_TRY(arb_cuda_upd_plan(w, cs, p, slot, rs, c.as<float>(), plan.as<int32_t>()));
+    arb_cuda_bwd_mark("plan");
     ARB_TRY(arb_cuda_upd_dense(w, g, ld, plan.as<int32_t>(), kp, p->threshold, p->leak_shift, rs, false, nullptr,
                                nsplit, split_stride));
+    arb_cuda_bwd_mark("upd");
     if (arb_cuda_upd_overlap_active()) { /* the finish beside the next ops; its buffers live until collect */
         ARB_TRY(arb_cuda_upd_side_begin(w->trits));
         arb_status s = arb_cuda_upd_finish(w, c.as<float>(), rs, plan.as<int32_t>(), p, slot);
@@ -728,6 +733,7 @@ arb_status arb_cuda_upd_apply(arb_ternary *w, const int32_t *g, int64_t ld, int 
     } else {
         ARB_TRY(arb_cuda_upd_finish(w, c.as<float>(), rs, plan.as<int32_t>(), p, slot));
     }
+    arb_cuda_bwd_mark("finish");
     return arb_cuda_upd_slot_close(&slot, st, stats, w->rows * w->cols);
 }
 

@@ -492,7 +492,9 @@ static void test_linear_update_fused_epilogue(void **state) {
  * dX equal to the documented quantized product and to the CPU backend; the state bit-identical
  * to the CPU after every step with chunked dW slices (a last chunk of a few tokens, chunks × K
  * slices, the chunks' GEMMs capped at 2 CTAs), with one whole dW GEMM after the chunks, with the
- * fused update epilogue, in deferred mode; a non-finite dy fails before the state changes. */
+ * chunks' quantization ordered after the previous GEMMs' start and the GEMMs on a high-priority
+ * stream, with the fused update epilogue, in deferred mode; a non-finite dy fails before the
+ * state changes. */
 static void test_linear_backward_pipelined(void **state) {
     setenv("ARB_CUDA_BWD_CHUNKS", "3", 1);
     test_linear_backward_x(state); /* n = 257: chunks of 128, 128, 1 tokens */
@@ -508,6 +510,19 @@ static void test_linear_backward_pipelined(void **state) {
     setenv("ARB_CUDA_BWD_DW", "whole", 1);
     run_update_steps(300, 600, 700, 3, 66);
     unsetenv("ARB_CUDA_BWD_DW");
+    /* each chunk's quantization queued when the previous chunk's GEMMs start; the GEMMs on a
+     * high-priority stream; both (and the per-stage trace, which only prints) */
+    setenv("ARB_CUDA_BWD_ORDER", "1", 1);
+    run_update_steps(131, 17, 1000, 3, 73);
+    unsetenv("ARB_CUDA_BWD_ORDER");
+    setenv("ARB_CUDA_BWD_PRIO", "1", 1);
+    run_update_steps(300, 600, 700, 3, 74);
+    setenv("ARB_CUDA_BWD_ORDER", "1", 1);
+    setenv("ARB_CUDA_BWD_TRACE", "1", 1);
+    run_update_steps(77, 150, 450, 4, 75);
+    unsetenv("ARB_CUDA_BWD_TRACE");
+    unsetenv("ARB_CUDA_BWD_ORDER");
+    unsetenv("ARB_CUDA_BWD_PRIO");
     setenv("ARB_CUDA_UPD", "fused", 1);
     run_update_steps(131, 17, 1000, 3, 67);
     unsetenv("ARB_CUDA_UPD");
