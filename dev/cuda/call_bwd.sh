@@ -91,9 +91,12 @@ if [ "$mode" = trace ]; then
   echo "[t=$SECONDS s] end"
   exit 0
 fi
-# final: the required checks first, each verbatim in its log
+# final: the required checks first, each verbatim in its log; main's build (the code before this
+# branch) compiles in the background meanwhile for the same-call comparison at the end
+( cd .. && OUT=$out/main bash dev/cuda/gpu_run.sh build-only >"$out/build-main.log" 2>&1 ) &
+bm=$!
 timeout 100 build-cuda/tests/test_cuda_ops >"$out/test.log" 2>&1; r=$?
-grep -vE "^\[ +(RUN|OK) +\]" "$out/test.log" | tail -30; echo "test_cuda_ops rc=$r"
+grep -vE "^\[ +(RUN|OK) +\]|^BWDTRACE" "$out/test.log" | tail -30; echo "test_cuda_ops rc=$r"
 echo "[t=$SECONDS s] tests"
 timeout 120 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build-cuda/tests/test_cuda_ops >"$out/memcheck.log" 2>&1
 echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED|Invalid" "$out/memcheck.log" | head -6
@@ -101,11 +104,22 @@ echo "[t=$SECONDS s] memcheck"
 ARB_CUDA_SYNC_CHECK=1 timeout 60 build-cuda/tests/test_cuda_model >"$out/test_model.log" 2>&1; r=$?
 grep -vE "^\[ +(RUN|OK) +\]|^  |^head dim|loss cpu" "$out/test_model.log" | tail -12; echo "test_cuda_model rc=$r"
 echo "[t=$SECONDS s] model"
+wait $bm; head -3 "$out/build-main.log"
 timeout 90 $B bench kernels --device cuda >"$out/bench.log" 2>&1; echo "bench rc=$?"
-tail -n +1 "$out/bench.log"
+cat "$out/bench.log"
 echo "[t=$SECONDS s] bench"
-if [ $SECONDS -lt 225 ]; then
-  variants 16384x2048x2048 "${ARB_FINAL_VARIANTS:-ARB_CUDA_BWD_CHUNKS=1}"
-  variants 16384x2048x8192 "${ARB_FINAL_VARIANTS:-ARB_CUDA_BWD_CHUNKS=1}"
-fi
+echo "== same call: main (8fd6825) vs this branch, --shape runs alternating"
+for sh in 16384x2048x2048 16384x2048x8192; do
+  for k in 1 2; do
+    echo "main   $sh: $(timeout 30 ../build-cuda/arbitor bench kernels --device cuda --shape $sh 2>&1 | grep forward)"
+    echo "branch $sh: $(timeout 30 $B bench kernels --device cuda --shape $sh --no-torch 2>&1 | grep forward)"
+  done
+done
+echo "[t=$SECONDS s] main vs branch"
+variants 16384x2048x2048 "ARB_CUDA_BWD_XT=quant,ARB_CUDA_BWD_CHUNKS=4,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_DW=whole"
+variants 16384x2048x8192 "ARB_CUDA_BWD_XT=quant"
+echo "== trace 16384x2048x2048, default (GPU us / host us since the call's start, at each stage's end)"
+ARB_CUDA_BWD_TRACE=1 timeout 30 $B bench kernels --device cuda --shape 16384x2048x2048 --no-torch >"$out/trace.log" 2>&1
+grep "forward" "$out/trace.log"
+for k in "dx" "update" "fused" "fused-deferred"; do grep "^BWDTRACE $k " "$out/trace.log" | tail -2; done
 echo "[t=$SECONDS s] end"

@@ -853,12 +853,6 @@ bool ws_maps(const GemmArgs &g, int AM, int cl, CUtensorMap *ma, CUtensorMap *mb
                              (uint64_t)(g.tiles_c * ARB_TILE_BYTES), WBK, BM / 16, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
-/* A cap on the persistent grid for the GEMMs the pipelined backward queues beside its
- * quantization chunks (0: none): the GEMM's CTAs take a whole SM's shared memory and registers,
- * so a concurrent kernel only runs on SMs the GEMM leaves free. Set and reset by linear_backward
- * (the library's CUDA calls run on one host thread). */
-int g_cta_cap = 0;
-
 template <int AM, int EPI, int CL, int TS = 0>
 arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mo,
                      const char *what) {
@@ -897,7 +891,6 @@ arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap
         long v = strtol(e, nullptr, 10);
         if (v > 0 && v < cap) cap = (v + CL - 1) / CL * CL;
     }
-    if (g_cta_cap > 0 && g_cta_cap < cap) cap = (g_cta_cap + CL - 1) / CL * CL; /* beside a quantization */
     const int64_t grid = pairs * CL < cap ? pairs * CL : cap;
     if (grid <= 0) return ARB_OK;
     cfg.gridDim = dim3((unsigned)grid);
@@ -1692,26 +1685,26 @@ arb_status dw_gemm(const arb_ternary *w, const int8_t *hqt, const int8_t *xqt, i
     return launch_gemm<A_INT8, EPI_I32>(g, nsplit > 1 ? "k_gemm<dw,splitk>" : "k_gemm<dw>");
 }
 
-/* The pipelined backward (v17): after the maxima pass, the quantization runs in token chunks on
- * the side stream while the current stream multiplies the chunks already quantized: dX rows of a
- * chunk need only its q, and dW = Σ over chunks of hqᵀ_chunk · xq_chunk is an exact int32 sum
- * (each chunk's product is one more split-K slice for k_upd_dense). ARB_CUDA_BWD_CHUNKS=N sets
- * the chunk count (1: the serial order), ARB_CUDA_BWD_DW=whole makes the dW GEMM one launch after
- * the last chunk (no extra slices), ARB_CUDA_BWD_CTAS=N caps the chunks' GEMM grids so that the
- * next chunk's quantization has SMs of its own. Default: 4 chunks for layers of ≥ 4 M weights
- * and ≥ 8192 tokens. Chunks are whole multiples of QTB tokens (and so of WBK). */
+/* The pipelined backward (v17, opt-in: ARB_CUDA_BWD_CHUNKS=N, N ≤ 16 token chunks): after the
+ * maxima pass, the quantization runs in token chunks on the side stream while the current stream
+ * multiplies the chunks already quantized: dX rows of a chunk need only its q, and dW = Σ over
+ * chunks of hqᵀ_chunk · xq_chunk is an exact int32 sum (each chunk's product is one more split-K
+ * slice for k_upd_dense; ARB_CUDA_BWD_DW=whole: one dW GEMM after the last chunk instead).
+ * Measured on an H100 (dev/cuda/README.md v17): slower than the serial order at both training
+ * shapes (16384×2048×2048: 0.63 vs 0.53 ms with 4 chunks), also with the next chunk's
+ * quantization held until the GEMMs started, the GEMMs on a high-priority stream, or their grid
+ * capped: the persistent GEMM takes a whole SM (shared memory, registers), so nothing runs beside
+ * it, and a quantization that starts first delays some of its CTAs, which then finish late. Kept
+ * for that record and tested. Chunks are whole multiples of QTB tokens (and so of WBK). */
 struct BwdPipe {
     int64_t tch = 0; /* tokens per chunk, 0: serial */
     int nch = 1;
     bool dw_chunked = true;
-    int cta_cap = 0;
-    bool ordered = false; /* ARB_CUDA_BWD_ORDER=1: chunk c+1's quantization starts with chunk c's GEMMs */
-    bool prio = false;    /* ARB_CUDA_BWD_PRIO=1: the chunks' GEMMs on a high-priority stream */
 };
-BwdPipe bwd_pipe(int64_t n, int64_t rows, int64_t cols) {
+BwdPipe bwd_pipe(int64_t n) {
     BwdPipe b;
     const char *e = getenv("ARB_CUDA_BWD_CHUNKS");
-    long want = e && *e ? strtol(e, nullptr, 10) : (rows * cols >= (1 << 22) && n >= 8192 ? 4 : 1);
+    long want = e && *e ? strtol(e, nullptr, 10) : 1; /* measured slower (v17): opt-in */
     if (want > 16) want = 16;
     if (want <= 1 || n <= QTB) return b;
     int64_t tch = (n + want - 1) / want;
@@ -1724,12 +1717,6 @@ BwdPipe bwd_pipe(int64_t n, int64_t rows, int64_t cols) {
     b.tch = tch;
     const char *d = getenv("ARB_CUDA_BWD_DW");
     b.dw_chunked = !(d && !strcmp(d, "whole"));
-    const char *c = getenv("ARB_CUDA_BWD_CTAS");
-    b.cta_cap = c && *c ? (int)strtol(c, nullptr, 10) : 0;
-    const char *o = getenv("ARB_CUDA_BWD_ORDER");
-    b.ordered = o && !strcmp(o, "1");
-    const char *q = getenv("ARB_CUDA_BWD_PRIO");
-    b.prio = q && !strcmp(q, "1");
     return b;
 }
 static_assert(QTB % WBK == 0, "chunk boundaries are whole dW K-blocks");
@@ -1747,6 +1734,31 @@ arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, i
     return arb_cuda_upd_apply(w, part.as<int32_t>(), cols, nsplit, stride, cs, p, st, stats);
 }
 
+/* The thread's events for linear_backward on the current device, made once: the side stream's
+ * fork, Wᵀ done, xqᵀ done and maxima done, one per pipeline chunk (≤ 16), and the non-finite
+ * flag's copy. */
+constexpr int BWD_EVENTS = 4 + 16 + 1;
+arb_status bwd_events(cudaEvent_t **out) {
+    static thread_local cudaEvent_t ev[64][BWD_EVENTS];
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64) return arb_error(ARB_ERR_CUDA, "linear backward: device %d", dev);
+    if (!ev[dev][0]) {
+        cudaEvent_t e[BWD_EVENTS];
+        for (int i = 0; i < BWD_EVENTS; i++) {
+            cudaError_t r = cudaEventCreateWithFlags(&e[i], cudaEventDisableTiming);
+            if (r != cudaSuccess) {
+                for (int j = 0; j < i; j++) cudaEventDestroy(e[j]);
+                return arb_error(ARB_ERR_CUDA, "%s:%d: cudaEventCreateWithFlags: %s", __FILE__, __LINE__,
+                                 cudaGetErrorString(r));
+            }
+        }
+        memcpy(ev[dev], e, sizeof e);
+    }
+    *out = ev[dev];
+    return ARB_OK;
+}
+
 /* dx (may be NULL) and/or the update (p may be NULL). Order on the stream: maxima, quantization,
  * [async copy of the column maxima to pinned memory], dX GEMM on the pre-update trits, xq
  * transpose; the host plans while the dX GEMM runs, then the dW GEMM applies the update. */
@@ -1756,69 +1768,69 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     const int64_t rows = w->rows, cols = w->cols, cp = w->cols_pad, rp = w->rows_pad;
     const int64_t ldt = n > 0 ? (n + BK - 1) / BK * BK : BK;
     cudaStream_t s = arb_cuda_cur_stream();
-    arb_cuda_scratch ramax, camax, bad, q, qs, wt, hqt, xqt;
-    ARB_TRY(bad.alloc(sizeof(int)));
-    ARB_CU(cudaMemsetAsync(bad.p, 0, sizeof(int), s));
+    /* the non-finite flag, the row maxima and the column maxima share one buffer and one memset */
+    const int64_t nra = dx ? (n > 0 ? n : 1) : 0, nca = p ? rows : 0;
+    arb_cuda_scratch flags, q, qs, wt, hqt, xqt;
+    ARB_TRY(flags.alloc((size_t)(4 + nra + nca) * sizeof(unsigned)));
+    int *bad = flags.as<int>();
+    unsigned *ramax = dx ? flags.as<unsigned>() + 4 : nullptr, *camax = p ? flags.as<unsigned>() + 4 + nra : nullptr;
     if (dx) {
-        ARB_TRY(ramax.alloc((size_t)(n > 0 ? n : 1) * sizeof(unsigned)));
         ARB_TRY(q.alloc((size_t)(n * rp)));
         ARB_TRY(qs.alloc((size_t)(n > 0 ? n : 1) * sizeof(float)));
         ARB_TRY(wt.alloc((size_t)(rp * cp / 4)));
-        ARB_CU(cudaMemsetAsync(ramax.p, 0, (size_t)(n > 0 ? n : 1) * sizeof(unsigned), s));
     }
     if (p) {
-        ARB_TRY(camax.alloc((size_t)rows * sizeof(unsigned)));
         ARB_TRY(hqt.alloc((size_t)(rows * ldt)));
         ARB_TRY(xqt.alloc((size_t)(cp * ldt)));
-        ARB_CU(cudaMemsetAsync(camax.p, 0, (size_t)rows * sizeof(unsigned), s));
     }
-    const BwdPipe pipe = n > 0 ? bwd_pipe(n, rows, cols) : BwdPipe{};
+    ARB_CU(cudaMemsetAsync(flags.p, 0, (size_t)(4 + nra + nca) * sizeof(unsigned), s));
+    const BwdPipe pipe = n > 0 ? bwd_pipe(n) : BwdPipe{};
     /* Wᵀ for the dX GEMM and xqᵀ for the dW GEMM depend only on W and xq: they run on the side
-     * stream, beside the maxima and quantization passes over dy (each alone used ~1.7 TB/s of the
-     * memory system). The current stream waits for Wᵀ before the dX GEMM and for xqᵀ after the
-     * dX GEMM is queued (the update changes W only after that). Pipelined (pipe.tch > 0): the
-     * quantization chunks follow on the side stream, each ending in an event the current stream
-     * waits for before that chunk's GEMMs. The guard joins on every return path before the
-     * scratch buffers above go back to the pool. */
+     * stream, beside the maxima pass over dy (ARB_CUDA_BWD_XT=quant: beside the quantization).
+     * The current stream waits for Wᵀ before the dX GEMM and for xqᵀ after the dX GEMM is queued
+     * (the update changes W only after that). Pipelined (pipe.tch > 0): the quantization chunks
+     * follow on the side stream, each ending in an event the current stream waits for before
+     * that chunk's GEMMs. The maxima pass is queued before the side stream's work so that the GPU
+     * starts on it while the host queues the rest. The guard joins on every return path before
+     * the scratch buffers above go back to the pool. The events are the thread's own, made once
+     * per device (creating and destroying five per call cost the host ~10 µs, during which the
+     * GPU idled after an immediate-mode call's final synchronize). */
     struct SideJoin {
         cudaStream_t main;
-        cudaEvent_t ev[4] = {nullptr, nullptr, nullptr, nullptr}; /* fork, Wᵀ done, xqᵀ done, maxima done */
-        std::vector<cudaEvent_t> qev;                             /* quantization chunk c done */
-        bool joined = false;
+        cudaEvent_t *ev;      /* fork, Wᵀ done, xqᵀ done, maxima done, then one per chunk */
+        int nq;               /* chunk events in use */
+        bool joined;
         cudaError_t wait(int i) {
-            if (i == 2 && qev.empty()) joined = true;
-            return ev[i] ? cudaStreamWaitEvent(main, ev[i], 0) : cudaSuccess;
+            if (i == 2 && nq == 0) joined = true;
+            return ev ? cudaStreamWaitEvent(main, ev[i], 0) : cudaSuccess; /* no side work: nothing to wait for */
         }
-        cudaError_t wait_q(size_t c) {
-            if (c + 1 == qev.size()) joined = true;
-            return cudaStreamWaitEvent(main, qev[c], 0);
+        cudaError_t wait_q(int c) {
+            if (c + 1 == nq) joined = true;
+            return cudaStreamWaitEvent(main, ev[4 + c], 0);
         }
         ~SideJoin() {
-            if (!joined) {
-                wait(1);
-                wait(2);
-                for (cudaEvent_t e : qev) /* an event never recorded is complete */
-                    if (e) cudaStreamWaitEvent(main, e, 0);
-            }
-            for (cudaEvent_t e : ev)
-                if (e) cudaEventDestroy(e);
-            for (cudaEvent_t e : qev)
-                if (e) cudaEventDestroy(e);
+            if (joined || !ev) return;
+            for (int i = 1; i < 4 + nq; i++) cudaStreamWaitEvent(main, ev[i], 0); /* never recorded: complete */
         }
-    } side{s, {nullptr, nullptr, nullptr, nullptr}, {}, false};
-    struct CapReset { /* the GEMM grid cap is only for the chunks' GEMMs */
-        ~CapReset() { g_cta_cap = 0; }
-    } cap_reset;
+    } side{s, nullptr, 0, false};
     const bool do_wt = dx && n > 0, do_xt = p && n > 0;
+    const bool xt_late = do_xt && [] {
+        const char *e = getenv("ARB_CUDA_BWD_XT");
+        return e && !strcmp(e, "quant");
+    }();
     cudaStream_t ss = nullptr;
     if (do_wt || do_xt) {
         ARB_TRY(arb_cuda_side_stream(&ss));
-        for (cudaEvent_t &e : side.ev) ARB_CU(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-        if (pipe.tch) {
-            side.qev.assign((size_t)pipe.nch, nullptr);
-            for (cudaEvent_t &e : side.qev) ARB_CU(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-        }
+        ARB_TRY(bwd_events(&side.ev));
         ARB_CU(cudaEventRecord(side.ev[0], s)); /* W and xq were written on the current stream */
+    }
+    arb_cuda_bwd_mark("setup");
+    if (n > 0) {
+        ARB_TRY(launch_bwd_amax(dy, p ? xs : nullptr, w->scale, n, rows, ramax, camax, bad, s));
+    }
+    arb_cuda_bwd_mark("amax");
+    if (do_wt || do_xt) {
+        if (pipe.tch || xt_late) ARB_CU(cudaEventRecord(side.ev[3], s)); /* the maxima are in */
         ARB_CU(cudaStreamWaitEvent(ss, side.ev[0], 0));
         if (do_wt) {
             const int64_t tr = rp / 16, tc = cp / 16;
@@ -1827,18 +1839,13 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         }
         ARB_CU(cudaEventRecord(side.ev[1], ss));
         if (do_xt) {
+            if (xt_late) ARB_CU(cudaStreamWaitEvent(ss, side.ev[3], 0));
             dim3 gt(arb_cuda_blocks(cp, 64), arb_cuda_blocks(ldt, 64));
             k_transpose_i8<<<gt, 256, 0, ss>>>(xq, n, cp, ldt, xqt.as<int8_t>());
             ARB_CU_LAUNCH("k_transpose_i8");
         }
         ARB_CU(cudaEventRecord(side.ev[2], ss));
     }
-    arb_cuda_bwd_mark("setup");
-    if (n > 0) {
-        ARB_TRY(launch_bwd_amax(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), camax.as<unsigned>(),
-                                bad.as<int>(), s));
-    }
-    arb_cuda_bwd_mark("amax");
     /* Immediate mode (no arb_cuda_checks_defer): the non-finite flag (raised by the maxima pass)
      * comes back through pinned memory before the update may change state (the wait overlaps the
      * work queued below). Deferred mode: the plan kernel reads the flag, reports it to the
@@ -1848,18 +1855,12 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     cudaEvent_t ev = nullptr;
     if (!deferred) {
         ARB_TRY(arb_cuda_host_scratch(sizeof(uint32_t), (void **)&pin));
-        ARB_CU(cudaMemcpyAsync(pin, bad.p, sizeof(int), cudaMemcpyDeviceToHost, s));
-        ARB_CU(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
-        cudaError_t e = cudaEventRecord(ev, s);
-        if (e != cudaSuccess) {
-            cudaEventDestroy(ev);
-            return arb_error(ARB_ERR_CUDA, "%s:%d: cudaEventRecord: %s", __FILE__, __LINE__, cudaGetErrorString(e));
-        }
+        ARB_CU(cudaMemcpyAsync(pin, bad, sizeof(int), cudaMemcpyDeviceToHost, s));
+        cudaEvent_t *fe;
+        ARB_TRY(bwd_events(&fe));
+        ev = fe[BWD_EVENTS - 1];
+        ARB_CU(cudaEventRecord(ev, s));
     }
-    struct EventGuard {
-        cudaEvent_t e;
-        ~EventGuard() { if (e) cudaEventDestroy(e); }
-    } guard{ev};
     const arb_rng_key kg = p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0};
     const int64_t tr = rp / 16, tc = cp / 16;
     auto dx_gemm = [&](int64_t t0, int64_t t1) { /* dX rows t0 .. t1 − 1 from the pre-update trits (Wᵀ) */
@@ -1886,7 +1887,6 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     arb_cuda_scratch part;
     int nparts = 0;
     if (pipe.tch) {
-        ARB_CU(cudaEventRecord(side.ev[3], s)); /* the maxima are in */
         ARB_CU(cudaStreamWaitEvent(ss, side.ev[3], 0));
         std::vector<int> nsub((size_t)pipe.nch, 1);
         if (dw_in_pipe) {
@@ -1898,57 +1898,17 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
             ARB_TRY(part.alloc((size_t)(nparts * stride) * sizeof(int32_t)));
         }
         const int nyb = (int)(pipe.tch / QTB);
-        auto quant = [&](int c) {
-            arb_status r = launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx,
-                                            q.as<int8_t>(), rp, qs.as<float>(), camax.as<unsigned>(), kg,
-                                            hqt.as<int8_t>(), ldt, ss, c * nyb, c + 1 < pipe.nch ? nyb : -1);
-            if (r != ARB_OK) return r;
-            ARB_CU(cudaEventRecord(side.qev[(size_t)c], ss));
-            return ARB_OK;
-        };
-        for (int c = 0; c < (pipe.ordered ? 1 : pipe.nch); c++) ARB_TRY(quant(c));
-        /* the GEMM stream: the current one, or (prio) a high-priority one that joins back below */
-        struct GemmStream {
-            cudaStream_t prev = nullptr, gs = nullptr;
-            ~GemmStream() { /* an error return: the current stream waits for what gs has queued */
-                if (!prev) return;
-                cudaEvent_t e;
-                if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess) {
-                    if (cudaEventRecord(e, gs) == cudaSuccess) cudaStreamWaitEvent(prev, e, 0);
-                    cudaEventDestroy(e);
-                }
-                arb_cuda_stream_set(reinterpret_cast<arb_cuda_stream>(prev));
-            }
-        } gsw;
-        if (pipe.prio) {
-            static cudaStream_t hp[64];
-            int dev = 0;
-            ARB_CU(cudaGetDevice(&dev));
-            if (dev < 0 || dev >= 64) return arb_error(ARB_ERR_CUDA, "%s: device %d", what, dev);
-            if (!hp[dev]) {
-                int lo = 0, hi = 0;
-                ARB_CU(cudaDeviceGetStreamPriorityRange(&lo, &hi));
-                ARB_CU(cudaStreamCreateWithPriority(&hp[dev], cudaStreamNonBlocking, hi));
-            }
-            gsw.gs = hp[dev];
-            ARB_CU(cudaStreamWaitEvent(gsw.gs, side.ev[3], 0)); /* the maxima and everything before them */
-            gsw.prev = s;
-            arb_cuda_stream_set(reinterpret_cast<arb_cuda_stream>(gsw.gs));
+        for (int c = 0; c < pipe.nch; c++) {
+            ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax, kx, q.as<int8_t>(), rp,
+                                     qs.as<float>(), camax, kg, hqt.as<int8_t>(), ldt, ss, c * nyb,
+                                     c + 1 < pipe.nch ? nyb : -1));
+            ARB_CU(cudaEventRecord(side.ev[4 + c], ss));
+            side.nq = c + 1;
         }
-        cudaStream_t gs = pipe.prio ? gsw.gs : s;
         int slice = 0;
         for (int c = 0; c < pipe.nch; c++) {
             const int64_t t0 = c * pipe.tch, t1 = c + 1 < pipe.nch ? t0 + pipe.tch : n;
-            /* also Wᵀ and xqᵀ: queued before it on the side stream */
-            if (pipe.prio) ARB_CU(cudaStreamWaitEvent(gs, side.qev[(size_t)c], 0));
-            else ARB_CU(side.wait_q((size_t)c));
-            if (pipe.ordered && c + 1 < pipe.nch) { /* the next chunk's quantization waits for this chunk's GEMMs to start */
-                cudaEvent_t e = side.qev[(size_t)c + 1];
-                ARB_CU(cudaEventRecord(e, gs)); /* borrowed: re-recorded by quant(c + 1) below */
-                ARB_CU(cudaStreamWaitEvent(ss, e, 0));
-                ARB_TRY(quant(c + 1));
-            }
-            g_cta_cap = c + 1 < pipe.nch ? pipe.cta_cap : 0;
+            ARB_CU(side.wait_q(c)); /* also Wᵀ and xqᵀ: queued before it on the side stream */
             if (dx) ARB_TRY(dx_gemm(t0, t1));
             if (dw_in_pipe) {
                 const int64_t k1 = c + 1 < pipe.nch ? t1 : ldt;
@@ -1957,18 +1917,10 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
                 slice += nsub[(size_t)c];
             }
         }
-        g_cta_cap = 0;
-        if (pipe.prio) { /* back onto the current stream */
-            ARB_CU(cudaEventRecord(side.ev[0], gs)); /* the fork event, reused as the join */
-            arb_cuda_stream_set(reinterpret_cast<arb_cuda_stream>(gsw.prev));
-            gsw.prev = nullptr;
-            side.joined = true; /* gs waited for every chunk */
-            ARB_CU(cudaStreamWaitEvent(s, side.ev[0], 0));
-        }
         arb_cuda_bwd_mark("pipe");
     } else {
-        ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax.as<unsigned>(), kx, q.as<int8_t>(), rp,
-                                 qs.as<float>(), camax.as<unsigned>(), kg, hqt.as<int8_t>(), ldt, s));
+        ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax, kx, q.as<int8_t>(), rp, qs.as<float>(),
+                                 camax, kg, hqt.as<int8_t>(), ldt, s));
         arb_cuda_bwd_mark("quant");
         if (dx && n > 0) {
             ARB_CU(side.wait(1)); /* Wᵀ */
@@ -1979,7 +1931,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     }
     if (!p) { /* dX only: report a non-finite dy (deferred: into the deferred flag) */
         if (deferred) {
-            k_or_flag<<<1, 1, 0, s>>>(bad.as<int>(), deferred);
+            k_or_flag<<<1, 1, 0, s>>>(bad, deferred);
             ARB_CU_LAUNCH("k_or_flag");
             return ARB_OK;
         }
@@ -1999,7 +1951,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
                              (long long)n, (long long)rows);
     }
     /* c[o] = amax[o] / 127 forms on the device, in the plan */
-    const arb_cuda_csrc cs = {ARB_CSRC_COLMAX, nullptr, camax.as<unsigned>(), nullptr, bad.as<int>()};
+    const arb_cuda_csrc cs = {ARB_CSRC_COLMAX, nullptr, camax, nullptr, bad};
     /* Default: Gint as int32 through the plain int8 GEMM (split over K when the output has few
      * tiles, and into one slice per chunk when pipelined), then one update pass over all weights
      * (k_upd_dense, the whole GPU at full occupancy). ARB_CUDA_UPD=fused applies the rule in the

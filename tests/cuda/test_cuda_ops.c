@@ -492,9 +492,8 @@ static void test_linear_update_fused_epilogue(void **state) {
  * dX equal to the documented quantized product and to the CPU backend; the state bit-identical
  * to the CPU after every step with chunked dW slices (a last chunk of a few tokens, chunks × K
  * slices, the chunks' GEMMs capped at 2 CTAs), with one whole dW GEMM after the chunks, with the
- * chunks' quantization ordered after the previous GEMMs' start and the GEMMs on a high-priority
- * stream, with the fused update epilogue, in deferred mode; a non-finite dy fails before the
- * state changes. */
+ * transposes after the maxima pass, with the fused update epilogue, in deferred mode; a
+ * non-finite dy fails before the state changes. */
 static void test_linear_backward_pipelined(void **state) {
     setenv("ARB_CUDA_BWD_CHUNKS", "3", 1);
     test_linear_backward_x(state); /* n = 257: chunks of 128, 128, 1 tokens */
@@ -503,26 +502,20 @@ static void test_linear_backward_pipelined(void **state) {
     run_update_steps(77, 150, 450, 20, 63);
     setenv("ARB_CUDA_SPLITK", "3", 1);
     run_update_steps(77, 150, 1000, 4, 64);
-    setenv("ARB_CUDA_BWD_CTAS", "2", 1);
+    setenv("ARB_CUDA_GEMM_CTAS", "2", 1);
     run_update_steps(300, 600, 900, 3, 65);
-    unsetenv("ARB_CUDA_BWD_CTAS");
+    unsetenv("ARB_CUDA_GEMM_CTAS");
     unsetenv("ARB_CUDA_SPLITK");
     setenv("ARB_CUDA_BWD_DW", "whole", 1);
     run_update_steps(300, 600, 700, 3, 66);
     unsetenv("ARB_CUDA_BWD_DW");
-    /* each chunk's quantization queued when the previous chunk's GEMMs start; the GEMMs on a
-     * high-priority stream; both (and the per-stage trace, which only prints) */
-    setenv("ARB_CUDA_BWD_ORDER", "1", 1);
-    run_update_steps(131, 17, 1000, 3, 73);
-    unsetenv("ARB_CUDA_BWD_ORDER");
-    setenv("ARB_CUDA_BWD_PRIO", "1", 1);
-    run_update_steps(300, 600, 700, 3, 74);
-    setenv("ARB_CUDA_BWD_ORDER", "1", 1);
+    /* the transposes beside the quantization instead of the maxima; the per-stage trace (it
+     * only prints) */
+    setenv("ARB_CUDA_BWD_XT", "quant", 1);
     setenv("ARB_CUDA_BWD_TRACE", "1", 1);
     run_update_steps(77, 150, 450, 4, 75);
     unsetenv("ARB_CUDA_BWD_TRACE");
-    unsetenv("ARB_CUDA_BWD_ORDER");
-    unsetenv("ARB_CUDA_BWD_PRIO");
+    unsetenv("ARB_CUDA_BWD_XT");
     setenv("ARB_CUDA_UPD", "fused", 1);
     run_update_steps(131, 17, 1000, 3, 67);
     unsetenv("ARB_CUDA_UPD");
@@ -563,6 +556,9 @@ static void test_linear_backward_pipelined(void **state) {
     arb_ternary_free(&d);
     arb_ternary_free(&h);
     unsetenv("ARB_CUDA_BWD_CHUNKS");
+    setenv("ARB_CUDA_BWD_XT", "quant", 1); /* and in the serial order */
+    run_update_steps(300, 600, 200, 3, 76);
+    unsetenv("ARB_CUDA_BWD_XT");
 }
 
 /* The training shapes with the automatic slice count (16384 tokens: 7–22 slices of 6–19
