@@ -2,11 +2,14 @@
 # Session 4 `bwd` branch device calls (the pipelined backward, v17), run from the device copy's
 # root (main) with the branch mirrored in .wt-bwd and the data in .gpu-data.
 #   call_bwd.sh explore : tests, then the backward at both training shapes with the chunk options
-#                         (ARB_CUDA_BWD_CHUNKS / _DW / _CTAS), nsys timelines of one call (serial
-#                         and pipelined), the full bench (PyTorch columns), the model test, ncu of
-#                         the int32 GEMM at 16384x2048x2048 (stall reasons), memcheck with the rest.
+#                         (ARB_CUDA_BWD_CHUNKS / _DW; _CTAS existed at 7a85e94), the full bench
+#                         (PyTorch columns), the model test, ncu of the int32 GEMM at
+#                         16384x2048x2048 (stall reasons), memcheck with the rest.
 #   call_bwd.sh trace   : tests, per-stage traces (ARB_CUDA_BWD_TRACE=1) serial and pipelined, the
-#                         pipeline's ordering / priority / cap options, nsys if the machine has it.
+#                         pipeline's ordering / priority / cap options (ORDER / PRIO / CTAS: code at
+#                         a10c5cd, removed since; those variants now run as plain 4-chunk runs).
+# Calls 1 and 2 also tried nsys timelines: nsys is not on the GPU machine (steps removed here).
+# Logs: results/v17-call1-explore-h100.log, v17-call2-trace-h100.log, v17-final-h100.log.
 #   call_bwd.sh final   : test_cuda_ops, compute-sanitizer memcheck, test_cuda_model, the kernel
 #                         bench (the required checks), then same-call comparisons.
 set -uo pipefail
@@ -34,17 +37,6 @@ if [ "$mode" = explore ]; then
   variants 16384x2048x2048 "ARB_CUDA_BWD_CHUNKS=1,ARB_CUDA_BWD_CHUNKS=4,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_DW=whole,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_CTAS=116,ARB_CUDA_BWD_CHUNKS=2,ARB_CUDA_BWD_CHUNKS=8"
   variants 16384x2048x8192 "ARB_CUDA_BWD_CHUNKS=1,ARB_CUDA_BWD_CHUNKS=4,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_DW=whole"
   echo "[t=$SECONDS s] variants"
-  for c in 1 4; do
-    ARB_CUDA_BWD_CHUNKS=$c timeout 60 nsys profile -o "$out/nsys-c$c" --force-overwrite true -t cuda \
-      $B bench kernels --device cuda --shape 16384x2048x2048 --no-torch >"$out/nsys-c$c.log" 2>&1
-    timeout 40 nsys stats --report cuda_gpu_trace --format csv --output "$out/trace-c$c" "$out/nsys-c$c.nsys-rep" >/dev/null 2>&1
-    rm -f "$out/nsys-c$c.nsys-rep" "$out"/nsys-c$c.sqlite
-    f=$(ls "$out"/trace-c${c}*.csv 2>/dev/null | head -1)
-    echo "== nsys, ARB_CUDA_BWD_CHUNKS=$c: one immediate-mode fused call (then one deferred-mode call)"
-    [ -n "$f" ] && python3 dev/cuda/nsys_gaps.py "$f" k_bwd_amax 18 | tail -40 && python3 dev/cuda/nsys_gaps.py "$f" k_bwd_amax 0 | tail -3
-    [ -n "$f" ] && gzip -f "$f"
-    echo "[t=$SECONDS s] nsys c$c"
-  done
   timeout 90 $B bench kernels --device cuda >"$out/bench.log" 2>&1; echo "bench rc=$?"
   tail -n +3 "$out/bench.log"
   echo "[t=$SECONDS s] bench"
@@ -78,16 +70,6 @@ if [ "$mode" = trace ]; then
   variants 16384x2048x2048 "ARB_CUDA_BWD_CHUNKS=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_PRIO=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_CTAS=112,ARB_CUDA_BWD_CHUNKS=2 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1 ARB_CUDA_BWD_DW=whole,ARB_CUDA_BWD_CHUNKS=1 ARB_CUDA_UPD_DENSE=16"
   variants 16384x2048x8192 "ARB_CUDA_BWD_CHUNKS=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1,ARB_CUDA_BWD_CHUNKS=4 ARB_CUDA_BWD_ORDER=1 ARB_CUDA_BWD_PRIO=1 ARB_CUDA_BWD_DW=whole"
   echo "[t=$SECONDS s] variants"
-  ns=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
-  echo "nsys: ${ns:-not found}"
-  if [ -n "$ns" ] && [ $SECONDS -lt 200 ]; then
-    ARB_CUDA_BWD_CHUNKS=1 timeout 60 $ns profile -o "$out/nsys-c1" --force-overwrite true -t cuda \
-      $B bench kernels --device cuda --shape 16384x2048x2048 --no-torch >"$out/nsys-c1.log" 2>&1
-    timeout 40 $ns stats --report cuda_gpu_trace --format csv --output "$out/trace-c1" "$out/nsys-c1.nsys-rep" >/dev/null 2>&1
-    rm -f "$out/nsys-c1.nsys-rep" "$out"/nsys-c1.sqlite
-    f=$(ls "$out"/trace-c1*.csv 2>/dev/null | head -1)
-    [ -n "$f" ] && python3 dev/cuda/nsys_gaps.py "$f" k_bwd_amax 18 | tail -40 && gzip -f "$f"
-  fi
   echo "[t=$SECONDS s] end"
   exit 0
 fi
