@@ -1759,9 +1759,11 @@ arb_status bwd_events(cudaEvent_t **out) {
     return ARB_OK;
 }
 
-/* dx (may be NULL) and/or the update (p may be NULL). Order on the stream: maxima, quantization,
- * [async copy of the column maxima to pinned memory], dX GEMM on the pre-update trits, xq
- * transpose; the host plans while the dX GEMM runs, then the dW GEMM applies the update. */
+/* dx (may be NULL) and/or the update (p may be NULL). Order on the current stream: one memset,
+ * maxima (+ the non-finite flag to pinned memory in immediate mode), quantization, dX GEMM on
+ * the pre-update trits (Wᵀ), dW GEMM into int32 Gint, then plan, update pass and finish on the
+ * device (arb_cuda_upd_apply); Wᵀ and xqᵀ are made on the side stream meanwhile. With
+ * ARB_CUDA_BWD_CHUNKS the quantization and GEMMs go chunk by chunk (bwd_pipe). */
 arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, const float *dy, int64_t n,
                            arb_rng_key kx, float *dx, const arb_update_params *p, arb_update_state *st,
                            arb_update_stats *stats, const char *what) {
