@@ -1,39 +1,48 @@
-/* The VAE decoder's 3×3 convolutions as one implicit-GEMM int8 kernel (see sc_conv.cuh).
+/* The VAE decoder's 3×3 convolutions as one implicit-GEMM int8 kernel on Hopper wgmma (see
+ * sc_conv.cuh).
  *
  * Why: the im2col path wrote every output pixel's quantized 9·C window to memory and cuBLASLt read
- * it back (≈ 41 GB per batch-32 256² decode, more time than the GEMMs). Here a block takes a
- * 8 × 16 patch of output pixels × 128 output channels and, per 32-channel chunk, stages the
- * activated input patch (GroupNorm affine + SiLU, zero padding, upsampling in the indexing) once
- * in shared memory as float; for each of the 9 taps it quantizes the shifted patch with each
- * output pixel's window scale straight into an int8 tile that mma.sync m16n8k32 consumes (weights
- * stream in by cp.async, 3 stages). A window's absmax is the max of its 9 input pixels' absmax
- * (one small pass, k_conv_pmax), so the scale is known before the first K-step.
- *
- * Same numbers as the im2col path: the same activation formula on the same floats, the same
- * scale (absmax/127, inverse 127/absmax), rint(v·inv) (multiply, then round half to even through
- * the 1.5·2²³ trick: |v·inv| ≤ 127 so no clamp is needed), exact int32 sums (the K order is free),
- * and the epilogue's acc·(s_x·s_w) + bias (+ residual) in the row kernel's order. The epilogue can
- * also emit the next GroupNorm's per-channel partial sums (in double, as k_gn_partial). */
+ * it back (≈ 41 GB per batch-32 256² decode, more time than the GEMMs themselves), then a row
+ * kernel read the int32 products back to dequantize. Here:
+ *  - k_conv_act (one pass over the input): the activated input (GroupNorm affine + SiLU, the
+ *    im2col kernels' formula) as fp32, and each input pixel's absmax over its channels; a
+ *    window's absmax is then the max of its 9 pixels' (0 outside the image), so every output
+ *    pixel's scale is known before its first K-step.
+ *  - k_conv3_wg: a block takes a 16 × 16 patch of output pixels × 128 output channels (4
+ *    warpgroups, one per 4 patch rows). Per 32-channel chunk, cp.async brings the activated
+ *    18 × 18 input patch (zero padding and nearest ×2 upsampling in the indexing) and the 9 taps'
+ *    weights (three 128-byte-swizzled K-major tiles) into shared memory, double-buffered. Per tap,
+ *    each thread quantizes its 2 pixels × 16 channels straight into the wgmma A fragment
+ *    registers (rint(v·127/absmax), one scale per output pixel) and wgmma m64n128k32 multiplies
+ *    against the weights; the int32 sums stay in registers.
+ *  - Epilogue: y = acc·(s_x·s_w) + bias (+ y), written once as fp32; optionally the per-channel
+ *    sums and sums of squares of this patch (double, as k_gn_partial) for the next GroupNorm.
+ * Same numbers as the im2col path: the same activation floats, the same scale (absmax/127,
+ * inverse 127/absmax), rint(v·inv) (multiply, then round half to even through the 1.5·2²³ trick;
+ * |v·inv| ≤ 127 so no clamp is needed), exact int32 sums (the K order is free), and the row
+ * kernel's epilogue formula. Only the sm_90a image has the kernel (sc_conv3_igemm_ok checks). */
 #include "cuda/kernels.cuh"
 #include "cuda/sc_conv.cuh"
+#include "cuda/wgmma.cuh"
 
 namespace {
 
-constexpr int TH = 8, TW = 16, BM = TH * TW; /* output pixels per block: an 8 × 16 patch */
-constexpr int BN = 128, CK = 32, THREADS = 256;
-constexpr int HW_ = TW + 2, HP = (TH + 2) * HW_; /* the staged patch with its halo */
-constexpr int NXS = HP * CK / 4;                 /* float4s staged per chunk */
-constexpr int XREG = (NXS + THREADS - 1) / THREADS;
-constexpr int PITCH = 48; /* bytes per 32-byte int8 row: 8 rows at this stride hit distinct banks */
-constexpr int NST = 3;    /* weight stages */
-constexpr size_t SM_XS = (size_t)HP * CK * sizeof(float);
-constexpr size_t SM_A = 2 * (size_t)BM * PITCH;
-constexpr size_t SM_B = (size_t)NST * BN * PITCH;
-constexpr size_t SMEM = SM_XS + SM_A + SM_B + 2 * BM * sizeof(float);
-static_assert(SM_XS >= 2 * BN * 2 * sizeof(double), "the statistics reuse the staging buffer");
+constexpr int TH = 16, TW = 16, BM = TH * TW; /* output pixels per block */
+constexpr int BN = 128, CK = 32, THREADS = 512;
+constexpr int HW_ = TW + 2, HP = (TH + 2) * HW_; /* the staged input patch with its halo */
+[[maybe_unused]] constexpr int NXS = HP * CK / 4;                /* 16-byte pieces of one chunk's patch */
+constexpr int BSUB = BN * 128;                   /* one 128-byte-swizzled weight tile: 4 taps */
+constexpr int B_BYTES = 3 * BSUB;                /* 9 taps (3 slots unused) */
+constexpr int XS_BYTES = (HP * CK * 4 + 1023) / 1024 * 1024;
+constexpr int UNIT = B_BYTES + XS_BYTES; /* one chunk's operands */
+constexpr int EPI_LD = BN + 8;           /* the statistics transpose: floats per pixel row */
+constexpr size_t SMEM = 2 * (size_t)UNIT + 2 * BM * sizeof(float) + 1024;
+static_assert((size_t)BM * EPI_LD * 4 + 4 * BN * 2 * 8 <= 2 * (size_t)UNIT, "statistics fit the operand buffers");
 
-/* The activation as the im2col kernels apply it (conv_px): v·scale + shift, then SiLU. The
- * affine is written as the contraction nvcc makes of conv_px's `v * s + t`. */
+[[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+
+/* The activation as the im2col kernels apply it (conv_px): v·scale + shift (the contraction nvcc
+ * makes of conv_px's `v * s + t`), then SiLU. */
 __device__ __forceinline__ float4 act4(float4 v, const float4 *a4, int C4, int c4, int silu) {
     if (a4) {
         float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
@@ -50,7 +59,7 @@ __device__ __forceinline__ float4 act4(float4 v, const float4 *a4, int C4, int c
 /* rint(v·inv) of 4 values as 4 int8 in one word (byte i = element i). v·inv is rounded to float
  * first (as the CPU does), then to an integer by adding 1.5·2²³ (round half to even); the low
  * byte of the sum's bits is the integer in two's complement. */
-__device__ __forceinline__ uint32_t q4(float4 v, float inv) {
+[[maybe_unused]] __device__ __forceinline__ uint32_t q4(float4 v, float inv) {
     const float M = 12582912.f;
     uint32_t a = __float_as_uint(__fadd_rn(__fmul_rn(v.x, inv), M));
     uint32_t b = __float_as_uint(__fadd_rn(__fmul_rn(v.y, inv), M));
@@ -59,52 +68,80 @@ __device__ __forceinline__ uint32_t q4(float4 v, float inv) {
     return __byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410);
 }
 
-/* Per input pixel: the absmax of its C activated channels (one warp per pixel). */
-__global__ void k_conv_pmax(const float *x, int P, int C, const float *ab, int silu, float *pm, int B) {
+/* Per input pixel (one warp each): xa = act(x) when act is not the identity (xa may be null
+ * then), and pm = the absmax of the pixel's activated channels. */
+__global__ void k_conv_act(const float *x, int P, int C, const float *ab, int silu, float *xa, float *pm, int B) {
     const int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (r >= B * P) return;
     const int b = r / P, C4 = C >> 2;
     const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)r * C);
+    float4 *ar = xa ? reinterpret_cast<float4 *>(xa + (size_t)r * C) : nullptr;
     const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
     float m = 0.f;
     for (int c4 = lane; c4 < C4; c4 += 32) {
         float4 v = act4(__ldg(xr + c4), a4, C4, c4, silu);
+        if (ar) ar[c4] = v;
         m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
     }
     for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
     if (lane == 0) pm[r] = m;
 }
 
-/* grid: (tiles_x · nblk, tiles_y, B); 8 warps, warp (wm, wn) owns 64 pixels × 32 channels. */
-__global__ void __launch_bounds__(THREADS, 2)
-    k_conv3_igemm(const float *__restrict__ x, int H, int W, int C, int up, const float *__restrict__ ab, int silu,
-                  const float *__restrict__ pm, const int8_t *__restrict__ w, int kp, int n, int np,
-                  const float *__restrict__ ws, const float *__restrict__ bias, float *y, int res, int nblk,
-                  double *gnp) {
-    extern __shared__ __align__(128) unsigned char smem[];
-    float4 *Xs = reinterpret_cast<float4 *>(smem);            /* [HP][CK/4] activated floats */
-    unsigned char *As = smem + SM_XS;                          /* [2][BM][PITCH] int8 */
-    unsigned char *Bs = As + SM_A;                             /* [NST][BN][PITCH] int8 */
-    float *inv_s = reinterpret_cast<float *>(Bs + SM_B), *qs_s = inv_s + BM;
+#if defined(ARB_HAVE_WGMMA)
+/* D(64×128) += A(64×32, registers: the mma.m16n8k32 A fragment of each warp's 16 rows) ·
+ * B(128×32, K-major shared, 128-byte swizzle). The A registers must stay untouched until this
+ * wgmma retires. */
+__device__ __forceinline__ void wgmma_n128_rs(int32_t (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+                 "}, {%64, %65, %66, %67}, %68, p;\n}\n"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void wgmma_fence_acc64(int32_t (&d)[64]) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) asm volatile("" : "+r"(d[i])::"memory");
+}
+#endif
+
+/* grid: (tiles_x · nblk, tiles_y, B); 16 warps: warp w owns patch row w (its 16 pixels are the
+ * rows of its part of the warpgroup's 64 × 128 wgmma tile). */
+__global__ void __launch_bounds__(THREADS, 1)
+    k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ pm,
+               const int8_t *__restrict__ w, int kp, int n, int np, const float *__restrict__ ws,
+               const float *__restrict__ bias, float *y, int res, int nblk, double *gnp) {
+#if defined(ARB_HAVE_WGMMA)
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char *smem = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    float *inv_s = reinterpret_cast<float *>(smem + 2 * UNIT), *qs_s = inv_s + BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W, C4 = C >> 2;
+    const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
     const int nb = blockIdx.x % nblk, tx = blockIdx.x / nblk;
     const int n0 = nb * BN, ox0 = tx * TW, oy0 = blockIdx.y * TH, b = blockIdx.z;
-    const float4 *xb = reinterpret_cast<const float4 *>(x + (size_t)b * H * W * C);
-    const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
-    const int nsteps = (C / CK) * 9;
+    const float *xb = xa + (size_t)b * H * W * C;
+    const int nch = C / CK;
 
-    auto load_b = [&](int s) { /* weights of K-step s (chunk s/9, tap s%9): BN rows × 32 bytes */
-        if (s < nsteps) {
-            const int ch = s / 9, tap = s - ch * 9, row = tid >> 1, half = tid & 1;
+    /* chunk ch's activated patch and weights into buffer u (one cp.async group) */
+    auto load_unit = [&](int ch, int u) {
+        unsigned char *Bu = smem + (size_t)u * UNIT, *Xu = Bu + B_BYTES;
+        for (int i = tid; i < NXS; i += THREADS) {
+            const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
+            const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
+            const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
+            const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + ch * CK + slot * 4
+                                  : xa;
+            arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
+        }
+        for (int i = tid; i < 9 * BN * 2; i += THREADS) {
+            const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
             const bool ok = n0 + row < np;
             const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
-            arb_cp_async16(Bs + ((size_t)(s % NST) * BN + row) * PITCH + half * 16, src, ok);
+            arb_cp_async16(Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half), src, ok);
         }
         arb_cp_async_commit();
     };
-    load_b(0);
-    load_b(1);
+    load_unit(0, 0);
 
     if (tid < BM) { /* window scale: the max of the 9 input pixels' absmax (0 outside the image) */
         const int oy = oy0 + (tid >> 4), ox = ox0 + (tid & 15);
@@ -121,96 +158,62 @@ __global__ void __launch_bounds__(THREADS, 2)
         inv_s[tid] = m > 0.f ? 127.f / m : 0.f;
         qs_s[tid] = m / 127.f;
     }
-
-    int32_t acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int k = 0; k < 4; k++) acc[i][j][k] = 0;
-    const int wm = warp & 1, wn = warp >> 1;
-
-    for (int s = 0; s < nsteps; s++) {
-        const int ch = s / 9, tap = s - ch * 9;
-        if (tap == 0) { /* stage chunk ch: all loads first, then activate and store */
-            float4 raw[XREG];
-            unsigned okm = 0;
-#pragma unroll
-            for (int j = 0; j < XREG; j++) {
-                const int i = tid + j * THREADS;
-                raw[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (i < NXS) {
-                    const int hp = i >> 3, g = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
-                    const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
-                    if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
-                        const int sy = up ? vy >> 1 : vy, sx = up ? vx >> 1 : vx;
-                        raw[j] = __ldg(xb + ((size_t)sy * W + sx) * C4 + ch * (CK / 4) + g);
-                        okm |= 1u << j;
-                    }
-                }
-            }
-#pragma unroll
-            for (int j = 0; j < XREG; j++) {
-                const int i = tid + j * THREADS;
-                if (i < NXS) Xs[i] = (okm >> j) & 1 ? act4(raw[j], a4, C4, ch * (CK / 4) + (i & 7), silu) : raw[j];
-            }
-            __syncthreads();
-        }
-        /* the int8 A tile of this tap: pixel p's 32 channels at (py + dy, px + dx) of the patch */
-        unsigned char *A = As + (size_t)(s & 1) * BM * PITCH;
-        const int dy = tap / 3, dx = tap - dy * 3;
-#pragma unroll
-        for (int j = 0; j < BM * CK / 4 / THREADS; j++) {
-            const int i = tid + j * THREADS, p = i >> 3, g = i & 7;
-            const int hp = ((p >> 4) + dy) * HW_ + (p & 15) + dx;
-            *reinterpret_cast<uint32_t *>(A + p * PITCH + g * 4) = q4(Xs[hp * (CK / 4) + g], inv_s[p]);
-        }
-        arb_cp_async_wait<1>();
-        __syncthreads();
-        load_b(s + 2); /* its stage was last read at step s − 1, before the barrier */
-        const unsigned char *Bt = Bs + (size_t)(s % NST) * BN * PITCH;
-        uint32_t bf[4][2];
-#pragma unroll
-        for (int nj = 0; nj < 2; nj++) {
-            const int mat = lane >> 3, row = wn * 32 + nj * 16 + (lane & 7) + (mat >> 1) * 8;
-            arb_ldmatrix_x4(bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0], bf[2 * nj + 1][1],
-                            Bt + row * PITCH + (mat & 1) * 16);
-        }
-#pragma unroll
-        for (int mi = 0; mi < 4; mi++) {
-            uint32_t af[4];
-            const int row = wm * 64 + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-            arb_ldmatrix_x4(af[0], af[1], af[2], af[3], A + row * PITCH + (lane >> 4) * 16);
-#pragma unroll
-            for (int ni = 0; ni < 4; ni++)
-                arb_mma_s8(acc[mi][ni][0], acc[mi][ni][1], acc[mi][ni][2], acc[mi][ni][3], af, bf[ni][0], bf[ni][1]);
-        }
-    }
-    arb_cp_async_wait<0>();
-
-    /* epilogue: y = acc·(s_x·s_w) + bias (+ y), written once; thread holds rows g, g + 8 of
-     * each 16-row fragment and columns 2t, 2t + 1 of each 8-column one */
+    __syncthreads();
     const int g = lane >> 2, t = lane & 3;
-    double cs[4][2], css[4][2];
+    const float inv_a = inv_s[warp * 16 + g], inv_b = inv_s[warp * 16 + g + 8];
+
+    int32_t acc[64];
 #pragma unroll
-    for (int ni = 0; ni < 4; ni++) cs[ni][0] = cs[ni][1] = css[ni][0] = css[ni][1] = 0.0;
+    for (int i = 0; i < 64; i++) acc[i] = 0;
+    uint32_t af[2][4];
+    for (int ch = 0; ch < nch; ch++) {
+        arb_cp_async_wait<0>();
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
+        __syncthreads(); /* chunk ch has landed; every warpgroup is done with chunk ch − 1 */
+        if (ch + 1 < nch) load_unit(ch + 1, (ch + 1) & 1);
+        const unsigned char *Bu = smem + (size_t)(ch & 1) * UNIT;
+        const float4 *Xu = reinterpret_cast<const float4 *>(Bu + B_BYTES);
 #pragma unroll
-    for (int mi = 0; mi < 4; mi++)
+        for (int tap = 0; tap < 9; tap++) {
+            const int dy = tap / 3, dx = tap - dy * 3;
+            const int hpa = (warp + dy) * HW_ + g + dx, hpb = hpa + 8; /* pixels g and g + 8 of row warp */
+            const int sa = (hpa & 1) << 2, sb = (hpb & 1) << 2;
+            uint32_t (&a)[4] = af[tap & 1];
+            a[0] = q4(Xu[hpa * 8 + (t ^ sa)], inv_a);
+            a[1] = q4(Xu[hpb * 8 + (t ^ sb)], inv_b);
+            a[2] = q4(Xu[hpa * 8 + ((t + 4) ^ sa)], inv_a);
+            a[3] = q4(Xu[hpb * 8 + ((t + 4) ^ sb)], inv_b);
+            wgmma_fence_acc64(acc);
+            arb_wgmma_fence();
+            wgmma_n128_rs(acc, a, arb_wgmma_desc(Bu + (tap >> 2) * BSUB + (tap & 3) * 32));
+            arb_wgmma_commit();
+            arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
+        }
+        arb_wgmma_wait<0>();
+        wgmma_fence_acc64(acc);
+    }
+
+    /* epilogue: thread holds pixels (warp, g) and (warp, g + 8), columns nj·8 + 2t, + 1 */
+    const int oy = oy0 + warp, oxa = ox0 + g, oxb = oxa + 8;
+    const bool va = oy < Ho && oxa < Wo, vb = oy < Ho && oxb < Wo;
+    const float qa = qs_s[warp * 16 + g], qb = qs_s[warp * 16 + g + 8];
+    float *ya = y + (((size_t)b * Ho + oy) * Wo + oxa) * n, *yb = ya + (size_t)8 * n;
+    __syncthreads(); /* the operand buffers become the statistics' transpose */
+    float *T = reinterpret_cast<float *>(smem);
+#pragma unroll
+    for (int nj = 0; nj < 16; nj++) {
+        const int c = n0 + nj * 8 + 2 * t;
+        const bool c0 = c < n, c1 = c + 1 < n;
+        const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
+        const float b0 = bias && c0 ? __ldg(bias + c) : 0.f, b1 = bias && c1 ? __ldg(bias + c + 1) : 0.f;
 #pragma unroll
         for (int hr = 0; hr < 2; hr++) {
-            const int p = wm * 64 + mi * 16 + g + hr * 8, oy = oy0 + (p >> 4), ox = ox0 + (p & 15);
-            if (oy >= Ho || ox >= Wo) continue;
-            const float qs = qs_s[p];
-            float *yr = y + (((size_t)b * Ho + oy) * Wo + ox) * n;
-#pragma unroll
-            for (int ni = 0; ni < 4; ni++) {
-                const int c = n0 + wn * 32 + ni * 8 + 2 * t;
-                if (c >= n) continue;
-                const bool two = c + 1 < n;
-                float v0 = (float)acc[mi][ni][2 * hr] * (qs * __ldg(ws + c));
-                float v1 = two ? (float)acc[mi][ni][2 * hr + 1] * (qs * __ldg(ws + c + 1)) : 0.f;
-                if (bias) v0 = v0 + __ldg(bias + c), v1 = two ? v1 + __ldg(bias + c + 1) : 0.f;
+            const bool ok = hr ? vb : va;
+            float *yr = hr ? yb : ya;
+            const float qs = hr ? qb : qa;
+            float v0 = (float)acc[nj * 4 + 2 * hr] * (qs * w0), v1 = (float)acc[nj * 4 + 2 * hr + 1] * (qs * w1);
+            if (bias) v0 = v0 + b0, v1 = v1 + b1;
+            if (ok && c0) {
                 if ((n & 1) == 0) { /* c even, n even: 8-byte aligned pairs */
                     float2 *o = reinterpret_cast<float2 *>(yr + c);
                     if (res) {
@@ -221,51 +224,61 @@ __global__ void __launch_bounds__(THREADS, 2)
                 } else {
                     if (res) v0 = yr[c] + v0;
                     yr[c] = v0;
-                    if (two) {
+                    if (c1) {
                         if (res) v1 = yr[c + 1] + v1;
                         yr[c + 1] = v1;
                     }
                 }
-                cs[ni][0] += v0, css[ni][0] += (double)v0 * v0;
-                cs[ni][1] += v1, css[ni][1] += (double)v1 * v1; /* v1 = 0 past n */
+            }
+            if (gnp) {
+                const bool k0 = ok && c0, k1 = ok && c1;
+                *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * EPI_LD + nj * 8 + 2 * t) =
+                    make_float2(k0 ? v0 : 0.f, k1 ? v1 : 0.f);
             }
         }
+    }
     if (!gnp) return;
-    /* GroupNorm partials of this tile: sum over the 8 row groups (lanes with equal t), then the
-     * two pixel halves (wm) through shared memory */
-#pragma unroll
-    for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-        for (int e = 0; e < 2; e++)
-#pragma unroll
-            for (int o = 4; o < 32; o <<= 1) {
-                cs[ni][e] += __shfl_xor_sync(0xffffffffu, cs[ni][e], o);
-                css[ni][e] += __shfl_xor_sync(0xffffffffu, css[ni][e], o);
-            }
-    __syncthreads(); /* every warp is past its last read of the staging buffer */
-    double *red = reinterpret_cast<double *>(smem); /* [2 (wm)][BN][2] */
-    if (g == 0)
-#pragma unroll
-        for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int cl = wn * 32 + ni * 8 + 2 * t + e;
-                red[((size_t)wm * BN + cl) * 2] = cs[ni][e];
-                red[((size_t)wm * BN + cl) * 2 + 1] = css[ni][e];
-            }
+    /* GroupNorm partials of this patch: column c's sum and sum of squares over the 256 pixels (in
+     * double), a quarter of the rows per thread, then the four quarters */
+    __syncthreads();
+    double *red = reinterpret_cast<double *>(smem + (size_t)BM * EPI_LD * 4);
+    {
+        const int c = tid & (BN - 1), q = tid >> 7;
+        double s = 0, ss = 0;
+        for (int r = q * 64; r < q * 64 + 64; r++) {
+            const double v = T[r * EPI_LD + c];
+            s += v, ss += v * v;
+        }
+        red[(q * BN + c) * 2] = s, red[(q * BN + c) * 2 + 1] = ss;
+    }
     __syncthreads();
     if (tid < BN && n0 + tid < n) {
-        const int tiles_x = (Wo + TW - 1) / TW, nch = tiles_x * ((Ho + TH - 1) / TH);
-        const int tile = blockIdx.y * tiles_x + tx;
-        double *o = gnp + (((size_t)b * nch + tile) * n + n0 + tid) * 2;
-        o[0] = red[tid * 2] + red[(BN + tid) * 2];
-        o[1] = red[tid * 2 + 1] + red[(BN + tid) * 2 + 1];
+        const int tiles_x = (Wo + TW - 1) / TW, ntl = tiles_x * ((Ho + TH - 1) / TH);
+        double s = 0, ss = 0;
+        for (int q = 0; q < 4; q++) s += red[(q * BN + tid) * 2], ss += red[(q * BN + tid) * 2 + 1];
+        double *o = gnp + (((size_t)b * ntl + blockIdx.y * tiles_x + tx) * n + n0 + tid) * 2;
+        o[0] = s, o[1] = ss;
     }
+#endif
+}
+
+/* Whether device `dev` runs the sm_90a image (the kernel is empty in any other). */
+static bool dev_sm90(void) {
+    static int cache[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (!cache[dev]) {
+        int ma = 0, mi = 0;
+        cudaDeviceGetAttribute(&ma, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaDeviceGetAttribute(&mi, cudaDevAttrComputeCapabilityMinor, dev);
+        cache[dev] = ma == 9 && mi == 0 ? 1 : 2;
+    }
+    return cache[dev] == 1;
 }
 
 } // namespace
 
-bool sc_conv3_igemm_ok(int C) { return C >= CK && C % CK == 0; }
+bool sc_conv3_igemm_ok(int C) { return C >= CK && C % CK == 0 && dev_sm90(); }
 
 long sc_conv3_igemm_blocks(int B, int Ho, int Wo, int n) {
     return (long)B * ((Ho + TH - 1) / TH) * ((Wo + TW - 1) / TW) * ((n + BN - 1) / BN);
@@ -274,23 +287,24 @@ long sc_conv3_igemm_blocks(int B, int Ho, int Wo, int n) {
 int sc_conv3_igemm_tiles(int Ho, int Wo) { return ((Ho + TH - 1) / TH) * ((Wo + TW - 1) / TW); }
 
 arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
-    if (!sc_conv3_igemm_ok(a.C) || a.kp < 9 * a.C || a.np < a.n)
+    if (!sc_conv3_igemm_ok(a.C) || a.kp < 9 * a.C || a.np < a.n || (!a.xa && (a.ab || a.silu)))
         return arb_error(ARB_ERR_INVALID_ARG, "sc_conv3_igemm: C=%d n=%d kp=%d np=%d", a.C, a.n, a.kp, a.np);
     static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
     int dev = 0;
     ARB_CU(cudaGetDevice(&dev));
     if (dev < 0 || dev >= 64 || !opted[dev]) {
-        ARB_CU(cudaFuncSetAttribute(k_conv3_igemm, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM));
+        ARB_CU(cudaFuncSetAttribute(k_conv3_wg, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM));
         if (dev >= 0 && dev < 64) opted[dev] = true;
     }
-    const int P = a.H * a.W;
-    const int wpb = 8;
-    k_conv_pmax<<<(unsigned)(((long)a.B * P + wpb - 1) / wpb), 32 * wpb, 0, st>>>(a.x, P, a.C, a.ab, a.silu, a.pm, a.B);
-    ARB_CU_LAUNCH("k_conv_pmax");
+    const int P = a.H * a.W, wpb = 8;
+    const bool act = a.ab || a.silu;
+    k_conv_act<<<(unsigned)(((long)a.B * P + wpb - 1) / wpb), 32 * wpb, 0, st>>>(a.x, P, a.C, a.ab, a.silu,
+                                                                              act ? a.xa : nullptr, a.pm, a.B);
+    ARB_CU_LAUNCH("k_conv_act");
     const int Ho = a.up ? 2 * a.H : a.H, Wo = a.up ? 2 * a.W : a.W, nblk = (a.n + BN - 1) / BN;
     dim3 grid((unsigned)(((Wo + TW - 1) / TW) * nblk), (unsigned)((Ho + TH - 1) / TH), (unsigned)a.B);
-    k_conv3_igemm<<<grid, THREADS, SMEM, st>>>(a.x, a.H, a.W, a.C, a.up, a.ab, a.silu, a.pm, a.w, a.kp, a.n, a.np, a.ws,
-                                               a.bias, a.y, a.res, nblk, a.gnp);
-    ARB_CU_LAUNCH("k_conv3_igemm");
+    k_conv3_wg<<<grid, THREADS, SMEM, st>>>(act ? a.xa : a.x, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
+                                            a.bias, a.y, a.res, nblk, a.gnp);
+    ARB_CU_LAUNCH("k_conv3_wg");
     return ARB_OK;
 }

@@ -30,6 +30,7 @@ struct sc_conv3_args {
     float *y;         /* [B][Ho][Wo][n] */
     int res;          /* y += instead of y = */
     float *pm;        /* scratch: [B][H][W] per-pixel absmax of act(x) */
+    float *xa;        /* scratch: [B][H][W][C] act(x) (unused when act is the identity) */
     double *gnp;      /* non-null: GroupNorm partial sums of the output, [B][tiles][n][2] (sum, sum²) */
 };
 

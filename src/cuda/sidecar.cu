@@ -1389,6 +1389,7 @@ struct plan_t {
     dbuf y, t2, gnp, gab, vq, vk, vv, vs; /* VAE: activations, GroupNorm partials/affine, attention */
     cudaGraphExec_t exec = nullptr;
     double ops = 0; /* 2·multiply-adds per forward (GEMMs and attention) */
+    dbuf xa; /* VAE: a 3×3 conv's activated input (implicit-GEMM path), [B·H·W][C] */
     ~plan_t() {
         if (exec) cudaGraphExecDestroy(exec);
     }
@@ -2052,7 +2053,7 @@ static bool conv_igemm_use(int B, int Ho, int Wo, int C, int n) {
     const char *e = getenv("ARB_SIDECAR_CONV_IGEMM");
     if (e && e[0] == '1') return true;
     if (e && e[0] == '0') return false;
-    return sc_conv3_igemm_blocks(B, Ho, Wo, n) >= 256;
+    return sc_conv3_igemm_blocks(B, Ho, Wo, n) >= 128;
 }
 
 /* ARB_SIDECAR_GN_FUSED=0: GroupNorm statistics from their own pass even after an implicit-GEMM
@@ -2068,6 +2069,7 @@ static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
     p->T = H * W, p->rows = (int)Pmax;
     /* largest im2col: any conv's output pixels × 9·Cin (rounded to 16) */
     size_t qmax = 0, accmax = 0;
+    size_t xamax = 0;
     int hh = h, ww = w;
     auto consider = [&](const qlin &l, size_t pix) {
         qmax = std::max(qmax, pix * (size_t)l.kp);
@@ -2077,6 +2079,7 @@ static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
      * takes the im2col path */
     auto conv = [&](const qlin &l, int ho, int wo, int c) {
         if (!conv_igemm_use(B, ho, wo, c, l.n)) consider(l, (size_t)B * ho * wo);
+        else xamax = std::max(xamax, (size_t)B * ho * wo * c); /* ≥ its input's size */
     };
     size_t p0 = (size_t)B * h * w;
     if (g->post_quant) consider(g->pq, p0);
@@ -2100,6 +2103,7 @@ static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
     ARB_TRY(p->x.alloc(Pmax * C * sizeof(float)));
     ARB_TRY(p->y.alloc(Pmax * C * sizeof(float)));
     ARB_TRY(p->t2.alloc(Pmax * C * sizeof(float)));
+    if (xamax) ARB_TRY(p->xa.alloc(xamax * sizeof(float)));
     ARB_TRY(p->qa.alloc(qmax));
     ARB_TRY(p->qs.alloc(Pmax * sizeof(float))); /* also the implicit-GEMM conv's per-pixel absmax */
     ARB_TRY(p->acc.alloc(accmax * sizeof(int32_t)));
@@ -2157,7 +2161,7 @@ static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *
         a.x = x, a.B = B, a.H = H, a.W = W, a.C = C, a.up = up ? 1 : 0;
         a.ab = gn ? p->gab.as<float>() : nullptr, a.silu = gn ? 1 : 0;
         a.w = l.w.as<int8_t>(), a.n = l.n, a.np = l.np, a.kp = l.kp, a.ws = l.s.as<float>(), a.bias = l.bias.as<float>();
-        a.y = y, a.res = res ? 1 : 0, a.pm = p->qs.as<float>();
+        a.y = y, a.res = res ? 1 : 0, a.pm = p->qs.as<float>(), a.xa = p->xa.as<float>();
         a.gnp = stats && gn_fused() ? p->gnp.as<double>() : nullptr;
         ARB_TRY(sc_conv3_igemm(a, g->stream));
         p->ops += 2.0 * rows * (double)l.n * l.k;
