@@ -2,10 +2,12 @@
 # One device call for the VAE implicit-GEMM conv work (run from the device copy's root with the
 # branch mirrored in .wt-vae and the fixtures in .gpu-data/fixtures): build, the sidecar test, a
 # per-part profile (eager, no PyTorch), A/B runs of our own times, then the real bench.
-#   bash .wt-vae/dev/cuda/call_vae.sh [test] [prof] [profold] [abold] [abforce] [abgn] [bench] [memcheck]
+#   bash .wt-vae/dev/cuda/call_vae.sh [test] [prof] [profold] [abold] [abforce] [abgn] [abbn128] [abfma] [bench] [memcheck]
 # profold / abold: ARB_SIDECAR_CONV_IGEMM=0 (every conv through im2col + cuBLASLt, the previous
 # path); abforce: ARB_SIDECAR_CONV_IGEMM=1 (the implicit-GEMM conv on every grid, batch 1 too);
-# abgn: ARB_SIDECAR_GN_FUSED=0 (GroupNorm statistics from their own pass).
+# abgn: ARB_SIDECAR_GN_FUSED=0 (GroupNorm statistics from their own pass); abbn128:
+# ARB_SIDECAR_CONV_BN=128 (128-channel blocks only); abfma: ARB_SIDECAR_CONV_FMA=1 (quantize with
+# one fused multiply-add: not the CPU's rounding, a measurement only).
 set -uo pipefail
 out=${OUT:-/tmp/arb-gpu}; mkdir -p "$out"
 root=$PWD
@@ -29,7 +31,8 @@ for w in ${*:-test prof bench}; do
     prof|profold) v=; [ $w = profold ] && v=ARB_SIDECAR_CONV_IGEMM=0
           env $v ARB_SIDECAR_PROFILE=1 timeout 60 build-cuda/arbitor bench sidecars --device cuda --no-torch >"$out/$w.log" 2>&1
           echo "== $w ${v:-default}:"; grep -E "^profile|CUDA int8" "$out/$w.log"; echo "[t=$SECONDS s]" ;;
-    abold|abforce|abgn) v=ARB_SIDECAR_CONV_IGEMM=0; [ $w = abforce ] && v=ARB_SIDECAR_CONV_IGEMM=1; [ $w = abgn ] && v=ARB_SIDECAR_GN_FUSED=0
+    abold|abforce|abgn|abbn128|abfma) v=ARB_SIDECAR_CONV_IGEMM=0; [ $w = abforce ] && v=ARB_SIDECAR_CONV_IGEMM=1
+          [ $w = abgn ] && v=ARB_SIDECAR_GN_FUSED=0; [ $w = abbn128 ] && v=ARB_SIDECAR_CONV_BN=128; [ $w = abfma ] && v=ARB_SIDECAR_CONV_FMA=1
           env $v timeout 45 build-cuda/arbitor bench sidecars --device cuda --no-torch >"$out/$w.log" 2>&1
           echo "== $v:"; grep -E "CUDA int8" "$out/$w.log"; echo "[t=$SECONDS s]" ;;
     bench) timeout 150 build-cuda/arbitor bench sidecars --device cuda 2>&1 | tee "$out/bench.log" | grep -vE "writing synthetic"

@@ -23,21 +23,38 @@
  * kernel's epilogue formula. Only the sm_90a image has the kernel (sc_conv3_igemm_ok checks). */
 #include "cuda/kernels.cuh"
 #include "cuda/sc_conv.cuh"
+#include "cuda/gemm_sm90.cuh"
 #include "cuda/wgmma.cuh"
+
+#include <cstdlib>
+#include <cstring>
 
 namespace {
 
-constexpr int TH = 16, TW = 16, BM = TH * TW; /* output pixels per block */
-constexpr int BN = 128, CK = 32, THREADS = 512;
-constexpr int HW_ = TW + 2, HP = (TH + 2) * HW_; /* the staged input patch with its halo */
-[[maybe_unused]] constexpr int NXS = HP * CK / 4;                /* 16-byte pieces of one chunk's patch */
-constexpr int BSUB = BN * 128;                   /* one 128-byte-swizzled weight tile: 4 taps */
-constexpr int B_BYTES = 3 * BSUB;                /* 9 taps (3 slots unused) */
-constexpr int XS_BYTES = (HP * CK * 4 + 1023) / 1024 * 1024;
-constexpr int UNIT = B_BYTES + XS_BYTES; /* one chunk's operands */
-constexpr int EPI_LD = BN + 8;           /* the statistics transpose: floats per pixel row */
-constexpr size_t SMEM = 2 * (size_t)UNIT + 2 * BM * sizeof(float) + 1024;
-static_assert((size_t)BM * EPI_LD * 4 + 4 * BN * 2 * 8 <= 2 * (size_t)UNIT, "statistics fit the operand buffers");
+constexpr int CK = 32; /* input channels per chunk: one k32 step per tap */
+
+/* The two block shapes: 128 output channels × a 16 × 16 pixel patch (4 warpgroups, wgmma
+ * m64n128k32), or 256 channels × 8 × 16 pixels (2 warpgroups, m64n256k32: half the A quantizing
+ * per multiply-add, for convs with ≥ 256 outputs). Warp w owns patch row w either way. */
+template <int BN_> struct cfg {
+    static constexpr int BN = BN_, THREADS = BN == 128 ? 512 : 256, TH = BN == 128 ? 16 : 8, TW = 16;
+    static constexpr int BM = TH * TW, HW_ = TW + 2, HP = (TH + 2) * HW_; /* staged patch with halo */
+    static constexpr int NXS = HP * CK / 4;       /* 16-byte pieces of one chunk's patch */
+    static constexpr int BSUB = BN * 128;         /* one 128-byte-swizzled weight tile: 4 taps */
+    /* tap 8 of BN = 256 lives in a tile shared by 4 consecutive chunks (slot ch % 4), so a
+     * chunk's weights take 2 tiles, not 3 (two chunks in flight must fit 227 KB) */
+    static constexpr bool T8 = BN == 256;
+    static constexpr int B_BYTES = (T8 ? 2 : 3) * BSUB;
+    static constexpr int XS_BYTES = (HP * CK * 4 + 1023) / 1024 * 1024;
+    static constexpr int UNIT = B_BYTES + XS_BYTES; /* one chunk's operands */
+    static constexpr int T8_OFF = 2 * UNIT, SCALES_OFF = 2 * UNIT + (T8 ? BSUB : 0);
+    static constexpr size_t SMEM = (size_t)SCALES_OFF + 2 * BM * sizeof(float) + 1024;
+    static constexpr int EPI_LD = BN + 8;      /* the statistics transpose: floats per pixel row */
+    static constexpr int Q = THREADS / BN;     /* threads per column in the statistics */
+    static_assert((size_t)BM * EPI_LD * 4 + Q * BN * 2 * 8 <= 2 * (size_t)UNIT, "statistics fit the operands");
+    static_assert(SMEM <= 227 * 1024, "shared memory");
+    static_assert(NXS > 0 && T8_OFF > 0, "shapes");
+};
 
 [[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
@@ -59,12 +76,18 @@ __device__ __forceinline__ float4 act4(float4 v, const float4 *a4, int C4, int c
 /* rint(v·inv) of 4 values as 4 int8 in one word (byte i = element i). v·inv is rounded to float
  * first (as the CPU does), then to an integer by adding 1.5·2²³ (round half to even); the low
  * byte of the sum's bits is the integer in two's complement. */
-[[maybe_unused]] __device__ __forceinline__ uint32_t q4(float4 v, float inv) {
+/* FQ (ARB_SIDECAR_CONV_FMA=1, for comparisons only): one fused multiply-add, rint of the exact
+ * product — differs from the CPU's rint(float(v·inv)) when that product rounds across a .5. */
+template <bool FQ> [[maybe_unused]] __device__ __forceinline__ uint32_t q4(float4 v, float inv) {
     const float M = 12582912.f;
-    uint32_t a = __float_as_uint(__fadd_rn(__fmul_rn(v.x, inv), M));
-    uint32_t b = __float_as_uint(__fadd_rn(__fmul_rn(v.y, inv), M));
-    uint32_t c = __float_as_uint(__fadd_rn(__fmul_rn(v.z, inv), M));
-    uint32_t d = __float_as_uint(__fadd_rn(__fmul_rn(v.w, inv), M));
+    uint32_t a, b, c, d;
+    if constexpr (FQ) {
+        a = __float_as_uint(__fmaf_rn(v.x, inv, M)), b = __float_as_uint(__fmaf_rn(v.y, inv, M));
+        c = __float_as_uint(__fmaf_rn(v.z, inv, M)), d = __float_as_uint(__fmaf_rn(v.w, inv, M));
+    } else {
+        a = __float_as_uint(__fadd_rn(__fmul_rn(v.x, inv), M)), b = __float_as_uint(__fadd_rn(__fmul_rn(v.y, inv), M));
+        c = __float_as_uint(__fadd_rn(__fmul_rn(v.z, inv), M)), d = __float_as_uint(__fadd_rn(__fmul_rn(v.w, inv), M));
+    }
     return __byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410);
 }
 
@@ -99,22 +122,27 @@ __device__ __forceinline__ void wgmma_n128_rs(int32_t (&d)[64], const uint32_t (
                  : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
-__device__ __forceinline__ void wgmma_fence_acc64(int32_t (&d)[64]) {
+/* Keeps the compiler from moving accumulator registers across an in-flight wgmma. */
+template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
 #pragma unroll
-    for (int i = 0; i < 64; i++) asm volatile("" : "+r"(d[i])::"memory");
+    for (int i = 0; i < N; i++) asm volatile("" : "+r"(d[i])::"memory");
 }
 #endif
 
-/* grid: (tiles_x · nblk, tiles_y, B); 16 warps: warp w owns patch row w (its 16 pixels are the
- * rows of its part of the warpgroup's 64 × 128 wgmma tile). */
-__global__ void __launch_bounds__(THREADS, 1)
+/* grid: (tiles_x · nblk, tiles_y, B); warp w owns patch row w (its 16 pixels are its rows of the
+ * warpgroup's 64-row wgmma tile). */
+template <int BN, bool FQ>
+__global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
     k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ pm,
                const int8_t *__restrict__ w, int kp, int n, int np, const float *__restrict__ ws,
                const float *__restrict__ bias, float *y, int res, int nblk, double *gnp) {
 #if defined(ARB_HAVE_WGMMA)
+    using K = cfg<BN>;
+    constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
+    constexpr int UNIT = K::UNIT, EPI_LD = K::EPI_LD, NA = BN / 2; /* accumulators per thread */
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-    float *inv_s = reinterpret_cast<float *>(smem + 2 * UNIT), *qs_s = inv_s + BM;
+    float *inv_s = reinterpret_cast<float *>(smem + K::SCALES_OFF), *qs_s = inv_s + BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
     const int nb = blockIdx.x % nblk, tx = blockIdx.x / nblk;
@@ -122,10 +150,15 @@ __global__ void __launch_bounds__(THREADS, 1)
     const float *xb = xa + (size_t)b * H * W * C;
     const int nch = C / CK;
 
+    /* weights of tap `tap` of chunk ch in buffer base Bu: where its 32-byte K slice sits */
+    auto b_tile = [&](const unsigned char *Bu, int tap, int ch) -> const unsigned char * {
+        if (K::T8 && tap == 8) return smem + K::T8_OFF + (ch & 3) * 32;
+        return Bu + (tap >> 2) * BSUB + (tap & 3) * 32;
+    };
     /* chunk ch's activated patch and weights into buffer u (one cp.async group) */
     auto load_unit = [&](int ch, int u) {
-        unsigned char *Bu = smem + (size_t)u * UNIT, *Xu = Bu + B_BYTES;
-        for (int i = tid; i < NXS; i += THREADS) {
+        unsigned char *Bu = smem + (size_t)u * UNIT, *Xu = Bu + K::B_BYTES;
+        for (int i = tid; i < K::NXS; i += THREADS) {
             const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
             const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
             const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
@@ -137,14 +170,16 @@ __global__ void __launch_bounds__(THREADS, 1)
             const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
             const bool ok = n0 + row < np;
             const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
-            arb_cp_async16(Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half), src, ok);
+            unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (ch & 3) * 2 + half)
+                                                   : Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half);
+            arb_cp_async16(dst, src, ok);
         }
         arb_cp_async_commit();
     };
     load_unit(0, 0);
 
     if (tid < BM) { /* window scale: the max of the 9 input pixels' absmax (0 outside the image) */
-        const int oy = oy0 + (tid >> 4), ox = ox0 + (tid & 15);
+        const int oy = oy0 + tid / TW, ox = ox0 + tid % TW;
         float m = 0.f;
         if (oy < Ho && ox < Wo) {
             const float *pb = pm + (size_t)b * H * W;
@@ -162,9 +197,9 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int g = lane >> 2, t = lane & 3;
     const float inv_a = inv_s[warp * 16 + g], inv_b = inv_s[warp * 16 + g + 8];
 
-    int32_t acc[64];
+    int32_t acc[NA];
 #pragma unroll
-    for (int i = 0; i < 64; i++) acc[i] = 0;
+    for (int i = 0; i < NA; i++) acc[i] = 0;
     uint32_t af[2][4];
     for (int ch = 0; ch < nch; ch++) {
         arb_cp_async_wait<0>();
@@ -172,25 +207,27 @@ __global__ void __launch_bounds__(THREADS, 1)
         __syncthreads(); /* chunk ch has landed; every warpgroup is done with chunk ch − 1 */
         if (ch + 1 < nch) load_unit(ch + 1, (ch + 1) & 1);
         const unsigned char *Bu = smem + (size_t)(ch & 1) * UNIT;
-        const float4 *Xu = reinterpret_cast<const float4 *>(Bu + B_BYTES);
+        const float4 *Xu = reinterpret_cast<const float4 *>(Bu + K::B_BYTES);
 #pragma unroll
         for (int tap = 0; tap < 9; tap++) {
             const int dy = tap / 3, dx = tap - dy * 3;
             const int hpa = (warp + dy) * HW_ + g + dx, hpb = hpa + 8; /* pixels g and g + 8 of row warp */
             const int sa = (hpa & 1) << 2, sb = (hpb & 1) << 2;
             uint32_t (&a)[4] = af[tap & 1];
-            a[0] = q4(Xu[hpa * 8 + (t ^ sa)], inv_a);
-            a[1] = q4(Xu[hpb * 8 + (t ^ sb)], inv_b);
-            a[2] = q4(Xu[hpa * 8 + ((t + 4) ^ sa)], inv_a);
-            a[3] = q4(Xu[hpb * 8 + ((t + 4) ^ sb)], inv_b);
-            wgmma_fence_acc64(acc);
+            a[0] = q4<FQ>(Xu[hpa * 8 + (t ^ sa)], inv_a);
+            a[1] = q4<FQ>(Xu[hpb * 8 + (t ^ sb)], inv_b);
+            a[2] = q4<FQ>(Xu[hpa * 8 + ((t + 4) ^ sa)], inv_a);
+            a[3] = q4<FQ>(Xu[hpb * 8 + ((t + 4) ^ sb)], inv_b);
+            fence_acc(acc);
             arb_wgmma_fence();
-            wgmma_n128_rs(acc, a, arb_wgmma_desc(Bu + (tap >> 2) * BSUB + (tap & 3) * 32));
+            const uint64_t db = arb_wgmma_desc(b_tile(Bu, tap, ch));
+            if constexpr (BN == 128) wgmma_n128_rs(acc, a, db);
+            else arb_wgmma_m64n256k32_rs(acc, a, db);
             arb_wgmma_commit();
             arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
         }
         arb_wgmma_wait<0>();
-        wgmma_fence_acc64(acc);
+        fence_acc(acc);
     }
 
     /* epilogue: thread holds pixels (warp, g) and (warp, g + 8), columns nj·8 + 2t, + 1 */
@@ -201,7 +238,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     __syncthreads(); /* the operand buffers become the statistics' transpose */
     float *T = reinterpret_cast<float *>(smem);
 #pragma unroll
-    for (int nj = 0; nj < 16; nj++) {
+    for (int nj = 0; nj < BN / 8; nj++) {
         const int c = n0 + nj * 8 + 2 * t;
         const bool c0 = c < n, c1 = c + 1 < n;
         const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
@@ -238,14 +275,15 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
     }
     if (!gnp) return;
-    /* GroupNorm partials of this patch: column c's sum and sum of squares over the 256 pixels (in
-     * double), a quarter of the rows per thread, then the four quarters */
+    /* GroupNorm partials of this patch: column c's sum and sum of squares over the BM pixels (in
+     * double), BM / Q rows per thread, then the Q parts */
     __syncthreads();
     double *red = reinterpret_cast<double *>(smem + (size_t)BM * EPI_LD * 4);
     {
-        const int c = tid & (BN - 1), q = tid >> 7;
+        constexpr int RQ = BM / K::Q;
+        const int c = tid % BN, q = tid / BN;
         double s = 0, ss = 0;
-        for (int r = q * 64; r < q * 64 + 64; r++) {
+        for (int r = q * RQ; r < q * RQ + RQ; r++) {
             const double v = T[r * EPI_LD + c];
             s += v, ss += v * v;
         }
@@ -255,14 +293,14 @@ __global__ void __launch_bounds__(THREADS, 1)
     if (tid < BN && n0 + tid < n) {
         const int tiles_x = (Wo + TW - 1) / TW, ntl = tiles_x * ((Ho + TH - 1) / TH);
         double s = 0, ss = 0;
-        for (int q = 0; q < 4; q++) s += red[(q * BN + tid) * 2], ss += red[(q * BN + tid) * 2 + 1];
+        for (int q = 0; q < K::Q; q++) s += red[(q * BN + tid) * 2], ss += red[(q * BN + tid) * 2 + 1];
         double *o = gnp + (((size_t)b * ntl + blockIdx.y * tiles_x + tx) * n + n0 + tid) * 2;
         o[0] = s, o[1] = ss;
     }
 #endif
 }
 
-/* Whether device `dev` runs the sm_90a image (the kernel is empty in any other). */
+/* Whether the current device runs the sm_90a image (the kernel is empty in any other). */
 static bool dev_sm90(void) {
     static int cache[64];
     int dev = 0;
@@ -276,35 +314,66 @@ static bool dev_sm90(void) {
     return cache[dev] == 1;
 }
 
+/* The block shape for n outputs: 256 channels per block where n ≥ 256. ARB_SIDECAR_CONV_BN=128 or
+ * 256 forces one (comparisons, and the tests: vae-tiny has no conv that wide). */
+static int pick_bn(int n) {
+    const char *e = getenv("ARB_SIDECAR_CONV_BN");
+    if (e && !strcmp(e, "128")) return 128;
+    if (e && !strcmp(e, "256")) return 256;
+    return n >= 256 ? 256 : 128;
+}
+
+template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, const float *src, cudaStream_t st) {
+    using K = cfg<BN>;
+    static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64 || !opted[dev]) {
+        ARB_CU(cudaFuncSetAttribute(k_conv3_wg<BN, FQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::SMEM));
+        if (dev >= 0 && dev < 64) opted[dev] = true;
+    }
+    const int Ho = a.up ? 2 * a.H : a.H, Wo = a.up ? 2 * a.W : a.W, nblk = (a.n + BN - 1) / BN;
+    dim3 grid((unsigned)(((Wo + K::TW - 1) / K::TW) * nblk), (unsigned)((Ho + K::TH - 1) / K::TH), (unsigned)a.B);
+    k_conv3_wg<BN, FQ><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
+                                                      a.bias, a.y, a.res, nblk, a.gnp);
+    ARB_CU_LAUNCH("k_conv3_wg");
+    return ARB_OK;
+}
+
 } // namespace
 
 bool sc_conv3_igemm_ok(int C) { return C >= CK && C % CK == 0 && dev_sm90(); }
 
 long sc_conv3_igemm_blocks(int B, int Ho, int Wo, int n) {
-    return (long)B * ((Ho + TH - 1) / TH) * ((Wo + TW - 1) / TW) * ((n + BN - 1) / BN);
+    const int bn = pick_bn(n), th = bn == 128 ? cfg<128>::TH : cfg<256>::TH, tw = 16;
+    return (long)B * ((Ho + th - 1) / th) * ((Wo + tw - 1) / tw) * ((n + bn - 1) / bn);
 }
 
-int sc_conv3_igemm_tiles(int Ho, int Wo) { return ((Ho + TH - 1) / TH) * ((Wo + TW - 1) / TW); }
+int sc_conv3_igemm_tiles(int Ho, int Wo, int n) {
+    const int th = pick_bn(n) == 128 ? cfg<128>::TH : cfg<256>::TH, tw = 16;
+    return ((Ho + th - 1) / th) * ((Wo + tw - 1) / tw);
+}
 
-arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
+static arb_status check(const sc_conv3_args &a) {
     if (!sc_conv3_igemm_ok(a.C) || a.kp < 9 * a.C || a.np < a.n || (!a.xa && (a.ab || a.silu)))
         return arb_error(ARB_ERR_INVALID_ARG, "sc_conv3_igemm: C=%d n=%d kp=%d np=%d", a.C, a.n, a.kp, a.np);
-    static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
-    int dev = 0;
-    ARB_CU(cudaGetDevice(&dev));
-    if (dev < 0 || dev >= 64 || !opted[dev]) {
-        ARB_CU(cudaFuncSetAttribute(k_conv3_wg, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM));
-        if (dev >= 0 && dev < 64) opted[dev] = true;
-    }
+    return ARB_OK;
+}
+
+arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
+    ARB_TRY(check(a));
     const int P = a.H * a.W, wpb = 8;
     const bool act = a.ab || a.silu;
     k_conv_act<<<(unsigned)(((long)a.B * P + wpb - 1) / wpb), 32 * wpb, 0, st>>>(a.x, P, a.C, a.ab, a.silu,
                                                                               act ? a.xa : nullptr, a.pm, a.B);
     ARB_CU_LAUNCH("k_conv_act");
-    const int Ho = a.up ? 2 * a.H : a.H, Wo = a.up ? 2 * a.W : a.W, nblk = (a.n + BN - 1) / BN;
-    dim3 grid((unsigned)(((Wo + TW - 1) / TW) * nblk), (unsigned)((Ho + TH - 1) / TH), (unsigned)a.B);
-    k_conv3_wg<<<grid, THREADS, SMEM, st>>>(act ? a.xa : a.x, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
-                                            a.bias, a.y, a.res, nblk, a.gnp);
-    ARB_CU_LAUNCH("k_conv3_wg");
     return ARB_OK;
+}
+
+arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
+    ARB_TRY(check(a));
+    const float *src = a.ab || a.silu ? a.xa : a.x;
+    const char *f = getenv("ARB_SIDECAR_CONV_FMA");
+    if (f && f[0] == '1') return pick_bn(a.n) == 256 ? launch<256, true>(a, src, st) : launch<128, true>(a, src, st);
+    return pick_bn(a.n) == 256 ? launch<256, false>(a, src, st) : launch<128, false>(a, src, st);
 }

@@ -38,8 +38,11 @@ struct sc_conv3_args {
 bool sc_conv3_igemm_ok(int C);
 /* Thread blocks the conv would launch (small grids run better as im2col + cuBLASLt). */
 long sc_conv3_igemm_blocks(int B, int Ho, int Wo, int n);
-/* Output tiles per image: the `nch` of the GroupNorm partials the epilogue writes. */
-int sc_conv3_igemm_tiles(int Ho, int Wo);
+/* Output tiles per image of a conv with n outputs: the `nch` of the GroupNorm partials its
+ * epilogue writes. */
+int sc_conv3_igemm_tiles(int Ho, int Wo, int n);
+/* The pass over the input first (act(x) into a.xa, per-pixel absmax into a.pm), then the conv. */
+arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st);
 arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st);
 
 #endif

@@ -2108,7 +2108,7 @@ static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
     ARB_TRY(p->qs.alloc(Pmax * sizeof(float))); /* also the implicit-GEMM conv's per-pixel absmax */
     ARB_TRY(p->acc.alloc(accmax * sizeof(int32_t)));
     ARB_TRY(p->out.alloc(Pmax * g->cout * sizeof(float)));
-    size_t nch = std::max((Pmax / B + GN_PIX - 1) / GN_PIX, (size_t)sc_conv3_igemm_tiles(H, W));
+    size_t nch = std::max((Pmax / B + GN_PIX - 1) / GN_PIX, (size_t)std::max(sc_conv3_igemm_tiles(H, W, 128), sc_conv3_igemm_tiles(H, W, 256)));
     ARB_TRY(p->gnp.alloc((size_t)B * nch * C * 2 * sizeof(double)));
     ARB_TRY(p->gab.alloc((size_t)B * 2 * C * sizeof(float)));
     if (g->has_attn) {
@@ -2142,7 +2142,7 @@ static arb_status gn_affine(cu_model *g, plan_t *p, const float *x, int B, int H
     if (!ready) return gn_stats(g, p, x, B, H * W, C, g->G, 1e-6f, gw, gb);
     prof_mark(g, "groupnorm");
     k_gn_final<<<dim3((unsigned)g->G, (unsigned)B), 256, 0, g->stream>>>(
-        p->gnp.as<double>(), sc_conv3_igemm_tiles(H, W), H * W, C, g->G, gw.as<float>(), gb.as<float>(), 1e-6f,
+        p->gnp.as<double>(), sc_conv3_igemm_tiles(H, W, C), H * W, C, g->G, gw.as<float>(), gb.as<float>(), 1e-6f,
         p->gab.as<float>());
     ARB_CU_LAUNCH("k_gn_final");
     return ARB_OK;
@@ -2155,7 +2155,6 @@ static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *
     int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W, rows = B * Ho * Wo;
     if (stats) *stats = false;
     if (conv_igemm_use(B, Ho, Wo, C, l.n)) {
-        prof_mark(g, "conv_igemm");
         sc_conv3_args a;
         memset(&a, 0, sizeof a);
         a.x = x, a.B = B, a.H = H, a.W = W, a.C = C, a.up = up ? 1 : 0;
@@ -2163,6 +2162,9 @@ static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *
         a.w = l.w.as<int8_t>(), a.n = l.n, a.np = l.np, a.kp = l.kp, a.ws = l.s.as<float>(), a.bias = l.bias.as<float>();
         a.y = y, a.res = res ? 1 : 0, a.pm = p->qs.as<float>(), a.xa = p->xa.as<float>();
         a.gnp = stats && gn_fused() ? p->gnp.as<double>() : nullptr;
+        prof_mark(g, "conv_act");
+        ARB_TRY(sc_conv3_igemm_act(a, g->stream));
+        prof_mark(g, "conv_igemm");
         ARB_TRY(sc_conv3_igemm(a, g->stream));
         p->ops += 2.0 * rows * (double)l.n * l.k;
         if (stats) *stats = a.gnp != nullptr;

@@ -190,6 +190,9 @@ static void test_vae_conv_paths(void **state) {
     setenv("ARB_SIDECAR_CONV_IGEMM", "1", 1);
     random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 15);
     random_batch("vae-tiny", 4, (int64_t[]){2, 4, 5, 9}, 2.f, 16);
+    setenv("ARB_SIDECAR_CONV_BN", "256", 1); /* the 256-channel block shape (8 × 16 pixels) */
+    random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 15);
+    unsetenv("ARB_SIDECAR_CONV_BN");
     {
         const char *dir = fx("vae-tiny");
         arb_tensor lat, refq, out;
@@ -203,16 +206,20 @@ static void test_vae_conv_paths(void **state) {
     }
     unsetenv("ARB_SIDECAR_CONV_IGEMM");
     const int64_t shape[4] = {2, 4, 13, 18};
-    arb_tensor a, b, c;
+    arb_tensor a, b, c, d;
     vae_paths("1", shape, 17, &a);
     vae_paths("0", shape, 17, &b);
     setenv("ARB_SIDECAR_GN_FUSED", "0", 1);
     vae_paths("1", shape, 17, &c);
     unsetenv("ARB_SIDECAR_GN_FUSED");
+    setenv("ARB_SIDECAR_CONV_BN", "256", 1);
+    vae_paths("1", shape, 17, &d);
+    unsetenv("ARB_SIDECAR_CONV_BN");
     arb_test_expect_close("vae-tiny implicit-GEMM conv vs im2col conv", &a, &b, 2e-2);
     arb_test_expect_close("vae-tiny implicit-GEMM, GroupNorm sums apart, vs im2col", &c, &b, 2e-2);
     arb_test_expect_close("vae-tiny implicit-GEMM, GroupNorm sums fused vs apart", &a, &c, 2e-2);
-    arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c);
+    arb_test_expect_close("vae-tiny implicit-GEMM 256-channel blocks vs 128", &d, &a, 2e-2);
+    arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c), arb_tensor_free(&d);
 }
 
 static void test_errors(void **state) {
