@@ -129,173 +129,186 @@ template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
 }
 #endif
 
-/* grid: (tiles_x · nblk, tiles_y, B); warp w owns patch row w (its 16 pixels are its rows of the
- * warpgroup's 64-row wgmma tile). */
+/* Persistent: grid = min(tiles, SMs); block i takes tiles i, i + grid, ... (tile t: channel block
+ * t % nblk, then x, y, image). Chunks are numbered across tiles (gc): buffer gc % 2, so the last
+ * chunk of a tile prefetches the next tile's first, and its operand latency hides behind the
+ * current tile's last chunk and epilogue. Warp w owns patch row w (its 16 pixels are its rows of
+ * the warpgroup's 64-row wgmma tile). */
 template <int BN, bool FQ>
 __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
     k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ pm,
                const int8_t *__restrict__ w, int kp, int n, int np, const float *__restrict__ ws,
-               const float *__restrict__ bias, float *y, int res, int nblk, double *gnp) {
+               const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x, int tiles_y, int total,
+               double *gnp) {
 #if defined(ARB_HAVE_WGMMA)
     using K = cfg<BN>;
     constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
-    constexpr int UNIT = K::UNIT, EPI_LD = K::EPI_LD, NA = BN / 2; /* accumulators per thread */
+    constexpr int UNIT = K::UNIT, NA = BN / 2; /* accumulators per thread */
+    constexpr int HALF = BN / 2, LD2 = HALF + 8, Q2 = THREADS / HALF, RQ2 = BM / Q2; /* statistics */
+    static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * HALF * 16 <= (size_t)UNIT, "statistics fit one buffer");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     float *inv_s = reinterpret_cast<float *>(smem + K::SCALES_OFF), *qs_s = inv_s + BM;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
     const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
-    const int nb = blockIdx.x % nblk, tx = blockIdx.x / nblk;
-    const int n0 = nb * BN, ox0 = tx * TW, oy0 = blockIdx.y * TH, b = blockIdx.z;
-    const float *xb = xa + (size_t)b * H * W * C;
     const int nch = C / CK;
+    int t = blockIdx.x;
+    if (t >= total) return;
 
-    /* weights of tap `tap` of chunk ch in buffer base Bu: where its 32-byte K slice sits */
-    auto b_tile = [&](const unsigned char *Bu, int tap, int ch) -> const unsigned char * {
-        if (K::T8 && tap == 8) return smem + K::T8_OFF + (ch & 3) * 32;
-        return Bu + (tap >> 2) * BSUB + (tap & 3) * 32;
-    };
-    /* chunk ch's activated patch and weights into buffer u (one cp.async group) */
-    auto load_unit = [&](int ch, int u) {
-        unsigned char *Bu = smem + (size_t)u * UNIT, *Xu = Bu + K::B_BYTES;
+    /* chunk ch of tile tt (its image b, pixel origin, channel block) into buffer gcn % 2 */
+    auto load_unit = [&](int tt, int ch, int gcn) {
+        const int nb = tt % nblk, r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
+        const float *xb = xa + (size_t)b * H * W * C + ch * CK;
+        unsigned char *Bu = smem + (size_t)(gcn & 1) * UNIT, *Xu = Bu + K::B_BYTES;
         for (int i = tid; i < K::NXS; i += THREADS) {
             const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
             const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
             const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
-            const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + ch * CK + slot * 4
-                                  : xa;
+            const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : xa;
             arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
         }
         for (int i = tid; i < 9 * BN * 2; i += THREADS) {
             const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
             const bool ok = n0 + row < np;
             const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
-            unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (ch & 3) * 2 + half)
+            unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (gcn & 3) * 2 + half)
                                                    : Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half);
             arb_cp_async16(dst, src, ok);
         }
         arb_cp_async_commit();
     };
-    load_unit(0, 0);
-
-    if (tid < BM) { /* window scale: the max of the 9 input pixels' absmax (0 outside the image) */
-        const int oy = oy0 + tid / TW, ox = ox0 + tid % TW;
-        float m = 0.f;
-        if (oy < Ho && ox < Wo) {
-            const float *pb = pm + (size_t)b * H * W;
+    int gc = 0;
+    load_unit(t, 0, 0);
+    uint32_t af[2][4];
+    int32_t acc[NA];
+    for (; t < total; t += gridDim.x) {
+        const int nb = t % nblk, r = t / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
+        __syncthreads(); /* the previous tile's epilogue is done with the scales and its buffer */
+        if (tid < BM) { /* window scale: the max of the 9 input pixels' absmax (0 outside the image) */
+            const int oy = oy0 + tid / TW, ox = ox0 + tid % TW;
+            float m = 0.f;
+            if (oy < Ho && ox < Wo) {
+                const float *pb = pm + (size_t)b * H * W;
+#pragma unroll
+                for (int tap = 0; tap < 9; tap++) {
+                    const int vy = oy + tap / 3 - 1, vx = ox + tap % 3 - 1;
+                    if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo)
+                        m = fmaxf(m, __ldg(pb + (size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)));
+                }
+            }
+            inv_s[tid] = m > 0.f ? 127.f / m : 0.f;
+            qs_s[tid] = m / 127.f;
+        }
+#pragma unroll
+        for (int i = 0; i < NA; i++) acc[i] = 0;
+        float inv_a = 0.f, inv_b = 0.f;
+        for (int ch = 0; ch < nch; ch++, gc++) {
+            arb_cp_async_wait<0>();
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
+            __syncthreads(); /* chunk gc has landed; every warpgroup is done with chunk gc − 1 */
+            if (ch + 1 < nch) load_unit(t, ch + 1, gc + 1);
+            else if (t + (int)gridDim.x < total) load_unit(t + gridDim.x, 0, gc + 1);
+            if (ch == 0) inv_a = inv_s[warp * 16 + g], inv_b = inv_s[warp * 16 + g + 8];
+            const unsigned char *Bu = smem + (size_t)(gc & 1) * UNIT;
+            const float4 *Xu = reinterpret_cast<const float4 *>(Bu + K::B_BYTES);
 #pragma unroll
             for (int tap = 0; tap < 9; tap++) {
-                const int vy = oy + tap / 3 - 1, vx = ox + tap % 3 - 1;
-                if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo)
-                    m = fmaxf(m, __ldg(pb + (size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)));
+                const int dy = tap / 3, dx = tap - dy * 3;
+                const int hpa = (warp + dy) * HW_ + g + dx, hpb = hpa + 8; /* pixels g and g + 8 of row warp */
+                const int sa = (hpa & 1) << 2, sb = (hpb & 1) << 2;
+                uint32_t (&a)[4] = af[tap & 1];
+                a[0] = q4<FQ>(Xu[hpa * 8 + (t4 ^ sa)], inv_a);
+                a[1] = q4<FQ>(Xu[hpb * 8 + (t4 ^ sb)], inv_b);
+                a[2] = q4<FQ>(Xu[hpa * 8 + ((t4 + 4) ^ sa)], inv_a);
+                a[3] = q4<FQ>(Xu[hpb * 8 + ((t4 + 4) ^ sb)], inv_b);
+                fence_acc(acc);
+                arb_wgmma_fence();
+                const unsigned char *bt = K::T8 && tap == 8 ? smem + K::T8_OFF + (gc & 3) * 32
+                                                            : Bu + (tap >> 2) * BSUB + (tap & 3) * 32;
+                const uint64_t db = arb_wgmma_desc(bt);
+                if constexpr (BN == 128) wgmma_n128_rs(acc, a, db);
+                else arb_wgmma_m64n256k32_rs(acc, a, db);
+                arb_wgmma_commit();
+                arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
             }
-        }
-        inv_s[tid] = m > 0.f ? 127.f / m : 0.f;
-        qs_s[tid] = m / 127.f;
-    }
-    __syncthreads();
-    const int g = lane >> 2, t = lane & 3;
-    const float inv_a = inv_s[warp * 16 + g], inv_b = inv_s[warp * 16 + g + 8];
-
-    int32_t acc[NA];
-#pragma unroll
-    for (int i = 0; i < NA; i++) acc[i] = 0;
-    uint32_t af[2][4];
-    for (int ch = 0; ch < nch; ch++) {
-        arb_cp_async_wait<0>();
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
-        __syncthreads(); /* chunk ch has landed; every warpgroup is done with chunk ch − 1 */
-        if (ch + 1 < nch) load_unit(ch + 1, (ch + 1) & 1);
-        const unsigned char *Bu = smem + (size_t)(ch & 1) * UNIT;
-        const float4 *Xu = reinterpret_cast<const float4 *>(Bu + K::B_BYTES);
-#pragma unroll
-        for (int tap = 0; tap < 9; tap++) {
-            const int dy = tap / 3, dx = tap - dy * 3;
-            const int hpa = (warp + dy) * HW_ + g + dx, hpb = hpa + 8; /* pixels g and g + 8 of row warp */
-            const int sa = (hpa & 1) << 2, sb = (hpb & 1) << 2;
-            uint32_t (&a)[4] = af[tap & 1];
-            a[0] = q4<FQ>(Xu[hpa * 8 + (t ^ sa)], inv_a);
-            a[1] = q4<FQ>(Xu[hpb * 8 + (t ^ sb)], inv_b);
-            a[2] = q4<FQ>(Xu[hpa * 8 + ((t + 4) ^ sa)], inv_a);
-            a[3] = q4<FQ>(Xu[hpb * 8 + ((t + 4) ^ sb)], inv_b);
+            arb_wgmma_wait<0>();
             fence_acc(acc);
-            arb_wgmma_fence();
-            const uint64_t db = arb_wgmma_desc(b_tile(Bu, tap, ch));
-            if constexpr (BN == 128) wgmma_n128_rs(acc, a, db);
-            else arb_wgmma_m64n256k32_rs(acc, a, db);
-            arb_wgmma_commit();
-            arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
         }
-        arb_wgmma_wait<0>();
-        fence_acc(acc);
-    }
 
-    /* epilogue: thread holds pixels (warp, g) and (warp, g + 8), columns nj·8 + 2t, + 1 */
-    const int oy = oy0 + warp, oxa = ox0 + g, oxb = oxa + 8;
-    const bool va = oy < Ho && oxa < Wo, vb = oy < Ho && oxb < Wo;
-    const float qa = qs_s[warp * 16 + g], qb = qs_s[warp * 16 + g + 8];
-    float *ya = y + (((size_t)b * Ho + oy) * Wo + oxa) * n, *yb = ya + (size_t)8 * n;
-    __syncthreads(); /* the operand buffers become the statistics' transpose */
-    float *T = reinterpret_cast<float *>(smem);
+        /* epilogue: y = acc·(s_x·s_w) + bias (+ y), as the row kernel rounds it (no contraction);
+         * thread holds pixels (warp, g) and (warp, g + 8), columns nj·8 + 2t, + 1. With gnp, the
+         * values also go (two column halves in turn) through the buffer of the tile's last chunk
+         * (free: the other one holds the next tile's first chunk) to sum per column. */
+        const int oy = oy0 + warp, oxa = ox0 + g, oxb = oxa + 8;
+        const bool va = oy < Ho && oxa < Wo, vb = oy < Ho && oxb < Wo;
+        const float qa = qs_s[warp * 16 + g], qb = qs_s[warp * 16 + g + 8];
+        float *ya = y + (((size_t)b * Ho + oy) * Wo + oxa) * n, *yb = ya + (size_t)8 * n;
+        float *T = reinterpret_cast<float *>(smem + (size_t)((gc - 1) & 1) * UNIT);
+        double *red = reinterpret_cast<double *>(T + BM * LD2);
+        if (gnp) __syncthreads(); /* every warpgroup's last wgmma on that buffer has retired */
 #pragma unroll
-    for (int nj = 0; nj < BN / 8; nj++) {
-        const int c = n0 + nj * 8 + 2 * t;
-        const bool c0 = c < n, c1 = c + 1 < n;
-        const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
-        const float b0 = bias && c0 ? __ldg(bias + c) : 0.f, b1 = bias && c1 ? __ldg(bias + c + 1) : 0.f;
+        for (int h = 0; h < 2; h++) {
 #pragma unroll
-        for (int hr = 0; hr < 2; hr++) {
-            const bool ok = hr ? vb : va;
-            float *yr = hr ? yb : ya;
-            const float qs = hr ? qb : qa;
-            float v0 = (float)acc[nj * 4 + 2 * hr] * (qs * w0), v1 = (float)acc[nj * 4 + 2 * hr + 1] * (qs * w1);
-            if (bias) v0 = v0 + b0, v1 = v1 + b1;
-            if (ok && c0) {
-                if ((n & 1) == 0) { /* c even, n even: 8-byte aligned pairs */
-                    float2 *o = reinterpret_cast<float2 *>(yr + c);
-                    if (res) {
-                        float2 r = *o;
-                        v0 = r.x + v0, v1 = r.y + v1;
+            for (int nj = h * (BN / 16); nj < (h + 1) * (BN / 16); nj++) {
+                const int c = n0 + nj * 8 + 2 * t4;
+                const bool c0 = c < n, c1 = c + 1 < n;
+                const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
+                const float b0 = bias && c0 ? __ldg(bias + c) : 0.f, b1 = bias && c1 ? __ldg(bias + c + 1) : 0.f;
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++) {
+                    const bool ok = hr ? vb : va;
+                    float *yr = hr ? yb : ya;
+                    const float qs = hr ? qb : qa;
+                    float v0 = __fmul_rn((float)acc[nj * 4 + 2 * hr], __fmul_rn(qs, w0));
+                    float v1 = __fmul_rn((float)acc[nj * 4 + 2 * hr + 1], __fmul_rn(qs, w1));
+                    if (bias) v0 = __fadd_rn(v0, b0), v1 = __fadd_rn(v1, b1);
+                    if (ok && c0) {
+                        if ((n & 1) == 0) { /* c even, n even: 8-byte aligned pairs */
+                            float2 *o = reinterpret_cast<float2 *>(yr + c);
+                            if (res) {
+                                float2 rv = *o;
+                                v0 = __fadd_rn(rv.x, v0), v1 = __fadd_rn(rv.y, v1);
+                            }
+                            *o = make_float2(v0, v1);
+                        } else {
+                            if (res) v0 = __fadd_rn(yr[c], v0);
+                            yr[c] = v0;
+                            if (c1) {
+                                if (res) v1 = __fadd_rn(yr[c + 1], v1);
+                                yr[c + 1] = v1;
+                            }
+                        }
                     }
-                    *o = make_float2(v0, v1);
-                } else {
-                    if (res) v0 = yr[c] + v0;
-                    yr[c] = v0;
-                    if (c1) {
-                        if (res) v1 = yr[c + 1] + v1;
-                        yr[c + 1] = v1;
+                    if (gnp) {
+                        const bool k0 = ok && c0, k1 = ok && c1;
+                        *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * LD2 + (nj - h * (BN / 16)) * 8 + 2 * t4) =
+                            make_float2(k0 ? v0 : 0.f, k1 ? v1 : 0.f);
                     }
                 }
             }
-            if (gnp) {
-                const bool k0 = ok && c0, k1 = ok && c1;
-                *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * EPI_LD + nj * 8 + 2 * t) =
-                    make_float2(k0 ? v0 : 0.f, k1 ? v1 : 0.f);
+            if (gnp) { /* this half's per-column sum and sum of squares over the BM pixels, in double */
+                __syncthreads();
+                {
+                    const int c = tid % HALF, q = tid / HALF;
+                    double s = 0, ss = 0;
+                    for (int rr = q * RQ2; rr < q * RQ2 + RQ2; rr++) {
+                        const double v = T[rr * LD2 + c];
+                        s += v, ss += v * v;
+                    }
+                    red[(q * HALF + c) * 2] = s, red[(q * HALF + c) * 2 + 1] = ss;
+                }
+                __syncthreads();
+                const int c = n0 + h * HALF + tid;
+                if (tid < HALF && c < n) {
+                    double s = 0, ss = 0;
+                    for (int q = 0; q < Q2; q++) s += red[(q * HALF + tid) * 2], ss += red[(q * HALF + tid) * 2 + 1];
+                    double *o = gnp + (((size_t)b * tiles_x * tiles_y + ty * tiles_x + tx) * n + c) * 2;
+                    o[0] = s, o[1] = ss;
+                }
             }
         }
-    }
-    if (!gnp) return;
-    /* GroupNorm partials of this patch: column c's sum and sum of squares over the BM pixels (in
-     * double), BM / Q rows per thread, then the Q parts */
-    __syncthreads();
-    double *red = reinterpret_cast<double *>(smem + (size_t)BM * EPI_LD * 4);
-    {
-        constexpr int RQ = BM / K::Q;
-        const int c = tid % BN, q = tid / BN;
-        double s = 0, ss = 0;
-        for (int r = q * RQ; r < q * RQ + RQ; r++) {
-            const double v = T[r * EPI_LD + c];
-            s += v, ss += v * v;
-        }
-        red[(q * BN + c) * 2] = s, red[(q * BN + c) * 2 + 1] = ss;
-    }
-    __syncthreads();
-    if (tid < BN && n0 + tid < n) {
-        const int tiles_x = (Wo + TW - 1) / TW, ntl = tiles_x * ((Ho + TH - 1) / TH);
-        double s = 0, ss = 0;
-        for (int q = 0; q < K::Q; q++) s += red[(q * BN + tid) * 2], ss += red[(q * BN + tid) * 2 + 1];
-        double *o = gnp + (((size_t)b * ntl + blockIdx.y * tiles_x + tx) * n + n0 + tid) * 2;
-        o[0] = s, o[1] = ss;
     }
 #endif
 }
@@ -314,13 +327,14 @@ static bool dev_sm90(void) {
     return cache[dev] == 1;
 }
 
-/* The block shape for n outputs: 256 channels per block where n ≥ 256. ARB_SIDECAR_CONV_BN=128 or
- * 256 forces one (comparisons, and the tests: vae-tiny has no conv that wide). */
+/* The block shape: 128 channels. ARB_SIDECAR_CONV_BN=256: 256-channel blocks (8 × 16 pixels,
+ * wgmma m64n256k32) — half the A quantizing per multiply-add, but twice the
+ * weight bytes per pixel and 8 warps per SM: measured slower on the H100 (74.7 vs 67.3 ms, VAE
+ * b32); kept for comparisons and tested. */
 static int pick_bn(int n) {
     const char *e = getenv("ARB_SIDECAR_CONV_BN");
-    if (e && !strcmp(e, "128")) return 128;
-    if (e && !strcmp(e, "256")) return 256;
-    return n >= 256 ? 256 : 128;
+    (void)n;
+    return e && !strcmp(e, "256") ? 256 : 128;
 }
 
 template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, const float *src, cudaStream_t st) {
@@ -332,10 +346,16 @@ template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, cons
         ARB_CU(cudaFuncSetAttribute(k_conv3_wg<BN, FQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::SMEM));
         if (dev >= 0 && dev < 64) opted[dev] = true;
     }
+    static int nsm[64] = {0};
+    if (dev >= 0 && dev < 64 && !nsm[dev]) ARB_CU(cudaDeviceGetAttribute(&nsm[dev], cudaDevAttrMultiProcessorCount, dev));
+    const int sms = dev >= 0 && dev < 64 ? nsm[dev] : 132;
     const int Ho = a.up ? 2 * a.H : a.H, Wo = a.up ? 2 * a.W : a.W, nblk = (a.n + BN - 1) / BN;
-    dim3 grid((unsigned)(((Wo + K::TW - 1) / K::TW) * nblk), (unsigned)((Ho + K::TH - 1) / K::TH), (unsigned)a.B);
+    const int tx = (Wo + K::TW - 1) / K::TW, ty = (Ho + K::TH - 1) / K::TH;
+    const long total = (long)a.B * tx * ty * nblk;
+    if (total > INT32_MAX) return arb_error(ARB_ERR_UNSUPPORTED, "sc_conv3_igemm: %ld tiles", total);
+    const unsigned grid = (unsigned)(total < sms ? total : sms);
     k_conv3_wg<BN, FQ><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
-                                                      a.bias, a.y, a.res, nblk, a.gnp);
+                                                          a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
     ARB_CU_LAUNCH("k_conv3_wg");
     return ARB_OK;
 }
