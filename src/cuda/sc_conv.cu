@@ -353,7 +353,10 @@ template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, cons
     const int tx = (Wo + K::TW - 1) / K::TW, ty = (Ho + K::TH - 1) / K::TH;
     const long total = (long)a.B * tx * ty * nblk;
     if (total > INT32_MAX) return arb_error(ARB_ERR_UNSUPPORTED, "sc_conv3_igemm: %ld tiles", total);
-    const unsigned grid = (unsigned)(total < sms ? total : sms);
+    /* ARB_SIDECAR_CONV_PERSIST=0: one tile per block (no cross-tile prefetch), for comparisons */
+    const char *pe = getenv("ARB_SIDECAR_CONV_PERSIST");
+    const long cap = pe && pe[0] == '0' ? total : sms;
+    const unsigned grid = (unsigned)(total < cap ? total : cap);
     k_conv3_wg<BN, FQ><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
                                                           a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
     ARB_CU_LAUNCH("k_conv3_wg");
