@@ -2108,7 +2108,9 @@ static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
     ARB_TRY(p->qs.alloc(Pmax * sizeof(float))); /* also the implicit-GEMM conv's per-pixel absmax */
     ARB_TRY(p->acc.alloc(accmax * sizeof(int32_t)));
     ARB_TRY(p->out.alloc(Pmax * g->cout * sizeof(float)));
-    size_t nch = std::max((Pmax / B + GN_PIX - 1) / GN_PIX, (size_t)std::max(sc_conv3_igemm_tiles(H, W, 128), sc_conv3_igemm_tiles(H, W, 256)));
+    /* GroupNorm partials: GN_PIX-pixel chunks, or an implicit-GEMM conv's tiles (either shape) */
+    size_t nch = std::max((Pmax / B + GN_PIX - 1) / GN_PIX,
+                          (size_t)std::max(sc_conv3_igemm_tiles(H, W, 128), sc_conv3_igemm_tiles(H, W, 256)));
     ARB_TRY(p->gnp.alloc((size_t)B * nch * C * 2 * sizeof(double)));
     ARB_TRY(p->gab.alloc((size_t)B * 2 * C * sizeof(float)));
     if (g->has_attn) {
@@ -2218,8 +2220,8 @@ static arb_status lin_rows(cu_model *g, plan_t *p, const qlin &l, const float *x
 }
 
 /* Resnet on x [B][H·W][cin] → returns the buffer holding the output (x itself when the shortcut
- * is the identity: the residual is added in place). */
-/* *xst: on entry, whether p->gnp holds x's GroupNorm partials; on return, the output's. */
+ * is the identity: the residual is added in place). *xst: on entry, whether p->gnp holds x's
+ * GroupNorm partials; on return, whether it holds the output's. */
 static arb_status vres_fwd(cu_model *g, plan_t *p, const vae_res_d &r, float *x, float *y, int B, int H, int W,
                            float **outp, bool *xst) {
     int P = H * W;
