@@ -8,19 +8,25 @@
  *    im2col kernels' formula) as fp32, and each input pixel's absmax over its channels; a
  *    window's absmax is then the max of its 9 pixels' (0 outside the image), so every output
  *    pixel's scale is known before its first K-step.
- *  - k_conv3_wg: a block takes a 16 × 16 patch of output pixels × 128 output channels (4
- *    warpgroups, one per 4 patch rows). Per 32-channel chunk, cp.async brings the activated
- *    18 × 18 input patch (zero padding and nearest ×2 upsampling in the indexing) and the 9 taps'
- *    weights (three 128-byte-swizzled K-major tiles) into shared memory, double-buffered. Per tap,
+ *  - k_conv3_wg: persistent (grid = SMs); a tile is a 16 × 16 patch of output pixels × 128
+ *    output channels (4 warpgroups, one per 4 patch rows). Per 32-channel chunk, cp.async brings
+ *    the activated 18 × 18 input patch (zero padding and nearest ×2 upsampling in the indexing)
+ *    and the 9 taps' weights (three 128-byte-swizzled K-major tiles) into shared memory,
+ *    double-buffered, chunks numbered across a block's tiles (a tile's last chunk prefetches the
+ *    next tile's first). Per tap,
  *    each thread quantizes its 2 pixels × 16 channels straight into the wgmma A fragment
  *    registers (rint(v·127/absmax), one scale per output pixel) and wgmma m64n128k32 multiplies
  *    against the weights; the int32 sums stay in registers.
- *  - Epilogue: y = acc·(s_x·s_w) + bias (+ y), written once as fp32; optionally the per-channel
- *    sums and sums of squares of this patch (double, as k_gn_partial) for the next GroupNorm.
+ *  - Epilogue: y = acc·(s_x·s_w) + bias (+ y), written once as fp32 and rounded as the row kernel
+ *    rounds it (no contraction); optionally the per-channel sums and sums of squares of this
+ *    patch (double, as k_gn_partial) for the next GroupNorm.
  * Same numbers as the im2col path: the same activation floats, the same scale (absmax/127,
  * inverse 127/absmax), rint(v·inv) (multiply, then round half to even through the 1.5·2²³ trick;
  * |v·inv| ≤ 127 so no clamp is needed), exact int32 sums (the K order is free), and the row
- * kernel's epilogue formula. Only the sm_90a image has the kernel (sc_conv3_igemm_ok checks). */
+ * kernel's epilogue formula: with the GroupNorm sums from their own pass the decode is bit-identical
+ * to the im2col path's (measured). Only the sm_90a image has the kernel (sc_conv3_igemm_ok checks).
+ * Measured on an H100 (VAE decode 256², batch 32): ~390 int8 TOPS in this kernel; numbers and
+ * what was tried in docs/PERFORMANCE.md, "Session 4 — VAE decoder". */
 #include "cuda/kernels.cuh"
 #include "cuda/sc_conv.cuh"
 #include "cuda/gemm_sm90.cuh"
@@ -34,8 +40,9 @@ namespace {
 constexpr int CK = 32; /* input channels per chunk: one k32 step per tap */
 
 /* The two block shapes: 128 output channels × a 16 × 16 pixel patch (4 warpgroups, wgmma
- * m64n128k32), or 256 channels × 8 × 16 pixels (2 warpgroups, m64n256k32: half the A quantizing
- * per multiply-add, for convs with ≥ 256 outputs). Warp w owns patch row w either way. */
+ * m64n128k32; the default), or 256 channels × 8 × 16 pixels (2 warpgroups, m64n256k32: half the A
+ * quantizing per multiply-add; ARB_SIDECAR_CONV_BN=256, measured slower). Warp w owns patch row w
+ * either way. */
 template <int BN_> struct cfg {
     static constexpr int BN = BN_, THREADS = BN == 128 ? 512 : 256, TH = BN == 128 ? 16 : 8, TW = 16;
     static constexpr int BM = TH * TW, HW_ = TW + 2, HP = (TH + 2) * HW_; /* staged patch with halo */
@@ -49,9 +56,6 @@ template <int BN_> struct cfg {
     static constexpr int UNIT = B_BYTES + XS_BYTES; /* one chunk's operands */
     static constexpr int T8_OFF = 2 * UNIT, SCALES_OFF = 2 * UNIT + (T8 ? BSUB : 0);
     static constexpr size_t SMEM = (size_t)SCALES_OFF + 2 * BM * sizeof(float) + 1024;
-    static constexpr int EPI_LD = BN + 8;      /* the statistics transpose: floats per pixel row */
-    static constexpr int Q = THREADS / BN;     /* threads per column in the statistics */
-    static_assert((size_t)BM * EPI_LD * 4 + Q * BN * 2 * 8 <= 2 * (size_t)UNIT, "statistics fit the operands");
     static_assert(SMEM <= 227 * 1024, "shared memory");
     static_assert(NXS > 0 && T8_OFF > 0, "shapes");
 };

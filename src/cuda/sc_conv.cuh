@@ -1,9 +1,9 @@
 /* src/cuda/sc_conv.cuh — the VAE decoder's implicit-GEMM int8 3×3 convolution (sc_conv.cu), called
  * by the CUDA sidecar backend (sidecar.cu).
  *
- * Why a separate file: the conv builds its int8 A operand in shared memory from the float
- * activations (no im2col in memory) and fuses the dequantization epilogue; it shares nothing with
- * the transformer sidecars but the caller. */
+ * Why a separate file: the conv quantizes its int8 A operand from the float activations straight
+ * into wgmma registers (no im2col in memory) and fuses the dequantization epilogue; it shares
+ * nothing with the transformer sidecars but the caller. */
 #ifndef ARB_SC_CONV_CUH
 #define ARB_SC_CONV_CUH
 
@@ -36,7 +36,8 @@ struct sc_conv3_args {
 
 /* Whether the kernel takes a conv with C input channels. */
 bool sc_conv3_igemm_ok(int C);
-/* Thread blocks the conv would launch (small grids run better as im2col + cuBLASLt). */
+/* Work items (output tiles × channel blocks) of the conv: small counts run better as im2col +
+ * cuBLASLt. */
 long sc_conv3_igemm_blocks(int B, int Ho, int Wo, int n);
 /* Output tiles per image of a conv with n outputs: the `nch` of the GroupNorm partials its
  * epilogue writes. */
