@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "cuda/internal.cuh"
+#include "cuda/sc_conv.cuh"
 #include "cuda/sidecar_cuda.h"
 
 extern "C" {
@@ -1388,6 +1389,7 @@ struct plan_t {
     dbuf y, t2, gnp, gab, vq, vk, vv, vs; /* VAE: activations, GroupNorm partials/affine, attention */
     cudaGraphExec_t exec = nullptr;
     double ops = 0; /* 2·multiply-adds per forward (GEMMs and attention) */
+    dbuf xa; /* VAE: a 3×3 conv's activated input (implicit-GEMM path), [B·H·W][C] */
     ~plan_t() {
         if (exec) cudaGraphExecDestroy(exec);
     }
@@ -2043,44 +2045,72 @@ static int vae_maxc(const cu_model *g) {
     return m;
 }
 
+/* Which path a 3×3 conv takes: the implicit-GEMM kernel (sc_conv.cu) where it applies and its grid
+ * fills the device, else im2col + cuBLASLt (small grids: batch 1 at the low resolutions, where
+ * cuBLASLt's split choices win). ARB_SIDECAR_CONV_IGEMM=1 / 0 forces it on / off (tests, A/B). */
+static bool conv_igemm_use(int B, int Ho, int Wo, int C, int n) {
+    if (!sc_conv3_igemm_ok(C)) return false;
+    const char *e = getenv("ARB_SIDECAR_CONV_IGEMM");
+    if (e && e[0] == '1') return true;
+    if (e && e[0] == '0') return false;
+    return sc_conv3_igemm_blocks(B, Ho, Wo, n) >= 128;
+}
+
+/* ARB_SIDECAR_GN_FUSED=0: GroupNorm statistics from their own pass even after an implicit-GEMM
+ * conv (whose epilogue otherwise writes the partial sums). */
+static bool gn_fused(void) {
+    const char *e = getenv("ARB_SIDECAR_GN_FUSED");
+    return !(e && e[0] == '0');
+}
+
 static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
     int f = 1 << (g->nb - 1), H = h * f, W = w * f, C = vae_maxc(g);
     size_t Pmax = (size_t)B * H * W;
     p->T = H * W, p->rows = (int)Pmax;
     /* largest im2col: any conv's output pixels × 9·Cin (rounded to 16) */
     size_t qmax = 0, accmax = 0;
+    size_t xamax = 0;
     int hh = h, ww = w;
     auto consider = [&](const qlin &l, size_t pix) {
         qmax = std::max(qmax, pix * (size_t)l.kp);
         accmax = std::max(accmax, pix * (size_t)l.np);
     };
+    /* a 3×3 conv at (ho, wo) output pixels with c input channels: im2col buffers only when it
+     * takes the im2col path */
+    auto conv = [&](const qlin &l, int ho, int wo, int c) {
+        if (!conv_igemm_use(B, ho, wo, c, l.n)) consider(l, (size_t)B * ho * wo);
+        else xamax = std::max(xamax, (size_t)B * ho * wo * c); /* ≥ its input's size */
+    };
     size_t p0 = (size_t)B * h * w;
     if (g->post_quant) consider(g->pq, p0);
-    consider(g->d_in, p0);
-    for (const vae_res_d *r : {&g->mid0, &g->mid1}) consider(r->c1, p0), consider(r->c2, p0);
+    conv(g->d_in, h, w, g->Lc);
+    for (const vae_res_d *r : {&g->mid0, &g->mid1}) conv(r->c1, h, w, r->cin), conv(r->c2, h, w, r->cout);
     if (g->has_attn) consider(g->aq, p0);
     for (int b = 0; b < g->nb; b++) {
         size_t pix = (size_t)B * hh * ww;
         for (int r = 0; r < g->lpb + 1; r++) {
             const vae_res_d &rs = g->up[(size_t)b * (g->lpb + 1) + r];
-            consider(rs.c1, pix), consider(rs.c2, pix);
+            conv(rs.c1, hh, ww, rs.cin), conv(rs.c2, hh, ww, rs.cout);
             if (rs.has_sc) consider(rs.sc, pix);
         }
         if (b < g->nb - 1) {
             hh *= 2, ww *= 2;
-            consider(g->ups[b], (size_t)B * hh * ww);
+            conv(g->ups[b], hh, ww, g->ch[g->nb - 1 - b]);
         }
     }
-    consider(g->d_out, Pmax);
+    conv(g->d_out, H, W, g->ch[0]);
     ARB_TRY(p->in.alloc((size_t)B * g->Lc * h * w * sizeof(float)));
     ARB_TRY(p->x.alloc(Pmax * C * sizeof(float)));
     ARB_TRY(p->y.alloc(Pmax * C * sizeof(float)));
     ARB_TRY(p->t2.alloc(Pmax * C * sizeof(float)));
+    if (xamax) ARB_TRY(p->xa.alloc(xamax * sizeof(float)));
     ARB_TRY(p->qa.alloc(qmax));
-    ARB_TRY(p->qs.alloc(Pmax * sizeof(float)));
+    ARB_TRY(p->qs.alloc(Pmax * sizeof(float))); /* also the implicit-GEMM conv's per-pixel absmax */
     ARB_TRY(p->acc.alloc(accmax * sizeof(int32_t)));
     ARB_TRY(p->out.alloc(Pmax * g->cout * sizeof(float)));
-    size_t nch = (Pmax / B + GN_PIX - 1) / GN_PIX;
+    /* GroupNorm partials: GN_PIX-pixel chunks, or an implicit-GEMM conv's tiles (either shape) */
+    size_t nch = std::max((Pmax / B + GN_PIX - 1) / GN_PIX,
+                          (size_t)std::max(sc_conv3_igemm_tiles(H, W, 128), sc_conv3_igemm_tiles(H, W, 256)));
     ARB_TRY(p->gnp.alloc((size_t)B * nch * C * 2 * sizeof(double)));
     ARB_TRY(p->gab.alloc((size_t)B * 2 * C * sizeof(float)));
     if (g->has_attn) {
@@ -2107,10 +2137,41 @@ static arb_status gn_stats(cu_model *g, plan_t *p, const float *x, int B, int P,
     return ARB_OK;
 }
 
-/* y[rows][n] (=, or += with res) = conv3(act(x)) where act is the GroupNorm in p->gab (+ SiLU) when gn. */
+/* The GroupNorm affine of x [B][H·W][C] into p->gab: from the partial sums an implicit-GEMM conv
+ * epilogue left in p->gnp when `ready`, else from a statistics pass. */
+static arb_status gn_affine(cu_model *g, plan_t *p, const float *x, int B, int H, int W, int C, bool ready,
+                            const dbuf &gw, const dbuf &gb) {
+    if (!ready) return gn_stats(g, p, x, B, H * W, C, g->G, 1e-6f, gw, gb);
+    prof_mark(g, "groupnorm");
+    k_gn_final<<<dim3((unsigned)g->G, (unsigned)B), 256, 0, g->stream>>>(
+        p->gnp.as<double>(), sc_conv3_igemm_tiles(H, W, C), H * W, C, g->G, gw.as<float>(), gb.as<float>(), 1e-6f,
+        p->gab.as<float>());
+    ARB_CU_LAUNCH("k_gn_final");
+    return ARB_OK;
+}
+
+/* y[rows][n] (=, or += with res) = conv3(act(x)) where act is the GroupNorm in p->gab (+ SiLU) when
+ * gn. With `stats`, *stats tells whether the output's GroupNorm partial sums are in p->gnp. */
 static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *x, int B, int H, int W, int C, bool up,
-                            bool gn, float *y, bool res) {
+                            bool gn, float *y, bool res, bool *stats = nullptr) {
     int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W, rows = B * Ho * Wo;
+    if (stats) *stats = false;
+    if (conv_igemm_use(B, Ho, Wo, C, l.n)) {
+        sc_conv3_args a;
+        memset(&a, 0, sizeof a);
+        a.x = x, a.B = B, a.H = H, a.W = W, a.C = C, a.up = up ? 1 : 0;
+        a.ab = gn ? p->gab.as<float>() : nullptr, a.silu = gn ? 1 : 0;
+        a.w = l.w.as<int8_t>(), a.n = l.n, a.np = l.np, a.kp = l.kp, a.ws = l.s.as<float>(), a.bias = l.bias.as<float>();
+        a.y = y, a.res = res ? 1 : 0, a.pm = p->qs.as<float>(), a.xa = p->xa.as<float>();
+        a.gnp = stats && gn_fused() ? p->gnp.as<double>() : nullptr;
+        prof_mark(g, "conv_act");
+        ARB_TRY(sc_conv3_igemm_act(a, g->stream));
+        prof_mark(g, "conv_igemm");
+        ARB_TRY(sc_conv3_igemm(a, g->stream));
+        p->ops += 2.0 * rows * (double)l.n * l.k;
+        if (stats) *stats = a.gnp != nullptr;
+        return ARB_OK;
+    }
     prof_mark(g, "conv_im2col");
     if (getenv("ARB_SIDECAR_CONV_NOTILE")) { /* the per-pixel kernel (for comparisons) */
         size_t smem = (size_t)CONV_WARPS * 9 * C * sizeof(float);
@@ -2159,26 +2220,29 @@ static arb_status lin_rows(cu_model *g, plan_t *p, const qlin &l, const float *x
 }
 
 /* Resnet on x [B][H·W][cin] → returns the buffer holding the output (x itself when the shortcut
- * is the identity: the residual is added in place). */
+ * is the identity: the residual is added in place). *xst: on entry, whether p->gnp holds x's
+ * GroupNorm partials; on return, whether it holds the output's. */
 static arb_status vres_fwd(cu_model *g, plan_t *p, const vae_res_d &r, float *x, float *y, int B, int H, int W,
-                           float **outp) {
+                           float **outp, bool *xst) {
     int P = H * W;
     float *t2 = p->t2.as<float>();
-    ARB_TRY(gn_stats(g, p, x, B, P, r.cin, g->G, 1e-6f, r.n1w, r.n1b));
-    ARB_TRY(conv3_fwd(g, p, r.c1, x, B, H, W, r.cin, false, true, t2, false));
-    ARB_TRY(gn_stats(g, p, t2, B, P, r.cout, g->G, 1e-6f, r.n2w, r.n2b));
+    bool st = false;
+    ARB_TRY(gn_affine(g, p, x, B, H, W, r.cin, *xst, r.n1w, r.n1b));
+    ARB_TRY(conv3_fwd(g, p, r.c1, x, B, H, W, r.cin, false, true, t2, false, &st));
+    ARB_TRY(gn_affine(g, p, t2, B, H, W, r.cout, st, r.n2w, r.n2b));
     float *dst = x;
     if (r.has_sc) {
         ARB_TRY(lin_rows(g, p, r.sc, x, B * P, y, false));
         dst = y;
     }
-    ARB_TRY(conv3_fwd(g, p, r.c2, t2, B, H, W, r.cout, false, true, dst, true));
+    ARB_TRY(conv3_fwd(g, p, r.c2, t2, B, H, W, r.cout, false, true, dst, true, xst));
     *outp = dst;
     return ARB_OK;
 }
 
-static arb_status vae_attn(cu_model *g, plan_t *p, float *x, float *h, int B, int T, int C) {
-    ARB_TRY(gn_stats(g, p, x, B, T, C, g->G, 1e-6f, g->a_gw, g->a_gb));
+static arb_status vae_attn(cu_model *g, plan_t *p, float *x, float *h, int B, int hh, int ww, int C, bool xst) {
+    const int T = hh * ww;
+    ARB_TRY(gn_affine(g, p, x, B, hh, ww, C, xst, g->a_gw, g->a_gb));
     /* h = GroupNorm(x) (no SiLU): the affine is per (image, channel) */
     prof_mark(g, "groupnorm");
     k_gn_apply<<<arb_cuda_blocks((int64_t)B * T * C, 256), 256, 0, g->stream>>>(x, h, p->gab.as<float>(), B, T, C);
@@ -2222,28 +2286,32 @@ static arb_status vae_record(cu_model *g, plan_t *p, int B, int h, int w) {
         ARB_TRY(lin_rows(g, p, g->pq, y, B * P0, x, false));
         std::swap(x, y);
     }
-    ARB_TRY(conv3_fwd(g, p, g->d_in, y, B, h, w, L, false, false, x, false));
+    bool xst = false; /* p->gnp holds x's GroupNorm partials */
+    ARB_TRY(conv3_fwd(g, p, g->d_in, y, B, h, w, L, false, false, x, false, &xst));
     float *o;
-    ARB_TRY(vres_fwd(g, p, g->mid0, x, y, B, h, w, &o));
+    ARB_TRY(vres_fwd(g, p, g->mid0, x, y, B, h, w, &o, &xst));
     if (o != x) std::swap(x, y);
-    if (g->has_attn) ARB_TRY(vae_attn(g, p, x, y, B, P0, top));
-    ARB_TRY(vres_fwd(g, p, g->mid1, x, y, B, h, w, &o));
+    if (g->has_attn) {
+        ARB_TRY(vae_attn(g, p, x, y, B, h, w, top, xst));
+        xst = false;
+    }
+    ARB_TRY(vres_fwd(g, p, g->mid1, x, y, B, h, w, &o, &xst));
     if (o != x) std::swap(x, y);
     int H = h, W = w, C = top;
     for (int b = 0; b < g->nb; b++) {
         for (int r = 0; r < g->lpb + 1; r++) {
             const vae_res_d &rs = g->up[(size_t)b * (g->lpb + 1) + r];
-            ARB_TRY(vres_fwd(g, p, rs, x, y, B, H, W, &o));
+            ARB_TRY(vres_fwd(g, p, rs, x, y, B, H, W, &o, &xst));
             if (o != x) std::swap(x, y);
             C = rs.cout;
         }
         if (b < g->nb - 1) {
-            ARB_TRY(conv3_fwd(g, p, g->ups[b], x, B, H, W, C, true, false, y, false));
+            ARB_TRY(conv3_fwd(g, p, g->ups[b], x, B, H, W, C, true, false, y, false, &xst));
             std::swap(x, y);
             H *= 2, W *= 2;
         }
     }
-    ARB_TRY(gn_stats(g, p, x, B, H * W, C, g->G, 1e-6f, g->d_nw, g->d_nb));
+    ARB_TRY(gn_affine(g, p, x, B, H, W, C, xst, g->d_nw, g->d_nb));
     ARB_TRY(conv3_fwd(g, p, g->d_out, x, B, H, W, C, false, true, y, false));
     prof_mark(g, "misc");
     k_transpose_bcp<<<arb_cuda_blocks((int64_t)B * g->cout * H * W, 256), 256, 0, g->stream>>>(

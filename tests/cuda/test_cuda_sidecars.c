@@ -162,6 +162,68 @@ static void test_random_batches(void **state) {
     random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 14); /* non-square latents */
 }
 
+/* The VAE's two 3×3 conv paths: the implicit-GEMM kernel (sc_conv.cu; by default only on grids
+ * that fill the device, so vae-tiny needs ARB_SIDECAR_CONV_IGEMM=1) and im2col + cuBLASLt. Forced
+ * on, the whole suite of checks of random_batch holds (CUDA vs CPU INT8 2e-2, each item alone vs
+ * in the batch 2e-3, device-resident I/O bit-identical), the fixture too; and its output equals
+ * the im2col path's within 2e-2, the CUDA-vs-CPU tolerance: int32 sums are exact, the window
+ * absmax and scales are the same floats and the epilogue rounds as the row kernel does (with the
+ * GroupNorm sums from their own pass the two paths gave the same bits on an H100: 0.000e+00).
+ * Each comparison loads a fresh model, whose eager plan run times cuBLASLt candidates for the
+ * fp32 attention GEMMs; another algorithm sums in another order, and on these random latents one
+ * flipped int8 rounding spreads to ~1e-2 (the same config measured 0 in one run and 1.1e-2 in
+ * another), as does a GroupNorm sum in another order (fused into the conv epilogue). Odd
+ * latent sizes leave partial 16 × 16 output tiles at every level; vae-tiny's 32 and 64 channels
+ * give one 128-wide channel block with masked columns (and conv_out's 3). */
+static void vae_paths(const char *mode, const int64_t *shape, uint64_t seed, arb_tensor *out) {
+    setenv("ARB_SIDECAR_CONV_IGEMM", mode, 1);
+    arb_sidecar *m = load_cuda(fx("vae-tiny")); /* a fresh model: the plan is recorded under `mode` */
+    arb_tensor x;
+    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, 4, shape, arb_cpu()));
+    arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -2.f, 2.f);
+    ARB_ASSERT_OK(arb_sidecar_forward(m, &x, out, NULL));
+    arb_tensor_free(&x);
+    arb_sidecar_free(m);
+    unsetenv("ARB_SIDECAR_CONV_IGEMM");
+}
+
+static void test_vae_conv_paths(void **state) {
+    (void)state;
+    setenv("ARB_SIDECAR_CONV_IGEMM", "1", 1);
+    random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 15);
+    random_batch("vae-tiny", 4, (int64_t[]){2, 4, 5, 9}, 2.f, 16);
+    setenv("ARB_SIDECAR_CONV_BN", "256", 1); /* the 256-channel block shape (8 × 16 pixels) */
+    random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 15);
+    unsetenv("ARB_SIDECAR_CONV_BN");
+    {
+        const char *dir = fx("vae-tiny");
+        arb_tensor lat, refq, out;
+        arb_test_ref_load(dir, "latent_mean", &lat);
+        arb_test_ref_load(dir, "int8w.decoded", &refq);
+        arb_sidecar *m = load_cuda(dir);
+        ARB_ASSERT_OK(arb_sidecar_forward(m, &lat, &out, NULL));
+        arb_test_expect_close("vae-tiny decode implicit-GEMM conv vs int8w reference", &out, &refq, 2e-2);
+        arb_tensor_free(&lat), arb_tensor_free(&refq), arb_tensor_free(&out);
+        arb_sidecar_free(m);
+    }
+    unsetenv("ARB_SIDECAR_CONV_IGEMM");
+    const int64_t shape[4] = {2, 4, 13, 18};
+    arb_tensor a, b, c, d;
+    vae_paths("1", shape, 17, &a);
+    vae_paths("0", shape, 17, &b);
+    setenv("ARB_SIDECAR_GN_FUSED", "0", 1);
+    vae_paths("1", shape, 17, &c);
+    unsetenv("ARB_SIDECAR_GN_FUSED");
+    setenv("ARB_SIDECAR_CONV_BN", "256", 1);
+    vae_paths("1", shape, 17, &d);
+    unsetenv("ARB_SIDECAR_CONV_BN");
+    arb_test_expect_close("vae-tiny implicit-GEMM conv vs im2col conv", &a, &b, 2e-2);
+    arb_test_expect_close("vae-tiny implicit-GEMM, GroupNorm sums apart, vs im2col", &c, &b, 2e-2);
+    arb_test_expect_close("vae-tiny implicit-GEMM, GroupNorm sums fused vs apart", &a, &c, 2e-2);
+    arb_test_expect_close("vae-tiny implicit-GEMM 256-channel blocks vs 128", &d, &a, 2e-2);
+    arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c), arb_tensor_free(&d);
+}
+
 static void test_errors(void **state) {
     (void)state;
     arb_sidecar *m;
@@ -220,6 +282,7 @@ int main(void) {
         cmocka_unit_test(test_moonshine_fixture),
         cmocka_unit_test(test_vae_fixture),
         cmocka_unit_test(test_random_batches),
+        cmocka_unit_test(test_vae_conv_paths),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

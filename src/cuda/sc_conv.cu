@@ -1,0 +1,406 @@
+/* The VAE decoder's 3×3 convolutions as one implicit-GEMM int8 kernel on Hopper wgmma (see
+ * sc_conv.cuh).
+ *
+ * Why: the im2col path wrote every output pixel's quantized 9·C window to memory and cuBLASLt read
+ * it back (≈ 41 GB per batch-32 256² decode, more time than the GEMMs themselves), then a row
+ * kernel read the int32 products back to dequantize. Here:
+ *  - k_conv_act (one pass over the input): the activated input (GroupNorm affine + SiLU, the
+ *    im2col kernels' formula) as fp32, and each input pixel's absmax over its channels; a
+ *    window's absmax is then the max of its 9 pixels' (0 outside the image), so every output
+ *    pixel's scale is known before its first K-step.
+ *  - k_conv3_wg: persistent (grid = SMs); a tile is a 16 × 16 patch of output pixels × 128
+ *    output channels (4 warpgroups, one per 4 patch rows). Per 32-channel chunk, cp.async brings
+ *    the activated 18 × 18 input patch (zero padding and nearest ×2 upsampling in the indexing)
+ *    and the 9 taps' weights (three 128-byte-swizzled K-major tiles) into shared memory,
+ *    double-buffered, chunks numbered across a block's tiles (a tile's last chunk prefetches the
+ *    next tile's first). Per tap,
+ *    each thread quantizes its 2 pixels × 16 channels straight into the wgmma A fragment
+ *    registers (rint(v·127/absmax), one scale per output pixel) and wgmma m64n128k32 multiplies
+ *    against the weights; the int32 sums stay in registers.
+ *  - Epilogue: y = acc·(s_x·s_w) + bias (+ y), written once as fp32 and rounded as the row kernel
+ *    rounds it (no contraction); optionally the per-channel sums and sums of squares of this
+ *    patch (double, as k_gn_partial) for the next GroupNorm.
+ * Same numbers as the im2col path: the same activation floats, the same scale (absmax/127,
+ * inverse 127/absmax), rint(v·inv) (multiply, then round half to even through the 1.5·2²³ trick;
+ * |v·inv| ≤ 127 so no clamp is needed), exact int32 sums (the K order is free), and the row
+ * kernel's epilogue formula: with the GroupNorm sums from their own pass the decode is bit-identical
+ * to the im2col path's (measured). Only the sm_90a image has the kernel (sc_conv3_igemm_ok checks).
+ * Measured on an H100 (VAE decode 256², batch 32): ~390 int8 TOPS in this kernel; numbers and
+ * what was tried in docs/PERFORMANCE.md, "Session 4 — VAE decoder". */
+#include "cuda/kernels.cuh"
+#include "cuda/sc_conv.cuh"
+#include "cuda/gemm_sm90.cuh"
+#include "cuda/wgmma.cuh"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace {
+
+constexpr int CK = 32; /* input channels per chunk: one k32 step per tap */
+
+/* The two block shapes: 128 output channels × a 16 × 16 pixel patch (4 warpgroups, wgmma
+ * m64n128k32; the default), or 256 channels × 8 × 16 pixels (2 warpgroups, m64n256k32: half the A
+ * quantizing per multiply-add; ARB_SIDECAR_CONV_BN=256, measured slower). Warp w owns patch row w
+ * either way. */
+template <int BN_> struct cfg {
+    static constexpr int BN = BN_, THREADS = BN == 128 ? 512 : 256, TH = BN == 128 ? 16 : 8, TW = 16;
+    static constexpr int BM = TH * TW, HW_ = TW + 2, HP = (TH + 2) * HW_; /* staged patch with halo */
+    static constexpr int NXS = HP * CK / 4;       /* 16-byte pieces of one chunk's patch */
+    static constexpr int BSUB = BN * 128;         /* one 128-byte-swizzled weight tile: 4 taps */
+    /* tap 8 of BN = 256 lives in a tile shared by 4 consecutive chunks (slot ch % 4), so a
+     * chunk's weights take 2 tiles, not 3 (two chunks in flight must fit 227 KB) */
+    static constexpr bool T8 = BN == 256;
+    static constexpr int B_BYTES = (T8 ? 2 : 3) * BSUB;
+    static constexpr int XS_BYTES = (HP * CK * 4 + 1023) / 1024 * 1024;
+    static constexpr int UNIT = B_BYTES + XS_BYTES; /* one chunk's operands */
+    static constexpr int T8_OFF = 2 * UNIT, SCALES_OFF = 2 * UNIT + (T8 ? BSUB : 0);
+    static constexpr size_t SMEM = (size_t)SCALES_OFF + 2 * BM * sizeof(float) + 1024;
+    static_assert(SMEM <= 227 * 1024, "shared memory");
+    static_assert(NXS > 0 && T8_OFF > 0, "shapes");
+};
+
+[[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+
+/* The activation as the im2col kernels apply it (conv_px): v·scale + shift (the contraction nvcc
+ * makes of conv_px's `v * s + t`), then SiLU. */
+__device__ __forceinline__ float4 act4(float4 v, const float4 *a4, int C4, int c4, int silu) {
+    if (a4) {
+        float4 s = __ldg(a4 + c4), t = __ldg(a4 + C4 + c4);
+        v.x = __fmaf_rn(v.x, s.x, t.x), v.y = __fmaf_rn(v.y, s.y, t.y);
+        v.z = __fmaf_rn(v.z, s.z, t.z), v.w = __fmaf_rn(v.w, s.w, t.w);
+    }
+    if (silu) {
+        v.x = v.x / (1.f + __expf(-v.x)), v.y = v.y / (1.f + __expf(-v.y));
+        v.z = v.z / (1.f + __expf(-v.z)), v.w = v.w / (1.f + __expf(-v.w));
+    }
+    return v;
+}
+
+/* rint(v·inv) of 4 values as 4 int8 in one word (byte i = element i). v·inv is rounded to float
+ * first (as the CPU does), then to an integer by adding 1.5·2²³ (round half to even); the low
+ * byte of the sum's bits is the integer in two's complement. */
+/* FQ (ARB_SIDECAR_CONV_FMA=1, for comparisons only): one fused multiply-add, rint of the exact
+ * product — differs from the CPU's rint(float(v·inv)) when that product rounds across a .5. */
+template <bool FQ> [[maybe_unused]] __device__ __forceinline__ uint32_t q4(float4 v, float inv) {
+    const float M = 12582912.f;
+    uint32_t a, b, c, d;
+    if constexpr (FQ) {
+        a = __float_as_uint(__fmaf_rn(v.x, inv, M)), b = __float_as_uint(__fmaf_rn(v.y, inv, M));
+        c = __float_as_uint(__fmaf_rn(v.z, inv, M)), d = __float_as_uint(__fmaf_rn(v.w, inv, M));
+    } else {
+        a = __float_as_uint(__fadd_rn(__fmul_rn(v.x, inv), M)), b = __float_as_uint(__fadd_rn(__fmul_rn(v.y, inv), M));
+        c = __float_as_uint(__fadd_rn(__fmul_rn(v.z, inv), M)), d = __float_as_uint(__fadd_rn(__fmul_rn(v.w, inv), M));
+    }
+    return __byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410);
+}
+
+/* Per input pixel (one warp each): xa = act(x) when act is not the identity (xa may be null
+ * then), and pm = the absmax of the pixel's activated channels. */
+__global__ void k_conv_act(const float *x, int P, int C, const float *ab, int silu, float *xa, float *pm, int B) {
+    const int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= B * P) return;
+    const int b = r / P, C4 = C >> 2;
+    const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)r * C);
+    float4 *ar = xa ? reinterpret_cast<float4 *>(xa + (size_t)r * C) : nullptr;
+    const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
+    float m = 0.f;
+    for (int c4 = lane; c4 < C4; c4 += 32) {
+        float4 v = act4(__ldg(xr + c4), a4, C4, c4, silu);
+        if (ar) ar[c4] = v;
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+    }
+    for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (lane == 0) pm[r] = m;
+}
+
+#if defined(ARB_HAVE_WGMMA)
+/* D(64×128) += A(64×32, registers: the mma.m16n8k32 A fragment of each warp's 16 rows) ·
+ * B(128×32, K-major shared, 128-byte swizzle). The A registers must stay untouched until this
+ * wgmma retires. */
+__device__ __forceinline__ void wgmma_n128_rs(int32_t (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+                 "}, {%64, %65, %66, %67}, %68, p;\n}\n"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+/* Keeps the compiler from moving accumulator registers across an in-flight wgmma. */
+template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+r"(d[i])::"memory");
+}
+#endif
+
+/* Persistent: grid = min(tiles, SMs); block i takes tiles i, i + grid, ... (tile t: channel block
+ * t % nblk, then x, y, image). Chunks are numbered across tiles (gc): buffer gc % 2, so the last
+ * chunk of a tile prefetches the next tile's first, and its operand latency hides behind the
+ * current tile's last chunk and epilogue. Warp w owns patch row w (its 16 pixels are its rows of
+ * the warpgroup's 64-row wgmma tile). */
+template <int BN, bool FQ>
+__global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
+    k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ pm,
+               const int8_t *__restrict__ w, int kp, int n, int np, const float *__restrict__ ws,
+               const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x, int tiles_y, int total,
+               double *gnp) {
+#if defined(ARB_HAVE_WGMMA)
+    using K = cfg<BN>;
+    constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
+    constexpr int UNIT = K::UNIT, NA = BN / 2; /* accumulators per thread */
+    constexpr int HALF = BN / 2, LD2 = HALF + 8, Q2 = THREADS / HALF, RQ2 = BM / Q2; /* statistics */
+    static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * HALF * 16 <= (size_t)UNIT, "statistics fit one buffer");
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char *smem = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    float *inv_s = reinterpret_cast<float *>(smem + K::SCALES_OFF), *qs_s = inv_s + BM;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
+    const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
+    const int nch = C / CK;
+    int t = blockIdx.x;
+    if (t >= total) return;
+
+    /* chunk ch of tile tt (its image b, pixel origin, channel block) into buffer gcn % 2 */
+    auto load_unit = [&](int tt, int ch, int gcn) {
+        const int nb = tt % nblk, r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
+        const float *xb = xa + (size_t)b * H * W * C + ch * CK;
+        unsigned char *Bu = smem + (size_t)(gcn & 1) * UNIT, *Xu = Bu + K::B_BYTES;
+        for (int i = tid; i < K::NXS; i += THREADS) {
+            const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
+            const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
+            const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
+            const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : xa;
+            arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
+        }
+        for (int i = tid; i < 9 * BN * 2; i += THREADS) {
+            const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
+            const bool ok = n0 + row < np;
+            const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
+            unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (gcn & 3) * 2 + half)
+                                                   : Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half);
+            arb_cp_async16(dst, src, ok);
+        }
+        arb_cp_async_commit();
+    };
+    int gc = 0;
+    load_unit(t, 0, 0);
+    uint32_t af[2][4];
+    int32_t acc[NA];
+    for (; t < total; t += gridDim.x) {
+        const int nb = t % nblk, r = t / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
+        __syncthreads(); /* the previous tile's epilogue is done with the scales and its buffer */
+        if (tid < BM) { /* window scale: the max of the 9 input pixels' absmax (0 outside the image) */
+            const int oy = oy0 + tid / TW, ox = ox0 + tid % TW;
+            float m = 0.f;
+            if (oy < Ho && ox < Wo) {
+                const float *pb = pm + (size_t)b * H * W;
+#pragma unroll
+                for (int tap = 0; tap < 9; tap++) {
+                    const int vy = oy + tap / 3 - 1, vx = ox + tap % 3 - 1;
+                    if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo)
+                        m = fmaxf(m, __ldg(pb + (size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)));
+                }
+            }
+            inv_s[tid] = m > 0.f ? 127.f / m : 0.f;
+            qs_s[tid] = m / 127.f;
+        }
+#pragma unroll
+        for (int i = 0; i < NA; i++) acc[i] = 0;
+        float inv_a = 0.f, inv_b = 0.f;
+        for (int ch = 0; ch < nch; ch++, gc++) {
+            arb_cp_async_wait<0>();
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
+            __syncthreads(); /* chunk gc has landed; every warpgroup is done with chunk gc − 1 */
+            if (ch + 1 < nch) load_unit(t, ch + 1, gc + 1);
+            else if (t + (int)gridDim.x < total) load_unit(t + gridDim.x, 0, gc + 1);
+            if (ch == 0) inv_a = inv_s[warp * 16 + g], inv_b = inv_s[warp * 16 + g + 8];
+            const unsigned char *Bu = smem + (size_t)(gc & 1) * UNIT;
+            const float4 *Xu = reinterpret_cast<const float4 *>(Bu + K::B_BYTES);
+#pragma unroll
+            for (int tap = 0; tap < 9; tap++) {
+                const int dy = tap / 3, dx = tap - dy * 3;
+                const int hpa = (warp + dy) * HW_ + g + dx, hpb = hpa + 8; /* pixels g and g + 8 of row warp */
+                const int sa = (hpa & 1) << 2, sb = (hpb & 1) << 2;
+                uint32_t (&a)[4] = af[tap & 1];
+                a[0] = q4<FQ>(Xu[hpa * 8 + (t4 ^ sa)], inv_a);
+                a[1] = q4<FQ>(Xu[hpb * 8 + (t4 ^ sb)], inv_b);
+                a[2] = q4<FQ>(Xu[hpa * 8 + ((t4 + 4) ^ sa)], inv_a);
+                a[3] = q4<FQ>(Xu[hpb * 8 + ((t4 + 4) ^ sb)], inv_b);
+                fence_acc(acc);
+                arb_wgmma_fence();
+                const unsigned char *bt = K::T8 && tap == 8 ? smem + K::T8_OFF + (gc & 3) * 32
+                                                            : Bu + (tap >> 2) * BSUB + (tap & 3) * 32;
+                const uint64_t db = arb_wgmma_desc(bt);
+                if constexpr (BN == 128) wgmma_n128_rs(acc, a, db);
+                else arb_wgmma_m64n256k32_rs(acc, a, db);
+                arb_wgmma_commit();
+                arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
+            }
+            arb_wgmma_wait<0>();
+            fence_acc(acc);
+        }
+
+        /* epilogue: y = acc·(s_x·s_w) + bias (+ y), as the row kernel rounds it (no contraction);
+         * thread holds pixels (warp, g) and (warp, g + 8), columns nj·8 + 2t, + 1. With gnp, the
+         * values also go (two column halves in turn) through the buffer of the tile's last chunk
+         * (free: the other one holds the next tile's first chunk) to sum per column. */
+        const int oy = oy0 + warp, oxa = ox0 + g, oxb = oxa + 8;
+        const bool va = oy < Ho && oxa < Wo, vb = oy < Ho && oxb < Wo;
+        const float qa = qs_s[warp * 16 + g], qb = qs_s[warp * 16 + g + 8];
+        float *ya = y + (((size_t)b * Ho + oy) * Wo + oxa) * n, *yb = ya + (size_t)8 * n;
+        float *T = reinterpret_cast<float *>(smem + (size_t)((gc - 1) & 1) * UNIT);
+        double *red = reinterpret_cast<double *>(T + BM * LD2);
+        if (gnp) __syncthreads(); /* every warpgroup's last wgmma on that buffer has retired */
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int nj = h * (BN / 16); nj < (h + 1) * (BN / 16); nj++) {
+                const int c = n0 + nj * 8 + 2 * t4;
+                const bool c0 = c < n, c1 = c + 1 < n;
+                const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
+                const float b0 = bias && c0 ? __ldg(bias + c) : 0.f, b1 = bias && c1 ? __ldg(bias + c + 1) : 0.f;
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++) {
+                    const bool ok = hr ? vb : va;
+                    float *yr = hr ? yb : ya;
+                    const float qs = hr ? qb : qa;
+                    float v0 = __fmul_rn((float)acc[nj * 4 + 2 * hr], __fmul_rn(qs, w0));
+                    float v1 = __fmul_rn((float)acc[nj * 4 + 2 * hr + 1], __fmul_rn(qs, w1));
+                    if (bias) v0 = __fadd_rn(v0, b0), v1 = __fadd_rn(v1, b1);
+                    if (ok && c0) {
+                        if ((n & 1) == 0) { /* c even, n even: 8-byte aligned pairs */
+                            float2 *o = reinterpret_cast<float2 *>(yr + c);
+                            if (res) {
+                                float2 rv = *o;
+                                v0 = __fadd_rn(rv.x, v0), v1 = __fadd_rn(rv.y, v1);
+                            }
+                            *o = make_float2(v0, v1);
+                        } else {
+                            if (res) v0 = __fadd_rn(yr[c], v0);
+                            yr[c] = v0;
+                            if (c1) {
+                                if (res) v1 = __fadd_rn(yr[c + 1], v1);
+                                yr[c + 1] = v1;
+                            }
+                        }
+                    }
+                    if (gnp) {
+                        const bool k0 = ok && c0, k1 = ok && c1;
+                        *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * LD2 + (nj - h * (BN / 16)) * 8 + 2 * t4) =
+                            make_float2(k0 ? v0 : 0.f, k1 ? v1 : 0.f);
+                    }
+                }
+            }
+            if (gnp) { /* this half's per-column sum and sum of squares over the BM pixels, in double */
+                __syncthreads();
+                {
+                    const int c = tid % HALF, q = tid / HALF;
+                    double s = 0, ss = 0;
+                    for (int rr = q * RQ2; rr < q * RQ2 + RQ2; rr++) {
+                        const double v = T[rr * LD2 + c];
+                        s += v, ss += v * v;
+                    }
+                    red[(q * HALF + c) * 2] = s, red[(q * HALF + c) * 2 + 1] = ss;
+                }
+                __syncthreads();
+                const int c = n0 + h * HALF + tid;
+                if (tid < HALF && c < n) {
+                    double s = 0, ss = 0;
+                    for (int q = 0; q < Q2; q++) s += red[(q * HALF + tid) * 2], ss += red[(q * HALF + tid) * 2 + 1];
+                    double *o = gnp + (((size_t)b * tiles_x * tiles_y + ty * tiles_x + tx) * n + c) * 2;
+                    o[0] = s, o[1] = ss;
+                }
+            }
+        }
+    }
+#endif
+}
+
+/* Whether the current device runs the sm_90a image (the kernel is empty in any other). */
+static bool dev_sm90(void) {
+    static int cache[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (!cache[dev]) {
+        int ma = 0, mi = 0;
+        cudaDeviceGetAttribute(&ma, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaDeviceGetAttribute(&mi, cudaDevAttrComputeCapabilityMinor, dev);
+        cache[dev] = ma == 9 && mi == 0 ? 1 : 2;
+    }
+    return cache[dev] == 1;
+}
+
+/* The block shape: 128 channels. ARB_SIDECAR_CONV_BN=256: 256-channel blocks (8 × 16 pixels,
+ * wgmma m64n256k32) — half the A quantizing per multiply-add, but twice the
+ * weight bytes per pixel and 8 warps per SM: measured slower on the H100 (74.7 vs 67.3 ms, VAE
+ * b32); kept for comparisons and tested. */
+static int pick_bn(int n) {
+    const char *e = getenv("ARB_SIDECAR_CONV_BN");
+    (void)n;
+    return e && !strcmp(e, "256") ? 256 : 128;
+}
+
+template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, const float *src, cudaStream_t st) {
+    using K = cfg<BN>;
+    static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64 || !opted[dev]) {
+        ARB_CU(cudaFuncSetAttribute(k_conv3_wg<BN, FQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::SMEM));
+        if (dev >= 0 && dev < 64) opted[dev] = true;
+    }
+    static int nsm[64] = {0};
+    if (dev >= 0 && dev < 64 && !nsm[dev]) ARB_CU(cudaDeviceGetAttribute(&nsm[dev], cudaDevAttrMultiProcessorCount, dev));
+    const int sms = dev >= 0 && dev < 64 ? nsm[dev] : 132;
+    const int Ho = a.up ? 2 * a.H : a.H, Wo = a.up ? 2 * a.W : a.W, nblk = (a.n + BN - 1) / BN;
+    const int tx = (Wo + K::TW - 1) / K::TW, ty = (Ho + K::TH - 1) / K::TH;
+    const long total = (long)a.B * tx * ty * nblk;
+    if (total > INT32_MAX) return arb_error(ARB_ERR_UNSUPPORTED, "sc_conv3_igemm: %ld tiles", total);
+    /* ARB_SIDECAR_CONV_PERSIST=0: one tile per block (no cross-tile prefetch), for comparisons */
+    const char *pe = getenv("ARB_SIDECAR_CONV_PERSIST");
+    const long cap = pe && pe[0] == '0' ? total : sms;
+    const unsigned grid = (unsigned)(total < cap ? total : cap);
+    k_conv3_wg<BN, FQ><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
+                                                          a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
+    ARB_CU_LAUNCH("k_conv3_wg");
+    return ARB_OK;
+}
+
+} // namespace
+
+bool sc_conv3_igemm_ok(int C) { return C >= CK && C % CK == 0 && dev_sm90(); }
+
+long sc_conv3_igemm_blocks(int B, int Ho, int Wo, int n) {
+    const int bn = pick_bn(n), th = bn == 128 ? cfg<128>::TH : cfg<256>::TH, tw = 16;
+    return (long)B * ((Ho + th - 1) / th) * ((Wo + tw - 1) / tw) * ((n + bn - 1) / bn);
+}
+
+int sc_conv3_igemm_tiles(int Ho, int Wo, int n) {
+    const int th = pick_bn(n) == 128 ? cfg<128>::TH : cfg<256>::TH, tw = 16;
+    return ((Ho + th - 1) / th) * ((Wo + tw - 1) / tw);
+}
+
+static arb_status check(const sc_conv3_args &a) {
+    if (!sc_conv3_igemm_ok(a.C) || a.kp < 9 * a.C || a.np < a.n || (!a.xa && (a.ab || a.silu)))
+        return arb_error(ARB_ERR_INVALID_ARG, "sc_conv3_igemm: C=%d n=%d kp=%d np=%d", a.C, a.n, a.kp, a.np);
+    return ARB_OK;
+}
+
+arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
+    ARB_TRY(check(a));
+    const int P = a.H * a.W, wpb = 8;
+    const bool act = a.ab || a.silu;
+    k_conv_act<<<(unsigned)(((long)a.B * P + wpb - 1) / wpb), 32 * wpb, 0, st>>>(a.x, P, a.C, a.ab, a.silu,
+                                                                              act ? a.xa : nullptr, a.pm, a.B);
+    ARB_CU_LAUNCH("k_conv_act");
+    return ARB_OK;
+}
+
+arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
+    ARB_TRY(check(a));
+    const float *src = a.ab || a.silu ? a.xa : a.x;
+    const char *f = getenv("ARB_SIDECAR_CONV_FMA");
+    if (f && f[0] == '1') return pick_bn(a.n) == 256 ? launch<256, true>(a, src, st) : launch<128, true>(a, src, st);
+    return pick_bn(a.n) == 256 ? launch<256, false>(a, src, st) : launch<128, false>(a, src, st);
+}
