@@ -290,6 +290,17 @@ __global__ void k_row(row_args a, int nrows) {
     }
 }
 
+/* k_rowr's element-wise arithmetic with explicit rounding (no contraction into FMAs that would
+ * depend on the surrounding code), so the fused GEMM epilogues (sc_gemm.cuh) give the same bits. */
+__device__ __forceinline__ float fmul_(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float fadd_(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float res_(float r, float l, float y) { return __fadd_rn(r, __fmul_rn(l, y)); }
+__device__ __forceinline__ float ln_(float y, float mean, float inv, float g, float b) {
+    return __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(y, mean), inv), g), b);
+}
+__device__ __forceinline__ float rot0_(float x0, float x1, float cs, float sn) { return __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn)); }
+__device__ __forceinline__ float rot1_(float x0, float x1, float cs, float sn) { return __fadd_rn(__fmul_rn(x1, cs), __fmul_rn(x0, sn)); }
+
 __device__ __forceinline__ unsigned pack_h2r(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<unsigned *>(&h);
@@ -361,10 +372,10 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
         }
 #pragma unroll
         for (int i = 0; i < NC; i++) {
-            y[i][0] = ok[i] ? (float)qv[i].x * (xs * wv[i].x) : 0.f;
-            y[i][1] = ok[i] ? (float)qv[i].y * (xs * wv[i].y) : 0.f;
-            y[i][2] = ok[i] ? (float)qv[i].z * (xs * wv[i].z) : 0.f;
-            y[i][3] = ok[i] ? (float)qv[i].w * (xs * wv[i].w) : 0.f;
+            y[i][0] = ok[i] ? fmul_((float)qv[i].x, fmul_(xs, wv[i].x)) : 0.f;
+            y[i][1] = ok[i] ? fmul_((float)qv[i].y, fmul_(xs, wv[i].y)) : 0.f;
+            y[i][2] = ok[i] ? fmul_((float)qv[i].z, fmul_(xs, wv[i].z)) : 0.f;
+            y[i][3] = ok[i] ? fmul_((float)qv[i].w, fmul_(xs, wv[i].w)) : 0.f;
         }
     } else {
         const float *inr = a.in + (size_t)r * a.ld_in; /* may be the buffer this kernel writes: plain loads */
@@ -388,8 +399,8 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
 #pragma unroll
         for (int i = 0; i < NC; i++)
             if (ok[i]) {
-                if (a.bias) y[i][0] = y[i][0] + bv[i].x, y[i][1] = y[i][1] + bv[i].y, y[i][2] = y[i][2] + bv[i].z, y[i][3] = y[i][3] + bv[i].w;
-                if (addr) y[i][0] = y[i][0] + av[i].x, y[i][1] = y[i][1] + av[i].y, y[i][2] = y[i][2] + av[i].z, y[i][3] = y[i][3] + av[i].w;
+                if (a.bias) y[i][0] = fadd_(y[i][0], bv[i].x), y[i][1] = fadd_(y[i][1], bv[i].y), y[i][2] = fadd_(y[i][2], bv[i].z), y[i][3] = fadd_(y[i][3], bv[i].w);
+                if (addr) y[i][0] = fadd_(y[i][0], av[i].x), y[i][1] = fadd_(y[i][1], av[i].y), y[i][2] = fadd_(y[i][2], av[i].z), y[i][3] = fadd_(y[i][3], av[i].w);
             }
     }
     if (a.act == ACT_GELU) {
@@ -436,8 +447,8 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
                 const int f = jj >> 1;
                 const float cs = __ldg(a.rope_cos + (size_t)t * a.rope_nf + f), sn = __ldg(a.rope_sin + (size_t)t * a.rope_nf + f);
                 const float x0 = y[i][2 * pr], x1 = y[i][2 * pr + 1];
-                y[i][2 * pr] = x0 * cs - x1 * sn;
-                y[i][2 * pr + 1] = x1 * cs + x0 * sn;
+                y[i][2 * pr] = rot0_(x0, x1, cs, sn);
+                y[i][2 * pr + 1] = rot1_(x0, x1, cs, sn);
             }
     }
     if (a.res_mode) {
@@ -448,8 +459,8 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
 #pragma unroll
             for (int i = 0; i < NC; i++)
                 if (ok[i]) {
-                    y[i][0] = rv[i].x + lv[i].x * y[i][0], y[i][1] = rv[i].y + lv[i].y * y[i][1];
-                    y[i][2] = rv[i].z + lv[i].z * y[i][2], y[i][3] = rv[i].w + lv[i].w * y[i][3];
+                    y[i][0] = res_(rv[i].x, lv[i].x, y[i][0]), y[i][1] = res_(rv[i].y, lv[i].y, y[i][1]);
+                    y[i][2] = res_(rv[i].z, lv[i].z, y[i][2]), y[i][3] = res_(rv[i].w, lv[i].w, y[i][3]);
                 }
         }
 #pragma unroll
@@ -476,14 +487,14 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const float d = y[i][j] - mean;
-                    ss += d * d;
+                    ss = __fmaf_rn(d, d, ss);
                 }
         const float inv = rsqrtf(rsum(ss) / (float)N + a.eps);
 #pragma unroll
         for (int i = 0; i < NC; i++)
             if (ok[i]) {
-                y[i][0] = (y[i][0] - mean) * inv * gv[i].x + bv[i].x, y[i][1] = (y[i][1] - mean) * inv * gv[i].y + bv[i].y;
-                y[i][2] = (y[i][2] - mean) * inv * gv[i].z + bv[i].z, y[i][3] = (y[i][3] - mean) * inv * gv[i].w + bv[i].w;
+                y[i][0] = ln_(y[i][0], mean, inv, gv[i].x, bv[i].x), y[i][1] = ln_(y[i][1], mean, inv, gv[i].y, bv[i].y);
+                y[i][2] = ln_(y[i][2], mean, inv, gv[i].z, bv[i].z), y[i][3] = ln_(y[i][3], mean, inv, gv[i].w, bv[i].w);
             }
     }
     if (a.q) {
@@ -1156,6 +1167,8 @@ __global__ void k_transpose_bcp(const float *src, float *dst, int C, int P, int 
     }
 }
 
+#include "cuda/sc_gemm.cuh"
+
 /* ================================================================ cuBLASLt GEMMs */
 
 /* C[M,N] (ldc) = X[M,K] (ldx) · W[N,K]ᵀ (ldw): int8 → int32 (IMMA) or fp32 with TF32 tensor cores.
@@ -1291,13 +1304,17 @@ struct lt_ctx {
         return gemm_k(gemm_key{i8, M, N, K, ldw, ldx, ldc}, W, X, C, s);
     }
     arb_status gemm_k(const gemm_key &k, const void *W, const void *X, void *C, cudaStream_t s) {
+        return gemm_kw(k, W, X, C, s, ws.p, ws.n);
+    }
+    /* The same with another workspace (of ws.n bytes): GEMMs on concurrent streams must not share one. */
+    arb_status gemm_kw(const gemm_key &k, const void *W, const void *X, void *C, cudaStream_t s, void *wsp, size_t wsn) {
         bool i8 = k.i8;
         gemm_plan *p;
         ARB_TRY(plan(k, &p, W, X, C, s));
         int32_t ia = 1, ib = 0;
         float fa = 1.f, fb = 0.f;
         const void *al = i8 ? (const void *)&ia : (const void *)&fa, *be = i8 ? (const void *)&ib : (const void *)&fb;
-        ARB_LT(cublasLtMatmul(h, p->op, al, W, p->a, X, p->b, be, C, p->c, C, p->c, &p->algo, ws.p, ws.n, s));
+        ARB_LT(cublasLtMatmul(h, p->op, al, W, p->a, X, p->b, be, C, p->c, C, p->c, &p->algo, wsp, wsn, s));
         return ARB_OK;
     }
 };
@@ -1385,6 +1402,7 @@ struct plan_t {
     int B = 0, d1 = 0, d2 = 0; /* input shape: DINOv2 (B, H, W), Moonshine (B, N, -) */
     int T = 0, rows = 0;
     dbuf in, x, qa, qs, acc, qkvh, att, out, pos, rope_c, rope_s, col, h1, h2, stats;
+    dbuf qb; /* DINOv2/Moonshine: each layer's quantized input (qa holds the layer's inner activations) */
     dbuf y, t2, gnp, gab, vq, vk, vv, vs; /* VAE: activations, GroupNorm partials/affine, attention */
     cudaGraphExec_t exec = nullptr;
     double ops = 0; /* 2·multiply-adds per forward (GEMMs and attention) */
@@ -1420,6 +1438,15 @@ struct cu_model {
     std::vector<vae_res_d> up; /* [nb][lpb + 1] */
     dbuf a_gw, a_gb, d_nw, d_nb;
     plan_t *plan = nullptr;
+    /* fewest GEMM rows that take the fused int8 GEMM + epilogue kernels (ARB_SIDECAR_FUSED=0: never;
+     * ARB_SIDECAR_FUSED_MIN=n: from n rows; default 2048: batch 1 stays on cuBLASLt + row kernels) */
+    int fused_min = 2048;
+    /* Moonshine's per-item TF32 front end: side streams with their own cuBLASLt workspaces */
+    static constexpr int NSIDE = 4;
+    int nside = 0;
+    cudaStream_t side[NSIDE] = {};
+    cudaEvent_t ev_fork = nullptr, ev_join[NSIDE] = {};
+    dbuf side_ws[NSIDE];
     /* ARB_SIDECAR_PROFILE=1: eager launches with an event before each step, summed per kind */
     bool prof = false;
     std::vector<cudaEvent_t> pev;
@@ -1428,7 +1455,27 @@ struct cu_model {
     ~cu_model() {
         for (cudaEvent_t e : pev) cudaEventDestroy(e);
         delete plan;
+        for (int i = 0; i < NSIDE; i++) {
+            if (side[i]) cudaStreamDestroy(side[i]);
+            if (ev_join[i]) cudaEventDestroy(ev_join[i]);
+        }
+        if (ev_fork) cudaEventDestroy(ev_fork);
         if (stream) cudaStreamDestroy(stream);
+    }
+    /* The side streams (ARB_SIDECAR_FE_STREAMS=1: none, the items run one after another). */
+    arb_status side_init() {
+        const char *e = getenv("ARB_SIDECAR_FE_STREAMS");
+        int n = e && *e ? atoi(e) : NSIDE;
+        n = n < 1 ? 1 : n > NSIDE ? NSIDE : n;
+        if (n == 1) return ARB_OK;
+        ARB_CU(cudaEventCreateWithFlags(&ev_fork, cudaEventDisableTiming));
+        for (int i = 0; i < n; i++) {
+            ARB_CU(cudaStreamCreateWithFlags(&side[i], cudaStreamNonBlocking));
+            ARB_CU(cudaEventCreateWithFlags(&ev_join[i], cudaEventDisableTiming));
+            ARB_TRY(side_ws[i].alloc(lt.ws.n));
+        }
+        nside = n;
+        return ARB_OK;
     }
 };
 
@@ -1745,10 +1792,63 @@ static void row_deq(row_args &a, const plan_t *p, const qlin &l) {
     a.bias = l.bias.as<float>();
 }
 
-static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) {
+static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M, const void *X) {
     prof_mark(g, "gemm_i8");
     p->ops += 2.0 * M * (double)l.n * l.k;
-    return g->lt.gemm(true, M, l.np, l.kp, l.w.p, l.kp, p->qa.p, l.kp, p->acc.p, l.np, g->stream);
+    return g->lt.gemm(true, M, l.np, l.kp, l.w.p, l.kp, X, l.kp, p->acc.p, l.np, g->stream);
+}
+static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) { return qgemm(g, p, l, M, p->qa.p); }
+
+/* An int8 linear and its row epilogue `a` (dequantization from l: set here): one fused kernel
+ * (sc_gemm.cuh) when the epilogue fits one and M reaches g->fused_min, else the cuBLASLt GEMM
+ * into p->acc and a row kernel. Both give the same bits. The fused kernels read X while they
+ * write their outputs: a.q must not overlap X unless it has X's layout (same rows, same ldq). */
+static arb_status lin(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, row_args a) {
+    row_deq(a, p, l);
+    const bool base = M >= g->fused_min && a.N == l.n && a.smx == 0.f && !a.in;
+    const bool ld2 = (!a.out || a.ld_out % 2 == 0) && (!a.outh || a.ld_outh % 2 == 0) && (!a.add || a.N % 2 == 0);
+    const bool elem = base && !a.q && !a.res_mode && !a.ln_g && a.N % 2 == 0 && ld2 && (!a.rope_cols || a.rope_dh % 2 == 0);
+    const bool ld4 = (!a.out || a.ld_out % 4 == 0) && (!a.outh || a.ld_outh % 4 == 0) && (!a.res || a.ld_res % 4 == 0);
+    const bool row = base && !elem && a.N <= 512 && a.N % 4 == 0 && ld4 && !a.rope_cols && (!a.q || a.ldq % 16 == 0);
+    if (!elem && !row) {
+        ARB_TRY(qgemm(g, p, l, M, X));
+        return row_launch(g, M, a);
+    }
+    prof_mark(g, "gemm_fused");
+    p->ops += 2.0 * M * (double)l.n * l.k;
+    using namespace qg;
+    if (elem) {
+        dim3 grid((unsigned)((a.N + 127) / 128), (unsigned)((M + 127) / 128));
+        k_qgemm<128, 128, 2, 4, QG_ELEM><<<grid, THREADS, smem_bytes<128, 128, QG_ELEM>(), g->stream>>>(
+            X, l.kp, l.w.as<int8_t>(), l.kp, M, l.np, l.kp, a);
+        ARB_CU_LAUNCH("k_qgemm elem");
+        return ARB_OK;
+    }
+    dim3 grid(1u, (unsigned)((M + 63) / 64));
+#define ARB_QROW(BN)                                                                                                     k_qgemm<64, BN, 2, 4, QG_ROW><<<grid, THREADS, smem_bytes<64, BN, QG_ROW>(), g->stream>>>(X, l.kp, l.w.as<int8_t>(),                                                                                            l.kp, M, l.np, l.kp, a)
+    if (a.N <= 128) ARB_QROW(128);
+    else if (a.N <= 256) ARB_QROW(256);
+    else if (a.N <= 384) ARB_QROW(384);
+    else if (a.N <= 448) ARB_QROW(448);
+    else ARB_QROW(512);
+#undef ARB_QROW
+    ARB_CU_LAUNCH("k_qgemm row");
+    return ARB_OK;
+}
+
+/* Opts the fused GEMMs into their shared memory (before any capture). */
+static cudaError_t qgemm_attrs() {
+    using namespace qg;
+    cudaError_t e = cudaSuccess;
+#define ARB_QATTR(BM, BN, WM, WN, MODE)                                                                              if (e == cudaSuccess)                                                                                                e = cudaFuncSetAttribute(k_qgemm<BM, BN, WM, WN, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize,                                  (int)smem_bytes<BM, BN, MODE>());
+    ARB_QATTR(128, 128, 2, 4, QG_ELEM)
+    ARB_QATTR(64, 128, 2, 4, QG_ROW)
+    ARB_QATTR(64, 256, 2, 4, QG_ROW)
+    ARB_QATTR(64, 384, 2, 4, QG_ROW)
+    ARB_QATTR(64, 448, 2, 4, QG_ROW)
+    ARB_QATTR(64, 512, 2, 4, QG_ROW)
+#undef ARB_QATTR
+    return e;
 }
 
 static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) {
@@ -1778,6 +1878,7 @@ static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     ARB_TRY(p->in.alloc((size_t)B * 3 * Hi * Wi * sizeof(float)));
     ARB_TRY(p->x.alloc((size_t)rows * D * sizeof(float)));
     ARB_TRY(p->qa.alloc((size_t)rows * maxk));
+    ARB_TRY(p->qb.alloc((size_t)rows * round_up(D, 16)));
     ARB_TRY(p->qs.alloc((size_t)rows * sizeof(float)));
     ARB_TRY(p->acc.alloc((size_t)rows * std::max(3 * D, F) * sizeof(int32_t)));
     ARB_TRY(p->qkvh.alloc((size_t)rows * 3 * D * sizeof(__half)));
@@ -1801,16 +1902,14 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
                                                                                K, g->patch.kp, p->qa.as<int8_t>(),
                                                                                p->qs.as<float>());
     ARB_CU_LAUNCH("k_patch_quant");
-    ARB_TRY(qgemm(g, p, g->patch, B * hw));
     {
         row_args a = row0(D);
-        row_deq(a, p, g->patch);
         a.add = p->pos.as<float>() + D;
         a.add_period = hw;
         a.out = p->x.as<float>();
         a.ld_out = D;
         a.grp = hw, a.grp_out = T, a.off = 1;
-        ARB_TRY(row_launch(g, B * hw, a));
+        ARB_TRY(lin(g, p, g->patch, B * hw, p->qa.as<int8_t>(), a));
     }
     k_cls<<<arb_cuda_blocks((int64_t)B * D, 256), 256, 0, g->stream>>>(p->x.as<float>(), g->cls.as<float>(),
                                                                        p->pos.as<float>(), D, T, B);
@@ -1820,17 +1919,16 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
         row_args a = row0(D);
         a.in = p->x.as<float>(), a.ld_in = D;
         a.ln_g = g->dl[0].n1w.as<float>(), a.ln_b = g->dl[0].n1b.as<float>(), a.eps = g->eps;
-        a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+        a.q = p->qb.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
         ARB_TRY(row_launch(g, rows, a));
     }
+    int8_t *qa = p->qa.as<int8_t>(), *qb = p->qb.as<int8_t>();
     for (int li = 0; li < g->L; li++) {
         dino_layer_d &l = g->dl[(size_t)li];
-        ARB_TRY(qgemm(g, p, l.qkv, rows));
         {
             row_args a = row0(3 * D);
-            row_deq(a, p, l.qkv);
             a.outh = p->qkvh.as<__half>(), a.ld_outh = 3 * D;
-            ARB_TRY(row_launch(g, rows, a));
+            ARB_TRY(lin(g, p, l.qkv, rows, qb, a));
         }
         ARB_TRY(attention(g, p, B, T, D, g->H));
         {
@@ -1839,37 +1937,32 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
             a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
             ARB_TRY(row_launch(g, rows, a));
         }
-        ARB_TRY(qgemm(g, p, l.o, rows));
-        {   /* x += λ1·o; norm2 + quantization */
+        {   /* x += λ1·o; norm2 + quantization (in place: the same rows and layout as the GEMM's input) */
             row_args a = row0(D);
-            row_deq(a, p, l.o);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls1.as<float>();
             a.ln_g = l.n2w.as<float>(), a.ln_b = l.n2b.as<float>(), a.eps = g->eps;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
+            a.q = qa, a.ldq = kpD, a.qs = p->qs.as<float>();
+            ARB_TRY(lin(g, p, l.o, rows, qa, a));
         }
-        ARB_TRY(qgemm(g, p, l.fc1, rows));
         {
             row_args a = row0(F);
-            row_deq(a, p, l.fc1);
             a.act = ACT_GELU;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpF, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
+            a.q = qa, a.ldq = kpF, a.qs = p->qs.as<float>();
+            ARB_TRY(lin(g, p, l.fc1, rows, qa, a));
         }
-        ARB_TRY(qgemm(g, p, l.fc2, rows));
-        {   /* x += λ2·mlp; next layer's norm1 + quantization, or the final LayerNorm → output */
+        {   /* x += λ2·mlp; next layer's norm1 + quantization (into qb: qa is this GEMM's input at
+             * another row pitch), or the final LayerNorm → output */
             row_args a = row0(D);
-            row_deq(a, p, l.fc2);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls2.as<float>();
             a.eps = g->eps;
             if (li + 1 < g->L) {
                 a.ln_g = g->dl[(size_t)li + 1].n1w.as<float>(), a.ln_b = g->dl[(size_t)li + 1].n1b.as<float>();
-                a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+                a.q = qb, a.ldq = kpD, a.qs = p->qs.as<float>();
             } else {
                 a.ln_g = g->lnw.as<float>(), a.ln_b = g->lnb.as<float>();
                 a.out = p->out.as<float>(), a.ld_out = D;
             }
-            ARB_TRY(row_launch(g, rows, a));
+            ARB_TRY(lin(g, p, l.fc2, rows, qa, a));
         }
     }
     return ARB_OK;
@@ -1902,6 +1995,7 @@ static arb_status moon_plan(cu_model *g, plan_t *p, int B, int N) {
     ARB_TRY(p->gab.alloc((size_t)B * 2 * D * sizeof(float)));
     ARB_TRY(p->x.alloc((size_t)rows * D * sizeof(float)));
     ARB_TRY(p->qa.alloc((size_t)rows * round_up(std::max(D, I), 16)));
+    ARB_TRY(p->qb.alloc((size_t)rows * round_up(D, 16)));
     ARB_TRY(p->qs.alloc((size_t)rows * sizeof(float)));
     ARB_TRY(p->acc.alloc((size_t)rows * std::max(3 * D, I) * sizeof(int32_t)));
     ARB_TRY(p->qkvh.alloc((size_t)rows * 3 * D * sizeof(__half)));
@@ -1930,8 +2024,28 @@ static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const flo
     prof_mark(g, "gemm_tf32");
     gemm_key k{false, Lo, l.n, l.kp, l.kp, l.kp, l.n};
     k.align = l.n % 4 ? 4 : 16; /* per-item offsets are multiples of kp (4 floats) and of n */
-    for (int b = 0; b < B; b++)
-        ARB_TRY(g->lt.gemm_k(k, l.w.p, col + (size_t)b * Lo * l.kp, out + (size_t)b * Lo * l.n, g->stream));
+    /* One item's GEMM fills a third of an H100 at 10 s of audio: items go round-robin to the side
+     * streams (forked from and joined back to the main stream, so a captured graph gets parallel
+     * branches). Each item still runs alone with the one per-shape plan: the same bits as before. */
+    const int ns = std::min(B, g->nside);
+    if (ns <= 1) {
+        for (int b = 0; b < B; b++)
+            ARB_TRY(g->lt.gemm_k(k, l.w.p, col + (size_t)b * Lo * l.kp, out + (size_t)b * Lo * l.n, g->stream));
+        return ARB_OK;
+    }
+    gemm_plan *gp; /* chosen (and timed) on the main stream before any fork */
+    ARB_TRY(g->lt.plan(k, &gp, l.w.p, col, out, g->stream));
+    ARB_CU(cudaEventRecord(g->ev_fork, g->stream));
+    for (int i = 0; i < ns; i++) ARB_CU(cudaStreamWaitEvent(g->side[i], g->ev_fork, 0));
+    for (int b = 0; b < B; b++) {
+        const int i = b % ns;
+        ARB_TRY(g->lt.gemm_kw(k, l.w.p, col + (size_t)b * Lo * l.kp, out + (size_t)b * Lo * l.n, g->side[i],
+                              g->side_ws[i].p, g->side_ws[i].n));
+    }
+    for (int i = 0; i < ns; i++) {
+        ARB_CU(cudaEventRecord(g->ev_join[i], g->side[i]));
+        ARB_CU(cudaStreamWaitEvent(g->stream, g->ev_join[i], 0));
+    }
     return ARB_OK;
 }
 
@@ -1977,19 +2091,18 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
         a.in = xf, a.ld_in = D, a.bias = g->c3.bias.as<float>(), a.act = ACT_GELU;
         a.res_mode = RES_SET, a.res = p->x.as<float>(), a.ld_res = D;
         a.ln_g = g->ml[0].ln_in.as<float>(), a.eps = 1e-5f;
-        a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+        a.q = p->qb.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
         ARB_TRY(row_launch(g, rows, a));
     }
+    int8_t *qa = p->qa.as<int8_t>(), *qb = p->qb.as<int8_t>();
     for (int li = 0; li < g->L; li++) {
         moon_layer_d &l = g->ml[(size_t)li];
-        ARB_TRY(qgemm(g, p, l.qkv, rows));
         {   /* q, k, v to half, RoPE on q and k */
             row_args a = row0(3 * D);
-            row_deq(a, p, l.qkv);
             a.rope_cols = 2 * D, a.rope_T = (int)T, a.rope_dh = dh, a.rope_rot = g->rot, a.rope_nf = g->rot / 2;
             a.rope_cos = p->rope_c.as<float>(), a.rope_sin = p->rope_s.as<float>();
             a.outh = p->qkvh.as<__half>(), a.ld_outh = 3 * D;
-            ARB_TRY(row_launch(g, rows, a));
+            ARB_TRY(lin(g, p, l.qkv, rows, qb, a));
         }
         ARB_TRY(attention(g, p, B, (int)T, D, H));
         {
@@ -1998,37 +2111,31 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
             a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
             ARB_TRY(row_launch(g, rows, a));
         }
-        ARB_TRY(qgemm(g, p, l.o, rows));
         {
             row_args a = row0(D);
-            row_deq(a, p, l.o);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D;
             a.ln_g = l.ln_post.as<float>(), a.eps = 1e-5f;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
+            a.q = qa, a.ldq = kpD, a.qs = p->qs.as<float>();
+            ARB_TRY(lin(g, p, l.o, rows, qa, a));
         }
-        ARB_TRY(qgemm(g, p, l.fc1, rows));
         {
             row_args a = row0(I);
-            row_deq(a, p, l.fc1);
             a.act = ACT_GELU;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpI, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
+            a.q = qa, a.ldq = kpI, a.qs = p->qs.as<float>();
+            ARB_TRY(lin(g, p, l.fc1, rows, qa, a));
         }
-        ARB_TRY(qgemm(g, p, l.fc2, rows));
         {
             row_args a = row0(D);
-            row_deq(a, p, l.fc2);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D;
             a.eps = 1e-5f;
             if (li + 1 < g->L) {
                 a.ln_g = g->ml[(size_t)li + 1].ln_in.as<float>();
-                a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+                a.q = qb, a.ldq = kpD, a.qs = p->qs.as<float>();
             } else {
                 a.ln_g = g->enc_ln.as<float>();
                 a.out = p->out.as<float>(), a.ld_out = D;
             }
-            ARB_TRY(row_launch(g, rows, a));
+            ARB_TRY(lin(g, p, l.fc2, rows, qa, a));
         }
     }
     return ARB_OK;
@@ -2343,6 +2450,12 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     cudaError_t e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamCreate: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     if (!s) s = g->lt.init();
+    if (!s && g->kind == ARB_SIDECAR_MOONSHINE) s = g->side_init();
+    {
+        const char *fu = getenv("ARB_SIDECAR_FUSED"), *fm = getenv("ARB_SIDECAR_FUSED_MIN");
+        if (fm && *fm) g->fused_min = std::max(1, atoi(fm));
+        if (fu && fu[0] == '0') g->fused_min = 1 << 30;
+    }
     if (!s) { /* before any capture: the attention's 72 KB of shared memory */
         e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM);
         if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
@@ -2351,6 +2464,7 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
             e = cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CONV_SMEM_MAX);
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_conv3_t2, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CT2_SMEM_MAX);
+        if (e == cudaSuccess) e = qgemm_attrs();
         if (e == cudaSuccess) /* the largest tile conv_tile_w makes: 3 × (4 + 2) × 1024 floats */
             e = cudaFuncSetAttribute(k_conv3_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, 3 * 6 * 1024 * 4);
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));

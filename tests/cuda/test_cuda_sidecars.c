@@ -15,6 +15,7 @@
  *     shape, so they are expected to match exactly too (0 on an H100); the margin covers a
  *     cuBLASLt kernel whose float reduction order is not fixed. (With one TF32 GEMM over all
  *     B·L rows, cuBLASLt's choice at another M moved Moonshine items by 9.5e-3.)
+ *   - the fused int8 GEMM + epilogue kernels against cuBLASLt + row kernels: bit for bit;
  *   - device-resident input → device-resident output, the same numbers as host in/out;
  *     a new input shape (a re-recorded graph) and back;
  *   - errors: fp32/int8w models refuse the device, wrong shapes are one-line errors.
@@ -162,6 +163,46 @@ static void test_random_batches(void **state) {
     random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 14); /* non-square latents */
 }
 
+/* The fused int8 GEMM + epilogue kernels (src/cuda/sc_gemm.cuh; by default from 2048 GEMM rows,
+ * forced here from 1) against cuBLASLt + the row kernels: the same bits (int32 accumulation is
+ * exact and the epilogue repeats the row kernel's formulas in its order). Covers both fused
+ * kinds (QKV → fp16 with and without rotary; full rows with residual, LayerNorm, quantization,
+ * the patch embedding's position add and row remap) at widths 64, 288 and 384. */
+static void fused_bits(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
+    const char *keep_f = getenv("ARB_SIDECAR_FUSED"), *keep_m = getenv("ARB_SIDECAR_FUSED_MIN");
+    char kf[64] = "", km[64] = "";
+    if (keep_f) snprintf(kf, sizeof kf, "%s", keep_f);
+    if (keep_m) snprintf(km, sizeof km, "%s", keep_m);
+    setenv("ARB_SIDECAR_FUSED", "0", 1);
+    arb_sidecar *m0 = load_cuda(fx(name));
+    setenv("ARB_SIDECAR_FUSED", "1", 1);
+    setenv("ARB_SIDECAR_FUSED_MIN", "1", 1);
+    arb_sidecar *m1 = load_cuda(fx(name));
+    if (keep_f) setenv("ARB_SIDECAR_FUSED", kf, 1);
+    else unsetenv("ARB_SIDECAR_FUSED");
+    if (keep_m) setenv("ARB_SIDECAR_FUSED_MIN", km, 1);
+    else unsetenv("ARB_SIDECAR_FUSED_MIN");
+    arb_tensor x, o0, o1;
+    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
+    arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
+    ARB_ASSERT_OK(arb_sidecar_forward(m0, &x, &o0, NULL));
+    ARB_ASSERT_OK(arb_sidecar_forward(m1, &x, &o1, NULL));
+    assert_int_equal(o0.nbytes, o1.nbytes);
+    size_t n = (size_t)arb_tensor_numel(&o0), diff = 0;
+    for (size_t i = 0; i < n; i++) diff += memcmp((float *)o0.data + i, (float *)o1.data + i, sizeof(float)) != 0;
+    printf("%s fused vs cuBLASLt + row kernels: %zu of %zu values differ\n", name, diff, n);
+    assert_int_equal(diff, 0);
+    arb_tensor_free(&x), arb_tensor_free(&o0), arb_tensor_free(&o1);
+    arb_sidecar_free(m0), arb_sidecar_free(m1);
+}
+
+static void test_fused_gemm_bits(void **state) {
+    (void)state;
+    fused_bits("dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 21); /* 384 wide, 514 rows */
+    fused_bits("dinov2-tiny", 4, (int64_t[]){3, 3, 70, 84}, 2.f, 22);           /* 64 wide, odd row count */
+    fused_bits("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 23);             /* 288 wide, rotary */
+}
+
 static void test_errors(void **state) {
     (void)state;
     arb_sidecar *m;
@@ -220,6 +261,7 @@ int main(void) {
         cmocka_unit_test(test_moonshine_fixture),
         cmocka_unit_test(test_vae_fixture),
         cmocka_unit_test(test_random_batches),
+        cmocka_unit_test(test_fused_gemm_bits),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
