@@ -7,12 +7,11 @@
  * apply the same stages with the same formulas as k_rowr, so the results are bit for bit the
  * cuBLASLt + k_rowr path's (int32 accumulation is exact; the per-row sums run in k_rowr's order
  * for W = 1, i.e. rows of ≤ 512 values):
- *   k_qgemm<.., QG_ELEM>: 128×128 tiles, element-wise epilogue (dequantize, bias, add, activation,
+ *   k_qgemm<.., QG_ELEM>: 128×128 tiles, element-wise epilogue (dequantize, bias, activation,
  *     rotary pairs) → float and/or half outputs (the QKV projection → fp16 for the attention);
- *   k_qgemm<.., QG_ROW>: 64-row tiles that span the whole output row (N ≤ 512), the dequantized tile
- *     staged in shared memory, then a warp per row runs residual / LayerNorm / int8 quantization
- *     (attention output and MLP down projections, the DINOv2 patch embedding); the residual is
- *     element-wise, so it is added (and written back) before the staging.
+ *   k_qgemm<.., QG_ROW>: 64-row tiles that span the whole output row (N ≤ 512), the int32 tile
+ *     staged in shared memory, then a warp per row runs k_rowr's stages (dequantize … LayerNorm, int8)
+ *     (attention output and MLP down projections, the DINOv2 patch embedding).
  * Main loop: mma.sync m16n8k32 (s8·s8 → s32) on 8 warps, 64-byte K slices by 16-byte cp.async in a
  * 3-stage ring, operands by ldmatrix from rows XOR-swizzled per 16-byte chunk (conflict-free).
  * Operands as for cuBLASLt ("TN"): X [M][ldx] and W [Nw][ldw] int8, K-major, K a multiple of 16
@@ -125,25 +124,15 @@ __device__ __forceinline__ void qg_row_tail(const row_args &a, float (&y)[NC][4]
     }
 }
 
-/* y = act(acc·(xs[r]·ws[c]) + bias[c] + add[r mod period][c]) for columns c, c + 1 of row r. */
-__device__ __forceinline__ void qg_deq2(const row_args &a, int r, int c, int v0, int v1, float &y0, float &y1) {
-    const float xs = __ldg(a.xs + r);
-    const float2 w = __ldg(reinterpret_cast<const float2 *>(a.ws + c));
-    y0 = fmul_((float)v0, fmul_(xs, w.x)), y1 = fmul_((float)v1, fmul_(xs, w.y));
-    if (a.bias) {
-        const float2 b = __ldg(reinterpret_cast<const float2 *>(a.bias + c));
-        y0 = fadd_(y0, b.x), y1 = fadd_(y1, b.y);
-    }
-    if (a.add) {
-        const float2 b = __ldg(reinterpret_cast<const float2 *>(a.add + (size_t)(r % a.add_period) * a.N + c));
-        y0 = fadd_(y0, b.x), y1 = fadd_(y1, b.y);
-    }
-    if (a.act == ACT_GELU) {
-        y0 = 0.5f * y0 * (1.f + erff(y0 * 0.70710678118654752f));
-        y1 = 0.5f * y1 * (1.f + erff(y1 * 0.70710678118654752f));
-    } else if (a.act == ACT_TANH) {
-        y0 = tanhf(y0), y1 = tanhf(y1);
-    }
+/* k_rowr's first stages on one value: act(acc·(xs·w) + b + ad) (b, ad: 0 when absent, added only
+ * when present, as k_rowr does). */
+__device__ __forceinline__ float qg_deq(int v, float xs, float w, float b, bool hb, float ad, bool had, int act) {
+    float y = fmul_((float)v, fmul_(xs, w));
+    if (hb) y = fadd_(y, b);
+    if (had) y = fadd_(y, ad);
+    if (act == ACT_GELU) y = 0.5f * y * (1.f + erff(y * 0.70710678118654752f));
+    else if (act == ACT_TANH) y = tanhf(y);
+    return y;
 }
 
 /* Block (BM×BN tile at m0 = blockIdx.y·BM, n0 = blockIdx.x·BN), warps WGM × WGN. */
@@ -209,9 +198,42 @@ __global__ void __launch_bounds__(256, MODE == QG_ELEM ? 2 : 1) k_qgemm(const in
     }
     cp_async_wait<0>();
     const int N = a.N;
+    /* Epilogues: every operand a thread needs is loaded before its first store, so the loads of
+     * a thread are in flight together (a store may alias a later load: the compiler keeps order). */
     if constexpr (MODE == QG_ELEM) {
+        float xs[MI][2];
+        float2 wv[NI], bv[NI];
 #pragma unroll
         for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = m0 + wr0 + mi * 16 + g + 8 * h;
+                xs[mi][h] = r < M ? __ldg(a.xs + r) : 0.f;
+            }
+#pragma unroll
+        for (int ni = 0; ni < NI; ni++) {
+            const int c = n0 + wc0 + ni * 8 + 2 * t4;
+            const bool okc = c < N;
+            wv[ni] = okc ? __ldg(reinterpret_cast<const float2 *>(a.ws + c)) : make_float2(0.f, 0.f);
+            bv[ni] = okc && a.bias ? __ldg(reinterpret_cast<const float2 *>(a.bias + c)) : make_float2(0.f, 0.f);
+        }
+#pragma unroll
+        for (int mi = 0; mi < MI; mi++) {
+            float cs[2][NI], sn[2][NI];
+            unsigned rot = 0; /* bit 2·ni + h: the pair rotates */
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = m0 + wr0 + mi * 16 + g + 8 * h, t = a.rope_T ? r % a.rope_T : 0;
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++) {
+                    const int c = n0 + wc0 + ni * 8 + 2 * t4, jj = a.rope_dh ? c % a.rope_dh : 0;
+                    const bool rope = r < M && c < a.rope_cols && jj < a.rope_rot;
+                    const size_t ti = (size_t)t * a.rope_nf + (jj >> 1);
+                    cs[h][ni] = rope ? __ldg(a.rope_cos + ti) : 0.f;
+                    sn[h][ni] = rope ? __ldg(a.rope_sin + ti) : 0.f;
+                    rot |= (unsigned)rope << (2 * ni + h);
+                }
+            }
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int r = m0 + wr0 + mi * 16 + g + 8 * h;
@@ -221,54 +243,35 @@ __global__ void __launch_bounds__(256, MODE == QG_ELEM ? 2 : 1) k_qgemm(const in
                 for (int ni = 0; ni < NI; ni++) {
                     const int c = n0 + wc0 + ni * 8 + 2 * t4;
                     if (c >= N) continue;
-                    float y0, y1;
-                    qg_deq2(a, r, c, acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], y0, y1);
-                    if (c < a.rope_cols) {
-                        const int jj = c % a.rope_dh;
-                        if (jj < a.rope_rot) {
-                            const int t = r % a.rope_T, f = jj >> 1;
-                            const float cs = __ldg(a.rope_cos + (size_t)t * a.rope_nf + f),
-                                        sn = __ldg(a.rope_sin + (size_t)t * a.rope_nf + f);
-                            const float x0 = y0, x1 = y1;
-                            y0 = rot0_(x0, x1, cs, sn);
-                            y1 = rot1_(x0, x1, cs, sn);
-                        }
+                    const bool hb = a.bias != nullptr; /* no `add` here (lin() sends it to QG_ROW) */
+                    float y0 = qg_deq(acc[mi][ni][2 * h], xs[mi][h], wv[ni].x, bv[ni].x, hb, 0.f, false, a.act);
+                    float y1 = qg_deq(acc[mi][ni][2 * h + 1], xs[mi][h], wv[ni].y, bv[ni].y, hb, 0.f, false, a.act);
+                    if ((rot >> (2 * ni + h)) & 1u) {
+                        const float x0 = y0, x1 = y1;
+                        y0 = rot0_(x0, x1, cs[h][ni], sn[h][ni]);
+                        y1 = rot1_(x0, x1, cs[h][ni], sn[h][ni]);
                     }
                     if (a.out) *reinterpret_cast<float2 *>(a.out + (size_t)o * a.ld_out + c) = make_float2(y0, y1);
                     if (a.outh) *reinterpret_cast<unsigned *>(a.outh + (size_t)o * a.ld_outh + c) = pack_h2r(y0, y1);
                 }
             }
+        }
     } else {
-        constexpr int LDY = BN + 4;
-        float *Y = reinterpret_cast<float *>(qsm);
+        /* the int32 tile to shared memory, then k_rowr (W = 1) on each row: a warp per row, the
+         * per-column operands loaded once per warp, the residual rows RG at a time */
+        constexpr int LDY = BN + 4, NC = (BN + 127) / 128, RG = 4;
+        int *Y = reinterpret_cast<int *>(qsm);
         __syncthreads(); /* every warp is done with the pipeline's shared memory */
 #pragma unroll
         for (int mi = 0; mi < MI; mi++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const int rl = wr0 + mi * 16 + g + 8 * h, r = m0 + rl;
-                if (r >= M) continue;
-                const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
+                const int rl = wr0 + mi * 16 + g + 8 * h;
 #pragma unroll
-                for (int ni = 0; ni < NI; ni++) {
-                    const int c = wc0 + ni * 8 + 2 * t4; /* n0 = 0: the tile spans the row */
-                    if (c >= N) continue;
-                    float y0, y1;
-                    qg_deq2(a, r, c, acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], y0, y1);
-                    if (a.res_mode) { /* element-wise, so here: every thread's loads in flight together */
-                        float2 *rp = reinterpret_cast<float2 *>(a.res + (size_t)o * a.ld_res + c);
-                        if (a.res_mode == RES_ADD) {
-                            const float2 rv = *rp;
-                            const float2 lv = a.lam ? __ldg(reinterpret_cast<const float2 *>(a.lam + c)) : make_float2(1.f, 1.f);
-                            y0 = res_(rv.x, lv.x, y0), y1 = res_(rv.y, lv.y, y1);
-                        }
-                        *rp = make_float2(y0, y1);
-                    }
-                    *reinterpret_cast<float2 *>(Y + rl * LDY + c) = make_float2(y0, y1);
-                }
+                for (int ni = 0; ni < NI; ni++)
+                    *reinterpret_cast<int2 *>(Y + rl * LDY + wc0 + ni * 8 + 2 * t4) = make_int2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
             }
         __syncthreads();
-        constexpr int NC = (BN + 127) / 128;
         bool ok[NC];
         int cc[NC];
 #pragma unroll
@@ -277,17 +280,58 @@ __global__ void __launch_bounds__(256, MODE == QG_ELEM ? 2 : 1) k_qgemm(const in
             ok[i] = c < N;
             cc[i] = ok[i] ? c : 0;
         }
-        for (int rl = warp; rl < BM; rl += 8) {
-            const int r = m0 + rl;
-            if (r >= M) break;
-            const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
-            float y[NC][4];
+        const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f), one4 = make_float4(1.f, 1.f, 1.f, 1.f);
+        float4 wv[NC], bv[NC], lv[NC];
 #pragma unroll
-            for (int i = 0; i < NC; i++) {
-                const float4 u = ok[i] ? *reinterpret_cast<const float4 *>(Y + rl * LDY + cc[i]) : make_float4(0.f, 0.f, 0.f, 0.f);
-                y[i][0] = u.x, y[i][1] = u.y, y[i][2] = u.z, y[i][3] = u.w;
+        for (int i = 0; i < NC; i++) {
+            wv[i] = __ldg(reinterpret_cast<const float4 *>(a.ws + cc[i]));
+            bv[i] = a.bias ? __ldg(reinterpret_cast<const float4 *>(a.bias + cc[i])) : z4;
+            lv[i] = a.lam ? __ldg(reinterpret_cast<const float4 *>(a.lam + cc[i])) : one4;
+        }
+        for (int rg = warp; rg < BM; rg += 8 * RG) {
+            float4 rv[RG][NC];
+            float xsr[RG];
+#pragma unroll
+            for (int k = 0; k < RG; k++) {
+                const int rl = rg + 8 * k, r = m0 + rl;
+                const bool live = rl < BM && r < M;
+                const int o = !live ? 0 : a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
+                xsr[k] = live ? __ldg(a.xs + r) : 0.f;
+#pragma unroll
+                for (int i = 0; i < NC; i++)
+                    rv[k][i] = live && a.res_mode == RES_ADD ? *reinterpret_cast<const float4 *>(a.res + (size_t)o * a.ld_res + cc[i]) : z4;
             }
-            qg_row_tail<NC>(a, y, ok, cc, o);
+#pragma unroll
+            for (int k = 0; k < RG; k++) {
+                const int rl = rg + 8 * k, r = m0 + rl;
+                if (rl >= BM || r >= M) break;
+                const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
+                const float *addr = a.add ? a.add + (size_t)(r % a.add_period) * N : nullptr;
+                float y[NC][4];
+#pragma unroll
+                for (int i = 0; i < NC; i++) {
+                    const int4 q = ok[i] ? *reinterpret_cast<const int4 *>(Y + rl * LDY + cc[i]) : make_int4(0, 0, 0, 0);
+                    const float4 av = addr && ok[i] ? __ldg(reinterpret_cast<const float4 *>(addr + cc[i])) : z4;
+                    const bool hb = a.bias != nullptr, had = addr != nullptr;
+                    y[i][0] = ok[i] ? qg_deq(q.x, xsr[k], wv[i].x, bv[i].x, hb, av.x, had, a.act) : 0.f;
+                    y[i][1] = ok[i] ? qg_deq(q.y, xsr[k], wv[i].y, bv[i].y, hb, av.y, had, a.act) : 0.f;
+                    y[i][2] = ok[i] ? qg_deq(q.z, xsr[k], wv[i].z, bv[i].z, hb, av.z, had, a.act) : 0.f;
+                    y[i][3] = ok[i] ? qg_deq(q.w, xsr[k], wv[i].w, bv[i].w, hb, av.w, had, a.act) : 0.f;
+                }
+                if (a.res_mode) {
+                    float *rr = a.res + (size_t)o * a.ld_res;
+#pragma unroll
+                    for (int i = 0; i < NC; i++)
+                        if (ok[i]) {
+                            if (a.res_mode == RES_ADD) {
+                                y[i][0] = res_(rv[k][i].x, lv[i].x, y[i][0]), y[i][1] = res_(rv[k][i].y, lv[i].y, y[i][1]);
+                                y[i][2] = res_(rv[k][i].z, lv[i].z, y[i][2]), y[i][3] = res_(rv[k][i].w, lv[i].w, y[i][3]);
+                            }
+                            *reinterpret_cast<float4 *>(rr + cc[i]) = make_float4(y[i][0], y[i][1], y[i][2], y[i][3]);
+                        }
+                }
+                qg_row_tail<NC>(a, y, ok, cc, o);
+            }
         }
     }
 }
