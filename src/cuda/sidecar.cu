@@ -1,7 +1,7 @@
 /* The int8 sidecars on a CUDA device: DINOv2 and the Moonshine encoder, device-resident.
  *
  * Semantics are the CPU INT8 path's (src/sidecars/): quanto int8 weights per output channel (the
- * same sc_lin_load + sc_quantize_rows, so identical q and scales), activations quantized per row
+ * loaded CPU model's own q and scales, uploaded), activations quantized per row
  * with s = absmax/127, q = rint(x·127/absmax) clamped to ±127, int32 accumulation, then
  * y = (float)acc·(s_x·s_w) + bias. Float parts (LayerNorm, GELU/tanh, RoPE, attention, the
  * Moonshine Conv1d front end whose weights stay fp32 by the reference's rules) run in float.
@@ -33,9 +33,8 @@
 #include "cuda/sidecar_cuda.h"
 
 extern "C" {
-#include "sidecars/sc_internal.h"
+#include "sidecars/sc_models.h"
 }
-#include <cjson/cJSON.h>
 
 /* ================================================================ device memory helpers */
 
@@ -1397,12 +1396,10 @@ static arb_status qlin_from(qlin *L, const sc_lin *l) {
     return ARB_OK;
 }
 
-static arb_status vec_up(dbuf *d, sc_ckpt *c, const char *name, int n, arb_sidecar_info *info) {
-    float *v;
-    ARB_TRY(sc_vec_load(&v, c, name, 1, std::vector<int64_t>{n}.data(), info));
-    arb_status s = d->upload(v, (size_t)n * sizeof(float));
-    arb_free(v);
-    return s;
+/* A float vector of the CPU model (norm weights, biases, λ, ...). */
+static arb_status vec_up(dbuf *d, const float *v, int n) {
+    if (!v) return arb_error(ARB_ERR_INTERNAL, "sidecar cuda: a %d-vector of the CPU model is missing", n);
+    return d->upload(v, (size_t)n * sizeof(float));
 }
 
 /* A float Conv1d as a TF32 GEMM on im2col rows: w [o][kp] in (kx, c) order, K padded to 4. */
@@ -1411,23 +1408,22 @@ struct flin {
     dbuf w, bias;
 };
 
-static arb_status conv1d_up(flin *L, sc_ckpt *c, const char *name, int o, int ci, int kw, bool has_bias,
-                            arb_sidecar_info *info) {
-    char nm[512];
-    float *w;
-    snprintf(nm, sizeof nm, "%s.weight", name);
-    ARB_TRY(sc_ckpt_get(c, nm, 3, std::vector<int64_t>{o, ci, kw}.data(), &w));
-    L->n = o, L->k = ci * kw, L->kp = round_up(L->k, 4);
-    std::vector<float> h((size_t)o * L->kp, 0.f);
-    for (int a = 0; a < o; a++)
-        for (int cc = 0; cc < ci; cc++)
-            for (int x = 0; x < kw; x++) h[(size_t)a * L->kp + (size_t)x * ci + cc] = w[((size_t)a * ci + cc) * kw + x];
-    arb_free(w);
-    ARB_TRY(L->w.upload(h.data(), h.size() * sizeof(float)));
-    if (has_bias) {
-        snprintf(nm, sizeof nm, "%s.bias", name);
-        ARB_TRY(vec_up(&L->bias, c, nm, o, info));
+/* From the CPU model's float Conv1d (sc_conv1d_load: (kx, c) order, packed in 16-column panels per
+ * K block, see sc_packf_init) to rows of kp floats. */
+static arb_status conv1d_from(flin *L, const sc_lin *l) {
+    const sc_packf &f = l->f;
+    if (l->quantized || !f.p || f.kb < 1) return arb_error(ARB_ERR_INTERNAL, "sidecar cuda: conv [%d,%d] has no float weights", l->n, l->k);
+    L->n = l->n, L->k = l->k, L->kp = round_up(l->k, 4);
+    const size_t nb = (size_t)(f.n + 15) / 16;
+    std::vector<float> h((size_t)L->n * L->kp, 0.f);
+    for (int k0 = 0; k0 < f.k; k0 += f.kb) {
+        const int kl = std::min(f.kb, f.k - k0);
+        const float *blk = f.p + nb * 16 * (size_t)k0;
+        for (int n = 0; n < f.n; n++)
+            for (int k = 0; k < kl; k++) h[(size_t)n * L->kp + k0 + k] = blk[((size_t)(n / 16) * kl + k) * 16 + n % 16];
     }
+    ARB_TRY(L->w.upload(h.data(), h.size() * sizeof(float)));
+    if (l->bias) ARB_TRY(L->bias.upload(l->bias, (size_t)L->n * sizeof(float)));
     return ARB_OK;
 }
 
@@ -1546,215 +1542,117 @@ static void cu_model_free(void *p) {
 
 /* ---------------------------------------------------------------- loaders */
 
-static arb_status dino_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
-    int D, L, H, P, img, mlp;
-    double eps;
-    ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
-    ARB_TRY(sc_cfg_int(cfg, "num_hidden_layers", 1, 1024, 0, true, &L));
-    ARB_TRY(sc_cfg_int(cfg, "num_attention_heads", 1, 4096, 0, true, &H));
-    ARB_TRY(sc_cfg_int(cfg, "patch_size", 1, 1024, 14, false, &P));
-    ARB_TRY(sc_cfg_int(cfg, "image_size", 1, 65536, 518, false, &img));
-    ARB_TRY(sc_cfg_int(cfg, "mlp_ratio", 1, 64, 4, false, &mlp));
-    ARB_TRY(sc_cfg_num(cfg, "layer_norm_eps", 1e-6, false, &eps));
-    const cJSON *qb = cJSON_GetObjectItemCaseSensitive(cfg, "qkv_bias");
-    bool qkv_bias = !qb || cJSON_IsTrue(qb);
-    g->D = D, g->L = L, g->H = H, g->F = D * mlp, g->P = P, g->grid = img / P, g->eps = (float)eps;
-    if (D % H || D / H > att::DP)
-        return arb_error(ARB_ERR_UNSUPPORTED, "dinov2 on CUDA: head dim %d (the fused attention takes ≤ %d)", D / H, att::DP);
+/* The device copies are made from the loaded CPU model (src/sidecars/sc_models.h): its parsed
+ * configuration and its int8 rows and scales, so nothing is read or quantized twice. */
+static arb_status dino_load(cu_model *g, const sc_dinov2 *d) {
+    const sc_dinov2_cfg &k = d->cfg;
+    const int D = k.D, L = k.L;
+    g->D = D, g->L = L, g->H = k.H, g->F = k.F, g->P = k.P, g->grid = k.grid, g->eps = k.eps;
+    if (D % k.H || D / k.H > att::DP)
+        return arb_error(ARB_ERR_UNSUPPORTED, "dinov2 on CUDA: head dim %d (the fused attention takes ≤ %d)", D / k.H, att::DP);
     if (D > 8192 || g->F > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "dinov2 on CUDA: width %d/%d above 8192", D, g->F);
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    sc_lin tmp;
-    ARB_TRY(sc_conv2d_load(&tmp, c, "embeddings.patch_embeddings.projection", D, 3, P, P, true, true, SC_INT8, &info));
-    arb_status s = qlin_from(&g->patch, &tmp);
-    sc_lin_free(&tmp);
-    ARB_TRY(s);
-    int64_t npos = (int64_t)g->grid * g->grid + 1;
-    float *v;
-    ARB_TRY(sc_vec_load(&v, c, "embeddings.cls_token", 3, std::vector<int64_t>{1, 1, D}.data(), &info));
-    g->cls_h.assign(v, v + D);
-    arb_free(v);
-    ARB_TRY(sc_vec_load(&v, c, "embeddings.position_embeddings", 3, std::vector<int64_t>{1, npos, D}.data(), &info));
-    g->pos_h.assign(v, v + (size_t)npos * D);
-    arb_free(v);
-    ARB_TRY(g->cls.upload(g->cls_h.data(), (size_t)D * sizeof(float)));
+    ARB_TRY(qlin_from(&g->patch, &d->patch));
+    const size_t npos = (size_t)g->grid * g->grid + 1;
+    g->cls_h.assign(d->cls, d->cls + D);
+    g->pos_h.assign(d->pos, d->pos + npos * D);
+    ARB_TRY(vec_up(&g->cls, d->cls, D));
     g->dl.resize((size_t)L);
     for (int i = 0; i < L; i++) {
+        const dino_layer &s = d->layers[i];
         dino_layer_d *l = &g->dl[(size_t)i];
-        char n[256];
-#define V(field, suffix)                                              \
-    snprintf(n, sizeof n, "encoder.layer.%d.%s", i, suffix);          \
-    ARB_TRY(vec_up(&l->field, c, n, D, &info));
-#define LIN(field, suffix, no, ni, bias)                              \
-    snprintf(n, sizeof n, "encoder.layer.%d.%s", i, suffix);          \
-    ARB_TRY(sc_lin_load(&tmp, c, n, no, ni, bias, SC_INT8, &info));   \
-    s = qlin_from(&l->field, &tmp);                                   \
-    sc_lin_free(&tmp);                                                \
-    ARB_TRY(s);
-        V(n1w, "norm1.weight") V(n1b, "norm1.bias") V(n2w, "norm2.weight") V(n2b, "norm2.bias")
-        V(ls1, "layer_scale1.lambda1") V(ls2, "layer_scale2.lambda1")
-        static const char *const qkv_names[3] = {"query", "key", "value"};
-        snprintf(n, sizeof n, "encoder.layer.%d.attention.attention.", i);
-        ARB_TRY(sc_lin_load_cat(&tmp, c, n, qkv_names, 3, D, D, qkv_bias, SC_INT8, &info));
-        s = qlin_from(&l->qkv, &tmp);
-        sc_lin_free(&tmp);
-        ARB_TRY(s);
-        LIN(o, "attention.output.dense", D, D, true)
-        LIN(fc1, "mlp.fc1", g->F, D, true) LIN(fc2, "mlp.fc2", D, g->F, true)
-#undef V
-#undef LIN
+        ARB_TRY(vec_up(&l->n1w, s.n1w, D));
+        ARB_TRY(vec_up(&l->n1b, s.n1b, D));
+        ARB_TRY(vec_up(&l->n2w, s.n2w, D));
+        ARB_TRY(vec_up(&l->n2b, s.n2b, D));
+        ARB_TRY(vec_up(&l->ls1, s.ls1, D));
+        ARB_TRY(vec_up(&l->ls2, s.ls2, D));
+        ARB_TRY(qlin_from(&l->qkv, &s.qkv));
+        ARB_TRY(qlin_from(&l->o, &s.o));
+        ARB_TRY(qlin_from(&l->fc1, &s.fc1));
+        ARB_TRY(qlin_from(&l->fc2, &s.fc2));
     }
-    ARB_TRY(vec_up(&g->lnw, c, "layernorm.weight", D, &info));
-    ARB_TRY(vec_up(&g->lnb, c, "layernorm.bias", D, &info));
+    ARB_TRY(vec_up(&g->lnw, d->lnw, D));
+    ARB_TRY(vec_up(&g->lnb, d->lnb, D));
     return ARB_OK;
 }
 
-static arb_status moon_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
-    int D, I, Le, He;
-    double prf = 0.9, theta = 10000.0;
-    ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
-    ARB_TRY(sc_cfg_int(cfg, "intermediate_size", 1, 1 << 20, 0, true, &I));
-    ARB_TRY(sc_cfg_int(cfg, "encoder_num_hidden_layers", 1, 1024, 0, true, &Le));
-    ARB_TRY(sc_cfg_int(cfg, "encoder_num_attention_heads", 1, 4096, 0, true, &He));
-    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(cfg, "rope_parameters");
-    const cJSON *src = cJSON_IsObject(rp) ? rp : cfg;
-    ARB_TRY(sc_cfg_num(src, "partial_rotary_factor", 0.9, false, &prf));
-    ARB_TRY(sc_cfg_num(src, "rope_theta", 10000.0, false, &theta));
-    int dh = D / He;
-    g->D = D, g->I = I, g->L = Le, g->H = He, g->theta = (float)theta;
-    g->rdim = (int)(dh * prf);
-    g->rot = 2 * ((g->rdim + 1) / 2);
+static arb_status moon_load(cu_model *g, const sc_moonshine *d) {
+    const sc_moonshine_cfg &k = d->cfg;
+    const int D = k.D, dh = D / k.He;
+    g->D = D, g->I = k.I, g->L = k.Le, g->H = k.He, g->theta = k.theta, g->rdim = k.rdim, g->rot = k.rot;
     if (dh > att::DP || dh % 2)
         return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: head dim %d (the fused attention takes even dims ≤ %d)", dh,
                          att::DP);
-    if (3 * D > 8192 || I > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: width %d/%d too large", D, I);
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    c->prefix = sc_ckpt_has(c, "model.encoder.conv1.weight") ? "model." : "";
-    ARB_TRY(conv1d_up(&g->c1, c, "encoder.conv1", D, 1, 127, false, &info));
-    ARB_TRY(conv1d_up(&g->c2, c, "encoder.conv2", 2 * D, D, 7, true, &info));
-    ARB_TRY(conv1d_up(&g->c3, c, "encoder.conv3", D, 2 * D, 3, true, &info));
-    ARB_TRY(vec_up(&g->gn_w, c, "encoder.groupnorm.weight", D, &info));
-    ARB_TRY(vec_up(&g->gn_b, c, "encoder.groupnorm.bias", D, &info));
-    g->ml.resize((size_t)Le);
-    sc_lin tmp;
-    arb_status s;
-    char n[256];
-    for (int i = 0; i < Le; i++) {
+    if (3 * D > 8192 || k.I > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: width %d/%d too large", D, k.I);
+    ARB_TRY(conv1d_from(&g->c1, &d->conv1));
+    ARB_TRY(conv1d_from(&g->c2, &d->conv2));
+    ARB_TRY(conv1d_from(&g->c3, &d->conv3));
+    ARB_TRY(vec_up(&g->gn_w, d->gn_w, D));
+    ARB_TRY(vec_up(&g->gn_b, d->gn_b, D));
+    g->ml.resize((size_t)k.Le);
+    for (int i = 0; i < k.Le; i++) {
+        const moon_enc_layer &s = d->enc[i];
         moon_layer_d *l = &g->ml[(size_t)i];
-        snprintf(n, sizeof n, "encoder.layers.%d.input_layernorm.weight", i);
-        ARB_TRY(vec_up(&l->ln_in, c, n, D, &info));
-        snprintf(n, sizeof n, "encoder.layers.%d.post_attention_layernorm.weight", i);
-        ARB_TRY(vec_up(&l->ln_post, c, n, D, &info));
-        static const char *const qkv_names[3] = {"q_proj", "k_proj", "v_proj"};
-        snprintf(n, sizeof n, "encoder.layers.%d.self_attn.", i);
-        ARB_TRY(sc_lin_load_cat(&tmp, c, n, qkv_names, 3, D, D, false, SC_INT8, &info));
-        s = qlin_from(&l->qkv, &tmp);
-        sc_lin_free(&tmp);
-        ARB_TRY(s);
-#define LIN(field, fmt, no, ni, bias)                               \
-    snprintf(n, sizeof n, fmt, i);                                  \
-    ARB_TRY(sc_lin_load(&tmp, c, n, no, ni, bias, SC_INT8, &info)); \
-    s = qlin_from(&l->field, &tmp);                                 \
-    sc_lin_free(&tmp);                                              \
-    ARB_TRY(s);
-        LIN(o, "encoder.layers.%d.self_attn.o_proj", D, D, false)
-        LIN(fc1, "encoder.layers.%d.mlp.fc1", I, D, true) LIN(fc2, "encoder.layers.%d.mlp.fc2", D, I, true)
-#undef LIN
+        ARB_TRY(vec_up(&l->ln_in, s.ln_in, D));
+        ARB_TRY(vec_up(&l->ln_post, s.ln_post, D));
+        ARB_TRY(qlin_from(&l->qkv, &s.qkv));
+        ARB_TRY(qlin_from(&l->o, &s.o));
+        ARB_TRY(qlin_from(&l->fc1, &s.fc1));
+        ARB_TRY(qlin_from(&l->fc2, &s.fc2));
     }
-    ARB_TRY(vec_up(&g->enc_ln, c, "encoder.layer_norm.weight", D, &info));
+    ARB_TRY(vec_up(&g->enc_ln, d->enc_ln, D));
     return ARB_OK;
 }
 
-
-static arb_status qconv_up(qlin *L, sc_ckpt *c, const char *name, int o, int ci, int k) {
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    sc_lin tmp;
-    ARB_TRY(sc_conv2d_load(&tmp, c, name, o, ci, k, k, true, false, SC_INT8, &info));
-    arb_status s = qlin_from(L, &tmp);
-    sc_lin_free(&tmp);
-    return s;
-}
-
-static arb_status vres_load(vae_res_d *r, sc_ckpt *c, const char *p, int cin, int cout) {
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    char n[512];
+static arb_status vres_load(vae_res_d *r, const vae_res *s) {
+    const int cin = s->cin, cout = s->cout;
     r->cin = cin, r->cout = cout;
-    snprintf(n, sizeof n, "%s.norm1.weight", p); ARB_TRY(vec_up(&r->n1w, c, n, cin, &info));
-    snprintf(n, sizeof n, "%s.norm1.bias", p); ARB_TRY(vec_up(&r->n1b, c, n, cin, &info));
-    snprintf(n, sizeof n, "%s.conv1", p); ARB_TRY(qconv_up(&r->c1, c, n, cout, cin, 3));
-    snprintf(n, sizeof n, "%s.norm2.weight", p); ARB_TRY(vec_up(&r->n2w, c, n, cout, &info));
-    snprintf(n, sizeof n, "%s.norm2.bias", p); ARB_TRY(vec_up(&r->n2b, c, n, cout, &info));
-    snprintf(n, sizeof n, "%s.conv2", p); ARB_TRY(qconv_up(&r->c2, c, n, cout, cout, 3));
-    if (cin != cout) {
-        r->has_sc = true;
-        snprintf(n, sizeof n, "%s.conv_shortcut", p);
-        ARB_TRY(qconv_up(&r->sc, c, n, cout, cin, 1));
-    }
+    ARB_TRY(vec_up(&r->n1w, s->n1w, cin));
+    ARB_TRY(vec_up(&r->n1b, s->n1b, cin));
+    ARB_TRY(qlin_from(&r->c1, &s->c1));
+    ARB_TRY(vec_up(&r->n2w, s->n2w, cout));
+    ARB_TRY(vec_up(&r->n2b, s->n2b, cout));
+    ARB_TRY(qlin_from(&r->c2, &s->c2));
+    r->has_sc = s->has_sc;
+    if (s->has_sc) ARB_TRY(qlin_from(&r->sc, &s->sc));
     return ARB_OK;
 }
 
 /* The decoder half of an AutoencoderKL (the CPU loader validated the whole config already). */
-static arb_status vae_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
-    const cJSON *bo = cJSON_GetObjectItemCaseSensitive(cfg, "block_out_channels");
-    int nb = cJSON_GetArraySize(bo);
-    if (!cJSON_IsArray(bo) || nb < 1 || nb > 8) return arb_error(ARB_ERR_FORMAT, "config.json: bad block_out_channels");
-    for (int i = 0; i < nb; i++) g->ch[i] = (int)cJSON_GetArrayItem(bo, i)->valuedouble;
-    g->nb = nb;
-    ARB_TRY(sc_cfg_int(cfg, "layers_per_block", 1, 4, 1, false, &g->lpb));
-    ARB_TRY(sc_cfg_int(cfg, "norm_num_groups", 1, 512, 32, false, &g->G));
-    ARB_TRY(sc_cfg_int(cfg, "latent_channels", 1, 256, 4, false, &g->Lc));
-    ARB_TRY(sc_cfg_int(cfg, "out_channels", 1, 16, 3, false, &g->cout));
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, "use_post_quant_conv");
-    g->post_quant = cJSON_IsBool(v) ? cJSON_IsTrue(v) : true;
-    v = cJSON_GetObjectItemCaseSensitive(cfg, "mid_block_add_attention");
-    g->has_attn = cJSON_IsBool(v) ? cJSON_IsTrue(v) : true;
-    int top = g->ch[nb - 1], L = g->Lc;
+static arb_status vae_load(cu_model *g, const sc_vae *v) {
+    const sc_vae_cfg &k = v->cfg;
+    const int nb = k.nb;
+    if (nb < 1 || nb > 8) return arb_error(ARB_ERR_FORMAT, "config.json: bad block_out_channels");
+    for (int i = 0; i < nb; i++) g->ch[i] = k.ch[i];
+    g->nb = nb, g->lpb = k.lpb, g->G = k.G, g->Lc = k.L, g->cout = k.cout;
+    g->post_quant = k.post_quant;
+    g->has_attn = k.mid_attn;
+    int top = g->ch[nb - 1];
     for (int i = 0; i < nb; i++)
         if (g->ch[i] > 1024 || g->ch[i] % 4)
             return arb_error(ARB_ERR_UNSUPPORTED, "vae on CUDA: %d channels (multiples of 4 up to 1024 run there)", g->ch[i]);
     if (g->Lc % 4) return arb_error(ARB_ERR_UNSUPPORTED, "vae on CUDA: %d latent channels (a multiple of 4 runs there)", g->Lc);
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    char n[256];
-    if (g->post_quant) ARB_TRY(qconv_up(&g->pq, c, "post_quant_conv", L, L, 1));
-    ARB_TRY(qconv_up(&g->d_in, c, "decoder.conv_in", top, L, 3));
-    ARB_TRY(vres_load(&g->mid0, c, "decoder.mid_block.resnets.0", top, top));
-    ARB_TRY(vres_load(&g->mid1, c, "decoder.mid_block.resnets.1", top, top));
+    if (g->post_quant) ARB_TRY(qlin_from(&g->pq, &v->pqconv));
+    ARB_TRY(qlin_from(&g->d_in, &v->d_in));
+    ARB_TRY(vres_load(&g->mid0, &v->d_mid.r0));
+    ARB_TRY(vres_load(&g->mid1, &v->d_mid.r1));
     if (g->has_attn) {
-        ARB_TRY(vec_up(&g->a_gw, c, "decoder.mid_block.attentions.0.group_norm.weight", top, &info));
-        ARB_TRY(vec_up(&g->a_gb, c, "decoder.mid_block.attentions.0.group_norm.bias", top, &info));
-        bool legacy = !sc_ckpt_has(c, "decoder.mid_block.attentions.0.to_q.weight");
-        const char *nm[4] = {"to_q", "to_k", "to_v", "to_out.0"}, *old[4] = {"query", "key", "value", "proj_attn"};
-        qlin *dst[4] = {&g->aq, &g->ak, &g->av, &g->ao};
-        for (int i = 0; i < 4; i++) {
-            snprintf(n, sizeof n, "decoder.mid_block.attentions.0.%s", legacy ? old[i] : nm[i]);
-            sc_lin tmp;
-            ARB_TRY(sc_lin_load(&tmp, c, n, top, top, true, SC_INT8, &info));
-            arb_status s = qlin_from(dst[i], &tmp);
-            sc_lin_free(&tmp);
-            ARB_TRY(s);
-        }
+        const vae_attn &a = v->d_mid.at;
+        ARB_TRY(vec_up(&g->a_gw, a.gw, top));
+        ARB_TRY(vec_up(&g->a_gb, a.gb, top));
+        ARB_TRY(qlin_from(&g->aq, &a.q));
+        ARB_TRY(qlin_from(&g->ak, &a.k));
+        ARB_TRY(qlin_from(&g->av, &a.v));
+        ARB_TRY(qlin_from(&g->ao, &a.o));
     }
     g->up.resize((size_t)nb * (g->lpb + 1));
-    int prev = top;
     for (int b = 0; b < nb; b++) {
-        int out = g->ch[nb - 1 - b];
-        for (int r = 0; r < g->lpb + 1; r++) {
-            snprintf(n, sizeof n, "decoder.up_blocks.%d.resnets.%d", b, r);
-            ARB_TRY(vres_load(&g->up[(size_t)b * (g->lpb + 1) + r], c, n, r ? out : prev, out));
-        }
-        if (b < nb - 1) {
-            snprintf(n, sizeof n, "decoder.up_blocks.%d.upsamplers.0.conv", b);
-            ARB_TRY(qconv_up(&g->ups[b], c, n, out, out, 3));
-        }
-        prev = out;
+        for (int r = 0; r < g->lpb + 1; r++) ARB_TRY(vres_load(&g->up[(size_t)b * (g->lpb + 1) + r], &v->up[b][r]));
+        if (b < nb - 1) ARB_TRY(qlin_from(&g->ups[b], &v->ups[b]));
     }
-    ARB_TRY(vec_up(&g->d_nw, c, "decoder.conv_norm_out.weight", g->ch[0], &info));
-    ARB_TRY(vec_up(&g->d_nb, c, "decoder.conv_norm_out.bias", g->ch[0], &info));
-    ARB_TRY(qconv_up(&g->d_out, c, "decoder.conv_out", g->cout, g->ch[0], 3));
+    ARB_TRY(vec_up(&g->d_nw, v->d_nw, g->ch[0]));
+    ARB_TRY(vec_up(&g->d_nb, v->d_nb, g->ch[0]));
+    ARB_TRY(qlin_from(&g->d_out, &v->d_out));
     return ARB_OK;
 }
 
@@ -2507,7 +2405,8 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     ARB_TRY(arb_cuda_require("sidecar on cuda"));
     if (device < 0 || device >= arb_cuda_device_count())
         return arb_error(ARB_ERR_INVALID_ARG, "cuda:%d does not exist (%d devices)", device, arb_cuda_device_count());
-    if (!m->dir) return arb_error(ARB_ERR_INVALID_ARG, "sidecar on cuda: the model has no checkpoint directory");
+    if (m->mode != SC_INT8 || (m->kind == ARB_SIDECAR_DINOV2 ? !m->dino : m->kind == ARB_SIDECAR_VAE ? !m->vae : !m->moon))
+        return arb_error(ARB_ERR_INVALID_ARG, "sidecar on cuda: the model is not a loaded int8 model");
     ARB_CU(cudaSetDevice(device));
     cu_model *g = new (std::nothrow) cu_model;
     if (!g) return arb_error(ARB_ERR_OOM, "sidecar cuda: out of memory");
@@ -2538,19 +2437,10 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
             e = cudaFuncSetAttribute(k_conv3_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, 3 * 6 * 1024 * 4);
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     }
-    cJSON *cfg = nullptr;
-    if (!s) s = sc_config_read(m->dir, &cfg);
-    if (!s) {
-        sc_ckpt c;
-        s = sc_ckpt_open(&c, m->dir);
-        if (!s) {
-            s = g->kind == ARB_SIDECAR_DINOV2  ? dino_load(g, &c, cfg)
-                : g->kind == ARB_SIDECAR_VAE ? vae_load(g, &c, cfg)
-                                             : moon_load(g, &c, cfg);
-            sc_ckpt_close(&c);
-        }
-    }
-    cJSON_Delete(cfg);
+    if (!s)
+        s = g->kind == ARB_SIDECAR_DINOV2  ? dino_load(g, m->dino)
+            : g->kind == ARB_SIDECAR_VAE ? vae_load(g, m->vae)
+                                         : moon_load(g, m->moon);
     if (!s) {
         e = cudaDeviceSynchronize();
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: upload: %s", __FILE__, __LINE__, cudaGetErrorString(e));
