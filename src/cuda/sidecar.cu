@@ -1487,10 +1487,12 @@ struct cu_model {
     std::vector<vae_res_d> up; /* [nb][lpb + 1] */
     dbuf a_gw, a_gb, d_nw, d_nb;
     plan_t *plan = nullptr;
-    /* fewest GEMM rows that take the fused int8 GEMM + epilogue kernels (ARB_SIDECAR_FUSED=0: never;
-     * ARB_SIDECAR_FUSED_MIN=n: from n rows; default 2048: batch 1 stays on cuBLASLt + row kernels) */
-    int fused_min = 2048;
+    /* the fused int8 GEMM + epilogue kernels (sc_gemm.cuh; see lin()) */
+    int fused_mode = 2;  /* 0: never, 1: wherever it fits, 2: auto (timed per shape in the plan run) */
+    int fused_min = 1;   /* fewest GEMM rows for the fused kernels (ARB_SIDECAR_FUSED_MIN) */
     int fused_kinds = 3; /* bit 0: QG_ELEM, bit 1: QG_ROW (ARB_SIDECAR_FUSED=elem / row: only that one) */
+    struct fuse_choice { int key[4]; bool fused; }; /* key: M, N, K, elem */
+    std::vector<fuse_choice> fchoice;
     /* Moonshine's per-item TF32 front end: side streams with their own cuBLASLt workspaces */
     static constexpr int NSIDE = 4;
     int nside = 0;
@@ -1754,24 +1756,8 @@ static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M, const void
 }
 static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) { return qgemm(g, p, l, M, p->qa.p); }
 
-/* An int8 linear and its row epilogue `a` (dequantization from l: set here): one fused kernel
- * (sc_gemm.cuh) when the epilogue fits one and M reaches g->fused_min, else the cuBLASLt GEMM
- * into p->acc and a row kernel. Both give the same bits. The fused kernels read X while they
- * write their outputs: a.q must not overlap X unless it has X's layout (same rows, same ldq). */
-static arb_status lin(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, row_args a) {
-    row_deq(a, p, l);
-    const bool base = M >= g->fused_min && a.N == l.n && a.smx == 0.f && !a.in;
-    const bool ld2 = (!a.out || a.ld_out % 2 == 0) && (!a.outh || a.ld_outh % 2 == 0);
-    const bool elem = base && (g->fused_kinds & 1) && !a.q && !a.res_mode && !a.ln_g && !a.add && a.N % 2 == 0 && ld2 &&
-                      (!a.rope_cols || a.rope_dh % 2 == 0);
-    const bool ld4 = (!a.out || a.ld_out % 4 == 0) && (!a.outh || a.ld_outh % 4 == 0) && (!a.res || a.ld_res % 4 == 0);
-    const bool row = base && (g->fused_kinds & 2) && !elem && !a.rope_cols && a.N <= 512 && a.N % 4 == 0 && ld4 && !a.rope_cols && (!a.q || a.ldq % 16 == 0);
-    if (!elem && !row) {
-        ARB_TRY(qgemm(g, p, l, M, X));
-        return row_launch(g, M, a);
-    }
-    prof_mark(g, "gemm_fused");
-    p->ops += 2.0 * M * (double)l.n * l.k;
+/* The fused kernel for an int8 linear and its row epilogue (sc_gemm.cuh). */
+static arb_status lin_fused(cu_model *g, const qlin &l, int M, const int8_t *X, const row_args &a, bool elem) {
     using namespace qg;
     if (elem) {
         dim3 grid((unsigned)((a.N + 127) / 128), (unsigned)((M + 127) / 128));
@@ -1781,7 +1767,9 @@ static arb_status lin(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t
         return ARB_OK;
     }
     dim3 grid(1u, (unsigned)((M + 63) / 64));
-#define ARB_QROW(BN)                                                                                                     k_qgemm<64, BN, 2, 4, QG_ROW><<<grid, THREADS, smem_bytes<64, BN, QG_ROW>(), g->stream>>>(X, l.kp, l.w.as<int8_t>(),                                                                                            l.kp, M, l.np, l.kp, a)
+#define ARB_QROW(BN)                                                                                       \
+    k_qgemm<64, BN, 2, 4, QG_ROW><<<grid, THREADS, smem_bytes<64, BN, QG_ROW>(), g->stream>>>(             \
+        X, l.kp, l.w.as<int8_t>(), l.kp, M, l.np, l.kp, a)
     if (a.N <= 128) ARB_QROW(128);
     else if (a.N <= 256) ARB_QROW(256);
     else if (a.N <= 384) ARB_QROW(384);
@@ -1792,11 +1780,95 @@ static arb_status lin(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t
     return ARB_OK;
 }
 
+/* Auto mode, in the eager plan run: times the fused kernel against cuBLASLt + the row kernel on
+ * the real operands (1 warm-up + 3 runs each) and returns which was faster. The kernels update
+ * buffers in place (residual, the quantized input, its scales), so those are saved first and
+ * put back before the real run. */
+static arb_status lin_time(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, const row_args &a, bool elem,
+                           bool *fused) {
+    struct saved { void *p; size_t n; dbuf copy; };
+    saved sv[3] = {{(void *)X, (size_t)M * l.kp, {}},
+                   {a.res, a.res_mode ? (size_t)M * a.ld_res * sizeof(float) : 0, {}},
+                   {a.q ? (void *)a.qs : nullptr, a.q ? (size_t)M * sizeof(float) : 0, {}}};
+    for (saved &s : sv)
+        if (s.p && s.n) {
+            ARB_TRY(s.copy.alloc(s.n));
+            ARB_CU(cudaMemcpyAsync(s.copy.p, s.p, s.n, cudaMemcpyDeviceToDevice, g->stream));
+        }
+    cudaEvent_t ev[4];
+    for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
+    arb_status st = ARB_OK;
+    for (int v = 0; v < 2 && !st; v++)
+        for (int r = 0; r < 4 && !st; r++) { /* run 0 warms up */
+            if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
+            if (v == 0) st = lin_fused(g, l, M, X, a, elem);
+            else if (!(st = qgemm(g, p, l, M, X))) st = row_launch(g, M, a);
+            if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
+        }
+    cudaError_t e = cudaEventSynchronize(ev[3]);
+    float t_f = 0.f, t_u = 0.f;
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&t_f, ev[0], ev[1]);
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&t_u, ev[2], ev[3]);
+    for (cudaEvent_t x : ev) cudaEventDestroy(x);
+    for (saved &s : sv)
+        if (s.p && s.n && !st && e == cudaSuccess) e = cudaMemcpyAsync(s.p, s.copy.p, s.n, cudaMemcpyDeviceToDevice, g->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* the copies are freed on return */
+    ARB_TRY(st);
+    if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: fused GEMM timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    *fused = t_f < t_u;
+    if (getenv("ARB_SIDECAR_FUSED_LOG"))
+        fprintf(stderr, "fused %s M=%d N=%d K=%d: %.1f us vs cuBLASLt + row %.1f us -> %s\n", elem ? "elem" : "row", M, l.n,
+                l.kp, 1e3 * t_f / 3, 1e3 * t_u / 3, *fused ? "fused" : "cuBLASLt");
+    return ARB_OK;
+}
+
+/* An int8 linear and its row epilogue `a` (dequantization from l: set here): one fused kernel
+ * (sc_gemm.cuh) or the cuBLASLt GEMM into p->acc and a row kernel; both give the same bits.
+ * ARB_SIDECAR_FUSED: auto (default: whichever the plan run timed faster for this shape), 1 (the
+ * fused kernel wherever it fits, from ARB_SIDECAR_FUSED_MIN rows), 0 (never), elem / row (only
+ * that kind, forced). The fused kernels read X while they write: a.q must not overlap X unless
+ * it has X's layout (same rows, same ldq). */
+static arb_status lin(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, row_args a) {
+    row_deq(a, p, l);
+    const bool base = g->fused_mode && M >= g->fused_min && a.N == l.n && a.smx == 0.f && !a.in;
+    const bool ld2 = (!a.out || a.ld_out % 2 == 0) && (!a.outh || a.ld_outh % 2 == 0);
+    const bool elem = base && (g->fused_kinds & 1) && !a.q && !a.res_mode && !a.ln_g && !a.add && a.N % 2 == 0 && ld2 &&
+                      (!a.rope_cols || a.rope_dh % 2 == 0);
+    const bool ld4 = (!a.out || a.ld_out % 4 == 0) && (!a.outh || a.ld_outh % 4 == 0) && (!a.res || a.ld_res % 4 == 0);
+    const bool row = base && (g->fused_kinds & 2) && !elem && !a.rope_cols && a.N <= 512 && a.N % 4 == 0 && ld4 &&
+                     (!a.q || a.ldq % 16 == 0);
+    bool fused = elem || row;
+    if (fused && g->fused_mode == 2) { /* auto: the choice timed for this shape, if any */
+        const int key[4] = {M, l.n, l.kp, elem};
+        bool found = false;
+        for (const cu_model::fuse_choice &c : g->fchoice)
+            if (!memcmp(c.key, key, sizeof key)) found = true, fused = c.fused;
+        if (!found && g->lt.tune) {
+            ARB_TRY(lin_time(g, p, l, M, X, a, elem, &fused));
+            cu_model::fuse_choice c;
+            memcpy(c.key, key, sizeof key);
+            c.fused = fused;
+            g->fchoice.push_back(c);
+        } else if (!found)
+            fused = false; /* not timed (ARB_SIDECAR_NO_TUNE=1): cuBLASLt */
+    }
+    if (!fused) {
+        ARB_TRY(qgemm(g, p, l, M, X));
+        return row_launch(g, M, a);
+    }
+    prof_mark(g, "gemm_fused");
+    p->ops += 2.0 * M * (double)l.n * l.k;
+    return lin_fused(g, l, M, X, a, elem);
+}
+
 /* Opts the fused GEMMs into their shared memory (before any capture). */
 static cudaError_t qgemm_attrs() {
     using namespace qg;
     cudaError_t e = cudaSuccess;
-#define ARB_QATTR(BM, BN, WM, WN, MODE)                                                                              if (e == cudaSuccess)                                                                                                e = cudaFuncSetAttribute(k_qgemm<BM, BN, WM, WN, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize,                                  (int)smem_bytes<BM, BN, MODE>());
+#define ARB_QATTR(BM, BN, WM, WN, MODE)                                                                    \
+    if (e == cudaSuccess)                                                                                  \
+        e = cudaFuncSetAttribute(k_qgemm<BM, BN, WM, WN, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                 (int)smem_bytes<BM, BN, MODE>());
     ARB_QATTR(128, 128, 2, 4, QG_ELEM)
     ARB_QATTR(64, 128, 2, 4, QG_ROW)
     ARB_QATTR(64, 256, 2, 4, QG_ROW)
@@ -2420,7 +2492,7 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     {
         const char *fu = getenv("ARB_SIDECAR_FUSED"), *fm = getenv("ARB_SIDECAR_FUSED_MIN");
         if (fm && *fm) g->fused_min = std::max(1, atoi(fm));
-        if (fu && fu[0] == '0') g->fused_min = 1 << 30;
+        if (fu && *fu) g->fused_mode = !strcmp(fu, "0") ? 0 : !strcmp(fu, "auto") ? 2 : 1;
         if (fu && !strcmp(fu, "elem")) g->fused_kinds = 1;
         if (fu && !strcmp(fu, "row")) g->fused_kinds = 2;
     }
