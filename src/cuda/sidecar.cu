@@ -570,10 +570,11 @@ __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int 
 }
 
 /* Conv1d im2col in time-major layout: col[b·Lo + t, :K] = src[b, t·s·C ... + k·C) (the window
- * is contiguous); K padded to ldc with zeros. Optional GroupNorm affine per channel c = j % C
- * (ab [B][2][C] as k_gn_final makes it). */
+ * is contiguous); K padded to ldc with zeros. Optional: the previous conv's bias + GELU per
+ * channel c = j % C (k_rowr's formulas: the source is that conv's raw GEMM output, and no pass
+ * writes the activated copy), then a GroupNorm affine (ab [B][2][C] as k_gn_final makes it). */
 __global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, float *col,
-                           const float *ab) {
+                           const float *ab, const float *gelu_bias = nullptr) {
     const int r = blockIdx.x, b = r / Lo, t = r % Lo;
     const float *w = src + (size_t)b * src_item + (size_t)t * s * C;
     const float *a = ab ? ab + (size_t)b * 2 * C : nullptr;
@@ -581,6 +582,10 @@ __global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int 
         float v = 0.f;
         if (j < K) {
             v = w[j];
+            if (gelu_bias) {
+                v = fadd_(v, __ldg(gelu_bias + j % C));
+                v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+            }
             if (a) {
                 int c = j % C;
                 v = v * a[c] + a[C + c];
@@ -2111,14 +2116,9 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * L2 * 2 * D * 7 * D;
     ARB_TRY(conv_tf32(g, g->c2, B, (int)L2, col, h2));
-    {
-        row_args a = row0(2 * D);
-        a.in = h2, a.ld_in = 2 * D, a.bias = g->c2.bias.as<float>(), a.act = ACT_GELU, a.out = h2, a.ld_out = 2 * D;
-        ARB_TRY(row_launch(g, B * (int)L2, a));
-    }
-    prof_mark(g, "im2col");
+    prof_mark(g, "im2col"); /* conv2's bias + GELU applied as conv3's windows are gathered */
     k_im2col1d<<<B * (int)T, 256, 0, g->stream>>>(h2, (size_t)L2 * 2 * D, 2 * D, 2, 3 * 2 * D, (int)T, g->c3.kp, col,
-                                                  nullptr);
+                                                  nullptr, g->c2.bias.as<float>());
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * T * D * 3 * 2 * D;
     float *xf = p->att.as<float>(); /* conv3's raw output, before bias + GELU */
