@@ -140,6 +140,7 @@ template <int BM, int BN, int WGM, int WGN, int MODE>
 __global__ void __launch_bounds__(256, MODE == QG_ELEM ? 2 : 1) k_qgemm(const int8_t *X, int ldx, const int8_t *Wt, int ldw, int M, int Nw,
                                                   int K, row_args a) {
     using namespace qg;
+    pdl_begin();
     constexpr int MI = BM / WGM / 16, NI = BN / WGN / 8, ACH = BM * 4, NCH = (BM + BN) * 4;
     static_assert(WGM * WGN == 8 && NI % 2 == 0, "k_qgemm: 8 warps, n-tiles in pairs");
     extern __shared__ __align__(128) unsigned char qsm[];

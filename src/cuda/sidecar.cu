@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cuda/internal.cuh"
@@ -152,11 +153,25 @@ template <int V> __device__ __forceinline__ void st_f(float *p, const fv<V> &x) 
     else *p = x.v[0];
 }
 
+/* Programmatic dependent launch (PDL): a kernel launched with the programmatic-serialization
+ * attribute may start while the kernel before it drains; it waits here (before its first global
+ * read or write) until that kernel has finished and its writes are visible, then lets the kernel
+ * after it be scheduled. A kernel launched normally passes straight through. Every DINOv2 and
+ * Moonshine kernel of ours calls it first (the launch gap between dependent kernels is ~2 µs,
+ * over ~120 kernels per forward). */
+__device__ __forceinline__ void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 /* One warp per row (several warps per block), the row in the warp's slice of shared memory;
  * every reduction is a shuffle (no block barriers). V = 4: 16-byte loads and stores (N and every
  * leading dimension a multiple of 4, checked by the launcher); V = 1 otherwise. */
 template <int V>
 __global__ void k_row(row_args a, int nrows) {
+    pdl_begin();
     extern __shared__ float smem_rows[];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
     const int r = blockIdx.x * (blockDim.x >> 5) + wib, N = a.N, NV = N / V;
@@ -315,6 +330,7 @@ __device__ __forceinline__ unsigned pack_h2r(float lo, float hi) {
  * held at 0. Block: 256/W rows' warps (at least one row). */
 template <int NC>
 __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
+    pdl_begin();
     __shared__ float red[8];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, rib = wib / W, w = wib - rib * W;
     const int rpb = (int)(blockDim.x >> 5) / W;
@@ -540,6 +556,7 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
 /* DINOv2 patches: im2col row (c, ky, kx) of patch r of image b, quantized per row like the CPU. */
 __global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, int hw, int K, int ldq, int8_t *q,
                               float *qs) {
+    pdl_begin();
     extern __shared__ float row[];
     float *red = row + K;
     const int r = blockIdx.x, b = r / hw, p = r % hw, py = p / gw, pxx = p % gw;
@@ -563,6 +580,7 @@ __global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, in
 
 /* x[b, 0, :] = cls + pos[0] for every image. */
 __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int T, int B) {
+    pdl_begin();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * D) return;
     int b = i / D, c = i % D;
@@ -575,6 +593,7 @@ __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int 
  * writes the activated copy), then a GroupNorm affine (ab [B][2][C] as k_gn_final makes it). */
 __global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, float *col,
                            const float *ab, const float *gelu_bias = nullptr) {
+    pdl_begin();
     const int r = blockIdx.x, b = r / Lo, t = r % Lo;
     const float *w = src + (size_t)b * src_item + (size_t)t * s * C;
     const float *a = ab ? ab + (size_t)b * 2 * C : nullptr;
@@ -607,6 +626,7 @@ constexpr size_t SMEM = (size_t)BQ * LDH * 2 /*Q*/ + (size_t)BK * LDH * 2 * 2 /*
 
 __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, int T, int D, int dh, float scale,
                                                    float *o, int allow_vec) {
+    pdl_begin();
     using namespace nvcuda;
     using namespace att;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -772,6 +792,7 @@ __device__ __forceinline__ unsigned pack_h2(float lo, float hi) {
 
 __global__ void __launch_bounds__(128, 4) k_attn_mma(const __half *qkv, int ld, int T, int D, int dh, float scale_log2,
                                                      float *o) {
+    pdl_begin();
     using namespace fa;
     extern __shared__ __align__(128) unsigned char smem[];
     __half *Ks = reinterpret_cast<__half *>(smem); /* [2][BK][LDK] */
@@ -1493,6 +1514,7 @@ struct cu_model {
     dbuf a_gw, a_gb, d_nw, d_nb;
     plan_t *plan = nullptr;
     /* the fused int8 GEMM + epilogue kernels (sc_gemm.cuh; see lin()) */
+    bool pdl = false;    /* our DINOv2/Moonshine kernels launch with PDL (ARB_SIDECAR_PDL=0: off) */
     int fused_mode = 2;  /* 0: never, 1: wherever it fits, 2: auto (timed per shape in the plan run) */
     int fused_min = 1;   /* fewest GEMM rows for the fused kernels (ARB_SIDECAR_FUSED_MIN) */
     int fused_kinds = 3; /* bit 0: QG_ELEM, bit 1: QG_ROW (ARB_SIDECAR_FUSED=elem / row: only that one) */
@@ -1710,6 +1732,18 @@ static void prof_report(cu_model *g, const plan_t *p) {
     g->pcat.clear();
 }
 
+/* Launches one of our kernels on g->stream, with PDL (see pdl_begin) when g->pdl. */
+template <typename... KArgs, typename... Args>
+static cudaError_t klaunch(const cu_model *g, void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, Args &&...args) {
+    cudaLaunchConfig_t c = {};
+    c.gridDim = grid, c.blockDim = block, c.dynamicSmemBytes = smem, c.stream = g->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    c.attrs = at, c.numAttrs = g->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&c, k, std::forward<Args>(args)...);
+}
+
 /* Rows per block of k_row: 4 warps while 4 rows fit the shared memory opted in at attach. */
 static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
     prof_mark(g, "row");
@@ -1724,15 +1758,13 @@ static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
     const int chunks = (a.N + 127) / 128, W = (chunks + 3) / 4;
     if (v4 && W <= 8 && !(sm && sm[0] == '1')) {
         const int nc = (chunks + W - 1) / W, rpb = std::max(1, 8 / W), rb = (rows + rpb - 1) / rpb, thr = 32 * W * rpb;
-        if (nc == 1) k_rowr<1><<<rb, thr, 0, g->stream>>>(a, rows, W);
-        else if (nc == 2) k_rowr<2><<<rb, thr, 0, g->stream>>>(a, rows, W);
-        else if (nc == 3) k_rowr<3><<<rb, thr, 0, g->stream>>>(a, rows, W);
-        else k_rowr<4><<<rb, thr, 0, g->stream>>>(a, rows, W);
+        void (*k)(row_args, int, int) = nc == 1 ? k_rowr<1> : nc == 2 ? k_rowr<2> : nc == 3 ? k_rowr<3> : k_rowr<4>;
+        ARB_CU(klaunch(g, k, dim3((unsigned)rb), dim3((unsigned)thr), 0, a, rows, W));
         ARB_CU_LAUNCH("k_rowr");
         return ARB_OK;
     }
-    if (v4) k_row<4><<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
-    else k_row<1><<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
+    ARB_CU(klaunch(g, v4 ? k_row<4> : k_row<1>, dim3((unsigned)((rows + wpb - 1) / wpb)), dim3((unsigned)(32 * wpb)), smem, a,
+                   rows));
     ARB_CU_LAUNCH("k_row");
     return ARB_OK;
 }
@@ -1766,15 +1798,15 @@ static arb_status lin_fused(cu_model *g, const qlin &l, int M, const int8_t *X, 
     using namespace qg;
     if (elem) {
         dim3 grid((unsigned)((a.N + 127) / 128), (unsigned)((M + 127) / 128));
-        k_qgemm<128, 128, 2, 4, QG_ELEM><<<grid, THREADS, smem_bytes<128, 128, QG_ELEM>(), g->stream>>>(
-            X, l.kp, l.w.as<int8_t>(), l.kp, M, l.np, l.kp, a);
+        ARB_CU(klaunch(g, k_qgemm<128, 128, 2, 4, QG_ELEM>, grid, dim3(THREADS), smem_bytes<128, 128, QG_ELEM>(), X, (int)l.kp,
+                       l.w.as<int8_t>(), (int)l.kp, M, (int)l.np, (int)l.kp, a));
         ARB_CU_LAUNCH("k_qgemm elem");
         return ARB_OK;
     }
     dim3 grid(1u, (unsigned)((M + 63) / 64));
 #define ARB_QROW(BN)                                                                                       \
-    k_qgemm<64, BN, 2, 4, QG_ROW><<<grid, THREADS, smem_bytes<64, BN, QG_ROW>(), g->stream>>>(             \
-        X, l.kp, l.w.as<int8_t>(), l.kp, M, l.np, l.kp, a)
+    ARB_CU(klaunch(g, k_qgemm<64, BN, 2, 4, QG_ROW>, grid, dim3(THREADS), smem_bytes<64, BN, QG_ROW>(), X, (int)l.kp, \
+                   l.w.as<int8_t>(), (int)l.kp, M, (int)l.np, (int)l.kp, a))
     if (a.N <= 128) ARB_QROW(128);
     else if (a.N <= 256) ARB_QROW(256);
     else if (a.N <= 384) ARB_QROW(384);
@@ -1891,12 +1923,12 @@ static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) 
     const char *sc = getenv("ARB_SIDECAR_ATT_SCALAR"); /* element loads, no prefetch (for comparisons) */
     const char *wm = getenv("ARB_SIDECAR_ATT_WMMA");   /* the WMMA kernel (for comparisons) */
     if (dh % 4 == 0 && dh <= fa::DP && D % 4 == 0 && !(wm && wm[0] == '1') && !(sc && sc[0] == '1')) {
-        k_attn_mma<<<grid, 128, fa::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh,
-                                                       1.4426950408889634f / sqrtf((float)dh), p->att.as<float>());
+        ARB_CU(klaunch(g, k_attn_mma, grid, dim3(128), fa::SMEM, (const __half *)p->qkvh.as<__half>(), 3 * D, T, D, dh,
+                       1.4426950408889634f / sqrtf((float)dh), p->att.as<float>()));
         ARB_CU_LAUNCH("k_attn_mma");
     } else {
-        k_attention<<<grid, 128, att::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh, 1.f / sqrtf((float)dh),
-                                                        p->att.as<float>(), sc && sc[0] == '1' ? 0 : 1);
+        ARB_CU(klaunch(g, k_attention, grid, dim3(128), att::SMEM, (const __half *)p->qkvh.as<__half>(), 3 * D, T, D, dh,
+                       1.f / sqrtf((float)dh), p->att.as<float>(), sc && sc[0] == '1' ? 0 : 1));
         ARB_CU_LAUNCH("k_attention");
     }
     p->ops += 2.0 * 2.0 * B * H * (double)T * T * dh;
@@ -1931,9 +1963,9 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     /* patch embedding: im2col + quantize, GEMM, + bias + position → x rows 1..hw of each image */
     int thr = 128;
     prof_mark(g, "im2col");
-    k_patch_quant<<<B * hw, thr, ((size_t)K + 32) * sizeof(float), g->stream>>>(p->in.as<float>(), Hi, Wi, P, gw, hw,
-                                                                               K, g->patch.kp, p->qa.as<int8_t>(),
-                                                                               p->qs.as<float>());
+    ARB_CU(klaunch(g, k_patch_quant, dim3((unsigned)(B * hw)), dim3(thr), ((size_t)K + 32) * sizeof(float),
+                   (const float *)p->in.as<float>(), Hi, Wi, P, gw, hw, K, (int)g->patch.kp, p->qa.as<int8_t>(),
+                   p->qs.as<float>()));
     ARB_CU_LAUNCH("k_patch_quant");
     {
         row_args a = row0(D);
@@ -1944,8 +1976,8 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
         a.grp = hw, a.grp_out = T, a.off = 1;
         ARB_TRY(lin(g, p, g->patch, B * hw, p->qa.as<int8_t>(), a));
     }
-    k_cls<<<arb_cuda_blocks((int64_t)B * D, 256), 256, 0, g->stream>>>(p->x.as<float>(), g->cls.as<float>(),
-                                                                       p->pos.as<float>(), D, T, B);
+    ARB_CU(klaunch(g, k_cls, dim3((unsigned)arb_cuda_blocks((int64_t)B * D, 256)), dim3(256), 0, p->x.as<float>(),
+                   (const float *)g->cls.as<float>(), (const float *)p->pos.as<float>(), D, T, B));
     ARB_CU_LAUNCH("k_cls");
     const int kpD = round_up(D, 16), kpF = round_up(F, 16);
     {   /* layer 0's norm1 + quantization */
@@ -2099,8 +2131,8 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     float *col = p->col.as<float>(), *h1 = p->h1.as<float>(), *h2 = p->h2.as<float>();
     /* conv1 (k127 s64, no bias) + tanh; GroupNorm(1) folded into conv2's im2col */
     prof_mark(g, "im2col");
-    k_im2col1d<<<B * (int)L1, 128, 0, g->stream>>>(p->in.as<float>(), (size_t)N, 1, 64, 127, (int)L1, g->c1.kp, col,
-                                                   nullptr);
+    ARB_CU(klaunch(g, k_im2col1d, dim3((unsigned)(B * L1)), dim3(128), 0, (const float *)p->in.as<float>(), (size_t)N, 1, 64,
+                   127, (int)L1, (int)g->c1.kp, col, (const float *)nullptr, (const float *)nullptr));
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * L1 * D * 127;
     ARB_TRY(conv_tf32(g, g->c1, B, (int)L1, col, h1));
@@ -2111,14 +2143,14 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     }
     ARB_TRY(gn_stats(g, p, h1, B, (int)L1, D, 1, 1e-5f, g->gn_w, g->gn_b));
     prof_mark(g, "im2col");
-    k_im2col1d<<<B * (int)L2, 256, 0, g->stream>>>(h1, (size_t)L1 * D, D, 3, 7 * D, (int)L2, g->c2.kp, col,
-                                                   p->gab.as<float>());
+    ARB_CU(klaunch(g, k_im2col1d, dim3((unsigned)(B * L2)), dim3(256), 0, (const float *)h1, (size_t)L1 * D, D, 3, 7 * D,
+                   (int)L2, (int)g->c2.kp, col, (const float *)p->gab.as<float>(), (const float *)nullptr));
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * L2 * 2 * D * 7 * D;
     ARB_TRY(conv_tf32(g, g->c2, B, (int)L2, col, h2));
     prof_mark(g, "im2col"); /* conv2's bias + GELU applied as conv3's windows are gathered */
-    k_im2col1d<<<B * (int)T, 256, 0, g->stream>>>(h2, (size_t)L2 * 2 * D, 2 * D, 2, 3 * 2 * D, (int)T, g->c3.kp, col,
-                                                  nullptr, g->c2.bias.as<float>());
+    ARB_CU(klaunch(g, k_im2col1d, dim3((unsigned)(B * T)), dim3(256), 0, (const float *)h2, (size_t)L2 * 2 * D, 2 * D, 2,
+                   3 * 2 * D, (int)T, (int)g->c3.kp, col, (const float *)nullptr, (const float *)g->c2.bias.as<float>()));
     ARB_CU_LAUNCH("k_im2col1d");
     p->ops += 2.0 * B * T * D * 3 * 2 * D;
     float *xf = p->att.as<float>(); /* conv3's raw output, before bias + GELU */
@@ -2495,6 +2527,8 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
         if (fu && *fu) g->fused_mode = !strcmp(fu, "0") ? 0 : !strcmp(fu, "auto") ? 2 : 1;
         if (fu && !strcmp(fu, "elem")) g->fused_kinds = 1;
         if (fu && !strcmp(fu, "row")) g->fused_kinds = 2;
+        const char *pd = getenv("ARB_SIDECAR_PDL");
+        g->pdl = g->kind != ARB_SIDECAR_VAE && !(pd && pd[0] == '0');
     }
     if (!s) { /* before any capture: the attention's 72 KB of shared memory */
         e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM);
