@@ -760,14 +760,14 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
 
 /* The same attention with register-resident accumulators (FlashAttention-2 style): mma.sync
  * m16n8k16 (fp16 in, fp32 accumulate) whose fragment layout is fixed by the PTX ISA, so the
- * scores, the softmax and O never leave registers. One block of 4 warps per (64 queries, head,
- * image), a warp per 16 query rows; Q fragments loaded once from global; K/V 64-key tiles
+ * scores, the softmax and O never leave registers. One block of NW warps (4 or 8) per (16·NW
+ * queries, head, image), a warp per 16 query rows; Q fragments loaded once from global; K/V 64-key tiles
  * double-buffered in shared memory by cp.async (8-byte chunks, zero-filled past T and dh);
  * S = Q Kᵀ → online softmax (exp2, row max/sum over the 4 lanes of a quad) → P (fp16, straight
  * from the S accumulators into A fragments) → O += P V with V's B fragments by ldmatrix.trans.
  * Needs dh, D and ld multiples of 4, dh ≤ 64 (else k_attention runs). */
 namespace fa {
-constexpr int BQ = 64, BK = 64, DP = 64, LDK = DP + 8; /* 144-byte rows: 16-byte aligned, conflict-free */
+constexpr int BK = 64, DP = 64, LDK = DP + 8; /* 144-byte rows: 16-byte aligned, conflict-free */
 constexpr size_t SMEM = (size_t)2 * 2 * BK * LDK * sizeof(__half); /* 2 stages × (K, V) */
 } // namespace fa
 
@@ -790,20 +790,24 @@ __device__ __forceinline__ unsigned pack_h2(float lo, float hi) {
     return *reinterpret_cast<unsigned *>(&h);
 }
 
-__global__ void __launch_bounds__(128, 4) k_attn_mma(const __half *qkv, int ld, int T, int D, int dh, float scale_log2,
-                                                     float *o) {
+/* NW warps per block (NW = 4: 64 query rows; NW = 8: 128 rows share each K/V tile). A warp's
+ * arithmetic on its 16 rows does not depend on NW: both give the same bits. */
+template <int NW>
+__global__ void __launch_bounds__(32 * NW, NW == 4 ? 4 : 2) k_attn_mma(const __half *qkv, int ld, int T, int D, int dh,
+                                                                     float scale_log2, float *o) {
     pdl_begin();
     using namespace fa;
+    constexpr int NT = 32 * NW, BQN = 16 * NW;
     extern __shared__ __align__(128) unsigned char smem[];
     __half *Ks = reinterpret_cast<__half *>(smem); /* [2][BK][LDK] */
     __half *Vs = Ks + 2 * BK * LDK;                /* [2][BK][LDK] */
-    const int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z;
+    const int q0 = blockIdx.x * BQN, h = blockIdx.y, b = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const __half *base = qkv + (size_t)b * T * ld + (size_t)h * dh;
     auto load_kv = [&](int stage, int k0) {
 #pragma unroll
-        for (int j = 0; j < BK * DP / 4 / 128; j++) {
-            int i = tid + j * 128, rr = i >> 4, d = (i & 15) * 4, t = k0 + rr;
+        for (int j = 0; j < BK * DP / 4 / NT; j++) {
+            int i = tid + j * NT, rr = i >> 4, d = (i & 15) * 4, t = k0 + rr;
             bool ok = t < T && d < dh;
             const __half *src = ok ? base + (size_t)t * ld + d : base;
             cp_async8(Ks + (stage * BK + rr) * LDK + d, ok ? src + D : base, ok);
@@ -1520,6 +1524,8 @@ struct cu_model {
     int fused_kinds = 3; /* bit 0: QG_ELEM, bit 1: QG_ROW (ARB_SIDECAR_FUSED=elem / row: only that one) */
     struct fuse_choice { int key[4]; bool fused; }; /* key: M, N, K, elem */
     std::vector<fuse_choice> fchoice;
+    struct att_choice { int key[3]; int nw; }; /* key: B, T, 64·D + H; warps per attention block */
+    std::vector<att_choice> achoice;
     /* Moonshine's per-item TF32 front end: side streams with their own cuBLASLt workspaces */
     static constexpr int NSIDE = 4;
     int nside = 0;
@@ -1917,16 +1923,55 @@ static cudaError_t qgemm_attrs() {
 }
 
 static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) {
-    prof_mark(g, "attention");
     int dh = D / H;
     dim3 grid((unsigned)((T + att::BQ - 1) / att::BQ), (unsigned)H, (unsigned)B);
     const char *sc = getenv("ARB_SIDECAR_ATT_SCALAR"); /* element loads, no prefetch (for comparisons) */
     const char *wm = getenv("ARB_SIDECAR_ATT_WMMA");   /* the WMMA kernel (for comparisons) */
     if (dh % 4 == 0 && dh <= fa::DP && D % 4 == 0 && !(wm && wm[0] == '1') && !(sc && sc[0] == '1')) {
-        ARB_CU(klaunch(g, k_attn_mma, grid, dim3(128), fa::SMEM, (const __half *)p->qkvh.as<__half>(), 3 * D, T, D, dh,
-                       1.4426950408889634f / sqrtf((float)dh), p->att.as<float>()));
-        ARB_CU_LAUNCH("k_attn_mma");
+        /* 4 or 8 warps per block: ARB_SIDECAR_ATT_NW=4/8 forces one, else the plan run times both
+         * for this shape (the same bits either way) */
+        const __half *qkv = p->qkvh.as<__half>();
+        const float sl2 = 1.4426950408889634f / sqrtf((float)dh);
+        float *out = p->att.as<float>();
+        auto launch = [&](int nw) -> arb_status {
+            dim3 gr((unsigned)((T + 16 * nw - 1) / (16 * nw)), (unsigned)H, (unsigned)B);
+            if (nw == 8) ARB_CU(klaunch(g, k_attn_mma<8>, gr, dim3(256), fa::SMEM, qkv, 3 * D, T, D, dh, sl2, out));
+            else ARB_CU(klaunch(g, k_attn_mma<4>, gr, dim3(128), fa::SMEM, qkv, 3 * D, T, D, dh, sl2, out));
+            ARB_CU_LAUNCH("k_attn_mma");
+            return ARB_OK;
+        };
+        const char *fnw = getenv("ARB_SIDECAR_ATT_NW");
+        int nw = fnw && *fnw ? (atoi(fnw) == 8 ? 8 : 4) : 0;
+        const int key[3] = {B, T, D * 64 + H};
+        for (const cu_model::att_choice &c : g->achoice)
+            if (!nw && !memcmp(c.key, key, sizeof key)) nw = c.nw;
+        if (!nw && g->lt.tune) { /* 1 warm-up + 3 timed runs of each (attention writes only p->att) */
+            cudaEvent_t ev[4];
+            for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
+            arb_status st = ARB_OK;
+            for (int v = 0; v < 2 && !st; v++)
+                for (int r = 0; r < 4 && !st; r++) {
+                    if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
+                    st = launch(v ? 8 : 4);
+                    if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
+                }
+            float t4 = 0.f, t8 = 0.f;
+            cudaError_t e = st ? cudaSuccess : cudaEventSynchronize(ev[3]);
+            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&t4, ev[0], ev[1]);
+            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&t8, ev[2], ev[3]);
+            for (cudaEvent_t x : ev) cudaEventDestroy(x);
+            ARB_TRY(st);
+            if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: attention timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+            nw = t8 < t4 ? 8 : 4;
+            if (getenv("ARB_SIDECAR_FUSED_LOG"))
+                fprintf(stderr, "attention B=%d T=%d H=%d dh=%d: 4 warps %.1f us, 8 warps %.1f us -> %d\n", B, T, H, dh, 1e3 * t4 / 3,
+                        1e3 * t8 / 3, nw);
+            g->achoice.push_back(cu_model::att_choice{{key[0], key[1], key[2]}, nw});
+        }
+        prof_mark(g, "attention");
+        ARB_TRY(launch(nw ? nw : 4));
     } else {
+        prof_mark(g, "attention");
         ARB_CU(klaunch(g, k_attention, grid, dim3(128), att::SMEM, (const __half *)p->qkvh.as<__half>(), 3 * D, T, D, dh,
                        1.f / sqrtf((float)dh), p->att.as<float>(), sc && sc[0] == '1' ? 0 : 1));
         ARB_CU_LAUNCH("k_attention");

@@ -15,7 +15,8 @@
  *     shape, so they are expected to match exactly too (0 on an H100); the margin covers a
  *     cuBLASLt kernel whose float reduction order is not fixed. (With one TF32 GEMM over all
  *     B·L rows, cuBLASLt's choice at another M moved Moonshine items by 9.5e-3.)
- *   - the fused int8 GEMM + epilogue kernels against cuBLASLt + row kernels: bit for bit;
+ *   - the fused int8 GEMM + epilogue kernels against cuBLASLt + row kernels, and the attention
+ *     with 8 warps per block against 4: bit for bit;
  *   - device-resident input → device-resident output, the same numbers as host in/out;
  *     a new input shape (a re-recorded graph) and back;
  *   - errors: fp32/int8w models refuse the device, wrong shapes are one-line errors.
@@ -203,6 +204,36 @@ static void test_fused_gemm_bits(void **state) {
     fused_bits("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 23);             /* 288 wide, rotary */
 }
 
+/* The attention with 4 or 8 warps per block (ARB_SIDECAR_ATT_NW; by default the plan run times
+ * both): each warp's rows see the same operations, so the outputs are the same bits. */
+static void att_bits(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
+    const char *keep = getenv("ARB_SIDECAR_ATT_NW");
+    char kv[64] = "";
+    if (keep) snprintf(kv, sizeof kv, "%s", keep);
+    arb_tensor x, o[2];
+    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
+    arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
+    for (int v = 0; v < 2; v++) {
+        setenv("ARB_SIDECAR_ATT_NW", v ? "8" : "4", 1); /* read when the forward is recorded */
+        arb_sidecar *m = load_cuda(fx(name));
+        ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &o[v], NULL));
+        arb_sidecar_free(m);
+    }
+    if (keep) setenv("ARB_SIDECAR_ATT_NW", kv, 1);
+    else unsetenv("ARB_SIDECAR_ATT_NW");
+    size_t n = (size_t)arb_tensor_numel(&o[0]), diff = 0;
+    for (size_t i = 0; i < n; i++) diff += memcmp((float *)o[0].data + i, (float *)o[1].data + i, sizeof(float)) != 0;
+    printf("%s attention 8 vs 4 warps per block: %zu of %zu values differ\n", name, diff, n);
+    assert_int_equal(diff, 0);
+    arb_tensor_free(&x), arb_tensor_free(&o[0]), arb_tensor_free(&o[1]);
+}
+
+static void test_attention_warps_bits(void **state) {
+    (void)state;
+    att_bits("dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 31); /* T = 257: a 1-row last block */
+    att_bits("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 32);             /* head dim 36 */
+}
+
 static void test_errors(void **state) {
     (void)state;
     arb_sidecar *m;
@@ -262,6 +293,7 @@ int main(void) {
         cmocka_unit_test(test_vae_fixture),
         cmocka_unit_test(test_random_batches),
         cmocka_unit_test(test_fused_gemm_bits),
+        cmocka_unit_test(test_attention_warps_bits),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
