@@ -4,7 +4,8 @@
  * loaded CPU model's own q and scales, uploaded), activations quantized per row
  * with s = absmax/127, q = rint(x·127/absmax) clamped to ±127, int32 accumulation, then
  * y = (float)acc·(s_x·s_w) + bias. Float parts (LayerNorm, GELU/tanh, RoPE, attention, the
- * Moonshine Conv1d front end whose weights stay fp32 by the reference's rules) run in float.
+ * Moonshine Conv1d front end whose weights stay float by the reference's rules: fp16 or TF32
+ * operands on tensor cores, fp32 accumulation) run in float.
  *
  * Why this shape:
  *  - int8 GEMMs are cuBLASLt IMMA (int8×int8→int32 on tensor cores, K-major "TN" operands); the
@@ -591,8 +592,9 @@ __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int 
  * is contiguous); K padded to ldc with zeros. Optional: the previous conv's bias + GELU per
  * channel c = j % C (k_rowr's formulas: the source is that conv's raw GEMM output, and no pass
  * writes the activated copy), then a GroupNorm affine (ab [B][2][C] as k_gn_final makes it). */
-__global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, float *col,
-                           const float *ab, const float *gelu_bias = nullptr) {
+template <typename TO> /* float (TF32 GEMMs) or __half (fp16 GEMMs) */
+__global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, TO *col,
+                           const float *ab, const float *gelu_bias) {
     pdl_begin();
     const int r = blockIdx.x, b = r / Lo, t = r % Lo;
     const float *w = src + (size_t)b * src_item + (size_t)t * s * C;
@@ -610,7 +612,8 @@ __global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int 
                 v = v * a[c] + a[C + c];
             }
         }
-        col[(size_t)r * ldc + j] = v;
+        if constexpr (sizeof(TO) == 2) col[(size_t)r * ldc + j] = __float2half_rn(v);
+        else col[(size_t)r * ldc + j] = v;
     }
 }
 
@@ -1210,10 +1213,11 @@ struct gemm_key {
     int batch = 1;      /* strided batch (float only): X, W, C advance by sx, sw, sc elements */
     long long sx = 0, sw = 0, sc = 0;
     int align = 0;      /* > 0: the operands' guaranteed alignment in bytes (cuBLASLt assumes 256) */
+    bool f16 = false;   /* float GEMMs: W and X in fp16 (fp32 accumulation and output) */
     bool operator==(const gemm_key &o) const {
         return i8 == o.i8 && M == o.M && N == o.N && K == o.K && ldw == o.ldw && ldx == o.ldx && ldc == o.ldc &&
                wkn == o.wkn && tf32 == o.tf32 && batch == o.batch && sx == o.sx && sw == o.sw && sc == o.sc &&
-               align == o.align;
+               align == o.align && f16 == o.f16;
     }
 };
 struct gemm_plan {
@@ -1259,8 +1263,10 @@ struct lt_ctx {
             }
         gemm_plan p;
         p.key = k;
-        cudaDataType_t ab = k.i8 ? CUDA_R_8I : CUDA_R_32F, ct = k.i8 ? CUDA_R_32I : CUDA_R_32F;
-        cublasComputeType_t comp = k.i8 ? CUBLAS_COMPUTE_32I : k.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+        cudaDataType_t ab = k.i8 ? CUDA_R_8I : k.f16 ? CUDA_R_16F : CUDA_R_32F, ct = k.i8 ? CUDA_R_32I : CUDA_R_32F;
+        cublasComputeType_t comp = k.i8                 ? CUBLAS_COMPUTE_32I
+                                   : k.tf32 && !k.f16 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                      : CUBLAS_COMPUTE_32F;
         ARB_LT(cublasLtMatmulDescCreate(&p.op, comp, k.i8 ? CUDA_R_32I : CUDA_R_32F));
         cublasOperation_t tA = k.wkn ? CUBLAS_OP_N : CUBLAS_OP_T, tB = CUBLAS_OP_N;
         ARB_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
@@ -1432,18 +1438,20 @@ static arb_status vec_up(dbuf *d, const float *v, int n) {
     return d->upload(v, (size_t)n * sizeof(float));
 }
 
-/* A float Conv1d as a TF32 GEMM on im2col rows: w [o][kp] in (kx, c) order, K padded to 4. */
+/* A float Conv1d as a GEMM on im2col rows: w [o][kp] in (kx, c) order; fp16 operands (K padded
+ * to 8) or TF32 (fp32 operands, K padded to 4), fp32 accumulation and output either way. */
 struct flin {
     int n = 0, k = 0, kp = 0;
+    bool f16 = false; /* w in fp16, kp a multiple of 8 */
     dbuf w, bias;
 };
 
 /* From the CPU model's float Conv1d (sc_conv1d_load: (kx, c) order, packed in 16-column panels per
  * K block, see sc_packf_init) to rows of kp floats. */
-static arb_status conv1d_from(flin *L, const sc_lin *l) {
+static arb_status conv1d_from(flin *L, const sc_lin *l, bool f16) {
     const sc_packf &f = l->f;
     if (l->quantized || !f.p || f.kb < 1) return arb_error(ARB_ERR_INTERNAL, "sidecar cuda: conv [%d,%d] has no float weights", l->n, l->k);
-    L->n = l->n, L->k = l->k, L->kp = round_up(l->k, 4);
+    L->n = l->n, L->k = l->k, L->kp = round_up(l->k, f16 ? 8 : 4), L->f16 = f16;
     const size_t nb = (size_t)(f.n + 15) / 16;
     std::vector<float> h((size_t)L->n * L->kp, 0.f);
     for (int k0 = 0; k0 < f.k; k0 += f.kb) {
@@ -1452,7 +1460,12 @@ static arb_status conv1d_from(flin *L, const sc_lin *l) {
         for (int n = 0; n < f.n; n++)
             for (int k = 0; k < kl; k++) h[(size_t)n * L->kp + k0 + k] = blk[((size_t)(n / 16) * kl + k) * 16 + n % 16];
     }
-    ARB_TRY(L->w.upload(h.data(), h.size() * sizeof(float)));
+    if (f16) {
+        std::vector<__half> hh(h.size());
+        for (size_t i = 0; i < h.size(); i++) hh[i] = __float2half_rn(h[i]);
+        ARB_TRY(L->w.upload(hh.data(), hh.size() * sizeof(__half)));
+    } else
+        ARB_TRY(L->w.upload(h.data(), h.size() * sizeof(float)));
     if (l->bias) ARB_TRY(L->bias.upload(l->bias, (size_t)L->n * sizeof(float)));
     return ARB_OK;
 }
@@ -1526,10 +1539,11 @@ struct cu_model {
     std::vector<fuse_choice> fchoice;
     struct att_choice { int key[3]; int nw; }; /* key: B, T, 64·D + H; warps per attention block */
     std::vector<att_choice> achoice;
-    /* Moonshine's per-item TF32 front end: side streams with their own cuBLASLt workspaces */
+    /* Moonshine's per-item float front end: side streams with their own cuBLASLt workspaces */
     static constexpr int NSIDE = 4;
     int nside = 0;
     bool fe_batched = false; /* ARB_SIDECAR_FE=batched: one strided-batched call per conv instead */
+    bool fe_f16 = true;      /* the front-end GEMMs on fp16 operands (ARB_SIDECAR_FE_F16=0: TF32) */
     cudaStream_t side[NSIDE] = {};
     cudaEvent_t ev_fork = nullptr, ev_join[NSIDE] = {};
     dbuf side_ws[NSIDE];
@@ -1552,6 +1566,8 @@ struct cu_model {
     arb_status side_init() {
         const char *fe = getenv("ARB_SIDECAR_FE");
         fe_batched = fe && !strcmp(fe, "batched");
+        const char *f16 = getenv("ARB_SIDECAR_FE_F16");
+        fe_f16 = !(f16 && f16[0] == '0');
         const char *e = getenv("ARB_SIDECAR_FE_STREAMS");
         int n = e && *e ? atoi(e) : NSIDE;
         n = n < 1 ? 1 : n > NSIDE ? NSIDE : n;
@@ -1619,9 +1635,9 @@ static arb_status moon_load(cu_model *g, const sc_moonshine *d) {
         return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: head dim %d (the fused attention takes even dims ≤ %d)", dh,
                          att::DP);
     if (3 * D > 8192 || k.I > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: width %d/%d too large", D, k.I);
-    ARB_TRY(conv1d_from(&g->c1, &d->conv1));
-    ARB_TRY(conv1d_from(&g->c2, &d->conv2));
-    ARB_TRY(conv1d_from(&g->c3, &d->conv3));
+    ARB_TRY(conv1d_from(&g->c1, &d->conv1, g->fe_f16));
+    ARB_TRY(conv1d_from(&g->c2, &d->conv2, g->fe_f16));
+    ARB_TRY(conv1d_from(&g->c3, &d->conv3, g->fe_f16));
     ARB_TRY(vec_up(&g->gn_w, d->gn_w, D));
     ARB_TRY(vec_up(&g->gn_b, d->gn_b, D));
     g->ml.resize((size_t)k.Le);
@@ -2126,22 +2142,27 @@ static arb_status moon_plan(cu_model *g, plan_t *p, int B, int N) {
     return ARB_OK;
 }
 
-/* A Moonshine front-end Conv1d as TF32 GEMMs, one per batch item with the same plan (M = Lo):
- * cuBLASLt's TF32 kernels differ in rounding, and the one it picks depends on M, so one GEMM over
+/* A Moonshine front-end Conv1d as float GEMMs (fp16 operands by default: the same 10-bit mantissa
+ * as TF32 at twice the tensor-core rate and half the im2col bytes; ARB_SIDECAR_FE_F16=0: TF32),
+ * one per batch item with the same plan (M = Lo):
+ * cuBLASLt's float kernels differ in rounding, and the one it picks depends on M, so one GEMM over
  * B·Lo rows would make an item's result depend on the batch it came in. col: [B·Lo][kp], out:
  * [B·Lo][n]. */
-static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const float *col, float *out) {
-    prof_mark(g, "gemm_tf32");
+static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const void *colv, float *out) {
+    prof_mark(g, l.f16 ? "gemm_f16" : "gemm_tf32");
     gemm_key k{false, Lo, l.n, l.kp, l.kp, l.kp, l.n};
-    k.align = l.n % 4 ? 4 : 16; /* per-item offsets are multiples of kp (4 floats) and of n */
+    k.align = l.n % 4 ? 4 : 16; /* per-item offsets are multiples of kp (4 floats or 8 halves) and of n */
+    k.f16 = l.f16;
+    const size_t esz = l.f16 ? sizeof(__half) : sizeof(float);
+    const char *col = static_cast<const char *>(colv);
     /* One item's GEMM fills a third of an H100 at 10 s of audio: items go round-robin to the side
      * streams (forked from and joined back to the main stream, so a captured graph gets parallel
      * branches). Each item still runs alone with the one per-shape plan: the same bits as before. */
-    if (B > 1 && g->fe_batched) { /* one strided-batched call that runs the per-item algorithm */
+    if (B > 1 && g->fe_batched && !l.f16) { /* one strided-batched call that runs the per-item algorithm */
         gemm_plan *gp, *bp;
         ARB_TRY(g->lt.plan(k, &gp, l.w.p, col, out, g->stream));
         gemm_key kb = k;
-        kb.batch = B, kb.sw = 0, kb.sx = (long long)Lo * l.kp, kb.sc = (long long)Lo * l.n;
+        kb.batch = B, kb.sw = 0, kb.sx = (long long)Lo * l.kp, kb.sc = (long long)Lo * l.n; /* elements */
         if (g->lt.plan_as(kb, gp, &bp) == ARB_OK) return g->lt.run(bp, l.w.p, col, out, g->stream);
         arb_log(ARB_LOG_WARN, "sidecar cuda: %s; the items run one by one", arb_last_error());
         g->fe_batched = false;
@@ -2149,7 +2170,7 @@ static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const flo
     const int ns = std::min(B, g->nside);
     if (ns <= 1) {
         for (int b = 0; b < B; b++)
-            ARB_TRY(g->lt.gemm_k(k, l.w.p, col + (size_t)b * Lo * l.kp, out + (size_t)b * Lo * l.n, g->stream));
+            ARB_TRY(g->lt.gemm_k(k, l.w.p, col + (size_t)b * Lo * l.kp * esz, out + (size_t)b * Lo * l.n, g->stream));
         return ARB_OK;
     }
     gemm_plan *gp; /* chosen (and timed) on the main stream before any fork */
@@ -2158,7 +2179,7 @@ static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const flo
     for (int i = 0; i < ns; i++) ARB_CU(cudaStreamWaitEvent(g->side[i], g->ev_fork, 0));
     for (int b = 0; b < B; b++) {
         const int i = b % ns;
-        ARB_TRY(g->lt.gemm_kw(k, l.w.p, col + (size_t)b * Lo * l.kp, out + (size_t)b * Lo * l.n, g->side[i],
+        ARB_TRY(g->lt.gemm_kw(k, l.w.p, col + (size_t)b * Lo * l.kp * esz, out + (size_t)b * Lo * l.n, g->side[i],
                               g->side_ws[i].p, g->side_ws[i].n));
     }
     for (int i = 0; i < ns; i++) {
@@ -2173,12 +2194,22 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     ARB_TRY(moon_dims(N, &L1, &L2, &T));
     int D = g->D, I = g->I, H = g->H, dh = D / H, rows = p->rows, kpD = round_up(D, 16), kpI = round_up(I, 16);
     p->ops = 0;
-    float *col = p->col.as<float>(), *h1 = p->h1.as<float>(), *h2 = p->h2.as<float>();
+    float *h1 = p->h1.as<float>(), *h2 = p->h2.as<float>();
+    void *col = p->col.p; /* im2col rows in fp16 or float, as the front-end GEMMs take them */
+    auto im2col = [&](int rows, int thr, const float *src, size_t item, int C, int s, int K, int Lo, int ldc, const float *ab,
+                      const float *gb) -> arb_status {
+        if (g->fe_f16)
+            ARB_CU(klaunch(g, k_im2col1d<__half>, dim3((unsigned)rows), dim3((unsigned)thr), 0, src, item, C, s, K, Lo, ldc,
+                           static_cast<__half *>(col), ab, gb));
+        else
+            ARB_CU(klaunch(g, k_im2col1d<float>, dim3((unsigned)rows), dim3((unsigned)thr), 0, src, item, C, s, K, Lo, ldc,
+                           static_cast<float *>(col), ab, gb));
+        ARB_CU_LAUNCH("k_im2col1d");
+        return ARB_OK;
+    };
     /* conv1 (k127 s64, no bias) + tanh; GroupNorm(1) folded into conv2's im2col */
     prof_mark(g, "im2col");
-    ARB_CU(klaunch(g, k_im2col1d, dim3((unsigned)(B * L1)), dim3(128), 0, (const float *)p->in.as<float>(), (size_t)N, 1, 64,
-                   127, (int)L1, (int)g->c1.kp, col, (const float *)nullptr, (const float *)nullptr));
-    ARB_CU_LAUNCH("k_im2col1d");
+    ARB_TRY(im2col((int)(B * L1), 128, p->in.as<float>(), (size_t)N, 1, 64, 127, (int)L1, g->c1.kp, nullptr, nullptr));
     p->ops += 2.0 * B * L1 * D * 127;
     ARB_TRY(conv_tf32(g, g->c1, B, (int)L1, col, h1));
     {
@@ -2188,15 +2219,12 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     }
     ARB_TRY(gn_stats(g, p, h1, B, (int)L1, D, 1, 1e-5f, g->gn_w, g->gn_b));
     prof_mark(g, "im2col");
-    ARB_CU(klaunch(g, k_im2col1d, dim3((unsigned)(B * L2)), dim3(256), 0, (const float *)h1, (size_t)L1 * D, D, 3, 7 * D,
-                   (int)L2, (int)g->c2.kp, col, (const float *)p->gab.as<float>(), (const float *)nullptr));
-    ARB_CU_LAUNCH("k_im2col1d");
+    ARB_TRY(im2col((int)(B * L2), 256, h1, (size_t)L1 * D, D, 3, 7 * D, (int)L2, g->c2.kp, p->gab.as<float>(), nullptr));
     p->ops += 2.0 * B * L2 * 2 * D * 7 * D;
     ARB_TRY(conv_tf32(g, g->c2, B, (int)L2, col, h2));
     prof_mark(g, "im2col"); /* conv2's bias + GELU applied as conv3's windows are gathered */
-    ARB_CU(klaunch(g, k_im2col1d, dim3((unsigned)(B * T)), dim3(256), 0, (const float *)h2, (size_t)L2 * 2 * D, 2 * D, 2,
-                   3 * 2 * D, (int)T, (int)g->c3.kp, col, (const float *)nullptr, (const float *)g->c2.bias.as<float>()));
-    ARB_CU_LAUNCH("k_im2col1d");
+    ARB_TRY(im2col((int)(B * T), 256, h2, (size_t)L2 * 2 * D, 2 * D, 2, 3 * 2 * D, (int)T, g->c3.kp, nullptr,
+                   g->c2.bias.as<float>()));
     p->ops += 2.0 * B * T * D * 3 * 2 * D;
     float *xf = p->att.as<float>(); /* conv3's raw output, before bias + GELU */
     ARB_TRY(conv_tf32(g, g->c3, B, (int)T, col, xf));

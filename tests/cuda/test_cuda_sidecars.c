@@ -5,12 +5,13 @@
  *     the CPU INT8 path states for int8 activations), and within 2e-2 of the CPU INT8 outputs on
  *     the same inputs (both quantize activations per row with the same rule, but the device's
  *     float sums run in another order, its attention takes fp16 operands and its float convs
- *     (Moonshine front end, VAE attention) TF32, so some int8 roundings land on the other side;
+ *     (Moonshine front end: fp16 operands by default, VAE attention: TF32) round their inputs to a
+ *     10-bit mantissa, so some int8 roundings land on the other side;
  *     measured on an H100: 3.5e-3 DINOv2, 1.0e-2 Moonshine, 1.1e-2 VAE — the same size as each
  *     path's own distance to the weights-only reference, ~7e-3 to 1e-2);
  *   - random inputs, batch 3 and odd sizes: CUDA vs CPU INT8 within 2e-2, and each batch item
  *     the same as running it alone: bit for bit for DINOv2 (exact int8 GEMMs, per-row and
- *     per-head kernels); 2e-3 for Moonshine and the VAE, whose float GEMMs (Moonshine's TF32
+ *     per-head kernels); 2e-3 for Moonshine and the VAE, whose float GEMMs (Moonshine's fp16/TF32
  *     Conv1d front end, the VAE attention) run one item at a time with one cuBLASLt plan per
  *     shape, so they are expected to match exactly too (0 on an H100); the margin covers a
  *     cuBLASLt kernel whose float reduction order is not fixed. (With one TF32 GEMM over all
