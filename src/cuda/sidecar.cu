@@ -554,6 +554,57 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
     }
 }
 
+/* k_rowr for rows without row-wide stages (no softmax, residual, LayerNorm or quantization):
+ * dequantize, bias, add, activation, rotary pairs, float/half outputs, each group of 4 columns on
+ * its own (one 16-byte int32 load per thread, grid-stride), the same formulas as k_rowr. Needs
+ * a.acc and N and every leading dimension multiples of 4. */
+__global__ void __launch_bounds__(256) k_rowe(row_args a, int nrows) {
+    pdl_begin();
+    const int nv = a.N >> 2;
+    const size_t total = (size_t)nrows * nv;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int r = (int)(i / nv), c = (int)(i % nv) * 4;
+        const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
+        const int4 q = __ldg(reinterpret_cast<const int4 *>(a.acc + (size_t)r * a.ld_acc + c));
+        const float4 w = __ldg(reinterpret_cast<const float4 *>(a.ws + c));
+        const float xs = __ldg(a.xs + r);
+        float y[4] = {fmul_((float)q.x, fmul_(xs, w.x)), fmul_((float)q.y, fmul_(xs, w.y)), fmul_((float)q.z, fmul_(xs, w.z)),
+                      fmul_((float)q.w, fmul_(xs, w.w))};
+        if (a.bias) {
+            const float4 b = __ldg(reinterpret_cast<const float4 *>(a.bias + c));
+            y[0] = fadd_(y[0], b.x), y[1] = fadd_(y[1], b.y), y[2] = fadd_(y[2], b.z), y[3] = fadd_(y[3], b.w);
+        }
+        if (a.add) {
+            const float4 b = __ldg(reinterpret_cast<const float4 *>(a.add + (size_t)(r % a.add_period) * a.N + c));
+            y[0] = fadd_(y[0], b.x), y[1] = fadd_(y[1], b.y), y[2] = fadd_(y[2], b.z), y[3] = fadd_(y[3], b.w);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (a.act == ACT_GELU) y[j] = 0.5f * y[j] * (1.f + erff(y[j] * 0.70710678118654752f));
+            else if (a.act == ACT_TANH) y[j] = tanhf(y[j]);
+        }
+        if (a.rope_cols) {
+            const int t = r % a.rope_T;
+#pragma unroll
+            for (int pr = 0; pr < 2; pr++) {
+                const int c0 = c + 2 * pr, jj = c0 % a.rope_dh;
+                if (c0 >= a.rope_cols || jj >= a.rope_rot) continue;
+                const int f = jj >> 1;
+                const float cs = __ldg(a.rope_cos + (size_t)t * a.rope_nf + f), sn = __ldg(a.rope_sin + (size_t)t * a.rope_nf + f);
+                const float x0 = y[2 * pr], x1 = y[2 * pr + 1];
+                y[2 * pr] = rot0_(x0, x1, cs, sn);
+                y[2 * pr + 1] = rot1_(x0, x1, cs, sn);
+            }
+        }
+        if (a.out) *reinterpret_cast<float4 *>(a.out + (size_t)o * a.ld_out + c) = make_float4(y[0], y[1], y[2], y[3]);
+        if (a.outh) {
+            uint2 u;
+            u.x = pack_h2r(y[0], y[1]), u.y = pack_h2r(y[2], y[3]);
+            *reinterpret_cast<uint2 *>(a.outh + (size_t)o * a.ld_outh + c) = u;
+        }
+    }
+}
+
 /* DINOv2 patches: im2col row (c, ky, kx) of patch r of image b, quantized per row like the CPU. */
 __global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, int hw, int K, int ldq, int8_t *q,
                               float *qs) {
@@ -1539,6 +1590,8 @@ struct cu_model {
     std::vector<fuse_choice> fchoice;
     struct att_choice { int key[3]; int nw; }; /* key: B, T, 64·D + H; warps per attention block */
     std::vector<att_choice> achoice;
+    struct rowe_choice { int key[3]; bool elem; }; /* key: rows, N, rotary; k_rowe instead of k_rowr */
+    std::vector<rowe_choice> rchoice;
     /* Moonshine's per-item float front end: side streams with their own cuBLASLt workspaces */
     static constexpr int NSIDE = 4;
     int nside = 0;
@@ -1766,8 +1819,62 @@ static cudaError_t klaunch(const cu_model *g, void (*k)(KArgs...), dim3 grid, di
     return cudaLaunchKernelEx(&c, k, std::forward<Args>(args)...);
 }
 
-/* Rows per block of k_row: 4 warps while 4 rows fit the shared memory opted in at attach. */
+static arb_status row_launch_r(cu_model *g, int rows, const row_args &a);
+
+/* The row stages after a GEMM (or on float rows). DINOv2/Moonshine rows without row-wide stages
+ * that read a GEMM's int32 output may run k_rowe instead of k_rowr (the same bits):
+ * ARB_SIDECAR_ROW_ELEM=1/0 forces it on/off, else the plan run times both for the shape
+ * (neither writes what it reads). */
 static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
+    const bool v4 = a.N % 4 == 0 && a.acc && a.ld_acc % 4 == 0 && (!a.out || a.ld_out % 4 == 0) &&
+                    (!a.outh || a.ld_outh % 4 == 0);
+    const bool eok = g->kind != ARB_SIDECAR_VAE && v4 && a.smx == 0.f && !a.res_mode && !a.ln_g && !a.q && !a.in && (!a.rope_cols || a.rope_dh % 2 == 0);
+    const char *fe = getenv("ARB_SIDECAR_ROW_ELEM"); /* read while recording, not per replay */
+    int use = !eok ? 0 : fe && *fe ? (fe[0] == '1') : -1;
+    auto launch_e = [&]() -> arb_status {
+        const size_t total = (size_t)rows * (a.N / 4);
+        const unsigned blocks = (unsigned)std::min<size_t>((total + 255) / 256, 132 * 16);
+        ARB_CU(klaunch(g, k_rowe, dim3(blocks), dim3(256), 0, a, rows));
+        ARB_CU_LAUNCH("k_rowe");
+        return ARB_OK;
+    };
+    if (use < 0) {
+        const int key[3] = {rows, a.N, a.rope_cols ? 1 : 0};
+        for (const cu_model::rowe_choice &c : g->rchoice)
+            if (!memcmp(c.key, key, sizeof key)) use = c.elem;
+        if (use < 0 && g->lt.tune) {
+            cudaEvent_t ev[4];
+            for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
+            arb_status st = ARB_OK;
+            for (int v = 0; v < 2 && !st; v++)
+                for (int r = 0; r < 4 && !st; r++) { /* run 0 warms up */
+                    if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
+                    st = v ? launch_e() : row_launch_r(g, rows, a);
+                    if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
+                }
+            float tr = 0.f, te = 0.f;
+            cudaError_t e = st ? cudaSuccess : cudaEventSynchronize(ev[3]);
+            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&tr, ev[0], ev[1]);
+            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&te, ev[2], ev[3]);
+            for (cudaEvent_t x : ev) cudaEventDestroy(x);
+            ARB_TRY(st);
+            if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: row kernel timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+            use = te < tr;
+            if (getenv("ARB_SIDECAR_FUSED_LOG"))
+                fprintf(stderr, "row rows=%d N=%d rope=%d: k_rowr %.1f us, k_rowe %.1f us -> %s\n", rows, a.N, key[2], 1e3 * tr / 3,
+                        1e3 * te / 3, use ? "k_rowe" : "k_rowr");
+            g->rchoice.push_back(cu_model::rowe_choice{{key[0], key[1], key[2]}, use == 1});
+        }
+    }
+    if (use == 1) {
+        prof_mark(g, "row");
+        return launch_e();
+    }
+    return row_launch_r(g, rows, a);
+}
+
+/* Rows per block of k_row: 4 warps while 4 rows fit the shared memory opted in at attach. */
+static arb_status row_launch_r(cu_model *g, int rows, const row_args &a) {
     prof_mark(g, "row");
     int wpb = a.N <= 4096 ? 4 : 1;
     size_t smem = (size_t)wpb * a.N * sizeof(float);

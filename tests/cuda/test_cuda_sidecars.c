@@ -16,8 +16,8 @@
  *     shape, so they are expected to match exactly too (0 on an H100); the margin covers a
  *     cuBLASLt kernel whose float reduction order is not fixed. (With one TF32 GEMM over all
  *     B·L rows, cuBLASLt's choice at another M moved Moonshine items by 9.5e-3.)
- *   - the fused int8 GEMM + epilogue kernels against cuBLASLt + row kernels, and the attention
- *     with 8 warps per block against 4: bit for bit;
+ *   - the fused int8 GEMM + epilogue kernels against cuBLASLt + row kernels, the attention with
+ *     8 warps per block against 4, the element-wise row kernel against k_rowr: bit for bit;
  *   - device-resident input → device-resident output, the same numbers as host in/out;
  *     a new input shape (a re-recorded graph) and back;
  *   - errors: fp32/int8w models refuse the device, wrong shapes are one-line errors.
@@ -235,6 +235,44 @@ static void test_attention_warps_bits(void **state) {
     att_bits("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 32);             /* head dim 36 */
 }
 
+/* Row stages without row-wide reductions by k_rowe (element-wise) against k_rowr
+ * (ARB_SIDECAR_ROW_ELEM=1/0, the fused GEMMs off so the QKV and patch rows take a row kernel). */
+static void rowe_bits(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
+    const char *keys[2] = {"ARB_SIDECAR_ROW_ELEM", "ARB_SIDECAR_FUSED"};
+    char keep[2][64];
+    bool had[2];
+    for (int k = 0; k < 2; k++) {
+        const char *v = getenv(keys[k]);
+        had[k] = v != NULL;
+        snprintf(keep[k], sizeof keep[k], "%s", v ? v : "");
+    }
+    arb_tensor x, o[2];
+    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
+    arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
+    setenv("ARB_SIDECAR_FUSED", "0", 1);
+    for (int v = 0; v < 2; v++) {
+        setenv("ARB_SIDECAR_ROW_ELEM", v ? "1" : "0", 1);
+        arb_sidecar *m = load_cuda(fx(name));
+        ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &o[v], NULL));
+        arb_sidecar_free(m);
+    }
+    for (int k = 0; k < 2; k++) {
+        if (had[k]) setenv(keys[k], keep[k], 1);
+        else unsetenv(keys[k]);
+    }
+    size_t n = (size_t)arb_tensor_numel(&o[0]), diff = 0;
+    for (size_t i = 0; i < n; i++) diff += memcmp((float *)o[0].data + i, (float *)o[1].data + i, sizeof(float)) != 0;
+    printf("%s k_rowe vs k_rowr: %zu of %zu values differ\n", name, diff, n);
+    assert_int_equal(diff, 0);
+    arb_tensor_free(&x), arb_tensor_free(&o[0]), arb_tensor_free(&o[1]);
+}
+
+static void test_row_elem_bits(void **state) {
+    (void)state;
+    rowe_bits("dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 41); /* QKV → fp16, patch + position */
+    rowe_bits("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 42);             /* QKV with rotary pairs */
+}
+
 static void test_errors(void **state) {
     (void)state;
     arb_sidecar *m;
@@ -295,6 +333,7 @@ int main(void) {
         cmocka_unit_test(test_random_batches),
         cmocka_unit_test(test_fused_gemm_bits),
         cmocka_unit_test(test_attention_warps_bits),
+        cmocka_unit_test(test_row_elem_bits),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
