@@ -24,14 +24,14 @@ cmake --build build-cuda -j16 --target arbitor_cli test_cuda_sidecars >"$out/bui
 echo "build: $((SECONDS - t0)) s"
 rc=0
 nt() { timeout 45 build-cuda/arbitor bench sidecars --device cuda --no-torch >"$out/$1.log" 2>&1; grep -E "CUDA int8 (dinov2|moonshine)" "$out/$1.log"; echo "[t=$SECONDS s]"; }
-# safe: if the test fails with the defaults, it is rerun with the newest switches off (PDL, then
-# also the fp16 front end); the first passing set is exported for every later step and printed.
+# safe: if the test fails with the defaults, it is rerun with the newest switches off (the fp16
+# front end, then also k_rowe); the first passing set is exported for every later step and printed.
 for w in ${*:-test prof bench}; do
   case $w in
     safe) timeout 100 build-cuda/tests/test_cuda_sidecars >"$out/test.log" 2>&1; r=$?
           grep -vE "^\s*$" "$out/test.log" | grep -vE "^\[ +(RUN|OK) " | tail -34; echo "test_cuda_sidecars (defaults) rc=$r [t=$SECONDS s]"
           if [ $r != 0 ]; then
-            for fb in "ARB_SIDECAR_PDL=0" "ARB_SIDECAR_PDL=0 ARB_SIDECAR_FE_F16=0"; do
+            for fb in "ARB_SIDECAR_FE_F16=0" "ARB_SIDECAR_FE_F16=0 ARB_SIDECAR_ROW_ELEM=0"; do
               env $fb timeout 100 build-cuda/tests/test_cuda_sidecars >"$out/test-fb.log" 2>&1; r=$?
               grep -E "FAILED|ERROR|differ|moonshine-tiny cuda" "$out/test-fb.log" | head -12
               echo "test_cuda_sidecars ($fb) rc=$r [t=$SECONDS s]"
@@ -39,7 +39,7 @@ for w in ${*:-test prof bench}; do
             done
             [ $r = 0 ] || rc=1
           fi ;;
-    abpdl) echo "== ARB_SIDECAR_PDL=0:"; ARB_SIDECAR_PDL=0 nt abpdl ;;
+    abpdl) echo "== ARB_SIDECAR_PDL=1:"; ARB_SIDECAR_PDL=1 nt abpdl ;;
     abf16) echo "== ARB_SIDECAR_FE_F16=0 (TF32 front end):"; ARB_SIDECAR_FE_F16=0 nt abf16 ;;
     abold4) echo "== session-3 path (FUSED=0 FE_STREAMS=1 FE_F16=0 PDL=0 ATT_NW=4 ROW_ELEM=0):"
           ARB_SIDECAR_FUSED=0 ARB_SIDECAR_FE_STREAMS=1 ARB_SIDECAR_FE_F16=0 ARB_SIDECAR_PDL=0 ARB_SIDECAR_ATT_NW=4 ARB_SIDECAR_ROW_ELEM=0 nt abold4 ;;

@@ -154,12 +154,12 @@ template <int V> __device__ __forceinline__ void st_f(float *p, const fv<V> &x) 
     else *p = x.v[0];
 }
 
-/* Programmatic dependent launch (PDL): a kernel launched with the programmatic-serialization
- * attribute may start while the kernel before it drains; it waits here (before its first global
- * read or write) until that kernel has finished and its writes are visible, then lets the kernel
- * after it be scheduled. A kernel launched normally passes straight through. Every DINOv2 and
- * Moonshine kernel of ours calls it first (the launch gap between dependent kernels is ~2 µs,
- * over ~120 kernels per forward). */
+/* Programmatic dependent launch (PDL, ARB_SIDECAR_PDL=1): a kernel launched with the
+ * programmatic-serialization attribute may start while the kernel before it drains; it waits
+ * here (before its first global read or write) until that kernel has finished and its writes are
+ * visible, then lets the kernel after it be scheduled. A kernel launched normally (the default)
+ * passes straight through. Off by default: on an H100 it made batch 1 ~10 % slower (DINOv2 0.708
+ * vs 0.642 ms, Moonshine 0.655 vs 0.588) and batch 32 no faster (docs/PERFORMANCE.md, session 4). */
 __device__ __forceinline__ void pdl_begin() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -1582,7 +1582,7 @@ struct cu_model {
     dbuf a_gw, a_gb, d_nw, d_nb;
     plan_t *plan = nullptr;
     /* the fused int8 GEMM + epilogue kernels (sc_gemm.cuh; see lin()) */
-    bool pdl = false;    /* our DINOv2/Moonshine kernels launch with PDL (ARB_SIDECAR_PDL=0: off) */
+    bool pdl = false;    /* our DINOv2/Moonshine kernels launch with PDL (ARB_SIDECAR_PDL=1: on) */
     int fused_mode = 2;  /* 0: never, 1: wherever it fits, 2: auto (timed per shape in the plan run) */
     int fused_min = 1;   /* fewest GEMM rows for the fused kernels (ARB_SIDECAR_FUSED_MIN) */
     int fused_kinds = 3; /* bit 0: QG_ELEM, bit 1: QG_ROW (ARB_SIDECAR_FUSED=elem / row: only that one) */
@@ -2708,7 +2708,7 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
         if (fu && !strcmp(fu, "elem")) g->fused_kinds = 1;
         if (fu && !strcmp(fu, "row")) g->fused_kinds = 2;
         const char *pd = getenv("ARB_SIDECAR_PDL");
-        g->pdl = g->kind != ARB_SIDECAR_VAE && !(pd && pd[0] == '0');
+        g->pdl = g->kind != ARB_SIDECAR_VAE && pd && pd[0] == '1'; /* off by default: measured slower at batch 1 */
     }
     if (!s) { /* before any capture: the attention's 72 KB of shared memory */
         e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM);
