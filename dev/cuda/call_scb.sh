@@ -2,8 +2,8 @@
 # One device call for the batch-32 sidecar work (branch scb; run from the device copy's root with
 # the branch mirrored in .wt-scb and the fixtures in .gpu-data/fixtures): build, the sidecar test,
 # a per-kernel profile (eager, no PyTorch), A/B runs with the previous kernels, the real bench.
-#   bash .wt-scb/dev/cuda/call_scb.sh [safe|test] [testbatched] [prof] [fusedlog] [new] [abold] [abold4] [abpdl] [abf16]
-#        [abfused] [abfe] [abforce] [abbatched] [bench] [memcheck]
+#   bash .wt-scb/dev/cuda/call_scb.sh [safe|test] [prof] [fusedlog] [new] [abold] [abold4] [abpdl] [abf16]
+#        [abfused] [abfe] [abforce] [bench] [memcheck]
 # abold: our own times (no PyTorch) with ARB_SIDECAR_FUSED=0 ARB_SIDECAR_FE_STREAMS=1 (cuBLASLt +
 # row kernels, per-item TF32 GEMMs one after another: the session-3 path); abfused / abfe: one of
 # the two switched back. Logs land in $OUT.
@@ -54,9 +54,6 @@ for w in ${*:-test prof bench}; do
     fusedlog) echo "== default with ARB_SIDECAR_FUSED_LOG=1 (per-shape timing: fused vs cuBLASLt + row):"
           ARB_SIDECAR_FUSED_LOG=1 nt fusedlog; grep -E "^(fused|attention|row rows)" "$out/fusedlog.log" | head -60 ;;
     abforce) echo "== ARB_SIDECAR_FUSED=1 (fused wherever it fits):"; ARB_SIDECAR_FUSED=1 nt abforce ;;
-    abbatched) echo "== ARB_SIDECAR_FE=batched:"; ARB_SIDECAR_FE=batched nt abbatched; grep -iE "warn|batched" "$out/abbatched.log" | head -3 ;;
-    testbatched) ARB_SIDECAR_FE=batched timeout 60 build-cuda/tests/test_cuda_sidecars >"$out/test-batched.log" 2>&1
-          r=$?; grep -E "moonshine|PASSED|FAILED|ERROR|batched" "$out/test-batched.log" | head -12; echo "test_cuda_sidecars (ARB_SIDECAR_FE=batched) rc=$r [t=$SECONDS s]" ;;
     bench) timeout 150 build-cuda/arbitor bench sidecars --device cuda 2>&1 | tee "$out/bench.log" | grep -vE "writing synthetic|Loading weights"
           [ ${PIPESTATUS[0]} = 0 ] || rc=1; echo "[t=$SECONDS s]" ;;
     memcheck) timeout 50 compute-sanitizer --tool memcheck --error-exitcode 9 build-cuda/tests/test_cuda_sidecars >"$out/memcheck.log" 2>&1

@@ -15,7 +15,10 @@
  * Main loop: mma.sync m16n8k32 (s8·s8 → s32) on 8 warps, 64-byte K slices by 16-byte cp.async in a
  * 3-stage ring, operands by ldmatrix from rows XOR-swizzled per 16-byte chunk (conflict-free).
  * Operands as for cuBLASLt ("TN"): X [M][ldx] and W [Nw][ldw] int8, K-major, K a multiple of 16
- * (zero-filled past K, past M and past Nw). */
+ * (zero-filled past K, past M and past Nw).
+ * Measured on an H100 (docs/PERFORMANCE.md, session 4): slower than cuBLASLt + the row kernel at
+ * every DINOv2-small / Moonshine-base shape (full-row tiles re-read the weights from L2 per 64
+ * rows; mma.sync has half of wgmma's rate), so lin() times both per shape and keeps the faster. */
 
 enum { QG_ELEM = 0, QG_ROW = 1 };
 namespace qg {

@@ -1392,59 +1392,6 @@ struct lt_ctx {
     arb_status gemm_k(const gemm_key &k, const void *W, const void *X, void *C, cudaStream_t s) {
         return gemm_kw(k, W, X, C, s, ws.p, ws.n);
     }
-    /* A strided-batched float plan kb that runs `from`'s algorithm (the one chosen for one item),
-     * so each item is computed by the same kernel as alone; an error when cuBLASLt refuses it. */
-    arb_status plan_as(const gemm_key &kb, const gemm_plan *from, gemm_plan **out) {
-        for (auto &p : plans)
-            if (p.key == kb) {
-                *out = &p;
-                return ARB_OK;
-            }
-        gemm_algo_id fid;
-        algo_id(from->algo, &fid);
-        gemm_plan p;
-        p.key = kb;
-        ARB_LT(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F_FAST_TF32, CUDA_R_32F));
-        cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
-        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA);
-        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB);
-        cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, kb.K, kb.N, kb.ldw);
-        cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, kb.K, kb.M, kb.ldx);
-        cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, kb.N, kb.M, kb.ldc);
-        int32_t bc = kb.batch;
-        int64_t so[3] = {kb.sw, kb.sx, kb.sc};
-        cublasLtMatrixLayout_t ls[3] = {p.a, p.b, p.c};
-        bool ok = p.op && p.a && p.b && p.c && !kb.i8 && !kb.wkn && kb.tf32;
-        for (int i = 0; i < 3 && ok; i++)
-            ok = cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc) == CUBLAS_STATUS_SUCCESS &&
-                 cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &so[i], sizeof so[i]) ==
-                     CUBLAS_STATUS_SUCCESS;
-        p.algo = from->algo;
-        cublasLtMatmulHeuristicResult_t chk;
-        cublasStatus_t st = ok ? cublasLtMatmulAlgoCheck(h, p.op, p.a, p.b, p.c, p.c, &p.algo, &chk) : CUBLAS_STATUS_NOT_SUPPORTED;
-        if (!ok || st != CUBLAS_STATUS_SUCCESS || chk.workspaceSize > ws.n) {
-            if (p.a) cublasLtMatrixLayoutDestroy(p.a);
-            if (p.b) cublasLtMatrixLayoutDestroy(p.b);
-            if (p.c) cublasLtMatrixLayoutDestroy(p.c);
-            if (p.op) cublasLtMatmulDescDestroy(p.op);
-            return arb_error(ARB_ERR_UNSUPPORTED, "cuBLASLt: the per-item tf32 algorithm (id %d) does not run batched (status %d)",
-                             fid.id, (int)st);
-        }
-        plans.push_back(p);
-        *out = &plans.back();
-        return ARB_OK;
-    }
-    struct gemm_algo_id { int id; };
-    static void algo_id(const cublasLtMatmulAlgo_t &a, gemm_algo_id *o) {
-        size_t n = 0;
-        o->id = -1;
-        cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_ID, &o->id, sizeof o->id, &n);
-    }
-    arb_status run(const gemm_plan *p, const void *W, const void *X, void *C, cudaStream_t s) {
-        float fa = 1.f, fb = 0.f;
-        ARB_LT(cublasLtMatmul(h, p->op, &fa, W, p->a, X, p->b, &fb, C, p->c, C, p->c, &p->algo, ws.p, ws.n, s));
-        return ARB_OK;
-    }
     /* The same with another workspace (of ws.n bytes): GEMMs on concurrent streams must not share one. */
     arb_status gemm_kw(const gemm_key &k, const void *W, const void *X, void *C, cudaStream_t s, void *wsp, size_t wsn) {
         bool i8 = k.i8;
@@ -1595,7 +1542,6 @@ struct cu_model {
     /* Moonshine's per-item float front end: side streams with their own cuBLASLt workspaces */
     static constexpr int NSIDE = 4;
     int nside = 0;
-    bool fe_batched = false; /* ARB_SIDECAR_FE=batched: one strided-batched call per conv instead */
     bool fe_f16 = true;      /* the front-end GEMMs on fp16 operands (ARB_SIDECAR_FE_F16=0: TF32) */
     cudaStream_t side[NSIDE] = {};
     cudaEvent_t ev_fork = nullptr, ev_join[NSIDE] = {};
@@ -1617,8 +1563,6 @@ struct cu_model {
     }
     /* The side streams (ARB_SIDECAR_FE_STREAMS=1: none, the items run one after another). */
     arb_status side_init() {
-        const char *fe = getenv("ARB_SIDECAR_FE");
-        fe_batched = fe && !strcmp(fe, "batched");
         const char *f16 = getenv("ARB_SIDECAR_FE_F16");
         fe_f16 = !(f16 && f16[0] == '0');
         const char *e = getenv("ARB_SIDECAR_FE_STREAMS");
@@ -2265,15 +2209,6 @@ static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const voi
     /* One item's GEMM fills a third of an H100 at 10 s of audio: items go round-robin to the side
      * streams (forked from and joined back to the main stream, so a captured graph gets parallel
      * branches). Each item still runs alone with the one per-shape plan: the same bits as before. */
-    if (B > 1 && g->fe_batched && !l.f16) { /* one strided-batched call that runs the per-item algorithm */
-        gemm_plan *gp, *bp;
-        ARB_TRY(g->lt.plan(k, &gp, l.w.p, col, out, g->stream));
-        gemm_key kb = k;
-        kb.batch = B, kb.sw = 0, kb.sx = (long long)Lo * l.kp, kb.sc = (long long)Lo * l.n; /* elements */
-        if (g->lt.plan_as(kb, gp, &bp) == ARB_OK) return g->lt.run(bp, l.w.p, col, out, g->stream);
-        arb_log(ARB_LOG_WARN, "sidecar cuda: %s; the items run one by one", arb_last_error());
-        g->fe_batched = false;
-    }
     const int ns = std::min(B, g->nside);
     if (ns <= 1) {
         for (int b = 0; b < B; b++)
