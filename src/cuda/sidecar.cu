@@ -1,10 +1,11 @@
 /* The int8 sidecars on a CUDA device: DINOv2 and the Moonshine encoder, device-resident.
  *
  * Semantics are the CPU INT8 path's (src/sidecars/): quanto int8 weights per output channel (the
- * same sc_lin_load + sc_quantize_rows, so identical q and scales), activations quantized per row
+ * loaded CPU model's own q and scales, uploaded), activations quantized per row
  * with s = absmax/127, q = rint(x·127/absmax) clamped to ±127, int32 accumulation, then
  * y = (float)acc·(s_x·s_w) + bias. Float parts (LayerNorm, GELU/tanh, RoPE, attention, the
- * Moonshine Conv1d front end whose weights stay fp32 by the reference's rules) run in float.
+ * Moonshine Conv1d front end whose weights stay float by the reference's rules: fp16 or TF32
+ * operands on tensor cores, fp32 accumulation) run in float.
  *
  * Why this shape:
  *  - int8 GEMMs are cuBLASLt IMMA (int8×int8→int32 on tensor cores, K-major "TN" operands); the
@@ -27,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cuda/internal.cuh"
@@ -34,9 +36,8 @@
 #include "cuda/sidecar_cuda.h"
 
 extern "C" {
-#include "sidecars/sc_internal.h"
+#include "sidecars/sc_models.h"
 }
-#include <cjson/cJSON.h>
 
 /* ================================================================ device memory helpers */
 
@@ -154,11 +155,25 @@ template <int V> __device__ __forceinline__ void st_f(float *p, const fv<V> &x) 
     else *p = x.v[0];
 }
 
+/* Programmatic dependent launch (PDL, ARB_SIDECAR_PDL=1): a kernel launched with the
+ * programmatic-serialization attribute may start while the kernel before it drains; it waits
+ * here (before its first global read or write) until that kernel has finished and its writes are
+ * visible, then lets the kernel after it be scheduled. A kernel launched normally (the default)
+ * passes straight through. Off by default: on an H100 it made batch 1 ~10 % slower (DINOv2 0.708
+ * vs 0.642 ms, Moonshine 0.655 vs 0.588) and batch 32 no faster (docs/PERFORMANCE.md, session 4). */
+__device__ __forceinline__ void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 /* One warp per row (several warps per block), the row in the warp's slice of shared memory;
  * every reduction is a shuffle (no block barriers). V = 4: 16-byte loads and stores (N and every
  * leading dimension a multiple of 4, checked by the launcher); V = 1 otherwise. */
 template <int V>
 __global__ void k_row(row_args a, int nrows) {
+    pdl_begin();
     extern __shared__ float smem_rows[];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
     const int r = blockIdx.x * (blockDim.x >> 5) + wib, N = a.N, NV = N / V;
@@ -291,6 +306,17 @@ __global__ void k_row(row_args a, int nrows) {
     }
 }
 
+/* k_rowr's element-wise arithmetic with explicit rounding (no contraction into FMAs that would
+ * depend on the surrounding code), so the fused GEMM epilogues (sc_gemm.cuh) give the same bits. */
+__device__ __forceinline__ float fmul_(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float fadd_(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float res_(float r, float l, float y) { return __fadd_rn(r, __fmul_rn(l, y)); }
+__device__ __forceinline__ float ln_(float y, float mean, float inv, float g, float b) {
+    return __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(y, mean), inv), g), b);
+}
+__device__ __forceinline__ float rot0_(float x0, float x1, float cs, float sn) { return __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn)); }
+__device__ __forceinline__ float rot1_(float x0, float x1, float cs, float sn) { return __fadd_rn(__fmul_rn(x1, cs), __fmul_rn(x0, sn)); }
+
 __device__ __forceinline__ unsigned pack_h2r(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<unsigned *>(&h);
@@ -306,6 +332,7 @@ __device__ __forceinline__ unsigned pack_h2r(float lo, float hi) {
  * held at 0. Block: 256/W rows' warps (at least one row). */
 template <int NC>
 __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
+    pdl_begin();
     __shared__ float red[8];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, rib = wib / W, w = wib - rib * W;
     const int rpb = (int)(blockDim.x >> 5) / W;
@@ -362,10 +389,10 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
         }
 #pragma unroll
         for (int i = 0; i < NC; i++) {
-            y[i][0] = ok[i] ? (float)qv[i].x * (xs * wv[i].x) : 0.f;
-            y[i][1] = ok[i] ? (float)qv[i].y * (xs * wv[i].y) : 0.f;
-            y[i][2] = ok[i] ? (float)qv[i].z * (xs * wv[i].z) : 0.f;
-            y[i][3] = ok[i] ? (float)qv[i].w * (xs * wv[i].w) : 0.f;
+            y[i][0] = ok[i] ? fmul_((float)qv[i].x, fmul_(xs, wv[i].x)) : 0.f;
+            y[i][1] = ok[i] ? fmul_((float)qv[i].y, fmul_(xs, wv[i].y)) : 0.f;
+            y[i][2] = ok[i] ? fmul_((float)qv[i].z, fmul_(xs, wv[i].z)) : 0.f;
+            y[i][3] = ok[i] ? fmul_((float)qv[i].w, fmul_(xs, wv[i].w)) : 0.f;
         }
     } else {
         const float *inr = a.in + (size_t)r * a.ld_in; /* may be the buffer this kernel writes: plain loads */
@@ -389,8 +416,8 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
 #pragma unroll
         for (int i = 0; i < NC; i++)
             if (ok[i]) {
-                if (a.bias) y[i][0] = y[i][0] + bv[i].x, y[i][1] = y[i][1] + bv[i].y, y[i][2] = y[i][2] + bv[i].z, y[i][3] = y[i][3] + bv[i].w;
-                if (addr) y[i][0] = y[i][0] + av[i].x, y[i][1] = y[i][1] + av[i].y, y[i][2] = y[i][2] + av[i].z, y[i][3] = y[i][3] + av[i].w;
+                if (a.bias) y[i][0] = fadd_(y[i][0], bv[i].x), y[i][1] = fadd_(y[i][1], bv[i].y), y[i][2] = fadd_(y[i][2], bv[i].z), y[i][3] = fadd_(y[i][3], bv[i].w);
+                if (addr) y[i][0] = fadd_(y[i][0], av[i].x), y[i][1] = fadd_(y[i][1], av[i].y), y[i][2] = fadd_(y[i][2], av[i].z), y[i][3] = fadd_(y[i][3], av[i].w);
             }
     }
     if (a.act == ACT_GELU) {
@@ -437,8 +464,8 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
                 const int f = jj >> 1;
                 const float cs = __ldg(a.rope_cos + (size_t)t * a.rope_nf + f), sn = __ldg(a.rope_sin + (size_t)t * a.rope_nf + f);
                 const float x0 = y[i][2 * pr], x1 = y[i][2 * pr + 1];
-                y[i][2 * pr] = x0 * cs - x1 * sn;
-                y[i][2 * pr + 1] = x1 * cs + x0 * sn;
+                y[i][2 * pr] = rot0_(x0, x1, cs, sn);
+                y[i][2 * pr + 1] = rot1_(x0, x1, cs, sn);
             }
     }
     if (a.res_mode) {
@@ -449,8 +476,8 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
 #pragma unroll
             for (int i = 0; i < NC; i++)
                 if (ok[i]) {
-                    y[i][0] = rv[i].x + lv[i].x * y[i][0], y[i][1] = rv[i].y + lv[i].y * y[i][1];
-                    y[i][2] = rv[i].z + lv[i].z * y[i][2], y[i][3] = rv[i].w + lv[i].w * y[i][3];
+                    y[i][0] = res_(rv[i].x, lv[i].x, y[i][0]), y[i][1] = res_(rv[i].y, lv[i].y, y[i][1]);
+                    y[i][2] = res_(rv[i].z, lv[i].z, y[i][2]), y[i][3] = res_(rv[i].w, lv[i].w, y[i][3]);
                 }
         }
 #pragma unroll
@@ -477,14 +504,14 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const float d = y[i][j] - mean;
-                    ss += d * d;
+                    ss = __fmaf_rn(d, d, ss);
                 }
         const float inv = rsqrtf(rsum(ss) / (float)N + a.eps);
 #pragma unroll
         for (int i = 0; i < NC; i++)
             if (ok[i]) {
-                y[i][0] = (y[i][0] - mean) * inv * gv[i].x + bv[i].x, y[i][1] = (y[i][1] - mean) * inv * gv[i].y + bv[i].y;
-                y[i][2] = (y[i][2] - mean) * inv * gv[i].z + bv[i].z, y[i][3] = (y[i][3] - mean) * inv * gv[i].w + bv[i].w;
+                y[i][0] = ln_(y[i][0], mean, inv, gv[i].x, bv[i].x), y[i][1] = ln_(y[i][1], mean, inv, gv[i].y, bv[i].y);
+                y[i][2] = ln_(y[i][2], mean, inv, gv[i].z, bv[i].z), y[i][3] = ln_(y[i][3], mean, inv, gv[i].w, bv[i].w);
             }
     }
     if (a.q) {
@@ -528,9 +555,61 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
     }
 }
 
+/* k_rowr for rows without row-wide stages (no softmax, residual, LayerNorm or quantization):
+ * dequantize, bias, add, activation, rotary pairs, float/half outputs, each group of 4 columns on
+ * its own (one 16-byte int32 load per thread, grid-stride), the same formulas as k_rowr. Needs
+ * a.acc and N and every leading dimension multiples of 4. */
+__global__ void __launch_bounds__(256) k_rowe(row_args a, int nrows) {
+    pdl_begin();
+    const int nv = a.N >> 2;
+    const size_t total = (size_t)nrows * nv;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int r = (int)(i / nv), c = (int)(i % nv) * 4;
+        const int o = a.grp ? (r / a.grp) * a.grp_out + a.off + r % a.grp : r + a.off;
+        const int4 q = __ldg(reinterpret_cast<const int4 *>(a.acc + (size_t)r * a.ld_acc + c));
+        const float4 w = __ldg(reinterpret_cast<const float4 *>(a.ws + c));
+        const float xs = __ldg(a.xs + r);
+        float y[4] = {fmul_((float)q.x, fmul_(xs, w.x)), fmul_((float)q.y, fmul_(xs, w.y)), fmul_((float)q.z, fmul_(xs, w.z)),
+                      fmul_((float)q.w, fmul_(xs, w.w))};
+        if (a.bias) {
+            const float4 b = __ldg(reinterpret_cast<const float4 *>(a.bias + c));
+            y[0] = fadd_(y[0], b.x), y[1] = fadd_(y[1], b.y), y[2] = fadd_(y[2], b.z), y[3] = fadd_(y[3], b.w);
+        }
+        if (a.add) {
+            const float4 b = __ldg(reinterpret_cast<const float4 *>(a.add + (size_t)(r % a.add_period) * a.N + c));
+            y[0] = fadd_(y[0], b.x), y[1] = fadd_(y[1], b.y), y[2] = fadd_(y[2], b.z), y[3] = fadd_(y[3], b.w);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (a.act == ACT_GELU) y[j] = 0.5f * y[j] * (1.f + erff(y[j] * 0.70710678118654752f));
+            else if (a.act == ACT_TANH) y[j] = tanhf(y[j]);
+        }
+        if (a.rope_cols) {
+            const int t = r % a.rope_T;
+#pragma unroll
+            for (int pr = 0; pr < 2; pr++) {
+                const int c0 = c + 2 * pr, jj = c0 % a.rope_dh;
+                if (c0 >= a.rope_cols || jj >= a.rope_rot) continue;
+                const int f = jj >> 1;
+                const float cs = __ldg(a.rope_cos + (size_t)t * a.rope_nf + f), sn = __ldg(a.rope_sin + (size_t)t * a.rope_nf + f);
+                const float x0 = y[2 * pr], x1 = y[2 * pr + 1];
+                y[2 * pr] = rot0_(x0, x1, cs, sn);
+                y[2 * pr + 1] = rot1_(x0, x1, cs, sn);
+            }
+        }
+        if (a.out) *reinterpret_cast<float4 *>(a.out + (size_t)o * a.ld_out + c) = make_float4(y[0], y[1], y[2], y[3]);
+        if (a.outh) {
+            uint2 u;
+            u.x = pack_h2r(y[0], y[1]), u.y = pack_h2r(y[2], y[3]);
+            *reinterpret_cast<uint2 *>(a.outh + (size_t)o * a.ld_outh + c) = u;
+        }
+    }
+}
+
 /* DINOv2 patches: im2col row (c, ky, kx) of patch r of image b, quantized per row like the CPU. */
 __global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, int hw, int K, int ldq, int8_t *q,
                               float *qs) {
+    pdl_begin();
     extern __shared__ float row[];
     float *red = row + K;
     const int r = blockIdx.x, b = r / hw, p = r % hw, py = p / gw, pxx = p % gw;
@@ -554,6 +633,7 @@ __global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, in
 
 /* x[b, 0, :] = cls + pos[0] for every image. */
 __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int T, int B) {
+    pdl_begin();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * D) return;
     int b = i / D, c = i % D;
@@ -561,10 +641,13 @@ __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int 
 }
 
 /* Conv1d im2col in time-major layout: col[b·Lo + t, :K] = src[b, t·s·C ... + k·C) (the window
- * is contiguous); K padded to ldc with zeros. Optional GroupNorm affine per channel c = j % C
- * (ab [B][2][C] as k_gn_final makes it). */
-__global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, float *col,
-                           const float *ab) {
+ * is contiguous); K padded to ldc with zeros. Optional: the previous conv's bias + GELU per
+ * channel c = j % C (k_rowr's formulas: the source is that conv's raw GEMM output, and no pass
+ * writes the activated copy), then a GroupNorm affine (ab [B][2][C] as k_gn_final makes it). */
+template <typename TO> /* float (TF32 GEMMs) or __half (fp16 GEMMs) */
+__global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, TO *col,
+                           const float *ab, const float *gelu_bias) {
+    pdl_begin();
     const int r = blockIdx.x, b = r / Lo, t = r % Lo;
     const float *w = src + (size_t)b * src_item + (size_t)t * s * C;
     const float *a = ab ? ab + (size_t)b * 2 * C : nullptr;
@@ -572,12 +655,17 @@ __global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int 
         float v = 0.f;
         if (j < K) {
             v = w[j];
+            if (gelu_bias) {
+                v = fadd_(v, __ldg(gelu_bias + j % C));
+                v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+            }
             if (a) {
                 int c = j % C;
                 v = v * a[c] + a[C + c];
             }
         }
-        col[(size_t)r * ldc + j] = v;
+        if constexpr (sizeof(TO) == 2) col[(size_t)r * ldc + j] = __float2half_rn(v);
+        else col[(size_t)r * ldc + j] = v;
     }
 }
 
@@ -593,6 +681,7 @@ constexpr size_t SMEM = (size_t)BQ * LDH * 2 /*Q*/ + (size_t)BK * LDH * 2 * 2 /*
 
 __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, int T, int D, int dh, float scale,
                                                    float *o, int allow_vec) {
+    pdl_begin();
     using namespace nvcuda;
     using namespace att;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -726,14 +815,14 @@ __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, in
 
 /* The same attention with register-resident accumulators (FlashAttention-2 style): mma.sync
  * m16n8k16 (fp16 in, fp32 accumulate) whose fragment layout is fixed by the PTX ISA, so the
- * scores, the softmax and O never leave registers. One block of 4 warps per (64 queries, head,
- * image), a warp per 16 query rows; Q fragments loaded once from global; K/V 64-key tiles
+ * scores, the softmax and O never leave registers. One block of NW warps (4 or 8) per (16·NW
+ * queries, head, image), a warp per 16 query rows; Q fragments loaded once from global; K/V 64-key tiles
  * double-buffered in shared memory by cp.async (8-byte chunks, zero-filled past T and dh);
  * S = Q Kᵀ → online softmax (exp2, row max/sum over the 4 lanes of a quad) → P (fp16, straight
  * from the S accumulators into A fragments) → O += P V with V's B fragments by ldmatrix.trans.
  * Needs dh, D and ld multiples of 4, dh ≤ 64 (else k_attention runs). */
 namespace fa {
-constexpr int BQ = 64, BK = 64, DP = 64, LDK = DP + 8; /* 144-byte rows: 16-byte aligned, conflict-free */
+constexpr int BK = 64, DP = 64, LDK = DP + 8; /* 144-byte rows: 16-byte aligned, conflict-free */
 constexpr size_t SMEM = (size_t)2 * 2 * BK * LDK * sizeof(__half); /* 2 stages × (K, V) */
 } // namespace fa
 
@@ -756,19 +845,24 @@ __device__ __forceinline__ unsigned pack_h2(float lo, float hi) {
     return *reinterpret_cast<unsigned *>(&h);
 }
 
-__global__ void __launch_bounds__(128, 4) k_attn_mma(const __half *qkv, int ld, int T, int D, int dh, float scale_log2,
-                                                     float *o) {
+/* NW warps per block (NW = 4: 64 query rows; NW = 8: 128 rows share each K/V tile). A warp's
+ * arithmetic on its 16 rows does not depend on NW: both give the same bits. */
+template <int NW>
+__global__ void __launch_bounds__(32 * NW, NW == 4 ? 4 : 2) k_attn_mma(const __half *qkv, int ld, int T, int D, int dh,
+                                                                     float scale_log2, float *o) {
+    pdl_begin();
     using namespace fa;
+    constexpr int NT = 32 * NW, BQN = 16 * NW;
     extern __shared__ __align__(128) unsigned char smem[];
     __half *Ks = reinterpret_cast<__half *>(smem); /* [2][BK][LDK] */
     __half *Vs = Ks + 2 * BK * LDK;                /* [2][BK][LDK] */
-    const int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z;
+    const int q0 = blockIdx.x * BQN, h = blockIdx.y, b = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const __half *base = qkv + (size_t)b * T * ld + (size_t)h * dh;
     auto load_kv = [&](int stage, int k0) {
 #pragma unroll
-        for (int j = 0; j < BK * DP / 4 / 128; j++) {
-            int i = tid + j * 128, rr = i >> 4, d = (i & 15) * 4, t = k0 + rr;
+        for (int j = 0; j < BK * DP / 4 / NT; j++) {
+            int i = tid + j * NT, rr = i >> 4, d = (i & 15) * 4, t = k0 + rr;
             bool ok = t < T && d < dh;
             const __half *src = ok ? base + (size_t)t * ld + d : base;
             cp_async8(Ks + (stage * BK + rr) * LDK + d, ok ? src + D : base, ok);
@@ -1157,6 +1251,8 @@ __global__ void k_transpose_bcp(const float *src, float *dst, int C, int P, int 
     }
 }
 
+#include "cuda/sc_gemm.cuh"
+
 /* ================================================================ cuBLASLt GEMMs */
 
 /* C[M,N] (ldc) = X[M,K] (ldx) · W[N,K]ᵀ (ldw): int8 → int32 (IMMA) or fp32 with TF32 tensor cores.
@@ -1169,10 +1265,11 @@ struct gemm_key {
     int batch = 1;      /* strided batch (float only): X, W, C advance by sx, sw, sc elements */
     long long sx = 0, sw = 0, sc = 0;
     int align = 0;      /* > 0: the operands' guaranteed alignment in bytes (cuBLASLt assumes 256) */
+    bool f16 = false;   /* float GEMMs: W and X in fp16 (fp32 accumulation and output) */
     bool operator==(const gemm_key &o) const {
         return i8 == o.i8 && M == o.M && N == o.N && K == o.K && ldw == o.ldw && ldx == o.ldx && ldc == o.ldc &&
                wkn == o.wkn && tf32 == o.tf32 && batch == o.batch && sx == o.sx && sw == o.sw && sc == o.sc &&
-               align == o.align;
+               align == o.align && f16 == o.f16;
     }
 };
 struct gemm_plan {
@@ -1218,8 +1315,10 @@ struct lt_ctx {
             }
         gemm_plan p;
         p.key = k;
-        cudaDataType_t ab = k.i8 ? CUDA_R_8I : CUDA_R_32F, ct = k.i8 ? CUDA_R_32I : CUDA_R_32F;
-        cublasComputeType_t comp = k.i8 ? CUBLAS_COMPUTE_32I : k.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+        cudaDataType_t ab = k.i8 ? CUDA_R_8I : k.f16 ? CUDA_R_16F : CUDA_R_32F, ct = k.i8 ? CUDA_R_32I : CUDA_R_32F;
+        cublasComputeType_t comp = k.i8                 ? CUBLAS_COMPUTE_32I
+                                   : k.tf32 && !k.f16 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                      : CUBLAS_COMPUTE_32F;
         ARB_LT(cublasLtMatmulDescCreate(&p.op, comp, k.i8 ? CUDA_R_32I : CUDA_R_32F));
         cublasOperation_t tA = k.wkn ? CUBLAS_OP_N : CUBLAS_OP_T, tB = CUBLAS_OP_N;
         ARB_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
@@ -1292,13 +1391,17 @@ struct lt_ctx {
         return gemm_k(gemm_key{i8, M, N, K, ldw, ldx, ldc}, W, X, C, s);
     }
     arb_status gemm_k(const gemm_key &k, const void *W, const void *X, void *C, cudaStream_t s) {
+        return gemm_kw(k, W, X, C, s, ws.p, ws.n);
+    }
+    /* The same with another workspace (of ws.n bytes): GEMMs on concurrent streams must not share one. */
+    arb_status gemm_kw(const gemm_key &k, const void *W, const void *X, void *C, cudaStream_t s, void *wsp, size_t wsn) {
         bool i8 = k.i8;
         gemm_plan *p;
         ARB_TRY(plan(k, &p, W, X, C, s));
         int32_t ia = 1, ib = 0;
         float fa = 1.f, fb = 0.f;
         const void *al = i8 ? (const void *)&ia : (const void *)&fa, *be = i8 ? (const void *)&ib : (const void *)&fb;
-        ARB_LT(cublasLtMatmul(h, p->op, al, W, p->a, X, p->b, be, C, p->c, C, p->c, &p->algo, ws.p, ws.n, s));
+        ARB_LT(cublasLtMatmul(h, p->op, al, W, p->a, X, p->b, be, C, p->c, C, p->c, &p->algo, wsp, wsn, s));
         return ARB_OK;
     }
 };
@@ -1328,37 +1431,41 @@ static arb_status qlin_from(qlin *L, const sc_lin *l) {
     return ARB_OK;
 }
 
-static arb_status vec_up(dbuf *d, sc_ckpt *c, const char *name, int n, arb_sidecar_info *info) {
-    float *v;
-    ARB_TRY(sc_vec_load(&v, c, name, 1, std::vector<int64_t>{n}.data(), info));
-    arb_status s = d->upload(v, (size_t)n * sizeof(float));
-    arb_free(v);
-    return s;
+/* A float vector of the CPU model (norm weights, biases, λ, ...). */
+static arb_status vec_up(dbuf *d, const float *v, int n) {
+    if (!v) return arb_error(ARB_ERR_INTERNAL, "sidecar cuda: a %d-vector of the CPU model is missing", n);
+    return d->upload(v, (size_t)n * sizeof(float));
 }
 
-/* A float Conv1d as a TF32 GEMM on im2col rows: w [o][kp] in (kx, c) order, K padded to 4. */
+/* A float Conv1d as a GEMM on im2col rows: w [o][kp] in (kx, c) order; fp16 operands (K padded
+ * to 8) or TF32 (fp32 operands, K padded to 4), fp32 accumulation and output either way. */
 struct flin {
     int n = 0, k = 0, kp = 0;
+    bool f16 = false; /* w in fp16, kp a multiple of 8 */
     dbuf w, bias;
 };
 
-static arb_status conv1d_up(flin *L, sc_ckpt *c, const char *name, int o, int ci, int kw, bool has_bias,
-                            arb_sidecar_info *info) {
-    char nm[512];
-    float *w;
-    snprintf(nm, sizeof nm, "%s.weight", name);
-    ARB_TRY(sc_ckpt_get(c, nm, 3, std::vector<int64_t>{o, ci, kw}.data(), &w));
-    L->n = o, L->k = ci * kw, L->kp = round_up(L->k, 4);
-    std::vector<float> h((size_t)o * L->kp, 0.f);
-    for (int a = 0; a < o; a++)
-        for (int cc = 0; cc < ci; cc++)
-            for (int x = 0; x < kw; x++) h[(size_t)a * L->kp + (size_t)x * ci + cc] = w[((size_t)a * ci + cc) * kw + x];
-    arb_free(w);
-    ARB_TRY(L->w.upload(h.data(), h.size() * sizeof(float)));
-    if (has_bias) {
-        snprintf(nm, sizeof nm, "%s.bias", name);
-        ARB_TRY(vec_up(&L->bias, c, nm, o, info));
+/* From the CPU model's float Conv1d (sc_conv1d_load: (kx, c) order, packed in 16-column panels per
+ * K block, see sc_packf_init) to rows of kp floats. */
+static arb_status conv1d_from(flin *L, const sc_lin *l, bool f16) {
+    const sc_packf &f = l->f;
+    if (l->quantized || !f.p || f.kb < 1) return arb_error(ARB_ERR_INTERNAL, "sidecar cuda: conv [%d,%d] has no float weights", l->n, l->k);
+    L->n = l->n, L->k = l->k, L->kp = round_up(l->k, f16 ? 8 : 4), L->f16 = f16;
+    const size_t nb = (size_t)(f.n + 15) / 16;
+    std::vector<float> h((size_t)L->n * L->kp, 0.f);
+    for (int k0 = 0; k0 < f.k; k0 += f.kb) {
+        const int kl = std::min(f.kb, f.k - k0);
+        const float *blk = f.p + nb * 16 * (size_t)k0;
+        for (int n = 0; n < f.n; n++)
+            for (int k = 0; k < kl; k++) h[(size_t)n * L->kp + k0 + k] = blk[((size_t)(n / 16) * kl + k) * 16 + n % 16];
     }
+    if (f16) {
+        std::vector<__half> hh(h.size());
+        for (size_t i = 0; i < h.size(); i++) hh[i] = __float2half_rn(h[i]);
+        ARB_TRY(L->w.upload(hh.data(), hh.size() * sizeof(__half)));
+    } else
+        ARB_TRY(L->w.upload(h.data(), h.size() * sizeof(float)));
+    if (l->bias) ARB_TRY(L->bias.upload(l->bias, (size_t)L->n * sizeof(float)));
     return ARB_OK;
 }
 
@@ -1386,6 +1493,7 @@ struct plan_t {
     int B = 0, d1 = 0, d2 = 0; /* input shape: DINOv2 (B, H, W), Moonshine (B, N, -) */
     int T = 0, rows = 0;
     dbuf in, x, qa, qs, acc, qkvh, att, out, pos, rope_c, rope_s, col, h1, h2, stats;
+    dbuf qb; /* DINOv2/Moonshine: each layer's quantized input (qa holds the layer's inner activations) */
     dbuf y, t2, gnp, gab, vq, vk, vv, vs; /* VAE: activations, GroupNorm partials/affine, attention */
     cudaGraphExec_t exec = nullptr;
     double ops = 0; /* 2·multiply-adds per forward (GEMMs and attention) */
@@ -1422,6 +1530,24 @@ struct cu_model {
     std::vector<vae_res_d> up; /* [nb][lpb + 1] */
     dbuf a_gw, a_gb, d_nw, d_nb;
     plan_t *plan = nullptr;
+    /* the fused int8 GEMM + epilogue kernels (sc_gemm.cuh; see lin()) */
+    bool pdl = false;    /* our DINOv2/Moonshine kernels launch with PDL (ARB_SIDECAR_PDL=1: on) */
+    int fused_mode = 2;  /* 0: never, 1: wherever it fits, 2: auto (timed per shape in the plan run) */
+    int fused_min = 1;   /* fewest GEMM rows for the fused kernels (ARB_SIDECAR_FUSED_MIN) */
+    int fused_kinds = 3; /* bit 0: QG_ELEM, bit 1: QG_ROW (ARB_SIDECAR_FUSED=elem / row: only that one) */
+    struct fuse_choice { int key[4]; bool fused; }; /* key: M, N, K, elem */
+    std::vector<fuse_choice> fchoice;
+    struct att_choice { int key[3]; int nw; }; /* key: B, T, 64·D + H; warps per attention block */
+    std::vector<att_choice> achoice;
+    struct rowe_choice { int key[3]; bool elem; }; /* key: rows, N, rotary; k_rowe instead of k_rowr */
+    std::vector<rowe_choice> rchoice;
+    /* Moonshine's per-item float front end: side streams with their own cuBLASLt workspaces */
+    static constexpr int NSIDE = 4;
+    int nside = 0;
+    bool fe_f16 = true;      /* the front-end GEMMs on fp16 operands (ARB_SIDECAR_FE_F16=0: TF32) */
+    cudaStream_t side[NSIDE] = {};
+    cudaEvent_t ev_fork = nullptr, ev_join[NSIDE] = {};
+    dbuf side_ws[NSIDE];
     /* ARB_SIDECAR_PROFILE=1: eager launches with an event before each step, summed per kind */
     bool prof = false;
     std::vector<cudaEvent_t> pev;
@@ -1430,7 +1556,29 @@ struct cu_model {
     ~cu_model() {
         for (cudaEvent_t e : pev) cudaEventDestroy(e);
         delete plan;
+        for (int i = 0; i < NSIDE; i++) {
+            if (side[i]) cudaStreamDestroy(side[i]);
+            if (ev_join[i]) cudaEventDestroy(ev_join[i]);
+        }
+        if (ev_fork) cudaEventDestroy(ev_fork);
         if (stream) cudaStreamDestroy(stream);
+    }
+    /* The side streams (ARB_SIDECAR_FE_STREAMS=1: none, the items run one after another). */
+    arb_status side_init() {
+        const char *f16 = getenv("ARB_SIDECAR_FE_F16");
+        fe_f16 = !(f16 && f16[0] == '0');
+        const char *e = getenv("ARB_SIDECAR_FE_STREAMS");
+        int n = e && *e ? atoi(e) : NSIDE;
+        n = n < 1 ? 1 : n > NSIDE ? NSIDE : n;
+        if (n == 1) return ARB_OK;
+        ARB_CU(cudaEventCreateWithFlags(&ev_fork, cudaEventDisableTiming));
+        for (int i = 0; i < n; i++) {
+            ARB_CU(cudaStreamCreateWithFlags(&side[i], cudaStreamNonBlocking));
+            ARB_CU(cudaEventCreateWithFlags(&ev_join[i], cudaEventDisableTiming));
+            ARB_TRY(side_ws[i].alloc(lt.ws.n));
+        }
+        nside = n;
+        return ARB_OK;
     }
 };
 
@@ -1444,215 +1592,117 @@ static void cu_model_free(void *p) {
 
 /* ---------------------------------------------------------------- loaders */
 
-static arb_status dino_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
-    int D, L, H, P, img, mlp;
-    double eps;
-    ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
-    ARB_TRY(sc_cfg_int(cfg, "num_hidden_layers", 1, 1024, 0, true, &L));
-    ARB_TRY(sc_cfg_int(cfg, "num_attention_heads", 1, 4096, 0, true, &H));
-    ARB_TRY(sc_cfg_int(cfg, "patch_size", 1, 1024, 14, false, &P));
-    ARB_TRY(sc_cfg_int(cfg, "image_size", 1, 65536, 518, false, &img));
-    ARB_TRY(sc_cfg_int(cfg, "mlp_ratio", 1, 64, 4, false, &mlp));
-    ARB_TRY(sc_cfg_num(cfg, "layer_norm_eps", 1e-6, false, &eps));
-    const cJSON *qb = cJSON_GetObjectItemCaseSensitive(cfg, "qkv_bias");
-    bool qkv_bias = !qb || cJSON_IsTrue(qb);
-    g->D = D, g->L = L, g->H = H, g->F = D * mlp, g->P = P, g->grid = img / P, g->eps = (float)eps;
-    if (D % H || D / H > att::DP)
-        return arb_error(ARB_ERR_UNSUPPORTED, "dinov2 on CUDA: head dim %d (the fused attention takes ≤ %d)", D / H, att::DP);
+/* The device copies are made from the loaded CPU model (src/sidecars/sc_models.h): its parsed
+ * configuration and its int8 rows and scales, so nothing is read or quantized twice. */
+static arb_status dino_load(cu_model *g, const sc_dinov2 *d) {
+    const sc_dinov2_cfg &k = d->cfg;
+    const int D = k.D, L = k.L;
+    g->D = D, g->L = L, g->H = k.H, g->F = k.F, g->P = k.P, g->grid = k.grid, g->eps = k.eps;
+    if (D % k.H || D / k.H > att::DP)
+        return arb_error(ARB_ERR_UNSUPPORTED, "dinov2 on CUDA: head dim %d (the fused attention takes ≤ %d)", D / k.H, att::DP);
     if (D > 8192 || g->F > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "dinov2 on CUDA: width %d/%d above 8192", D, g->F);
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    sc_lin tmp;
-    ARB_TRY(sc_conv2d_load(&tmp, c, "embeddings.patch_embeddings.projection", D, 3, P, P, true, true, SC_INT8, &info));
-    arb_status s = qlin_from(&g->patch, &tmp);
-    sc_lin_free(&tmp);
-    ARB_TRY(s);
-    int64_t npos = (int64_t)g->grid * g->grid + 1;
-    float *v;
-    ARB_TRY(sc_vec_load(&v, c, "embeddings.cls_token", 3, std::vector<int64_t>{1, 1, D}.data(), &info));
-    g->cls_h.assign(v, v + D);
-    arb_free(v);
-    ARB_TRY(sc_vec_load(&v, c, "embeddings.position_embeddings", 3, std::vector<int64_t>{1, npos, D}.data(), &info));
-    g->pos_h.assign(v, v + (size_t)npos * D);
-    arb_free(v);
-    ARB_TRY(g->cls.upload(g->cls_h.data(), (size_t)D * sizeof(float)));
+    ARB_TRY(qlin_from(&g->patch, &d->patch));
+    const size_t npos = (size_t)g->grid * g->grid + 1;
+    g->cls_h.assign(d->cls, d->cls + D);
+    g->pos_h.assign(d->pos, d->pos + npos * D);
+    ARB_TRY(vec_up(&g->cls, d->cls, D));
     g->dl.resize((size_t)L);
     for (int i = 0; i < L; i++) {
+        const dino_layer &s = d->layers[i];
         dino_layer_d *l = &g->dl[(size_t)i];
-        char n[256];
-#define V(field, suffix)                                              \
-    snprintf(n, sizeof n, "encoder.layer.%d.%s", i, suffix);          \
-    ARB_TRY(vec_up(&l->field, c, n, D, &info));
-#define LIN(field, suffix, no, ni, bias)                              \
-    snprintf(n, sizeof n, "encoder.layer.%d.%s", i, suffix);          \
-    ARB_TRY(sc_lin_load(&tmp, c, n, no, ni, bias, SC_INT8, &info));   \
-    s = qlin_from(&l->field, &tmp);                                   \
-    sc_lin_free(&tmp);                                                \
-    ARB_TRY(s);
-        V(n1w, "norm1.weight") V(n1b, "norm1.bias") V(n2w, "norm2.weight") V(n2b, "norm2.bias")
-        V(ls1, "layer_scale1.lambda1") V(ls2, "layer_scale2.lambda1")
-        static const char *const qkv_names[3] = {"query", "key", "value"};
-        snprintf(n, sizeof n, "encoder.layer.%d.attention.attention.", i);
-        ARB_TRY(sc_lin_load_cat(&tmp, c, n, qkv_names, 3, D, D, qkv_bias, SC_INT8, &info));
-        s = qlin_from(&l->qkv, &tmp);
-        sc_lin_free(&tmp);
-        ARB_TRY(s);
-        LIN(o, "attention.output.dense", D, D, true)
-        LIN(fc1, "mlp.fc1", g->F, D, true) LIN(fc2, "mlp.fc2", D, g->F, true)
-#undef V
-#undef LIN
+        ARB_TRY(vec_up(&l->n1w, s.n1w, D));
+        ARB_TRY(vec_up(&l->n1b, s.n1b, D));
+        ARB_TRY(vec_up(&l->n2w, s.n2w, D));
+        ARB_TRY(vec_up(&l->n2b, s.n2b, D));
+        ARB_TRY(vec_up(&l->ls1, s.ls1, D));
+        ARB_TRY(vec_up(&l->ls2, s.ls2, D));
+        ARB_TRY(qlin_from(&l->qkv, &s.qkv));
+        ARB_TRY(qlin_from(&l->o, &s.o));
+        ARB_TRY(qlin_from(&l->fc1, &s.fc1));
+        ARB_TRY(qlin_from(&l->fc2, &s.fc2));
     }
-    ARB_TRY(vec_up(&g->lnw, c, "layernorm.weight", D, &info));
-    ARB_TRY(vec_up(&g->lnb, c, "layernorm.bias", D, &info));
+    ARB_TRY(vec_up(&g->lnw, d->lnw, D));
+    ARB_TRY(vec_up(&g->lnb, d->lnb, D));
     return ARB_OK;
 }
 
-static arb_status moon_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
-    int D, I, Le, He;
-    double prf = 0.9, theta = 10000.0;
-    ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
-    ARB_TRY(sc_cfg_int(cfg, "intermediate_size", 1, 1 << 20, 0, true, &I));
-    ARB_TRY(sc_cfg_int(cfg, "encoder_num_hidden_layers", 1, 1024, 0, true, &Le));
-    ARB_TRY(sc_cfg_int(cfg, "encoder_num_attention_heads", 1, 4096, 0, true, &He));
-    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(cfg, "rope_parameters");
-    const cJSON *src = cJSON_IsObject(rp) ? rp : cfg;
-    ARB_TRY(sc_cfg_num(src, "partial_rotary_factor", 0.9, false, &prf));
-    ARB_TRY(sc_cfg_num(src, "rope_theta", 10000.0, false, &theta));
-    int dh = D / He;
-    g->D = D, g->I = I, g->L = Le, g->H = He, g->theta = (float)theta;
-    g->rdim = (int)(dh * prf);
-    g->rot = 2 * ((g->rdim + 1) / 2);
+static arb_status moon_load(cu_model *g, const sc_moonshine *d) {
+    const sc_moonshine_cfg &k = d->cfg;
+    const int D = k.D, dh = D / k.He;
+    g->D = D, g->I = k.I, g->L = k.Le, g->H = k.He, g->theta = k.theta, g->rdim = k.rdim, g->rot = k.rot;
     if (dh > att::DP || dh % 2)
         return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: head dim %d (the fused attention takes even dims ≤ %d)", dh,
                          att::DP);
-    if (3 * D > 8192 || I > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: width %d/%d too large", D, I);
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    c->prefix = sc_ckpt_has(c, "model.encoder.conv1.weight") ? "model." : "";
-    ARB_TRY(conv1d_up(&g->c1, c, "encoder.conv1", D, 1, 127, false, &info));
-    ARB_TRY(conv1d_up(&g->c2, c, "encoder.conv2", 2 * D, D, 7, true, &info));
-    ARB_TRY(conv1d_up(&g->c3, c, "encoder.conv3", D, 2 * D, 3, true, &info));
-    ARB_TRY(vec_up(&g->gn_w, c, "encoder.groupnorm.weight", D, &info));
-    ARB_TRY(vec_up(&g->gn_b, c, "encoder.groupnorm.bias", D, &info));
-    g->ml.resize((size_t)Le);
-    sc_lin tmp;
-    arb_status s;
-    char n[256];
-    for (int i = 0; i < Le; i++) {
+    if (3 * D > 8192 || k.I > 8192) return arb_error(ARB_ERR_UNSUPPORTED, "moonshine on CUDA: width %d/%d too large", D, k.I);
+    ARB_TRY(conv1d_from(&g->c1, &d->conv1, g->fe_f16));
+    ARB_TRY(conv1d_from(&g->c2, &d->conv2, g->fe_f16));
+    ARB_TRY(conv1d_from(&g->c3, &d->conv3, g->fe_f16));
+    ARB_TRY(vec_up(&g->gn_w, d->gn_w, D));
+    ARB_TRY(vec_up(&g->gn_b, d->gn_b, D));
+    g->ml.resize((size_t)k.Le);
+    for (int i = 0; i < k.Le; i++) {
+        const moon_enc_layer &s = d->enc[i];
         moon_layer_d *l = &g->ml[(size_t)i];
-        snprintf(n, sizeof n, "encoder.layers.%d.input_layernorm.weight", i);
-        ARB_TRY(vec_up(&l->ln_in, c, n, D, &info));
-        snprintf(n, sizeof n, "encoder.layers.%d.post_attention_layernorm.weight", i);
-        ARB_TRY(vec_up(&l->ln_post, c, n, D, &info));
-        static const char *const qkv_names[3] = {"q_proj", "k_proj", "v_proj"};
-        snprintf(n, sizeof n, "encoder.layers.%d.self_attn.", i);
-        ARB_TRY(sc_lin_load_cat(&tmp, c, n, qkv_names, 3, D, D, false, SC_INT8, &info));
-        s = qlin_from(&l->qkv, &tmp);
-        sc_lin_free(&tmp);
-        ARB_TRY(s);
-#define LIN(field, fmt, no, ni, bias)                               \
-    snprintf(n, sizeof n, fmt, i);                                  \
-    ARB_TRY(sc_lin_load(&tmp, c, n, no, ni, bias, SC_INT8, &info)); \
-    s = qlin_from(&l->field, &tmp);                                 \
-    sc_lin_free(&tmp);                                              \
-    ARB_TRY(s);
-        LIN(o, "encoder.layers.%d.self_attn.o_proj", D, D, false)
-        LIN(fc1, "encoder.layers.%d.mlp.fc1", I, D, true) LIN(fc2, "encoder.layers.%d.mlp.fc2", D, I, true)
-#undef LIN
+        ARB_TRY(vec_up(&l->ln_in, s.ln_in, D));
+        ARB_TRY(vec_up(&l->ln_post, s.ln_post, D));
+        ARB_TRY(qlin_from(&l->qkv, &s.qkv));
+        ARB_TRY(qlin_from(&l->o, &s.o));
+        ARB_TRY(qlin_from(&l->fc1, &s.fc1));
+        ARB_TRY(qlin_from(&l->fc2, &s.fc2));
     }
-    ARB_TRY(vec_up(&g->enc_ln, c, "encoder.layer_norm.weight", D, &info));
+    ARB_TRY(vec_up(&g->enc_ln, d->enc_ln, D));
     return ARB_OK;
 }
 
-
-static arb_status qconv_up(qlin *L, sc_ckpt *c, const char *name, int o, int ci, int k) {
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    sc_lin tmp;
-    ARB_TRY(sc_conv2d_load(&tmp, c, name, o, ci, k, k, true, false, SC_INT8, &info));
-    arb_status s = qlin_from(L, &tmp);
-    sc_lin_free(&tmp);
-    return s;
-}
-
-static arb_status vres_load(vae_res_d *r, sc_ckpt *c, const char *p, int cin, int cout) {
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    char n[512];
+static arb_status vres_load(vae_res_d *r, const vae_res *s) {
+    const int cin = s->cin, cout = s->cout;
     r->cin = cin, r->cout = cout;
-    snprintf(n, sizeof n, "%s.norm1.weight", p); ARB_TRY(vec_up(&r->n1w, c, n, cin, &info));
-    snprintf(n, sizeof n, "%s.norm1.bias", p); ARB_TRY(vec_up(&r->n1b, c, n, cin, &info));
-    snprintf(n, sizeof n, "%s.conv1", p); ARB_TRY(qconv_up(&r->c1, c, n, cout, cin, 3));
-    snprintf(n, sizeof n, "%s.norm2.weight", p); ARB_TRY(vec_up(&r->n2w, c, n, cout, &info));
-    snprintf(n, sizeof n, "%s.norm2.bias", p); ARB_TRY(vec_up(&r->n2b, c, n, cout, &info));
-    snprintf(n, sizeof n, "%s.conv2", p); ARB_TRY(qconv_up(&r->c2, c, n, cout, cout, 3));
-    if (cin != cout) {
-        r->has_sc = true;
-        snprintf(n, sizeof n, "%s.conv_shortcut", p);
-        ARB_TRY(qconv_up(&r->sc, c, n, cout, cin, 1));
-    }
+    ARB_TRY(vec_up(&r->n1w, s->n1w, cin));
+    ARB_TRY(vec_up(&r->n1b, s->n1b, cin));
+    ARB_TRY(qlin_from(&r->c1, &s->c1));
+    ARB_TRY(vec_up(&r->n2w, s->n2w, cout));
+    ARB_TRY(vec_up(&r->n2b, s->n2b, cout));
+    ARB_TRY(qlin_from(&r->c2, &s->c2));
+    r->has_sc = s->has_sc;
+    if (s->has_sc) ARB_TRY(qlin_from(&r->sc, &s->sc));
     return ARB_OK;
 }
 
 /* The decoder half of an AutoencoderKL (the CPU loader validated the whole config already). */
-static arb_status vae_load(cu_model *g, sc_ckpt *c, const cJSON *cfg) {
-    const cJSON *bo = cJSON_GetObjectItemCaseSensitive(cfg, "block_out_channels");
-    int nb = cJSON_GetArraySize(bo);
-    if (!cJSON_IsArray(bo) || nb < 1 || nb > 8) return arb_error(ARB_ERR_FORMAT, "config.json: bad block_out_channels");
-    for (int i = 0; i < nb; i++) g->ch[i] = (int)cJSON_GetArrayItem(bo, i)->valuedouble;
-    g->nb = nb;
-    ARB_TRY(sc_cfg_int(cfg, "layers_per_block", 1, 4, 1, false, &g->lpb));
-    ARB_TRY(sc_cfg_int(cfg, "norm_num_groups", 1, 512, 32, false, &g->G));
-    ARB_TRY(sc_cfg_int(cfg, "latent_channels", 1, 256, 4, false, &g->Lc));
-    ARB_TRY(sc_cfg_int(cfg, "out_channels", 1, 16, 3, false, &g->cout));
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, "use_post_quant_conv");
-    g->post_quant = cJSON_IsBool(v) ? cJSON_IsTrue(v) : true;
-    v = cJSON_GetObjectItemCaseSensitive(cfg, "mid_block_add_attention");
-    g->has_attn = cJSON_IsBool(v) ? cJSON_IsTrue(v) : true;
-    int top = g->ch[nb - 1], L = g->Lc;
+static arb_status vae_load(cu_model *g, const sc_vae *v) {
+    const sc_vae_cfg &k = v->cfg;
+    const int nb = k.nb;
+    if (nb < 1 || nb > 8) return arb_error(ARB_ERR_FORMAT, "config.json: bad block_out_channels");
+    for (int i = 0; i < nb; i++) g->ch[i] = k.ch[i];
+    g->nb = nb, g->lpb = k.lpb, g->G = k.G, g->Lc = k.L, g->cout = k.cout;
+    g->post_quant = k.post_quant;
+    g->has_attn = k.mid_attn;
+    int top = g->ch[nb - 1];
     for (int i = 0; i < nb; i++)
         if (g->ch[i] > 1024 || g->ch[i] % 4)
             return arb_error(ARB_ERR_UNSUPPORTED, "vae on CUDA: %d channels (multiples of 4 up to 1024 run there)", g->ch[i]);
     if (g->Lc % 4) return arb_error(ARB_ERR_UNSUPPORTED, "vae on CUDA: %d latent channels (a multiple of 4 runs there)", g->Lc);
-    arb_sidecar_info info;
-    memset(&info, 0, sizeof info);
-    char n[256];
-    if (g->post_quant) ARB_TRY(qconv_up(&g->pq, c, "post_quant_conv", L, L, 1));
-    ARB_TRY(qconv_up(&g->d_in, c, "decoder.conv_in", top, L, 3));
-    ARB_TRY(vres_load(&g->mid0, c, "decoder.mid_block.resnets.0", top, top));
-    ARB_TRY(vres_load(&g->mid1, c, "decoder.mid_block.resnets.1", top, top));
+    if (g->post_quant) ARB_TRY(qlin_from(&g->pq, &v->pqconv));
+    ARB_TRY(qlin_from(&g->d_in, &v->d_in));
+    ARB_TRY(vres_load(&g->mid0, &v->d_mid.r0));
+    ARB_TRY(vres_load(&g->mid1, &v->d_mid.r1));
     if (g->has_attn) {
-        ARB_TRY(vec_up(&g->a_gw, c, "decoder.mid_block.attentions.0.group_norm.weight", top, &info));
-        ARB_TRY(vec_up(&g->a_gb, c, "decoder.mid_block.attentions.0.group_norm.bias", top, &info));
-        bool legacy = !sc_ckpt_has(c, "decoder.mid_block.attentions.0.to_q.weight");
-        const char *nm[4] = {"to_q", "to_k", "to_v", "to_out.0"}, *old[4] = {"query", "key", "value", "proj_attn"};
-        qlin *dst[4] = {&g->aq, &g->ak, &g->av, &g->ao};
-        for (int i = 0; i < 4; i++) {
-            snprintf(n, sizeof n, "decoder.mid_block.attentions.0.%s", legacy ? old[i] : nm[i]);
-            sc_lin tmp;
-            ARB_TRY(sc_lin_load(&tmp, c, n, top, top, true, SC_INT8, &info));
-            arb_status s = qlin_from(dst[i], &tmp);
-            sc_lin_free(&tmp);
-            ARB_TRY(s);
-        }
+        const vae_attn &a = v->d_mid.at;
+        ARB_TRY(vec_up(&g->a_gw, a.gw, top));
+        ARB_TRY(vec_up(&g->a_gb, a.gb, top));
+        ARB_TRY(qlin_from(&g->aq, &a.q));
+        ARB_TRY(qlin_from(&g->ak, &a.k));
+        ARB_TRY(qlin_from(&g->av, &a.v));
+        ARB_TRY(qlin_from(&g->ao, &a.o));
     }
     g->up.resize((size_t)nb * (g->lpb + 1));
-    int prev = top;
     for (int b = 0; b < nb; b++) {
-        int out = g->ch[nb - 1 - b];
-        for (int r = 0; r < g->lpb + 1; r++) {
-            snprintf(n, sizeof n, "decoder.up_blocks.%d.resnets.%d", b, r);
-            ARB_TRY(vres_load(&g->up[(size_t)b * (g->lpb + 1) + r], c, n, r ? out : prev, out));
-        }
-        if (b < nb - 1) {
-            snprintf(n, sizeof n, "decoder.up_blocks.%d.upsamplers.0.conv", b);
-            ARB_TRY(qconv_up(&g->ups[b], c, n, out, out, 3));
-        }
-        prev = out;
+        for (int r = 0; r < g->lpb + 1; r++) ARB_TRY(vres_load(&g->up[(size_t)b * (g->lpb + 1) + r], &v->up[b][r]));
+        if (b < nb - 1) ARB_TRY(qlin_from(&g->ups[b], &v->ups[b]));
     }
-    ARB_TRY(vec_up(&g->d_nw, c, "decoder.conv_norm_out.weight", g->ch[0], &info));
-    ARB_TRY(vec_up(&g->d_nb, c, "decoder.conv_norm_out.bias", g->ch[0], &info));
-    ARB_TRY(qconv_up(&g->d_out, c, "decoder.conv_out", g->cout, g->ch[0], 3));
+    ARB_TRY(vec_up(&g->d_nw, v->d_nw, g->ch[0]));
+    ARB_TRY(vec_up(&g->d_nb, v->d_nb, g->ch[0]));
+    ARB_TRY(qlin_from(&g->d_out, &v->d_out));
     return ARB_OK;
 }
 
@@ -1703,8 +1753,74 @@ static void prof_report(cu_model *g, const plan_t *p) {
     g->pcat.clear();
 }
 
-/* Rows per block of k_row: 4 warps while 4 rows fit the shared memory opted in at attach. */
+/* Launches one of our kernels on g->stream, with PDL (see pdl_begin) when g->pdl. */
+template <typename... KArgs, typename... Args>
+static cudaError_t klaunch(const cu_model *g, void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, Args &&...args) {
+    cudaLaunchConfig_t c = {};
+    c.gridDim = grid, c.blockDim = block, c.dynamicSmemBytes = smem, c.stream = g->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    c.attrs = at, c.numAttrs = g->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&c, k, std::forward<Args>(args)...);
+}
+
+static arb_status row_launch_r(cu_model *g, int rows, const row_args &a);
+
+/* The row stages after a GEMM (or on float rows). DINOv2/Moonshine rows without row-wide stages
+ * that read a GEMM's int32 output may run k_rowe instead of k_rowr (the same bits):
+ * ARB_SIDECAR_ROW_ELEM=1/0 forces it on/off, else the plan run times both for the shape
+ * (neither writes what it reads). */
 static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
+    const bool v4 = a.N % 4 == 0 && a.acc && a.ld_acc % 4 == 0 && (!a.out || a.ld_out % 4 == 0) &&
+                    (!a.outh || a.ld_outh % 4 == 0);
+    const bool eok = g->kind != ARB_SIDECAR_VAE && v4 && a.smx == 0.f && !a.res_mode && !a.ln_g && !a.q && !a.in && (!a.rope_cols || a.rope_dh % 2 == 0);
+    const char *fe = getenv("ARB_SIDECAR_ROW_ELEM"); /* read while recording, not per replay */
+    int use = !eok ? 0 : fe && *fe ? (fe[0] == '1') : -1;
+    auto launch_e = [&]() -> arb_status {
+        const size_t total = (size_t)rows * (a.N / 4);
+        const unsigned blocks = (unsigned)std::min<size_t>((total + 255) / 256, 132 * 16);
+        ARB_CU(klaunch(g, k_rowe, dim3(blocks), dim3(256), 0, a, rows));
+        ARB_CU_LAUNCH("k_rowe");
+        return ARB_OK;
+    };
+    if (use < 0) {
+        const int key[3] = {rows, a.N, a.rope_cols ? 1 : 0};
+        for (const cu_model::rowe_choice &c : g->rchoice)
+            if (!memcmp(c.key, key, sizeof key)) use = c.elem;
+        if (use < 0 && g->lt.tune) {
+            cudaEvent_t ev[4];
+            for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
+            arb_status st = ARB_OK;
+            for (int v = 0; v < 2 && !st; v++)
+                for (int r = 0; r < 4 && !st; r++) { /* run 0 warms up */
+                    if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
+                    st = v ? launch_e() : row_launch_r(g, rows, a);
+                    if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
+                }
+            float tr = 0.f, te = 0.f;
+            cudaError_t e = st ? cudaSuccess : cudaEventSynchronize(ev[3]);
+            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&tr, ev[0], ev[1]);
+            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&te, ev[2], ev[3]);
+            for (cudaEvent_t x : ev) cudaEventDestroy(x);
+            ARB_TRY(st);
+            if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: row kernel timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+            use = te < tr;
+            if (getenv("ARB_SIDECAR_FUSED_LOG"))
+                fprintf(stderr, "row rows=%d N=%d rope=%d: k_rowr %.1f us, k_rowe %.1f us -> %s\n", rows, a.N, key[2], 1e3 * tr / 3,
+                        1e3 * te / 3, use ? "k_rowe" : "k_rowr");
+            g->rchoice.push_back(cu_model::rowe_choice{{key[0], key[1], key[2]}, use == 1});
+        }
+    }
+    if (use == 1) {
+        prof_mark(g, "row");
+        return launch_e();
+    }
+    return row_launch_r(g, rows, a);
+}
+
+/* Rows per block of k_row: 4 warps while 4 rows fit the shared memory opted in at attach. */
+static arb_status row_launch_r(cu_model *g, int rows, const row_args &a) {
     prof_mark(g, "row");
     int wpb = a.N <= 4096 ? 4 : 1;
     size_t smem = (size_t)wpb * a.N * sizeof(float);
@@ -1717,15 +1833,13 @@ static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
     const int chunks = (a.N + 127) / 128, W = (chunks + 3) / 4;
     if (v4 && W <= 8 && !(sm && sm[0] == '1')) {
         const int nc = (chunks + W - 1) / W, rpb = std::max(1, 8 / W), rb = (rows + rpb - 1) / rpb, thr = 32 * W * rpb;
-        if (nc == 1) k_rowr<1><<<rb, thr, 0, g->stream>>>(a, rows, W);
-        else if (nc == 2) k_rowr<2><<<rb, thr, 0, g->stream>>>(a, rows, W);
-        else if (nc == 3) k_rowr<3><<<rb, thr, 0, g->stream>>>(a, rows, W);
-        else k_rowr<4><<<rb, thr, 0, g->stream>>>(a, rows, W);
+        void (*k)(row_args, int, int) = nc == 1 ? k_rowr<1> : nc == 2 ? k_rowr<2> : nc == 3 ? k_rowr<3> : k_rowr<4>;
+        ARB_CU(klaunch(g, k, dim3((unsigned)rb), dim3((unsigned)thr), 0, a, rows, W));
         ARB_CU_LAUNCH("k_rowr");
         return ARB_OK;
     }
-    if (v4) k_row<4><<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
-    else k_row<1><<<(rows + wpb - 1) / wpb, 32 * wpb, smem, g->stream>>>(a, rows);
+    ARB_CU(klaunch(g, v4 ? k_row<4> : k_row<1>, dim3((unsigned)((rows + wpb - 1) / wpb)), dim3((unsigned)(32 * wpb)), smem, a,
+                   rows));
     ARB_CU_LAUNCH("k_row");
     return ARB_OK;
 }
@@ -1747,25 +1861,188 @@ static void row_deq(row_args &a, const plan_t *p, const qlin &l) {
     a.bias = l.bias.as<float>();
 }
 
-static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) {
+static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M, const void *X) {
     prof_mark(g, "gemm_i8");
     p->ops += 2.0 * M * (double)l.n * l.k;
-    return g->lt.gemm(true, M, l.np, l.kp, l.w.p, l.kp, p->qa.p, l.kp, p->acc.p, l.np, g->stream);
+    return g->lt.gemm(true, M, l.np, l.kp, l.w.p, l.kp, X, l.kp, p->acc.p, l.np, g->stream);
+}
+static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) { return qgemm(g, p, l, M, p->qa.p); }
+
+/* The fused kernel for an int8 linear and its row epilogue (sc_gemm.cuh). */
+static arb_status lin_fused(cu_model *g, const qlin &l, int M, const int8_t *X, const row_args &a, bool elem) {
+    using namespace qg;
+    if (elem) {
+        dim3 grid((unsigned)((a.N + 127) / 128), (unsigned)((M + 127) / 128));
+        ARB_CU(klaunch(g, k_qgemm<128, 128, 2, 4, QG_ELEM>, grid, dim3(THREADS), smem_bytes<128, 128, QG_ELEM>(), X, (int)l.kp,
+                       l.w.as<int8_t>(), (int)l.kp, M, (int)l.np, (int)l.kp, a));
+        ARB_CU_LAUNCH("k_qgemm elem");
+        return ARB_OK;
+    }
+    dim3 grid(1u, (unsigned)((M + 63) / 64));
+#define ARB_QROW(BN)                                                                                       \
+    ARB_CU(klaunch(g, k_qgemm<64, BN, 2, 4, QG_ROW>, grid, dim3(THREADS), smem_bytes<64, BN, QG_ROW>(), X, (int)l.kp, \
+                   l.w.as<int8_t>(), (int)l.kp, M, (int)l.np, (int)l.kp, a))
+    if (a.N <= 128) ARB_QROW(128);
+    else if (a.N <= 256) ARB_QROW(256);
+    else if (a.N <= 384) ARB_QROW(384);
+    else if (a.N <= 448) ARB_QROW(448);
+    else ARB_QROW(512);
+#undef ARB_QROW
+    ARB_CU_LAUNCH("k_qgemm row");
+    return ARB_OK;
+}
+
+/* Auto mode, in the eager plan run: times the fused kernel against cuBLASLt + the row kernel on
+ * the real operands (1 warm-up + 3 runs each) and returns which was faster. The kernels update
+ * buffers in place (residual, the quantized input, its scales), so those are saved first and
+ * put back before the real run. */
+static arb_status lin_time(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, const row_args &a, bool elem,
+                           bool *fused) {
+    struct saved { void *p; size_t n; dbuf copy; };
+    saved sv[3] = {{(void *)X, (size_t)M * l.kp, {}},
+                   {a.res, a.res_mode ? (size_t)M * a.ld_res * sizeof(float) : 0, {}},
+                   {a.q ? (void *)a.qs : nullptr, a.q ? (size_t)M * sizeof(float) : 0, {}}};
+    for (saved &s : sv)
+        if (s.p && s.n) {
+            ARB_TRY(s.copy.alloc(s.n));
+            ARB_CU(cudaMemcpyAsync(s.copy.p, s.p, s.n, cudaMemcpyDeviceToDevice, g->stream));
+        }
+    cudaEvent_t ev[4];
+    for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
+    arb_status st = ARB_OK;
+    for (int v = 0; v < 2 && !st; v++)
+        for (int r = 0; r < 4 && !st; r++) { /* run 0 warms up */
+            if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
+            if (v == 0) st = lin_fused(g, l, M, X, a, elem);
+            else if (!(st = qgemm(g, p, l, M, X))) st = row_launch(g, M, a);
+            if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
+        }
+    cudaError_t e = cudaEventSynchronize(ev[3]);
+    float t_f = 0.f, t_u = 0.f;
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&t_f, ev[0], ev[1]);
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&t_u, ev[2], ev[3]);
+    for (cudaEvent_t x : ev) cudaEventDestroy(x);
+    for (saved &s : sv)
+        if (s.p && s.n && !st && e == cudaSuccess) e = cudaMemcpyAsync(s.p, s.copy.p, s.n, cudaMemcpyDeviceToDevice, g->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* the copies are freed on return */
+    ARB_TRY(st);
+    if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: fused GEMM timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+    *fused = t_f < t_u;
+    if (getenv("ARB_SIDECAR_FUSED_LOG"))
+        fprintf(stderr, "fused %s M=%d N=%d K=%d: %.1f us vs cuBLASLt + row %.1f us -> %s\n", elem ? "elem" : "row", M, l.n,
+                l.kp, 1e3 * t_f / 3, 1e3 * t_u / 3, *fused ? "fused" : "cuBLASLt");
+    return ARB_OK;
+}
+
+/* An int8 linear and its row epilogue `a` (dequantization from l: set here): one fused kernel
+ * (sc_gemm.cuh) or the cuBLASLt GEMM into p->acc and a row kernel; both give the same bits.
+ * ARB_SIDECAR_FUSED: auto (default: whichever the plan run timed faster for this shape), 1 (the
+ * fused kernel wherever it fits, from ARB_SIDECAR_FUSED_MIN rows), 0 (never), elem / row (only
+ * that kind, forced). The fused kernels read X while they write: a.q must not overlap X unless
+ * it has X's layout (same rows, same ldq). */
+static arb_status lin(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, row_args a) {
+    row_deq(a, p, l);
+    const bool base = g->fused_mode && M >= g->fused_min && a.N == l.n && a.smx == 0.f && !a.in;
+    const bool ld2 = (!a.out || a.ld_out % 2 == 0) && (!a.outh || a.ld_outh % 2 == 0);
+    const bool elem = base && (g->fused_kinds & 1) && !a.q && !a.res_mode && !a.ln_g && !a.add && a.N % 2 == 0 && ld2 &&
+                      (!a.rope_cols || a.rope_dh % 2 == 0);
+    const bool ld4 = (!a.out || a.ld_out % 4 == 0) && (!a.outh || a.ld_outh % 4 == 0) && (!a.res || a.ld_res % 4 == 0);
+    const bool row = base && (g->fused_kinds & 2) && !elem && !a.rope_cols && a.N <= 512 && a.N % 4 == 0 && ld4 &&
+                     (!a.q || a.ldq % 16 == 0);
+    bool fused = elem || row;
+    if (fused && g->fused_mode == 2) { /* auto: the choice timed for this shape, if any */
+        const int key[4] = {M, l.n, l.kp, elem};
+        bool found = false;
+        for (const cu_model::fuse_choice &c : g->fchoice)
+            if (!memcmp(c.key, key, sizeof key)) found = true, fused = c.fused;
+        if (!found && g->lt.tune) {
+            ARB_TRY(lin_time(g, p, l, M, X, a, elem, &fused));
+            cu_model::fuse_choice c;
+            memcpy(c.key, key, sizeof key);
+            c.fused = fused;
+            g->fchoice.push_back(c);
+        } else if (!found)
+            fused = false; /* not timed (ARB_SIDECAR_NO_TUNE=1): cuBLASLt */
+    }
+    if (!fused) {
+        ARB_TRY(qgemm(g, p, l, M, X));
+        return row_launch(g, M, a);
+    }
+    prof_mark(g, "gemm_fused");
+    p->ops += 2.0 * M * (double)l.n * l.k;
+    return lin_fused(g, l, M, X, a, elem);
+}
+
+/* Opts the fused GEMMs into their shared memory (before any capture). */
+static cudaError_t qgemm_attrs() {
+    using namespace qg;
+    cudaError_t e = cudaSuccess;
+#define ARB_QATTR(BM, BN, WM, WN, MODE)                                                                    \
+    if (e == cudaSuccess)                                                                                  \
+        e = cudaFuncSetAttribute(k_qgemm<BM, BN, WM, WN, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                 (int)smem_bytes<BM, BN, MODE>());
+    ARB_QATTR(128, 128, 2, 4, QG_ELEM)
+    ARB_QATTR(64, 128, 2, 4, QG_ROW)
+    ARB_QATTR(64, 256, 2, 4, QG_ROW)
+    ARB_QATTR(64, 384, 2, 4, QG_ROW)
+    ARB_QATTR(64, 448, 2, 4, QG_ROW)
+    ARB_QATTR(64, 512, 2, 4, QG_ROW)
+#undef ARB_QATTR
+    return e;
 }
 
 static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) {
-    prof_mark(g, "attention");
     int dh = D / H;
     dim3 grid((unsigned)((T + att::BQ - 1) / att::BQ), (unsigned)H, (unsigned)B);
     const char *sc = getenv("ARB_SIDECAR_ATT_SCALAR"); /* element loads, no prefetch (for comparisons) */
     const char *wm = getenv("ARB_SIDECAR_ATT_WMMA");   /* the WMMA kernel (for comparisons) */
     if (dh % 4 == 0 && dh <= fa::DP && D % 4 == 0 && !(wm && wm[0] == '1') && !(sc && sc[0] == '1')) {
-        k_attn_mma<<<grid, 128, fa::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh,
-                                                       1.4426950408889634f / sqrtf((float)dh), p->att.as<float>());
-        ARB_CU_LAUNCH("k_attn_mma");
+        /* 4 or 8 warps per block: ARB_SIDECAR_ATT_NW=4/8 forces one, else the plan run times both
+         * for this shape (the same bits either way) */
+        const __half *qkv = p->qkvh.as<__half>();
+        const float sl2 = 1.4426950408889634f / sqrtf((float)dh);
+        float *out = p->att.as<float>();
+        auto launch = [&](int nw) -> arb_status {
+            dim3 gr((unsigned)((T + 16 * nw - 1) / (16 * nw)), (unsigned)H, (unsigned)B);
+            if (nw == 8) ARB_CU(klaunch(g, k_attn_mma<8>, gr, dim3(256), fa::SMEM, qkv, 3 * D, T, D, dh, sl2, out));
+            else ARB_CU(klaunch(g, k_attn_mma<4>, gr, dim3(128), fa::SMEM, qkv, 3 * D, T, D, dh, sl2, out));
+            ARB_CU_LAUNCH("k_attn_mma");
+            return ARB_OK;
+        };
+        const char *fnw = getenv("ARB_SIDECAR_ATT_NW");
+        int nw = fnw && *fnw ? (atoi(fnw) == 8 ? 8 : 4) : 0;
+        const int key[3] = {B, T, D * 64 + H};
+        for (const cu_model::att_choice &c : g->achoice)
+            if (!nw && !memcmp(c.key, key, sizeof key)) nw = c.nw;
+        if (!nw && g->lt.tune) { /* 1 warm-up + 3 timed runs of each (attention writes only p->att) */
+            cudaEvent_t ev[4];
+            for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
+            arb_status st = ARB_OK;
+            for (int v = 0; v < 2 && !st; v++)
+                for (int r = 0; r < 4 && !st; r++) {
+                    if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
+                    st = launch(v ? 8 : 4);
+                    if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
+                }
+            float t4 = 0.f, t8 = 0.f;
+            cudaError_t e = st ? cudaSuccess : cudaEventSynchronize(ev[3]);
+            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&t4, ev[0], ev[1]);
+            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&t8, ev[2], ev[3]);
+            for (cudaEvent_t x : ev) cudaEventDestroy(x);
+            ARB_TRY(st);
+            if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: attention timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
+            nw = t8 < t4 ? 8 : 4;
+            if (getenv("ARB_SIDECAR_FUSED_LOG"))
+                fprintf(stderr, "attention B=%d T=%d H=%d dh=%d: 4 warps %.1f us, 8 warps %.1f us -> %d\n", B, T, H, dh, 1e3 * t4 / 3,
+                        1e3 * t8 / 3, nw);
+            g->achoice.push_back(cu_model::att_choice{{key[0], key[1], key[2]}, nw});
+        }
+        prof_mark(g, "attention");
+        ARB_TRY(launch(nw ? nw : 4));
     } else {
-        k_attention<<<grid, 128, att::SMEM, g->stream>>>(p->qkvh.as<__half>(), 3 * D, T, D, dh, 1.f / sqrtf((float)dh),
-                                                        p->att.as<float>(), sc && sc[0] == '1' ? 0 : 1);
+        prof_mark(g, "attention");
+        ARB_CU(klaunch(g, k_attention, grid, dim3(128), att::SMEM, (const __half *)p->qkvh.as<__half>(), 3 * D, T, D, dh,
+                       1.f / sqrtf((float)dh), p->att.as<float>(), sc && sc[0] == '1' ? 0 : 1));
         ARB_CU_LAUNCH("k_attention");
     }
     p->ops += 2.0 * 2.0 * B * H * (double)T * T * dh;
@@ -1780,6 +2057,7 @@ static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     ARB_TRY(p->in.alloc((size_t)B * 3 * Hi * Wi * sizeof(float)));
     ARB_TRY(p->x.alloc((size_t)rows * D * sizeof(float)));
     ARB_TRY(p->qa.alloc((size_t)rows * maxk));
+    ARB_TRY(p->qb.alloc((size_t)rows * round_up(D, 16)));
     ARB_TRY(p->qs.alloc((size_t)rows * sizeof(float)));
     ARB_TRY(p->acc.alloc((size_t)rows * std::max(3 * D, F) * sizeof(int32_t)));
     ARB_TRY(p->qkvh.alloc((size_t)rows * 3 * D * sizeof(__half)));
@@ -1799,40 +2077,37 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     /* patch embedding: im2col + quantize, GEMM, + bias + position → x rows 1..hw of each image */
     int thr = 128;
     prof_mark(g, "im2col");
-    k_patch_quant<<<B * hw, thr, ((size_t)K + 32) * sizeof(float), g->stream>>>(p->in.as<float>(), Hi, Wi, P, gw, hw,
-                                                                               K, g->patch.kp, p->qa.as<int8_t>(),
-                                                                               p->qs.as<float>());
+    ARB_CU(klaunch(g, k_patch_quant, dim3((unsigned)(B * hw)), dim3(thr), ((size_t)K + 32) * sizeof(float),
+                   (const float *)p->in.as<float>(), Hi, Wi, P, gw, hw, K, (int)g->patch.kp, p->qa.as<int8_t>(),
+                   p->qs.as<float>()));
     ARB_CU_LAUNCH("k_patch_quant");
-    ARB_TRY(qgemm(g, p, g->patch, B * hw));
     {
         row_args a = row0(D);
-        row_deq(a, p, g->patch);
         a.add = p->pos.as<float>() + D;
         a.add_period = hw;
         a.out = p->x.as<float>();
         a.ld_out = D;
         a.grp = hw, a.grp_out = T, a.off = 1;
-        ARB_TRY(row_launch(g, B * hw, a));
+        ARB_TRY(lin(g, p, g->patch, B * hw, p->qa.as<int8_t>(), a));
     }
-    k_cls<<<arb_cuda_blocks((int64_t)B * D, 256), 256, 0, g->stream>>>(p->x.as<float>(), g->cls.as<float>(),
-                                                                       p->pos.as<float>(), D, T, B);
+    ARB_CU(klaunch(g, k_cls, dim3((unsigned)arb_cuda_blocks((int64_t)B * D, 256)), dim3(256), 0, p->x.as<float>(),
+                   (const float *)g->cls.as<float>(), (const float *)p->pos.as<float>(), D, T, B));
     ARB_CU_LAUNCH("k_cls");
     const int kpD = round_up(D, 16), kpF = round_up(F, 16);
     {   /* layer 0's norm1 + quantization */
         row_args a = row0(D);
         a.in = p->x.as<float>(), a.ld_in = D;
         a.ln_g = g->dl[0].n1w.as<float>(), a.ln_b = g->dl[0].n1b.as<float>(), a.eps = g->eps;
-        a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+        a.q = p->qb.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
         ARB_TRY(row_launch(g, rows, a));
     }
+    int8_t *qa = p->qa.as<int8_t>(), *qb = p->qb.as<int8_t>();
     for (int li = 0; li < g->L; li++) {
         dino_layer_d &l = g->dl[(size_t)li];
-        ARB_TRY(qgemm(g, p, l.qkv, rows));
         {
             row_args a = row0(3 * D);
-            row_deq(a, p, l.qkv);
             a.outh = p->qkvh.as<__half>(), a.ld_outh = 3 * D;
-            ARB_TRY(row_launch(g, rows, a));
+            ARB_TRY(lin(g, p, l.qkv, rows, qb, a));
         }
         ARB_TRY(attention(g, p, B, T, D, g->H));
         {
@@ -1841,37 +2116,32 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
             a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
             ARB_TRY(row_launch(g, rows, a));
         }
-        ARB_TRY(qgemm(g, p, l.o, rows));
-        {   /* x += λ1·o; norm2 + quantization */
+        {   /* x += λ1·o; norm2 + quantization (in place: the same rows and layout as the GEMM's input) */
             row_args a = row0(D);
-            row_deq(a, p, l.o);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls1.as<float>();
             a.ln_g = l.n2w.as<float>(), a.ln_b = l.n2b.as<float>(), a.eps = g->eps;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
+            a.q = qa, a.ldq = kpD, a.qs = p->qs.as<float>();
+            ARB_TRY(lin(g, p, l.o, rows, qa, a));
         }
-        ARB_TRY(qgemm(g, p, l.fc1, rows));
         {
             row_args a = row0(F);
-            row_deq(a, p, l.fc1);
             a.act = ACT_GELU;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpF, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
+            a.q = qa, a.ldq = kpF, a.qs = p->qs.as<float>();
+            ARB_TRY(lin(g, p, l.fc1, rows, qa, a));
         }
-        ARB_TRY(qgemm(g, p, l.fc2, rows));
-        {   /* x += λ2·mlp; next layer's norm1 + quantization, or the final LayerNorm → output */
+        {   /* x += λ2·mlp; next layer's norm1 + quantization (into qb: qa is this GEMM's input at
+             * another row pitch), or the final LayerNorm → output */
             row_args a = row0(D);
-            row_deq(a, p, l.fc2);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls2.as<float>();
             a.eps = g->eps;
             if (li + 1 < g->L) {
                 a.ln_g = g->dl[(size_t)li + 1].n1w.as<float>(), a.ln_b = g->dl[(size_t)li + 1].n1b.as<float>();
-                a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+                a.q = qb, a.ldq = kpD, a.qs = p->qs.as<float>();
             } else {
                 a.ln_g = g->lnw.as<float>(), a.ln_b = g->lnb.as<float>();
                 a.out = p->out.as<float>(), a.ld_out = D;
             }
-            ARB_TRY(row_launch(g, rows, a));
+            ARB_TRY(lin(g, p, l.fc2, rows, qa, a));
         }
     }
     return ARB_OK;
@@ -1904,6 +2174,7 @@ static arb_status moon_plan(cu_model *g, plan_t *p, int B, int N) {
     ARB_TRY(p->gab.alloc((size_t)B * 2 * D * sizeof(float)));
     ARB_TRY(p->x.alloc((size_t)rows * D * sizeof(float)));
     ARB_TRY(p->qa.alloc((size_t)rows * round_up(std::max(D, I), 16)));
+    ARB_TRY(p->qb.alloc((size_t)rows * round_up(D, 16)));
     ARB_TRY(p->qs.alloc((size_t)rows * sizeof(float)));
     ARB_TRY(p->acc.alloc((size_t)rows * std::max(3 * D, I) * sizeof(int32_t)));
     ARB_TRY(p->qkvh.alloc((size_t)rows * 3 * D * sizeof(__half)));
@@ -1924,16 +2195,41 @@ static arb_status moon_plan(cu_model *g, plan_t *p, int B, int N) {
     return ARB_OK;
 }
 
-/* A Moonshine front-end Conv1d as TF32 GEMMs, one per batch item with the same plan (M = Lo):
- * cuBLASLt's TF32 kernels differ in rounding, and the one it picks depends on M, so one GEMM over
+/* A Moonshine front-end Conv1d as float GEMMs (fp16 operands by default: the same 10-bit mantissa
+ * as TF32 at twice the tensor-core rate and half the im2col bytes; ARB_SIDECAR_FE_F16=0: TF32),
+ * one per batch item with the same plan (M = Lo):
+ * cuBLASLt's float kernels differ in rounding, and the one it picks depends on M, so one GEMM over
  * B·Lo rows would make an item's result depend on the batch it came in. col: [B·Lo][kp], out:
  * [B·Lo][n]. */
-static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const float *col, float *out) {
-    prof_mark(g, "gemm_tf32");
+static arb_status conv_tf32(cu_model *g, const flin &l, int B, int Lo, const void *colv, float *out) {
+    prof_mark(g, l.f16 ? "gemm_f16" : "gemm_tf32");
     gemm_key k{false, Lo, l.n, l.kp, l.kp, l.kp, l.n};
-    k.align = l.n % 4 ? 4 : 16; /* per-item offsets are multiples of kp (4 floats) and of n */
-    for (int b = 0; b < B; b++)
-        ARB_TRY(g->lt.gemm_k(k, l.w.p, col + (size_t)b * Lo * l.kp, out + (size_t)b * Lo * l.n, g->stream));
+    k.align = l.n % 4 ? 4 : 16; /* per-item offsets are multiples of kp (4 floats or 8 halves) and of n */
+    k.f16 = l.f16;
+    const size_t esz = l.f16 ? sizeof(__half) : sizeof(float);
+    const char *col = static_cast<const char *>(colv);
+    /* One item's GEMM fills a third of an H100 at 10 s of audio: items go round-robin to the side
+     * streams (forked from and joined back to the main stream, so a captured graph gets parallel
+     * branches). Each item still runs alone with the one per-shape plan: the same bits as before. */
+    const int ns = std::min(B, g->nside);
+    if (ns <= 1) {
+        for (int b = 0; b < B; b++)
+            ARB_TRY(g->lt.gemm_k(k, l.w.p, col + (size_t)b * Lo * l.kp * esz, out + (size_t)b * Lo * l.n, g->stream));
+        return ARB_OK;
+    }
+    gemm_plan *gp; /* chosen (and timed) on the main stream before any fork */
+    ARB_TRY(g->lt.plan(k, &gp, l.w.p, col, out, g->stream));
+    ARB_CU(cudaEventRecord(g->ev_fork, g->stream));
+    for (int i = 0; i < ns; i++) ARB_CU(cudaStreamWaitEvent(g->side[i], g->ev_fork, 0));
+    for (int b = 0; b < B; b++) {
+        const int i = b % ns;
+        ARB_TRY(g->lt.gemm_kw(k, l.w.p, col + (size_t)b * Lo * l.kp * esz, out + (size_t)b * Lo * l.n, g->side[i],
+                              g->side_ws[i].p, g->side_ws[i].n));
+    }
+    for (int i = 0; i < ns; i++) {
+        ARB_CU(cudaEventRecord(g->ev_join[i], g->side[i]));
+        ARB_CU(cudaStreamWaitEvent(g->stream, g->ev_join[i], 0));
+    }
     return ARB_OK;
 }
 
@@ -1942,12 +2238,22 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     ARB_TRY(moon_dims(N, &L1, &L2, &T));
     int D = g->D, I = g->I, H = g->H, dh = D / H, rows = p->rows, kpD = round_up(D, 16), kpI = round_up(I, 16);
     p->ops = 0;
-    float *col = p->col.as<float>(), *h1 = p->h1.as<float>(), *h2 = p->h2.as<float>();
+    float *h1 = p->h1.as<float>(), *h2 = p->h2.as<float>();
+    void *col = p->col.p; /* im2col rows in fp16 or float, as the front-end GEMMs take them */
+    auto im2col = [&](int rows, int thr, const float *src, size_t item, int C, int s, int K, int Lo, int ldc, const float *ab,
+                      const float *gb) -> arb_status {
+        if (g->fe_f16)
+            ARB_CU(klaunch(g, k_im2col1d<__half>, dim3((unsigned)rows), dim3((unsigned)thr), 0, src, item, C, s, K, Lo, ldc,
+                           static_cast<__half *>(col), ab, gb));
+        else
+            ARB_CU(klaunch(g, k_im2col1d<float>, dim3((unsigned)rows), dim3((unsigned)thr), 0, src, item, C, s, K, Lo, ldc,
+                           static_cast<float *>(col), ab, gb));
+        ARB_CU_LAUNCH("k_im2col1d");
+        return ARB_OK;
+    };
     /* conv1 (k127 s64, no bias) + tanh; GroupNorm(1) folded into conv2's im2col */
     prof_mark(g, "im2col");
-    k_im2col1d<<<B * (int)L1, 128, 0, g->stream>>>(p->in.as<float>(), (size_t)N, 1, 64, 127, (int)L1, g->c1.kp, col,
-                                                   nullptr);
-    ARB_CU_LAUNCH("k_im2col1d");
+    ARB_TRY(im2col((int)(B * L1), 128, p->in.as<float>(), (size_t)N, 1, 64, 127, (int)L1, g->c1.kp, nullptr, nullptr));
     p->ops += 2.0 * B * L1 * D * 127;
     ARB_TRY(conv_tf32(g, g->c1, B, (int)L1, col, h1));
     {
@@ -1957,20 +2263,12 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
     }
     ARB_TRY(gn_stats(g, p, h1, B, (int)L1, D, 1, 1e-5f, g->gn_w, g->gn_b));
     prof_mark(g, "im2col");
-    k_im2col1d<<<B * (int)L2, 256, 0, g->stream>>>(h1, (size_t)L1 * D, D, 3, 7 * D, (int)L2, g->c2.kp, col,
-                                                   p->gab.as<float>());
-    ARB_CU_LAUNCH("k_im2col1d");
+    ARB_TRY(im2col((int)(B * L2), 256, h1, (size_t)L1 * D, D, 3, 7 * D, (int)L2, g->c2.kp, p->gab.as<float>(), nullptr));
     p->ops += 2.0 * B * L2 * 2 * D * 7 * D;
     ARB_TRY(conv_tf32(g, g->c2, B, (int)L2, col, h2));
-    {
-        row_args a = row0(2 * D);
-        a.in = h2, a.ld_in = 2 * D, a.bias = g->c2.bias.as<float>(), a.act = ACT_GELU, a.out = h2, a.ld_out = 2 * D;
-        ARB_TRY(row_launch(g, B * (int)L2, a));
-    }
-    prof_mark(g, "im2col");
-    k_im2col1d<<<B * (int)T, 256, 0, g->stream>>>(h2, (size_t)L2 * 2 * D, 2 * D, 2, 3 * 2 * D, (int)T, g->c3.kp, col,
-                                                  nullptr);
-    ARB_CU_LAUNCH("k_im2col1d");
+    prof_mark(g, "im2col"); /* conv2's bias + GELU applied as conv3's windows are gathered */
+    ARB_TRY(im2col((int)(B * T), 256, h2, (size_t)L2 * 2 * D, 2 * D, 2, 3 * 2 * D, (int)T, g->c3.kp, nullptr,
+                   g->c2.bias.as<float>()));
     p->ops += 2.0 * B * T * D * 3 * 2 * D;
     float *xf = p->att.as<float>(); /* conv3's raw output, before bias + GELU */
     ARB_TRY(conv_tf32(g, g->c3, B, (int)T, col, xf));
@@ -1979,19 +2277,18 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
         a.in = xf, a.ld_in = D, a.bias = g->c3.bias.as<float>(), a.act = ACT_GELU;
         a.res_mode = RES_SET, a.res = p->x.as<float>(), a.ld_res = D;
         a.ln_g = g->ml[0].ln_in.as<float>(), a.eps = 1e-5f;
-        a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+        a.q = p->qb.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
         ARB_TRY(row_launch(g, rows, a));
     }
+    int8_t *qa = p->qa.as<int8_t>(), *qb = p->qb.as<int8_t>();
     for (int li = 0; li < g->L; li++) {
         moon_layer_d &l = g->ml[(size_t)li];
-        ARB_TRY(qgemm(g, p, l.qkv, rows));
         {   /* q, k, v to half, RoPE on q and k */
             row_args a = row0(3 * D);
-            row_deq(a, p, l.qkv);
             a.rope_cols = 2 * D, a.rope_T = (int)T, a.rope_dh = dh, a.rope_rot = g->rot, a.rope_nf = g->rot / 2;
             a.rope_cos = p->rope_c.as<float>(), a.rope_sin = p->rope_s.as<float>();
             a.outh = p->qkvh.as<__half>(), a.ld_outh = 3 * D;
-            ARB_TRY(row_launch(g, rows, a));
+            ARB_TRY(lin(g, p, l.qkv, rows, qb, a));
         }
         ARB_TRY(attention(g, p, B, (int)T, D, H));
         {
@@ -2000,37 +2297,31 @@ static arb_status moon_record(cu_model *g, plan_t *p, int B, int N) {
             a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
             ARB_TRY(row_launch(g, rows, a));
         }
-        ARB_TRY(qgemm(g, p, l.o, rows));
         {
             row_args a = row0(D);
-            row_deq(a, p, l.o);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D;
             a.ln_g = l.ln_post.as<float>(), a.eps = 1e-5f;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
+            a.q = qa, a.ldq = kpD, a.qs = p->qs.as<float>();
+            ARB_TRY(lin(g, p, l.o, rows, qa, a));
         }
-        ARB_TRY(qgemm(g, p, l.fc1, rows));
         {
             row_args a = row0(I);
-            row_deq(a, p, l.fc1);
             a.act = ACT_GELU;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpI, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
+            a.q = qa, a.ldq = kpI, a.qs = p->qs.as<float>();
+            ARB_TRY(lin(g, p, l.fc1, rows, qa, a));
         }
-        ARB_TRY(qgemm(g, p, l.fc2, rows));
         {
             row_args a = row0(D);
-            row_deq(a, p, l.fc2);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D;
             a.eps = 1e-5f;
             if (li + 1 < g->L) {
                 a.ln_g = g->ml[(size_t)li + 1].ln_in.as<float>();
-                a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
+                a.q = qb, a.ldq = kpD, a.qs = p->qs.as<float>();
             } else {
                 a.ln_g = g->enc_ln.as<float>();
                 a.out = p->out.as<float>(), a.ld_out = D;
             }
-            ARB_TRY(row_launch(g, rows, a));
+            ARB_TRY(lin(g, p, l.fc2, rows, qa, a));
         }
     }
     return ARB_OK;
@@ -2401,7 +2692,8 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     ARB_TRY(arb_cuda_require("sidecar on cuda"));
     if (device < 0 || device >= arb_cuda_device_count())
         return arb_error(ARB_ERR_INVALID_ARG, "cuda:%d does not exist (%d devices)", device, arb_cuda_device_count());
-    if (!m->dir) return arb_error(ARB_ERR_INVALID_ARG, "sidecar on cuda: the model has no checkpoint directory");
+    if (m->mode != SC_INT8 || (m->kind == ARB_SIDECAR_DINOV2 ? !m->dino : m->kind == ARB_SIDECAR_VAE ? !m->vae : !m->moon))
+        return arb_error(ARB_ERR_INVALID_ARG, "sidecar on cuda: the model is not a loaded int8 model");
     ARB_CU(cudaSetDevice(device));
     cu_model *g = new (std::nothrow) cu_model;
     if (!g) return arb_error(ARB_ERR_OOM, "sidecar cuda: out of memory");
@@ -2411,6 +2703,16 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     cudaError_t e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamCreate: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     if (!s) s = g->lt.init();
+    if (!s && g->kind == ARB_SIDECAR_MOONSHINE) s = g->side_init();
+    {
+        const char *fu = getenv("ARB_SIDECAR_FUSED"), *fm = getenv("ARB_SIDECAR_FUSED_MIN");
+        if (fm && *fm) g->fused_min = std::max(1, atoi(fm));
+        if (fu && *fu) g->fused_mode = !strcmp(fu, "0") ? 0 : !strcmp(fu, "auto") ? 2 : 1;
+        if (fu && !strcmp(fu, "elem")) g->fused_kinds = 1;
+        if (fu && !strcmp(fu, "row")) g->fused_kinds = 2;
+        const char *pd = getenv("ARB_SIDECAR_PDL");
+        g->pdl = g->kind != ARB_SIDECAR_VAE && pd && pd[0] == '1'; /* off by default: measured slower at batch 1 */
+    }
     if (!s) { /* before any capture: the attention's 72 KB of shared memory */
         e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM);
         if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
@@ -2419,23 +2721,15 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
             e = cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CONV_SMEM_MAX);
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_conv3_t2, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CT2_SMEM_MAX);
+        if (e == cudaSuccess) e = qgemm_attrs();
         if (e == cudaSuccess) /* the largest tile conv_tile_w makes: 3 × (4 + 2) × 1024 floats */
             e = cudaFuncSetAttribute(k_conv3_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, 3 * 6 * 1024 * 4);
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     }
-    cJSON *cfg = nullptr;
-    if (!s) s = sc_config_read(m->dir, &cfg);
-    if (!s) {
-        sc_ckpt c;
-        s = sc_ckpt_open(&c, m->dir);
-        if (!s) {
-            s = g->kind == ARB_SIDECAR_DINOV2  ? dino_load(g, &c, cfg)
-                : g->kind == ARB_SIDECAR_VAE ? vae_load(g, &c, cfg)
-                                             : moon_load(g, &c, cfg);
-            sc_ckpt_close(&c);
-        }
-    }
-    cJSON_Delete(cfg);
+    if (!s)
+        s = g->kind == ARB_SIDECAR_DINOV2  ? dino_load(g, m->dino)
+            : g->kind == ARB_SIDECAR_VAE ? vae_load(g, m->vae)
+                                         : moon_load(g, m->moon);
     if (!s) {
         e = cudaDeviceSynchronize();
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: upload: %s", __FILE__, __LINE__, cudaGetErrorString(e));

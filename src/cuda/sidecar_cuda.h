@@ -2,9 +2,9 @@
  * sidecar backend (src/cuda/sidecar.cu): a model moved to a CUDA device keeps an opaque
  * device-resident copy in arb_sidecar.dev.
  *
- * Why a bridge and not the model structs: the CPU models keep their layers private to their
- * files; the device copy is built from the same checkpoint with the same quantizer
- * (sc_quantize_rows via sc_lin_load), so the int8 weights and scales are the CPU's, bit for bit. */
+ * The device copy is built from the loaded CPU model (src/sidecars/sc_models.h: its parsed
+ * configuration, int8 rows and scales), so the int8 weights are the CPU's, bit for bit, and the
+ * checkpoint is read once. */
 #ifndef ARB_SIDECAR_CUDA_H
 #define ARB_SIDECAR_CUDA_H
 
@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-/* Loads m's checkpoint (m->dir) onto cuda:`device` in int8; sets m->dev / m->dev_free. */
+/* Uploads m's loaded int8 model to cuda:`device`; sets m->dev / m->dev_free. */
 arb_status sc_cu_attach(arb_sidecar *m, int device);
 /* The model's main forward on the device (see arb_sidecar_forward). */
 arb_status sc_cu_forward(arb_sidecar *m, const arb_tensor *in, arb_tensor *out, arb_tensor *out2);

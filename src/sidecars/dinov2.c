@@ -10,24 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecars/sc_internal.h"
+#include "sidecars/sc_models.h"
 
-typedef struct dino_layer {
-    float *n1w, *n1b, *n2w, *n2b; /* [D] */
-    float *ls1, *ls2;             /* [D] LayerScale λ */
-    sc_lin qkv, o;                /* [3D,D] (query, key, value stacked), [D,D] */
-    sc_lin fc1, fc2;              /* [F,D], [D,F] */
-} dino_layer;
-
-struct sc_dinov2 {
-    int D, L, H, F, P, grid; /* width, layers, heads, MLP width, patch, pretrained grid side */
-    float eps;
-    sc_lin patch;            /* [D, 3·P·P] in (c, ky, kx) order */
-    float *cls;              /* [D] */
-    float *pos;              /* [1+grid², D] */
-    dino_layer *layers;
-    float *lnw, *lnb;        /* [D] */
-};
 
 void sc_dinov2_free(sc_dinov2 *d) {
     if (!d) return;
@@ -35,7 +19,7 @@ void sc_dinov2_free(sc_dinov2 *d) {
     arb_free(d->cls);
     arb_free(d->pos);
     if (d->layers)
-        for (int i = 0; i < d->L; i++) {
+        for (int i = 0; i < d->cfg.L; i++) {
             dino_layer *l = &d->layers[i];
             arb_free(l->n1w), arb_free(l->n1b), arb_free(l->n2w), arb_free(l->n2b), arb_free(l->ls1), arb_free(l->ls2);
             sc_lin_free(&l->qkv), sc_lin_free(&l->o);
@@ -47,7 +31,8 @@ void sc_dinov2_free(sc_dinov2 *d) {
     free(d);
 }
 
-arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
+/* config.json → the validated configuration (the one parse: the CUDA upload reads it too). */
+static arb_status dino_config(const cJSON *cfg, sc_dinov2_cfg *o) {
     int D, L, H, P, img, mlp_ratio, ch;
     double eps;
     ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
@@ -65,15 +50,24 @@ arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "gelu")))
         return arb_error(ARB_ERR_UNSUPPORTED, "config.json: hidden_act must be \"gelu\"");
     const cJSON *qb = cJSON_GetObjectItemCaseSensitive(cfg, "qkv_bias");
-    bool qkv_bias = !qb || cJSON_IsTrue(qb);
+    o->qkv_bias = !qb || cJSON_IsTrue(qb);
+    o->D = D, o->L = L, o->H = H, o->F = D * mlp_ratio, o->P = P, o->grid = img / P, o->eps = (float)eps;
+    return ARB_OK;
+}
+
+arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
+    sc_dinov2_cfg k;
+    ARB_TRY(dino_config(cfg, &k));
+    const int D = k.D, L = k.L, H = k.H, P = k.P;
+    const bool qkv_bias = k.qkv_bias;
     sc_dinov2 *d = (sc_dinov2 *)calloc(1, sizeof *d);
     if (!d) return arb_error(ARB_ERR_OOM, "dinov2: out of memory");
     m->dino = d;
-    d->D = D, d->L = L, d->H = H, d->F = D * mlp_ratio, d->P = P, d->grid = img / P, d->eps = (float)eps;
+    d->cfg = k;
     arb_sidecar_info *info = &m->info;
     info->hidden = D, info->layers = L, info->heads = H;
     sc_mode mode = m->mode;
-    int64_t npos = (int64_t)d->grid * d->grid + 1;
+    int64_t npos = (int64_t)d->cfg.grid * d->cfg.grid + 1;
     ARB_TRY(sc_conv2d_load(&d->patch, c, "embeddings.patch_embeddings.projection", D, 3, P, P, true, true, mode, info));
     ARB_TRY(sc_vec_load(&d->cls, c, "embeddings.cls_token", 3, (int64_t[]){1, 1, D}, info));
     ARB_TRY(sc_vec_load(&d->pos, c, "embeddings.position_embeddings", 3, (int64_t[]){1, npos, D}, info));
@@ -100,7 +94,7 @@ arb_status sc_dinov2_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
         snprintf(n, sizeof n, "encoder.layer.%d.attention.attention.", i);
         ARB_TRY(sc_lin_load_cat(&l->qkv, c, n, qkv_names, 3, D, D, qkv_bias, mode, info));
         LIN(o, "attention.output.dense", D, D, true)
-        LIN(fc1, "mlp.fc1", d->F, D, true) LIN(fc2, "mlp.fc2", D, d->F, true)
+        LIN(fc1, "mlp.fc1", d->cfg.F, D, true) LIN(fc2, "mlp.fc2", D, d->cfg.F, true)
 #undef V
 #undef LIN
     }
@@ -167,14 +161,14 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
     if (px->dtype != ARB_F32 || px->ndim != 4 || px->shape[1] != 3 || px->device.kind != ARB_DEVICE_CPU)
         return arb_error(ARB_ERR_SHAPE, "dinov2: pixel_values must be f32 [B,3,H,W] on the CPU");
     int64_t B = px->shape[0], Hi = px->shape[2], Wi = px->shape[3];
-    if (B < 1 || B > 4096 || Hi < d->P || Wi < d->P || Hi > 8192 || Wi > 8192)
+    if (B < 1 || B > 4096 || Hi < d->cfg.P || Wi < d->cfg.P || Hi > 8192 || Wi > 8192)
         return arb_error(ARB_ERR_SHAPE, "dinov2: pixel_values [%lld,3,%lld,%lld] out of range (need H,W in [%d, 8192])",
-                         (long long)B, (long long)Hi, (long long)Wi, d->P);
-    int P = d->P, D = d->D, gh = (int)Hi / P, gw = (int)Wi / P, hw = gh * gw, T = hw + 1, K = 3 * P * P;
+                         (long long)B, (long long)Hi, (long long)Wi, d->cfg.P);
+    int P = d->cfg.P, D = d->cfg.D, gh = (int)Hi / P, gw = (int)Wi / P, hw = gh * gw, T = hw + 1, K = 3 * P * P;
     size_t rows = (size_t)B * T;
     float *x = sc_falloc(rows, (size_t)D, 1), *hb = sc_falloc(rows, (size_t)D, 1);
     float *qkv = sc_falloc(rows, 3 * (size_t)D, 1);
-    float *a = sc_falloc(rows, (size_t)D, 1), *f = sc_falloc(rows, (size_t)d->F, 1);
+    float *a = sc_falloc(rows, (size_t)D, 1), *f = sc_falloc(rows, (size_t)d->cfg.F, 1);
     float *col = sc_falloc((size_t)hw, (size_t)K, 1), *pos = sc_falloc((size_t)hw, (size_t)D, 1);
     arb_status st = ARB_OK;
     if (!x || !hb || !qkv || !a || !f || !col || !pos) {
@@ -182,8 +176,8 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
         goto done;
     }
     /* position table for this grid */
-    if (hw == d->grid * d->grid && Hi == Wi) memcpy(pos, d->pos + D, (size_t)hw * D * sizeof(float));
-    else sc_bicubic_grid(d->pos + D, d->grid, D, pos, gh, gw);
+    if (hw == d->cfg.grid * d->cfg.grid && Hi == Wi) memcpy(pos, d->pos + D, (size_t)hw * D * sizeof(float));
+    else sc_bicubic_grid(d->pos + D, d->cfg.grid, D, pos, gh, gw);
     const float *pix = (const float *)px->data;
     for (int64_t b = 0; b < B; b++) {
         const float *img = pix + (size_t)b * 3 * Hi * Wi;
@@ -200,28 +194,28 @@ arb_status arb_dinov2_forward(arb_sidecar *m, const arb_tensor *px, arb_tensor *
         sc_lin_forward(&d->patch, m->mode, hw, col, (size_t)K, xb + D, (size_t)D, SC_EPI_ACCUM);
         for (int c = 0; c < D; c++) xb[c] = d->cls[c] + d->pos[c];
     }
-    int dh = D / d->H;
+    int dh = D / d->cfg.H;
     float scale = 1.f / sqrtf((float)dh);
     const sc_ops_tier *ops = sc_ops();
-    for (int li = 0; li < d->L; li++) {
+    for (int li = 0; li < d->cfg.L; li++) {
         dino_layer *l = &d->layers[li];
-        sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->n1w, l->n1b, d->eps, hb, qkv, 3 * (size_t)D, 0);
+        sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->n1w, l->n1b, d->cfg.eps, hb, qkv, 3 * (size_t)D, 0);
         for (int64_t b = 0; b < B && st == ARB_OK; b++) {
             const float *qb = qkv + (size_t)b * T * 3 * D;
-            st = sc_attention(T, T, d->H, dh, qb, 3 * (size_t)D, qb + D, 3 * (size_t)D, qb + 2 * D, 3 * (size_t)D,
+            st = sc_attention(T, T, d->cfg.H, dh, qb, 3 * (size_t)D, qb + D, 3 * (size_t)D, qb + 2 * D, 3 * (size_t)D,
                               a + (size_t)b * T * D, D, scale, false);
         }
         if (st) goto done;
         sc_lin_forward(&l->o, m->mode, (int)rows, a, D, hb, D, 0);
         layer_scale_add(x, hb, l->ls1, rows, D);
-        sc_lin_forward_ln(&l->fc1, m->mode, (int)rows, x, l->n2w, l->n2b, d->eps, hb, f, d->F, 0);
-        ops->gelu(f, rows * d->F);
-        sc_lin_forward(&l->fc2, m->mode, (int)rows, f, d->F, hb, D, 0);
+        sc_lin_forward_ln(&l->fc1, m->mode, (int)rows, x, l->n2w, l->n2b, d->cfg.eps, hb, f, d->cfg.F, 0);
+        ops->gelu(f, rows * d->cfg.F);
+        sc_lin_forward(&l->fc2, m->mode, (int)rows, f, d->cfg.F, hb, D, 0);
         layer_scale_add(x, hb, l->ls2, rows, D);
     }
     st = arb_tensor_init(out, ARB_F32, 3, (int64_t[]){B, T, D}, arb_cpu());
     if (st) goto done;
-    sc_layernorm(x, (float *)out->data, (int)rows, D, d->lnw, d->lnb, d->eps);
+    sc_layernorm(x, (float *)out->data, (int)rows, D, d->lnw, d->lnb, d->cfg.eps);
     if (pool) {
         st = arb_tensor_init(pool, ARB_F32, 2, (int64_t[]){B, D}, arb_cpu());
         if (st) {

@@ -19,35 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecars/sc_internal.h"
+#include "sidecars/sc_models.h"
 
 
-typedef struct moon_enc_layer {
-    float *ln_in, *ln_post; /* [D] (LayerNorm without bias) */
-    sc_lin qkv, o;          /* [3D,D] (q, k, v stacked), [D,D]; no bias */
-    sc_lin fc1, fc2;        /* [I,D], [D,I] */
-} moon_enc_layer;
-
-typedef struct moon_dec_layer {
-    float *ln_in, *ln_post, *ln_final; /* [D] */
-    sc_lin sq, sk, sv, so;             /* self-attention [D,D] */
-    sc_lin cq, ck, cv, co;             /* cross-attention [D,D] */
-    sc_lin fc1, fc2;                   /* [2I,D], [D,I] */
-} moon_dec_layer;
-
-struct sc_moonshine {
-    int D, I, Le, Ld, He, Hd, vocab, rot, rdim; /* width, MLP width, layers, heads, vocab, rotated dims, rotary 'dim' */
-    float theta;
-    sc_lin conv1, conv2, conv3; /* Conv1d as GEMMs (float) */
-    sc_pack16 conv_w[3];        /* INT8 mode: dynamic int16 copies of conv1..3 (empty otherwise) */
-    float *gn_w, *gn_b;         /* [D] */
-    moon_enc_layer *enc;
-    float *enc_ln;              /* [D] */
-    float *embed;               /* [vocab, D] */
-    sc_packf proj;              /* embedᵀ packed for the logits (tied, float) */
-    moon_dec_layer *dec;
-    float *dec_norm;            /* [D] */
-};
 
 void sc_moonshine_free(sc_moonshine *d) {
     if (!d) return;
@@ -56,14 +30,14 @@ void sc_moonshine_free(sc_moonshine *d) {
     arb_free(d->gn_w), arb_free(d->gn_b), arb_free(d->enc_ln), arb_free(d->embed), arb_free(d->dec_norm);
     sc_packf_free(&d->proj);
     if (d->enc)
-        for (int i = 0; i < d->Le; i++) {
+        for (int i = 0; i < d->cfg.Le; i++) {
             moon_enc_layer *l = &d->enc[i];
             arb_free(l->ln_in), arb_free(l->ln_post);
             sc_lin_free(&l->qkv), sc_lin_free(&l->o);
             sc_lin_free(&l->fc1), sc_lin_free(&l->fc2);
         }
     if (d->dec)
-        for (int i = 0; i < d->Ld; i++) {
+        for (int i = 0; i < d->cfg.Ld; i++) {
             moon_dec_layer *l = &d->dec[i];
             arb_free(l->ln_in), arb_free(l->ln_post), arb_free(l->ln_final);
             sc_lin_free(&l->sq), sc_lin_free(&l->sk), sc_lin_free(&l->sv), sc_lin_free(&l->so);
@@ -82,7 +56,8 @@ static arb_status check_act(const cJSON *cfg, const char *key, const char *want)
     return ARB_OK;
 }
 
-arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
+/* config.json → the validated configuration (the one parse: the CUDA upload reads it too). */
+static arb_status moon_config(const cJSON *cfg, sc_moonshine_cfg *o) {
     int D, I, Le, Ld, He, Hd, kvE, kvD, vocab;
     double prf = 0.9, theta = 10000.0;
     ARB_TRY(sc_cfg_int(cfg, "hidden_size", 1, 65536, 0, true, &D));
@@ -110,14 +85,21 @@ arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
     if (D % He || D % Hd) return arb_error(ARB_ERR_FORMAT, "config.json: hidden_size %d not divisible by the head counts", D);
     if (kvE != He || kvD != Hd) return arb_error(ARB_ERR_UNSUPPORTED, "config.json: grouped-query attention is not supported");
     if (!(prf > 0 && prf <= 1) || !(theta > 1)) return arb_error(ARB_ERR_FORMAT, "config.json: bad rotary parameters");
+    int dh = D / He, rdim = (int)(dh * prf), rot = 2 * ((rdim + 1) / 2); /* arange(0, rdim, 2) frequencies, each used for a pair */
+    if (rot > dh || rot > 512 || rdim < 1) return arb_error(ARB_ERR_UNSUPPORTED, "config.json: rotary dim %d for head dim %d", rdim, dh);
+    o->D = D, o->I = I, o->Le = Le, o->Ld = Ld, o->He = He, o->Hd = Hd, o->vocab = vocab, o->theta = (float)theta;
+    o->rdim = rdim, o->rot = rot;
+    return ARB_OK;
+}
+
+arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
+    sc_moonshine_cfg k;
+    ARB_TRY(moon_config(cfg, &k));
+    const int D = k.D, I = k.I, Le = k.Le, Ld = k.Ld, He = k.He, vocab = k.vocab;
     sc_moonshine *d = (sc_moonshine *)calloc(1, sizeof *d);
     if (!d) return arb_error(ARB_ERR_OOM, "moonshine: out of memory");
     m->moon = d;
-    d->D = D, d->I = I, d->Le = Le, d->Ld = Ld, d->He = He, d->Hd = Hd, d->vocab = vocab, d->theta = (float)theta;
-    int dh = D / He, rdim = (int)(dh * prf);
-    d->rdim = rdim;
-    d->rot = 2 * ((rdim + 1) / 2); /* arange(0, rdim, 2) frequencies, each used for a pair */
-    if (d->rot > dh || d->rot > 512 || rdim < 1) return arb_error(ARB_ERR_UNSUPPORTED, "config.json: rotary dim %d for head dim %d", rdim, dh);
+    d->cfg = k;
     arb_sidecar_info *info = &m->info;
     info->hidden = D, info->layers = Le, info->heads = He;
     sc_mode mode = m->mode;
@@ -182,9 +164,9 @@ arb_status sc_moonshine_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
 
 /* Interleaved partial RoPE on x [T, H·dh] (ld) for positions 0..T-1. */
 static void rope_apply(const sc_moonshine *d, float *x, size_t ld, int T, int H, int dh) {
-    int nf = d->rot / 2;
+    int nf = d->cfg.rot / 2;
     float inv[256];
-    for (int j = 0; j < nf && j < 256; j++) inv[j] = 1.f / powf(d->theta, (float)(2 * j) / (float)d->rdim);
+    for (int j = 0; j < nf && j < 256; j++) inv[j] = 1.f / powf(d->cfg.theta, (float)(2 * j) / (float)d->cfg.rdim);
     for (int t = 0; t < T; t++) {
         float cs[256], sn[256];
         for (int j = 0; j < nf && j < 256; j++) {
@@ -206,9 +188,9 @@ static void rope_apply(const sc_moonshine *d, float *x, size_t ld, int T, int H,
 /* rope_apply with the angles' cos/sin computed once per forward (cs, sn: [T][nf]) instead of per
  * layer, head block and batch item: the same cosf/sinf values, so the same numbers. */
 static void rope_table(const sc_moonshine *d, int T, float *cs, float *sn) {
-    int nf = d->rot / 2 < 256 ? d->rot / 2 : 256;
+    int nf = d->cfg.rot / 2 < 256 ? d->cfg.rot / 2 : 256;
     float inv[256];
-    for (int j = 0; j < nf; j++) inv[j] = 1.f / powf(d->theta, (float)(2 * j) / (float)d->rdim);
+    for (int j = 0; j < nf; j++) inv[j] = 1.f / powf(d->cfg.theta, (float)(2 * j) / (float)d->cfg.rdim);
     for (int t = 0; t < T; t++)
         for (int j = 0; j < nf; j++) {
             float a = (float)t * inv[j];
@@ -220,7 +202,7 @@ static void rope_table(const sc_moonshine *d, int T, float *cs, float *sn) {
 /* q and k (both [T, H·dh], ld) rotated in one threaded pass. */
 static void rope_apply_tab(const sc_moonshine *d, float *q, float *k, size_t ld, int T, int H, int dh, const float *cs,
                            const float *sn) {
-    int nf = d->rot / 2 < 256 ? d->rot / 2 : 256;
+    int nf = d->cfg.rot / 2 < 256 ? d->cfg.rot / 2 : 256;
 #pragma omp parallel for schedule(static) if ((size_t)T * H * nf > 16384 && !omp_in_parallel())
     for (int t = 0; t < T; t++)
         for (int h = 0; h < 2 * H; h++) {
@@ -300,7 +282,7 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
     if (T < 1)
         return arb_error(ARB_ERR_SHAPE, "moonshine: %lld samples are too short (need at least 1087, ~68 ms at 16 kHz)",
                          (long long)N);
-    int D = d->D, I = d->I, H = d->He, dh = D / H;
+    int D = d->cfg.D, I = d->cfg.I, H = d->cfg.He, dh = D / H;
     /* Items go through the encoder in groups of about GROUP_ROWS frames: every op but attention is
      * per row and attention is per item, so the numbers are the same as one pass over all rows,
      * while the buffers stay cache-sized and are reused (at batch 32 a single pass touched ~250 MB
@@ -342,7 +324,7 @@ arb_status arb_moonshine_encode(arb_sidecar *m, const arb_tensor *in, arb_tensor
             conv_forward(d, m->mode, 2, (int)T, h2, (size_t)4 * D, xb, (size_t)D);
             par_map(ops->gelu, xb, (size_t)T * D);
         }
-        for (int li = 0; li < d->Le; li++) {
+        for (int li = 0; li < d->cfg.Le; li++) {
             moon_enc_layer *l = &d->enc[li];
             sc_lin_forward_ln(&l->qkv, m->mode, (int)rows, x, l->ln_in, NULL, 1e-5f, hb, qkv, l3, 0);
             for (int64_t b = 0; b < nb && !st; b++) {
@@ -374,7 +356,7 @@ arb_status arb_moonshine_logits(arb_sidecar *m, const arb_tensor *enc, const arb
     if (!m || !enc || !ids || !logits) return arb_error(ARB_ERR_INVALID_ARG, "arb_moonshine_logits: NULL argument");
     if (m->kind != ARB_SIDECAR_MOONSHINE || !m->moon) return arb_error(ARB_ERR_INVALID_ARG, "arb_moonshine_logits: not a Moonshine model");
     sc_moonshine *d = m->moon;
-    int D = d->D, I = d->I, H = d->Hd, dh = D / H;
+    int D = d->cfg.D, I = d->cfg.I, H = d->cfg.Hd, dh = D / H;
     if (enc->dtype != ARB_F32 || enc->ndim != 3 || enc->shape[2] != D || enc->shape[1] < 1)
         return arb_error(ARB_ERR_SHAPE, "moonshine: encoder output must be f32 [B,T,%d]", D);
     if (ids->dtype != ARB_I64 || ids->ndim != 2 || ids->shape[0] != enc->shape[0] || ids->shape[1] < 1 || ids->shape[1] > 65536)
@@ -382,9 +364,9 @@ arb_status arb_moonshine_logits(arb_sidecar *m, const arb_tensor *enc, const arb
     int64_t B = ids->shape[0], Lt = ids->shape[1], T = enc->shape[1];
     const int64_t *tok = (const int64_t *)ids->data;
     for (int64_t i = 0; i < B * Lt; i++)
-        if (tok[i] < 0 || tok[i] >= d->vocab)
+        if (tok[i] < 0 || tok[i] >= d->cfg.vocab)
             return arb_error(ARB_ERR_INVALID_ARG, "moonshine: token id %lld at %lld outside the vocabulary [0,%d)",
-                             (long long)tok[i], (long long)i, d->vocab);
+                             (long long)tok[i], (long long)i, d->cfg.vocab);
     size_t rows = (size_t)B * Lt, erows = (size_t)B * T;
     float *x = sc_falloc(rows, (size_t)D, 1), *hb = sc_falloc(rows, (size_t)D, 1), *q = sc_falloc(rows, (size_t)D, 1);
     float *k = sc_falloc(erows > rows ? erows : rows, (size_t)D, 1), *v = sc_falloc(erows > rows ? erows : rows, (size_t)D, 1);
@@ -397,7 +379,7 @@ arb_status arb_moonshine_logits(arb_sidecar *m, const arb_tensor *enc, const arb
     for (size_t i = 0; i < rows; i++) memcpy(x + i * D, d->embed + (size_t)tok[i] * D, (size_t)D * sizeof(float));
     float scale = 1.f / sqrtf((float)dh);
     const float *e = (const float *)enc->data;
-    for (int li = 0; li < d->Ld; li++) {
+    for (int li = 0; li < d->cfg.Ld; li++) {
         moon_dec_layer *l = &d->dec[li];
         sc_layernorm(x, hb, (int)rows, D, l->ln_in, NULL, 1e-5f);
         sc_lin_forward(&l->sq, m->mode, (int)rows, hb, D, q, D, 0);
@@ -430,8 +412,8 @@ arb_status arb_moonshine_logits(arb_sidecar *m, const arb_tensor *enc, const arb
         sc_lin_forward(&l->fc2, m->mode, (int)rows, g, I, x, D, SC_EPI_ACCUM);
     }
     sc_layernorm(x, hb, (int)rows, D, d->dec_norm, NULL, 1e-5f);
-    st = arb_tensor_init(logits, ARB_F32, 3, (int64_t[]){B, Lt, d->vocab}, arb_cpu());
-    if (!st) sc_gemm_f32_packed((int)rows, hb, D, &d->proj, NULL, (float *)logits->data, (size_t)d->vocab, 0);
+    st = arb_tensor_init(logits, ARB_F32, 3, (int64_t[]){B, Lt, d->cfg.vocab}, arb_cpu());
+    if (!st) sc_gemm_f32_packed((int)rows, hb, D, &d->proj, NULL, (float *)logits->data, (size_t)d->cfg.vocab, 0);
 done:
     arb_free(x), arb_free(hb), arb_free(q), arb_free(k), arb_free(v), arb_free(a), arb_free(f), arb_free(g);
     return st;

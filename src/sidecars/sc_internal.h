@@ -213,7 +213,7 @@ struct arb_sidecar {
     sc_dinov2 *dino;
     sc_moonshine *moon;
     sc_vae *vae;
-    char *dir;                /* checkpoint directory (the device loader reads it again) */
+    char *dir;                /* checkpoint directory */
     void *dev;                /* device-resident copy (src/cuda/sidecar.cu) or NULL */
     void (*dev_free)(void *); /* releases `dev` */
     int dev_index;            /* its CUDA ordinal */

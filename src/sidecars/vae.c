@@ -13,49 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecars/sc_internal.h"
+#include "sidecars/sc_models.h"
 
-typedef struct vae_res {
-    int cin, cout;
-    float *n1w, *n1b, *n2w, *n2b;
-    sc_lin c1, c2, sc; /* 3×3, 3×3, optional 1×1 shortcut */
-    bool has_sc;
-} vae_res;
-
-typedef struct vae_attn {
-    int C;
-    float *gw, *gb;
-    sc_lin q, k, v, o;
-} vae_attn;
-
-typedef struct vae_mid {
-    vae_res r0, r1;
-    vae_attn at;
-    bool has_attn;
-} vae_mid;
-
-#define VAE_MAXB 8
-#define VAE_MAXR 4
-
-struct sc_vae {
-    int nb, lpb, G, L, cin, cout, ch[VAE_MAXB];
-    float scaling, shift;
-    bool quant, post_quant;
-    /* encoder */
-    sc_lin e_in;
-    vae_res down[VAE_MAXB][VAE_MAXR];
-    sc_lin downs[VAE_MAXB];
-    vae_mid e_mid;
-    float *e_nw, *e_nb;
-    sc_lin e_out, qconv;
-    /* decoder */
-    sc_lin pqconv, d_in;
-    vae_mid d_mid;
-    vae_res up[VAE_MAXB][VAE_MAXR + 1];
-    sc_lin ups[VAE_MAXB];
-    float *d_nw, *d_nb;
-    sc_lin d_out;
-};
 
 static void res_free(vae_res *r) {
     arb_free(r->n1w), arb_free(r->n1b), arb_free(r->n2w), arb_free(r->n2b);
@@ -143,12 +102,11 @@ static bool cfg_bool(const cJSON *cfg, const char *key, bool def) {
     return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
 }
 
-arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
-    sc_vae *v = (sc_vae *)calloc(1, sizeof *v);
-    if (!v) return arb_error(ARB_ERR_OOM, "vae: out of memory");
-    m->vae = v;
+/* config.json → the validated configuration (the one parse: the CUDA upload reads it too). */
+static arb_status vae_config(const cJSON *cfg, sc_vae_cfg *o) {
+    memset(o, 0, sizeof *o);
     int nb, nd, nu;
-    ARB_TRY(json_int_array(cfg, "block_out_channels", v->ch, VAE_MAXB, &nb));
+    ARB_TRY(json_int_array(cfg, "block_out_channels", o->ch, VAE_MAXB, &nb));
     ARB_TRY(json_int_array(cfg, "down_block_types", NULL, VAE_MAXB, &nd));
     ARB_TRY(json_int_array(cfg, "up_block_types", NULL, VAE_MAXB, &nu));
     if (nd != nb || nu != nb) return arb_error(ARB_ERR_FORMAT, "config.json: block type lists must match block_out_channels");
@@ -159,31 +117,43 @@ arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
             return arb_error(ARB_ERR_UNSUPPORTED, "config.json: only DownEncoderBlock2D/UpDecoderBlock2D blocks are supported");
     }
     double sf, sh;
-    ARB_TRY(sc_cfg_int(cfg, "layers_per_block", 1, VAE_MAXR, 1, false, &v->lpb));
-    ARB_TRY(sc_cfg_int(cfg, "norm_num_groups", 1, 512, 32, false, &v->G));
-    ARB_TRY(sc_cfg_int(cfg, "latent_channels", 1, 256, 4, false, &v->L));
-    ARB_TRY(sc_cfg_int(cfg, "in_channels", 1, 16, 3, false, &v->cin));
-    ARB_TRY(sc_cfg_int(cfg, "out_channels", 1, 16, 3, false, &v->cout));
+    ARB_TRY(sc_cfg_int(cfg, "layers_per_block", 1, VAE_MAXR, 1, false, &o->lpb));
+    ARB_TRY(sc_cfg_int(cfg, "norm_num_groups", 1, 512, 32, false, &o->G));
+    ARB_TRY(sc_cfg_int(cfg, "latent_channels", 1, 256, 4, false, &o->L));
+    ARB_TRY(sc_cfg_int(cfg, "in_channels", 1, 16, 3, false, &o->cin));
+    ARB_TRY(sc_cfg_int(cfg, "out_channels", 1, 16, 3, false, &o->cout));
     ARB_TRY(sc_cfg_num(cfg, "scaling_factor", 0.18215, false, &sf));
     ARB_TRY(sc_cfg_num(cfg, "shift_factor", 0.0, false, &sh));
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, "act_fn");
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
         return arb_error(ARB_ERR_UNSUPPORTED, "config.json: act_fn must be \"silu\"");
-    v->nb = nb, v->scaling = (float)sf, v->shift = (float)sh;
-    v->quant = cfg_bool(cfg, "use_quant_conv", true);
-    v->post_quant = cfg_bool(cfg, "use_post_quant_conv", true);
-    bool attn = cfg_bool(cfg, "mid_block_add_attention", true);
+    o->nb = nb, o->scaling = (float)sf, o->shift = (float)sh;
+    o->quant = cfg_bool(cfg, "use_quant_conv", true);
+    o->post_quant = cfg_bool(cfg, "use_post_quant_conv", true);
+    o->mid_attn = cfg_bool(cfg, "mid_block_add_attention", true);
     for (int i = 0; i < nb; i++)
-        if (v->ch[i] % v->G) return arb_error(ARB_ERR_FORMAT, "config.json: block channels %d not divisible by norm_num_groups %d", v->ch[i], v->G);
+        if (o->ch[i] % o->G) return arb_error(ARB_ERR_FORMAT, "config.json: block channels %d not divisible by norm_num_groups %d", o->ch[i], o->G);
+    return ARB_OK;
+}
+
+arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
+    sc_vae_cfg k;
+    ARB_TRY(vae_config(cfg, &k));
+    sc_vae *v = (sc_vae *)calloc(1, sizeof *v);
+    if (!v) return arb_error(ARB_ERR_OOM, "vae: out of memory");
+    m->vae = v;
+    v->cfg = k;
+    const int nb = k.nb;
+    const bool attn = k.mid_attn;
     arb_sidecar_info *info = &m->info;
-    info->hidden = v->ch[nb - 1], info->layers = nb, info->heads = 1;
+    info->hidden = v->cfg.ch[nb - 1], info->layers = nb, info->heads = 1;
     sc_mode mode = m->mode;
-    int L = v->L, top = v->ch[nb - 1];
+    int L = v->cfg.L, top = v->cfg.ch[nb - 1];
     char n[256];
-    ARB_TRY(sc_conv2d_load(&v->e_in, c, "encoder.conv_in", v->ch[0], v->cin, 3, 3, true, false, mode, info));
+    ARB_TRY(sc_conv2d_load(&v->e_in, c, "encoder.conv_in", v->cfg.ch[0], v->cfg.cin, 3, 3, true, false, mode, info));
     for (int b = 0; b < nb; b++) {
-        int in = b ? v->ch[b - 1] : v->ch[0], out = v->ch[b];
-        for (int r = 0; r < v->lpb; r++) {
+        int in = b ? v->cfg.ch[b - 1] : v->cfg.ch[0], out = v->cfg.ch[b];
+        for (int r = 0; r < v->cfg.lpb; r++) {
             snprintf(n, sizeof n, "encoder.down_blocks.%d.resnets.%d", b, r);
             ARB_TRY(res_load(&v->down[b][r], c, n, r ? out : in, out, mode, info));
         }
@@ -196,14 +166,14 @@ arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
     ARB_TRY(sc_vec_load(&v->e_nw, c, "encoder.conv_norm_out.weight", 1, (int64_t[]){top}, info));
     ARB_TRY(sc_vec_load(&v->e_nb, c, "encoder.conv_norm_out.bias", 1, (int64_t[]){top}, info));
     ARB_TRY(sc_conv2d_load(&v->e_out, c, "encoder.conv_out", 2 * L, top, 3, 3, true, false, mode, info));
-    if (v->quant) ARB_TRY(sc_conv2d_load(&v->qconv, c, "quant_conv", 2 * L, 2 * L, 1, 1, true, false, mode, info));
-    if (v->post_quant) ARB_TRY(sc_conv2d_load(&v->pqconv, c, "post_quant_conv", L, L, 1, 1, true, false, mode, info));
+    if (v->cfg.quant) ARB_TRY(sc_conv2d_load(&v->qconv, c, "quant_conv", 2 * L, 2 * L, 1, 1, true, false, mode, info));
+    if (v->cfg.post_quant) ARB_TRY(sc_conv2d_load(&v->pqconv, c, "post_quant_conv", L, L, 1, 1, true, false, mode, info));
     ARB_TRY(sc_conv2d_load(&v->d_in, c, "decoder.conv_in", top, L, 3, 3, true, false, mode, info));
     ARB_TRY(mid_load(&v->d_mid, c, "decoder.mid_block", top, attn, mode, info));
     int prev = top;
     for (int b = 0; b < nb; b++) {
-        int out = v->ch[nb - 1 - b];
-        for (int r = 0; r < v->lpb + 1; r++) {
+        int out = v->cfg.ch[nb - 1 - b];
+        for (int r = 0; r < v->cfg.lpb + 1; r++) {
             snprintf(n, sizeof n, "decoder.up_blocks.%d.resnets.%d", b, r);
             ARB_TRY(res_load(&v->up[b][r], c, n, r ? out : prev, out, mode, info));
         }
@@ -213,15 +183,15 @@ arb_status sc_vae_load(arb_sidecar *m, sc_ckpt *c, const cJSON *cfg) {
         }
         prev = out;
     }
-    ARB_TRY(sc_vec_load(&v->d_nw, c, "decoder.conv_norm_out.weight", 1, (int64_t[]){v->ch[0]}, info));
-    ARB_TRY(sc_vec_load(&v->d_nb, c, "decoder.conv_norm_out.bias", 1, (int64_t[]){v->ch[0]}, info));
-    ARB_TRY(sc_conv2d_load(&v->d_out, c, "decoder.conv_out", v->cout, v->ch[0], 3, 3, true, false, mode, info));
+    ARB_TRY(sc_vec_load(&v->d_nw, c, "decoder.conv_norm_out.weight", 1, (int64_t[]){v->cfg.ch[0]}, info));
+    ARB_TRY(sc_vec_load(&v->d_nb, c, "decoder.conv_norm_out.bias", 1, (int64_t[]){v->cfg.ch[0]}, info));
+    ARB_TRY(sc_conv2d_load(&v->d_out, c, "decoder.conv_out", v->cfg.cout, v->cfg.ch[0], 3, 3, true, false, mode, info));
     return ARB_OK;
 }
 
 void arb_vae_scaling(const arb_sidecar *m, float *scaling_factor, float *shift_factor) {
-    if (scaling_factor) *scaling_factor = m && m->vae ? m->vae->scaling : 0.f;
-    if (shift_factor) *shift_factor = m && m->vae ? m->vae->shift : 0.f;
+    if (scaling_factor) *scaling_factor = m && m->vae ? m->vae->cfg.scaling : 0.f;
+    if (shift_factor) *shift_factor = m && m->vae ? m->vae->cfg.shift : 0.f;
 }
 
 /* ---------------------------------------------------------------- forward pieces */
@@ -291,9 +261,9 @@ static void conv1(const sc_lin *l, sc_mode mode, const float *x, size_t P, float
 static arb_status res_fwd(const sc_vae *v, const vae_res *r, sc_mode mode, const float *x, int H, int W, float *y, float *t) {
     size_t P = (size_t)H * W;
     float *t2 = t + P * (size_t)(r->cin > r->cout ? r->cin : r->cout);
-    ARB_TRY(sc_groupnorm_nhwc(x, t, P, r->cin, v->G, r->n1w, r->n1b, 1e-6f, true));
+    ARB_TRY(sc_groupnorm_nhwc(x, t, P, r->cin, v->cfg.G, r->n1w, r->n1b, 1e-6f, true));
     ARB_TRY(conv3(&r->c1, mode, t, H, W, r->cin, CONV_SAME, t2, 0));
-    ARB_TRY(sc_groupnorm_nhwc(t2, t2, P, r->cout, v->G, r->n2w, r->n2b, 1e-6f, true));
+    ARB_TRY(sc_groupnorm_nhwc(t2, t2, P, r->cout, v->cfg.G, r->n2w, r->n2b, 1e-6f, true));
     if (r->has_sc) conv1(&r->sc, mode, x, P, y, 0);
     else if (y != x) memcpy(y, x, P * r->cout * sizeof(float));
     return conv3(&r->c2, mode, t2, H, W, r->cout, CONV_SAME, y, SC_EPI_ACCUM);
@@ -302,7 +272,7 @@ static arb_status res_fwd(const sc_vae *v, const vae_res *r, sc_mode mode, const
 static arb_status attn_fwd(const sc_vae *v, const vae_attn *a, sc_mode mode, float *x, size_t P, float *t) {
     int C = a->C;
     float *h = t, *q = t + P * C, *k = q + P * C, *vv = k + P * C, *o = vv + P * C;
-    ARB_TRY(sc_groupnorm_nhwc(x, h, P, C, v->G, a->gw, a->gb, 1e-6f, false));
+    ARB_TRY(sc_groupnorm_nhwc(x, h, P, C, v->cfg.G, a->gw, a->gb, 1e-6f, false));
     sc_lin_forward(&a->q, mode, (int)P, h, C, q, C, 0);
     sc_lin_forward(&a->k, mode, (int)P, h, C, k, C, 0);
     sc_lin_forward(&a->v, mode, (int)P, h, C, vv, C, 0);
@@ -340,16 +310,16 @@ static arb_status vae_check(arb_sidecar *m, const arb_tensor *t, int C, int mult
 
 /* Scratch per sample: the largest activation is max channels × full resolution. */
 static size_t max_act(const sc_vae *v, size_t P) {
-    int mx = v->cin > v->cout ? v->cin : v->cout;
-    for (int i = 0; i < v->nb; i++) mx = v->ch[i] > mx ? v->ch[i] : mx;
+    int mx = v->cfg.cin > v->cfg.cout ? v->cfg.cin : v->cfg.cout;
+    for (int i = 0; i < v->cfg.nb; i++) mx = v->cfg.ch[i] > mx ? v->cfg.ch[i] : mx;
     return P * (size_t)mx;
 }
 
 arb_status arb_vae_encode(arb_sidecar *m, const arb_tensor *sample, arb_tensor *mean, arb_tensor *logvar) {
-    ARB_TRY(vae_check(m, sample, m && m->vae ? m->vae->cin : 3, m && m->vae ? 1 << (m->vae->nb - 1) : 1, "sample"));
+    ARB_TRY(vae_check(m, sample, m && m->vae ? m->vae->cfg.cin : 3, m && m->vae ? 1 << (m->vae->cfg.nb - 1) : 1, "sample"));
     sc_vae *v = m->vae;
     int64_t B = sample->shape[0], H = sample->shape[2], W = sample->shape[3];
-    int f = 1 << (v->nb - 1), h = (int)H / f, w = (int)W / f, L = v->L;
+    int f = 1 << (v->cfg.nb - 1), h = (int)H / f, w = (int)W / f, L = v->cfg.L;
     size_t P = (size_t)H * W, A = max_act(v, P);
     float *x = sc_falloc(A, 1, 1), *y = sc_falloc(A, 1, 1), *t = sc_falloc(A, 5, 1);
     arb_status st = ARB_OK;
@@ -360,17 +330,17 @@ arb_status arb_vae_encode(arb_sidecar *m, const arb_tensor *sample, arb_tensor *
     if (mean && (st = arb_tensor_init(mean, ARB_F32, 4, (int64_t[]){B, L, h, w}, arb_cpu()))) goto done;
     if (logvar && (st = arb_tensor_init(logvar, ARB_F32, 4, (int64_t[]){B, L, h, w}, arb_cpu()))) goto done;
     for (int64_t b = 0; b < B && !st; b++) {
-        int ch = H, cw = W, C = v->ch[0];
-        nchw_to_nhwc((const float *)sample->data + (size_t)b * v->cin * P, y, v->cin, P);
-        if ((st = conv3(&v->e_in, m->mode, y, ch, cw, v->cin, CONV_SAME, x, 0))) break;
-        for (int bi = 0; bi < v->nb && !st; bi++) {
-            for (int r = 0; r < v->lpb && !st; r++) {
+        int ch = H, cw = W, C = v->cfg.ch[0];
+        nchw_to_nhwc((const float *)sample->data + (size_t)b * v->cfg.cin * P, y, v->cfg.cin, P);
+        if ((st = conv3(&v->e_in, m->mode, y, ch, cw, v->cfg.cin, CONV_SAME, x, 0))) break;
+        for (int bi = 0; bi < v->cfg.nb && !st; bi++) {
+            for (int r = 0; r < v->cfg.lpb && !st; r++) {
                 const vae_res *rs = &v->down[bi][r];
                 st = res_fwd(v, rs, m->mode, x, ch, cw, y, t);
                 float *s = x; x = y; y = s;
                 C = rs->cout;
             }
-            if (!st && bi < v->nb - 1) {
+            if (!st && bi < v->cfg.nb - 1) {
                 st = conv3(&v->downs[bi], m->mode, x, ch, cw, C, CONV_DOWN, y, 0);
                 ch = (ch - 2) / 2 + 1, cw = (cw - 2) / 2 + 1;
                 float *s = x; x = y; y = s;
@@ -378,9 +348,9 @@ arb_status arb_vae_encode(arb_sidecar *m, const arb_tensor *sample, arb_tensor *
         }
         if (st || (st = mid_fwd(v, &v->e_mid, m->mode, x, y, ch, cw, t))) break;
         size_t p = (size_t)ch * cw;
-        if ((st = sc_groupnorm_nhwc(x, y, p, C, v->G, v->e_nw, v->e_nb, 1e-6f, true))) break;
+        if ((st = sc_groupnorm_nhwc(x, y, p, C, v->cfg.G, v->e_nw, v->e_nb, 1e-6f, true))) break;
         if ((st = conv3(&v->e_out, m->mode, y, ch, cw, C, CONV_SAME, x, 0))) break;
-        if (v->quant) conv1(&v->qconv, m->mode, x, p, y, 0);
+        if (v->cfg.quant) conv1(&v->qconv, m->mode, x, p, y, 0);
         else memcpy(y, x, p * 2 * L * sizeof(float));
         for (int c = 0; c < L; c++)
             for (size_t i = 0; i < p; i++) {
@@ -401,11 +371,11 @@ done:
 }
 
 arb_status arb_vae_decode(arb_sidecar *m, const arb_tensor *lat, arb_tensor *out) {
-    ARB_TRY(vae_check(m, lat, m && m->vae ? m->vae->L : 4, 1, "latents"));
+    ARB_TRY(vae_check(m, lat, m && m->vae ? m->vae->cfg.L : 4, 1, "latents"));
     if (!out) return arb_error(ARB_ERR_INVALID_ARG, "vae: NULL output");
     sc_vae *v = m->vae;
     int64_t B = lat->shape[0], h = lat->shape[2], w = lat->shape[3];
-    int f = 1 << (v->nb - 1), L = v->L;
+    int f = 1 << (v->cfg.nb - 1), L = v->cfg.L;
     int64_t H = h * f, W = w * f;
     size_t P = (size_t)H * W, A = max_act(v, P);
     float *x = sc_falloc(A, 1, 1), *y = sc_falloc(A, 1, 1), *t = sc_falloc(A, 5, 1);
@@ -414,25 +384,25 @@ arb_status arb_vae_decode(arb_sidecar *m, const arb_tensor *lat, arb_tensor *out
         st = arb_error(ARB_ERR_OOM, "vae: out of memory for a %lldx%lld image", (long long)H, (long long)W);
         goto done;
     }
-    if ((st = arb_tensor_init(out, ARB_F32, 4, (int64_t[]){B, v->cout, H, W}, arb_cpu()))) goto done;
+    if ((st = arb_tensor_init(out, ARB_F32, 4, (int64_t[]){B, v->cfg.cout, H, W}, arb_cpu()))) goto done;
     for (int64_t b = 0; b < B && !st; b++) {
-        int ch = (int)h, cw = (int)w, top = v->ch[v->nb - 1], C = top;
+        int ch = (int)h, cw = (int)w, top = v->cfg.ch[v->cfg.nb - 1], C = top;
         size_t p = (size_t)ch * cw;
         nchw_to_nhwc((const float *)lat->data + (size_t)b * L * p, y, L, p);
-        if (v->post_quant) {
+        if (v->cfg.post_quant) {
             conv1(&v->pqconv, m->mode, y, p, x, 0);
             memcpy(y, x, p * L * sizeof(float));
         }
         if ((st = conv3(&v->d_in, m->mode, y, ch, cw, L, CONV_SAME, x, 0))) break;
         if ((st = mid_fwd(v, &v->d_mid, m->mode, x, y, ch, cw, t))) break;
-        for (int bi = 0; bi < v->nb && !st; bi++) {
-            for (int r = 0; r < v->lpb + 1 && !st; r++) {
+        for (int bi = 0; bi < v->cfg.nb && !st; bi++) {
+            for (int r = 0; r < v->cfg.lpb + 1 && !st; r++) {
                 const vae_res *rs = &v->up[bi][r];
                 st = res_fwd(v, rs, m->mode, x, ch, cw, y, t);
                 float *s = x; x = y; y = s;
                 C = rs->cout;
             }
-            if (!st && bi < v->nb - 1) {
+            if (!st && bi < v->cfg.nb - 1) {
                 st = conv3(&v->ups[bi], m->mode, x, ch, cw, C, CONV_UP, y, 0);
                 ch *= 2, cw *= 2;
                 float *s = x; x = y; y = s;
@@ -440,9 +410,9 @@ arb_status arb_vae_decode(arb_sidecar *m, const arb_tensor *lat, arb_tensor *out
         }
         if (st) break;
         p = (size_t)ch * cw;
-        if ((st = sc_groupnorm_nhwc(x, y, p, C, v->G, v->d_nw, v->d_nb, 1e-6f, true))) break;
+        if ((st = sc_groupnorm_nhwc(x, y, p, C, v->cfg.G, v->d_nw, v->d_nb, 1e-6f, true))) break;
         if ((st = conv3(&v->d_out, m->mode, y, ch, cw, C, CONV_SAME, x, 0))) break;
-        nhwc_to_nchw(x, (float *)out->data + (size_t)b * v->cout * p, v->cout, p);
+        nhwc_to_nchw(x, (float *)out->data + (size_t)b * v->cfg.cout * p, v->cfg.cout, p);
     }
     if (st) arb_tensor_free(out);
 done:
