@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# (Kept as run. After the session the fused GEMM (ARB_SIDECAR_FUSED*), PDL (ARB_SIDECAR_PDL) and the
+# 8-warp attention (ARB_SIDECAR_ATT_NW) were removed as measured slower; those modes now time the default.)
 # One device call for the batch-32 sidecar work (branch scb; run from the device copy's root with
 # the branch mirrored in .wt-scb and the fixtures in .gpu-data/fixtures): build, the sidecar test,
 # a per-kernel profile (eager, no PyTorch), A/B runs with the previous kernels, the real bench.

@@ -155,25 +155,11 @@ template <int V> __device__ __forceinline__ void st_f(float *p, const fv<V> &x) 
     else *p = x.v[0];
 }
 
-/* Programmatic dependent launch (PDL, ARB_SIDECAR_PDL=1): a kernel launched with the
- * programmatic-serialization attribute may start while the kernel before it drains; it waits
- * here (before its first global read or write) until that kernel has finished and its writes are
- * visible, then lets the kernel after it be scheduled. A kernel launched normally (the default)
- * passes straight through. Off by default: on an H100 it made batch 1 ~10 % slower (DINOv2 0.708
- * vs 0.642 ms, Moonshine 0.655 vs 0.588) and batch 32 no faster (docs/PERFORMANCE.md, session 4). */
-__device__ __forceinline__ void pdl_begin() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
 /* One warp per row (several warps per block), the row in the warp's slice of shared memory;
  * every reduction is a shuffle (no block barriers). V = 4: 16-byte loads and stores (N and every
  * leading dimension a multiple of 4, checked by the launcher); V = 1 otherwise. */
 template <int V>
 __global__ void k_row(row_args a, int nrows) {
-    pdl_begin();
     extern __shared__ float smem_rows[];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
     const int r = blockIdx.x * (blockDim.x >> 5) + wib, N = a.N, NV = N / V;
@@ -306,8 +292,8 @@ __global__ void k_row(row_args a, int nrows) {
     }
 }
 
-/* k_rowr's element-wise arithmetic with explicit rounding (no contraction into FMAs that would
- * depend on the surrounding code), so the fused GEMM epilogues (sc_gemm.cuh) give the same bits. */
+/* k_rowr's element-wise arithmetic with explicit rounding: no contraction into FMAs that would
+ * depend on the surrounding code, so k_rowe (element-wise) gives the same bits. */
 __device__ __forceinline__ float fmul_(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ float fadd_(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ float res_(float r, float l, float y) { return __fadd_rn(r, __fmul_rn(l, y)); }
@@ -332,7 +318,6 @@ __device__ __forceinline__ unsigned pack_h2r(float lo, float hi) {
  * held at 0. Block: 256/W rows' warps (at least one row). */
 template <int NC>
 __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
-    pdl_begin();
     __shared__ float red[8];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, rib = wib / W, w = wib - rib * W;
     const int rpb = (int)(blockDim.x >> 5) / W;
@@ -560,7 +545,6 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
  * its own (one 16-byte int32 load per thread, grid-stride), the same formulas as k_rowr. Needs
  * a.acc and N and every leading dimension multiples of 4. */
 __global__ void __launch_bounds__(256) k_rowe(row_args a, int nrows) {
-    pdl_begin();
     const int nv = a.N >> 2;
     const size_t total = (size_t)nrows * nv;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -609,7 +593,6 @@ __global__ void __launch_bounds__(256) k_rowe(row_args a, int nrows) {
 /* DINOv2 patches: im2col row (c, ky, kx) of patch r of image b, quantized per row like the CPU. */
 __global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, int hw, int K, int ldq, int8_t *q,
                               float *qs) {
-    pdl_begin();
     extern __shared__ float row[];
     float *red = row + K;
     const int r = blockIdx.x, b = r / hw, p = r % hw, py = p / gw, pxx = p % gw;
@@ -633,7 +616,6 @@ __global__ void k_patch_quant(const float *px, int Hi, int Wi, int P, int gw, in
 
 /* x[b, 0, :] = cls + pos[0] for every image. */
 __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int T, int B) {
-    pdl_begin();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * D) return;
     int b = i / D, c = i % D;
@@ -647,7 +629,6 @@ __global__ void k_cls(float *x, const float *cls, const float *pos0, int D, int 
 template <typename TO> /* float (TF32 GEMMs) or __half (fp16 GEMMs) */
 __global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int K, int Lo, int ldc, TO *col,
                            const float *ab, const float *gelu_bias) {
-    pdl_begin();
     const int r = blockIdx.x, b = r / Lo, t = r % Lo;
     const float *w = src + (size_t)b * src_item + (size_t)t * s * C;
     const float *a = ab ? ab + (size_t)b * 2 * C : nullptr;
@@ -681,7 +662,6 @@ constexpr size_t SMEM = (size_t)BQ * LDH * 2 /*Q*/ + (size_t)BK * LDH * 2 * 2 /*
 
 __global__ void __launch_bounds__(128) k_attention(const __half *qkv, int ld, int T, int D, int dh, float scale,
                                                    float *o, int allow_vec) {
-    pdl_begin();
     using namespace nvcuda;
     using namespace att;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -850,7 +830,6 @@ __device__ __forceinline__ unsigned pack_h2(float lo, float hi) {
 template <int NW>
 __global__ void __launch_bounds__(32 * NW, NW == 4 ? 4 : 2) k_attn_mma(const __half *qkv, int ld, int T, int D, int dh,
                                                                      float scale_log2, float *o) {
-    pdl_begin();
     using namespace fa;
     constexpr int NT = 32 * NW, BQN = 16 * NW;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -1251,7 +1230,6 @@ __global__ void k_transpose_bcp(const float *src, float *dst, int C, int P, int 
     }
 }
 
-#include "cuda/sc_gemm.cuh"
 
 /* ================================================================ cuBLASLt GEMMs */
 
@@ -1530,17 +1508,6 @@ struct cu_model {
     std::vector<vae_res_d> up; /* [nb][lpb + 1] */
     dbuf a_gw, a_gb, d_nw, d_nb;
     plan_t *plan = nullptr;
-    /* the fused int8 GEMM + epilogue kernels (sc_gemm.cuh; see lin()) */
-    bool pdl = false;    /* our DINOv2/Moonshine kernels launch with PDL (ARB_SIDECAR_PDL=1: on) */
-    int fused_mode = 2;  /* 0: never, 1: wherever it fits, 2: auto (timed per shape in the plan run) */
-    int fused_min = 1;   /* fewest GEMM rows for the fused kernels (ARB_SIDECAR_FUSED_MIN) */
-    int fused_kinds = 3; /* bit 0: QG_ELEM, bit 1: QG_ROW (ARB_SIDECAR_FUSED=elem / row: only that one) */
-    struct fuse_choice { int key[4]; bool fused; }; /* key: M, N, K, elem */
-    std::vector<fuse_choice> fchoice;
-    struct att_choice { int key[3]; int nw; }; /* key: B, T, 64·D + H; warps per attention block */
-    std::vector<att_choice> achoice;
-    struct rowe_choice { int key[3]; bool elem; }; /* key: rows, N, rotary; k_rowe instead of k_rowr */
-    std::vector<rowe_choice> rchoice;
     /* Moonshine's per-item float front end: side streams with their own cuBLASLt workspaces */
     static constexpr int NSIDE = 4;
     int nside = 0;
@@ -1753,70 +1720,32 @@ static void prof_report(cu_model *g, const plan_t *p) {
     g->pcat.clear();
 }
 
-/* Launches one of our kernels on g->stream, with PDL (see pdl_begin) when g->pdl. */
+/* Launches one of our kernels on g->stream. */
 template <typename... KArgs, typename... Args>
 static cudaError_t klaunch(const cu_model *g, void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, Args &&...args) {
     cudaLaunchConfig_t c = {};
     c.gridDim = grid, c.blockDim = block, c.dynamicSmemBytes = smem, c.stream = g->stream;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    c.attrs = at, c.numAttrs = g->pdl ? 1 : 0;
     return cudaLaunchKernelEx(&c, k, std::forward<Args>(args)...);
 }
 
 static arb_status row_launch_r(cu_model *g, int rows, const row_args &a);
 
 /* The row stages after a GEMM (or on float rows). DINOv2/Moonshine rows without row-wide stages
- * that read a GEMM's int32 output may run k_rowe instead of k_rowr (the same bits):
- * ARB_SIDECAR_ROW_ELEM=1/0 forces it on/off, else the plan run times both for the shape
- * (neither writes what it reads). */
+ * that read a GEMM's int32 output run k_rowe, the element-wise kernel (the same bits as k_rowr,
+ * faster at every shape measured; ARB_SIDECAR_ROW_ELEM=0 forces k_rowr, for comparisons). */
 static arb_status row_launch(cu_model *g, int rows, const row_args &a) {
     const bool v4 = a.N % 4 == 0 && a.acc && a.ld_acc % 4 == 0 && (!a.out || a.ld_out % 4 == 0) &&
                     (!a.outh || a.ld_outh % 4 == 0);
-    const bool eok = g->kind != ARB_SIDECAR_VAE && v4 && a.smx == 0.f && !a.res_mode && !a.ln_g && !a.q && !a.in && (!a.rope_cols || a.rope_dh % 2 == 0);
+    const bool eok = g->kind != ARB_SIDECAR_VAE && v4 && a.smx == 0.f && !a.res_mode && !a.ln_g && !a.q && !a.in &&
+                     (!a.rope_cols || a.rope_dh % 2 == 0);
     const char *fe = getenv("ARB_SIDECAR_ROW_ELEM"); /* read while recording, not per replay */
-    int use = !eok ? 0 : fe && *fe ? (fe[0] == '1') : -1;
-    auto launch_e = [&]() -> arb_status {
-        const size_t total = (size_t)rows * (a.N / 4);
-        const unsigned blocks = (unsigned)std::min<size_t>((total + 255) / 256, 132 * 16);
-        ARB_CU(klaunch(g, k_rowe, dim3(blocks), dim3(256), 0, a, rows));
-        ARB_CU_LAUNCH("k_rowe");
-        return ARB_OK;
-    };
-    if (use < 0) {
-        const int key[3] = {rows, a.N, a.rope_cols ? 1 : 0};
-        for (const cu_model::rowe_choice &c : g->rchoice)
-            if (!memcmp(c.key, key, sizeof key)) use = c.elem;
-        if (use < 0 && g->lt.tune) {
-            cudaEvent_t ev[4];
-            for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
-            arb_status st = ARB_OK;
-            for (int v = 0; v < 2 && !st; v++)
-                for (int r = 0; r < 4 && !st; r++) { /* run 0 warms up */
-                    if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
-                    st = v ? launch_e() : row_launch_r(g, rows, a);
-                    if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
-                }
-            float tr = 0.f, te = 0.f;
-            cudaError_t e = st ? cudaSuccess : cudaEventSynchronize(ev[3]);
-            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&tr, ev[0], ev[1]);
-            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&te, ev[2], ev[3]);
-            for (cudaEvent_t x : ev) cudaEventDestroy(x);
-            ARB_TRY(st);
-            if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: row kernel timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
-            use = te < tr;
-            if (getenv("ARB_SIDECAR_FUSED_LOG"))
-                fprintf(stderr, "row rows=%d N=%d rope=%d: k_rowr %.1f us, k_rowe %.1f us -> %s\n", rows, a.N, key[2], 1e3 * tr / 3,
-                        1e3 * te / 3, use ? "k_rowe" : "k_rowr");
-            g->rchoice.push_back(cu_model::rowe_choice{{key[0], key[1], key[2]}, use == 1});
-        }
-    }
-    if (use == 1) {
-        prof_mark(g, "row");
-        return launch_e();
-    }
-    return row_launch_r(g, rows, a);
+    if (!eok || (fe && fe[0] == '0')) return row_launch_r(g, rows, a);
+    prof_mark(g, "row");
+    const size_t total = (size_t)rows * (a.N / 4);
+    const unsigned blocks = (unsigned)std::min<size_t>((total + 255) / 256, 132 * 16);
+    ARB_CU(klaunch(g, k_rowe, dim3(blocks), dim3(256), 0, a, rows));
+    ARB_CU_LAUNCH("k_rowe");
+    return ARB_OK;
 }
 
 /* Rows per block of k_row: 4 warps while 4 rows fit the shared memory opted in at attach. */
@@ -1868,127 +1797,12 @@ static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M, const void
 }
 static arb_status qgemm(cu_model *g, plan_t *p, const qlin &l, int M) { return qgemm(g, p, l, M, p->qa.p); }
 
-/* The fused kernel for an int8 linear and its row epilogue (sc_gemm.cuh). */
-static arb_status lin_fused(cu_model *g, const qlin &l, int M, const int8_t *X, const row_args &a, bool elem) {
-    using namespace qg;
-    if (elem) {
-        dim3 grid((unsigned)((a.N + 127) / 128), (unsigned)((M + 127) / 128));
-        ARB_CU(klaunch(g, k_qgemm<128, 128, 2, 4, QG_ELEM>, grid, dim3(THREADS), smem_bytes<128, 128, QG_ELEM>(), X, (int)l.kp,
-                       l.w.as<int8_t>(), (int)l.kp, M, (int)l.np, (int)l.kp, a));
-        ARB_CU_LAUNCH("k_qgemm elem");
-        return ARB_OK;
-    }
-    dim3 grid(1u, (unsigned)((M + 63) / 64));
-#define ARB_QROW(BN)                                                                                       \
-    ARB_CU(klaunch(g, k_qgemm<64, BN, 2, 4, QG_ROW>, grid, dim3(THREADS), smem_bytes<64, BN, QG_ROW>(), X, (int)l.kp, \
-                   l.w.as<int8_t>(), (int)l.kp, M, (int)l.np, (int)l.kp, a))
-    if (a.N <= 128) ARB_QROW(128);
-    else if (a.N <= 256) ARB_QROW(256);
-    else if (a.N <= 384) ARB_QROW(384);
-    else if (a.N <= 448) ARB_QROW(448);
-    else ARB_QROW(512);
-#undef ARB_QROW
-    ARB_CU_LAUNCH("k_qgemm row");
-    return ARB_OK;
-}
-
-/* Auto mode, in the eager plan run: times the fused kernel against cuBLASLt + the row kernel on
- * the real operands (1 warm-up + 3 runs each) and returns which was faster. The kernels update
- * buffers in place (residual, the quantized input, its scales), so those are saved first and
- * put back before the real run. */
-static arb_status lin_time(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, const row_args &a, bool elem,
-                           bool *fused) {
-    struct saved { void *p; size_t n; dbuf copy; };
-    saved sv[3] = {{(void *)X, (size_t)M * l.kp, {}},
-                   {a.res, a.res_mode ? (size_t)M * a.ld_res * sizeof(float) : 0, {}},
-                   {a.q ? (void *)a.qs : nullptr, a.q ? (size_t)M * sizeof(float) : 0, {}}};
-    for (saved &s : sv)
-        if (s.p && s.n) {
-            ARB_TRY(s.copy.alloc(s.n));
-            ARB_CU(cudaMemcpyAsync(s.copy.p, s.p, s.n, cudaMemcpyDeviceToDevice, g->stream));
-        }
-    cudaEvent_t ev[4];
-    for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
-    arb_status st = ARB_OK;
-    for (int v = 0; v < 2 && !st; v++)
-        for (int r = 0; r < 4 && !st; r++) { /* run 0 warms up */
-            if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
-            if (v == 0) st = lin_fused(g, l, M, X, a, elem);
-            else if (!(st = qgemm(g, p, l, M, X))) st = row_launch(g, M, a);
-            if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
-        }
-    cudaError_t e = cudaEventSynchronize(ev[3]);
-    float t_f = 0.f, t_u = 0.f;
-    if (e == cudaSuccess) e = cudaEventElapsedTime(&t_f, ev[0], ev[1]);
-    if (e == cudaSuccess) e = cudaEventElapsedTime(&t_u, ev[2], ev[3]);
-    for (cudaEvent_t x : ev) cudaEventDestroy(x);
-    for (saved &s : sv)
-        if (s.p && s.n && !st && e == cudaSuccess) e = cudaMemcpyAsync(s.p, s.copy.p, s.n, cudaMemcpyDeviceToDevice, g->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* the copies are freed on return */
-    ARB_TRY(st);
-    if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: fused GEMM timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
-    *fused = t_f < t_u;
-    if (getenv("ARB_SIDECAR_FUSED_LOG"))
-        fprintf(stderr, "fused %s M=%d N=%d K=%d: %.1f us vs cuBLASLt + row %.1f us -> %s\n", elem ? "elem" : "row", M, l.n,
-                l.kp, 1e3 * t_f / 3, 1e3 * t_u / 3, *fused ? "fused" : "cuBLASLt");
-    return ARB_OK;
-}
-
-/* An int8 linear and its row epilogue `a` (dequantization from l: set here): one fused kernel
- * (sc_gemm.cuh) or the cuBLASLt GEMM into p->acc and a row kernel; both give the same bits.
- * ARB_SIDECAR_FUSED: auto (default: whichever the plan run timed faster for this shape), 1 (the
- * fused kernel wherever it fits, from ARB_SIDECAR_FUSED_MIN rows), 0 (never), elem / row (only
- * that kind, forced). The fused kernels read X while they write: a.q must not overlap X unless
- * it has X's layout (same rows, same ldq). */
+/* An int8 linear and its row epilogue `a` (dequantization from l: set here): the cuBLASLt GEMM
+ * into p->acc, then a row kernel. */
 static arb_status lin(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, row_args a) {
     row_deq(a, p, l);
-    const bool base = g->fused_mode && M >= g->fused_min && a.N == l.n && a.smx == 0.f && !a.in;
-    const bool ld2 = (!a.out || a.ld_out % 2 == 0) && (!a.outh || a.ld_outh % 2 == 0);
-    const bool elem = base && (g->fused_kinds & 1) && !a.q && !a.res_mode && !a.ln_g && !a.add && a.N % 2 == 0 && ld2 &&
-                      (!a.rope_cols || a.rope_dh % 2 == 0);
-    const bool ld4 = (!a.out || a.ld_out % 4 == 0) && (!a.outh || a.ld_outh % 4 == 0) && (!a.res || a.ld_res % 4 == 0);
-    const bool row = base && (g->fused_kinds & 2) && !elem && !a.rope_cols && a.N <= 512 && a.N % 4 == 0 && ld4 &&
-                     (!a.q || a.ldq % 16 == 0);
-    bool fused = elem || row;
-    if (fused && g->fused_mode == 2) { /* auto: the choice timed for this shape, if any */
-        const int key[4] = {M, l.n, l.kp, elem};
-        bool found = false;
-        for (const cu_model::fuse_choice &c : g->fchoice)
-            if (!memcmp(c.key, key, sizeof key)) found = true, fused = c.fused;
-        if (!found && g->lt.tune) {
-            ARB_TRY(lin_time(g, p, l, M, X, a, elem, &fused));
-            cu_model::fuse_choice c;
-            memcpy(c.key, key, sizeof key);
-            c.fused = fused;
-            g->fchoice.push_back(c);
-        } else if (!found)
-            fused = false; /* not timed (ARB_SIDECAR_NO_TUNE=1): cuBLASLt */
-    }
-    if (!fused) {
-        ARB_TRY(qgemm(g, p, l, M, X));
-        return row_launch(g, M, a);
-    }
-    prof_mark(g, "gemm_fused");
-    p->ops += 2.0 * M * (double)l.n * l.k;
-    return lin_fused(g, l, M, X, a, elem);
-}
-
-/* Opts the fused GEMMs into their shared memory (before any capture). */
-static cudaError_t qgemm_attrs() {
-    using namespace qg;
-    cudaError_t e = cudaSuccess;
-#define ARB_QATTR(BM, BN, WM, WN, MODE)                                                                    \
-    if (e == cudaSuccess)                                                                                  \
-        e = cudaFuncSetAttribute(k_qgemm<BM, BN, WM, WN, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                                 (int)smem_bytes<BM, BN, MODE>());
-    ARB_QATTR(128, 128, 2, 4, QG_ELEM)
-    ARB_QATTR(64, 128, 2, 4, QG_ROW)
-    ARB_QATTR(64, 256, 2, 4, QG_ROW)
-    ARB_QATTR(64, 384, 2, 4, QG_ROW)
-    ARB_QATTR(64, 448, 2, 4, QG_ROW)
-    ARB_QATTR(64, 512, 2, 4, QG_ROW)
-#undef ARB_QATTR
-    return e;
+    ARB_TRY(qgemm(g, p, l, M, X));
+    return row_launch(g, M, a);
 }
 
 static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) {
@@ -1997,48 +1811,12 @@ static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) 
     const char *sc = getenv("ARB_SIDECAR_ATT_SCALAR"); /* element loads, no prefetch (for comparisons) */
     const char *wm = getenv("ARB_SIDECAR_ATT_WMMA");   /* the WMMA kernel (for comparisons) */
     if (dh % 4 == 0 && dh <= fa::DP && D % 4 == 0 && !(wm && wm[0] == '1') && !(sc && sc[0] == '1')) {
-        /* 4 or 8 warps per block: ARB_SIDECAR_ATT_NW=4/8 forces one, else the plan run times both
-         * for this shape (the same bits either way) */
         const __half *qkv = p->qkvh.as<__half>();
         const float sl2 = 1.4426950408889634f / sqrtf((float)dh);
-        float *out = p->att.as<float>();
-        auto launch = [&](int nw) -> arb_status {
-            dim3 gr((unsigned)((T + 16 * nw - 1) / (16 * nw)), (unsigned)H, (unsigned)B);
-            if (nw == 8) ARB_CU(klaunch(g, k_attn_mma<8>, gr, dim3(256), fa::SMEM, qkv, 3 * D, T, D, dh, sl2, out));
-            else ARB_CU(klaunch(g, k_attn_mma<4>, gr, dim3(128), fa::SMEM, qkv, 3 * D, T, D, dh, sl2, out));
-            ARB_CU_LAUNCH("k_attn_mma");
-            return ARB_OK;
-        };
-        const char *fnw = getenv("ARB_SIDECAR_ATT_NW");
-        int nw = fnw && *fnw ? (atoi(fnw) == 8 ? 8 : 4) : 0;
-        const int key[3] = {B, T, D * 64 + H};
-        for (const cu_model::att_choice &c : g->achoice)
-            if (!nw && !memcmp(c.key, key, sizeof key)) nw = c.nw;
-        if (!nw && g->lt.tune) { /* 1 warm-up + 3 timed runs of each (attention writes only p->att) */
-            cudaEvent_t ev[4];
-            for (cudaEvent_t &e : ev) ARB_CU(cudaEventCreate(&e));
-            arb_status st = ARB_OK;
-            for (int v = 0; v < 2 && !st; v++)
-                for (int r = 0; r < 4 && !st; r++) {
-                    if (r == 1) cudaEventRecord(ev[2 * v], g->stream);
-                    st = launch(v ? 8 : 4);
-                    if (r == 3) cudaEventRecord(ev[2 * v + 1], g->stream);
-                }
-            float t4 = 0.f, t8 = 0.f;
-            cudaError_t e = st ? cudaSuccess : cudaEventSynchronize(ev[3]);
-            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&t4, ev[0], ev[1]);
-            if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&t8, ev[2], ev[3]);
-            for (cudaEvent_t x : ev) cudaEventDestroy(x);
-            ARB_TRY(st);
-            if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "%s:%d: attention timing: %s", __FILE__, __LINE__, cudaGetErrorString(e));
-            nw = t8 < t4 ? 8 : 4;
-            if (getenv("ARB_SIDECAR_FUSED_LOG"))
-                fprintf(stderr, "attention B=%d T=%d H=%d dh=%d: 4 warps %.1f us, 8 warps %.1f us -> %d\n", B, T, H, dh, 1e3 * t4 / 3,
-                        1e3 * t8 / 3, nw);
-            g->achoice.push_back(cu_model::att_choice{{key[0], key[1], key[2]}, nw});
-        }
+        dim3 gr((unsigned)((T + 63) / 64), (unsigned)H, (unsigned)B);
         prof_mark(g, "attention");
-        ARB_TRY(launch(nw ? nw : 4));
+        ARB_CU(klaunch(g, k_attn_mma<4>, gr, dim3(128), fa::SMEM, qkv, 3 * D, T, D, dh, sl2, p->att.as<float>()));
+        ARB_CU_LAUNCH("k_attn_mma");
     } else {
         prof_mark(g, "attention");
         ARB_CU(klaunch(g, k_attention, grid, dim3(128), att::SMEM, (const __half *)p->qkvh.as<__half>(), 3 * D, T, D, dh,
@@ -2704,15 +2482,6 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
     if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaStreamCreate: %s", __FILE__, __LINE__, cudaGetErrorString(e));
     if (!s) s = g->lt.init();
     if (!s && g->kind == ARB_SIDECAR_MOONSHINE) s = g->side_init();
-    {
-        const char *fu = getenv("ARB_SIDECAR_FUSED"), *fm = getenv("ARB_SIDECAR_FUSED_MIN");
-        if (fm && *fm) g->fused_min = std::max(1, atoi(fm));
-        if (fu && *fu) g->fused_mode = !strcmp(fu, "0") ? 0 : !strcmp(fu, "auto") ? 2 : 1;
-        if (fu && !strcmp(fu, "elem")) g->fused_kinds = 1;
-        if (fu && !strcmp(fu, "row")) g->fused_kinds = 2;
-        const char *pd = getenv("ARB_SIDECAR_PDL");
-        g->pdl = g->kind != ARB_SIDECAR_VAE && pd && pd[0] == '1'; /* off by default: measured slower at batch 1 */
-    }
     if (!s) { /* before any capture: the attention's 72 KB of shared memory */
         e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att::SMEM);
         if (e == cudaSuccess) e = cudaFuncSetAttribute(k_row<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ROW_SMEM_MAX);
@@ -2721,7 +2490,6 @@ extern "C" arb_status sc_cu_attach(arb_sidecar *m, int device) {
             e = cudaFuncSetAttribute(k_conv3_quant, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CONV_SMEM_MAX);
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_conv3_t2, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)CT2_SMEM_MAX);
-        if (e == cudaSuccess) e = qgemm_attrs();
         if (e == cudaSuccess) /* the largest tile conv_tile_w makes: 3 × (4 + 2) × 1024 floats */
             e = cudaFuncSetAttribute(k_conv3_tile, cudaFuncAttributeMaxDynamicSharedMemorySize, 3 * 6 * 1024 * 4);
         if (e != cudaSuccess) s = arb_error(ARB_ERR_CUDA, "%s:%d: cudaFuncSetAttribute: %s", __FILE__, __LINE__, cudaGetErrorString(e));

@@ -227,101 +227,23 @@ static void test_vae_conv_paths(void **state) {
     arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c), arb_tensor_free(&d);
 }
 
-/* The fused int8 GEMM + epilogue kernels (src/cuda/sc_gemm.cuh; by default from 2048 GEMM rows,
- * forced here from 1) against cuBLASLt + the row kernels: the same bits (int32 accumulation is
- * exact and the epilogue repeats the row kernel's formulas in its order). Covers both fused
- * kinds (QKV → fp16 with and without rotary; full rows with residual, LayerNorm, quantization,
- * the patch embedding's position add and row remap) at widths 64, 288 and 384. */
-static void fused_bits(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
-    const char *keep_f = getenv("ARB_SIDECAR_FUSED"), *keep_m = getenv("ARB_SIDECAR_FUSED_MIN");
-    char kf[64] = "", km[64] = "";
-    if (keep_f) snprintf(kf, sizeof kf, "%s", keep_f);
-    if (keep_m) snprintf(km, sizeof km, "%s", keep_m);
-    setenv("ARB_SIDECAR_FUSED", "0", 1);
-    arb_sidecar *m0 = load_cuda(fx(name));
-    setenv("ARB_SIDECAR_FUSED", "1", 1);
-    setenv("ARB_SIDECAR_FUSED_MIN", "1", 1);
-    arb_sidecar *m1 = load_cuda(fx(name));
-    if (keep_f) setenv("ARB_SIDECAR_FUSED", kf, 1);
-    else unsetenv("ARB_SIDECAR_FUSED");
-    if (keep_m) setenv("ARB_SIDECAR_FUSED_MIN", km, 1);
-    else unsetenv("ARB_SIDECAR_FUSED_MIN");
-    arb_tensor x, o0, o1;
-    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
-    arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
-    ARB_ASSERT_OK(arb_sidecar_forward(m0, &x, &o0, NULL));
-    ARB_ASSERT_OK(arb_sidecar_forward(m1, &x, &o1, NULL));
-    assert_int_equal(o0.nbytes, o1.nbytes);
-    size_t n = (size_t)arb_tensor_numel(&o0), diff = 0;
-    for (size_t i = 0; i < n; i++) diff += memcmp((float *)o0.data + i, (float *)o1.data + i, sizeof(float)) != 0;
-    printf("%s fused vs cuBLASLt + row kernels: %zu of %zu values differ\n", name, diff, n);
-    assert_int_equal(diff, 0);
-    arb_tensor_free(&x), arb_tensor_free(&o0), arb_tensor_free(&o1);
-    arb_sidecar_free(m0), arb_sidecar_free(m1);
-}
-
-static void test_fused_gemm_bits(void **state) {
-    (void)state;
-    fused_bits("dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 21); /* 384 wide, 514 rows */
-    fused_bits("dinov2-tiny", 4, (int64_t[]){3, 3, 70, 84}, 2.f, 22);           /* 64 wide, odd row count */
-    fused_bits("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 23);             /* 288 wide, rotary */
-}
-
-/* The attention with 4 or 8 warps per block (ARB_SIDECAR_ATT_NW; by default the plan run times
- * both): each warp's rows see the same operations, so the outputs are the same bits. */
-static void att_bits(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
-    const char *keep = getenv("ARB_SIDECAR_ATT_NW");
+/* Row stages without row-wide reductions by k_rowe (element-wise, the default) against k_rowr
+ * (ARB_SIDECAR_ROW_ELEM=0): the same bits. */
+static void rowe_bits(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
+    const char *keep = getenv("ARB_SIDECAR_ROW_ELEM");
     char kv[64] = "";
     if (keep) snprintf(kv, sizeof kv, "%s", keep);
     arb_tensor x, o[2];
     ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
     arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
     for (int v = 0; v < 2; v++) {
-        setenv("ARB_SIDECAR_ATT_NW", v ? "8" : "4", 1); /* read when the forward is recorded */
+        setenv("ARB_SIDECAR_ROW_ELEM", v ? "1" : "0", 1); /* read when the forward is recorded */
         arb_sidecar *m = load_cuda(fx(name));
         ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &o[v], NULL));
         arb_sidecar_free(m);
     }
-    if (keep) setenv("ARB_SIDECAR_ATT_NW", kv, 1);
-    else unsetenv("ARB_SIDECAR_ATT_NW");
-    size_t n = (size_t)arb_tensor_numel(&o[0]), diff = 0;
-    for (size_t i = 0; i < n; i++) diff += memcmp((float *)o[0].data + i, (float *)o[1].data + i, sizeof(float)) != 0;
-    printf("%s attention 8 vs 4 warps per block: %zu of %zu values differ\n", name, diff, n);
-    assert_int_equal(diff, 0);
-    arb_tensor_free(&x), arb_tensor_free(&o[0]), arb_tensor_free(&o[1]);
-}
-
-static void test_attention_warps_bits(void **state) {
-    (void)state;
-    att_bits("dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 31); /* T = 257: a 1-row last block */
-    att_bits("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 32);             /* head dim 36 */
-}
-
-/* Row stages without row-wide reductions by k_rowe (element-wise) against k_rowr
- * (ARB_SIDECAR_ROW_ELEM=1/0, the fused GEMMs off so the QKV and patch rows take a row kernel). */
-static void rowe_bits(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
-    const char *keys[2] = {"ARB_SIDECAR_ROW_ELEM", "ARB_SIDECAR_FUSED"};
-    char keep[2][64];
-    bool had[2];
-    for (int k = 0; k < 2; k++) {
-        const char *v = getenv(keys[k]);
-        had[k] = v != NULL;
-        snprintf(keep[k], sizeof keep[k], "%s", v ? v : "");
-    }
-    arb_tensor x, o[2];
-    ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
-    arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
-    setenv("ARB_SIDECAR_FUSED", "0", 1);
-    for (int v = 0; v < 2; v++) {
-        setenv("ARB_SIDECAR_ROW_ELEM", v ? "1" : "0", 1);
-        arb_sidecar *m = load_cuda(fx(name));
-        ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &o[v], NULL));
-        arb_sidecar_free(m);
-    }
-    for (int k = 0; k < 2; k++) {
-        if (had[k]) setenv(keys[k], keep[k], 1);
-        else unsetenv(keys[k]);
-    }
+    if (keep) setenv("ARB_SIDECAR_ROW_ELEM", kv, 1);
+    else unsetenv("ARB_SIDECAR_ROW_ELEM");
     size_t n = (size_t)arb_tensor_numel(&o[0]), diff = 0;
     for (size_t i = 0; i < n; i++) diff += memcmp((float *)o[0].data + i, (float *)o[1].data + i, sizeof(float)) != 0;
     printf("%s k_rowe vs k_rowr: %zu of %zu values differ\n", name, diff, n);
@@ -394,8 +316,6 @@ int main(void) {
         cmocka_unit_test(test_vae_fixture),
         cmocka_unit_test(test_random_batches),
         cmocka_unit_test(test_vae_conv_paths),
-        cmocka_unit_test(test_fused_gemm_bits),
-        cmocka_unit_test(test_attention_warps_bits),
         cmocka_unit_test(test_row_elem_bits),
         cmocka_unit_test(test_errors),
     };
