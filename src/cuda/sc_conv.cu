@@ -138,9 +138,17 @@ template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
  * chunk of a tile prefetches the next tile's first, and its operand latency hides behind the
  * current tile's last chunk and epilogue. Warp w owns patch row w (its 16 pixels are its rows of
  * the warpgroup's 64-row wgmma tile). */
-template <int BN, bool FQ>
+/* FL: variant bits (ARB_SIDECAR_CONV_V picks them; see pick_fl): F_VP — a thread's two pixels are
+ * vertically adjacent and the taps run dx-major, so a column's 4 staged rows serve 6 of its
+ * (pixel, tap) pairs (8 shared-memory loads per 3 taps instead of 12); F_SPLIT — the next chunk's
+ * loads are issued in 3 parts between the taps instead of all before tap 0; F_FA — act(x) is
+ * applied in the kernel: each thread rewrites the patch pieces it staged once they land (ab/silu
+ * given, xa is then the raw input). */
+constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4;
+template <int BN, bool FQ, int FL>
 __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
-    k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ pm,
+    k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ ab, int silu,
+               const float *__restrict__ pm,
                const int8_t *__restrict__ w, int kp, int n, int np, const float *__restrict__ ws,
                const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x, int tiles_y, int total,
                double *gnp) {
@@ -149,41 +157,81 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
     constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
     constexpr int UNIT = K::UNIT, NA = BN / 2; /* accumulators per thread */
     constexpr int HALF = BN / 2, LD2 = HALF + 8, Q2 = THREADS / HALF, RQ2 = BM / Q2; /* statistics */
+    constexpr bool VP = (FL & F_VP) != 0, SPLIT = (FL & F_SPLIT) != 0, FA = (FL & F_FA) != 0;
+    constexpr int NP = SPLIT ? 3 : 1;                         /* load parts per chunk */
+    constexpr int KX = (K::NXS + THREADS - 1) / THREADS;      /* patch pieces per thread */
+    constexpr int KW = (9 * BN * 2 + THREADS - 1) / THREADS;  /* weight pieces per thread */
     static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * HALF * 16 <= (size_t)UNIT, "statistics fit one buffer");
+    static_assert(!VP || TH % 2 == 0, "pixel pairs");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     float *inv_s = reinterpret_cast<float *>(smem + K::SCALES_OFF), *qs_s = inv_s + BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
     const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
     const int nch = C / CK;
+    /* this thread's two pixels (rows g and g + 8 of its warp's 16 wgmma rows), patch coordinates */
+    const int pya = VP ? (warp >> 1) * 2 : warp, pyb = VP ? pya + 1 : warp;
+    const int pxa = VP ? (warp & 1) * 8 + g : g, pxb = VP ? pxa : g + 8;
+    const int pia = pya * TW + pxa, pib = pyb * TW + pxb; /* their indices in the tile */
     int t = blockIdx.x;
     if (t >= total) return;
 
-    /* chunk ch of tile tt (its image b, pixel origin, channel block) into buffer gcn % 2 */
-    auto load_unit = [&](int tt, int ch, int gcn) {
+    /* part p (of NP) of chunk ch of tile tt (its image b, pixel origin, channel block) into buffer
+     * gcn % 2; thread tid stages patch pieces tid + k·THREADS (F_FA relies on it) */
+    auto load_part = [&](int tt, int ch, int gcn, int p) {
         const int nb = tt % nblk, r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
         const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
         const float *xb = xa + (size_t)b * H * W * C + ch * CK;
         unsigned char *Bu = smem + (size_t)(gcn & 1) * UNIT, *Xu = Bu + K::B_BYTES;
-        for (int i = tid; i < K::NXS; i += THREADS) {
-            const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
-            const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
-            const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
-            const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : xa;
-            arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
+        constexpr int KXP = (KX + NP - 1) / NP, KWP = (KW + NP - 1) / NP;
+#pragma unroll
+        for (int k = p * KXP; k < (p + 1) * KXP && k < KX; k++) {
+            const int i = tid + k * THREADS;
+            if (i < K::NXS) {
+                const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
+                const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
+                const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
+                const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : xa;
+                arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
+            }
         }
-        for (int i = tid; i < 9 * BN * 2; i += THREADS) {
-            const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
-            const bool ok = n0 + row < np;
-            const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
-            unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (gcn & 3) * 2 + half)
-                                                   : Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half);
-            arb_cp_async16(dst, src, ok);
+#pragma unroll
+        for (int k = p * KWP; k < (p + 1) * KWP && k < KW; k++) {
+            const int i = tid + k * THREADS;
+            if (i < 9 * BN * 2) {
+                const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
+                const bool ok = n0 + row < np;
+                const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
+                unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (gcn & 3) * 2 + half)
+                                                       : Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half);
+                arb_cp_async16(dst, src, ok);
+            }
         }
-        arb_cp_async_commit();
+        if (p == NP - 1) arb_cp_async_commit();
+    };
+    /* F_FA: act() of the patch pieces this thread staged for chunk ch of tile tt (landed: its own
+     * cp.async group is complete); padding stays 0 (act applies to the image, padding after) */
+    auto act_unit = [&](int tt, int ch, int gcn) {
+        const int r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int ox0 = tx * TW, oy0 = ty * TH, C4 = C >> 2;
+        const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
+        float4 *Xu = reinterpret_cast<float4 *>(smem + (size_t)(gcn & 1) * UNIT + K::B_BYTES);
+#pragma unroll
+        for (int k = 0; k < KX; k++) {
+            const int i = tid + k * THREADS;
+            if (i < K::NXS) {
+                const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
+                const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
+                if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
+                    float4 *q = Xu + hp * 8 + (slot ^ ((hp & 1) << 2));
+                    *q = act4(*q, a4, C4, ch * (CK / 4) + slot, silu);
+                }
+            }
+        }
     };
     int gc = 0;
-    load_unit(t, 0, 0);
+#pragma unroll
+    for (int p = 0; p < NP; p++) load_part(t, 0, 0, p);
     uint32_t af[2][4];
     int32_t acc[NA];
     for (; t < total; t += gridDim.x) {
@@ -210,23 +258,24 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
         float inv_a = 0.f, inv_b = 0.f;
         for (int ch = 0; ch < nch; ch++, gc++) {
             arb_cp_async_wait<0>();
+            if constexpr (FA) act_unit(t, ch, gc);
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
             __syncthreads(); /* chunk gc has landed; every warpgroup is done with chunk gc − 1 */
-            if (ch + 1 < nch) load_unit(t, ch + 1, gc + 1);
-            else if (t + (int)gridDim.x < total) load_unit(t + gridDim.x, 0, gc + 1);
-            if (ch == 0) inv_a = inv_s[warp * 16 + g], inv_b = inv_s[warp * 16 + g + 8];
+            /* the next chunk: this tile's next, or the next tile's first */
+            const int ntt = ch + 1 < nch ? t : t + (int)gridDim.x, nchn = ch + 1 < nch ? ch + 1 : 0;
+            const bool more = ntt < total;
+            if (!SPLIT && more) load_part(ntt, nchn, gc + 1, 0);
+            if (ch == 0) inv_a = inv_s[pia], inv_b = inv_s[pib];
             const unsigned char *Bu = smem + (size_t)(gc & 1) * UNIT;
             const float4 *Xu = reinterpret_cast<const float4 *>(Bu + K::B_BYTES);
-#pragma unroll
-            for (int tap = 0; tap < 9; tap++) {
-                const int dy = tap / 3, dx = tap - dy * 3;
-                const int hpa = (warp + dy) * HW_ + g + dx, hpb = hpa + 8; /* pixels g and g + 8 of row warp */
-                const int sa = (hpa & 1) << 2, sb = (hpb & 1) << 2;
-                uint32_t (&a)[4] = af[tap & 1];
-                a[0] = q4<FQ>(Xu[hpa * 8 + (t4 ^ sa)], inv_a);
-                a[1] = q4<FQ>(Xu[hpb * 8 + (t4 ^ sb)], inv_b);
-                a[2] = q4<FQ>(Xu[hpa * 8 + ((t4 + 4) ^ sa)], inv_a);
-                a[3] = q4<FQ>(Xu[hpb * 8 + ((t4 + 4) ^ sb)], inv_b);
+            auto ld = [&](int hp, int hi) { return Xu[hp * 8 + ((t4 + 4 * hi) ^ ((hp & 1) << 2))]; };
+            /* one tap: A from (pixel a's, pixel b's) staged values, wgmma against the tap's weights */
+            auto tap_mma = [&](int j, int tap, float4 a0, float4 b0, float4 a1, float4 b1) {
+                uint32_t (&a)[4] = af[j & 1];
+                a[0] = q4<FQ>(a0, inv_a);
+                a[1] = q4<FQ>(b0, inv_b);
+                a[2] = q4<FQ>(a1, inv_a);
+                a[3] = q4<FQ>(b1, inv_b);
                 fence_acc(acc);
                 arb_wgmma_fence();
                 const unsigned char *bt = K::T8 && tap == 8 ? smem + K::T8_OFF + (gc & 3) * 32
@@ -235,20 +284,38 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
                 if constexpr (BN == 128) wgmma_n128_rs(acc, a, db);
                 else arb_wgmma_m64n256k32_rs(acc, a, db);
                 arb_wgmma_commit();
+                if (SPLIT && more && j % 3 == 0) load_part(ntt, nchn, gc + 1, j / 3);
                 arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
+            };
+            if constexpr (VP) {
+#pragma unroll
+                for (int dx = 0; dx < 3; dx++) {
+                    const int h0 = pya * HW_ + pxa + dx; /* rows pya .. pya + 3 of column pxa + dx */
+                    float4 lo[4], hi[4];
+#pragma unroll
+                    for (int k = 0; k < 4; k++) lo[k] = ld(h0 + k * HW_, 0), hi[k] = ld(h0 + k * HW_, 1);
+#pragma unroll
+                    for (int dy = 0; dy < 3; dy++) tap_mma(dx * 3 + dy, dy * 3 + dx, lo[dy], lo[dy + 1], hi[dy], hi[dy + 1]);
+                }
+            } else {
+#pragma unroll
+                for (int tap = 0; tap < 9; tap++) {
+                    const int dy = tap / 3, dx = tap - dy * 3;
+                    const int hpa = (pya + dy) * HW_ + pxa + dx, hpb = (pyb + dy) * HW_ + pxb + dx;
+                    tap_mma(tap, tap, ld(hpa, 0), ld(hpb, 0), ld(hpa, 1), ld(hpb, 1));
+                }
             }
             arb_wgmma_wait<0>();
             fence_acc(acc);
         }
-
         /* epilogue: y = acc·(s_x·s_w) + bias (+ y), as the row kernel rounds it (no contraction);
          * thread holds pixels (warp, g) and (warp, g + 8), columns nj·8 + 2t, + 1. With gnp, the
          * values also go (two column halves in turn) through the buffer of the tile's last chunk
          * (free: the other one holds the next tile's first chunk) to sum per column. */
-        const int oy = oy0 + warp, oxa = ox0 + g, oxb = oxa + 8;
-        const bool va = oy < Ho && oxa < Wo, vb = oy < Ho && oxb < Wo;
-        const float qa = qs_s[warp * 16 + g], qb = qs_s[warp * 16 + g + 8];
-        float *ya = y + (((size_t)b * Ho + oy) * Wo + oxa) * n, *yb = ya + (size_t)8 * n;
+        const int oya = oy0 + pya, oyb = oy0 + pyb, oxa = ox0 + pxa, oxb = ox0 + pxb;
+        const bool va = oya < Ho && oxa < Wo, vb = oyb < Ho && oxb < Wo;
+        const float qa = qs_s[pia], qb = qs_s[pib];
+        float *ya = y + (((size_t)b * Ho + oya) * Wo + oxa) * n, *yb = y + (((size_t)b * Ho + oyb) * Wo + oxb) * n;
         float *T = reinterpret_cast<float *>(smem + (size_t)((gc - 1) & 1) * UNIT);
         double *red = reinterpret_cast<double *>(T + BM * LD2);
         if (gnp) __syncthreads(); /* every warpgroup's last wgmma on that buffer has retired */
@@ -341,13 +408,26 @@ static int pick_bn(int n) {
     return e && !strcmp(e, "256") ? 256 : 128;
 }
 
-template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, const float *src, cudaStream_t st) {
+/* The variant bits (F_VP, F_SPLIT, F_FA): ARB_SIDECAR_CONV_V=<0..7>, default DEFAULT_FL. */
+constexpr int DEFAULT_FL = F_VP | F_SPLIT | F_FA;
+static int pick_fl(void) {
+    const char *e = getenv("ARB_SIDECAR_CONV_V");
+    return e && e[0] >= '0' && e[0] <= '7' && !e[1] ? e[0] - '0' : DEFAULT_FL;
+}
+
+/* Whether the conv applies act() itself (F_FA): only with one channel block (otherwise every block
+ * would recompute it) on the 128-channel shape; the act pass then writes only the absmax. */
+static bool fused_act(const sc_conv3_args &a) {
+    return (a.ab || a.silu) && (pick_fl() & F_FA) && pick_bn(a.n) == 128 && a.n <= 128;
+}
+
+template <int BN, bool FQ, int FL> static arb_status launch(const sc_conv3_args &a, cudaStream_t st) {
     using K = cfg<BN>;
     static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
     int dev = 0;
     ARB_CU(cudaGetDevice(&dev));
     if (dev < 0 || dev >= 64 || !opted[dev]) {
-        ARB_CU(cudaFuncSetAttribute(k_conv3_wg<BN, FQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::SMEM));
+        ARB_CU(cudaFuncSetAttribute(k_conv3_wg<BN, FQ, FL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::SMEM));
         if (dev >= 0 && dev < 64) opted[dev] = true;
     }
     static int nsm[64] = {0};
@@ -361,8 +441,12 @@ template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, cons
     const char *pe = getenv("ARB_SIDECAR_CONV_PERSIST");
     const long cap = pe && pe[0] == '0' ? total : sms;
     const unsigned grid = (unsigned)(total < cap ? total : cap);
-    k_conv3_wg<BN, FQ><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
-                                                          a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
+    /* the source: the raw input when the kernel applies act() (F_FA) or act is the identity */
+    const bool act = a.ab || a.silu, fa = (FL & F_FA) != 0;
+    const float *src = act && !fa ? a.xa : a.x;
+    k_conv3_wg<BN, FQ, FL><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, fa ? a.ab : nullptr,
+                                                              fa ? a.silu : 0, a.pm, a.w, a.kp, a.n, a.np, a.ws,
+                                                              a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
     ARB_CU_LAUNCH("k_conv3_wg");
     return ARB_OK;
 }
@@ -390,7 +474,7 @@ static arb_status check(const sc_conv3_args &a) {
 arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
     const int P = a.H * a.W, wpb = 8;
-    const bool act = a.ab || a.silu;
+    const bool act = (a.ab || a.silu) && !fused_act(a); /* xa only when the conv reads it */
     k_conv_act<<<(unsigned)(((long)a.B * P + wpb - 1) / wpb), 32 * wpb, 0, st>>>(a.x, P, a.C, a.ab, a.silu,
                                                                               act ? a.xa : nullptr, a.pm, a.B);
     ARB_CU_LAUNCH("k_conv_act");
@@ -399,8 +483,18 @@ arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
 
 arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
-    const float *src = a.ab || a.silu ? a.xa : a.x;
     const char *f = getenv("ARB_SIDECAR_CONV_FMA");
-    if (f && f[0] == '1') return pick_bn(a.n) == 256 ? launch<256, true>(a, src, st) : launch<128, true>(a, src, st);
-    return pick_bn(a.n) == 256 ? launch<256, false>(a, src, st) : launch<128, false>(a, src, st);
+    if (f && f[0] == '1') return pick_bn(a.n) == 256 ? launch<256, true, 0>(a, st) : launch<128, true, 0>(a, st);
+    if (pick_bn(a.n) == 256) return launch<256, false, 0>(a, st);
+    const int fl = pick_fl() & (fused_act(a) ? 7 : F_VP | F_SPLIT);
+    switch (fl) {
+    case 0: return launch<128, false, 0>(a, st);
+    case F_VP: return launch<128, false, F_VP>(a, st);
+    case F_SPLIT: return launch<128, false, F_SPLIT>(a, st);
+    case F_VP | F_SPLIT: return launch<128, false, F_VP | F_SPLIT>(a, st);
+    case F_FA: return launch<128, false, F_FA>(a, st);
+    case F_VP | F_FA: return launch<128, false, F_VP | F_FA>(a, st);
+    case F_SPLIT | F_FA: return launch<128, false, F_SPLIT | F_FA>(a, st);
+    default: return launch<128, false, F_VP | F_SPLIT | F_FA>(a, st);
+    }
 }

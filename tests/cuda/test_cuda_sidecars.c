@@ -221,6 +221,18 @@ static void test_vae_conv_paths(void **state) {
     arb_test_expect_close("vae-tiny implicit-GEMM, GroupNorm sums apart, vs im2col", &c, &b, 2e-2);
     arb_test_expect_close("vae-tiny implicit-GEMM, GroupNorm sums fused vs apart", &a, &c, 2e-2);
     arb_test_expect_close("vae-tiny implicit-GEMM 256-channel blocks vs 128", &d, &a, 2e-2);
+    /* every kernel variant (ARB_SIDECAR_CONV_V bits: vertical pixel pairs, split loads, act() in
+     * the conv) against the im2col path: the same quantized windows, so the same tolerance */
+    for (int v = 0; v < 8; v++) {
+        char val[2] = {(char)('0' + v), 0}, what[96];
+        setenv("ARB_SIDECAR_CONV_V", val, 1);
+        arb_tensor e;
+        vae_paths("1", shape, 17, &e);
+        snprintf(what, sizeof what, "vae-tiny implicit-GEMM variant %d vs im2col", v);
+        arb_test_expect_close(what, &e, &b, 2e-2);
+        arb_tensor_free(&e);
+    }
+    unsetenv("ARB_SIDECAR_CONV_V");
     arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c), arb_tensor_free(&d);
 }
 
