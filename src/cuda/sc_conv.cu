@@ -417,8 +417,12 @@ static int pick_fl(void) {
 
 /* Whether the conv applies act() itself (F_FA): only with one channel block (otherwise every block
  * would recompute it) on the 128-channel shape; the act pass then writes only the absmax. */
+static bool fma_quant(void) {
+    const char *f = getenv("ARB_SIDECAR_CONV_FMA");
+    return f && f[0] == '1';
+}
 static bool fused_act(const sc_conv3_args &a) {
-    return (a.ab || a.silu) && (pick_fl() & F_FA) && pick_bn(a.n) == 128 && a.n <= 128;
+    return (a.ab || a.silu) && (pick_fl() & F_FA) && pick_bn(a.n) == 128 && a.n <= 128 && !fma_quant();
 }
 
 template <int BN, bool FQ, int FL> static arb_status launch(const sc_conv3_args &a, cudaStream_t st) {
@@ -483,8 +487,7 @@ arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
 
 arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
-    const char *f = getenv("ARB_SIDECAR_CONV_FMA");
-    if (f && f[0] == '1') return pick_bn(a.n) == 256 ? launch<256, true, 0>(a, st) : launch<128, true, 0>(a, st);
+    if (fma_quant()) return pick_bn(a.n) == 256 ? launch<256, true, 0>(a, st) : launch<128, true, 0>(a, st);
     if (pick_bn(a.n) == 256) return launch<256, false, 0>(a, st);
     const int fl = pick_fl() & (fused_act(a) ? 7 : F_VP | F_SPLIT);
     switch (fl) {
