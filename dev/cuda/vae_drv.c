@@ -32,6 +32,10 @@ int main(int argc, char **argv) {
     if (B < 1 || iters < 0 || iters > 64) return fprintf(stderr, "usage: vae_drv BATCH ITERS [DIR]\n"), 2;
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) *slash = 0, mkdir(parent, 0755); /* the synth makes DIR itself */
     if (access(cfg, R_OK) != 0 && arb_sidecar_synth(ARB_SIDECAR_VAE, dir, 1234))
         return fprintf(stderr, "vae_drv: synth: %s\n", arb_last_error()), 1;
     arb_sidecar *m;

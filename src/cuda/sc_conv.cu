@@ -43,7 +43,7 @@ constexpr int CK = 32; /* input channels per chunk: one k32 step per tap */
  * m64n128k32; the default), or 256 channels × 8 × 16 pixels (2 warpgroups, m64n256k32: half the A
  * quantizing per multiply-add; ARB_SIDECAR_CONV_BN=256, measured slower). Warp w owns patch row w
  * either way. */
-template <int BN_> struct cfg {
+template <int BN_, bool S3_ = false> struct cfg {
     static constexpr int BN = BN_, THREADS = BN == 128 ? 512 : 256, TH = BN == 128 ? 16 : 8, TW = 16;
     static constexpr int BM = TH * TW, HW_ = TW + 2, HP = (TH + 2) * HW_; /* staged patch with halo */
     static constexpr int NXS = HP * CK / 4;       /* 16-byte pieces of one chunk's patch */
@@ -54,7 +54,9 @@ template <int BN_> struct cfg {
     static constexpr int B_BYTES = (T8 ? 2 : 3) * BSUB;
     static constexpr int XS_BYTES = (HP * CK * 4 + 1023) / 1024 * 1024;
     static constexpr int UNIT = B_BYTES + XS_BYTES; /* one chunk's operands */
-    static constexpr int T8_OFF = 2 * UNIT, SCALES_OFF = 2 * UNIT + (T8 ? BSUB : 0);
+    /* S3 (F_S3): 2 weight buffers, then 3 patch buffers */
+    static constexpr int OPS = S3_ ? 2 * B_BYTES + 3 * XS_BYTES : 2 * UNIT;
+    static constexpr int T8_OFF = OPS, SCALES_OFF = OPS + (T8 ? BSUB : 0);
     static constexpr size_t SMEM = (size_t)SCALES_OFF + 2 * BM * sizeof(float) + 1024;
     static_assert(SMEM <= 227 * 1024, "shared memory");
     static_assert(NXS > 0 && T8_OFF > 0, "shapes");
@@ -134,58 +136,75 @@ template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
 #endif
 
 /* Persistent: grid = min(tiles, SMs); block i takes tiles i, i + grid, ... (tile t: channel block
- * t % nblk, then x, y, image). Chunks are numbered across tiles (gc): buffer gc % 2, so the last
- * chunk of a tile prefetches the next tile's first, and its operand latency hides behind the
- * current tile's last chunk and epilogue. Warp w owns patch row w (its 16 pixels are its rows of
- * the warpgroup's 64-row wgmma tile). */
-/* FL: variant bits (ARB_SIDECAR_CONV_V picks them; see pick_fl): F_VP — a thread's two pixels are
- * vertically adjacent and the taps run dx-major, so a column's 4 staged rows serve 6 of its
- * (pixel, tap) pairs (8 shared-memory loads per 3 taps instead of 12); F_SPLIT — the next chunk's
- * loads are issued in 3 parts between the taps instead of all before tap 0; F_FA — act(x) is
- * applied in the kernel: each thread rewrites the patch pieces it staged once they land (ab/silu
- * given, xa is then the raw input). */
-constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4;
+ * t % nblk, then x, y, image). Chunks are numbered across tiles (gc), so the last chunks of a tile
+ * prefetch the next tile's first, and their operand latency hides behind the current tile's last
+ * chunks and epilogue. Each thread holds two pixels of the 16 × 16 patch (rows g and g + 8 of its
+ * warp's 16 rows of the warpgroup's 64-row wgmma tile).
+ * FL: variant bits (ARB_SIDECAR_CONV_V picks them; see pick_fl):
+ *  F_VP — the thread's two pixels are vertically adjacent and the taps run dx-major, so a column's
+ *    4 staged rows serve its 6 (pixel, tap) pairs of that dx (8 shared-memory loads per 3 taps,
+ *    not 12); without it, pixels (row w, column g) and (w, g + 8) of warp w;
+ *  F_SPLIT — the next chunk's loads are issued in 3 parts between the taps instead of all before
+ *    the first (the tensor pipe is not idle while the addresses are computed);
+ *  F_FA — act(x) in the kernel: each thread rewrites the patch pieces it staged once they land
+ *    (the input is then the raw x; one channel block only, else every block would redo it);
+ *  F_S3 — three patch buffers (two chunks of lead for the input, which comes from DRAM at the
+ *    high resolutions) and two weight buffers (one chunk of lead: they come from L2), in
+ *    separate cp.async groups; 2 × 48 + 3 × 41 KB. Without it, one chunk of lead for both. */
+constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4, F_S3 = 8;
 template <int BN, bool FQ, int FL>
-__global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
+__global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
     k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ ab, int silu,
-               const float *__restrict__ pm,
-               const int8_t *__restrict__ w, int kp, int n, int np, const float *__restrict__ ws,
-               const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x, int tiles_y, int total,
-               double *gnp) {
+               const float *__restrict__ pm, const int8_t *__restrict__ w, int kp, int n, int np,
+               const float *__restrict__ ws, const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x,
+               int tiles_y, int total, double *gnp) {
 #if defined(ARB_HAVE_WGMMA)
-    using K = cfg<BN>;
+    constexpr bool VP = (FL & F_VP) != 0, SPLIT = (FL & F_SPLIT) != 0, FA = (FL & F_FA) != 0, S3 = (FL & F_S3) != 0;
+    using K = cfg<BN, S3>;
     constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
-    constexpr int UNIT = K::UNIT, NA = BN / 2; /* accumulators per thread */
-    constexpr int HALF = BN / 2, LD2 = HALF + 8, Q2 = THREADS / HALF, RQ2 = BM / Q2; /* statistics */
-    constexpr bool VP = (FL & F_VP) != 0, SPLIT = (FL & F_SPLIT) != 0, FA = (FL & F_FA) != 0;
-    constexpr int NP = SPLIT ? 3 : 1;                         /* load parts per chunk */
-    constexpr int KX = (K::NXS + THREADS - 1) / THREADS;      /* patch pieces per thread */
-    constexpr int KW = (9 * BN * 2 + THREADS - 1) / THREADS;  /* weight pieces per thread */
-    static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * HALF * 16 <= (size_t)UNIT, "statistics fit one buffer");
+    constexpr int NA = BN / 2; /* accumulators per thread */
+    /* statistics: NPART column parts of PW in turn through a free buffer; Q2 row groups per column
+     * (the same sums in the same order for either NPART) */
+    constexpr int NPART = S3 ? 4 : 2, PW = BN / NPART, LD2 = PW + 8, Q2 = THREADS / (BN / 2), RQ2 = BM / Q2;
+    constexpr int NP = SPLIT ? 3 : 1;                        /* load parts per chunk */
+    constexpr int KX = (K::NXS + THREADS - 1) / THREADS;     /* patch pieces per thread */
+    constexpr int KW = (9 * BN * 2 + THREADS - 1) / THREADS; /* weight pieces per thread */
+    static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * PW * 16 <= (size_t)(S3 ? K::B_BYTES : K::UNIT), "statistics fit");
     static_assert(!VP || TH % 2 == 0, "pixel pairs");
+    static_assert(!S3 || !K::T8, "three stages: 128-channel blocks");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     float *inv_s = reinterpret_cast<float *>(smem + K::SCALES_OFF), *qs_s = inv_s + BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
     const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
-    const int nch = C / CK;
-    /* this thread's two pixels (rows g and g + 8 of its warp's 16 wgmma rows), patch coordinates */
+    const int nch = C / CK, grid = (int)gridDim.x;
+    /* this thread's two pixels, patch coordinates and indices in the tile */
     const int pya = VP ? (warp >> 1) * 2 : warp, pyb = VP ? pya + 1 : warp;
     const int pxa = VP ? (warp & 1) * 8 + g : g, pxb = VP ? pxa : g + 8;
-    const int pia = pya * TW + pxa, pib = pyb * TW + pxb; /* their indices in the tile */
+    const int pia = pya * TW + pxa, pib = pyb * TW + pxb;
     int t = blockIdx.x;
     if (t >= total) return;
 
-    /* part p (of NP) of chunk ch of tile tt (its image b, pixel origin, channel block) into buffer
-     * gcn % 2; thread tid stages patch pieces tid + k·THREADS (F_FA relies on it) */
-    auto load_part = [&](int tt, int ch, int gcn, int p) {
-        const int nb = tt % nblk, r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
-        const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
+    /* the buffers of chunk number gcn */
+    auto wbuf = [&](int gcn) { return smem + (S3 ? (size_t)(gcn & 1) * K::B_BYTES : (size_t)(gcn & 1) * K::UNIT); };
+    auto xbuf = [&](int gcn) {
+        return S3 ? smem + 2 * (size_t)K::B_BYTES + (size_t)(gcn % 3) * K::XS_BYTES
+                  : smem + (size_t)(gcn & 1) * K::UNIT + K::B_BYTES;
+    };
+    /* the chunk k after (tt, ch): its tile and channel chunk */
+    auto adv = [&](int &tt, int &ch, int k) {
+        ch += k;
+        while (ch >= nch) ch -= nch, tt += grid;
+    };
+    /* patch pieces [k0, k1) of thread tid (pieces tid + k·THREADS; F_FA relies on it) of chunk ch of
+     * tile tt into buffer gcn */
+    auto load_x = [&](int tt, int ch, int gcn, int k0, int k1) {
+        const int r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int ox0 = tx * TW, oy0 = ty * TH;
         const float *xb = xa + (size_t)b * H * W * C + ch * CK;
-        unsigned char *Bu = smem + (size_t)(gcn & 1) * UNIT, *Xu = Bu + K::B_BYTES;
-        constexpr int KXP = (KX + NP - 1) / NP, KWP = (KW + NP - 1) / NP;
+        unsigned char *Xu = xbuf(gcn);
 #pragma unroll
-        for (int k = p * KXP; k < (p + 1) * KXP && k < KX; k++) {
+        for (int k = k0; k < k1 && k < KX; k++) {
             const int i = tid + k * THREADS;
             if (i < K::NXS) {
                 const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
@@ -195,8 +214,13 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
                 arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
             }
         }
+    };
+    /* weight pieces [k0, k1) of chunk ch of tile tt's channel block into buffer gcn */
+    auto load_w = [&](int tt, int ch, int gcn, int k0, int k1) {
+        const int n0 = (tt % nblk) * BN;
+        unsigned char *Bu = wbuf(gcn);
 #pragma unroll
-        for (int k = p * KWP; k < (p + 1) * KWP && k < KW; k++) {
+        for (int k = k0; k < k1 && k < KW; k++) {
             const int i = tid + k * THREADS;
             if (i < 9 * BN * 2) {
                 const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
@@ -207,15 +231,14 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
                 arb_cp_async16(dst, src, ok);
             }
         }
-        if (p == NP - 1) arb_cp_async_commit();
     };
     /* F_FA: act() of the patch pieces this thread staged for chunk ch of tile tt (landed: its own
-     * cp.async group is complete); padding stays 0 (act applies to the image, padding after) */
+     * cp.async groups up to it are complete); padding stays 0 (act applies to the image) */
     auto act_unit = [&](int tt, int ch, int gcn) {
         const int r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
         const int ox0 = tx * TW, oy0 = ty * TH, C4 = C >> 2;
         const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
-        float4 *Xu = reinterpret_cast<float4 *>(smem + (size_t)(gcn & 1) * UNIT + K::B_BYTES);
+        float4 *Xu = reinterpret_cast<float4 *>(xbuf(gcn));
 #pragma unroll
         for (int k = 0; k < KX; k++) {
             const int i = tid + k * THREADS;
@@ -229,12 +252,21 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
             }
         }
     };
+    /* Prologue. Two stages: {x, w of chunk 0}. Three: {x, w of chunk 0}, {x of chunk 1}; then per
+     * chunk gc: {w of gc + 1}, {x of gc + 2}, always committed (maybe empty) so that waiting for all
+     * but the newest group means "chunk gc has landed". */
     int gc = 0;
-#pragma unroll
-    for (int p = 0; p < NP; p++) load_part(t, 0, 0, p);
+    load_x(t, 0, 0, 0, KX), load_w(t, 0, 0, 0, KW);
+    arb_cp_async_commit();
+    if constexpr (S3) {
+        int t1 = t, c1 = 0;
+        adv(t1, c1, 1);
+        if (t1 < total) load_x(t1, c1, 1, 0, KX);
+        arb_cp_async_commit();
+    }
     uint32_t af[2][4];
     int32_t acc[NA];
-    for (; t < total; t += gridDim.x) {
+    for (; t < total; t += grid) {
         const int nb = t % nblk, r = t / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
         const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
         __syncthreads(); /* the previous tile's epilogue is done with the scales and its buffer */
@@ -257,17 +289,35 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
         for (int i = 0; i < NA; i++) acc[i] = 0;
         float inv_a = 0.f, inv_b = 0.f;
         for (int ch = 0; ch < nch; ch++, gc++) {
-            arb_cp_async_wait<0>();
+            if constexpr (S3) arb_cp_async_wait<1>();
+            else arb_cp_async_wait<0>();
             if constexpr (FA) act_unit(t, ch, gc);
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
             __syncthreads(); /* chunk gc has landed; every warpgroup is done with chunk gc − 1 */
-            /* the next chunk: this tile's next, or the next tile's first */
-            const int ntt = ch + 1 < nch ? t : t + (int)gridDim.x, nchn = ch + 1 < nch ? ch + 1 : 0;
-            const bool more = ntt < total;
-            if (!SPLIT && more) load_part(ntt, nchn, gc + 1, 0);
+            /* what to load during this chunk: two stages, x and w of gc + 1; three, w of gc + 1
+             * and x of gc + 2 (the buffers chunk gc − 1 used) */
+            int tw1 = t, cw1 = ch, tx2 = t, cx2 = ch;
+            adv(tw1, cw1, 1), adv(tx2, cx2, S3 ? 2 : 1);
+            const bool mw = tw1 < total, mx = tx2 < total;
+            auto issue = [&](int p) { /* part p of NP */
+                constexpr int KXP = (KX + NP - 1) / NP, KWP = (KW + NP - 1) / NP;
+                if constexpr (S3) { /* w (one group) in part 0, x (another) over the parts */
+                    constexpr int KXQ = (KX + NP - 1) / NP;
+                    if (p == 0) {
+                        if (mw) load_w(tw1, cw1, gc + 1, 0, KW);
+                        arb_cp_async_commit();
+                    }
+                    if (mx) load_x(tx2, cx2, gc + 2, p * KXQ, (p + 1) * KXQ);
+                    if (p == NP - 1) arb_cp_async_commit();
+                } else {
+                    if (mw) load_x(tw1, cw1, gc + 1, p * KXP, (p + 1) * KXP), load_w(tw1, cw1, gc + 1, p * KWP, (p + 1) * KWP);
+                    if (p == NP - 1) arb_cp_async_commit();
+                }
+            };
+            if constexpr (!SPLIT) issue(0);
             if (ch == 0) inv_a = inv_s[pia], inv_b = inv_s[pib];
-            const unsigned char *Bu = smem + (size_t)(gc & 1) * UNIT;
-            const float4 *Xu = reinterpret_cast<const float4 *>(Bu + K::B_BYTES);
+            const unsigned char *Bu = wbuf(gc);
+            const float4 *Xu = reinterpret_cast<const float4 *>(xbuf(gc));
             auto ld = [&](int hp, int hi) { return Xu[hp * 8 + ((t4 + 4 * hi) ^ ((hp & 1) << 2))]; };
             /* one tap: A from (pixel a's, pixel b's) staged values, wgmma against the tap's weights */
             auto tap_mma = [&](int j, int tap, float4 a0, float4 b0, float4 a1, float4 b1) {
@@ -284,7 +334,7 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
                 if constexpr (BN == 128) wgmma_n128_rs(acc, a, db);
                 else arb_wgmma_m64n256k32_rs(acc, a, db);
                 arb_wgmma_commit();
-                if (SPLIT && more && j % 3 == 0) load_part(ntt, nchn, gc + 1, j / 3);
+                if (SPLIT && j % 3 == 0) issue(j / 3);
                 arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
             };
             if constexpr (VP) {
@@ -292,10 +342,12 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
                 for (int dx = 0; dx < 3; dx++) {
                     const int h0 = pya * HW_ + pxa + dx; /* rows pya .. pya + 3 of column pxa + dx */
                     float4 lo[4], hi[4];
+                    lo[0] = ld(h0, 0), hi[0] = ld(h0, 1);
 #pragma unroll
-                    for (int k = 0; k < 4; k++) lo[k] = ld(h0 + k * HW_, 0), hi[k] = ld(h0 + k * HW_, 1);
-#pragma unroll
-                    for (int dy = 0; dy < 3; dy++) tap_mma(dx * 3 + dy, dy * 3 + dx, lo[dy], lo[dy + 1], hi[dy], hi[dy + 1]);
+                    for (int dy = 0; dy < 3; dy++) {
+                        lo[dy + 1] = ld(h0 + (dy + 1) * HW_, 0), hi[dy + 1] = ld(h0 + (dy + 1) * HW_, 1);
+                        tap_mma(dx * 3 + dy, dy * 3 + dx, lo[dy], lo[dy + 1], hi[dy], hi[dy + 1]);
+                    }
                 }
             } else {
 #pragma unroll
@@ -308,21 +360,24 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
             arb_wgmma_wait<0>();
             fence_acc(acc);
         }
+
         /* epilogue: y = acc·(s_x·s_w) + bias (+ y), as the row kernel rounds it (no contraction);
-         * thread holds pixels (warp, g) and (warp, g + 8), columns nj·8 + 2t, + 1. With gnp, the
-         * values also go (two column halves in turn) through the buffer of the tile's last chunk
-         * (free: the other one holds the next tile's first chunk) to sum per column. */
+         * thread holds pixels a and b, columns nj·8 + 2t, + 1. With gnp, the values also go
+         * (NPART column parts in turn) through a buffer the last chunk freed (two stages: its
+         * whole unit — the other holds the next tile's first chunk; three: its weights) to sum per
+         * column. */
         const int oya = oy0 + pya, oyb = oy0 + pyb, oxa = ox0 + pxa, oxb = ox0 + pxb;
         const bool va = oya < Ho && oxa < Wo, vb = oyb < Ho && oxb < Wo;
         const float qa = qs_s[pia], qb = qs_s[pib];
         float *ya = y + (((size_t)b * Ho + oya) * Wo + oxa) * n, *yb = y + (((size_t)b * Ho + oyb) * Wo + oxb) * n;
-        float *T = reinterpret_cast<float *>(smem + (size_t)((gc - 1) & 1) * UNIT);
+        float *T = reinterpret_cast<float *>(wbuf(gc - 1));
         double *red = reinterpret_cast<double *>(T + BM * LD2);
         if (gnp) __syncthreads(); /* every warpgroup's last wgmma on that buffer has retired */
+        constexpr int NJP = BN / 8 / NPART; /* 8-column groups per part */
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < NPART; h++) {
 #pragma unroll
-            for (int nj = h * (BN / 16); nj < (h + 1) * (BN / 16); nj++) {
+            for (int nj = h * NJP; nj < (h + 1) * NJP; nj++) {
                 const int c = n0 + nj * 8 + 2 * t4;
                 const bool c0 = c < n, c1 = c + 1 < n;
                 const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
@@ -354,27 +409,27 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
                     }
                     if (gnp) {
                         const bool k0 = ok && c0, k1 = ok && c1;
-                        *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * LD2 + (nj - h * (BN / 16)) * 8 + 2 * t4) =
+                        *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * LD2 + (nj - h * NJP) * 8 + 2 * t4) =
                             make_float2(k0 ? v0 : 0.f, k1 ? v1 : 0.f);
                     }
                 }
             }
-            if (gnp) { /* this half's per-column sum and sum of squares over the BM pixels, in double */
+            if (gnp) { /* this part's per-column sum and sum of squares over the BM pixels, in double */
                 __syncthreads();
-                {
-                    const int c = tid % HALF, q = tid / HALF;
+                if (tid < PW * Q2) {
+                    const int c = tid % PW, q = tid / PW;
                     double s = 0, ss = 0;
                     for (int rr = q * RQ2; rr < q * RQ2 + RQ2; rr++) {
                         const double v = T[rr * LD2 + c];
                         s += v, ss += v * v;
                     }
-                    red[(q * HALF + c) * 2] = s, red[(q * HALF + c) * 2 + 1] = ss;
+                    red[(q * PW + c) * 2] = s, red[(q * PW + c) * 2 + 1] = ss;
                 }
                 __syncthreads();
-                const int c = n0 + h * HALF + tid;
-                if (tid < HALF && c < n) {
+                const int c = n0 + h * PW + tid;
+                if (tid < PW && c < n) {
                     double s = 0, ss = 0;
-                    for (int q = 0; q < Q2; q++) s += red[(q * HALF + tid) * 2], ss += red[(q * HALF + tid) * 2 + 1];
+                    for (int q = 0; q < Q2; q++) s += red[(q * PW + tid) * 2], ss += red[(q * PW + tid) * 2 + 1];
                     double *o = gnp + (((size_t)b * tiles_x * tiles_y + ty * tiles_x + tx) * n + c) * 2;
                     o[0] = s, o[1] = ss;
                 }
@@ -408,15 +463,16 @@ static int pick_bn(int n) {
     return e && !strcmp(e, "256") ? 256 : 128;
 }
 
-/* The variant bits (F_VP, F_SPLIT, F_FA): ARB_SIDECAR_CONV_V=<0..7>, default DEFAULT_FL. */
+/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3): ARB_SIDECAR_CONV_V=<0..15>, default DEFAULT_FL. */
 constexpr int DEFAULT_FL = F_VP | F_SPLIT | F_FA;
 static int pick_fl(void) {
     const char *e = getenv("ARB_SIDECAR_CONV_V");
-    return e && e[0] >= '0' && e[0] <= '7' && !e[1] ? e[0] - '0' : DEFAULT_FL;
+    if (!e || !*e) return DEFAULT_FL;
+    char *end;
+    long v = strtol(e, &end, 10);
+    return *end || v < 0 || v > 15 ? DEFAULT_FL : (int)v;
 }
 
-/* Whether the conv applies act() itself (F_FA): only with one channel block (otherwise every block
- * would recompute it) on the 128-channel shape; the act pass then writes only the absmax. */
 static bool fma_quant(void) {
     const char *f = getenv("ARB_SIDECAR_CONV_FMA");
     return f && f[0] == '1';
@@ -426,7 +482,7 @@ static bool fused_act(const sc_conv3_args &a) {
 }
 
 template <int BN, bool FQ, int FL> static arb_status launch(const sc_conv3_args &a, cudaStream_t st) {
-    using K = cfg<BN>;
+    using K = cfg<BN, (FL & F_S3) != 0>;
     static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
     int dev = 0;
     ARB_CU(cudaGetDevice(&dev));
@@ -489,15 +545,18 @@ arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
     if (fma_quant()) return pick_bn(a.n) == 256 ? launch<256, true, 0>(a, st) : launch<128, true, 0>(a, st);
     if (pick_bn(a.n) == 256) return launch<256, false, 0>(a, st);
-    const int fl = pick_fl() & (fused_act(a) ? 7 : F_VP | F_SPLIT);
+    /* instantiated: 0 and every F_VP combination (the others fall back to the nearest with F_VP) */
+    int fl = pick_fl() & (fused_act(a) ? 15 : ~F_FA);
+    if (fl != 0) fl |= F_VP;
     switch (fl) {
     case 0: return launch<128, false, 0>(a, st);
     case F_VP: return launch<128, false, F_VP>(a, st);
-    case F_SPLIT: return launch<128, false, F_SPLIT>(a, st);
     case F_VP | F_SPLIT: return launch<128, false, F_VP | F_SPLIT>(a, st);
-    case F_FA: return launch<128, false, F_FA>(a, st);
     case F_VP | F_FA: return launch<128, false, F_VP | F_FA>(a, st);
-    case F_SPLIT | F_FA: return launch<128, false, F_SPLIT | F_FA>(a, st);
-    default: return launch<128, false, F_VP | F_SPLIT | F_FA>(a, st);
+    case F_VP | F_SPLIT | F_FA: return launch<128, false, F_VP | F_SPLIT | F_FA>(a, st);
+    case F_VP | F_S3: return launch<128, false, F_VP | F_S3>(a, st);
+    case F_VP | F_SPLIT | F_S3: return launch<128, false, F_VP | F_SPLIT | F_S3>(a, st);
+    case F_VP | F_FA | F_S3: return launch<128, false, F_VP | F_FA | F_S3>(a, st);
+    default: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3>(a, st);
     }
 }
