@@ -2,7 +2,8 @@
  * writes, same seed and input), for A/B runs of the conv variants in one device call without the
  * whole `arbitor bench sidecars` (and as a small process for ncu / ARB_SIDECAR_PROFILE).
  * Not part of the library or its tests; dev/cuda/call_vae2.sh builds it against build-cuda.
- *   vae_drv BATCH ITERS [DIR]   → "vae_drv b32: median X ms (min Y) over N" */
+ *   vae_drv BATCH ITERS [DIR [V...]]   → per variant V (ARB_SIDECAR_CONV_V; none: the environment's)
+ *   "vae_drv b32 V=9: median X ms (min Y) over N", each on a fresh device copy of one loaded model */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ static int cmp_d(const void *a, const void *b) {
 int main(int argc, char **argv) {
     int B = argc > 1 ? atoi(argv[1]) : 32, iters = argc > 2 ? atoi(argv[2]) : 5;
     const char *dir = argc > 3 ? argv[3] : "/tmp/arbitor-sidecars/vae";
-    if (B < 1 || iters < 0 || iters > 64) return fprintf(stderr, "usage: vae_drv BATCH ITERS [DIR]\n"), 2;
+    if (B < 1 || iters < 0 || iters > 64) return fprintf(stderr, "usage: vae_drv BATCH ITERS [DIR [V...]]\n"), 2;
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     char parent[4096];
@@ -39,23 +40,33 @@ int main(int argc, char **argv) {
     if (access(cfg, R_OK) != 0 && arb_sidecar_synth(ARB_SIDECAR_VAE, dir, 1234))
         return fprintf(stderr, "vae_drv: synth: %s\n", arb_last_error()), 1;
     arb_sidecar *m;
-    if (arb_sidecar_load(&m, dir, ARB_SIDECAR_INT8) || arb_sidecar_to_device(m, arb_cuda(0)))
-        return fprintf(stderr, "vae_drv: load: %s\n", arb_last_error()), 1;
+    if (arb_sidecar_load(&m, dir, ARB_SIDECAR_INT8)) return fprintf(stderr, "vae_drv: load: %s\n", arb_last_error()), 1;
     arb_tensor x, xd, out = {0};
     if (arb_tensor_init(&x, ARB_F32, 4, (int64_t[]){B, 4, 32, 32}, arb_cpu())) return 1;
     arb_rng_key key = arb_rng_key_make(7, 1);
     for (int64_t i = 0; i < arb_tensor_numel(&x); i++) ((float *)x.data)[i] = arb_rand_normal(key, (uint32_t)i);
     if (arb_tensor_init(&xd, ARB_F32, 4, x.shape, arb_cuda(0)) || arb_tensor_copy(&xd, &x)) return 1;
-    double ts[64];
-    for (int i = -1; i < iters; i++) {
-        double t0 = now();
-        if (arb_sidecar_forward(m, &xd, &out, NULL)) return fprintf(stderr, "vae_drv: %s\n", arb_last_error()), 1;
-        if (i >= 0) ts[i] = now() - t0;
-        arb_tensor_free(&out);
-    }
-    if (iters > 0) {
-        qsort(ts, (size_t)iters, sizeof(double), cmp_d);
-        printf("vae_drv b%d: median %.3f ms (min %.3f) over %d\n", B, 1e3 * ts[iters / 2], 1e3 * ts[0], iters);
+    /* each variant: a fresh device copy (its plan is recorded under that ARB_SIDECAR_CONV_V) */
+    const int nv = argc > 4 ? argc - 4 : 1;
+    for (int k = 0; k < nv; k++) {
+        const char *v = argc > 4 ? argv[4 + k] : NULL;
+        if (v) setenv("ARB_SIDECAR_CONV_V", v, 1);
+        if (arb_sidecar_to_device(m, arb_cuda(0))) return fprintf(stderr, "vae_drv: to cuda: %s\n", arb_last_error()), 1;
+        double ts[64];
+        int ok = 1;
+        for (int i = -1; i < iters && ok; i++) {
+            double t0 = now();
+            if (arb_sidecar_forward(m, &xd, &out, NULL)) ok = 0, fprintf(stderr, "vae_drv: V=%s: %s\n", v ? v : "env", arb_last_error());
+            else if (i >= 0) ts[i] = now() - t0;
+            arb_tensor_free(&out);
+        }
+        if (ok && iters > 0) {
+            qsort(ts, (size_t)iters, sizeof(double), cmp_d);
+            printf("vae_drv b%d V=%s: median %.3f ms (min %.3f) over %d\n", B, v ? v : (getenv("ARB_SIDECAR_CONV_V") ? getenv("ARB_SIDECAR_CONV_V") : "default"),
+                   1e3 * ts[iters / 2], 1e3 * ts[0], iters);
+            fflush(stdout);
+        }
+        (void)arb_sidecar_to_device(m, arb_cpu());
     }
     arb_tensor_free(&x), arb_tensor_free(&xd);
     arb_sidecar_free(m);

@@ -147,11 +147,14 @@ template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
  *  F_SPLIT — the next chunk's loads are issued in 3 parts between the taps instead of all before
  *    the first (the tensor pipe is not idle while the addresses are computed);
  *  F_FA — act(x) in the kernel: each thread rewrites the patch pieces it staged once they land
- *    (the input is then the raw x; one channel block only, else every block would redo it);
+ *    (the input is then the raw x; one channel block only, else every block would redo it): at
+ *    the top of the chunk, or with F_S3 halfway through the chunk before (off the barrier's path);
  *  F_S3 — three patch buffers (two chunks of lead for the input, which comes from DRAM at the
  *    high resolutions) and two weight buffers (one chunk of lead: they come from L2), in
- *    separate cp.async groups; 2 × 48 + 3 × 41 KB. Without it, one chunk of lead for both. */
-constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4, F_S3 = 8;
+ *    separate cp.async groups; 2 × 48 + 3 × 41 KB. Without it, one chunk of lead for both;
+ *  F_W2 — three A register sets, so two wgmmas of a warpgroup stay in flight while it quantizes
+ *    the next tap (wait for all but 2), not one. */
+constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4, F_S3 = 8, F_W2 = 16;
 template <int BN, bool FQ, int FL>
 __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
     k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ ab, int silu,
@@ -160,6 +163,7 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
                int tiles_y, int total, double *gnp) {
 #if defined(ARB_HAVE_WGMMA)
     constexpr bool VP = (FL & F_VP) != 0, SPLIT = (FL & F_SPLIT) != 0, FA = (FL & F_FA) != 0, S3 = (FL & F_S3) != 0;
+    constexpr int NAS = (FL & F_W2) ? 3 : 2; /* A register sets: wgmmas in flight per warpgroup */
     using K = cfg<BN, S3>;
     constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
     constexpr int NA = BN / 2; /* accumulators per thread */
@@ -264,7 +268,7 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
         if (t1 < total) load_x(t1, c1, 1, 0, KX);
         arb_cp_async_commit();
     }
-    uint32_t af[2][4];
+    uint32_t af[NAS][4];
     int32_t acc[NA];
     for (; t < total; t += grid) {
         const int nb = t % nblk, r = t / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
@@ -291,7 +295,11 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
         for (int ch = 0; ch < nch; ch++, gc++) {
             if constexpr (S3) arb_cp_async_wait<1>();
             else arb_cp_async_wait<0>();
-            if constexpr (FA) act_unit(t, ch, gc);
+            /* F_FA: act() of this chunk's patch here (two stages, or the block's first chunk), or
+             * halfway through the previous chunk (three stages: it landed a chunk early) */
+            if constexpr (FA) {
+                if (!S3 || gc == 0) act_unit(t, ch, gc);
+            }
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
             __syncthreads(); /* chunk gc has landed; every warpgroup is done with chunk gc − 1 */
             /* what to load during this chunk: two stages, x and w of gc + 1; three, w of gc + 1
@@ -321,7 +329,7 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
             auto ld = [&](int hp, int hi) { return Xu[hp * 8 + ((t4 + 4 * hi) ^ ((hp & 1) << 2))]; };
             /* one tap: A from (pixel a's, pixel b's) staged values, wgmma against the tap's weights */
             auto tap_mma = [&](int j, int tap, float4 a0, float4 b0, float4 a1, float4 b1) {
-                uint32_t (&a)[4] = af[j & 1];
+                uint32_t (&a)[4] = af[j % NAS];
                 a[0] = q4<FQ>(a0, inv_a);
                 a[1] = q4<FQ>(b0, inv_b);
                 a[2] = q4<FQ>(a1, inv_a);
@@ -335,7 +343,13 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
                 else arb_wgmma_m64n256k32_rs(acc, a, db);
                 arb_wgmma_commit();
                 if (SPLIT && j % 3 == 0) issue(j / 3);
-                arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
+                if (FA && S3 && j == 4 && mw) { /* the next chunk's patch: its group is complete */
+                    if constexpr (SPLIT) arb_cp_async_wait<1>(); /* newer: w of gc + 1 */
+                    else arb_cp_async_wait<2>();                 /* newer: w of gc + 1, x of gc + 2 */
+                    act_unit(tw1, cw1, gc + 1);
+                }
+                /* the oldest in-flight tap's wgmma (the register set tap j + 1 rewrites) has retired */
+                arb_wgmma_wait<NAS - 1>();
             };
             if constexpr (VP) {
 #pragma unroll
@@ -463,14 +477,14 @@ static int pick_bn(int n) {
     return e && !strcmp(e, "256") ? 256 : 128;
 }
 
-/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3): ARB_SIDECAR_CONV_V=<0..15>, default DEFAULT_FL. */
+/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3, F_W2): ARB_SIDECAR_CONV_V=<0..31>, default DEFAULT_FL. */
 constexpr int DEFAULT_FL = F_VP | F_SPLIT | F_FA;
 static int pick_fl(void) {
     const char *e = getenv("ARB_SIDECAR_CONV_V");
     if (!e || !*e) return DEFAULT_FL;
     char *end;
     long v = strtol(e, &end, 10);
-    return *end || v < 0 || v > 15 ? DEFAULT_FL : (int)v;
+    return *end || v < 0 || v > 31 ? DEFAULT_FL : (int)v;
 }
 
 static bool fma_quant(void) {
@@ -545,9 +559,11 @@ arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
     if (fma_quant()) return pick_bn(a.n) == 256 ? launch<256, true, 0>(a, st) : launch<128, true, 0>(a, st);
     if (pick_bn(a.n) == 256) return launch<256, false, 0>(a, st);
-    /* instantiated: 0 and every F_VP combination (the others fall back to the nearest with F_VP) */
-    int fl = pick_fl() & (fused_act(a) ? 15 : ~F_FA);
+    /* instantiated: 0, every F_VP combination of the other bits, F_W2 with F_S3 (others: the
+     * nearest of these) */
+    int fl = pick_fl() & (fused_act(a) ? 31 : ~F_FA);
     if (fl != 0) fl |= F_VP;
+    if ((fl & F_W2) && !(fl & F_S3)) fl &= ~F_W2; /* F_W2 only with F_S3 */
     switch (fl) {
     case 0: return launch<128, false, 0>(a, st);
     case F_VP: return launch<128, false, F_VP>(a, st);
@@ -557,6 +573,10 @@ arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     case F_VP | F_S3: return launch<128, false, F_VP | F_S3>(a, st);
     case F_VP | F_SPLIT | F_S3: return launch<128, false, F_VP | F_SPLIT | F_S3>(a, st);
     case F_VP | F_FA | F_S3: return launch<128, false, F_VP | F_FA | F_S3>(a, st);
+    case F_VP | F_S3 | F_W2: return launch<128, false, F_VP | F_S3 | F_W2>(a, st);
+    case F_VP | F_SPLIT | F_S3 | F_W2: return launch<128, false, F_VP | F_SPLIT | F_S3 | F_W2>(a, st);
+    case F_VP | F_FA | F_S3 | F_W2: return launch<128, false, F_VP | F_FA | F_S3 | F_W2>(a, st);
+    case F_VP | F_SPLIT | F_FA | F_S3 | F_W2: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3 | F_W2>(a, st);
     default: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3>(a, st);
     }
 }
