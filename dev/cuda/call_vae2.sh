@@ -40,16 +40,19 @@ for w in ${*:-test ab}; do
         echo "ab rc=$? [t=$SECONDS s]"; cat "$out/ab.log"
         while read -r l; do
           v=$(echo "$l" | sed -n 's/.* V=\([0-9]*\): median.*/\1/p'); ms=$(echo "$l" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
-          [ -n "$v" ] && [ -n "$ms" ] && { [ -z "$bms" ] || awk "BEGIN{exit !($ms < $bms)}"; } && best=$v && bms=$ms
+          rel=$(echo "$l" | sed -n 's/.*rel L2 vs the first \([0-9.e+-]*\).*/\1/p')
+          [ -n "$v" ] && [ -n "$ms" ] && [ -n "$rel" ] && awk "BEGIN{exit !($rel <= 2e-2)}" &&
+            { [ -z "$bms" ] || awk "BEGIN{exit !($ms < $bms)}"; } && best=$v && bms=$ms
         done <"$out/ab.log"
         echo -n "IGEMM=0: "; ARB_SIDECAR_CONV_IGEMM=0 timeout 30 $drv 32 4 2>&1 | tail -1
-        # the fastest variant for the rest of the call, only when every variant passed the test
-        if [ -n "$best" ] && [ "${testrc:-1}" = 0 ]; then export ARB_SIDECAR_CONV_V=$best; echo "fastest: V=$best ($bms ms): exported"; fi
+        # the fastest variant whose b32 output is within the test tolerance of the first's, for the
+        # rest of the call (the test checks every variant on vae-tiny; its result: testrc)
+        if [ -n "$best" ]; then export ARB_SIDECAR_CONV_V=$best; echo "fastest: V=$best ($bms ms): exported (test rc=${testrc:-not run})"; fi
         echo -n "b1 V=${ARB_SIDECAR_CONV_V:-default}: "; timeout 30 $drv 1 20 2>&1 | tail -1; echo "[t=$SECONDS s]" ;;
     prof) [ $SECONDS -gt ${VAE_LATE:-215} ] && { echo "prof skipped (t=$SECONDS s)"; continue; }
           for v in ${VAE_PROF:-0 ${ARB_SIDECAR_CONV_V:-7}}; do echo -n "prof V=$v: "; ARB_SIDECAR_CONV_V=$v ARB_SIDECAR_PROFILE=1 timeout 30 $drv 32 1 2>&1 | grep "B=32" | tail -1; done
           echo "[t=$SECONDS s]" ;;
-    ncu) [ $SECONDS -gt ${VAE_LATE:-215} ] && { echo "ncu skipped (t=$SECONDS s)"; continue; }
+    ncu) [ $SECONDS -gt ${VAE_NCU_LATE:-225} ] && { echo "ncu skipped (t=$SECONDS s)"; continue; }
          m='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum.pct_of_peak_sustained_elapsed,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed.sum'
          for v in ${VAE_NCU:-${ARB_SIDECAR_CONV_V:-7}}; do
            for try in 1 2; do # without the extra metrics if one of them is unknown to this ncu
