@@ -36,7 +36,7 @@ for w in ${*:-test ab}; do
     test) timeout 120 build-cuda/tests/test_cuda_sidecars 2>&1 | tee "$out/test.log" | grep -vE "^\s*$" | grep -vE "item [0-9]+ alone" | tail -40
           r=${PIPESTATUS[0]}; echo "test_cuda_sidecars rc=$r [t=$SECONDS s]"; [ $r = 0 ] || rc=1; testrc=$r ;;
     ab) best=; bms=
-        timeout 100 $drv 32 4 /tmp/arbitor-sidecars/vae ${VAE_AB:-0 1 3 7 9 11 13 15 25 27 29 31 0} >"$out/ab.log" 2>&1
+        timeout 100 $drv 32 4 /tmp/arbitor-sidecars/vae ${VAE_AB:-0 1 3 7 9 11 13 15 25 27 29 31 45 61 0} >"$out/ab.log" 2>&1
         echo "ab rc=$? [t=$SECONDS s]"; cat "$out/ab.log"
         while read -r l; do
           v=$(echo "$l" | sed -n 's/.* V=\([0-9]*\): median.*/\1/p'); ms=$(echo "$l" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')

@@ -155,6 +155,7 @@ template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
  *  F_W2 — three A register sets, so two wgmmas of a warpgroup stay in flight while it quantizes
  *    the next tap (wait for all but 2), not one. */
 constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4, F_S3 = 8, F_W2 = 16;
+constexpr int F_FA2 = 32; /* host side only: F_FA also with two channel blocks (n ≤ 256) */
 template <int BN, bool FQ, int FL>
 __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
     k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ ab, int silu,
@@ -477,22 +478,27 @@ static int pick_bn(int n) {
     return e && !strcmp(e, "256") ? 256 : 128;
 }
 
-/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3, F_W2): ARB_SIDECAR_CONV_V=<0..31>, default DEFAULT_FL. */
+/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3, F_W2, F_FA2): ARB_SIDECAR_CONV_V=<0..63>, default
+ * DEFAULT_FL. */
 constexpr int DEFAULT_FL = F_VP | F_SPLIT | F_FA;
 static int pick_fl(void) {
     const char *e = getenv("ARB_SIDECAR_CONV_V");
     if (!e || !*e) return DEFAULT_FL;
     char *end;
     long v = strtol(e, &end, 10);
-    return *end || v < 0 || v > 31 ? DEFAULT_FL : (int)v;
+    return *end || v < 0 || v > 63 ? DEFAULT_FL : (int)v;
 }
 
+/* ARB_SIDECAR_CONV_FMA=1: the fused-multiply-add quantizer (not the CPU's rounding; comparisons only) */
 static bool fma_quant(void) {
     const char *f = getenv("ARB_SIDECAR_CONV_FMA");
     return f && f[0] == '1';
 }
+/* Whether the conv applies act() itself (F_FA): with one channel block (F_FA2: or two, each block
+ * redoing it) on the 128-channel shape; the act pass then writes only the absmax. */
 static bool fused_act(const sc_conv3_args &a) {
-    return (a.ab || a.silu) && (pick_fl() & F_FA) && pick_bn(a.n) == 128 && a.n <= 128 && !fma_quant();
+    const int fl = pick_fl();
+    return (a.ab || a.silu) && (fl & F_FA) && pick_bn(a.n) == 128 && a.n <= (fl & F_FA2 ? 256 : 128) && !fma_quant();
 }
 
 template <int BN, bool FQ, int FL> static arb_status launch(const sc_conv3_args &a, cudaStream_t st) {
@@ -561,7 +567,7 @@ arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     if (pick_bn(a.n) == 256) return launch<256, false, 0>(a, st);
     /* instantiated: 0, every F_VP combination of the other bits, F_W2 with F_S3 (others: the
      * nearest of these) */
-    int fl = pick_fl() & (fused_act(a) ? 31 : ~F_FA);
+    int fl = pick_fl() & (fused_act(a) ? 31 : 31 & ~F_FA);
     if (fl != 0) fl |= F_VP;
     if ((fl & F_W2) && !(fl & F_S3)) fl &= ~F_W2; /* F_W2 only with F_S3 */
     switch (fl) {
