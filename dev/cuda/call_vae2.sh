@@ -50,7 +50,7 @@ for w in ${*:-test ab}; do
         if [ -n "$best" ]; then export ARB_SIDECAR_CONV_V=$best; echo "fastest: V=$best ($bms ms): exported (test rc=${testrc:-not run})"; fi
         echo -n "b1 V=${ARB_SIDECAR_CONV_V:-default}: "; timeout 30 $drv 1 20 2>&1 | tail -1; echo "[t=$SECONDS s]" ;;
     prof) [ $SECONDS -gt ${VAE_LATE:-215} ] && { echo "prof skipped (t=$SECONDS s)"; continue; }
-          for v in ${VAE_PROF:-0 ${ARB_SIDECAR_CONV_V:-7}}; do echo -n "prof V=$v: "; ARB_SIDECAR_CONV_V=$v ARB_SIDECAR_PROFILE=1 timeout 30 $drv 32 1 2>&1 | grep "B=32" | tail -1; done
+          for v in ${VAE_PROF:-0 ${ARB_SIDECAR_CONV_V:-7}}; do echo -n "prof V=$v: "; ARB_SIDECAR_CONV_V=$v ARB_SIDECAR_PROFILE=1 timeout 30 $drv 32 2 2>&1 | grep "B=32" | tail -1; done
           echo "[t=$SECONDS s]" ;;
     ncu) [ $SECONDS -gt ${VAE_NCU_LATE:-225} ] && { echo "ncu skipped (t=$SECONDS s)"; continue; }
          m='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum.pct_of_peak_sustained_elapsed,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed.sum'

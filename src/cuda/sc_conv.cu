@@ -480,7 +480,9 @@ static int pick_bn(int n) {
 
 /* The variant bits (F_VP, F_SPLIT, F_FA, F_S3, F_W2, F_FA2): ARB_SIDECAR_CONV_V=<0..63>, default
  * DEFAULT_FL. */
-constexpr int DEFAULT_FL = F_VP | F_SPLIT | F_FA;
+/* measured (H100, VAE b32, one process, a fresh plan each): V=0 72.4 ms, F_VP 67.8; every other
+ * bit slower on top of F_VP (docs/PERFORMANCE.md, "Session 4 — VAE decoder, second round") */
+constexpr int DEFAULT_FL = F_VP;
 static int pick_fl(void) {
     const char *e = getenv("ARB_SIDECAR_CONV_V");
     if (!e || !*e) return DEFAULT_FL;
