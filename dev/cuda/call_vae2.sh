@@ -7,7 +7,7 @@
 # each) for each ARB_SIDECAR_CONV_V in $VAE_AB and ARB_SIDECAR_CONV_IGEMM=0, then exports the fastest V for the later steps when the test
 # passed (every variant is checked there); prof: ARB_SIDECAR_PROFILE=1 b32 per part (conv kernel
 # by resolution) for V in $VAE_PROF; prof and ncu are skipped after $VAE_LATE s; ncu: Nsight Compute on k_conv3_wg launches
-# 13..30 of one decode (64², 128², 256² convs; batch $VAE_NCU_B, default 8) for V in $VAE_NCU (default 7); bench: the real
+# 13..30 of one decode (64², 128², 256² convs; batch $VAE_NCU_B, default 8) for V in $VAE_NCU (default: the exported fastest, else 65); bench: the real
 # `arbitor bench sidecars --device cuda` (PyTorch in the same run); memcheck: compute-sanitizer.
 set -uo pipefail
 out=${OUT:-/tmp/arb-gpu}; mkdir -p "$out"
@@ -36,7 +36,7 @@ for w in ${*:-test ab}; do
     test) timeout 120 build-cuda/tests/test_cuda_sidecars 2>&1 | tee "$out/test.log" | grep -vE "^\s*$" | grep -vE "item [0-9]+ alone" | tail -40
           r=${PIPESTATUS[0]}; echo "test_cuda_sidecars rc=$r [t=$SECONDS s]"; [ $r = 0 ] || rc=1; testrc=$r ;;
     ab) best=; bms=
-        timeout 100 $drv 32 4 /tmp/arbitor-sidecars/vae ${VAE_AB:-0 1 3 7 9 11 13 15 25 27 29 31 45 61 0} >"$out/ab.log" 2>&1
+        timeout 100 $drv 32 4 /tmp/arbitor-sidecars/vae ${VAE_AB:-0 1 65 69 9 25 1} >"$out/ab.log" 2>&1
         echo "ab rc=$? [t=$SECONDS s]"; cat "$out/ab.log"
         while read -r l; do
           v=$(echo "$l" | sed -n 's/.* V=\([0-9]*\): median.*/\1/p'); ms=$(echo "$l" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
@@ -50,11 +50,11 @@ for w in ${*:-test ab}; do
         if [ -n "$best" ]; then export ARB_SIDECAR_CONV_V=$best; echo "fastest: V=$best ($bms ms): exported (test rc=${testrc:-not run})"; fi
         echo -n "b1 V=${ARB_SIDECAR_CONV_V:-default}: "; timeout 30 $drv 1 20 2>&1 | tail -1; echo "[t=$SECONDS s]" ;;
     prof) [ $SECONDS -gt ${VAE_LATE:-215} ] && { echo "prof skipped (t=$SECONDS s)"; continue; }
-          for v in ${VAE_PROF:-0 ${ARB_SIDECAR_CONV_V:-7}}; do echo -n "prof V=$v: "; ARB_SIDECAR_CONV_V=$v ARB_SIDECAR_PROFILE=1 timeout 30 $drv 32 2 2>&1 | grep "B=32" | tail -1; done
+          for v in ${VAE_PROF:-1 ${ARB_SIDECAR_CONV_V:-65}}; do echo -n "prof V=$v: "; ARB_SIDECAR_CONV_V=$v ARB_SIDECAR_PROFILE=1 timeout 30 $drv 32 2 2>&1 | grep "B=32" | tail -1; done
           echo "[t=$SECONDS s]" ;;
     ncu) [ $SECONDS -gt ${VAE_NCU_LATE:-225} ] && { echo "ncu skipped (t=$SECONDS s)"; continue; }
          m='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum.pct_of_peak_sustained_elapsed,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed.sum'
-         for v in ${VAE_NCU:-${ARB_SIDECAR_CONV_V:-7}}; do
+         for v in ${VAE_NCU:-${ARB_SIDECAR_CONV_V:-65}}; do
            for try in 1 2; do # without the extra metrics if one of them is unknown to this ncu
              ARB_SIDECAR_CONV_V=$v timeout $((262 - SECONDS)) ncu --kernel-name regex:k_conv3_wg --launch-skip 13 --launch-count 18 \
                --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats \

@@ -57,7 +57,9 @@ template <int BN_, bool S3_ = false> struct cfg {
     /* S3 (F_S3): 2 weight buffers, then 3 patch buffers */
     static constexpr int OPS = S3_ ? 2 * B_BYTES + 3 * XS_BYTES : 2 * UNIT;
     static constexpr int T8_OFF = OPS, SCALES_OFF = OPS + (T8 ? BSUB : 0);
-    static constexpr size_t SMEM = (size_t)SCALES_OFF + 2 * BM * sizeof(float) + 1024;
+    /* F_PA (two stages only): each thread's patch-piece source offsets of the tile being loaded */
+    static constexpr int KX = (NXS + THREADS - 1) / THREADS, PA_OFF = SCALES_OFF + 2 * BM * 4;
+    static constexpr size_t SMEM = (size_t)PA_OFF + (S3_ ? 0 : (size_t)KX * THREADS * 4) + 1024;
     static_assert(SMEM <= 227 * 1024, "shared memory");
     static_assert(NXS > 0 && T8_OFF > 0, "shapes");
 };
@@ -156,6 +158,13 @@ template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
  *    the next tap (wait for all but 2), not one. */
 constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4, F_S3 = 8, F_W2 = 16;
 constexpr int F_FA2 = 32; /* host side only: F_FA also with two channel blocks (n ≤ 256) */
+/* F_PA (two stages, 128 channels): the loads' address arithmetic once per tile, not per chunk —
+ * the tile's image base, weight row and each patch piece's source offset (a shared table, one
+ * column per thread) are computed when a tile's first chunk is issued; a chunk then adds its
+ * channel offset. The SASS of the chunk loop without it: ~800 of its ~1400 instructions issue
+ * the 11 cp.async of a thread (runtime divisions for the tile, per-piece bounds and 64-bit
+ * addresses), while the kernel is issue-bound (ncu: "wait" stalls, 2.2 IPC). */
+constexpr int F_PA = 64;
 template <int BN, bool FQ, int FL>
 __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
     k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ ab, int silu,
@@ -165,6 +174,7 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
 #if defined(ARB_HAVE_WGMMA)
     constexpr bool VP = (FL & F_VP) != 0, SPLIT = (FL & F_SPLIT) != 0, FA = (FL & F_FA) != 0, S3 = (FL & F_S3) != 0;
     constexpr int NAS = (FL & F_W2) ? 3 : 2; /* A register sets: wgmmas in flight per warpgroup */
+    constexpr bool PA = (FL & F_PA) != 0;
     using K = cfg<BN, S3>;
     constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
     constexpr int NA = BN / 2; /* accumulators per thread */
@@ -177,8 +187,15 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
     static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * PW * 16 <= (size_t)(S3 ? K::B_BYTES : K::UNIT), "statistics fit");
     static_assert(!VP || TH % 2 == 0, "pixel pairs");
     static_assert(!S3 || !K::T8, "three stages: 128-channel blocks");
+    static_assert(!PA || (!S3 && !SPLIT && BN == 128 && THREADS % (BN * 2) == 0 && (THREADS / 8) % 2 == 0),
+                  "F_PA: two stages, whole loads, 128 channels");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    unsigned char *smem = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    /* 1024-byte aligned (the 128-byte swizzle). F_PA: as smem_raw plus an offset, so the compiler
+     * keeps the shared address space (shared loads, 32-bit addresses); the others round a generic
+     * pointer, which the SASS shows as generic loads (LD.E) with 64-bit address arithmetic. */
+    unsigned char *smem =
+        PA ? smem_raw + ((1024u - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u)
+           : (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     float *inv_s = reinterpret_cast<float *>(smem + K::SCALES_OFF), *qs_s = inv_s + BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
     const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
@@ -257,11 +274,61 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
             }
         }
     };
+    /* F_PA: the load state of tile lt (the one whose chunks are being issued) */
+    int *pa_s = reinterpret_cast<int *>(smem + K::PA_OFF); /* [KX][THREADS] patch source offsets, −1: padding */
+    int lt = -1;
+    const float *lxb = xa;  /* image base of tile lt */
+    const int8_t *lwb = w;  /* this thread's weight piece of tap tid / (2 BN), chunk 0, tile lt's block */
+    bool lwok = false;      /* its output channel exists */
+    auto pa_tile = [&](int tt) {
+        const int nb = tt % nblk, r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int ox0 = tx * TW, oy0 = ty * TH, row = (tid & (BN * 2 - 1)) >> 1;
+        lxb = xa + (size_t)b * H * W * C;
+        lwok = nb * BN + row < np;
+        lwb = w + (size_t)(nb * BN + row) * kp + (tid / (BN * 2)) * C + (tid & 1) * 16;
+#pragma unroll
+        for (int k = 0; k < KX; k++) {
+            const int i = tid + k * THREADS;
+            if (i < K::NXS) {
+                const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
+                const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
+                const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
+                pa_s[k * THREADS + tid] = ok ? ((up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : -1;
+            }
+        }
+        lt = tt;
+    };
+    /* F_PA: chunk ch of tile tt (x and w) into buffer gcn */
+    auto load_pa = [&](int tt, int ch, int gcn) {
+        __builtin_assume(tid >= 0 && tid < THREADS); /* pieces k < KX − 1 are then always in range */
+        if (tt != lt) pa_tile(tt);
+        unsigned char *Xu = xbuf(gcn), *Bu = wbuf(gcn);
+        /* piece k of this thread: patch pixel hp = tid / 8 + k·THREADS / 8 (the same parity for
+         * every k), 16-byte slot tid % 8 */
+        const int xd = (tid >> 3) * 128 + (((tid & 7) ^ (((tid >> 3) & 1) << 2)) << 4);
+#pragma unroll
+        for (int k = 0; k < KX; k++) {
+            if (tid + k * THREADS < K::NXS) {
+                const int so = pa_s[k * THREADS + tid];
+                arb_cp_async16(Xu + xd + k * (THREADS / 8) * 128, so >= 0 ? lxb + so + ch * CK : xa, so >= 0);
+            }
+        }
+        const int row = (tid & (BN * 2 - 1)) >> 1, half = tid & 1, tap0 = tid / (BN * 2);
+#pragma unroll
+        for (int k = 0; k < KW; k++) {
+            if (tid + k * THREADS < 9 * BN * 2) {
+                const int tap = tap0 + k * (THREADS / (BN * 2));
+                arb_cp_async16(Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half),
+                               lwok ? lwb + (size_t)k * (THREADS / (BN * 2)) * C + ch * CK : w, lwok);
+            }
+        }
+    };
     /* Prologue. Two stages: {x, w of chunk 0}. Three: {x, w of chunk 0}, {x of chunk 1}; then per
      * chunk gc: {w of gc + 1}, {x of gc + 2}, always committed (maybe empty) so that waiting for all
      * but the newest group means "chunk gc has landed". */
     int gc = 0;
-    load_x(t, 0, 0, 0, KX), load_w(t, 0, 0, 0, KW);
+    if constexpr (PA) load_pa(t, 0, 0);
+    else load_x(t, 0, 0, 0, KX), load_w(t, 0, 0, 0, KW);
     arb_cp_async_commit();
     if constexpr (S3) {
         int t1 = t, c1 = 0;
@@ -318,6 +385,9 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
                     }
                     if (mx) load_x(tx2, cx2, gc + 2, p * KXQ, (p + 1) * KXQ);
                     if (p == NP - 1) arb_cp_async_commit();
+                } else if constexpr (PA) {
+                    if (mw) load_pa(tw1, cw1, gc + 1);
+                    arb_cp_async_commit();
                 } else {
                     if (mw) load_x(tw1, cw1, gc + 1, p * KXP, (p + 1) * KXP), load_w(tw1, cw1, gc + 1, p * KWP, (p + 1) * KWP);
                     if (p == NP - 1) arb_cp_async_commit();
@@ -478,7 +548,7 @@ static int pick_bn(int n) {
     return e && !strcmp(e, "256") ? 256 : 128;
 }
 
-/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3, F_W2, F_FA2): ARB_SIDECAR_CONV_V=<0..63>, default
+/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3, F_W2, F_FA2, F_PA): ARB_SIDECAR_CONV_V=<0..127>, default
  * DEFAULT_FL. */
 /* measured (H100, VAE b32, one process, a fresh plan each): V=0 72.4 ms, F_VP 67.8; every other
  * bit slower on top of F_VP (docs/PERFORMANCE.md, "Session 4 — VAE decoder, second round") */
@@ -488,7 +558,7 @@ static int pick_fl(void) {
     if (!e || !*e) return DEFAULT_FL;
     char *end;
     long v = strtol(e, &end, 10);
-    return *end || v < 0 || v > 63 ? DEFAULT_FL : (int)v;
+    return *end || v < 0 || v > 127 ? DEFAULT_FL : (int)v;
 }
 
 /* ARB_SIDECAR_CONV_FMA=1: the fused-multiply-add quantizer (not the CPU's rounding; comparisons only) */
@@ -569,9 +639,10 @@ arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     if (pick_bn(a.n) == 256) return launch<256, false, 0>(a, st);
     /* instantiated: 0, every F_VP combination of the other bits, F_W2 with F_S3 (others: the
      * nearest of these) */
-    int fl = pick_fl() & (fused_act(a) ? 31 : 31 & ~F_FA);
+    int fl = pick_fl() & (fused_act(a) ? 31 | F_PA : (31 | F_PA) & ~F_FA);
     if (fl != 0) fl |= F_VP;
     if ((fl & F_W2) && !(fl & F_S3)) fl &= ~F_W2; /* F_W2 only with F_S3 */
+    if (fl & F_PA) fl = F_VP | F_PA | (fl & F_FA); /* F_PA: two stages, whole loads */
     switch (fl) {
     case 0: return launch<128, false, 0>(a, st);
     case F_VP: return launch<128, false, F_VP>(a, st);
@@ -585,6 +656,8 @@ arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     case F_VP | F_SPLIT | F_S3 | F_W2: return launch<128, false, F_VP | F_SPLIT | F_S3 | F_W2>(a, st);
     case F_VP | F_FA | F_S3 | F_W2: return launch<128, false, F_VP | F_FA | F_S3 | F_W2>(a, st);
     case F_VP | F_SPLIT | F_FA | F_S3 | F_W2: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3 | F_W2>(a, st);
+    case F_VP | F_PA: return launch<128, false, F_VP | F_PA>(a, st);
+    case F_VP | F_FA | F_PA: return launch<128, false, F_VP | F_FA | F_PA>(a, st);
     default: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3>(a, st);
     }
 }
