@@ -43,7 +43,7 @@ constexpr int CK = 32; /* input channels per chunk: one k32 step per tap */
  * m64n128k32; the default), or 256 channels × 8 × 16 pixels (2 warpgroups, m64n256k32: half the A
  * quantizing per multiply-add; ARB_SIDECAR_CONV_BN=256, measured slower). Warp w owns patch row w
  * either way. */
-template <int BN_> struct cfg {
+template <int BN_, bool S3_ = false> struct cfg {
     static constexpr int BN = BN_, THREADS = BN == 128 ? 512 : 256, TH = BN == 128 ? 16 : 8, TW = 16;
     static constexpr int BM = TH * TW, HW_ = TW + 2, HP = (TH + 2) * HW_; /* staged patch with halo */
     static constexpr int NXS = HP * CK / 4;       /* 16-byte pieces of one chunk's patch */
@@ -54,8 +54,12 @@ template <int BN_> struct cfg {
     static constexpr int B_BYTES = (T8 ? 2 : 3) * BSUB;
     static constexpr int XS_BYTES = (HP * CK * 4 + 1023) / 1024 * 1024;
     static constexpr int UNIT = B_BYTES + XS_BYTES; /* one chunk's operands */
-    static constexpr int T8_OFF = 2 * UNIT, SCALES_OFF = 2 * UNIT + (T8 ? BSUB : 0);
-    static constexpr size_t SMEM = (size_t)SCALES_OFF + 2 * BM * sizeof(float) + 1024;
+    /* S3 (F_S3): 2 weight buffers, then 3 patch buffers */
+    static constexpr int OPS = S3_ ? 2 * B_BYTES + 3 * XS_BYTES : 2 * UNIT;
+    static constexpr int T8_OFF = OPS, SCALES_OFF = OPS + (T8 ? BSUB : 0);
+    /* F_PA (two stages only): each thread's patch-piece source offsets of the tile being loaded */
+    static constexpr int KX = (NXS + THREADS - 1) / THREADS, PA_OFF = SCALES_OFF + 2 * BM * 4;
+    static constexpr size_t SMEM = (size_t)PA_OFF + (S3_ ? 0 : (size_t)KX * THREADS * 4) + 1024;
     static_assert(SMEM <= 227 * 1024, "shared memory");
     static_assert(NXS > 0 && T8_OFF > 0, "shapes");
 };
@@ -134,59 +138,207 @@ template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
 #endif
 
 /* Persistent: grid = min(tiles, SMs); block i takes tiles i, i + grid, ... (tile t: channel block
- * t % nblk, then x, y, image). Chunks are numbered across tiles (gc): buffer gc % 2, so the last
- * chunk of a tile prefetches the next tile's first, and its operand latency hides behind the
- * current tile's last chunk and epilogue. Warp w owns patch row w (its 16 pixels are its rows of
- * the warpgroup's 64-row wgmma tile). */
-template <int BN, bool FQ>
-__global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
-    k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ pm,
-               const int8_t *__restrict__ w, int kp, int n, int np, const float *__restrict__ ws,
-               const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x, int tiles_y, int total,
-               double *gnp) {
+ * t % nblk, then x, y, image). Chunks are numbered across tiles (gc), so the last chunks of a tile
+ * prefetch the next tile's first, and their operand latency hides behind the current tile's last
+ * chunks and epilogue. Each thread holds two pixels of the 16 × 16 patch (rows g and g + 8 of its
+ * warp's 16 rows of the warpgroup's 64-row wgmma tile).
+ * FL: variant bits (ARB_SIDECAR_CONV_V picks them; see pick_fl):
+ *  F_VP — the thread's two pixels are vertically adjacent and the taps run dx-major, so a column's
+ *    4 staged rows serve its 6 (pixel, tap) pairs of that dx (8 shared-memory loads per 3 taps,
+ *    not 12); without it, pixels (row w, column g) and (w, g + 8) of warp w;
+ *  F_SPLIT — the next chunk's loads are issued in 3 parts between the taps instead of all before
+ *    the first (the tensor pipe is not idle while the addresses are computed);
+ *  F_FA — act(x) in the kernel: each thread rewrites the patch pieces it staged once they land
+ *    (the input is then the raw x; one channel block only, else every block would redo it): at
+ *    the top of the chunk, or with F_S3 halfway through the chunk before (off the barrier's path);
+ *  F_S3 — three patch buffers (two chunks of lead for the input, which comes from DRAM at the
+ *    high resolutions) and two weight buffers (one chunk of lead: they come from L2), in
+ *    separate cp.async groups; 2 × 48 + 3 × 41 KB. Without it, one chunk of lead for both;
+ *  F_W2 — three A register sets, so two wgmmas of a warpgroup stay in flight while it quantizes
+ *    the next tap (wait for all but 2), not one. */
+constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4, F_S3 = 8, F_W2 = 16;
+constexpr int F_FA2 = 32; /* host side only: F_FA also with two channel blocks (n ≤ 256) */
+/* F_PA (two stages, 128 channels): the loads' address arithmetic once per tile, not per chunk —
+ * the tile's image base, weight row and each patch piece's source offset (a shared table, one
+ * column per thread) are computed when a tile's first chunk is issued; a chunk then adds its
+ * channel offset. The SASS of the chunk loop without it: ~800 of its ~1400 instructions issue
+ * the 11 cp.async of a thread (runtime divisions for the tile, per-piece bounds and 64-bit
+ * addresses), while the kernel is issue-bound (ncu: "wait" stalls, 2.2 IPC). */
+constexpr int F_PA = 64;
+template <int BN, bool FQ, int FL>
+__global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
+    k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ ab, int silu,
+               const float *__restrict__ pm, const int8_t *__restrict__ w, int kp, int n, int np,
+               const float *__restrict__ ws, const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x,
+               int tiles_y, int total, double *gnp) {
 #if defined(ARB_HAVE_WGMMA)
-    using K = cfg<BN>;
+    constexpr bool VP = (FL & F_VP) != 0, SPLIT = (FL & F_SPLIT) != 0, FA = (FL & F_FA) != 0, S3 = (FL & F_S3) != 0;
+    constexpr int NAS = (FL & F_W2) ? 3 : 2; /* A register sets: wgmmas in flight per warpgroup */
+    constexpr bool PA = (FL & F_PA) != 0;
+    using K = cfg<BN, S3>;
     constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
-    constexpr int UNIT = K::UNIT, NA = BN / 2; /* accumulators per thread */
-    constexpr int HALF = BN / 2, LD2 = HALF + 8, Q2 = THREADS / HALF, RQ2 = BM / Q2; /* statistics */
-    static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * HALF * 16 <= (size_t)UNIT, "statistics fit one buffer");
+    constexpr int NA = BN / 2; /* accumulators per thread */
+    /* statistics: NPART column parts of PW in turn through a free buffer; Q2 row groups per column
+     * (the same sums in the same order for either NPART) */
+    constexpr int NPART = S3 ? 4 : 2, PW = BN / NPART, LD2 = PW + 8, Q2 = THREADS / (BN / 2), RQ2 = BM / Q2;
+    constexpr int NP = SPLIT ? 3 : 1;                        /* load parts per chunk */
+    constexpr int KX = (K::NXS + THREADS - 1) / THREADS;     /* patch pieces per thread */
+    constexpr int KW = (9 * BN * 2 + THREADS - 1) / THREADS; /* weight pieces per thread */
+    static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * PW * 16 <= (size_t)(S3 ? K::B_BYTES : K::UNIT), "statistics fit");
+    static_assert(!VP || TH % 2 == 0, "pixel pairs");
+    static_assert(!S3 || !K::T8, "three stages: 128-channel blocks");
+    static_assert(!PA || (!S3 && !SPLIT && BN == 128 && THREADS % (BN * 2) == 0 && (THREADS / 8) % 2 == 0),
+                  "F_PA: two stages, whole loads, 128 channels");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    unsigned char *smem = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    /* 1024-byte aligned (the 128-byte swizzle). F_PA: as smem_raw plus an offset, so the compiler
+     * keeps the shared address space (shared loads, 32-bit addresses); the others round a generic
+     * pointer, which the SASS shows as generic loads (LD.E) with 64-bit address arithmetic. */
+    unsigned char *smem =
+        PA ? smem_raw + ((1024u - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u)
+           : (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     float *inv_s = reinterpret_cast<float *>(smem + K::SCALES_OFF), *qs_s = inv_s + BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
     const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
-    const int nch = C / CK;
+    const int nch = C / CK, grid = (int)gridDim.x;
+    /* this thread's two pixels, patch coordinates and indices in the tile */
+    const int pya = VP ? (warp >> 1) * 2 : warp, pyb = VP ? pya + 1 : warp;
+    const int pxa = VP ? (warp & 1) * 8 + g : g, pxb = VP ? pxa : g + 8;
+    const int pia = pya * TW + pxa, pib = pyb * TW + pxb;
     int t = blockIdx.x;
     if (t >= total) return;
 
-    /* chunk ch of tile tt (its image b, pixel origin, channel block) into buffer gcn % 2 */
-    auto load_unit = [&](int tt, int ch, int gcn) {
-        const int nb = tt % nblk, r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
-        const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
-        const float *xb = xa + (size_t)b * H * W * C + ch * CK;
-        unsigned char *Bu = smem + (size_t)(gcn & 1) * UNIT, *Xu = Bu + K::B_BYTES;
-        for (int i = tid; i < K::NXS; i += THREADS) {
-            const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
-            const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
-            const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
-            const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : xa;
-            arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
-        }
-        for (int i = tid; i < 9 * BN * 2; i += THREADS) {
-            const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
-            const bool ok = n0 + row < np;
-            const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
-            unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (gcn & 3) * 2 + half)
-                                                   : Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half);
-            arb_cp_async16(dst, src, ok);
-        }
-        arb_cp_async_commit();
+    /* the buffers of chunk number gcn */
+    auto wbuf = [&](int gcn) { return smem + (S3 ? (size_t)(gcn & 1) * K::B_BYTES : (size_t)(gcn & 1) * K::UNIT); };
+    auto xbuf = [&](int gcn) {
+        return S3 ? smem + 2 * (size_t)K::B_BYTES + (size_t)(gcn % 3) * K::XS_BYTES
+                  : smem + (size_t)(gcn & 1) * K::UNIT + K::B_BYTES;
     };
+    /* the chunk k after (tt, ch): its tile and channel chunk */
+    auto adv = [&](int &tt, int &ch, int k) {
+        ch += k;
+        while (ch >= nch) ch -= nch, tt += grid;
+    };
+    /* patch pieces [k0, k1) of thread tid (pieces tid + k·THREADS; F_FA relies on it) of chunk ch of
+     * tile tt into buffer gcn */
+    auto load_x = [&](int tt, int ch, int gcn, int k0, int k1) {
+        const int r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int ox0 = tx * TW, oy0 = ty * TH;
+        const float *xb = xa + (size_t)b * H * W * C + ch * CK;
+        unsigned char *Xu = xbuf(gcn);
+#pragma unroll
+        for (int k = k0; k < k1 && k < KX; k++) {
+            const int i = tid + k * THREADS;
+            if (i < K::NXS) {
+                const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
+                const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
+                const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
+                const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : xa;
+                arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
+            }
+        }
+    };
+    /* weight pieces [k0, k1) of chunk ch of tile tt's channel block into buffer gcn */
+    auto load_w = [&](int tt, int ch, int gcn, int k0, int k1) {
+        const int n0 = (tt % nblk) * BN;
+        unsigned char *Bu = wbuf(gcn);
+#pragma unroll
+        for (int k = k0; k < k1 && k < KW; k++) {
+            const int i = tid + k * THREADS;
+            if (i < 9 * BN * 2) {
+                const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
+                const bool ok = n0 + row < np;
+                const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
+                unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (gcn & 3) * 2 + half)
+                                                       : Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half);
+                arb_cp_async16(dst, src, ok);
+            }
+        }
+    };
+    /* F_FA: act() of the patch pieces this thread staged for chunk ch of tile tt (landed: its own
+     * cp.async groups up to it are complete); padding stays 0 (act applies to the image) */
+    auto act_unit = [&](int tt, int ch, int gcn) {
+        const int r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int ox0 = tx * TW, oy0 = ty * TH, C4 = C >> 2;
+        const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
+        float4 *Xu = reinterpret_cast<float4 *>(xbuf(gcn));
+#pragma unroll
+        for (int k = 0; k < KX; k++) {
+            const int i = tid + k * THREADS;
+            if (i < K::NXS) {
+                const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
+                const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
+                if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
+                    float4 *q = Xu + hp * 8 + (slot ^ ((hp & 1) << 2));
+                    *q = act4(*q, a4, C4, ch * (CK / 4) + slot, silu);
+                }
+            }
+        }
+    };
+    /* F_PA: the load state of tile lt (the one whose chunks are being issued) */
+    int *pa_s = reinterpret_cast<int *>(smem + K::PA_OFF); /* [KX][THREADS] patch source offsets, −1: padding */
+    int lt = -1;
+    const float *lxb = xa;  /* image base of tile lt */
+    const int8_t *lwb = w;  /* this thread's weight piece of tap tid / (2 BN), chunk 0, tile lt's block */
+    bool lwok = false;      /* its output channel exists */
+    auto pa_tile = [&](int tt) {
+        const int nb = tt % nblk, r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
+        const int ox0 = tx * TW, oy0 = ty * TH, row = (tid & (BN * 2 - 1)) >> 1;
+        lxb = xa + (size_t)b * H * W * C;
+        lwok = nb * BN + row < np;
+        lwb = w + (size_t)(nb * BN + row) * kp + (tid / (BN * 2)) * C + (tid & 1) * 16;
+#pragma unroll
+        for (int k = 0; k < KX; k++) {
+            const int i = tid + k * THREADS;
+            if (i < K::NXS) {
+                const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
+                const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
+                const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
+                pa_s[k * THREADS + tid] = ok ? ((up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : -1;
+            }
+        }
+        lt = tt;
+    };
+    /* F_PA: chunk ch of tile tt (x and w) into buffer gcn */
+    auto load_pa = [&](int tt, int ch, int gcn) {
+        __builtin_assume(tid >= 0 && tid < THREADS); /* pieces k < KX − 1 are then always in range */
+        if (tt != lt) pa_tile(tt);
+        unsigned char *Xu = xbuf(gcn), *Bu = wbuf(gcn);
+        /* piece k of this thread: patch pixel hp = tid / 8 + k·THREADS / 8 (the same parity for
+         * every k), 16-byte slot tid % 8 */
+        const int xd = (tid >> 3) * 128 + (((tid & 7) ^ (((tid >> 3) & 1) << 2)) << 4);
+#pragma unroll
+        for (int k = 0; k < KX; k++) {
+            if (tid + k * THREADS < K::NXS) {
+                const int so = pa_s[k * THREADS + tid];
+                arb_cp_async16(Xu + xd + k * (THREADS / 8) * 128, so >= 0 ? lxb + so + ch * CK : xa, so >= 0);
+            }
+        }
+        const int row = (tid & (BN * 2 - 1)) >> 1, half = tid & 1, tap0 = tid / (BN * 2);
+#pragma unroll
+        for (int k = 0; k < KW; k++) {
+            if (tid + k * THREADS < 9 * BN * 2) {
+                const int tap = tap0 + k * (THREADS / (BN * 2));
+                arb_cp_async16(Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half),
+                               lwok ? lwb + (size_t)k * (THREADS / (BN * 2)) * C + ch * CK : w, lwok);
+            }
+        }
+    };
+    /* Prologue. Two stages: {x, w of chunk 0}. Three: {x, w of chunk 0}, {x of chunk 1}; then per
+     * chunk gc: {w of gc + 1}, {x of gc + 2}, always committed (maybe empty) so that waiting for all
+     * but the newest group means "chunk gc has landed". */
     int gc = 0;
-    load_unit(t, 0, 0);
-    uint32_t af[2][4];
+    if constexpr (PA) load_pa(t, 0, 0);
+    else load_x(t, 0, 0, 0, KX), load_w(t, 0, 0, 0, KW);
+    arb_cp_async_commit();
+    if constexpr (S3) {
+        int t1 = t, c1 = 0;
+        adv(t1, c1, 1);
+        if (t1 < total) load_x(t1, c1, 1, 0, KX);
+        arb_cp_async_commit();
+    }
+    uint32_t af[NAS][4];
     int32_t acc[NA];
-    for (; t < total; t += gridDim.x) {
+    for (; t < total; t += grid) {
         const int nb = t % nblk, r = t / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
         const int n0 = nb * BN, ox0 = tx * TW, oy0 = ty * TH;
         __syncthreads(); /* the previous tile's epilogue is done with the scales and its buffer */
@@ -209,24 +361,50 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
         for (int i = 0; i < NA; i++) acc[i] = 0;
         float inv_a = 0.f, inv_b = 0.f;
         for (int ch = 0; ch < nch; ch++, gc++) {
-            arb_cp_async_wait<0>();
+            if constexpr (S3) arb_cp_async_wait<1>();
+            else arb_cp_async_wait<0>();
+            /* F_FA: act() of this chunk's patch here (two stages, or the block's first chunk), or
+             * halfway through the previous chunk (three stages: it landed a chunk early) */
+            if constexpr (FA) {
+                if (!S3 || gc == 0) act_unit(t, ch, gc);
+            }
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
             __syncthreads(); /* chunk gc has landed; every warpgroup is done with chunk gc − 1 */
-            if (ch + 1 < nch) load_unit(t, ch + 1, gc + 1);
-            else if (t + (int)gridDim.x < total) load_unit(t + gridDim.x, 0, gc + 1);
-            if (ch == 0) inv_a = inv_s[warp * 16 + g], inv_b = inv_s[warp * 16 + g + 8];
-            const unsigned char *Bu = smem + (size_t)(gc & 1) * UNIT;
-            const float4 *Xu = reinterpret_cast<const float4 *>(Bu + K::B_BYTES);
-#pragma unroll
-            for (int tap = 0; tap < 9; tap++) {
-                const int dy = tap / 3, dx = tap - dy * 3;
-                const int hpa = (warp + dy) * HW_ + g + dx, hpb = hpa + 8; /* pixels g and g + 8 of row warp */
-                const int sa = (hpa & 1) << 2, sb = (hpb & 1) << 2;
-                uint32_t (&a)[4] = af[tap & 1];
-                a[0] = q4<FQ>(Xu[hpa * 8 + (t4 ^ sa)], inv_a);
-                a[1] = q4<FQ>(Xu[hpb * 8 + (t4 ^ sb)], inv_b);
-                a[2] = q4<FQ>(Xu[hpa * 8 + ((t4 + 4) ^ sa)], inv_a);
-                a[3] = q4<FQ>(Xu[hpb * 8 + ((t4 + 4) ^ sb)], inv_b);
+            /* what to load during this chunk: two stages, x and w of gc + 1; three, w of gc + 1
+             * and x of gc + 2 (the buffers chunk gc − 1 used) */
+            int tw1 = t, cw1 = ch, tx2 = t, cx2 = ch;
+            adv(tw1, cw1, 1), adv(tx2, cx2, S3 ? 2 : 1);
+            const bool mw = tw1 < total, mx = tx2 < total;
+            auto issue = [&](int p) { /* part p of NP */
+                constexpr int KXP = (KX + NP - 1) / NP, KWP = (KW + NP - 1) / NP;
+                if constexpr (S3) { /* w (one group) in part 0, x (another) over the parts */
+                    constexpr int KXQ = (KX + NP - 1) / NP;
+                    if (p == 0) {
+                        if (mw) load_w(tw1, cw1, gc + 1, 0, KW);
+                        arb_cp_async_commit();
+                    }
+                    if (mx) load_x(tx2, cx2, gc + 2, p * KXQ, (p + 1) * KXQ);
+                    if (p == NP - 1) arb_cp_async_commit();
+                } else if constexpr (PA) {
+                    if (mw) load_pa(tw1, cw1, gc + 1);
+                    arb_cp_async_commit();
+                } else {
+                    if (mw) load_x(tw1, cw1, gc + 1, p * KXP, (p + 1) * KXP), load_w(tw1, cw1, gc + 1, p * KWP, (p + 1) * KWP);
+                    if (p == NP - 1) arb_cp_async_commit();
+                }
+            };
+            if constexpr (!SPLIT) issue(0);
+            if (ch == 0) inv_a = inv_s[pia], inv_b = inv_s[pib];
+            const unsigned char *Bu = wbuf(gc);
+            const float4 *Xu = reinterpret_cast<const float4 *>(xbuf(gc));
+            auto ld = [&](int hp, int hi) { return Xu[hp * 8 + ((t4 + 4 * hi) ^ ((hp & 1) << 2))]; };
+            /* one tap: A from (pixel a's, pixel b's) staged values, wgmma against the tap's weights */
+            auto tap_mma = [&](int j, int tap, float4 a0, float4 b0, float4 a1, float4 b1) {
+                uint32_t (&a)[4] = af[j % NAS];
+                a[0] = q4<FQ>(a0, inv_a);
+                a[1] = q4<FQ>(b0, inv_b);
+                a[2] = q4<FQ>(a1, inv_a);
+                a[3] = q4<FQ>(b1, inv_b);
                 fence_acc(acc);
                 arb_wgmma_fence();
                 const unsigned char *bt = K::T8 && tap == 8 ? smem + K::T8_OFF + (gc & 3) * 32
@@ -235,27 +413,56 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
                 if constexpr (BN == 128) wgmma_n128_rs(acc, a, db);
                 else arb_wgmma_m64n256k32_rs(acc, a, db);
                 arb_wgmma_commit();
-                arb_wgmma_wait<1>(); /* the previous tap's wgmma (the other register set) has retired */
+                if (SPLIT && j % 3 == 0) issue(j / 3);
+                if (FA && S3 && j == 4 && mw) { /* the next chunk's patch: its group is complete */
+                    if constexpr (SPLIT) arb_cp_async_wait<1>(); /* newer: w of gc + 1 */
+                    else arb_cp_async_wait<2>();                 /* newer: w of gc + 1, x of gc + 2 */
+                    act_unit(tw1, cw1, gc + 1);
+                }
+                /* the oldest in-flight tap's wgmma (the register set tap j + 1 rewrites) has retired */
+                arb_wgmma_wait<NAS - 1>();
+            };
+            if constexpr (VP) {
+#pragma unroll
+                for (int dx = 0; dx < 3; dx++) {
+                    const int h0 = pya * HW_ + pxa + dx; /* rows pya .. pya + 3 of column pxa + dx */
+                    float4 lo[4], hi[4];
+                    lo[0] = ld(h0, 0), hi[0] = ld(h0, 1);
+#pragma unroll
+                    for (int dy = 0; dy < 3; dy++) {
+                        lo[dy + 1] = ld(h0 + (dy + 1) * HW_, 0), hi[dy + 1] = ld(h0 + (dy + 1) * HW_, 1);
+                        tap_mma(dx * 3 + dy, dy * 3 + dx, lo[dy], lo[dy + 1], hi[dy], hi[dy + 1]);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int tap = 0; tap < 9; tap++) {
+                    const int dy = tap / 3, dx = tap - dy * 3;
+                    const int hpa = (pya + dy) * HW_ + pxa + dx, hpb = (pyb + dy) * HW_ + pxb + dx;
+                    tap_mma(tap, tap, ld(hpa, 0), ld(hpb, 0), ld(hpa, 1), ld(hpb, 1));
+                }
             }
             arb_wgmma_wait<0>();
             fence_acc(acc);
         }
 
         /* epilogue: y = acc·(s_x·s_w) + bias (+ y), as the row kernel rounds it (no contraction);
-         * thread holds pixels (warp, g) and (warp, g + 8), columns nj·8 + 2t, + 1. With gnp, the
-         * values also go (two column halves in turn) through the buffer of the tile's last chunk
-         * (free: the other one holds the next tile's first chunk) to sum per column. */
-        const int oy = oy0 + warp, oxa = ox0 + g, oxb = oxa + 8;
-        const bool va = oy < Ho && oxa < Wo, vb = oy < Ho && oxb < Wo;
-        const float qa = qs_s[warp * 16 + g], qb = qs_s[warp * 16 + g + 8];
-        float *ya = y + (((size_t)b * Ho + oy) * Wo + oxa) * n, *yb = ya + (size_t)8 * n;
-        float *T = reinterpret_cast<float *>(smem + (size_t)((gc - 1) & 1) * UNIT);
+         * thread holds pixels a and b, columns nj·8 + 2t, + 1. With gnp, the values also go
+         * (NPART column parts in turn) through a buffer the last chunk freed (two stages: its
+         * whole unit — the other holds the next tile's first chunk; three: its weights) to sum per
+         * column. */
+        const int oya = oy0 + pya, oyb = oy0 + pyb, oxa = ox0 + pxa, oxb = ox0 + pxb;
+        const bool va = oya < Ho && oxa < Wo, vb = oyb < Ho && oxb < Wo;
+        const float qa = qs_s[pia], qb = qs_s[pib];
+        float *ya = y + (((size_t)b * Ho + oya) * Wo + oxa) * n, *yb = y + (((size_t)b * Ho + oyb) * Wo + oxb) * n;
+        float *T = reinterpret_cast<float *>(wbuf(gc - 1));
         double *red = reinterpret_cast<double *>(T + BM * LD2);
         if (gnp) __syncthreads(); /* every warpgroup's last wgmma on that buffer has retired */
+        constexpr int NJP = BN / 8 / NPART; /* 8-column groups per part */
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < NPART; h++) {
 #pragma unroll
-            for (int nj = h * (BN / 16); nj < (h + 1) * (BN / 16); nj++) {
+            for (int nj = h * NJP; nj < (h + 1) * NJP; nj++) {
                 const int c = n0 + nj * 8 + 2 * t4;
                 const bool c0 = c < n, c1 = c + 1 < n;
                 const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
@@ -287,27 +494,27 @@ __global__ void __launch_bounds__(cfg<BN>::THREADS, 1)
                     }
                     if (gnp) {
                         const bool k0 = ok && c0, k1 = ok && c1;
-                        *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * LD2 + (nj - h * (BN / 16)) * 8 + 2 * t4) =
+                        *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * LD2 + (nj - h * NJP) * 8 + 2 * t4) =
                             make_float2(k0 ? v0 : 0.f, k1 ? v1 : 0.f);
                     }
                 }
             }
-            if (gnp) { /* this half's per-column sum and sum of squares over the BM pixels, in double */
+            if (gnp) { /* this part's per-column sum and sum of squares over the BM pixels, in double */
                 __syncthreads();
-                {
-                    const int c = tid % HALF, q = tid / HALF;
+                if (tid < PW * Q2) {
+                    const int c = tid % PW, q = tid / PW;
                     double s = 0, ss = 0;
                     for (int rr = q * RQ2; rr < q * RQ2 + RQ2; rr++) {
                         const double v = T[rr * LD2 + c];
                         s += v, ss += v * v;
                     }
-                    red[(q * HALF + c) * 2] = s, red[(q * HALF + c) * 2 + 1] = ss;
+                    red[(q * PW + c) * 2] = s, red[(q * PW + c) * 2 + 1] = ss;
                 }
                 __syncthreads();
-                const int c = n0 + h * HALF + tid;
-                if (tid < HALF && c < n) {
+                const int c = n0 + h * PW + tid;
+                if (tid < PW && c < n) {
                     double s = 0, ss = 0;
-                    for (int q = 0; q < Q2; q++) s += red[(q * HALF + tid) * 2], ss += red[(q * HALF + tid) * 2 + 1];
+                    for (int q = 0; q < Q2; q++) s += red[(q * PW + tid) * 2], ss += red[(q * PW + tid) * 2 + 1];
                     double *o = gnp + (((size_t)b * tiles_x * tiles_y + ty * tiles_x + tx) * n + c) * 2;
                     o[0] = s, o[1] = ss;
                 }
@@ -341,13 +548,38 @@ static int pick_bn(int n) {
     return e && !strcmp(e, "256") ? 256 : 128;
 }
 
-template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, const float *src, cudaStream_t st) {
-    using K = cfg<BN>;
+/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3, F_W2, F_FA2, F_PA): ARB_SIDECAR_CONV_V=<0..127>, default
+ * DEFAULT_FL. */
+/* measured (H100, VAE b32, one process, a fresh plan each): V=0 72.4 ms, F_VP 67.8; every other
+ * bit slower on top of F_VP (docs/PERFORMANCE.md, "Session 4 — VAE decoder, second round") */
+constexpr int DEFAULT_FL = F_VP;
+static int pick_fl(void) {
+    const char *e = getenv("ARB_SIDECAR_CONV_V");
+    if (!e || !*e) return DEFAULT_FL;
+    char *end;
+    long v = strtol(e, &end, 10);
+    return *end || v < 0 || v > 127 ? DEFAULT_FL : (int)v;
+}
+
+/* ARB_SIDECAR_CONV_FMA=1: the fused-multiply-add quantizer (not the CPU's rounding; comparisons only) */
+static bool fma_quant(void) {
+    const char *f = getenv("ARB_SIDECAR_CONV_FMA");
+    return f && f[0] == '1';
+}
+/* Whether the conv applies act() itself (F_FA): with one channel block (F_FA2: or two, each block
+ * redoing it) on the 128-channel shape; the act pass then writes only the absmax. */
+static bool fused_act(const sc_conv3_args &a) {
+    const int fl = pick_fl();
+    return (a.ab || a.silu) && (fl & F_FA) && pick_bn(a.n) == 128 && a.n <= (fl & F_FA2 ? 256 : 128) && !fma_quant();
+}
+
+template <int BN, bool FQ, int FL> static arb_status launch(const sc_conv3_args &a, cudaStream_t st) {
+    using K = cfg<BN, (FL & F_S3) != 0>;
     static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
     int dev = 0;
     ARB_CU(cudaGetDevice(&dev));
     if (dev < 0 || dev >= 64 || !opted[dev]) {
-        ARB_CU(cudaFuncSetAttribute(k_conv3_wg<BN, FQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::SMEM));
+        ARB_CU(cudaFuncSetAttribute(k_conv3_wg<BN, FQ, FL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::SMEM));
         if (dev >= 0 && dev < 64) opted[dev] = true;
     }
     static int nsm[64] = {0};
@@ -361,8 +593,12 @@ template <int BN, bool FQ> static arb_status launch(const sc_conv3_args &a, cons
     const char *pe = getenv("ARB_SIDECAR_CONV_PERSIST");
     const long cap = pe && pe[0] == '0' ? total : sms;
     const unsigned grid = (unsigned)(total < cap ? total : cap);
-    k_conv3_wg<BN, FQ><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
-                                                          a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
+    /* the source: the raw input when the kernel applies act() (F_FA) or act is the identity */
+    const bool act = a.ab || a.silu, fa = (FL & F_FA) != 0;
+    const float *src = act && !fa ? a.xa : a.x;
+    k_conv3_wg<BN, FQ, FL><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, fa ? a.ab : nullptr,
+                                                              fa ? a.silu : 0, a.pm, a.w, a.kp, a.n, a.np, a.ws,
+                                                              a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
     ARB_CU_LAUNCH("k_conv3_wg");
     return ARB_OK;
 }
@@ -390,7 +626,7 @@ static arb_status check(const sc_conv3_args &a) {
 arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
     const int P = a.H * a.W, wpb = 8;
-    const bool act = a.ab || a.silu;
+    const bool act = (a.ab || a.silu) && !fused_act(a); /* xa only when the conv reads it */
     k_conv_act<<<(unsigned)(((long)a.B * P + wpb - 1) / wpb), 32 * wpb, 0, st>>>(a.x, P, a.C, a.ab, a.silu,
                                                                               act ? a.xa : nullptr, a.pm, a.B);
     ARB_CU_LAUNCH("k_conv_act");
@@ -399,8 +635,29 @@ arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
 
 arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
-    const float *src = a.ab || a.silu ? a.xa : a.x;
-    const char *f = getenv("ARB_SIDECAR_CONV_FMA");
-    if (f && f[0] == '1') return pick_bn(a.n) == 256 ? launch<256, true>(a, src, st) : launch<128, true>(a, src, st);
-    return pick_bn(a.n) == 256 ? launch<256, false>(a, src, st) : launch<128, false>(a, src, st);
+    if (fma_quant()) return pick_bn(a.n) == 256 ? launch<256, true, 0>(a, st) : launch<128, true, 0>(a, st);
+    if (pick_bn(a.n) == 256) return launch<256, false, 0>(a, st);
+    /* instantiated: 0, every F_VP combination of the other bits, F_W2 with F_S3 (others: the
+     * nearest of these) */
+    int fl = pick_fl() & (fused_act(a) ? 31 | F_PA : (31 | F_PA) & ~F_FA);
+    if (fl != 0) fl |= F_VP;
+    if ((fl & F_W2) && !(fl & F_S3)) fl &= ~F_W2; /* F_W2 only with F_S3 */
+    if (fl & F_PA) fl = F_VP | F_PA | (fl & F_FA); /* F_PA: two stages, whole loads */
+    switch (fl) {
+    case 0: return launch<128, false, 0>(a, st);
+    case F_VP: return launch<128, false, F_VP>(a, st);
+    case F_VP | F_SPLIT: return launch<128, false, F_VP | F_SPLIT>(a, st);
+    case F_VP | F_FA: return launch<128, false, F_VP | F_FA>(a, st);
+    case F_VP | F_SPLIT | F_FA: return launch<128, false, F_VP | F_SPLIT | F_FA>(a, st);
+    case F_VP | F_S3: return launch<128, false, F_VP | F_S3>(a, st);
+    case F_VP | F_SPLIT | F_S3: return launch<128, false, F_VP | F_SPLIT | F_S3>(a, st);
+    case F_VP | F_FA | F_S3: return launch<128, false, F_VP | F_FA | F_S3>(a, st);
+    case F_VP | F_S3 | F_W2: return launch<128, false, F_VP | F_S3 | F_W2>(a, st);
+    case F_VP | F_SPLIT | F_S3 | F_W2: return launch<128, false, F_VP | F_SPLIT | F_S3 | F_W2>(a, st);
+    case F_VP | F_FA | F_S3 | F_W2: return launch<128, false, F_VP | F_FA | F_S3 | F_W2>(a, st);
+    case F_VP | F_SPLIT | F_FA | F_S3 | F_W2: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3 | F_W2>(a, st);
+    case F_VP | F_PA: return launch<128, false, F_VP | F_PA>(a, st);
+    case F_VP | F_FA | F_PA: return launch<128, false, F_VP | F_FA | F_PA>(a, st);
+    default: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3>(a, st);
+    }
 }

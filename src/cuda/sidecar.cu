@@ -2235,7 +2235,9 @@ static arb_status conv3_fwd(cu_model *g, plan_t *p, const qlin &l, const float *
         a.gnp = stats && gn_fused() ? p->gnp.as<double>() : nullptr;
         prof_mark(g, "conv_act");
         ARB_TRY(sc_conv3_igemm_act(a, g->stream));
-        prof_mark(g, "conv_igemm");
+        /* profile: the conv kernel's time by output resolution (as printed, "igemm@<Ho>") */
+        static const char *const at[] = {"igemm@<=32", "igemm@64", "igemm@128", "igemm@256", "igemm@>256"};
+        prof_mark(g, at[Ho <= 32 ? 0 : Ho <= 64 ? 1 : Ho <= 128 ? 2 : Ho <= 256 ? 3 : 4]);
         ARB_TRY(sc_conv3_igemm(a, g->stream));
         p->ops += 2.0 * rows * (double)l.n * l.k;
         if (stats) *stats = a.gnp != nullptr;
