@@ -1283,7 +1283,7 @@ struct lt_ctx {
         ARB_TRY(ws.alloc((size_t)32 << 20));
         return ARB_OK;
     }
-    bool tune = false; /* time the heuristic's candidates on the real operands (eager runs only) */
+    bool tune = false; /* time the int8 heuristic's candidates on the real operands (eager runs only) */
     arb_status plan(const gemm_key &k, gemm_plan **out, const void *W = nullptr, const void *X = nullptr,
                     void *C = nullptr, cudaStream_t strm = nullptr) {
         for (auto &p : plans)
@@ -1327,7 +1327,7 @@ struct lt_ctx {
         }
         cublasLtMatmulHeuristicResult_t res[24]; /* candidates timed per shape (eager plan run) */
         int nres = 0;
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, tune && W ? 24 : 1, res, &nres);
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, tune && W && k.i8 ? 24 : 1, res, &nres);
         cublasLtMatmulPreferenceDestroy(pref);
         if (st != CUBLAS_STATUS_SUCCESS || nres < 1) {
             cublasLtMatrixLayoutDestroy(p.a), cublasLtMatrixLayoutDestroy(p.b), cublasLtMatrixLayoutDestroy(p.c);
@@ -1336,7 +1336,10 @@ struct lt_ctx {
                              k.M, k.N, k.K, (int)st);
         }
         p.algo = res[0].algo;
-        if (tune && W && nres > 1) { /* fastest of the candidates: 1 warm-up + 3 timed runs each */
+        /* int8 only: its int32 results are exact whatever the algorithm, so the fastest can be
+         * chosen by timing; a float GEMM takes the heuristic's first, so its summation order (and
+         * the int8 roundings after it) is the same in every process */
+        if (tune && W && k.i8 && nres > 1) { /* fastest of the candidates: 1 warm-up + 3 timed runs each */
             cudaEvent_t e0, e1;
             cudaEventCreate(&e0);
             cudaEventCreate(&e1);
