@@ -3,6 +3,8 @@
  * whole `arbitor bench sidecars` (and as a small process for ncu / ARB_SIDECAR_PROFILE).
  * Not part of the library or its tests; dev/cuda/call_vae2.sh builds it against build-cuda.
  *   vae_drv BATCH ITERS [DIR [V...]]   → per variant V (ARB_SIDECAR_CONV_V; none: the environment's)
+ * (Since the variants were pruned to the fastest, ARB_SIDECAR_CONV_V is ignored by the library:
+ * V only labels a run; use ARB_SIDECAR_CONV_IGEMM=0/1 for the im2col / implicit-GEMM A/B.)
  *   "vae_drv b32 V=9: median X ms (min Y) over N", each on a fresh device copy of one loaded model */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>

@@ -13,10 +13,13 @@
  *    the activated 18 × 18 input patch (zero padding and nearest ×2 upsampling in the indexing)
  *    and the 9 taps' weights (three 128-byte-swizzled K-major tiles) into shared memory,
  *    double-buffered, chunks numbered across a block's tiles (a tile's last chunk prefetches the
- *    next tile's first). Per tap,
- *    each thread quantizes its 2 pixels × 16 channels straight into the wgmma A fragment
- *    registers (rint(v·127/absmax), one scale per output pixel) and wgmma m64n128k32 multiplies
- *    against the weights; the int32 sums stay in registers.
+ *    next tile's first). The loads' address arithmetic is done once per tile (a shared table of
+ *    each thread's patch-piece offsets): without it ~800 of the chunk loop's ~1400 instructions
+ *    issued the copies, and the kernel is issue-bound. Per tap, each thread quantizes its 2
+ *    vertically adjacent pixels × 16 channels straight into the wgmma A fragment registers
+ *    (rint(v·127/absmax), one scale per output pixel; taps dx-major, so a column's 4 staged rows
+ *    serve 3 taps) and wgmma m64n128k32 multiplies against the weights; the int32 sums stay in
+ *    registers.
  *  - Epilogue: y = acc·(s_x·s_w) + bias (+ y), written once as fp32 and rounded as the row kernel
  *    rounds it (no contraction); optionally the per-channel sums and sums of squares of this
  *    patch (double, as k_gn_partial) for the next GroupNorm.
@@ -25,8 +28,9 @@
  * |v·inv| ≤ 127 so no clamp is needed), exact int32 sums (the K order is free), and the row
  * kernel's epilogue formula: with the GroupNorm sums from their own pass the decode is bit-identical
  * to the im2col path's (measured). Only the sm_90a image has the kernel (sc_conv3_igemm_ok checks).
- * Measured on an H100 (VAE decode 256², batch 32): ~390 int8 TOPS in this kernel; numbers and
- * what was tried in docs/PERFORMANCE.md, "Session 4 — VAE decoder". */
+ * Measured on an H100 (VAE decode 256², batch 32): 92.8 ms with im2col, 56.7 ms with this kernel;
+ * the variants tried on the way (256-channel blocks, three stages, split loads, act() inside the
+ * kernel, two wgmmas in flight) were slower: docs/PERFORMANCE.md, "Session 4 — VAE decoder". */
 #include "cuda/kernels.cuh"
 #include "cuda/sc_conv.cuh"
 #include "cuda/gemm_sm90.cuh"
@@ -39,32 +43,24 @@ namespace {
 
 constexpr int CK = 32; /* input channels per chunk: one k32 step per tap */
 
-/* The two block shapes: 128 output channels × a 16 × 16 pixel patch (4 warpgroups, wgmma
- * m64n128k32; the default), or 256 channels × 8 × 16 pixels (2 warpgroups, m64n256k32: half the A
- * quantizing per multiply-add; ARB_SIDECAR_CONV_BN=256, measured slower). Warp w owns patch row w
- * either way. */
-template <int BN_, bool S3_ = false> struct cfg {
-    static constexpr int BN = BN_, THREADS = BN == 128 ? 512 : 256, TH = BN == 128 ? 16 : 8, TW = 16;
+/* The block: 128 output channels × a 16 × 16 pixel patch, 4 warpgroups (warp w owns patch row w
+ * of its warpgroup's 64-row wgmma tile); two stages of {patch, 9 taps of weights}. */
+struct cfg {
+    static constexpr int BN = 128, THREADS = 512, TH = 16, TW = 16;
     static constexpr int BM = TH * TW, HW_ = TW + 2, HP = (TH + 2) * HW_; /* staged patch with halo */
     static constexpr int NXS = HP * CK / 4;       /* 16-byte pieces of one chunk's patch */
     static constexpr int BSUB = BN * 128;         /* one 128-byte-swizzled weight tile: 4 taps */
-    /* tap 8 of BN = 256 lives in a tile shared by 4 consecutive chunks (slot ch % 4), so a
-     * chunk's weights take 2 tiles, not 3 (two chunks in flight must fit 227 KB) */
-    static constexpr bool T8 = BN == 256;
-    static constexpr int B_BYTES = (T8 ? 2 : 3) * BSUB;
+    static constexpr int B_BYTES = 3 * BSUB;
     static constexpr int XS_BYTES = (HP * CK * 4 + 1023) / 1024 * 1024;
     static constexpr int UNIT = B_BYTES + XS_BYTES; /* one chunk's operands */
-    /* S3 (F_S3): 2 weight buffers, then 3 patch buffers */
-    static constexpr int OPS = S3_ ? 2 * B_BYTES + 3 * XS_BYTES : 2 * UNIT;
-    static constexpr int T8_OFF = OPS, SCALES_OFF = OPS + (T8 ? BSUB : 0);
-    /* F_PA (two stages only): each thread's patch-piece source offsets of the tile being loaded */
+    static constexpr int SCALES_OFF = 2 * UNIT;
+    /* each thread's patch-piece source offsets of the tile being loaded */
     static constexpr int KX = (NXS + THREADS - 1) / THREADS, PA_OFF = SCALES_OFF + 2 * BM * 4;
-    static constexpr size_t SMEM = (size_t)PA_OFF + (S3_ ? 0 : (size_t)KX * THREADS * 4) + 1024;
+    static constexpr size_t SMEM = (size_t)PA_OFF + (size_t)KX * THREADS * 4 + 1024;
     static_assert(SMEM <= 227 * 1024, "shared memory");
-    static_assert(NXS > 0 && T8_OFF > 0, "shapes");
 };
 
-[[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+__device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
 /* The activation as the im2col kernels apply it (conv_px): v·scale + shift (the contraction nvcc
  * makes of conv_px's `v * s + t`), then SiLU. */
@@ -84,18 +80,10 @@ __device__ __forceinline__ float4 act4(float4 v, const float4 *a4, int C4, int c
 /* rint(v·inv) of 4 values as 4 int8 in one word (byte i = element i). v·inv is rounded to float
  * first (as the CPU does), then to an integer by adding 1.5·2²³ (round half to even); the low
  * byte of the sum's bits is the integer in two's complement. */
-/* FQ (ARB_SIDECAR_CONV_FMA=1, for comparisons only): one fused multiply-add, rint of the exact
- * product — differs from the CPU's rint(float(v·inv)) when that product rounds across a .5. */
-template <bool FQ> [[maybe_unused]] __device__ __forceinline__ uint32_t q4(float4 v, float inv) {
+__device__ __forceinline__ uint32_t q4(float4 v, float inv) {
     const float M = 12582912.f;
-    uint32_t a, b, c, d;
-    if constexpr (FQ) {
-        a = __float_as_uint(__fmaf_rn(v.x, inv, M)), b = __float_as_uint(__fmaf_rn(v.y, inv, M));
-        c = __float_as_uint(__fmaf_rn(v.z, inv, M)), d = __float_as_uint(__fmaf_rn(v.w, inv, M));
-    } else {
-        a = __float_as_uint(__fadd_rn(__fmul_rn(v.x, inv), M)), b = __float_as_uint(__fadd_rn(__fmul_rn(v.y, inv), M));
-        c = __float_as_uint(__fadd_rn(__fmul_rn(v.z, inv), M)), d = __float_as_uint(__fadd_rn(__fmul_rn(v.w, inv), M));
-    }
+    const uint32_t a = __float_as_uint(__fadd_rn(__fmul_rn(v.x, inv), M)), b = __float_as_uint(__fadd_rn(__fmul_rn(v.y, inv), M));
+    const uint32_t c = __float_as_uint(__fadd_rn(__fmul_rn(v.z, inv), M)), d = __float_as_uint(__fadd_rn(__fmul_rn(v.w, inv), M));
     return __byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410);
 }
 
@@ -138,143 +126,44 @@ template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
 #endif
 
 /* Persistent: grid = min(tiles, SMs); block i takes tiles i, i + grid, ... (tile t: channel block
- * t % nblk, then x, y, image). Chunks are numbered across tiles (gc), so the last chunks of a tile
- * prefetch the next tile's first, and their operand latency hides behind the current tile's last
- * chunks and epilogue. Each thread holds two pixels of the 16 × 16 patch (rows g and g + 8 of its
- * warp's 16 rows of the warpgroup's 64-row wgmma tile).
- * FL: variant bits (ARB_SIDECAR_CONV_V picks them; see pick_fl):
- *  F_VP — the thread's two pixels are vertically adjacent and the taps run dx-major, so a column's
- *    4 staged rows serve its 6 (pixel, tap) pairs of that dx (8 shared-memory loads per 3 taps,
- *    not 12); without it, pixels (row w, column g) and (w, g + 8) of warp w;
- *  F_SPLIT — the next chunk's loads are issued in 3 parts between the taps instead of all before
- *    the first (the tensor pipe is not idle while the addresses are computed);
- *  F_FA — act(x) in the kernel: each thread rewrites the patch pieces it staged once they land
- *    (the input is then the raw x; one channel block only, else every block would redo it): at
- *    the top of the chunk, or with F_S3 halfway through the chunk before (off the barrier's path);
- *  F_S3 — three patch buffers (two chunks of lead for the input, which comes from DRAM at the
- *    high resolutions) and two weight buffers (one chunk of lead: they come from L2), in
- *    separate cp.async groups; 2 × 48 + 3 × 41 KB. Without it, one chunk of lead for both;
- *  F_W2 — three A register sets, so two wgmmas of a warpgroup stay in flight while it quantizes
- *    the next tap (wait for all but 2), not one. */
-constexpr int F_VP = 1, F_SPLIT = 2, F_FA = 4, F_S3 = 8, F_W2 = 16;
-constexpr int F_FA2 = 32; /* host side only: F_FA also with two channel blocks (n ≤ 256) */
-/* F_PA (two stages, 128 channels): the loads' address arithmetic once per tile, not per chunk —
- * the tile's image base, weight row and each patch piece's source offset (a shared table, one
- * column per thread) are computed when a tile's first chunk is issued; a chunk then adds its
- * channel offset. The SASS of the chunk loop without it: ~800 of its ~1400 instructions issue
- * the 11 cp.async of a thread (runtime divisions for the tile, per-piece bounds and 64-bit
- * addresses), while the kernel is issue-bound (ncu: "wait" stalls, 2.2 IPC). */
-constexpr int F_PA = 64;
-template <int BN, bool FQ, int FL>
-__global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
-    k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ ab, int silu,
-               const float *__restrict__ pm, const int8_t *__restrict__ w, int kp, int n, int np,
-               const float *__restrict__ ws, const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x,
-               int tiles_y, int total, double *gnp) {
+ * t % nblk, then x, y, image). Chunks are numbered across tiles (gc), so the last chunk of a tile
+ * prefetches the next tile's first, and its operand latency hides behind the current tile's last
+ * chunk and epilogue. Each thread holds two vertically adjacent pixels of the 16 × 16 patch (rows
+ * g and g + 8 of its warp's 16 rows of the warpgroup's 64-row wgmma tile). */
+__global__ void __launch_bounds__(cfg::THREADS, 1)
+    k_conv3_wg(const float *__restrict__ xa, int H, int W, int C, int up, const float *__restrict__ pm,
+               const int8_t *__restrict__ w, int kp, int n, int np, const float *__restrict__ ws,
+               const float *__restrict__ bias, float *y, int res, int nblk, int tiles_x, int tiles_y, int total,
+               double *gnp) {
 #if defined(ARB_HAVE_WGMMA)
-    constexpr bool VP = (FL & F_VP) != 0, SPLIT = (FL & F_SPLIT) != 0, FA = (FL & F_FA) != 0, S3 = (FL & F_S3) != 0;
-    constexpr int NAS = (FL & F_W2) ? 3 : 2; /* A register sets: wgmmas in flight per warpgroup */
-    constexpr bool PA = (FL & F_PA) != 0;
-    using K = cfg<BN, S3>;
-    constexpr int THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
+    using K = cfg;
+    constexpr int BN = K::BN, THREADS = K::THREADS, TH = K::TH, TW = K::TW, BM = K::BM, HW_ = K::HW_, BSUB = K::BSUB;
     constexpr int NA = BN / 2; /* accumulators per thread */
-    /* statistics: NPART column parts of PW in turn through a free buffer; Q2 row groups per column
-     * (the same sums in the same order for either NPART) */
-    constexpr int NPART = S3 ? 4 : 2, PW = BN / NPART, LD2 = PW + 8, Q2 = THREADS / (BN / 2), RQ2 = BM / Q2;
-    constexpr int NP = SPLIT ? 3 : 1;                        /* load parts per chunk */
-    constexpr int KX = (K::NXS + THREADS - 1) / THREADS;     /* patch pieces per thread */
+    /* statistics: NPART column parts of PW in turn through a free buffer; Q2 row groups per column */
+    constexpr int NPART = 2, PW = BN / NPART, LD2 = PW + 8, Q2 = THREADS / (BN / 2), RQ2 = BM / Q2;
+    constexpr int KX = K::KX;                                /* patch pieces per thread */
     constexpr int KW = (9 * BN * 2 + THREADS - 1) / THREADS; /* weight pieces per thread */
-    static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * PW * 16 <= (size_t)(S3 ? K::B_BYTES : K::UNIT), "statistics fit");
-    static_assert(!VP || TH % 2 == 0, "pixel pairs");
-    static_assert(!S3 || !K::T8, "three stages: 128-channel blocks");
-    static_assert(!PA || (!S3 && !SPLIT && BN == 128 && THREADS % (BN * 2) == 0 && (THREADS / 8) % 2 == 0),
-                  "F_PA: two stages, whole loads, 128 channels");
+    static_assert((size_t)BM * LD2 * 4 + (size_t)Q2 * PW * 16 <= (size_t)K::UNIT, "statistics fit");
+    static_assert(TH % 2 == 0 && THREADS % (BN * 2) == 0 && (THREADS / 8) % 2 == 0, "shapes");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    /* 1024-byte aligned (the 128-byte swizzle). F_PA: as smem_raw plus an offset, so the compiler
-     * keeps the shared address space (shared loads, 32-bit addresses); the others round a generic
-     * pointer, which the SASS shows as generic loads (LD.E) with 64-bit address arithmetic. */
-    unsigned char *smem =
-        PA ? smem_raw + ((1024u - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u)
-           : (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    /* 1024-byte aligned (the 128-byte swizzle) as smem_raw plus an offset, so the compiler keeps
+     * the shared address space (shared loads, 32-bit addresses; rounding a generic pointer gives
+     * generic loads with 64-bit address arithmetic) */
+    unsigned char *smem = smem_raw + ((1024u - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
     float *inv_s = reinterpret_cast<float *>(smem + K::SCALES_OFF), *qs_s = inv_s + BM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
     const int Ho = up ? 2 * H : H, Wo = up ? 2 * W : W;
     const int nch = C / CK, grid = (int)gridDim.x;
-    /* this thread's two pixels, patch coordinates and indices in the tile */
-    const int pya = VP ? (warp >> 1) * 2 : warp, pyb = VP ? pya + 1 : warp;
-    const int pxa = VP ? (warp & 1) * 8 + g : g, pxb = VP ? pxa : g + 8;
-    const int pia = pya * TW + pxa, pib = pyb * TW + pxb;
+    /* this thread's two pixels (vertically adjacent), patch coordinates and indices in the tile */
+    const int pya = (warp >> 1) * 2, pyb = pya + 1, pxa = (warp & 1) * 8 + g;
+    const int pia = pya * TW + pxa, pib = pyb * TW + pxa;
     int t = blockIdx.x;
     if (t >= total) return;
 
     /* the buffers of chunk number gcn */
-    auto wbuf = [&](int gcn) { return smem + (S3 ? (size_t)(gcn & 1) * K::B_BYTES : (size_t)(gcn & 1) * K::UNIT); };
-    auto xbuf = [&](int gcn) {
-        return S3 ? smem + 2 * (size_t)K::B_BYTES + (size_t)(gcn % 3) * K::XS_BYTES
-                  : smem + (size_t)(gcn & 1) * K::UNIT + K::B_BYTES;
-    };
-    /* the chunk k after (tt, ch): its tile and channel chunk */
-    auto adv = [&](int &tt, int &ch, int k) {
-        ch += k;
-        while (ch >= nch) ch -= nch, tt += grid;
-    };
-    /* patch pieces [k0, k1) of thread tid (pieces tid + k·THREADS; F_FA relies on it) of chunk ch of
-     * tile tt into buffer gcn */
-    auto load_x = [&](int tt, int ch, int gcn, int k0, int k1) {
-        const int r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
-        const int ox0 = tx * TW, oy0 = ty * TH;
-        const float *xb = xa + (size_t)b * H * W * C + ch * CK;
-        unsigned char *Xu = xbuf(gcn);
-#pragma unroll
-        for (int k = k0; k < k1 && k < KX; k++) {
-            const int i = tid + k * THREADS;
-            if (i < K::NXS) {
-                const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
-                const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
-                const bool ok = vy >= 0 && vx >= 0 && vy < Ho && vx < Wo;
-                const float *src = ok ? xb + ((size_t)(up ? vy >> 1 : vy) * W + (up ? vx >> 1 : vx)) * C + slot * 4 : xa;
-                arb_cp_async16(Xu + (hp * 8 + (slot ^ ((hp & 1) << 2))) * 16, src, ok);
-            }
-        }
-    };
-    /* weight pieces [k0, k1) of chunk ch of tile tt's channel block into buffer gcn */
-    auto load_w = [&](int tt, int ch, int gcn, int k0, int k1) {
-        const int n0 = (tt % nblk) * BN;
-        unsigned char *Bu = wbuf(gcn);
-#pragma unroll
-        for (int k = k0; k < k1 && k < KW; k++) {
-            const int i = tid + k * THREADS;
-            if (i < 9 * BN * 2) {
-                const int tap = i / (BN * 2), rem = i - tap * BN * 2, row = rem >> 1, half = rem & 1;
-                const bool ok = n0 + row < np;
-                const int8_t *src = ok ? w + (size_t)(n0 + row) * kp + tap * C + ch * CK + half * 16 : w;
-                unsigned char *dst = K::T8 && tap == 8 ? smem + K::T8_OFF + swz128(row, (gcn & 3) * 2 + half)
-                                                       : Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half);
-                arb_cp_async16(dst, src, ok);
-            }
-        }
-    };
-    /* F_FA: act() of the patch pieces this thread staged for chunk ch of tile tt (landed: its own
-     * cp.async groups up to it are complete); padding stays 0 (act applies to the image) */
-    auto act_unit = [&](int tt, int ch, int gcn) {
-        const int r = tt / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
-        const int ox0 = tx * TW, oy0 = ty * TH, C4 = C >> 2;
-        const float4 *a4 = ab ? reinterpret_cast<const float4 *>(ab + (size_t)b * 2 * C) : nullptr;
-        float4 *Xu = reinterpret_cast<float4 *>(xbuf(gcn));
-#pragma unroll
-        for (int k = 0; k < KX; k++) {
-            const int i = tid + k * THREADS;
-            if (i < K::NXS) {
-                const int hp = i >> 3, slot = i & 7, hy = hp / HW_, hx = hp - hy * HW_;
-                const int vy = oy0 - 1 + hy, vx = ox0 - 1 + hx;
-                if (vy >= 0 && vx >= 0 && vy < Ho && vx < Wo) {
-                    float4 *q = Xu + hp * 8 + (slot ^ ((hp & 1) << 2));
-                    *q = act4(*q, a4, C4, ch * (CK / 4) + slot, silu);
-                }
-            }
-        }
-    };
-    /* F_PA: the load state of tile lt (the one whose chunks are being issued) */
+    auto wbuf = [&](int gcn) { return smem + (size_t)(gcn & 1) * K::UNIT; };
+    auto xbuf = [&](int gcn) { return smem + (size_t)(gcn & 1) * K::UNIT + K::B_BYTES; };
+    /* the load state of tile lt (the one whose chunks are being issued) */
     int *pa_s = reinterpret_cast<int *>(smem + K::PA_OFF); /* [KX][THREADS] patch source offsets, −1: padding */
     int lt = -1;
     const float *lxb = xa;  /* image base of tile lt */
@@ -298,8 +187,8 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
         }
         lt = tt;
     };
-    /* F_PA: chunk ch of tile tt (x and w) into buffer gcn */
-    auto load_pa = [&](int tt, int ch, int gcn) {
+    /* chunk ch of tile tt (x and w) into buffer gcn */
+    auto load = [&](int tt, int ch, int gcn) {
         __builtin_assume(tid >= 0 && tid < THREADS); /* pieces k < KX − 1 are then always in range */
         if (tt != lt) pa_tile(tt);
         unsigned char *Xu = xbuf(gcn), *Bu = wbuf(gcn);
@@ -323,20 +212,12 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
             }
         }
     };
-    /* Prologue. Two stages: {x, w of chunk 0}. Three: {x, w of chunk 0}, {x of chunk 1}; then per
-     * chunk gc: {w of gc + 1}, {x of gc + 2}, always committed (maybe empty) so that waiting for all
-     * but the newest group means "chunk gc has landed". */
+    /* Prologue: chunk 0; then each chunk gc issues gc + 1 (always committed, maybe empty, so that
+     * waiting for all groups means "chunk gc has landed"). */
     int gc = 0;
-    if constexpr (PA) load_pa(t, 0, 0);
-    else load_x(t, 0, 0, 0, KX), load_w(t, 0, 0, 0, KW);
+    load(t, 0, 0);
     arb_cp_async_commit();
-    if constexpr (S3) {
-        int t1 = t, c1 = 0;
-        adv(t1, c1, 1);
-        if (t1 < total) load_x(t1, c1, 1, 0, KX);
-        arb_cp_async_commit();
-    }
-    uint32_t af[NAS][4];
+    uint32_t af[2][4];
     int32_t acc[NA];
     for (; t < total; t += grid) {
         const int nb = t % nblk, r = t / nblk, tx = r % tiles_x, r2 = r / tiles_x, ty = r2 % tiles_y, b = r2 / tiles_y;
@@ -361,85 +242,44 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
         for (int i = 0; i < NA; i++) acc[i] = 0;
         float inv_a = 0.f, inv_b = 0.f;
         for (int ch = 0; ch < nch; ch++, gc++) {
-            if constexpr (S3) arb_cp_async_wait<1>();
-            else arb_cp_async_wait<0>();
-            /* F_FA: act() of this chunk's patch here (two stages, or the block's first chunk), or
-             * halfway through the previous chunk (three stages: it landed a chunk early) */
-            if constexpr (FA) {
-                if (!S3 || gc == 0) act_unit(t, ch, gc);
-            }
+            arb_cp_async_wait<0>();
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes → wgmma reads */
             __syncthreads(); /* chunk gc has landed; every warpgroup is done with chunk gc − 1 */
-            /* what to load during this chunk: two stages, x and w of gc + 1; three, w of gc + 1
-             * and x of gc + 2 (the buffers chunk gc − 1 used) */
-            int tw1 = t, cw1 = ch, tx2 = t, cx2 = ch;
-            adv(tw1, cw1, 1), adv(tx2, cx2, S3 ? 2 : 1);
-            const bool mw = tw1 < total, mx = tx2 < total;
-            auto issue = [&](int p) { /* part p of NP */
-                constexpr int KXP = (KX + NP - 1) / NP, KWP = (KW + NP - 1) / NP;
-                if constexpr (S3) { /* w (one group) in part 0, x (another) over the parts */
-                    constexpr int KXQ = (KX + NP - 1) / NP;
-                    if (p == 0) {
-                        if (mw) load_w(tw1, cw1, gc + 1, 0, KW);
-                        arb_cp_async_commit();
-                    }
-                    if (mx) load_x(tx2, cx2, gc + 2, p * KXQ, (p + 1) * KXQ);
-                    if (p == NP - 1) arb_cp_async_commit();
-                } else if constexpr (PA) {
-                    if (mw) load_pa(tw1, cw1, gc + 1);
-                    arb_cp_async_commit();
-                } else {
-                    if (mw) load_x(tw1, cw1, gc + 1, p * KXP, (p + 1) * KXP), load_w(tw1, cw1, gc + 1, p * KWP, (p + 1) * KWP);
-                    if (p == NP - 1) arb_cp_async_commit();
-                }
-            };
-            if constexpr (!SPLIT) issue(0);
+            { /* during this chunk: the next one (of this tile, or the next tile's first) */
+                int tn = t, cn = ch + 1;
+                if (cn == nch) cn = 0, tn += grid;
+                if (tn < total) load(tn, cn, gc + 1);
+                arb_cp_async_commit();
+            }
             if (ch == 0) inv_a = inv_s[pia], inv_b = inv_s[pib];
             const unsigned char *Bu = wbuf(gc);
             const float4 *Xu = reinterpret_cast<const float4 *>(xbuf(gc));
             auto ld = [&](int hp, int hi) { return Xu[hp * 8 + ((t4 + 4 * hi) ^ ((hp & 1) << 2))]; };
             /* one tap: A from (pixel a's, pixel b's) staged values, wgmma against the tap's weights */
             auto tap_mma = [&](int j, int tap, float4 a0, float4 b0, float4 a1, float4 b1) {
-                uint32_t (&a)[4] = af[j % NAS];
-                a[0] = q4<FQ>(a0, inv_a);
-                a[1] = q4<FQ>(b0, inv_b);
-                a[2] = q4<FQ>(a1, inv_a);
-                a[3] = q4<FQ>(b1, inv_b);
+                uint32_t (&a)[4] = af[j & 1];
+                a[0] = q4(a0, inv_a);
+                a[1] = q4(b0, inv_b);
+                a[2] = q4(a1, inv_a);
+                a[3] = q4(b1, inv_b);
                 fence_acc(acc);
                 arb_wgmma_fence();
-                const unsigned char *bt = K::T8 && tap == 8 ? smem + K::T8_OFF + (gc & 3) * 32
-                                                            : Bu + (tap >> 2) * BSUB + (tap & 3) * 32;
-                const uint64_t db = arb_wgmma_desc(bt);
-                if constexpr (BN == 128) wgmma_n128_rs(acc, a, db);
-                else arb_wgmma_m64n256k32_rs(acc, a, db);
+                wgmma_n128_rs(acc, a, arb_wgmma_desc(Bu + (tap >> 2) * BSUB + (tap & 3) * 32));
                 arb_wgmma_commit();
-                if (SPLIT && j % 3 == 0) issue(j / 3);
-                if (FA && S3 && j == 4 && mw) { /* the next chunk's patch: its group is complete */
-                    if constexpr (SPLIT) arb_cp_async_wait<1>(); /* newer: w of gc + 1 */
-                    else arb_cp_async_wait<2>();                 /* newer: w of gc + 1, x of gc + 2 */
-                    act_unit(tw1, cw1, gc + 1);
-                }
-                /* the oldest in-flight tap's wgmma (the register set tap j + 1 rewrites) has retired */
-                arb_wgmma_wait<NAS - 1>();
+                /* the previous tap's wgmma (the register set tap j + 1 rewrites) has retired */
+                arb_wgmma_wait<1>();
             };
-            if constexpr (VP) {
+            /* taps dx-major: rows pya .. pya + 3 of column pxa + dx serve the 3 taps of that dx
+             * for both pixels (8 shared-memory loads per 3 taps, not 12) */
 #pragma unroll
-                for (int dx = 0; dx < 3; dx++) {
-                    const int h0 = pya * HW_ + pxa + dx; /* rows pya .. pya + 3 of column pxa + dx */
-                    float4 lo[4], hi[4];
-                    lo[0] = ld(h0, 0), hi[0] = ld(h0, 1);
+            for (int dx = 0; dx < 3; dx++) {
+                const int h0 = pya * HW_ + pxa + dx;
+                float4 lo[4], hi[4];
+                lo[0] = ld(h0, 0), hi[0] = ld(h0, 1);
 #pragma unroll
-                    for (int dy = 0; dy < 3; dy++) {
-                        lo[dy + 1] = ld(h0 + (dy + 1) * HW_, 0), hi[dy + 1] = ld(h0 + (dy + 1) * HW_, 1);
-                        tap_mma(dx * 3 + dy, dy * 3 + dx, lo[dy], lo[dy + 1], hi[dy], hi[dy + 1]);
-                    }
-                }
-            } else {
-#pragma unroll
-                for (int tap = 0; tap < 9; tap++) {
-                    const int dy = tap / 3, dx = tap - dy * 3;
-                    const int hpa = (pya + dy) * HW_ + pxa + dx, hpb = (pyb + dy) * HW_ + pxb + dx;
-                    tap_mma(tap, tap, ld(hpa, 0), ld(hpb, 0), ld(hpa, 1), ld(hpb, 1));
+                for (int dy = 0; dy < 3; dy++) {
+                    lo[dy + 1] = ld(h0 + (dy + 1) * HW_, 0), hi[dy + 1] = ld(h0 + (dy + 1) * HW_, 1);
+                    tap_mma(dx * 3 + dy, dy * 3 + dx, lo[dy], lo[dy + 1], hi[dy], hi[dy + 1]);
                 }
             }
             arb_wgmma_wait<0>();
@@ -448,10 +288,9 @@ __global__ void __launch_bounds__(cfg<BN, (FL & F_S3) != 0>::THREADS, 1)
 
         /* epilogue: y = acc·(s_x·s_w) + bias (+ y), as the row kernel rounds it (no contraction);
          * thread holds pixels a and b, columns nj·8 + 2t, + 1. With gnp, the values also go
-         * (NPART column parts in turn) through a buffer the last chunk freed (two stages: its
-         * whole unit — the other holds the next tile's first chunk; three: its weights) to sum per
-         * column. */
-        const int oya = oy0 + pya, oyb = oy0 + pyb, oxa = ox0 + pxa, oxb = ox0 + pxb;
+         * (NPART column parts in turn) through the buffer the last chunk freed (the other holds
+         * the next tile's first chunk) to sum per column. */
+        const int oya = oy0 + pya, oyb = oy0 + pyb, oxa = ox0 + pxa, oxb = oxa;
         const bool va = oya < Ho && oxa < Wo, vb = oyb < Ho && oxb < Wo;
         const float qa = qs_s[pia], qb = qs_s[pib];
         float *ya = y + (((size_t)b * Ho + oya) * Wo + oxa) * n, *yb = y + (((size_t)b * Ho + oyb) * Wo + oxb) * n;
@@ -538,83 +377,17 @@ static bool dev_sm90(void) {
     return cache[dev] == 1;
 }
 
-/* The block shape: 128 channels. ARB_SIDECAR_CONV_BN=256: 256-channel blocks (8 × 16 pixels,
- * wgmma m64n256k32) — half the A quantizing per multiply-add, but twice the
- * weight bytes per pixel and 8 warps per SM: measured slower on the H100 (74.7 vs 67.3 ms, VAE
- * b32); kept for comparisons and tested. */
-static int pick_bn(int n) {
-    const char *e = getenv("ARB_SIDECAR_CONV_BN");
-    (void)n;
-    return e && !strcmp(e, "256") ? 256 : 128;
-}
-
-/* The variant bits (F_VP, F_SPLIT, F_FA, F_S3, F_W2, F_FA2, F_PA): ARB_SIDECAR_CONV_V=<0..127>, default
- * DEFAULT_FL. */
-/* measured (H100, VAE b32, one process, a fresh plan each): V=0 72.4 ms, F_VP 67.8; every other
- * bit slower on top of F_VP (docs/PERFORMANCE.md, "Session 4 — VAE decoder, second round") */
-constexpr int DEFAULT_FL = F_VP;
-static int pick_fl(void) {
-    const char *e = getenv("ARB_SIDECAR_CONV_V");
-    if (!e || !*e) return DEFAULT_FL;
-    char *end;
-    long v = strtol(e, &end, 10);
-    return *end || v < 0 || v > 127 ? DEFAULT_FL : (int)v;
-}
-
-/* ARB_SIDECAR_CONV_FMA=1: the fused-multiply-add quantizer (not the CPU's rounding; comparisons only) */
-static bool fma_quant(void) {
-    const char *f = getenv("ARB_SIDECAR_CONV_FMA");
-    return f && f[0] == '1';
-}
-/* Whether the conv applies act() itself (F_FA): with one channel block (F_FA2: or two, each block
- * redoing it) on the 128-channel shape; the act pass then writes only the absmax. */
-static bool fused_act(const sc_conv3_args &a) {
-    const int fl = pick_fl();
-    return (a.ab || a.silu) && (fl & F_FA) && pick_bn(a.n) == 128 && a.n <= (fl & F_FA2 ? 256 : 128) && !fma_quant();
-}
-
-template <int BN, bool FQ, int FL> static arb_status launch(const sc_conv3_args &a, cudaStream_t st) {
-    using K = cfg<BN, (FL & F_S3) != 0>;
-    static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
-    int dev = 0;
-    ARB_CU(cudaGetDevice(&dev));
-    if (dev < 0 || dev >= 64 || !opted[dev]) {
-        ARB_CU(cudaFuncSetAttribute(k_conv3_wg<BN, FQ, FL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::SMEM));
-        if (dev >= 0 && dev < 64) opted[dev] = true;
-    }
-    static int nsm[64] = {0};
-    if (dev >= 0 && dev < 64 && !nsm[dev]) ARB_CU(cudaDeviceGetAttribute(&nsm[dev], cudaDevAttrMultiProcessorCount, dev));
-    const int sms = dev >= 0 && dev < 64 ? nsm[dev] : 132;
-    const int Ho = a.up ? 2 * a.H : a.H, Wo = a.up ? 2 * a.W : a.W, nblk = (a.n + BN - 1) / BN;
-    const int tx = (Wo + K::TW - 1) / K::TW, ty = (Ho + K::TH - 1) / K::TH;
-    const long total = (long)a.B * tx * ty * nblk;
-    if (total > INT32_MAX) return arb_error(ARB_ERR_UNSUPPORTED, "sc_conv3_igemm: %ld tiles", total);
-    /* ARB_SIDECAR_CONV_PERSIST=0: one tile per block (no cross-tile prefetch), for comparisons */
-    const char *pe = getenv("ARB_SIDECAR_CONV_PERSIST");
-    const long cap = pe && pe[0] == '0' ? total : sms;
-    const unsigned grid = (unsigned)(total < cap ? total : cap);
-    /* the source: the raw input when the kernel applies act() (F_FA) or act is the identity */
-    const bool act = a.ab || a.silu, fa = (FL & F_FA) != 0;
-    const float *src = act && !fa ? a.xa : a.x;
-    k_conv3_wg<BN, FQ, FL><<<grid, K::THREADS, K::SMEM, st>>>(src, a.H, a.W, a.C, a.up, fa ? a.ab : nullptr,
-                                                              fa ? a.silu : 0, a.pm, a.w, a.kp, a.n, a.np, a.ws,
-                                                              a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
-    ARB_CU_LAUNCH("k_conv3_wg");
-    return ARB_OK;
-}
-
 } // namespace
 
 bool sc_conv3_igemm_ok(int C) { return C >= CK && C % CK == 0 && dev_sm90(); }
 
 long sc_conv3_igemm_blocks(int B, int Ho, int Wo, int n) {
-    const int bn = pick_bn(n), th = bn == 128 ? cfg<128>::TH : cfg<256>::TH, tw = 16;
-    return (long)B * ((Ho + th - 1) / th) * ((Wo + tw - 1) / tw) * ((n + bn - 1) / bn);
+    return (long)B * sc_conv3_igemm_tiles(Ho, Wo, n) * ((n + cfg::BN - 1) / cfg::BN);
 }
 
 int sc_conv3_igemm_tiles(int Ho, int Wo, int n) {
-    const int th = pick_bn(n) == 128 ? cfg<128>::TH : cfg<256>::TH, tw = 16;
-    return ((Ho + th - 1) / th) * ((Wo + tw - 1) / tw);
+    (void)n;
+    return ((Ho + cfg::TH - 1) / cfg::TH) * ((Wo + cfg::TW - 1) / cfg::TW);
 }
 
 static arb_status check(const sc_conv3_args &a) {
@@ -626,7 +399,7 @@ static arb_status check(const sc_conv3_args &a) {
 arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
     const int P = a.H * a.W, wpb = 8;
-    const bool act = (a.ab || a.silu) && !fused_act(a); /* xa only when the conv reads it */
+    const bool act = a.ab || a.silu; /* xa only when act is not the identity */
     k_conv_act<<<(unsigned)(((long)a.B * P + wpb - 1) / wpb), 32 * wpb, 0, st>>>(a.x, P, a.C, a.ab, a.silu,
                                                                               act ? a.xa : nullptr, a.pm, a.B);
     ARB_CU_LAUNCH("k_conv_act");
@@ -635,29 +408,25 @@ arb_status sc_conv3_igemm_act(const sc_conv3_args &a, cudaStream_t st) {
 
 arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
     ARB_TRY(check(a));
-    if (fma_quant()) return pick_bn(a.n) == 256 ? launch<256, true, 0>(a, st) : launch<128, true, 0>(a, st);
-    if (pick_bn(a.n) == 256) return launch<256, false, 0>(a, st);
-    /* instantiated: 0, every F_VP combination of the other bits, F_W2 with F_S3 (others: the
-     * nearest of these) */
-    int fl = pick_fl() & (fused_act(a) ? 31 | F_PA : (31 | F_PA) & ~F_FA);
-    if (fl != 0) fl |= F_VP;
-    if ((fl & F_W2) && !(fl & F_S3)) fl &= ~F_W2; /* F_W2 only with F_S3 */
-    if (fl & F_PA) fl = F_VP | F_PA | (fl & F_FA); /* F_PA: two stages, whole loads */
-    switch (fl) {
-    case 0: return launch<128, false, 0>(a, st);
-    case F_VP: return launch<128, false, F_VP>(a, st);
-    case F_VP | F_SPLIT: return launch<128, false, F_VP | F_SPLIT>(a, st);
-    case F_VP | F_FA: return launch<128, false, F_VP | F_FA>(a, st);
-    case F_VP | F_SPLIT | F_FA: return launch<128, false, F_VP | F_SPLIT | F_FA>(a, st);
-    case F_VP | F_S3: return launch<128, false, F_VP | F_S3>(a, st);
-    case F_VP | F_SPLIT | F_S3: return launch<128, false, F_VP | F_SPLIT | F_S3>(a, st);
-    case F_VP | F_FA | F_S3: return launch<128, false, F_VP | F_FA | F_S3>(a, st);
-    case F_VP | F_S3 | F_W2: return launch<128, false, F_VP | F_S3 | F_W2>(a, st);
-    case F_VP | F_SPLIT | F_S3 | F_W2: return launch<128, false, F_VP | F_SPLIT | F_S3 | F_W2>(a, st);
-    case F_VP | F_FA | F_S3 | F_W2: return launch<128, false, F_VP | F_FA | F_S3 | F_W2>(a, st);
-    case F_VP | F_SPLIT | F_FA | F_S3 | F_W2: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3 | F_W2>(a, st);
-    case F_VP | F_PA: return launch<128, false, F_VP | F_PA>(a, st);
-    case F_VP | F_FA | F_PA: return launch<128, false, F_VP | F_FA | F_PA>(a, st);
-    default: return launch<128, false, F_VP | F_SPLIT | F_FA | F_S3>(a, st);
+    static bool opted[64] = {false}; /* per device: the opt-in above 48 KB of shared memory */
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64 || !opted[dev]) {
+        ARB_CU(cudaFuncSetAttribute(k_conv3_wg, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cfg::SMEM));
+        if (dev >= 0 && dev < 64) opted[dev] = true;
     }
+    static int nsm[64] = {0};
+    if (dev >= 0 && dev < 64 && !nsm[dev]) ARB_CU(cudaDeviceGetAttribute(&nsm[dev], cudaDevAttrMultiProcessorCount, dev));
+    const int sms = dev >= 0 && dev < 64 ? nsm[dev] : 132;
+    const int Ho = a.up ? 2 * a.H : a.H, Wo = a.up ? 2 * a.W : a.W, nblk = (a.n + cfg::BN - 1) / cfg::BN;
+    const int tx = (Wo + cfg::TW - 1) / cfg::TW, ty = (Ho + cfg::TH - 1) / cfg::TH;
+    const long total = (long)a.B * tx * ty * nblk;
+    if (total > INT32_MAX) return arb_error(ARB_ERR_UNSUPPORTED, "sc_conv3_igemm: %ld tiles", total);
+    const unsigned grid = (unsigned)(total < sms ? total : sms);
+    /* the source: the activated copy, or the raw input when act is the identity */
+    const float *src = a.ab || a.silu ? a.xa : a.x;
+    k_conv3_wg<<<grid, cfg::THREADS, cfg::SMEM, st>>>(src, a.H, a.W, a.C, a.up, a.pm, a.w, a.kp, a.n, a.np, a.ws,
+                                                      a.bias, a.y, a.res, nblk, tx, ty, (int)total, a.gnp);
+    ARB_CU_LAUNCH("k_conv3_wg");
+    return ARB_OK;
 }

@@ -2180,9 +2180,8 @@ static arb_status vae_plan(cu_model *g, plan_t *p, int B, int h, int w) {
     ARB_TRY(p->qs.alloc(Pmax * sizeof(float))); /* also the implicit-GEMM conv's per-pixel absmax */
     ARB_TRY(p->acc.alloc(accmax * sizeof(int32_t)));
     ARB_TRY(p->out.alloc(Pmax * g->cout * sizeof(float)));
-    /* GroupNorm partials: GN_PIX-pixel chunks, or an implicit-GEMM conv's tiles (either shape) */
-    size_t nch = std::max((Pmax / B + GN_PIX - 1) / GN_PIX,
-                          (size_t)std::max(sc_conv3_igemm_tiles(H, W, 128), sc_conv3_igemm_tiles(H, W, 256)));
+    /* GroupNorm partials: GN_PIX-pixel chunks, or an implicit-GEMM conv's tiles */
+    size_t nch = std::max((Pmax / B + GN_PIX - 1) / GN_PIX, (size_t)sc_conv3_igemm_tiles(H, W, 128));
     ARB_TRY(p->gnp.alloc((size_t)B * nch * C * 2 * sizeof(double)));
     ARB_TRY(p->gab.alloc((size_t)B * 2 * C * sizeof(float)));
     if (g->has_attn) {

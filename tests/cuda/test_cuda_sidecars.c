@@ -172,10 +172,10 @@ static void test_random_batches(void **state) {
  * the im2col path's within 2e-2, the CUDA-vs-CPU tolerance: int32 sums are exact, the window
  * absmax and scales are the same floats and the epilogue rounds as the row kernel does (with the
  * GroupNorm sums from their own pass the two paths gave the same bits on an H100: 0.000e+00).
- * Each comparison loads a fresh model, whose eager plan run times cuBLASLt candidates for the
- * fp32 attention GEMMs; another algorithm sums in another order, and on these random latents one
- * flipped int8 rounding spreads to ~1e-2 (the same config measured 0 in one run and 1.1e-2 in
- * another), as does a GroupNorm sum in another order (fused into the conv epilogue). Odd
+ * A GroupNorm sum in another order (fused into the conv epilogue) can flip one int8 rounding,
+ * which on these random latents spreads to ~1e-2. (The fp32 attention GEMMs no longer add to
+ * that: their cuBLASLt algorithm is no longer chosen by timing, so every fresh model sums in the
+ * same order; measured 0.000e+00 between variants on an H100 since.) Odd
  * latent sizes leave partial 16 × 16 output tiles at every level; vae-tiny's 32 and 64 channels
  * give one 128-wide channel block with masked columns (and conv_out's 3). */
 static void vae_paths(const char *mode, const int64_t *shape, uint64_t seed, arb_tensor *out) {
@@ -195,9 +195,6 @@ static void test_vae_conv_paths(void **state) {
     setenv("ARB_SIDECAR_CONV_IGEMM", "1", 1);
     random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 15);
     random_batch("vae-tiny", 4, (int64_t[]){2, 4, 5, 9}, 2.f, 16);
-    setenv("ARB_SIDECAR_CONV_BN", "256", 1); /* the 256-channel block shape (8 × 16 pixels) */
-    random_batch("vae-tiny", 4, (int64_t[]){3, 4, 12, 20}, 2.f, 15);
-    unsetenv("ARB_SIDECAR_CONV_BN");
     {
         const char *dir = fx("vae-tiny");
         arb_tensor lat, refq, out;
@@ -211,37 +208,16 @@ static void test_vae_conv_paths(void **state) {
     }
     unsetenv("ARB_SIDECAR_CONV_IGEMM");
     const int64_t shape[4] = {2, 4, 13, 18};
-    arb_tensor a, b, c, d;
+    arb_tensor a, b, c;
     vae_paths("1", shape, 17, &a);
     vae_paths("0", shape, 17, &b);
     setenv("ARB_SIDECAR_GN_FUSED", "0", 1);
     vae_paths("1", shape, 17, &c);
     unsetenv("ARB_SIDECAR_GN_FUSED");
-    setenv("ARB_SIDECAR_CONV_BN", "256", 1);
-    vae_paths("1", shape, 17, &d);
-    unsetenv("ARB_SIDECAR_CONV_BN");
     arb_test_expect_close("vae-tiny implicit-GEMM conv vs im2col conv", &a, &b, 2e-2);
     arb_test_expect_close("vae-tiny implicit-GEMM, GroupNorm sums apart, vs im2col", &c, &b, 2e-2);
     arb_test_expect_close("vae-tiny implicit-GEMM, GroupNorm sums fused vs apart", &a, &c, 2e-2);
-    arb_test_expect_close("vae-tiny implicit-GEMM 256-channel blocks vs 128", &d, &a, 2e-2);
-    /* every kernel variant (ARB_SIDECAR_CONV_V bits: 1 vertical pixel pairs, 2 split loads, 4 act()
-     * in the conv, 8 three patch buffers, 16 two wgmmas in flight, 32 act() in the conv with two
-     * channel blocks too, 64 load addresses once per tile; the instantiated ones) against
-     * the im2col path: the same quantized windows, so the same tolerance (measured: the same bits) */
-    static const int variants[] = {0, 1, 3, 5, 7, 9, 11, 13, 15, 25, 27, 29, 31, 45, 65, 69};
-    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) {
-        const int v = variants[i];
-        char val[4], what[96];
-        snprintf(val, sizeof val, "%d", v);
-        setenv("ARB_SIDECAR_CONV_V", val, 1);
-        arb_tensor e;
-        vae_paths("1", shape, 17, &e);
-        snprintf(what, sizeof what, "vae-tiny implicit-GEMM variant %d vs im2col", v);
-        arb_test_expect_close(what, &e, &b, 2e-2);
-        arb_tensor_free(&e);
-    }
-    unsetenv("ARB_SIDECAR_CONV_V");
-    arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c), arb_tensor_free(&d);
+    arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c);
 }
 
 /* Row stages without row-wide reductions by k_rowe (element-wise, the default) against k_rowr
