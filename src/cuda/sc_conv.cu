@@ -60,7 +60,7 @@ struct cfg {
     static_assert(SMEM <= 227 * 1024, "shared memory");
 };
 
-__device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+[[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
 /* The activation as the im2col kernels apply it (conv_px): v·scale + shift (the contraction nvcc
  * makes of conv_px's `v * s + t`), then SiLU. */
@@ -80,7 +80,7 @@ __device__ __forceinline__ float4 act4(float4 v, const float4 *a4, int C4, int c
 /* rint(v·inv) of 4 values as 4 int8 in one word (byte i = element i). v·inv is rounded to float
  * first (as the CPU does), then to an integer by adding 1.5·2²³ (round half to even); the low
  * byte of the sum's bits is the integer in two's complement. */
-__device__ __forceinline__ uint32_t q4(float4 v, float inv) {
+[[maybe_unused]] __device__ __forceinline__ uint32_t q4(float4 v, float inv) {
     const float M = 12582912.f;
     const uint32_t a = __float_as_uint(__fadd_rn(__fmul_rn(v.x, inv), M)), b = __float_as_uint(__fadd_rn(__fmul_rn(v.y, inv), M));
     const uint32_t c = __float_as_uint(__fadd_rn(__fmul_rn(v.z, inv), M)), d = __float_as_uint(__fadd_rn(__fmul_rn(v.w, inv), M));
