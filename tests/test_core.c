@@ -29,6 +29,13 @@ static void test_tensor_alloc_and_overflow(void **state) {
 
     int64_t huge[3] = {INT64_MAX / 2, 4, 4};
     assert_int_equal(arb_tensor_init(&t, ARB_F32, 3, huge, arb_cpu()), ARB_ERR_OVERFLOW);
+    /* a zero dimension: empty, even where the other dimensions' product overflows */
+    int64_t empty[3] = {INT64_C(800000000000), INT64_C(281474976710656), 0};
+    ARB_ASSERT_OK(arb_tensor_init(&t, ARB_F32, 3, empty, arb_cpu()));
+    assert_int_equal(t.nbytes, 0);
+    assert_int_equal(arb_tensor_numel(&t), 0);
+    arb_tensor_free(&t);
+    assert_int_equal(arb_tensor_init(&t, ARB_F32, 2, NULL, arb_cpu()), ARB_ERR_INVALID_ARG);
     int64_t neg[2] = {4, -1};
     assert_int_equal(arb_tensor_init(&t, ARB_F32, 2, neg, arb_cpu()), ARB_ERR_SHAPE);
 #ifndef ARB_HAVE_CUDA

@@ -596,6 +596,22 @@ static void test_corrupt_files(void **state) {
         free(b);
     }
 
+    { /* an empty tensor whose other dimensions' product overflows (found by fuzz_safetensors):
+       * it opens, and converts to an empty F32 tensor */
+        size_t n;
+        uint8_t *b =
+            mk("{\"x\":{\"dtype\":\"F16\",\"shape\":[800000000000,281474976710656,0],\"data_offsets\":[0,0]}}", 0, &n);
+        arb_safetensors *st;
+        ARB_ASSERT_OK(arb_safetensors_open_memory(&st, b, n));
+        arb_tensor f;
+        ARB_ASSERT_OK(arb_safetensors_load_f32(st, "x", &f));
+        assert_int_equal(arb_tensor_numel(&f), 0);
+        assert_int_equal(f.nbytes, 0);
+        arb_tensor_free(&f);
+        arb_safetensors_close(st);
+        free(b);
+    }
+
     /* Header length field: too big for the file, over the limit, zero, and a short file. */
     size_t len;
     uint8_t *b = mk("{}", 0, &len);

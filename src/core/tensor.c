@@ -51,12 +51,18 @@ arb_status arb_shape_nbytes(arb_dtype dt, int ndim, const int64_t *shape, size_t
     if ((int)dt < 0 || dt >= ARB_DTYPE_COUNT) return arb_error(ARB_ERR_DTYPE, "unknown dtype %d", (int)dt);
     if (ndim < 0 || ndim > ARB_MAX_DIMS)
         return arb_error(ARB_ERR_SHAPE, "rank %d is outside 0..%d", ndim, ARB_MAX_DIMS);
-    size_t n = arb_dtype_size(dt);
+    if (ndim > 0 && !shape) return arb_error(ARB_ERR_INVALID_ARG, "shape is NULL");
+    bool empty = false;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) return arb_error(ARB_ERR_SHAPE, "dimension %d is negative (%lld)", i, (long long)shape[i]);
+        empty = empty || shape[i] == 0;
+    }
+    /* A zero dimension makes the tensor empty whatever the others are (as the safetensors reader
+     * counts it), so a product of the others that would overflow is not an error then. */
+    size_t n = empty ? 0 : arb_dtype_size(dt);
+    for (int i = 0; i < ndim && !empty; i++)
         if (!arb_mul_size(n, (size_t)shape[i], &n))
             return arb_error(ARB_ERR_OVERFLOW, "tensor size overflows at dimension %d", i);
-    }
     *out = n;
     return ARB_OK;
 }
@@ -149,6 +155,8 @@ void arb_tensor_free(arb_tensor *t) {
 }
 
 int64_t arb_tensor_numel(const arb_tensor *t) {
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] == 0) return 0; /* the other dimensions' product may not fit then */
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
     return n;
