@@ -6,19 +6,8 @@
 # testold: the test with the previous kernels (shared-memory row kernel, one-row conv tile, WMMA
 # attention); ab*: our own times (no PyTorch) with one of them switched back, for A/B in one call.
 set -uo pipefail
-out=${OUT:-/tmp/arb-gpu}; mkdir -p "$out"
-root=$PWD
-cd .wt-scfast
-[ -d .deps ] || cp -r "$root/.deps" .
-export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-command -v pkg-config >/dev/null || export PKG_CONFIG=$PWD/.deps/usr/bin/pkgconf
-export ARB_SHARED_DIR=$root/.gpu-data
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
-t0=$SECONDS
-cmake -S . -B build-cuda -DARB_CUDA=ON -DARB_DEPS_PREFIX="$PWD/.deps" -DCMAKE_BUILD_TYPE=Release >"$out/cmake.log" 2>&1 ||
-  { tail -30 "$out/cmake.log"; exit 1; }
-cmake --build build-cuda -j16 --target arbitor_cli test_cuda_sidecars >"$out/build.log" 2>&1 ||
-  { grep -E "error|Error" "$out/build.log" | head -20; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/device_build.sh"
+arb_device_build .wt-scfast arbitor_cli test_cuda_sidecars || exit 1
 echo "build: $((SECONDS - t0)) s"
 rc=0
 for w in ${*:-test prof bench}; do

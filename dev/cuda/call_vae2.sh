@@ -10,19 +10,8 @@
 # 13..30 of one decode (64², 128², 256² convs; batch $VAE_NCU_B, default 8) for V in $VAE_NCU (default: the exported fastest, else 65); bench: the real
 # `arbitor bench sidecars --device cuda` (PyTorch in the same run); memcheck: compute-sanitizer.
 set -uo pipefail
-out=${OUT:-/tmp/arb-gpu}; mkdir -p "$out"
-root=$PWD
-cd .wt-vae2
-[ -d .deps ] || cp -r "$root/.deps" .
-export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-command -v pkg-config >/dev/null || export PKG_CONFIG=$PWD/.deps/usr/bin/pkgconf
-export ARB_SHARED_DIR=$root/.gpu-data
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
-t0=$SECONDS
-cmake -S . -B build-cuda -DARB_CUDA=ON -DARB_DEPS_PREFIX="$PWD/.deps" -DCMAKE_BUILD_TYPE=Release >"$out/cmake.log" 2>&1 ||
-  { tail -30 "$out/cmake.log"; exit 1; }
-cmake --build build-cuda -j16 --target arbitor_cli test_cuda_sidecars >"$out/build.log" 2>&1 ||
-  { grep -E "error|Error" "$out/build.log" | head -20; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/device_build.sh"
+arb_device_build .wt-vae2 arbitor_cli test_cuda_sidecars || exit 1
 (cd build-cuda && gcc -O2 -std=c17 -I../include -I../src -c ../dev/cuda/vae_drv.c -o vae_drv.o &&
   sed -e 's#@CMakeFiles/arbitor_cli.dir/objects1[^ ]*#vae_drv.o#' -e 's# -o arbitor # -o vae_drv #' \
     CMakeFiles/arbitor_cli.dir/link.txt >vae_drv_link.sh && bash vae_drv_link.sh) >"$out/drv.log" 2>&1 ||
