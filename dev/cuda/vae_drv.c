@@ -5,7 +5,8 @@
  *   vae_drv BATCH ITERS [DIR [V...]]   → per variant V (ARB_SIDECAR_CONV_V; none: the environment's)
  * (Since the variants were pruned to the fastest, ARB_SIDECAR_CONV_V is ignored by the library:
  * V only labels a run; use ARB_SIDECAR_CONV_IGEMM=0/1 for the im2col / implicit-GEMM A/B.)
- *   "vae_drv b32 V=9: median X ms (min Y) over N", each on a fresh device copy of one loaded model */
+ *   "vae_drv b32 V=9: median X ms (min Y) over N", each on a fresh device copy of one loaded model
+ * A DIR whose name contains "dinov2" times the synthetic DINOv2-small on B × 3 × 224 × 224 instead. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -40,12 +41,13 @@ int main(int argc, char **argv) {
     snprintf(parent, sizeof parent, "%s", dir);
     char *slash = strrchr(parent, '/');
     if (slash && slash != parent) *slash = 0, mkdir(parent, 0755); /* the synth makes DIR itself */
-    if (access(cfg, R_OK) != 0 && arb_sidecar_synth(ARB_SIDECAR_VAE, dir, 1234))
+    const int dino = strstr(dir, "dinov2") != NULL;
+    if (access(cfg, R_OK) != 0 && arb_sidecar_synth(dino ? ARB_SIDECAR_DINOV2 : ARB_SIDECAR_VAE, dir, 1234))
         return fprintf(stderr, "vae_drv: synth: %s\n", arb_last_error()), 1;
     arb_sidecar *m;
     if (arb_sidecar_load(&m, dir, ARB_SIDECAR_INT8)) return fprintf(stderr, "vae_drv: load: %s\n", arb_last_error()), 1;
     arb_tensor x, xd, out = {0};
-    if (arb_tensor_init(&x, ARB_F32, 4, (int64_t[]){B, 4, 32, 32}, arb_cpu())) return 1;
+    if (arb_tensor_init(&x, ARB_F32, 4, dino ? (int64_t[]){B, 3, 224, 224} : (int64_t[]){B, 4, 32, 32}, arb_cpu())) return 1;
     arb_rng_key key = arb_rng_key_make(7, 1);
     for (int64_t i = 0; i < arb_tensor_numel(&x); i++) ((float *)x.data)[i] = arb_rand_normal(key, (uint32_t)i);
     if (arb_tensor_init(&xd, ARB_F32, 4, x.shape, arb_cuda(0)) || arb_tensor_copy(&xd, &x)) return 1;

@@ -363,8 +363,10 @@ __global__ void __launch_bounds__(cfg::THREADS, 1)
 #endif
 }
 
+} // namespace
+
 /* Whether the current device runs the sm_90a image (the kernel is empty in any other). */
-static bool dev_sm90(void) {
+bool sc_sm90(void) {
     static int cache[64];
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
@@ -377,9 +379,7 @@ static bool dev_sm90(void) {
     return cache[dev] == 1;
 }
 
-} // namespace
-
-bool sc_conv3_igemm_ok(int C) { return C >= CK && C % CK == 0 && dev_sm90(); }
+bool sc_conv3_igemm_ok(int C) { return C >= CK && C % CK == 0 && sc_sm90(); }
 
 long sc_conv3_igemm_blocks(int B, int Ho, int Wo, int n) {
     return (long)B * sc_conv3_igemm_tiles(Ho, Wo, n) * ((n + cfg::BN - 1) / cfg::BN);

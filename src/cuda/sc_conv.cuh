@@ -34,6 +34,9 @@ struct sc_conv3_args {
     double *gnp;      /* non-null: GroupNorm partial sums of the output, [B][tiles][n][2] (sum, sum²) */
 };
 
+/* Whether the current device runs the sm_90a image (the wgmma sidecar kernels are empty in any
+ * other). */
+bool sc_sm90(void);
 /* Whether the kernel takes a conv with C input channels. */
 bool sc_conv3_igemm_ok(int C);
 /* Work items (output tiles × channel blocks) of the conv: small counts run better as im2col +

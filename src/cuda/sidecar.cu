@@ -33,6 +33,7 @@
 
 #include "cuda/internal.cuh"
 #include "cuda/sc_conv.cuh"
+#include "cuda/sc_rowgemm.cuh"
 #include "cuda/sidecar_cuda.h"
 
 extern "C" {
@@ -191,7 +192,7 @@ __global__ void k_row(row_args a, int nrows) {
         }
 #pragma unroll
         for (int j = 0; j < V; j++) {
-            if (a.act == ACT_GELU) y.v[j] = 0.5f * y.v[j] * (1.f + erff(y.v[j] * 0.70710678118654752f));
+            if (a.act == ACT_GELU) y.v[j] = sc_gelu(y.v[j]);
             else if (a.act == ACT_TANH) y.v[j] = tanhf(y.v[j]);
         }
         st_f<V>(row + c, y);
@@ -409,7 +410,7 @@ __global__ void __launch_bounds__(256, 2) k_rowr(row_args a, int nrows, int W) {
 #pragma unroll
         for (int i = 0; i < NC; i++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) y[i][j] = 0.5f * y[i][j] * (1.f + erff(y[i][j] * 0.70710678118654752f));
+            for (int j = 0; j < 4; j++) y[i][j] = sc_gelu(y[i][j]);
     } else if (a.act == ACT_TANH) {
 #pragma unroll
         for (int i = 0; i < NC; i++)
@@ -565,7 +566,7 @@ __global__ void __launch_bounds__(256) k_rowe(row_args a, int nrows) {
         }
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            if (a.act == ACT_GELU) y[j] = 0.5f * y[j] * (1.f + erff(y[j] * 0.70710678118654752f));
+            if (a.act == ACT_GELU) y[j] = sc_gelu(y[j]);
             else if (a.act == ACT_TANH) y[j] = tanhf(y[j]);
         }
         if (a.rope_cols) {
@@ -638,7 +639,7 @@ __global__ void k_im2col1d(const float *src, size_t src_item, int C, int s, int 
             v = w[j];
             if (gelu_bias) {
                 v = fadd_(v, __ldg(gelu_bias + j % C));
-                v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+                v = sc_gelu(v);
             }
             if (a) {
                 int c = j % C;
@@ -1479,6 +1480,7 @@ struct plan_t {
     cudaGraphExec_t exec = nullptr;
     double ops = 0; /* 2·multiply-adds per forward (GEMMs and attention) */
     dbuf xa; /* VAE: a 3×3 conv's activated input (implicit-GEMM path), [B·H·W][C] */
+    dbuf qc; /* DINOv2 with the row GEMMs: the MLP's quantized hidden rows [rows][F] */
     ~plan_t() {
         if (exec) cudaGraphExecDestroy(exec);
     }
@@ -1830,6 +1832,32 @@ static arb_status attention(cu_model *g, plan_t *p, int B, int T, int D, int H) 
     return ARB_OK;
 }
 
+/* Which of DINOv2's linears run as row GEMMs (sc_rowgemm: the row stages in the GEMM's epilogue),
+ * a mask of RG_QKV, RG_O, RG_FC1, RG_FC2: on sm_90a, at widths it takes (DINOv2-small: 384 /
+ * 1536) and with enough rows to fill the device (a block per 64 rows; below that cuBLASLt and the
+ * row kernels spread the work wider). ARB_SIDECAR_ROWGEMM=MASK overrides the default (0: none,
+ * for comparisons). Read while planning and recording, not per replay. */
+enum { RG_QKV = 1, RG_O = 2, RG_FC1 = 4, RG_FC2 = 8, RG_DEFAULT = RG_QKV | RG_O | RG_FC1 | RG_FC2 };
+static int dino_rowgemm(const cu_model *g, int rows) {
+    const int D = g->D, F = g->F, kpD = round_up(D, 16), kpF = round_up(F, 16);
+    if (kpD != D || kpF != F || !sc_rowgemm_ok(SC_RG_F16, 3 * D, kpD) || !sc_rowgemm_ok(SC_RG_GELU_Q, F, kpD) ||
+        !sc_rowgemm_ok(SC_RG_RES_LN, D, kpD) || !sc_rowgemm_ok(SC_RG_RES_LN, D, kpF))
+        return 0;
+    const char *e = getenv("ARB_SIDECAR_ROWGEMM");
+    if (e && *e) return atoi(e) & RG_DEFAULT;
+    return rows >= 64 * 64 ? RG_DEFAULT : 0;
+}
+
+/* One DINOv2 linear as a row GEMM: a's epilogue fields set by the caller; the GEMM's operands here. */
+static arb_status rowgemm(cu_model *g, plan_t *p, const qlin &l, int M, const int8_t *X, int ldx, sc_rowgemm_args a) {
+    prof_mark(g, "gemm_row");
+    a.M = M, a.N = l.n, a.K = l.kp;
+    a.a = X, a.lda = ldx, a.xs = p->qs.as<float>();
+    a.w = l.w.as<int8_t>(), a.ldw = l.kp, a.ws = l.s.as<float>(), a.bias = l.bias.as<float>();
+    p->ops += 2.0 * M * (double)l.n * l.k;
+    return sc_rowgemm(a, g->stream);
+}
+
 static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     int P = g->P, D = g->D, F = g->F, gh = Hi / P, gw = Wi / P, hw = gh * gw, T = hw + 1;
     int rows = B * T;
@@ -1844,11 +1872,87 @@ static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     ARB_TRY(p->qkvh.alloc((size_t)rows * 3 * D * sizeof(__half)));
     ARB_TRY(p->att.alloc((size_t)rows * D * sizeof(float)));
     ARB_TRY(p->out.alloc((size_t)rows * D * sizeof(float)));
+    if (dino_rowgemm(g, rows)) ARB_TRY(p->qc.alloc((size_t)rows * round_up(F, 16)));
     std::vector<float> pos((size_t)hw * D);
     if (hw == g->grid * g->grid && Hi == Wi) memcpy(pos.data(), g->pos_h.data() + D, pos.size() * sizeof(float));
     else sc_bicubic_grid(g->pos_h.data() + D, g->grid, D, pos.data(), gh, gw);
     pos.insert(pos.begin(), g->pos_h.begin(), g->pos_h.begin() + D); /* row 0: the CLS position */
     ARB_TRY(p->pos.upload(pos.data(), pos.size() * sizeof(float)));
+    return ARB_OK;
+}
+
+/* The quantization of the attention's output rows (the o projection's input) into qa. */
+static arb_status dino_att_quant(cu_model *g, plan_t *p, int rows) {
+    const int D = g->D;
+    row_args a = row0(D);
+    a.in = p->att.as<float>(), a.ld_in = D;
+    a.q = p->qa.as<int8_t>(), a.ldq = round_up(D, 16), a.qs = p->qs.as<float>();
+    return row_launch(g, rows, a);
+}
+
+/* DINOv2's layers with row GEMMs for the linears in mask rg (after layer 0's norm1 has quantized
+ * its input into qb): QKV → fp16, attention, its quantization into qa, o (+ residual, norm2,
+ * quantization in place into qa), fc1 (GELU, quantization into qc), fc2 (+ residual, the next
+ * norm1's quantization into qb, or the final LayerNorm into out). A linear outside rg runs as
+ * cuBLASLt + the row kernel with the same stages and buffers. */
+static arb_status dino_layers_rowgemm(cu_model *g, plan_t *p, int B, int T, int rg) {
+    const int D = g->D, F = g->F, rows = B * T;
+    int8_t *qa = p->qa.as<int8_t>(), *qb = p->qb.as<int8_t>(), *qc = p->qc.as<int8_t>();
+    float *qs = p->qs.as<float>();
+    for (int li = 0; li < g->L; li++) {
+        dino_layer_d &l = g->dl[(size_t)li];
+        const bool last = li + 1 == g->L;
+        const dbuf &n1w = last ? g->lnw : g->dl[(size_t)li + 1].n1w, &n1b = last ? g->lnb : g->dl[(size_t)li + 1].n1b;
+        sc_rowgemm_args a;
+        if (rg & RG_QKV) {
+            memset(&a, 0, sizeof a);
+            a.epi = SC_RG_F16, a.outh = p->qkvh.as<__half>(), a.ldh = 3 * D;
+            ARB_TRY(rowgemm(g, p, l.qkv, rows, qb, D, a));
+        } else {
+            row_args r = row0(3 * D);
+            r.outh = p->qkvh.as<__half>(), r.ld_outh = 3 * D;
+            ARB_TRY(lin(g, p, l.qkv, rows, qb, r));
+        }
+        ARB_TRY(attention(g, p, B, T, D, g->H));
+        ARB_TRY(dino_att_quant(g, p, rows));
+        if (rg & RG_O) {
+            memset(&a, 0, sizeof a);
+            a.epi = SC_RG_RES_LN, a.x = p->x.as<float>(), a.lam = l.ls1.as<float>();
+            a.ln_g = l.n2w.as<float>(), a.ln_b = l.n2b.as<float>(), a.eps = g->eps;
+            a.q = qa, a.ldq = D, a.qs = qs;
+            ARB_TRY(rowgemm(g, p, l.o, rows, qa, D, a));
+        } else {
+            row_args r = row0(D);
+            r.res_mode = RES_ADD, r.res = p->x.as<float>(), r.ld_res = D, r.lam = l.ls1.as<float>();
+            r.ln_g = l.n2w.as<float>(), r.ln_b = l.n2b.as<float>(), r.eps = g->eps;
+            r.q = qa, r.ldq = D, r.qs = qs;
+            ARB_TRY(lin(g, p, l.o, rows, qa, r));
+        }
+        if (rg & RG_FC1) {
+            memset(&a, 0, sizeof a);
+            a.epi = SC_RG_GELU_Q, a.q = qc, a.ldq = F, a.qs = qs;
+            ARB_TRY(rowgemm(g, p, l.fc1, rows, qa, D, a));
+        } else {
+            row_args r = row0(F);
+            r.act = ACT_GELU, r.q = qc, r.ldq = F, r.qs = qs;
+            ARB_TRY(lin(g, p, l.fc1, rows, qa, r));
+        }
+        if (rg & RG_FC2) {
+            memset(&a, 0, sizeof a);
+            a.epi = SC_RG_RES_LN, a.x = p->x.as<float>(), a.lam = l.ls2.as<float>(), a.eps = g->eps;
+            a.ln_g = n1w.as<float>(), a.ln_b = n1b.as<float>();
+            if (last) a.out = p->out.as<float>();
+            else a.q = qb, a.ldq = D, a.qs = qs;
+            ARB_TRY(rowgemm(g, p, l.fc2, rows, qc, F, a));
+        } else {
+            row_args r = row0(D);
+            r.res_mode = RES_ADD, r.res = p->x.as<float>(), r.ld_res = D, r.lam = l.ls2.as<float>(), r.eps = g->eps;
+            r.ln_g = n1w.as<float>(), r.ln_b = n1b.as<float>();
+            if (last) r.out = p->out.as<float>(), r.ld_out = D;
+            else r.q = qb, r.ldq = D, r.qs = qs;
+            ARB_TRY(lin(g, p, l.fc2, rows, qc, r));
+        }
+    }
     return ARB_OK;
 }
 
@@ -1883,6 +1987,7 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
         ARB_TRY(row_launch(g, rows, a));
     }
     int8_t *qa = p->qa.as<int8_t>(), *qb = p->qb.as<int8_t>();
+    if (dino_rowgemm(g, rows)) return dino_layers_rowgemm(g, p, B, T, dino_rowgemm(g, rows));
     for (int li = 0; li < g->L; li++) {
         dino_layer_d &l = g->dl[(size_t)li];
         {
@@ -1891,12 +1996,7 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
             ARB_TRY(lin(g, p, l.qkv, rows, qb, a));
         }
         ARB_TRY(attention(g, p, B, T, D, g->H));
-        {
-            row_args a = row0(D);
-            a.in = p->att.as<float>(), a.ld_in = D;
-            a.q = p->qa.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
-            ARB_TRY(row_launch(g, rows, a));
-        }
+        ARB_TRY(dino_att_quant(g, p, rows));
         {   /* x += λ1·o; norm2 + quantization (in place: the same rows and layout as the GEMM's input) */
             row_args a = row0(D);
             a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls1.as<float>();

@@ -20,6 +20,8 @@ arb_status sc_cu_attach(arb_sidecar *m, int device);
 arb_status sc_cu_forward(arb_sidecar *m, const arb_tensor *in, arb_tensor *out, arb_tensor *out2);
 /* int8 tensor-core peak: a large cuBLASLt int8 GEMM, best of a few runs, int8 ops/s. */
 arb_status sc_cu_int8_peak(int device, double seconds, double *ops_per_s);
+/* y[i] = the CUDA sidecar kernels' GELU of x[i] (host arrays; for the test against float64). */
+arb_status sc_cu_gelu_probe(const float *x, float *y, size_t n);
 
 #ifdef __cplusplus
 }

@@ -31,6 +31,7 @@
 
 #include "arbitor/cuda.h"
 #include "arbitor/sidecars.h"
+#include "cuda/sidecar_cuda.h"
 #include "testutil.h"
 
 static char g_fx[2048];
@@ -220,34 +221,89 @@ static void test_vae_conv_paths(void **state) {
     arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c);
 }
 
-/* Row stages without row-wide reductions by k_rowe (element-wise, the default) against k_rowr
- * (ARB_SIDECAR_ROW_ELEM=0): the same bits. */
-static void rowe_bits(const char *name, int ndim, const int64_t *shape, float amp, uint64_t seed) {
-    const char *keep = getenv("ARB_SIDECAR_ROW_ELEM");
+/* One model's forward with an environment switch at "0" and at `on` (read when the forward is
+ * recorded): the same bits when tol is 0, else within tol relative L2. */
+static void env_pair(const char *env, const char *on, const char *name, int ndim, const int64_t *shape, float amp,
+                     uint64_t seed, double tol) {
+    const char *keep = getenv(env);
     char kv[64] = "";
     if (keep) snprintf(kv, sizeof kv, "%s", keep);
     arb_tensor x, o[2];
     ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
     arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
     for (int v = 0; v < 2; v++) {
-        setenv("ARB_SIDECAR_ROW_ELEM", v ? "1" : "0", 1); /* read when the forward is recorded */
+        setenv(env, v ? on : "0", 1);
         arb_sidecar *m = load_cuda(fx(name));
         ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &o[v], NULL));
         arb_sidecar_free(m);
     }
-    if (keep) setenv("ARB_SIDECAR_ROW_ELEM", kv, 1);
-    else unsetenv("ARB_SIDECAR_ROW_ELEM");
+    if (keep) setenv(env, kv, 1);
+    else unsetenv(env);
     size_t n = (size_t)arb_tensor_numel(&o[0]), diff = 0;
     for (size_t i = 0; i < n; i++) diff += memcmp((float *)o[0].data + i, (float *)o[1].data + i, sizeof(float)) != 0;
-    printf("%s k_rowe vs k_rowr: %zu of %zu values differ\n", name, diff, n);
-    assert_int_equal(diff, 0);
+    printf("%s %s=%s vs 0: %zu of %zu values differ\n", name, env, on, diff, n);
+    char what[160];
+    snprintf(what, sizeof what, "%s %s=%s vs 0", name, env, on);
+    if (tol == 0.0) assert_int_equal(diff, 0);
+    else arb_test_expect_close(what, &o[1], &o[0], tol);
     arb_tensor_free(&x), arb_tensor_free(&o[0]), arb_tensor_free(&o[1]);
 }
 
+/* Row stages without row-wide reductions by k_rowe (element-wise, the default) against k_rowr
+ * (ARB_SIDECAR_ROW_ELEM=0): the same bits. */
 static void test_row_elem_bits(void **state) {
     (void)state;
-    rowe_bits("dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 41); /* QKV → fp16, patch + position */
-    rowe_bits("moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 42);             /* QKV with rotary pairs */
+    const char *e = "ARB_SIDECAR_ROWGEMM"; /* the row GEMMs replace the row kernels under test */
+    const char *keep = getenv(e);
+    char kv[64] = "";
+    if (keep) snprintf(kv, sizeof kv, "%s", keep);
+    setenv(e, "0", 1);
+    env_pair("ARB_SIDECAR_ROW_ELEM", "1", "dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 41, 0.0); /* QKV → fp16, patch + position */
+    if (keep) setenv(e, kv, 1);
+    else unsetenv(e);
+    env_pair("ARB_SIDECAR_ROW_ELEM", "1", "moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 42, 0.0); /* QKV with rotary pairs */
+}
+
+/* DINOv2's row GEMMs (the row stages in the int8 GEMM's epilogue; by default on sm_90a at
+ * DINOv2-small's widths from 4096 rows) forced on for every linear (ARB_SIDECAR_ROWGEMM=15) and
+ * each alone, against cuBLASLt + row kernels: the same formulas, only the LayerNorm sums in another
+ * order (so a few int8 roundings differ); then the batch test (vs the CPU INT8 path, per-item bits)
+ * with all of them on. */
+static void test_dino_rowgemm(void **state) {
+    (void)state;
+    const char *e = "ARB_SIDECAR_ROWGEMM";
+    env_pair(e, "15", "dinov2-small-1layer", 4, (int64_t[]){3, 3, 224, 224}, 2.f, 43, 2e-3);
+    env_pair(e, "15", "dinov2-small-1layer", 4, (int64_t[]){1, 3, 98, 140}, 2.f, 44, 2e-3); /* 71 rows */
+    const char *one[] = {"1", "2", "4", "8"};
+    for (int i = 0; i < 4; i++) env_pair(e, one[i], "dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 45, 2e-3);
+    const char *keep = getenv(e);
+    char kv[64] = "";
+    if (keep) snprintf(kv, sizeof kv, "%s", keep);
+    setenv(e, "15", 1);
+    random_batch("dinov2-small-1layer", 4, (int64_t[]){3, 3, 224, 224}, 2.f, 46);
+    if (keep) setenv(e, kv, 1);
+    else unsetenv(e);
+}
+
+/* The CUDA kernels' GELU (erf by Abramowitz & Stegun 7.1.26) against float64 ½·x·(1 + erf(x/√2)):
+ * within 4e-7·|x| everywhere on a dense grid of [-12, 12] plus random points. */
+static void test_gelu(void **state) {
+    (void)state;
+    enum { N = 240001 + 4096 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    assert_non_null(x), assert_non_null(y);
+    for (int i = 0; i < 240001; i++) x[i] = -12.f + (float)i * 1e-4f;
+    arb_test_fill_f32(x + 240001, 4096, 47, -40.f, 40.f);
+    ARB_ASSERT_OK(sc_cu_gelu_probe(x, y, N));
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        const double xd = x[i], ref = 0.5 * xd * (1.0 + erf(xd / sqrt(2.0)));
+        const double r = fabs(y[i] - ref) / fmax(fabs(xd), 1e-30);
+        if (r > worst) worst = r;
+    }
+    printf("GELU: worst |error| / |x| = %.3g over %d points\n", worst, N);
+    assert_true(worst <= 4e-7);
+    free(x), free(y);
 }
 
 static void test_errors(void **state) {
@@ -310,6 +366,8 @@ int main(void) {
         cmocka_unit_test(test_random_batches),
         cmocka_unit_test(test_vae_conv_paths),
         cmocka_unit_test(test_row_elem_bits),
+        cmocka_unit_test(test_dino_rowgemm),
+        cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

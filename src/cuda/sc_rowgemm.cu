@@ -1,0 +1,387 @@
+/* int8 GEMMs with the transformer row stages in their epilogue (see sc_rowgemm.cuh).
+ *
+ * Block: 64 output rows × 384 columns, three warpgroups (warpgroup i: columns 128·i … 128·i + 127,
+ * wgmma m64n128k32 with A and B from 128-byte-swizzled shared memory). Thread 0 brings each
+ * 128-byte K chunk of A (64 × 128) and W (3 boxes of 128 × 128) by TMA into one of 3 stages; the
+ * int32 sums stay in registers (64 per thread: rows g and g + 8 of its warp's 16, columns
+ * 8j + 2·(lane % 4), + 1). Epilogue per thread, with the row kernel's formulas and rounding:
+ * dequantize + bias, then the mode's stages; row sums and maxima go lane quad → shared memory
+ * (one slot per warpgroup, summed in a fixed order, so a row's bits do not depend on its position
+ * in the batch) → for a cluster (rows wider than 384) each block's row maxima through distributed
+ * shared memory. Only the sm_90a image has the kernel (sc_rowgemm_ok checks). */
+#include "cuda/sc_rowgemm.cuh"
+
+#include "cuda/gemm_sm90.cuh"
+#include "cuda/internal.cuh"
+#include "cuda/sc_conv.cuh"
+#include "cuda/wgmma.cuh"
+
+#include <algorithm>
+#include <cstring>
+
+namespace {
+
+constexpr int BM = 64, WN = 128, NWG = 3, BN = WN * NWG, KC = 128, S = 3, THREADS = 128 * NWG;
+constexpr int A_BYTES = BM * KC, WB_BYTES = WN * KC, STAGE = A_BYTES + NWG * WB_BYTES;
+constexpr int RED_OFF = S * STAGE;                       /* float [3][NWG][BM] + [2][BM] + [BM] */
+constexpr int BAR_OFF = RED_OFF + (3 * NWG + 3) * BM * 4; /* S mbarriers */
+constexpr size_t SMEM = (size_t)BAR_OFF + S * 8 + 1024;
+static_assert(SMEM <= 227 * 1024, "shared memory");
+
+#if defined(ARB_HAVE_WGMMA)
+/* D(64×128) += A(64×32) · B(128×32)ᵀ, both K-major in shared memory. */
+__device__ __forceinline__ void wgmma_n128_ss(int32_t (&d)[64], uint64_t da, uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+                 "}, %64, %65, p;\n}\n"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+                 : "l"(da), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void fence64(int32_t (&d)[64]) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) asm volatile("" : "+r"(d[i])::"memory");
+}
+/* The float at the same shared offset in CTA `rank` of this cluster. */
+__device__ __forceinline__ float ld_cluster_f32(const float *p, unsigned rank) {
+    float v;
+    asm volatile("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %1, %2;\nld.shared::cluster.f32 %0, [ra];\n}\n"
+                 : "=f"(v)
+                 : "r"(arb_smem_u32(p)), "r"(rank)
+                 : "memory");
+    return v;
+}
+__device__ __forceinline__ unsigned cluster_nranks() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
+    return r;
+}
+#endif
+
+/* The row kernel's element-wise roundings (sidecar.cu k_rowr): no contraction into FMAs. */
+[[maybe_unused]] __device__ __forceinline__ float deq(int32_t q, float xs, float w) { return __fmul_rn((float)q, __fmul_rn(xs, w)); }
+[[maybe_unused]] __device__ __forceinline__ signed char q1(float y, float inv) {
+    return (signed char)(int)fminf(fmaxf(rintf(y * inv), -127.f), 127.f);
+}
+
+/* Sum (or max) of a row's values over the 4 lanes of a quad (same bits in every lane). */
+[[maybe_unused]] __device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+[[maybe_unused]] __device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+template <int EPI>
+__global__ void __launch_bounds__(THREADS, 1)
+    k_rowgemm(const __grid_constant__ CUtensorMap ma, const __grid_constant__ CUtensorMap mb, const sc_rowgemm_args a) {
+#if defined(ARB_HAVE_WGMMA)
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char *smem = smem_raw + ((1024u - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
+    uint64_t *full = reinterpret_cast<uint64_t *>(smem + BAR_OFF);
+    float *red_s = reinterpret_cast<float *>(smem + RED_OFF), *red_q = red_s + NWG * BM, *red_m = red_q + NWG * BM;
+    float *row_m = red_m + NWG * BM;  /* [tile parity][BM] this block's row maxima, read by the cluster */
+    float *amax_s = row_m + 2 * BM;   /* the cluster's row maxima */
+    const unsigned nr = cluster_nranks();
+    const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int n0 = blockIdx.x * BN, nk = (a.K + KC - 1) / KC, mtiles = (a.M + BM - 1) / BM;
+    /* persistent along M: this block's row tiles blockIdx.y, + gridDim.y, ...; its chunks are
+     * numbered q = tile·nk + chunk across them, so the next tile's first chunks load while this
+     * tile's epilogue runs */
+    const int ntile = ((int)blockIdx.y < mtiles) ? (mtiles - 1 - (int)blockIdx.y) / (int)gridDim.y + 1 : 0;
+    const int nq = ntile * nk;
+    if (tid == 0) {
+        for (int s = 0; s < S; s++) arb_mbar_init(&full[s], 1);
+        arb_mbar_init_fence();
+    }
+    __syncthreads();
+    auto issue = [&](int q) { /* chunk q into stage q % S */
+        const int ti = (int)blockIdx.y + (q / nk) * (int)gridDim.y, c = q % nk;
+        /* tiles start at different K chunks (the sums are exact in any order), so that the blocks
+         * of a wave do not all ask the L2 for the same weight lines at once */
+        const int rot = ti % nk, kc = (c + rot < nk ? c + rot : c + rot - nk) * KC;
+        unsigned char *sa = smem + (size_t)(q % S) * STAGE;
+        uint64_t *bar = &full[q % S];
+        arb_mbar_arrive_expect_tx(bar, STAGE);
+        arb_tma_load_2d(sa, &ma, kc, ti * BM, bar);
+#pragma unroll
+        for (int i = 0; i < NWG; i++) arb_tma_load_2d(sa + A_BYTES + i * WB_BYTES, &mb, kc, n0 + i * WN, bar);
+    };
+    if (tid == 0)
+        for (int q = 0; q < S && q < nq; q++) issue(q);
+    for (int it = 0; it < ntile; it++) {
+        const int m0 = ((int)blockIdx.y + it * (int)gridDim.y) * BM;
+        int32_t acc[64];
+#pragma unroll
+        for (int i = 0; i < 64; i++) acc[i] = 0;
+        for (int c = 0; c < nk; c++) {
+            const int q = it * nk + c;
+            const unsigned char *sa = smem + (size_t)(q % S) * STAGE, *sb = sa + A_BYTES + wg * WB_BYTES;
+            arb_mbar_wait(&full[q % S], (unsigned)(q / S) & 1u);
+            fence64(acc);
+            arb_wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < KC / 32; ks++) wgmma_n128_ss(acc, arb_wgmma_desc(sa + ks * 32), arb_wgmma_desc(sb + ks * 32));
+            arb_wgmma_commit();
+            arb_wgmma_wait<0>();
+            fence64(acc);
+            __syncthreads(); /* every warpgroup is done with stage q % S */
+            if (tid == 0 && q + S < nq) issue(q + S);
+        }
+
+        /* epilogue: rows ra, rb of this thread; y[4j + h] (h: 0, 1 row ra; 2, 3 row rb) */
+        const int la = wi * 16 + g, lb = la + 8, ra = m0 + la, rb = m0 + lb;
+        const bool va = ra < a.M, vb = rb < a.M;
+        /* plain loads: xs may be the qs this kernel writes (after every reader of the row has read it) */
+        const float xa = va ? a.xs[ra] : 0.f, xb = vb ? a.xs[rb] : 0.f;
+        const int cbase = n0 + wg * WN + 2 * t4; /* column of y[4j] is cbase + 8j */
+        float y[64];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const int c = cbase + 8 * j;
+            const float2 w = __ldg(reinterpret_cast<const float2 *>(a.ws + c));
+            const float2 b = a.bias ? __ldg(reinterpret_cast<const float2 *>(a.bias + c)) : make_float2(0.f, 0.f);
+            y[4 * j + 0] = deq(acc[4 * j + 0], xa, w.x), y[4 * j + 1] = deq(acc[4 * j + 1], xa, w.y);
+            y[4 * j + 2] = deq(acc[4 * j + 2], xb, w.x), y[4 * j + 3] = deq(acc[4 * j + 3], xb, w.y);
+            if (a.bias) {
+                y[4 * j + 0] = __fadd_rn(y[4 * j + 0], b.x), y[4 * j + 1] = __fadd_rn(y[4 * j + 1], b.y);
+                y[4 * j + 2] = __fadd_rn(y[4 * j + 2], b.x), y[4 * j + 3] = __fadd_rn(y[4 * j + 3], b.y);
+            }
+        }
+        if constexpr (EPI == SC_RG_F16) {
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const int c = cbase + 8 * j;
+                if (va) *reinterpret_cast<__half2 *>(a.outh + (size_t)ra * a.ldh + c) = __floats2half2_rn(y[4 * j], y[4 * j + 1]);
+                if (vb) *reinterpret_cast<__half2 *>(a.outh + (size_t)rb * a.ldh + c) = __floats2half2_rn(y[4 * j + 2], y[4 * j + 3]);
+            }
+            continue;
+        }
+        if constexpr (EPI == SC_RG_GELU_Q) {
+#pragma unroll
+            for (int i = 0; i < 64; i++) y[i] = sc_gelu(y[i]);
+        }
+        /* sum over the block's columns of row la / lb: quad, then the warpgroups in order */
+        auto row_sum = [&](float sa_, float sb_, float *red, float &ta, float &tb) {
+            sa_ = quad_sum(sa_), sb_ = quad_sum(sb_);
+            if (t4 == 0) red[wg * BM + la] = sa_, red[wg * BM + lb] = sb_;
+            __syncthreads();
+            ta = red[la], tb = red[lb];
+#pragma unroll
+            for (int i = 1; i < NWG; i++) ta += red[i * BM + la], tb += red[i * BM + lb];
+        };
+        if constexpr (EPI == SC_RG_RES_LN) {
+            float sa_ = 0.f, sb_ = 0.f;
+            float2 *pa = reinterpret_cast<float2 *>(a.x + (size_t)(va ? ra : a.M - 1) * a.N + cbase);
+            float2 *pb = reinterpret_cast<float2 *>(a.x + (size_t)(vb ? rb : a.M - 1) * a.N + cbase);
+            /* every residual load first (a store between them would keep the next one waiting for
+             * the previous one's memory latency) */
+            float2 xr[32];
+#pragma unroll
+            for (int j = 0; j < 16; j++) xr[2 * j] = pa[4 * j], xr[2 * j + 1] = pb[4 * j];
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const int c = cbase + 8 * j;
+                const float2 l = a.lam ? __ldg(reinterpret_cast<const float2 *>(a.lam + c)) : make_float2(1.f, 1.f);
+                y[4 * j + 0] = __fadd_rn(xr[2 * j].x, __fmul_rn(l.x, y[4 * j + 0]));
+                y[4 * j + 1] = __fadd_rn(xr[2 * j].y, __fmul_rn(l.y, y[4 * j + 1]));
+                y[4 * j + 2] = __fadd_rn(xr[2 * j + 1].x, __fmul_rn(l.x, y[4 * j + 2]));
+                y[4 * j + 3] = __fadd_rn(xr[2 * j + 1].y, __fmul_rn(l.y, y[4 * j + 3]));
+                sa_ += y[4 * j + 0] + y[4 * j + 1], sb_ += y[4 * j + 2] + y[4 * j + 3];
+            }
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                if (va) pa[4 * j] = make_float2(y[4 * j + 0], y[4 * j + 1]);
+                if (vb) pb[4 * j] = make_float2(y[4 * j + 2], y[4 * j + 3]);
+            }
+            float mean_a, mean_b;
+            row_sum(sa_, sb_, red_s, mean_a, mean_b);
+            mean_a /= (float)a.N, mean_b /= (float)a.N;
+            sa_ = 0.f, sb_ = 0.f;
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                float d;
+                d = y[4 * j + 0] - mean_a, sa_ = __fmaf_rn(d, d, sa_);
+                d = y[4 * j + 1] - mean_a, sa_ = __fmaf_rn(d, d, sa_);
+                d = y[4 * j + 2] - mean_b, sb_ = __fmaf_rn(d, d, sb_);
+                d = y[4 * j + 3] - mean_b, sb_ = __fmaf_rn(d, d, sb_);
+            }
+            float va_, vb_;
+            row_sum(sa_, sb_, red_q, va_, vb_);
+            const float inva = rsqrtf(va_ / (float)a.N + a.eps), invb = rsqrtf(vb_ / (float)a.N + a.eps);
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const int c = cbase + 8 * j;
+                const float2 gm = __ldg(reinterpret_cast<const float2 *>(a.ln_g + c));
+                const float2 bt = a.ln_b ? __ldg(reinterpret_cast<const float2 *>(a.ln_b + c)) : make_float2(0.f, 0.f);
+                auto ln = [](float v, float mean, float inv, float gg, float bb) {
+                    return __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v, mean), inv), gg), bb);
+                };
+                y[4 * j + 0] = ln(y[4 * j + 0], mean_a, inva, gm.x, bt.x), y[4 * j + 1] = ln(y[4 * j + 1], mean_a, inva, gm.y, bt.y);
+                y[4 * j + 2] = ln(y[4 * j + 2], mean_b, invb, gm.x, bt.x), y[4 * j + 3] = ln(y[4 * j + 3], mean_b, invb, gm.y, bt.y);
+            }
+            if (a.out) {
+#pragma unroll
+                for (int j = 0; j < 16; j++) {
+                    const int c = cbase + 8 * j;
+                    if (va) *reinterpret_cast<float2 *>(a.out + (size_t)ra * a.N + c) = make_float2(y[4 * j], y[4 * j + 1]);
+                    if (vb) *reinterpret_cast<float2 *>(a.out + (size_t)rb * a.N + c) = make_float2(y[4 * j + 2], y[4 * j + 3]);
+                }
+                continue;
+            }
+        }
+        /* int8 row quantization: the row's absmax over the block, then over the cluster */
+        float ma_ = 0.f, mb_ = 0.f;
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            ma_ = fmaxf(ma_, fmaxf(fabsf(y[4 * j + 0]), fabsf(y[4 * j + 1])));
+            mb_ = fmaxf(mb_, fmaxf(fabsf(y[4 * j + 2]), fabsf(y[4 * j + 3])));
+        }
+        ma_ = quad_max(ma_), mb_ = quad_max(mb_);
+        if (t4 == 0) red_m[wg * BM + la] = ma_, red_m[wg * BM + lb] = mb_;
+        __syncthreads();
+        float *rm = row_m + (it & 1) * BM; /* by tile parity: a peer may still read the previous tile's */
+        if (tid < BM) {
+            float m = red_m[tid];
+#pragma unroll
+            for (int i = 1; i < NWG; i++) m = fmaxf(m, red_m[i * BM + tid]);
+            rm[tid] = m;
+        }
+        float amax_a, amax_b;
+        if (nr > 1) {
+            arb_cluster_sync(); /* every block of the cluster has its row maxima */
+            if (tid < BM) {     /* all the peers' loads in flight at once */
+                float v[8];
+#pragma unroll
+                for (int r = 0; r < 8; r++) v[r] = r < (int)nr ? ld_cluster_f32(rm + tid, (unsigned)r) : 0.f;
+                float m = v[0];
+#pragma unroll
+                for (int r = 1; r < 8; r++) m = fmaxf(m, v[r]);
+                amax_s[tid] = m;
+            }
+            __syncthreads();
+            amax_a = amax_s[la], amax_b = amax_s[lb];
+        } else {
+            __syncthreads();
+            amax_a = rm[la], amax_b = rm[lb];
+        }
+        const float inva = amax_a > 0.f ? 127.f / amax_a : 0.f, invb = amax_b > 0.f ? 127.f / amax_b : 0.f;
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const int c = cbase + 8 * j;
+            if (va) *reinterpret_cast<char2 *>(a.q + (size_t)ra * a.ldq + c) = make_char2(q1(y[4 * j], inva), q1(y[4 * j + 1], inva));
+            if (vb) *reinterpret_cast<char2 *>(a.q + (size_t)rb * a.ldq + c) = make_char2(q1(y[4 * j + 2], invb), q1(y[4 * j + 3], invb));
+        }
+        if (blockIdx.x == 0 && wg == 0 && t4 == 0) {
+            if (va) a.qs[ra] = amax_a / 127.f;
+            if (vb) a.qs[rb] = amax_b / 127.f;
+        }
+        /* the next tile's reductions are rewritten after its main loop's barriers; its row maxima
+         * go to the other parity, which every peer finished reading before this tile's cluster
+         * barrier */
+    }
+    if (nr > 1) arb_cluster_sync(); /* no block leaves while another still reads its row maxima */
+#endif
+}
+
+} // namespace
+
+bool sc_rowgemm_ok(int epi, int N, int K) {
+    if (!sc_sm90() || N <= 0 || N % BN || N / BN > 8 || K <= 0 || K % 16) return false;
+    return epi == SC_RG_F16 || epi == SC_RG_GELU_Q || (epi == SC_RG_RES_LN && N == BN);
+}
+
+template <int EPI>
+static arb_status launch(const sc_rowgemm_args &a, const CUtensorMap &ma, const CUtensorMap &mb, cudaStream_t st) {
+    static bool opted[64] = {false};
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64 || !opted[dev]) {
+        ARB_CU(cudaFuncSetAttribute(k_rowgemm<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM));
+        if (EPI == SC_RG_GELU_Q) ARB_CU(cudaFuncSetAttribute(k_rowgemm<EPI>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        if (dev >= 0 && dev < 64) opted[dev] = true;
+    }
+    static int nsm[64] = {0};
+    if (dev >= 0 && dev < 64 && !nsm[dev]) ARB_CU(cudaDeviceGetAttribute(&nsm[dev], cudaDevAttrMultiProcessorCount, dev));
+    const int sms = dev >= 0 && dev < 64 ? nsm[dev] : 132;
+    /* one block per SM (shared memory, registers), persistent along M: gridDim.y ≤ SMs / nb, or
+     * for clusters the clusters the device holds at once (a cluster stays within a GPC, so fewer
+     * than SMs / nb: a grid sized by SMs alone ran some of them as a second wave) */
+    const int nb = a.N / BN, mtiles = (a.M + BM - 1) / BM;
+    int gy = std::max(1, std::min(mtiles, sms / nb));
+    cudaLaunchConfig_t c = {};
+    c.gridDim = dim3((unsigned)nb, (unsigned)gy);
+    c.blockDim = dim3(THREADS);
+    c.dynamicSmemBytes = SMEM;
+    c.stream = st;
+    cudaLaunchAttribute at[1];
+    if (EPI == SC_RG_GELU_Q && nb > 1) { /* the row maxima are exchanged within a cluster */
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = (unsigned)nb, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+        c.attrs = at, c.numAttrs = 1;
+        static int held[64][9]; /* per device and cluster size: clusters resident at once */
+        int *h = dev >= 0 && dev < 64 && nb <= 8 ? &held[dev][nb] : nullptr;
+        if (h && !*h) {
+            int n = 0;
+            if (cudaOccupancyMaxActiveClusters(&n, k_rowgemm<EPI>, &c) != cudaSuccess || n < 1) {
+                cudaGetLastError();
+                n = std::max(1, sms / nb / 2);
+            }
+            *h = n;
+        }
+        gy = std::max(1, std::min(mtiles, h ? *h : 1));
+        c.gridDim.y = (unsigned)gy;
+    }
+    ARB_CU(cudaLaunchKernelEx(&c, k_rowgemm<EPI>, ma, mb, a));
+    ARB_CU_LAUNCH("k_rowgemm");
+    return ARB_OK;
+}
+
+arb_status sc_rowgemm(const sc_rowgemm_args &a, cudaStream_t st) {
+    const bool al = ((uintptr_t)a.a | (uintptr_t)a.w) % 16 == 0 && a.lda % 16 == 0 && a.ldw % 16 == 0 &&
+                    a.lda >= a.K && a.ldw >= a.K && (uintptr_t)a.ws % 8 == 0 && (uintptr_t)a.bias % 8 == 0;
+    bool outs = false;
+    switch (a.epi) {
+    case SC_RG_F16: outs = a.outh && a.ldh >= a.N && a.ldh % 2 == 0; break;
+    case SC_RG_GELU_Q: outs = a.q && a.qs && a.ldq == a.N; break;
+    case SC_RG_RES_LN: outs = a.x && a.ln_g && (a.out || (a.q && a.qs && a.ldq == a.N)); break;
+    }
+    if (!sc_rowgemm_ok(a.epi, a.N, a.K) || a.M <= 0 || !al || !outs || !a.xs || !a.ws)
+        return arb_error(ARB_ERR_INVALID_ARG, "sc_rowgemm: epilogue %d, %dx%dx%d, lda %d, ldw %d", a.epi, a.M, a.N, a.K,
+                         a.lda, a.ldw);
+    CUtensorMap ma, mb;
+    if (!arb_tensor_map_2d(&ma, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.a, (uint64_t)a.K, (uint64_t)a.M, (uint64_t)a.lda, KC, BM,
+                           CU_TENSOR_MAP_SWIZZLE_128B) ||
+        !arb_tensor_map_2d(&mb, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.w, (uint64_t)a.K, (uint64_t)a.N, (uint64_t)a.ldw, KC, WN,
+                           CU_TENSOR_MAP_SWIZZLE_128B))
+        return arb_error(ARB_ERR_CUDA, "sc_rowgemm: the driver refused a tensor map");
+    switch (a.epi) {
+    case SC_RG_F16: return launch<SC_RG_F16>(a, ma, mb, st);
+    case SC_RG_GELU_Q: return launch<SC_RG_GELU_Q>(a, ma, mb, st);
+    default: return launch<SC_RG_RES_LN>(a, ma, mb, st);
+    }
+}
+
+namespace {
+__global__ void k_gelu_probe(const float *x, float *y, size_t n) {
+    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) y[i] = sc_gelu(x[i]);
+}
+} // namespace
+
+extern "C" arb_status sc_cu_gelu_probe(const float *x, float *y, size_t n) {
+    if (!x || !y || n == 0 || n > ((size_t)1 << 28)) return arb_error(ARB_ERR_INVALID_ARG, "sc_cu_gelu_probe: n = %zu", n);
+    float *d = nullptr;
+    ARB_CU(cudaMalloc(&d, 2 * n * sizeof(float)));
+    cudaError_t e = cudaMemcpy(d, x, n * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) {
+        k_gelu_probe<<<(unsigned)((n + 255) / 256), 256>>>(d, d + n, n);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(y, d + n, n * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    if (e != cudaSuccess) return arb_error(ARB_ERR_CUDA, "sc_cu_gelu_probe: %s", cudaGetErrorString(e));
+    return ARB_OK;
+}
