@@ -17,16 +17,31 @@
 #include "cuda/wgmma.cuh"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
 
 namespace {
 
-constexpr int BM = 64, WN = 128, NWG = 3, BN = WN * NWG, KC = 128, S = 3, THREADS = 128 * NWG;
+constexpr int BM = 64, WN = 128, NWG = 3, BN = WN * NWG, KC = 128, THREADS = 128 * NWG;
 constexpr int A_BYTES = BM * KC, WB_BYTES = WN * KC, STAGE = A_BYTES + NWG * WB_BYTES;
-constexpr int RED_OFF = S * STAGE;                       /* float [3][NWG][BM] + [2][BM] + [BM] */
-constexpr int BAR_OFF = RED_OFF + (3 * NWG + 3) * BM * 4; /* S mbarriers */
-constexpr size_t SMEM = (size_t)BAR_OFF + S * 8 + 1024;
-static_assert(SMEM <= 227 * 1024, "shared memory");
+constexpr int XH = BN / 2; /* a tile moves as two TMA boxes of 64 rows × 192 columns */
+/* Shared memory per epilogue: S stages; the output tile [2][BM][XH] (RES_LN: the residual tile,
+ * loaded by TMA beside the main loop, updated in place and stored back, then the quantized rows);
+ * the reductions float [3][NWG][BM] + [2][BM] + [BM]; S + 1 mbarriers. Why the outputs go out by
+ * TMA from shared memory: stored from the accumulator fragments, each warp store touched 8 rows
+ * (8 partial sectors), and the stores of a tile took most of its epilogue (RES_LN 14–20 µs of a
+ * 21–25 µs GEMM at batch 32, measured with ARB_SIDECAR_ROWGEMM_TRACE). RES_LN gives up a stage for
+ * its fp32 tile. */
+template <int EPI> struct lay {
+    static constexpr int S = EPI == SC_RG_RES_LN ? 2 : 3;
+    static constexpr int T_BYTES = BM * BN * (EPI == SC_RG_RES_LN ? 4 : EPI == SC_RG_F16 ? 2 : 1);
+    static constexpr int X_OFF = S * STAGE, RED_OFF = X_OFF + T_BYTES;
+    static constexpr int BAR_OFF = RED_OFF + (3 * NWG + 3) * BM * 4;
+    static constexpr size_t SMEM = (size_t)BAR_OFF + (S + 1) * 8 + 1024;
+    static_assert(SMEM <= 227 * 1024, "shared memory");
+};
 
 #if defined(ARB_HAVE_WGMMA)
 /* D(64×128) += A(64×32) · B(128×32)ᵀ, both K-major in shared memory. */
@@ -76,12 +91,17 @@ __device__ __forceinline__ unsigned cluster_nranks() {
 
 template <int EPI>
 __global__ void __launch_bounds__(THREADS, 1)
-    k_rowgemm(const __grid_constant__ CUtensorMap ma, const __grid_constant__ CUtensorMap mb, const sc_rowgemm_args a) {
+    k_rowgemm(const __grid_constant__ CUtensorMap ma, const __grid_constant__ CUtensorMap mb,
+              const __grid_constant__ CUtensorMap mx, const __grid_constant__ CUtensorMap mo, const sc_rowgemm_args a) {
 #if defined(ARB_HAVE_WGMMA)
+    using L = lay<EPI>;
+    constexpr int S = L::S;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = smem_raw + ((1024u - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
-    uint64_t *full = reinterpret_cast<uint64_t *>(smem + BAR_OFF);
-    float *red_s = reinterpret_cast<float *>(smem + RED_OFF), *red_q = red_s + NWG * BM, *red_m = red_q + NWG * BM;
+    uint64_t *full = reinterpret_cast<uint64_t *>(smem + L::BAR_OFF), *xbar = full + S;
+    unsigned char *tile_s = smem + L::X_OFF; /* the output tile [2][BM][XH] */
+    float *xs_t = reinterpret_cast<float *>(tile_s);
+    float *red_s = reinterpret_cast<float *>(smem + L::RED_OFF), *red_q = red_s + NWG * BM, *red_m = red_q + NWG * BM;
     float *row_m = red_m + NWG * BM;  /* [tile parity][BM] this block's row maxima, read by the cluster */
     float *amax_s = row_m + 2 * BM;   /* the cluster's row maxima */
     const unsigned nr = cluster_nranks();
@@ -93,10 +113,14 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int ntile = ((int)blockIdx.y < mtiles) ? (mtiles - 1 - (int)blockIdx.y) / (int)gridDim.y + 1 : 0;
     const int nq = ntile * nk;
     if (tid == 0) {
-        for (int s = 0; s < S; s++) arb_mbar_init(&full[s], 1);
+        for (int s = 0; s <= S; s++) arb_mbar_init(&full[s], 1); /* + xbar */
         arb_mbar_init_fence();
     }
     __syncthreads();
+    /* ARB_SIDECAR_ROWGEMM_TRACE: thread 0's SM clock at the start, the first chunk's arrival, the
+     * end of tile 0's main loop, the start of tile 1 (or the end), the end; and the tile count */
+    long long *tr = a.trace && tid == 0 ? a.trace + (size_t)(blockIdx.y * gridDim.x + blockIdx.x) * 8 : nullptr;
+    if (tr) tr[0] = clock64(), tr[5] = ntile;
     auto issue = [&](int q) { /* chunk q into stage q % S */
         const int ti = (int)blockIdx.y + (q / nk) * (int)gridDim.y, c = q % nk;
         /* tiles start at different K chunks (the sums are exact in any order), so that the blocks
@@ -112,7 +136,15 @@ __global__ void __launch_bounds__(THREADS, 1)
     if (tid == 0)
         for (int q = 0; q < S && q < nq; q++) issue(q);
     for (int it = 0; it < ntile; it++) {
+        if (tr && it == 1) tr[3] = clock64();
         const int m0 = ((int)blockIdx.y + it * (int)gridDim.y) * BM;
+        if constexpr (EPI == SC_RG_RES_LN) /* the residual tile (once the previous tile's stores have read it) */
+            if (tid == 0) {
+                arb_bulk_wait_read<0>();
+                arb_mbar_arrive_expect_tx(xbar, L::T_BYTES);
+                arb_tma_load_2d(xs_t, &mx, 0, m0, xbar);
+                arb_tma_load_2d(xs_t + BM * XH, &mx, XH, m0, xbar);
+            }
         int32_t acc[64];
 #pragma unroll
         for (int i = 0; i < 64; i++) acc[i] = 0;
@@ -120,6 +152,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             const int q = it * nk + c;
             const unsigned char *sa = smem + (size_t)(q % S) * STAGE, *sb = sa + A_BYTES + wg * WB_BYTES;
             arb_mbar_wait(&full[q % S], (unsigned)(q / S) & 1u);
+            if (tr && q == 0) tr[1] = clock64();
             fence64(acc);
             arb_wgmma_fence();
 #pragma unroll
@@ -130,6 +163,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             __syncthreads(); /* every warpgroup is done with stage q % S */
             if (tid == 0 && q + S < nq) issue(q + S);
         }
+        if (tr && it == 0) tr[2] = clock64();
 
         /* epilogue: rows ra, rb of this thread; y[4j + h] (h: 0, 1 row ra; 2, 3 row rb) */
         const int la = wi * 16 + g, lb = la + 8, ra = m0 + la, rb = m0 + lb;
@@ -137,6 +171,13 @@ __global__ void __launch_bounds__(THREADS, 1)
         /* plain loads: xs may be the qs this kernel writes (after every reader of the row has read it) */
         const float xa = va ? a.xs[ra] : 0.f, xb = vb ? a.xs[rb] : 0.f;
         const int cbase = n0 + wg * WN + 2 * t4; /* column of y[4j] is cbase + 8j */
+        /* element (row, column n0 + c) of the tile in shared memory, and the tile's TMA store */
+        auto tix = [&](int row, int c) { const int h = c >= XH; return (h * BM + row) * XH + c - h * XH; };
+        auto store_tile = [&](const CUtensorMap *m, int esize) { /* thread 0, after fence + barrier */
+            arb_tma_store_2d(m, n0, m0, tile_s);
+            arb_tma_store_2d(m, n0 + XH, m0, tile_s + (size_t)BM * XH * esize);
+            arb_bulk_commit();
+        };
         float y[64];
 #pragma unroll
         for (int j = 0; j < 16; j++) {
@@ -151,12 +192,18 @@ __global__ void __launch_bounds__(THREADS, 1)
             }
         }
         if constexpr (EPI == SC_RG_F16) {
+            if (tid == 0) arb_bulk_wait_read<0>(); /* the previous tile's stores have read the tile */
+            __syncthreads();
+            __half *ts = reinterpret_cast<__half *>(tile_s);
 #pragma unroll
             for (int j = 0; j < 16; j++) {
-                const int c = cbase + 8 * j;
-                if (va) *reinterpret_cast<__half2 *>(a.outh + (size_t)ra * a.ldh + c) = __floats2half2_rn(y[4 * j], y[4 * j + 1]);
-                if (vb) *reinterpret_cast<__half2 *>(a.outh + (size_t)rb * a.ldh + c) = __floats2half2_rn(y[4 * j + 2], y[4 * j + 3]);
+                const int c = cbase - n0 + 8 * j;
+                *reinterpret_cast<__half2 *>(ts + tix(la, c)) = __floats2half2_rn(y[4 * j], y[4 * j + 1]);
+                *reinterpret_cast<__half2 *>(ts + tix(lb, c)) = __floats2half2_rn(y[4 * j + 2], y[4 * j + 3]);
             }
+            arb_fence_proxy_async();
+            __syncthreads();
+            if (tid == 0) store_tile(&mo, 2); /* rows past M are not written */
             continue;
         }
         if constexpr (EPI == SC_RG_GELU_Q) {
@@ -174,13 +221,14 @@ __global__ void __launch_bounds__(THREADS, 1)
         };
         if constexpr (EPI == SC_RG_RES_LN) {
             float sa_ = 0.f, sb_ = 0.f;
-            float2 *pa = reinterpret_cast<float2 *>(a.x + (size_t)(va ? ra : a.M - 1) * a.N + cbase);
-            float2 *pb = reinterpret_cast<float2 *>(a.x + (size_t)(vb ? rb : a.M - 1) * a.N + cbase);
-            /* every residual load first (a store between them would keep the next one waiting for
-             * the previous one's memory latency) */
+            arb_mbar_wait(xbar, (unsigned)it & 1u); /* rows past M arrive as zeros */
             float2 xr[32];
 #pragma unroll
-            for (int j = 0; j < 16; j++) xr[2 * j] = pa[4 * j], xr[2 * j + 1] = pb[4 * j];
+            for (int j = 0; j < 16; j++) {
+                const int c = cbase - n0 + 8 * j, h = c >= XH;
+                xr[2 * j] = *reinterpret_cast<const float2 *>(xs_t + (h * BM + la) * XH + c - h * XH);
+                xr[2 * j + 1] = *reinterpret_cast<const float2 *>(xs_t + (h * BM + lb) * XH + c - h * XH);
+            }
 #pragma unroll
             for (int j = 0; j < 16; j++) {
                 const int c = cbase + 8 * j;
@@ -192,12 +240,15 @@ __global__ void __launch_bounds__(THREADS, 1)
                 sa_ += y[4 * j + 0] + y[4 * j + 1], sb_ += y[4 * j + 2] + y[4 * j + 3];
             }
 #pragma unroll
-            for (int j = 0; j < 16; j++) {
-                if (va) pa[4 * j] = make_float2(y[4 * j + 0], y[4 * j + 1]);
-                if (vb) pb[4 * j] = make_float2(y[4 * j + 2], y[4 * j + 3]);
+            for (int j = 0; j < 16; j++) { /* the new residual in place (each thread its own elements) */
+                const int c = cbase - n0 + 8 * j;
+                *reinterpret_cast<float2 *>(xs_t + tix(la, c)) = make_float2(y[4 * j + 0], y[4 * j + 1]);
+                *reinterpret_cast<float2 *>(xs_t + tix(lb, c)) = make_float2(y[4 * j + 2], y[4 * j + 3]);
             }
+            arb_fence_proxy_async();
             float mean_a, mean_b;
-            row_sum(sa_, sb_, red_s, mean_a, mean_b);
+            row_sum(sa_, sb_, red_s, mean_a, mean_b); /* its barrier: the whole residual tile is written */
+            if (tid == 0) store_tile(&mx, 4);
             mean_a /= (float)a.N, mean_b /= (float)a.N;
             sa_ = 0.f, sb_ = 0.f;
 #pragma unroll
@@ -223,12 +274,17 @@ __global__ void __launch_bounds__(THREADS, 1)
                 y[4 * j + 2] = ln(y[4 * j + 2], mean_b, invb, gm.x, bt.x), y[4 * j + 3] = ln(y[4 * j + 3], mean_b, invb, gm.y, bt.y);
             }
             if (a.out) {
+                if (tid == 0) arb_bulk_wait_read<0>(); /* the residual's store has read the tile */
+                __syncthreads();
 #pragma unroll
                 for (int j = 0; j < 16; j++) {
-                    const int c = cbase + 8 * j;
-                    if (va) *reinterpret_cast<float2 *>(a.out + (size_t)ra * a.N + c) = make_float2(y[4 * j], y[4 * j + 1]);
-                    if (vb) *reinterpret_cast<float2 *>(a.out + (size_t)rb * a.N + c) = make_float2(y[4 * j + 2], y[4 * j + 3]);
+                    const int c = cbase - n0 + 8 * j;
+                    *reinterpret_cast<float2 *>(xs_t + tix(la, c)) = make_float2(y[4 * j], y[4 * j + 1]);
+                    *reinterpret_cast<float2 *>(xs_t + tix(lb, c)) = make_float2(y[4 * j + 2], y[4 * j + 3]);
                 }
+                arb_fence_proxy_async();
+                __syncthreads();
+                if (tid == 0) store_tile(&mo, 4);
                 continue;
             }
         }
@@ -241,6 +297,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
         ma_ = quad_max(ma_), mb_ = quad_max(mb_);
         if (t4 == 0) red_m[wg * BM + la] = ma_, red_m[wg * BM + lb] = mb_;
+        if (tid == 0) arb_bulk_wait_read<0>(); /* the earlier stores have read the tile (before the barrier) */
         __syncthreads();
         float *rm = row_m + (it & 1) * BM; /* by tile parity: a peer may still read the previous tile's */
         if (tid < BM) {
@@ -268,12 +325,16 @@ __global__ void __launch_bounds__(THREADS, 1)
             amax_a = rm[la], amax_b = rm[lb];
         }
         const float inva = amax_a > 0.f ? 127.f / amax_a : 0.f, invb = amax_b > 0.f ? 127.f / amax_b : 0.f;
+        signed char *qt = reinterpret_cast<signed char *>(tile_s);
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-            const int c = cbase + 8 * j;
-            if (va) *reinterpret_cast<char2 *>(a.q + (size_t)ra * a.ldq + c) = make_char2(q1(y[4 * j], inva), q1(y[4 * j + 1], inva));
-            if (vb) *reinterpret_cast<char2 *>(a.q + (size_t)rb * a.ldq + c) = make_char2(q1(y[4 * j + 2], invb), q1(y[4 * j + 3], invb));
+            const int c = cbase - n0 + 8 * j;
+            *reinterpret_cast<char2 *>(qt + tix(la, c)) = make_char2(q1(y[4 * j], inva), q1(y[4 * j + 1], inva));
+            *reinterpret_cast<char2 *>(qt + tix(lb, c)) = make_char2(q1(y[4 * j + 2], invb), q1(y[4 * j + 3], invb));
         }
+        arb_fence_proxy_async();
+        __syncthreads();
+        if (tid == 0) store_tile(&mo, 1);
         if (blockIdx.x == 0 && wg == 0 && t4 == 0) {
             if (va) a.qs[ra] = amax_a / 127.f;
             if (vb) a.qs[rb] = amax_b / 127.f;
@@ -283,6 +344,11 @@ __global__ void __launch_bounds__(THREADS, 1)
          * barrier */
     }
     if (nr > 1) arb_cluster_sync(); /* no block leaves while another still reads its row maxima */
+    if (tid == 0) arb_bulk_wait<0>(); /* the tile stores are complete */
+    if (tr) {
+        tr[4] = clock64();
+        if (ntile < 2) tr[3] = tr[4];
+    }
 #endif
 }
 
@@ -293,13 +359,22 @@ bool sc_rowgemm_ok(int epi, int N, int K) {
     return epi == SC_RG_F16 || epi == SC_RG_GELU_Q || (epi == SC_RG_RES_LN && N == BN);
 }
 
+/* ARB_SIDECAR_ROWGEMM_TRACE=1 (diagnostics): each recorded call gets a buffer of per-block clocks;
+ * at exit, per call, the blocks' mean cycles from start to the first chunk, to the end of tile 0's
+ * main loop, its epilogue, and the whole block (the last replay's values). */
+struct rg_trace {
+    int epi, M, N, K, blocks;
+    long long *d;
+};
+static std::vector<rg_trace> g_traces;
 template <int EPI>
-static arb_status launch(const sc_rowgemm_args &a, const CUtensorMap &ma, const CUtensorMap &mb, cudaStream_t st) {
+static arb_status launch(const sc_rowgemm_args &a, const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mx,
+                         const CUtensorMap &mo, cudaStream_t st) {
     static bool opted[64] = {false};
     int dev = 0;
     ARB_CU(cudaGetDevice(&dev));
     if (dev < 0 || dev >= 64 || !opted[dev]) {
-        ARB_CU(cudaFuncSetAttribute(k_rowgemm<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM));
+        ARB_CU(cudaFuncSetAttribute(k_rowgemm<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lay<EPI>::SMEM));
         if (EPI == SC_RG_GELU_Q) ARB_CU(cudaFuncSetAttribute(k_rowgemm<EPI>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
         if (dev >= 0 && dev < 64) opted[dev] = true;
     }
@@ -314,7 +389,7 @@ static arb_status launch(const sc_rowgemm_args &a, const CUtensorMap &ma, const 
     cudaLaunchConfig_t c = {};
     c.gridDim = dim3((unsigned)nb, (unsigned)gy);
     c.blockDim = dim3(THREADS);
-    c.dynamicSmemBytes = SMEM;
+    c.dynamicSmemBytes = lay<EPI>::SMEM;
     c.stream = st;
     cudaLaunchAttribute at[1];
     if (EPI == SC_RG_GELU_Q && nb > 1) { /* the row maxima are exchanged within a cluster */
@@ -334,12 +409,45 @@ static arb_status launch(const sc_rowgemm_args &a, const CUtensorMap &ma, const 
         gy = std::max(1, std::min(mtiles, h ? *h : 1));
         c.gridDim.y = (unsigned)gy;
     }
-    ARB_CU(cudaLaunchKernelEx(&c, k_rowgemm<EPI>, ma, mb, a));
+    if (a.trace) g_traces.back().blocks = (int)(c.gridDim.x * c.gridDim.y);
+    ARB_CU(cudaLaunchKernelEx(&c, k_rowgemm<EPI>, ma, mb, mx, mo, a));
     ARB_CU_LAUNCH("k_rowgemm");
     return ARB_OK;
 }
 
-arb_status sc_rowgemm(const sc_rowgemm_args &a, cudaStream_t st) {
+static void rg_trace_dump(void) {
+    int khz = 0;
+    cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0);
+    const double us = khz > 0 ? 1e3 / khz : 1.0 / 1980.0;
+    for (const rg_trace &t : g_traces) {
+        std::vector<long long> h((size_t)t.blocks * 8);
+        if (cudaMemcpy(h.data(), t.d, h.size() * sizeof(long long), cudaMemcpyDeviceToHost) != cudaSuccess) return;
+        double s[4] = {0, 0, 0, 0}, tiles = 0;
+        for (int b = 0; b < t.blocks; b++) {
+            const long long *r = &h[(size_t)b * 8];
+            s[0] += (double)(r[1] - r[0]), s[1] += (double)(r[2] - r[1]), s[2] += (double)(r[3] - r[2]), s[3] += (double)(r[4] - r[0]);
+            tiles += (double)r[5];
+        }
+        fprintf(stderr, "rowgemm trace epi %d %dx%dx%d, %d blocks x %.1f tiles: first chunk %.2f us, tile 0 main loop %.2f, its epilogue %.2f, block %.2f\n",
+                t.epi, t.M, t.N, t.K, t.blocks, tiles / t.blocks, s[0] / t.blocks * us, s[1] / t.blocks * us, s[2] / t.blocks * us,
+                s[3] / t.blocks * us);
+    }
+}
+
+arb_status sc_rowgemm(const sc_rowgemm_args &a_in, cudaStream_t st) {
+    sc_rowgemm_args a = a_in;
+    a.trace = nullptr;
+    static const char *te = getenv("ARB_SIDECAR_ROWGEMM_TRACE");
+    if (te && te[0] == '1') {
+        const int blocks = (a.N / BN) * ((a.M + BM - 1) / BM); /* at most: the grid is never larger */
+        void *d = nullptr;
+        if (cudaMalloc(&d, (size_t)blocks * 8 * sizeof(long long)) == cudaSuccess &&
+            cudaMemset(d, 0, (size_t)blocks * 8 * sizeof(long long)) == cudaSuccess) {
+            if (g_traces.empty()) atexit(rg_trace_dump);
+            a.trace = (long long *)d;
+            g_traces.push_back(rg_trace{a.epi, a.M, a.N, a.K, 0, a.trace});
+        }
+    }
     const bool al = ((uintptr_t)a.a | (uintptr_t)a.w) % 16 == 0 && a.lda % 16 == 0 && a.ldw % 16 == 0 &&
                     a.lda >= a.K && a.ldw >= a.K && (uintptr_t)a.ws % 8 == 0 && (uintptr_t)a.bias % 8 == 0;
     bool outs = false;
@@ -351,16 +459,30 @@ arb_status sc_rowgemm(const sc_rowgemm_args &a, cudaStream_t st) {
     if (!sc_rowgemm_ok(a.epi, a.N, a.K) || a.M <= 0 || !al || !outs || !a.xs || !a.ws)
         return arb_error(ARB_ERR_INVALID_ARG, "sc_rowgemm: epilogue %d, %dx%dx%d, lda %d, ldw %d", a.epi, a.M, a.N, a.K,
                          a.lda, a.ldw);
-    CUtensorMap ma, mb;
+    CUtensorMap ma, mb, mx, mo;
     if (!arb_tensor_map_2d(&ma, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.a, (uint64_t)a.K, (uint64_t)a.M, (uint64_t)a.lda, KC, BM,
                            CU_TENSOR_MAP_SWIZZLE_128B) ||
         !arb_tensor_map_2d(&mb, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.w, (uint64_t)a.K, (uint64_t)a.N, (uint64_t)a.ldw, KC, WN,
                            CU_TENSOR_MAP_SWIZZLE_128B))
         return arb_error(ARB_ERR_CUDA, "sc_rowgemm: the driver refused a tensor map");
+    /* the residual (RES_LN) and the output, as 64 × 192 boxes */
+    auto omap = [&](CUtensorMap *m, CUtensorMapDataType t, const void *p, int ld, int esize) {
+        return (uintptr_t)p % 16 == 0 && ((size_t)ld * esize) % 16 == 0 &&
+               arb_tensor_map_2d(m, t, p, (uint64_t)a.N, (uint64_t)a.M, (uint64_t)ld * esize, XH, BM, CU_TENSOR_MAP_SWIZZLE_NONE);
+    };
+    bool mok;
     switch (a.epi) {
-    case SC_RG_F16: return launch<SC_RG_F16>(a, ma, mb, st);
-    case SC_RG_GELU_Q: return launch<SC_RG_GELU_Q>(a, ma, mb, st);
-    default: return launch<SC_RG_RES_LN>(a, ma, mb, st);
+    case SC_RG_F16: mx = ma, mok = omap(&mo, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, a.outh, a.ldh, 2); break;
+    case SC_RG_GELU_Q: mx = ma, mok = omap(&mo, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.q, a.ldq, 1); break;
+    default:
+        mok = omap(&mx, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, a.x, a.N, 4) &&
+              (a.out ? omap(&mo, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, a.out, a.N, 4) : omap(&mo, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.q, a.ldq, 1));
+    }
+    if (!mok) return arb_error(ARB_ERR_INVALID_ARG, "sc_rowgemm: an output is not 16-byte aligned, or the driver refused its tensor map");
+    switch (a.epi) {
+    case SC_RG_F16: return launch<SC_RG_F16>(a, ma, mb, mx, mo, st);
+    case SC_RG_GELU_Q: return launch<SC_RG_GELU_Q>(a, ma, mb, mx, mo, st);
+    default: return launch<SC_RG_RES_LN>(a, ma, mb, mx, mo, st);
     }
 }
 

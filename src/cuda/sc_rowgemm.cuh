@@ -52,6 +52,7 @@ struct sc_rowgemm_args {
     float *x; const float *lam;        /* SC_RG_RES_LN: the residual stream [M][N] and its scale */
     const float *ln_g, *ln_b; float eps;
     float *out;                        /* SC_RG_RES_LN: [M][N] float output instead of q */
+    long long *trace;                  /* set by sc_rowgemm under ARB_SIDECAR_ROWGEMM_TRACE=1 */
 };
 
 /* Whether the current device and the shape take the kernel (sm_90a; N a multiple of 384, at most

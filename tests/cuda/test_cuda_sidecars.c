@@ -221,9 +221,9 @@ static void test_vae_conv_paths(void **state) {
     arb_tensor_free(&a), arb_tensor_free(&b), arb_tensor_free(&c);
 }
 
-/* One model's forward with an environment switch at "0" and at `on` (read when the forward is
+/* One model's forward with an environment switch at `off` and at `on` (read when the forward is
  * recorded): the same bits when tol is 0, else within tol relative L2. */
-static void env_pair(const char *env, const char *on, const char *name, int ndim, const int64_t *shape, float amp,
+static void env_pair(const char *env, const char *off, const char *on, const char *name, int ndim, const int64_t *shape, float amp,
                      uint64_t seed, double tol) {
     const char *keep = getenv(env);
     char kv[64] = "";
@@ -232,7 +232,7 @@ static void env_pair(const char *env, const char *on, const char *name, int ndim
     ARB_ASSERT_OK(arb_tensor_init(&x, ARB_F32, ndim, shape, arb_cpu()));
     arb_test_fill_f32((float *)x.data, (size_t)arb_tensor_numel(&x), seed, -amp, amp);
     for (int v = 0; v < 2; v++) {
-        setenv(env, v ? on : "0", 1);
+        setenv(env, v ? on : off, 1);
         arb_sidecar *m = load_cuda(fx(name));
         ARB_ASSERT_OK(arb_sidecar_forward(m, &x, &o[v], NULL));
         arb_sidecar_free(m);
@@ -241,9 +241,9 @@ static void env_pair(const char *env, const char *on, const char *name, int ndim
     else unsetenv(env);
     size_t n = (size_t)arb_tensor_numel(&o[0]), diff = 0;
     for (size_t i = 0; i < n; i++) diff += memcmp((float *)o[0].data + i, (float *)o[1].data + i, sizeof(float)) != 0;
-    printf("%s %s=%s vs 0: %zu of %zu values differ\n", name, env, on, diff, n);
+    printf("%s %s=%s vs %s: %zu of %zu values differ\n", name, env, on, off, diff, n);
     char what[160];
-    snprintf(what, sizeof what, "%s %s=%s vs 0", name, env, on);
+    snprintf(what, sizeof what, "%s %s=%s vs %s", name, env, on, off);
     if (tol == 0.0) assert_int_equal(diff, 0);
     else arb_test_expect_close(what, &o[1], &o[0], tol);
     arb_tensor_free(&x), arb_tensor_free(&o[0]), arb_tensor_free(&o[1]);
@@ -258,10 +258,10 @@ static void test_row_elem_bits(void **state) {
     char kv[64] = "";
     if (keep) snprintf(kv, sizeof kv, "%s", keep);
     setenv(e, "0", 1);
-    env_pair("ARB_SIDECAR_ROW_ELEM", "1", "dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 41, 0.0); /* QKV → fp16, patch + position */
+    env_pair("ARB_SIDECAR_ROW_ELEM", "0", "1", "dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 41, 0.0); /* QKV → fp16, patch + position */
     if (keep) setenv(e, kv, 1);
     else unsetenv(e);
-    env_pair("ARB_SIDECAR_ROW_ELEM", "1", "moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 42, 0.0); /* QKV with rotary pairs */
+    env_pair("ARB_SIDECAR_ROW_ELEM", "0", "1", "moonshine-tiny", 2, (int64_t[]){3, 23456}, 0.3f, 42, 0.0); /* QKV with rotary pairs */
 }
 
 /* DINOv2's row GEMMs (the row stages in the int8 GEMM's epilogue; by default on sm_90a at
@@ -272,10 +272,10 @@ static void test_row_elem_bits(void **state) {
 static void test_dino_rowgemm(void **state) {
     (void)state;
     const char *e = "ARB_SIDECAR_ROWGEMM";
-    env_pair(e, "15", "dinov2-small-1layer", 4, (int64_t[]){3, 3, 224, 224}, 2.f, 43, 2e-3);
-    env_pair(e, "15", "dinov2-small-1layer", 4, (int64_t[]){1, 3, 98, 140}, 2.f, 44, 2e-3); /* 71 rows */
+    env_pair(e, "0", "15", "dinov2-small-1layer", 4, (int64_t[]){3, 3, 224, 224}, 2.f, 43, 2e-3);
+    env_pair(e, "0", "15", "dinov2-small-1layer", 4, (int64_t[]){1, 3, 98, 140}, 2.f, 44, 2e-3); /* 71 rows */
     const char *one[] = {"1", "2", "4", "8"};
-    for (int i = 0; i < 4; i++) env_pair(e, one[i], "dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 45, 2e-3);
+    for (int i = 0; i < 4; i++) env_pair(e, "0", one[i], "dinov2-small-1layer", 4, (int64_t[]){2, 3, 224, 224}, 2.f, 45, 2e-3);
     const char *keep = getenv(e);
     char kv[64] = "";
     if (keep) snprintf(kv, sizeof kv, "%s", keep);
