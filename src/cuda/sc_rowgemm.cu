@@ -26,8 +26,14 @@ namespace {
 
 constexpr int BM = 64, WN = 128, NWG = 3, BN = WN * NWG, KC = 128, THREADS = 128 * NWG;
 constexpr int A_BYTES = BM * KC, WB_BYTES = WN * KC, STAGE = A_BYTES + NWG * WB_BYTES;
-constexpr int XH = BN / 2; /* a tile moves as two TMA boxes of 64 rows × 192 columns */
-/* Shared memory per epilogue: S stages; the output tile [2][BM][XH] (RES_LN: the residual tile,
+/* A tile moves as TMA boxes of 64 rows × 128 bytes with the 128-byte swizzle (16-byte pieces
+ * of row r at piece ^ (r % 8)): the 8 rows a warp's fragment covers then fall in different banks
+ * (dense rows of 384 elements put all 8 in the same bank: 8-way conflicts). */
+[[maybe_unused]] __device__ __forceinline__ int tile_byte(int row, int c, int esize) { /* element (row, c) of a tile */
+    const int epb = 128 / esize, b = c / epb, by = (c - b * epb) * esize;
+    return b * (BM * 128) + row * 128 + ((((by >> 4) ^ (row & 7)) << 4) | (by & 15));
+}
+/* Shared memory per epilogue: S stages; the output tile (RES_LN: the residual tile,
  * loaded by TMA beside the main loop, updated in place and stored back, then the quantized rows);
  * the reductions float [3][NWG][BM] + [2][BM] + [BM]; S + 1 mbarriers. Why the outputs go out by
  * TMA from shared memory: stored from the accumulator fragments, each warp store touched 8 rows
@@ -99,8 +105,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = smem_raw + ((1024u - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
     uint64_t *full = reinterpret_cast<uint64_t *>(smem + L::BAR_OFF), *xbar = full + S;
-    unsigned char *tile_s = smem + L::X_OFF; /* the output tile [2][BM][XH] */
-    float *xs_t = reinterpret_cast<float *>(tile_s);
+    unsigned char *tile_s = smem + L::X_OFF; /* the output tile (tile_byte) */
     float *red_s = reinterpret_cast<float *>(smem + L::RED_OFF), *red_q = red_s + NWG * BM, *red_m = red_q + NWG * BM;
     float *row_m = red_m + NWG * BM;  /* [tile parity][BM] this block's row maxima, read by the cluster */
     float *amax_s = row_m + 2 * BM;   /* the cluster's row maxima */
@@ -142,8 +147,8 @@ __global__ void __launch_bounds__(THREADS, 1)
             if (tid == 0) {
                 arb_bulk_wait_read<0>();
                 arb_mbar_arrive_expect_tx(xbar, L::T_BYTES);
-                arb_tma_load_2d(xs_t, &mx, 0, m0, xbar);
-                arb_tma_load_2d(xs_t + BM * XH, &mx, XH, m0, xbar);
+#pragma unroll
+                for (int b = 0; b < BN / 32; b++) arb_tma_load_2d(tile_s + b * BM * 128, &mx, b * 32, m0, xbar);
             }
         int32_t acc[64];
 #pragma unroll
@@ -172,10 +177,10 @@ __global__ void __launch_bounds__(THREADS, 1)
         const float xa = va ? a.xs[ra] : 0.f, xb = vb ? a.xs[rb] : 0.f;
         const int cbase = n0 + wg * WN + 2 * t4; /* column of y[4j] is cbase + 8j */
         /* element (row, column n0 + c) of the tile in shared memory, and the tile's TMA store */
-        auto tix = [&](int row, int c) { const int h = c >= XH; return (h * BM + row) * XH + c - h * XH; };
+        auto tf2 = [&](int row, int c) { return reinterpret_cast<float2 *>(tile_s + tile_byte(row, c, 4)); };
         auto store_tile = [&](const CUtensorMap *m, int esize) { /* thread 0, after fence + barrier */
-            arb_tma_store_2d(m, n0, m0, tile_s);
-            arb_tma_store_2d(m, n0 + XH, m0, tile_s + (size_t)BM * XH * esize);
+            const int epb = 128 / esize;
+            for (int b = 0; b < BN / epb; b++) arb_tma_store_2d(m, n0 + b * epb, m0, tile_s + b * BM * 128);
             arb_bulk_commit();
         };
         float y[64];
@@ -194,12 +199,11 @@ __global__ void __launch_bounds__(THREADS, 1)
         if constexpr (EPI == SC_RG_F16) {
             if (tid == 0) arb_bulk_wait_read<0>(); /* the previous tile's stores have read the tile */
             __syncthreads();
-            __half *ts = reinterpret_cast<__half *>(tile_s);
 #pragma unroll
             for (int j = 0; j < 16; j++) {
                 const int c = cbase - n0 + 8 * j;
-                *reinterpret_cast<__half2 *>(ts + tix(la, c)) = __floats2half2_rn(y[4 * j], y[4 * j + 1]);
-                *reinterpret_cast<__half2 *>(ts + tix(lb, c)) = __floats2half2_rn(y[4 * j + 2], y[4 * j + 3]);
+                *reinterpret_cast<__half2 *>(tile_s + tile_byte(la, c, 2)) = __floats2half2_rn(y[4 * j], y[4 * j + 1]);
+                *reinterpret_cast<__half2 *>(tile_s + tile_byte(lb, c, 2)) = __floats2half2_rn(y[4 * j + 2], y[4 * j + 3]);
             }
             arb_fence_proxy_async();
             __syncthreads();
@@ -225,9 +229,8 @@ __global__ void __launch_bounds__(THREADS, 1)
             float2 xr[32];
 #pragma unroll
             for (int j = 0; j < 16; j++) {
-                const int c = cbase - n0 + 8 * j, h = c >= XH;
-                xr[2 * j] = *reinterpret_cast<const float2 *>(xs_t + (h * BM + la) * XH + c - h * XH);
-                xr[2 * j + 1] = *reinterpret_cast<const float2 *>(xs_t + (h * BM + lb) * XH + c - h * XH);
+                const int c = cbase - n0 + 8 * j;
+                xr[2 * j] = *tf2(la, c), xr[2 * j + 1] = *tf2(lb, c);
             }
 #pragma unroll
             for (int j = 0; j < 16; j++) {
@@ -242,8 +245,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
             for (int j = 0; j < 16; j++) { /* the new residual in place (each thread its own elements) */
                 const int c = cbase - n0 + 8 * j;
-                *reinterpret_cast<float2 *>(xs_t + tix(la, c)) = make_float2(y[4 * j + 0], y[4 * j + 1]);
-                *reinterpret_cast<float2 *>(xs_t + tix(lb, c)) = make_float2(y[4 * j + 2], y[4 * j + 3]);
+                *tf2(la, c) = make_float2(y[4 * j + 0], y[4 * j + 1]), *tf2(lb, c) = make_float2(y[4 * j + 2], y[4 * j + 3]);
             }
             arb_fence_proxy_async();
             float mean_a, mean_b;
@@ -279,8 +281,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
                 for (int j = 0; j < 16; j++) {
                     const int c = cbase - n0 + 8 * j;
-                    *reinterpret_cast<float2 *>(xs_t + tix(la, c)) = make_float2(y[4 * j], y[4 * j + 1]);
-                    *reinterpret_cast<float2 *>(xs_t + tix(lb, c)) = make_float2(y[4 * j + 2], y[4 * j + 3]);
+                    *tf2(la, c) = make_float2(y[4 * j], y[4 * j + 1]), *tf2(lb, c) = make_float2(y[4 * j + 2], y[4 * j + 3]);
                 }
                 arb_fence_proxy_async();
                 __syncthreads();
@@ -325,12 +326,11 @@ __global__ void __launch_bounds__(THREADS, 1)
             amax_a = rm[la], amax_b = rm[lb];
         }
         const float inva = amax_a > 0.f ? 127.f / amax_a : 0.f, invb = amax_b > 0.f ? 127.f / amax_b : 0.f;
-        signed char *qt = reinterpret_cast<signed char *>(tile_s);
 #pragma unroll
         for (int j = 0; j < 16; j++) {
             const int c = cbase - n0 + 8 * j;
-            *reinterpret_cast<char2 *>(qt + tix(la, c)) = make_char2(q1(y[4 * j], inva), q1(y[4 * j + 1], inva));
-            *reinterpret_cast<char2 *>(qt + tix(lb, c)) = make_char2(q1(y[4 * j + 2], invb), q1(y[4 * j + 3], invb));
+            *reinterpret_cast<char2 *>(tile_s + tile_byte(la, c, 1)) = make_char2(q1(y[4 * j], inva), q1(y[4 * j + 1], inva));
+            *reinterpret_cast<char2 *>(tile_s + tile_byte(lb, c, 1)) = make_char2(q1(y[4 * j + 2], invb), q1(y[4 * j + 3], invb));
         }
         arb_fence_proxy_async();
         __syncthreads();
@@ -465,10 +465,11 @@ arb_status sc_rowgemm(const sc_rowgemm_args &a_in, cudaStream_t st) {
         !arb_tensor_map_2d(&mb, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.w, (uint64_t)a.K, (uint64_t)a.N, (uint64_t)a.ldw, KC, WN,
                            CU_TENSOR_MAP_SWIZZLE_128B))
         return arb_error(ARB_ERR_CUDA, "sc_rowgemm: the driver refused a tensor map");
-    /* the residual (RES_LN) and the output, as 64 × 192 boxes */
+    /* the residual (RES_LN) and the output, as 64-row × 128-byte boxes */
     auto omap = [&](CUtensorMap *m, CUtensorMapDataType t, const void *p, int ld, int esize) {
         return (uintptr_t)p % 16 == 0 && ((size_t)ld * esize) % 16 == 0 &&
-               arb_tensor_map_2d(m, t, p, (uint64_t)a.N, (uint64_t)a.M, (uint64_t)ld * esize, XH, BM, CU_TENSOR_MAP_SWIZZLE_NONE);
+               arb_tensor_map_2d(m, t, p, (uint64_t)a.N, (uint64_t)a.M, (uint64_t)ld * esize, (uint32_t)(128 / esize), BM,
+                                 CU_TENSOR_MAP_SWIZZLE_128B);
     };
     bool mok;
     switch (a.epi) {
