@@ -300,41 +300,85 @@ __global__ void __launch_bounds__(cfg::THREADS, 1)
         constexpr int NJP = BN / 8 / NPART; /* 8-column groups per part */
 #pragma unroll
         for (int h = 0; h < NPART; h++) {
+            /* 4 column groups at a time: the quad's lanes trade their pairs (a 4 × 4 transpose of
+             * float2s) so that lane t holds 8 consecutive columns of group ng + t and stores them
+             * as two float4s: a warp's store then writes 32 bytes of each of its 8 pixels with
+             * half the instructions (stores from the fragments, 8 pixels per instruction, were
+             * a measurable part of the conv; the same formulas, so the same bits) */
 #pragma unroll
-            for (int nj = h * NJP; nj < (h + 1) * NJP; nj++) {
-                const int c = n0 + nj * 8 + 2 * t4;
-                const bool c0 = c < n, c1 = c + 1 < n;
-                const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
-                const float b0 = bias && c0 ? __ldg(bias + c) : 0.f, b1 = bias && c1 ? __ldg(bias + c + 1) : 0.f;
+            for (int ng = h * NJP; ng < (h + 1) * NJP; ng += 4) {
+                float2 v[2][4]; /* [pixel][group k]: columns (ng + k)·8 + 2t4, + 1 */
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int nj = ng + k, c = n0 + nj * 8 + 2 * t4;
+                    const bool c0 = c < n, c1 = c + 1 < n;
+                    const float w0 = c0 ? __ldg(ws + c) : 0.f, w1 = c1 ? __ldg(ws + c + 1) : 0.f;
+                    const float b0 = bias && c0 ? __ldg(bias + c) : 0.f, b1 = bias && c1 ? __ldg(bias + c + 1) : 0.f;
+#pragma unroll
+                    for (int hr = 0; hr < 2; hr++) {
+                        const float qs = hr ? qb : qa;
+                        float v0 = __fmul_rn((float)acc[nj * 4 + 2 * hr], __fmul_rn(qs, w0));
+                        float v1 = __fmul_rn((float)acc[nj * 4 + 2 * hr + 1], __fmul_rn(qs, w1));
+                        if (bias) v0 = __fadd_rn(v0, b0), v1 = __fadd_rn(v1, b1);
+                        v[hr][k] = make_float2(v0, v1);
+                    }
+                }
+                /* the transpose as two butterfly steps (blocks of 2 × 2 pairs across lanes t4 ^ 2,
+                 * then pairs across t4 ^ 1): every register index is static */
+                const bool b1 = t4 & 2, b0 = t4 & 1;
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++) {
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        float2 x = b1 ? v[hr][j] : v[hr][j + 2];
+                        x.x = __shfl_xor_sync(0xffffffffu, x.x, 2), x.y = __shfl_xor_sync(0xffffffffu, x.y, 2);
+                        if (b1) v[hr][j] = x;
+                        else v[hr][j + 2] = x;
+                    }
+#pragma unroll
+                    for (int j = 0; j < 4; j += 2) {
+                        float2 x = b0 ? v[hr][j] : v[hr][j + 1];
+                        x.x = __shfl_xor_sync(0xffffffffu, x.x, 1), x.y = __shfl_xor_sync(0xffffffffu, x.y, 1);
+                        if (b0) v[hr][j] = x;
+                        else v[hr][j + 1] = x;
+                    }
+                }
+                float o[2][8]; /* [pixel][column (ng + t4)·8 + i]: pair k came from lane k */
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++)
+#pragma unroll
+                    for (int k = 0; k < 4; k++) o[hr][2 * k] = v[hr][k].x, o[hr][2 * k + 1] = v[hr][k].y;
+                const int cg = n0 + (ng + t4) * 8; /* this lane's 8 columns */
+                const bool full = cg + 8 <= n && (n & 3) == 0;
 #pragma unroll
                 for (int hr = 0; hr < 2; hr++) {
                     const bool ok = hr ? vb : va;
                     float *yr = hr ? yb : ya;
-                    const float qs = hr ? qb : qa;
-                    float v0 = __fmul_rn((float)acc[nj * 4 + 2 * hr], __fmul_rn(qs, w0));
-                    float v1 = __fmul_rn((float)acc[nj * 4 + 2 * hr + 1], __fmul_rn(qs, w1));
-                    if (bias) v0 = __fadd_rn(v0, b0), v1 = __fadd_rn(v1, b1);
-                    if (ok && c0) {
-                        if ((n & 1) == 0) { /* c even, n even: 8-byte aligned pairs */
-                            float2 *o = reinterpret_cast<float2 *>(yr + c);
-                            if (res) {
-                                float2 rv = *o;
-                                v0 = __fadd_rn(rv.x, v0), v1 = __fadd_rn(rv.y, v1);
-                            }
-                            *o = make_float2(v0, v1);
-                        } else {
-                            if (res) v0 = __fadd_rn(yr[c], v0);
-                            yr[c] = v0;
-                            if (c1) {
-                                if (res) v1 = __fadd_rn(yr[c + 1], v1);
-                                yr[c + 1] = v1;
-                            }
+                    if (ok && full) {
+                        float4 *o4 = reinterpret_cast<float4 *>(yr + cg);
+                        if (res) {
+                            const float4 r0 = o4[0], r1 = o4[1];
+                            o[hr][0] = __fadd_rn(r0.x, o[hr][0]), o[hr][1] = __fadd_rn(r0.y, o[hr][1]);
+                            o[hr][2] = __fadd_rn(r0.z, o[hr][2]), o[hr][3] = __fadd_rn(r0.w, o[hr][3]);
+                            o[hr][4] = __fadd_rn(r1.x, o[hr][4]), o[hr][5] = __fadd_rn(r1.y, o[hr][5]);
+                            o[hr][6] = __fadd_rn(r1.z, o[hr][6]), o[hr][7] = __fadd_rn(r1.w, o[hr][7]);
                         }
+                        o4[0] = make_float4(o[hr][0], o[hr][1], o[hr][2], o[hr][3]);
+                        o4[1] = make_float4(o[hr][4], o[hr][5], o[hr][6], o[hr][7]);
+                    } else if (ok) {
+#pragma unroll
+                        for (int i = 0; i < 8; i++)
+                            if (cg + i < n) {
+                                if (res) o[hr][i] = __fadd_rn(yr[cg + i], o[hr][i]);
+                                yr[cg + i] = o[hr][i];
+                            }
                     }
                     if (gnp) {
-                        const bool k0 = ok && c0, k1 = ok && c1;
-                        *reinterpret_cast<float2 *>(T + (warp * 16 + g + 8 * hr) * LD2 + (nj - h * NJP) * 8 + 2 * t4) =
-                            make_float2(k0 ? v0 : 0.f, k1 ? v1 : 0.f);
+                        float t[8];
+#pragma unroll
+                        for (int i = 0; i < 8; i++) t[i] = ok && cg + i < n ? o[hr][i] : 0.f;
+                        float4 *T4 = reinterpret_cast<float4 *>(T + (warp * 16 + g + 8 * hr) * LD2 + (ng + t4 - h * NJP) * 8);
+                        T4[0] = make_float4(t[0], t[1], t[2], t[3]), T4[1] = make_float4(t[4], t[5], t[6], t[7]);
                     }
                 }
             }
