@@ -10,6 +10,8 @@
  * Why this shape:
  *  - int8 GEMMs are cuBLASLt IMMA (int8×int8→int32 on tensor cores, K-major "TN" operands); the
  *    library links cuBLASLt already and it picks Hopper kernels per shape.
+ *  - DINOv2 at batch sizes that fill the GPU: its linears are row GEMMs (sc_rowgemm.cu), which do
+ *    the row stages below in the GEMM's epilogue (no int32 products in memory).
  *  - Everything between two GEMMs is one "row" kernel (one block per activation row, the row in
  *    shared memory): dequantize + bias + activation + RoPE + residual (LayerScale) + LayerNorm +
  *    the next GEMM's int8 quantization, so a transformer layer is 3 GEMMs + attention + 4 small
