@@ -183,6 +183,17 @@ __global__ void __launch_bounds__(THREADS, 1)
             for (int b = 0; b < BN / epb; b++) arb_tma_store_2d(m, n0 + b * epb, m0, tile_s + b * BM * 128);
             arb_bulk_commit();
         };
+        /* every thread's values into the tile (put(j, column): its pairs of column group j) once
+         * the earlier stores have read it, then the tile's TMA store */
+        auto emit = [&](const CUtensorMap *m, int esize, auto &&put) {
+            if (tid == 0) arb_bulk_wait_read<0>();
+            __syncthreads();
+#pragma unroll
+            for (int j = 0; j < 16; j++) put(j, cbase - n0 + 8 * j);
+            arb_fence_proxy_async();
+            __syncthreads();
+            if (tid == 0) store_tile(m, esize); /* rows past M are not written */
+        };
         float y[64];
 #pragma unroll
         for (int j = 0; j < 16; j++) {
@@ -197,17 +208,10 @@ __global__ void __launch_bounds__(THREADS, 1)
             }
         }
         if constexpr (EPI == SC_RG_F16) {
-            if (tid == 0) arb_bulk_wait_read<0>(); /* the previous tile's stores have read the tile */
-            __syncthreads();
-#pragma unroll
-            for (int j = 0; j < 16; j++) {
-                const int c = cbase - n0 + 8 * j;
+            emit(&mo, 2, [&](int j, int c) {
                 *reinterpret_cast<__half2 *>(tile_s + tile_byte(la, c, 2)) = __floats2half2_rn(y[4 * j], y[4 * j + 1]);
                 *reinterpret_cast<__half2 *>(tile_s + tile_byte(lb, c, 2)) = __floats2half2_rn(y[4 * j + 2], y[4 * j + 3]);
-            }
-            arb_fence_proxy_async();
-            __syncthreads();
-            if (tid == 0) store_tile(&mo, 2); /* rows past M are not written */
+            });
             continue;
         }
         if constexpr (EPI == SC_RG_GELU_Q) {
@@ -275,17 +279,10 @@ __global__ void __launch_bounds__(THREADS, 1)
                 y[4 * j + 0] = ln(y[4 * j + 0], mean_a, inva, gm.x, bt.x), y[4 * j + 1] = ln(y[4 * j + 1], mean_a, inva, gm.y, bt.y);
                 y[4 * j + 2] = ln(y[4 * j + 2], mean_b, invb, gm.x, bt.x), y[4 * j + 3] = ln(y[4 * j + 3], mean_b, invb, gm.y, bt.y);
             }
-            if (a.out) {
-                if (tid == 0) arb_bulk_wait_read<0>(); /* the residual's store has read the tile */
-                __syncthreads();
-#pragma unroll
-                for (int j = 0; j < 16; j++) {
-                    const int c = cbase - n0 + 8 * j;
+            if (a.out) { /* the final LayerNorm: fp32 rows (after the residual's store) */
+                emit(&mo, 4, [&](int j, int c) {
                     *tf2(la, c) = make_float2(y[4 * j], y[4 * j + 1]), *tf2(lb, c) = make_float2(y[4 * j + 2], y[4 * j + 3]);
-                }
-                arb_fence_proxy_async();
-                __syncthreads();
-                if (tid == 0) store_tile(&mo, 4);
+                });
                 continue;
             }
         }
