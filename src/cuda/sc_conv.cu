@@ -106,25 +106,6 @@ __global__ void k_conv_act(const float *x, int P, int C, const float *ab, int si
     if (lane == 0) pm[r] = m;
 }
 
-#if defined(ARB_HAVE_WGMMA)
-/* D(64×128) += A(64×32, registers: the mma.m16n8k32 A fragment of each warp's 16 rows) ·
- * B(128×32, K-major shared, 128-byte swizzle). The A registers must stay untouched until this
- * wgmma retires. */
-__device__ __forceinline__ void wgmma_n128_rs(int32_t (&d)[64], const uint32_t (&a)[4], uint64_t db) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
-                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
-                 "}, {%64, %65, %66, %67}, %68, p;\n}\n"
-                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}
-/* Keeps the compiler from moving accumulator registers across an in-flight wgmma. */
-template <int N> __device__ __forceinline__ void fence_acc(int32_t (&d)[N]) {
-#pragma unroll
-    for (int i = 0; i < N; i++) asm volatile("" : "+r"(d[i])::"memory");
-}
-#endif
-
 /* Persistent: grid = min(tiles, SMs); block i takes tiles i, i + grid, ... (tile t: channel block
  * t % nblk, then x, y, image). Chunks are numbered across tiles (gc), so the last chunk of a tile
  * prefetches the next tile's first, and its operand latency hides behind the current tile's last
@@ -262,9 +243,9 @@ __global__ void __launch_bounds__(cfg::THREADS, 1)
                 a[1] = q4(b0, inv_b);
                 a[2] = q4(a1, inv_a);
                 a[3] = q4(b1, inv_b);
-                fence_acc(acc);
+                arb_wgmma_fence_acc(acc);
                 arb_wgmma_fence();
-                wgmma_n128_rs(acc, a, arb_wgmma_desc(Bu + (tap >> 2) * BSUB + (tap & 3) * 32));
+                arb_wgmma_m64n128k32_rs(acc, a, arb_wgmma_desc(Bu + (tap >> 2) * BSUB + (tap & 3) * 32));
                 arb_wgmma_commit();
                 /* the previous tap's wgmma (the register set tap j + 1 rewrites) has retired */
                 arb_wgmma_wait<1>();
@@ -283,7 +264,7 @@ __global__ void __launch_bounds__(cfg::THREADS, 1)
                 }
             }
             arb_wgmma_wait<0>();
-            fence_acc(acc);
+            arb_wgmma_fence_acc(acc);
         }
 
         /* epilogue: y = acc·(s_x·s_w) + bias (+ y), as the row kernel rounds it (no contraction);
