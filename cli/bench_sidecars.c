@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "arbitor/sidecars.h"
+#include "core/paths.h"
 #include "cli.h"
 #ifdef ARB_HAVE_CUDA
 #include "arbitor/cuda.h"
@@ -109,24 +110,6 @@ static void usage(FILE *f) {
             "  per shape), batch 1 and 32 for every model the device runs; %% of the measured cuBLASLt int8\n"
             "  GEMM rate; vs PyTorch bf16 eager on the same GPU (torch_sidecars.py --device cuda); the BENCH\n"
             "  line adds *_b32_vs_torch. A model the device does not run yet is reported as such.\n");
-}
-
-static const char *torch_script(char *buf, size_t cap) {
-    const char *env = getenv("ARB_TORCH_SIDECARS");
-    if (env) return env;
-    if (access("bench/torch_sidecars.py", R_OK) == 0) return "bench/torch_sidecars.py";
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *sl = strrchr(exe, '/');
-        if (sl) *sl = 0;
-        for (int up = 1; up <= 2; up++) {
-            snprintf(buf, cap, "%s/%s/bench/torch_sidecars.py", exe, up == 1 ? ".." : "../..");
-            if (access(buf, R_OK) == 0) return buf;
-        }
-    }
-    return NULL;
 }
 
 int arb_bench_sidecars(int argc, char **argv) {
@@ -233,7 +216,7 @@ int arb_bench_sidecars(int argc, char **argv) {
     if (rc) return rc;
     bool have_torch = false;
     char sbuf[4200];
-    const char *script = torch ? torch_script(sbuf, sizeof sbuf) : NULL;
+    const char *script = torch ? arb_tree_file("bench/torch_sidecars.py", "ARB_TORCH_SIDECARS", sbuf, sizeof sbuf) : NULL;
     if (torch && !script) fprintf(stderr, "bench: bench/torch_sidecars.py not found (set ARB_TORCH_SIDECARS): no PyTorch comparison\n");
     if (script) {
         char cmd[20000];

@@ -1,7 +1,14 @@
-/* Core runtime: status messages, tensors and size overflow, half conversions, RNG, tiers. */
+/* Core runtime: status messages, tensors and size overflow, half conversions, RNG, tiers, the
+ * lookup of source-tree files (bench scripts). */
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/paths.h"
 #include "testutil.h"
 
 static void test_status_and_error(void **state) {
@@ -128,6 +135,35 @@ static void test_tier_override(void **state) {
     assert_int_equal(arb_cpu_tier_force(ARB_TIER_AVX512), best > ARB_TIER_AVX512 ? ARB_TIER_AVX512 : best);
 }
 
+/* arb_tree_file: the environment first, then the working directory, then beside the executable
+ * (this test runs from build/tests/ or build-NAME/tests/ of the checkout, whose bench/ it finds from
+ * any working directory). */
+static void test_tree_file(void **state) {
+    (void)state;
+    char buf[PATH_MAX + 64], cwd[PATH_MAX], tmpl[] = "/tmp/arb-tree-XXXXXX";
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_non_null(mkdtemp(tmpl));
+    assert_int_equal(chdir(tmpl), 0);
+    setenv("ARB_TEST_TREE_FILE", "/some/where.py", 1);
+    assert_string_equal(arb_tree_file("bench/torch_gemm.py", "ARB_TEST_TREE_FILE", buf, sizeof buf), "/some/where.py");
+    unsetenv("ARB_TEST_TREE_FILE");
+    const char *p = arb_tree_file("bench/torch_gemm.py", "ARB_TEST_TREE_FILE", buf, sizeof buf);
+    assert_non_null(p);
+    assert_ptr_equal(p, buf); /* not in the empty working directory: found from the executable */
+    assert_int_equal(access(p, R_OK), 0);
+    assert_non_null(strstr(p, "/bench/torch_gemm.py"));
+    assert_null(arb_tree_file("bench/no-such-script.py", NULL, buf, sizeof buf));
+    assert_null(arb_tree_file("bench/torch_gemm.py", NULL, buf, 8)); /* too small a buffer: no truncated path */
+    assert_int_equal(mkdir("bench", 0700), 0);
+    FILE *f = fopen("bench/torch_gemm.py", "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_string_equal(arb_tree_file("bench/torch_gemm.py", NULL, buf, sizeof buf), "bench/torch_gemm.py");
+    unlink("bench/torch_gemm.py"), rmdir("bench");
+    assert_int_equal(chdir(cwd), 0);
+    rmdir(tmpl);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_and_error),
@@ -136,6 +172,7 @@ int main(void) {
         cmocka_unit_test(test_rng_is_a_pure_function),
         cmocka_unit_test(test_rng_statistics),
         cmocka_unit_test(test_tier_override),
+        cmocka_unit_test(test_tree_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

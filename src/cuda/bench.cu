@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "core/paths.h"
 #include "cuda/kernels.cuh"
 
 namespace {
@@ -168,23 +169,6 @@ bool blas_bf16(Lt &L, const __nv_bfloat16 *w, const __nv_bfloat16 *x, __nv_bfloa
     return time_ms(fn, 2, 5, 5, ms);
 }
 
-/* bench/torch_gemm.py: $ARB_TORCH_GEMM, ./bench, or ../bench and ../../bench from the executable. */
-const char *torch_gemm_script(char *buf, size_t cap) {
-    if (const char *env = getenv("ARB_TORCH_GEMM")) return env;
-    if (access("bench/torch_gemm.py", R_OK) == 0) return "bench/torch_gemm.py";
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return nullptr;
-    exe[n] = 0;
-    char *sl = strrchr(exe, '/');
-    if (sl) *sl = 0;
-    for (int up = 1; up <= 2; up++) {
-        snprintf(buf, cap, "%s/%s/bench/torch_gemm.py", exe, up == 1 ? ".." : "../..");
-        if (access(buf, R_OK) == 0) return buf;
-    }
-    return nullptr;
-}
-
 struct TorchTimes {
     int64_t m, k, n;
     double int8_ms = 0, bf16_ms = 0; /* 0: not measured */
@@ -194,7 +178,7 @@ struct TorchTimes {
  * on the same card after our own measurements (the card is otherwise idle then). */
 bool torch_gemm(int dev, std::vector<TorchTimes> &tt) {
     char sbuf[PATH_MAX + 64];
-    const char *script = torch_gemm_script(sbuf, sizeof sbuf);
+    const char *script = arb_tree_file("bench/torch_gemm.py", "ARB_TORCH_GEMM", sbuf, sizeof sbuf);
     if (!script) {
         printf("PyTorch GEMM: bench/torch_gemm.py not found (set ARB_TORCH_GEMM): no PyTorch columns\n");
         return false;
