@@ -76,7 +76,6 @@ struct GemmArgs {
 
 __device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4); }
 /* The 128-byte swizzle the wgmma descriptors expect (tile 1024-byte aligned). */
-[[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
 /* The update epilogue's operands staged in shared memory by the warp-specialized core: T_accum of
  * the 128 × 256 tile (rows padded to EPI_LD bytes, no bank conflicts between a warp's 8 rows) and
@@ -362,7 +361,7 @@ __device__ __forceinline__ void wg_load(const GemmArgs &g, uint8_t *sa, uint8_t 
         int c = tid + j * THREADS, row = c >> 3, ch = c & 7;
         int n = n0 + row, k = k0 + ch * 16;
         bool ok = n < g.N && k < g.kmax;
-        arb_cp_async16(sb + swz128(row, ch), ok ? g.b + (int64_t)n * g.ldb + k : g.b, ok);
+        arb_cp_async16(sb + arb_swz128(row, ch), ok ? g.b + (int64_t)n * g.ldb + k : g.b, ok);
     }
     if constexpr (AM == A_INT8) {
 #pragma unroll
@@ -370,7 +369,7 @@ __device__ __forceinline__ void wg_load(const GemmArgs &g, uint8_t *sa, uint8_t 
             int c = tid + j * THREADS, row = c >> 3, ch = c & 7;
             int m = m0 + row, k = k0 + ch * 16;
             bool ok = m < g.M && k < g.K;
-            arb_cp_async16(sa + swz128(row, ch), ok ? g.a + (int64_t)m * g.lda + k : g.a, ok);
+            arb_cp_async16(sa + arb_swz128(row, ch), ok ? g.a + (int64_t)m * g.lda + k : g.a, ok);
         }
     } else { /* packed: [8 tile-rows][8 tiles] × 64 B, one 16-byte quarter per thread */
         int c = tid, q = c & 3, mt = c >> 5, kt = (c >> 2) & 7;
@@ -438,7 +437,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_gemm_wg(const GemmArgs g) {
                 uint32_t w = *(const uint32_t *)(pk + ((row >> 4) * 8 + kt) * ARB_TILE_BYTES + 4 * (row & 15));
                 uint4 v = make_uint4(arb_dev_codes_to_trits(w), arb_dev_codes_to_trits(w >> 2),
                                      arb_dev_codes_to_trits(w >> 4), arb_dev_codes_to_trits(w >> 6));
-                *(uint4 *)(buf + swz128(row, kt)) = v;
+                *(uint4 *)(buf + arb_swz128(row, kt)) = v;
             }
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
             __syncthreads();

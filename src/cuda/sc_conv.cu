@@ -60,7 +60,6 @@ struct cfg {
     static_assert(SMEM <= 227 * 1024, "shared memory");
 };
 
-[[maybe_unused]] __device__ __forceinline__ int swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
 /* The activation as the im2col kernels apply it (conv_px): v·scale + shift (the contraction nvcc
  * makes of conv_px's `v * s + t`), then SiLU. */
@@ -188,7 +187,7 @@ __global__ void __launch_bounds__(cfg::THREADS, 1)
         for (int k = 0; k < KW; k++) {
             if (tid + k * THREADS < 9 * BN * 2) {
                 const int tap = tap0 + k * (THREADS / (BN * 2));
-                arb_cp_async16(Bu + (tap >> 2) * BSUB + swz128(row, (tap & 3) * 2 + half),
+                arb_cp_async16(Bu + (tap >> 2) * BSUB + arb_swz128(row, (tap & 3) * 2 + half),
                                lwok ? lwb + (size_t)k * (THREADS / (BN * 2)) * C + ch * CK : w, lwok);
             }
         }

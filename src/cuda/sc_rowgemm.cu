@@ -31,6 +31,8 @@ constexpr int A_BYTES = BM * KC, WB_BYTES = WN * KC, STAGE = A_BYTES + NWG * WB_
  * (dense rows of 384 elements put all 8 in the same bank: 8-way conflicts). */
 [[maybe_unused]] __device__ __forceinline__ int tile_byte(int row, int c, int esize) { /* element (row, c) of a tile */
     const int epb = 128 / esize, b = c / epb, by = (c - b * epb) * esize;
+    /* arb_swz128(row, by >> 4) | (by & 15), written out: the call compiled to a different
+     * schedule, and this is the code the device runs were made with */
     return b * (BM * 128) + row * 128 + ((((by >> 4) ^ (row & 7)) << 4) | (by & 15));
 }
 /* Shared memory per epilogue: S stages; the output tile (RES_LN: the residual tile,

@@ -7,6 +7,11 @@
 #define ARB_CUDA_WGMMA_CUH
 #include <cstdint>
 
+/* Byte offset of 16-byte piece `chunk` of row `row` in a tile of 128-byte rows with the 128-byte
+ * swizzle (piece ^ row % 8, the layout of the descriptors below and of TMA's SWIZZLE_128B); the
+ * tile is 1024-byte aligned. */
+[[maybe_unused]] __device__ __forceinline__ int arb_swz128(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define ARB_HAVE_WGMMA 1
 
