@@ -149,7 +149,11 @@ static inline
 #endif
 int arb_trit_step(int trit, int8_t *acc, int q, int threshold, int leak_shift) {
     int a = *acc;
-    int leak = a / (1 << leak_shift); /* C division truncates toward zero */
+    /* trunc(a / 2^k) (C division truncates toward zero) as shifts: k is a runtime value, and a
+     * division by it was an integer-division sequence per weight in the CUDA update pass. Exact
+     * for k in 0..15 (arb_upd_check's range) with an arithmetic right shift, which gcc, clang
+     * and nvcc use for negative ints. */
+    int leak = (a + ((a >> 31) & ((1 << leak_shift) - 1))) >> leak_shift;
     a = a - leak - q;
     a = a > 127 ? 127 : (a < -127 ? -127 : a);
     if (a >= threshold && trit < 1) { trit += 1; a -= threshold; }
