@@ -564,7 +564,13 @@ __global__ void k_upd_dense(uint8_t *trits, int8_t *accum, int64_t rows, int64_t
  * one DRAM latency after another, on a quarter of the threads. The four lanes of a word OR
  * their 2-bit codes together (each code position belongs to one lane) and the first writes it.
  * vec: every quad is 16-byte aligned in g and 4-byte aligned in accum (ld, split_stride and
- * cols multiples of 4, pointers aligned); else scalar loads. Same results, bit for bit. */
+ * cols multiples of 4, pointers aligned); else scalar loads. Same results, bit for bit.
+ * The grid strides over the words (the launch caps it at a few blocks per SM, so the first
+ * step's stats pass, which usually finds a norm and exits, costs a small launch, not 4096
+ * blocks), with 32-bit word indices (rows · kt < 2^30, checked by the launch): a 64-bit
+ * division per thread was a subroutine call, and the scalar path's loop over a runtime count
+ * had put gv/av in local memory for every path; ncu had the kernel compute-bound at 35 µs for
+ * 2048 × 2048 on an H100. */
 __global__ void __launch_bounds__(256) k_upd_dense4(uint8_t *trits, int8_t *accum, int64_t rows, int64_t cols, int64_t kt,
                                                     const int32_t *g, int64_t ld, const int32_t *plan, arb_rng_key key,
                                                     int threshold, int leak_shift, unsigned long long *abs_g,
@@ -572,78 +578,87 @@ __global__ void __launch_bounds__(256) k_upd_dense4(uint8_t *trits, int8_t *accu
                                                     const double *gate_in, double gate_host, int nsplit,
                                                     int64_t split_stride, int vec) {
     if (stats_only ? upd_norm_in(gate_in, gate_host) > 0.0 : plan[rows + 1] != 0) return; /* uniform */
-    const int64_t id = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    const int64_t word_id = id >> 2;
-    const int q = (int)(id & 3);
-    const bool valid = word_id < rows * kt; /* no early return: the shuffles below need every lane */
-    const int64_t o = valid ? word_id / kt : -1, tc = valid ? word_id % kt : 0;
-    const int64_t i0 = tc * 16 + 4 * q; /* this lane's first column */
-    long long sa = 0, se = 0, sf = 0;
-    uint32_t mine = 0, word = 0;
-    uint32_t *wp = nullptr;
-    if (valid) {
-        wp = (uint32_t *)(trits + ((o >> 4) * kt + tc) * ARB_TILE_BYTES + 4 * (o & 15));
-        word = *wp;
-        int32_t gv[4] = {0, 0, 0, 0};
-        int8_t av[4] = {0, 0, 0, 0};
-        const int n_in = i0 >= cols ? 0 : (cols - i0 < 4 ? (int)(cols - i0) : 4);
-        const int32_t *gr = g + o * ld + i0;
-        if (vec && n_in == 4) {
-            for (int sp = 0; sp < nsplit; sp++) {
-                const int4 v = __ldg(reinterpret_cast<const int4 *>(gr + sp * split_stride));
-                gv[0] += v.x;
-                gv[1] += v.y;
-                gv[2] += v.z;
-                gv[3] += v.w;
-            }
-            if (!stats_only) {
-                const uint32_t a4 = *reinterpret_cast<const uint32_t *>(accum + o * cols + i0);
-                for (int k = 0; k < 4; k++) av[k] = (int8_t)(a4 >> (8 * k));
-            }
-        } else {
-            for (int k = 0; k < n_in; k++) {
-                int32_t s = 0;
-                for (int sp = 0; sp < nsplit; sp++) s += __ldg(gr + sp * split_stride + k);
-                gv[k] = s;
-                if (!stats_only) av[k] = accum[o * cols + i0 + k];
-            }
-        }
-        const int shift = stats_only ? 0 : plan[rows];
-        const arb_upd_plan pl = {plan, shift, key, threshold, leak_shift};
-        const int32_t m = stats_only ? 0 : plan[o];
-        uint32_t nw = word;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            if (k >= n_in) break;
-            const int sh = 8 * k + 2 * q; /* column 4q + k of the tile */
-            const int t = (int)((word >> sh) & 3u) - 1;
-            const int32_t gi = gv[k];
-            sa += gi < 0 ? -(long long)gi : (long long)gi;
-            if (stats_only) continue;
-            se += (long long)t * gi;
-            const int64_t i = i0 + k;
-            const int nt = arb_upd_weight(t, &av[k], gi, m, &pl, arb_rand_u32(key, (uint32_t)(o * cols + i)));
-            if (nt != t) {
-                sf++;
-                nw = (nw & ~(3u << sh)) | ((uint32_t)(nt + 1) << sh);
-            }
-        }
-        mine = nw & (0x03030303u << (2 * q)); /* this lane's code positions */
-        if (!stats_only && n_in > 0) {
+    const uint32_t nwords = (uint32_t)(rows * kt), kt32 = (uint32_t)kt;
+    const int shift = stats_only ? 0 : plan[rows];
+    const arb_upd_plan pl = {plan, shift, key, threshold, leak_shift};
+    /* warp-uniform trip count: the row sums' shuffles need every lane */
+    for (uint32_t base = blockIdx.x * blockDim.x; base < 4u * nwords; base += gridDim.x * blockDim.x) {
+        const uint32_t id = base + threadIdx.x;
+        const uint32_t word_id = id >> 2;
+        const int q = (int)(id & 3);
+        const bool valid = word_id < nwords;
+        const uint32_t o32 = valid ? word_id / kt32 : 0u;
+        const int64_t o = valid ? (int64_t)o32 : -1, tc = valid ? (int64_t)(word_id - o32 * kt32) : 0;
+        const int64_t i0 = tc * 16 + 4 * q; /* this lane's first column */
+        long long sa = 0, se = 0, sf = 0;
+        uint32_t mine = 0, word = 0;
+        uint32_t *wp = nullptr;
+        if (valid) {
+            wp = (uint32_t *)(trits + ((o >> 4) * kt + tc) * ARB_TILE_BYTES + 4 * (o & 15));
+            word = *wp;
+            int32_t gv[4] = {0, 0, 0, 0};
+            int8_t av[4] = {0, 0, 0, 0};
+            const int n_in = i0 >= cols ? 0 : (cols - i0 < 4 ? (int)(cols - i0) : 4);
+            const int32_t *gr = g + o * ld + i0;
             if (vec && n_in == 4) {
-                *reinterpret_cast<uint32_t *>(accum + o * cols + i0) =
-                    (uint32_t)(uint8_t)av[0] | ((uint32_t)(uint8_t)av[1] << 8) | ((uint32_t)(uint8_t)av[2] << 16) |
-                    ((uint32_t)(uint8_t)av[3] << 24);
+                for (int sp = 0; sp < nsplit; sp++) {
+                    const int4 v = __ldg(reinterpret_cast<const int4 *>(gr + sp * split_stride));
+                    gv[0] += v.x;
+                    gv[1] += v.y;
+                    gv[2] += v.z;
+                    gv[3] += v.w;
+                }
+                if (!stats_only) {
+                    const uint32_t a4 = *reinterpret_cast<const uint32_t *>(accum + o * cols + i0);
+                    for (int k = 0; k < 4; k++) av[k] = (int8_t)(a4 >> (8 * k));
+                }
             } else {
-                for (int k = 0; k < n_in; k++) accum[o * cols + i0 + k] = av[k];
+#pragma unroll
+                for (int k = 0; k < 4; k++) { /* unrolled: a runtime bound would index gv/av from local memory */
+                    if (k >= n_in) continue;
+                    int32_t s = 0;
+                    for (int sp = 0; sp < nsplit; sp++) s += __ldg(gr + sp * split_stride + k);
+                    gv[k] = s;
+                    if (!stats_only) av[k] = accum[o * cols + i0 + k];
+                }
+            }
+            const int32_t m = stats_only ? 0 : plan[o];
+            uint32_t nw = word;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                if (k >= n_in) break;
+                const int sh = 8 * k + 2 * q; /* column 4q + k of the tile */
+                const int t = (int)((word >> sh) & 3u) - 1;
+                const int32_t gi = gv[k];
+                sa += gi < 0 ? -(long long)gi : (long long)gi;
+                if (stats_only) continue;
+                se += (long long)t * gi;
+                const int64_t i = i0 + k;
+                const int nt = arb_upd_weight(t, &av[k], gi, m, &pl, arb_rand_u32(key, (uint32_t)(o * cols + i)));
+                if (nt != t) {
+                    sf++;
+                    nw = (nw & ~(3u << sh)) | ((uint32_t)(nt + 1) << sh);
+                }
+            }
+            mine = nw & (0x03030303u << (2 * q)); /* this lane's code positions */
+            if (!stats_only && n_in > 0) {
+                if (vec && n_in == 4) {
+                    *reinterpret_cast<uint32_t *>(accum + o * cols + i0) =
+                        (uint32_t)(uint8_t)av[0] | ((uint32_t)(uint8_t)av[1] << 8) | ((uint32_t)(uint8_t)av[2] << 16) |
+                        ((uint32_t)(uint8_t)av[3] << 24);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 4; k++)
+                        if (k < n_in) accum[o * cols + i0 + k] = av[k];
+                }
             }
         }
+        /* the word: the four lanes' positions OR'd (lanes 4w..4w+3 of a warp hold one word) */
+        uint32_t full = mine | __shfl_xor_sync(0xffffffffu, mine, 1);
+        full |= __shfl_xor_sync(0xffffffffu, full, 2);
+        if (valid && q == 0 && !stats_only && full != word) *wp = full;
+        upd_row_sums(o, valid, sa, se, sf, abs_g, ge, flips);
     }
-    /* the word: the four lanes' positions OR'd (lanes 4w..4w+3 of a warp hold one word) */
-    uint32_t full = mine | __shfl_xor_sync(0xffffffffu, mine, 1);
-    full |= __shfl_xor_sync(0xffffffffu, full, 2);
-    if (valid && q == 0 && !stats_only && full != word) *wp = full;
-    upd_row_sums(o, valid, sa, se, sf, abs_g, ge, flips);
 }
 
 /* ARB_CUDA_UPD_DENSE=16: the one-thread-per-word k_upd_dense (read per call: A/B runs). */
@@ -656,10 +671,21 @@ arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, cons
                               int threshold, int leak_shift, const arb_cuda_rowsums &rs, bool stats_only,
                               const arb_cuda_upd_slot *gate, int nsplit, int64_t split_stride) {
     int64_t kt = w->cols_pad / 16;
-    if (!upd_dense_word_per_thread()) {
+    if (!upd_dense_word_per_thread() && w->rows * kt < (1ll << 30)) { /* 32-bit thread indices */
         const int vec = ld % 4 == 0 && split_stride % 4 == 0 && w->cols % 4 == 0 && (uintptr_t)g % 16 == 0 &&
                         (uintptr_t)w->accum % 4 == 0;
-        k_upd_dense4<<<arb_cuda_blocks(w->rows * kt * 4, 256), 256, 0, arb_cuda_cur_stream()>>>(
+        static int sms[64]; /* a few blocks per SM: the grid strides */
+        int dev = 0;
+        ARB_CU(cudaGetDevice(&dev));
+        if (dev >= 0 && dev < 64 && !sms[dev] &&
+            cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            sms[dev] = -1;
+        }
+        unsigned blocks = arb_cuda_blocks(w->rows * kt * 4, 256);
+        const int cap = dev >= 0 && dev < 64 && sms[dev] > 0 ? sms[dev] * 8 : 1024;
+        if (blocks > (unsigned)cap) blocks = (unsigned)cap;
+        k_upd_dense4<<<blocks, 256, 0, arb_cuda_cur_stream()>>>(
             w->trits, w->accum, w->rows, w->cols, kt, g, ld, plan, key, threshold, leak_shift, rs.abs_g(), rs.ge(),
             rs.flips(), stats_only ? 1 : 0, gate ? gate->norm_in : nullptr, gate ? gate->norm_host : 0.0,
             nsplit < 1 ? 1 : nsplit, split_stride, vec);
