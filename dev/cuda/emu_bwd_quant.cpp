@@ -1,8 +1,10 @@
-// dev/cuda/emu_bwd_quant.cpp — runs the CUDA backward's k_bwd_amax and k_bwd_quant source text on
-// the CPU (one pthread per CUDA thread, a barrier for __syncthreads, the block's warps reduced
-// through shared slots), for a machine without a GPU: the kernels of a base revision (old_k.inc)
-// and of the tree (new_k.inc) must give the same maxima, flags, q, qs and hqT bit for bit, and
-// hqT must equal the CPU rule's arb_upd_quantize_grad. Built and run by emu_bwd_quant.sh.
+// dev/cuda/emu_bwd_quant.cpp — runs the CUDA backward's gradient-quantization source text on the
+// CPU (one pthread per CUDA thread, a barrier for __syncthreads, the block's warps reduced through
+// shared slots), for a machine without a GPU: the tree's two-pass order (k_bwd_amax, then
+// k_bwd_quant for both outputs) and its row pass (k_bwd_rowq for q, qs and the column maxima,
+// then k_bwd_quant for hqT alone) must give the same column maxima, flags, q, qs and hqT bit for
+// bit, q must equal the CPU's dX rule and hqT the CPU rule's arb_upd_quantize_grad. Built and
+// run by emu_bwd_quant.sh.
 // Evidence for index and arithmetic changes only: timing, L2 and warp scheduling are not modelled.
 #include <pthread.h>
 #include <fenv.h>
@@ -77,9 +79,6 @@ struct uint4 { uint32_t x, y, z, w; };
 struct float4 { float x, y, z, w; };
 static float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 static uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return {a, b, c, d}; }
-namespace oldk {
-#include "old_k.inc"
-}
 namespace newk {
 #include "new_k.inc"
 }
@@ -99,30 +98,43 @@ struct Out { std::vector<unsigned> ra, ca; int bad = 0; std::vector<int8_t> q, h
 static int mode = 0; /* 0 both, 1 dX only, 2 update only */
 static Out run(bool isnew, const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows, int64_t rp,
                int64_t ldt, arb_rng_key kx, arb_rng_key kg) {
-    Out o; o.ra.assign(n, 0); o.ca.assign(rows, 0); o.q.assign(n * rp, 99); o.hqt.assign(rows * ldt, 99); o.qs.assign(n, -1);
+    Out o; o.ra.assign(n, 0); o.ca.assign(rows, 0); /* ra: the two-pass order only */ o.q.assign(n * rp, 99); o.hqt.assign(rows * ldt, 99); o.qs.assign(n, -1);
     unsigned *ra = mode == 2 ? nullptr : o.ra.data(), *ca = mode == 1 ? nullptr : o.ca.data(); int *bad = &o.bad;
     int8_t *qp = mode == 2 ? nullptr : o.q.data(), *hp = mode == 1 ? nullptr : o.hqt.data();
     float *qsp = mode == 2 ? nullptr : o.qs.data();
     if (mode == 1) { xs = nullptr; ldt = n; }
     const bool v4 = rows % 4 == 0 && ((uintptr_t)dy & 15) == 0;
-    if (isnew) launch({cdiv(rows, 128), cdiv(n, 128), 1}, 256, [&] {
+    const bool rowq = isnew && qp; /* the row pass makes q (dX only or both) */
+    if (rowq) {
+        const int64_t nv = (rp + 127) / 128;
+        const int NV = !v4 || nv > 8 ? 16 : (nv > 4 ? 8 : 4);
+        const int64_t per = (int64_t)newk::RQ_W * (16 / NV);
+        unsigned g = cdiv(n, per); if (g > 3) g = 3; /* 3 blocks: several grid-stride rounds */
+        launch({g, 1, 1}, newk::RQ_W * 32, [&] {
+#define R(N, V) (ca ? newk::k_bwd_rowq<N, V, true>(dy, xs, scale, n, rows, qp, rp, qsp, kx, ca, bad) \
+                    : newk::k_bwd_rowq<N, V, false>(dy, xs, scale, n, rows, qp, rp, qsp, kx, ca, bad))
+            if (!v4) R(16, false); else if (NV == 4) R(4, true); else if (NV == 8) R(8, true); else R(16, true);
+#undef R
+        });
+    } else launch({cdiv(rows, 128), cdiv(n, 128), 1}, 256, [&] {
         if (v4) { if (!ca) newk::k_bwd_amax<true, true, false>(dy, xs, scale, n, rows, ra, ca, bad);
                   else if (!ra) newk::k_bwd_amax<true, false, true>(dy, xs, scale, n, rows, ra, ca, bad);
                   else newk::k_bwd_amax<true, true, true>(dy, xs, scale, n, rows, ra, ca, bad); }
         else { if (!ca) newk::k_bwd_amax<false, true, false>(dy, xs, scale, n, rows, ra, ca, bad);
                else if (!ra) newk::k_bwd_amax<false, false, true>(dy, xs, scale, n, rows, ra, ca, bad);
                else newk::k_bwd_amax<false, true, true>(dy, xs, scale, n, rows, ra, ca, bad); } });
-    else launch({cdiv(rows, 256), cdiv(n, 128), 1}, 256, [&] { oldk::k_bwd_amax(dy, xs, scale, n, rows, ra, ca, bad); });
-    D3 gq = {cdiv(mode == 2 ? rows : rp, 64), cdiv(ldt, 64), 1};
-    D3 gn = {cdiv(mode == 2 ? rows : rp, 128), cdiv(ldt, 128), 1};
-    if (isnew) launch(gn, 128, [&] {
-#define Q(M, V) newk::k_bwd_quant<M, V>(dy, xs, scale, n, rows, ra, kx, qp, rp, qsp, ca, kg, hp, ldt)
-        const int m = (qp ? 1 : 0) | (hp ? 2 : 0);
-        if (v4) { if (m == 3) Q(3, true); else if (m == 1) Q(1, true); else Q(2, true); }
-        else { if (m == 3) Q(3, false); else if (m == 1) Q(1, false); else Q(2, false); }
+    int8_t *qq = rowq ? nullptr : qp;
+    if (qq || hp) {
+        D3 gn = {cdiv(qq ? rp : rows, 128), cdiv(hp ? ldt : n, 128), 1};
+        launch(gn, 128, [&] {
+#define Q(M, V) newk::k_bwd_quant<M, V>(dy, xs, scale, n, rows, ra, kx, qq, rp, rowq ? nullptr : qsp, ca, kg, hp, ldt)
+            const int m = (qq ? 1 : 0) | (hp ? 2 : 0);
+            if (v4) { if (m == 3) Q(3, true); else if (m == 1) Q(1, true); else Q(2, true); }
+            else { if (m == 3) Q(3, false); else if (m == 1) Q(1, false); else Q(2, false); }
 #undef Q
-    });
-    else launch(gq, 256, [&] { oldk::k_bwd_quant(dy, xs, scale, n, rows, ra, kx, qp, rp, qsp, ca, kg, hp, ldt); });
+        });
+    }
+    if (rowq) o.ra.assign(n, 0); /* not made by the row pass */
     return o;
 }
 /* The CPU's dX quantization (ops_ref.c's rule): q[t,o] = q8(floor(v·(127/amax_t) + u)), v = dy·scale. */
@@ -151,12 +163,13 @@ int main() {
         printf("bwd_unit vs arb_rand_unit: %ld of %d differ\n", bad, 3 << 24);
         fails += bad != 0;
     }
-    int64_t shapes[][2] = {{1, 1}, {37, 19}, {130, 200}, {257, 272}, {300, 129}, {64, 64}, {260, 256}};
+    int64_t shapes[][2] = {{1, 1}, {37, 19}, {130, 200}, {257, 272}, {300, 129}, {64, 64}, {260, 256},
+                           {50, 1000}, {41, 2048}, {23, 1999}, {90, 516}};
     /* mode 0 both, 1 dX only, 2 update only, 3 a NaN and an inf (only the flag matters), 4 one token
      * row and one column so small that 127/amax overflows to inf (the exact path; CPU only) */
     for (mode = 0; mode < 5; mode++)
     for (auto &sh : shapes) {
-        int64_t n = sh[0], rows = sh[1], rp = (rows + 63) / 64 * 64, ldt = (n + 63) / 64 * 64;
+        int64_t n = sh[0], rows = sh[1], rp = (rows + 15) / 16 * 16, ldt = (n + 127) / 128 * 128;
         std::vector<float> dy(n * rows), xs(n), sc(rows);
         arb_rng_key k0 = {1234u + (uint32_t)n, 99u};
         for (int64_t i = 0; i < n * rows; i++) dy[i] = arb_rand_normal(k0, (uint32_t)i) * (i % 7 == 0 ? 10.f : 0.3f);
@@ -174,8 +187,9 @@ int main() {
         Out a = run(false, dy.data(), xs.data(), sc.data(), n, rows, rp, ldt, kx, kg);
         Out b = run(true, dy.data(), xs.data(), sc.data(), n, rows, rp, ldt, kx, kg);
         mode = saved;
+        if (mode != 2) a.ra.assign(n, 0); /* the row pass keeps its row maxima to itself */
         bool same = a.ra == b.ra && a.ca == b.ca && a.bad == b.bad && !memcmp(a.qs.data(), b.qs.data(), n * 4);
-        if (mode != 4) same = same && a.q == b.q && a.hqt == b.hqt; /* the old kernels gave 127 for 0·inf */
+        same = same && a.q == b.q && a.hqt == b.hqt;
         if (mode == 3) same = a.bad == b.bad && a.bad == 1; /* values past a bad flag are unused */
         // independent: the CPU rule's hq (n, rows) against hqT, and the CPU dX rule against q
         std::vector<int8_t> hq(n * rows); std::vector<float> c(rows);
@@ -187,10 +201,10 @@ int main() {
             for (int64_t o = 0; o < rows; o++) for (int64_t t = n; t < ldt; t++) dif += b.hqt[o * ldt + t] != 0;
         }
         if (mode == 0 || mode == 1 || mode == 4) qdif = (long)std::inner_product(b.q.begin(), b.q.end(), cpu_q(dy.data(), sc.data(), n, rows, rp, kx).begin(), 0L, std::plus<long>(), std::not_equal_to<int8_t>());
-        long odif = 0; /* mode 4: where the old kernels left the CPU rule (0·inf → 127) */
+        long odif = 0;
         for (size_t i = 0; i < a.q.size(); i++) odif += a.q[i] != b.q[i];
         for (size_t i = 0; i < a.hqt.size(); i++) odif += a.hqt[i] != b.hqt[i];
-        printf("mode %d n=%lld rows=%lld old==new %d (%ld codes differ)  cpu rule vs new: hqT diffs %ld (nonzero %ld) q diffs %ld st=%d\n", mode, (long long)n, (long long)rows, same, odif, dif, nz, qdif, (int)st);
+        printf("mode %d n=%lld rows=%lld two-pass==row-pass %d (%ld codes differ)  cpu rule vs new: hqT diffs %ld (nonzero %ld) q diffs %ld st=%d\n", mode, (long long)n, (long long)rows, same, odif, dif, nz, qdif, (int)st);
         fails += !same || dif || qdif || st;
     }
     printf(fails ? "FAIL\n" : "ALL OK\n");

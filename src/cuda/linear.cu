@@ -1440,13 +1440,13 @@ template <int MODE, bool V4> /* ≤ 96 registers: 5 blocks (20 warps, 5 × 42 KB
 __global__ void __launch_bounds__(QW * 32, 5) k_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n,
                                                     int64_t rows, const unsigned *row_amax, arb_rng_key kx, int8_t *q,
                                                     int64_t ldq, float *qs, const unsigned *col_amax, arb_rng_key kg,
-                                                    int8_t *hqt, int64_t ldt, int yb) {
+                                                    int8_t *hqt, int64_t ldt) {
     constexpr bool DX = MODE & 1, DW = (MODE & 2) != 0;
     __shared__ __align__(16) float s_ri[QTB], s_xs[QTB], s_so[QC], s_ci[QC];
     __shared__ __align__(16) float4 s_ring[V4 ? QW : 1][QS][QG][32]; /* 24 KB for V4 */
     __shared__ __align__(16) uint4 s_hq[DW ? QC * QTB / 16 : 1];      /* 16 KB: hqᵀ tile, whole lines out */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int64_t o0 = blockIdx.x * (int64_t)QC, tb = (blockIdx.y + (int64_t)yb) * QTB; /* yb: a token chunk's first block */
+    const int64_t o0 = blockIdx.x * (int64_t)QC, tb = blockIdx.y * (int64_t)QTB;
     int inf = 0; /* a 127/amax overflowed (amax < 127/FLT_MAX): this block takes the CPU's exact path */
     {
         const int64_t t = tb + tid, oc = o0 + tid;
@@ -1495,6 +1495,152 @@ __global__ void __launch_bounds__(QW * 32, 5) k_bwd_quant(const float *dy, const
     }
 }
 
+/* Row pass (v18): dX's quantization from one read of dy. A warp holds whole token rows in
+ * registers — 16 float4 per lane: TK = 16 / NV rows of NV·128 columns (lane: 4 columns of each
+ * 128; rows_pad ≤ 128·NV ≤ RQ_MAXC) — so a row's maximum is one warp reduction and q follows
+ * from the same registers. COL: the column maxima of the update's h = v·xs from the same
+ * registers too (per lane over its tokens, merged over the block's warps by shared atomics, one
+ * global atomic per column and block). The maxima pass (k_bwd_amax) then has nothing left to do:
+ * the fused backward reads dy twice as before (here, then k_bwd_quant for hqᵀ alone), but the
+ * both-outputs quantization, the costliest pass, is gone, and dX alone reads dy once. Values,
+ * RNG indices and the exact path per row are k_bwd_quant's, so q and qs are the same bits.
+ * One block of RQ_W warps per SM walks the tokens with a grid stride; every warp runs the same
+ * number of rounds (past-the-end rows read as zeros and store nothing). V4: the next round's
+ * rows stream into a per-warp double buffer in shared memory (cp.async, each lane its own 16-byte
+ * pieces, so its own wait orders them) while this round's are computed: loading straight into
+ * the registers left each warp idle for a DRAM latency per round (95 µs at 16384 × 2048 on an
+ * H100, 1.8 TB/s). */
+constexpr int RQ_W = 12, RQ_V = 16, RQ_MAXC = 128 * RQ_V;
+constexpr int RQ_RING_BYTES = RQ_W * 2 * RQ_V * 32 * 16; /* 192 KB of dynamic shared memory */
+template <int NV, bool EXACT>
+__device__ __forceinline__ void bwd_rowq_store(const float4 (&v)[RQ_V], int r0, int nv, int64_t t, uint32_t rows32,
+                                               float ri, const uint32_t (&kxc)[4], uint32_t kx1, int8_t *qrow,
+                                               int64_t ldq) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int o = 128 * k + 4 * lane;
+        if (k >= nv || o >= ldq) continue;
+        const float4 x = v[r0 + k];
+        const float e[4] = {x.x, x.y, x.z, x.w};
+        uint32_t id = (uint32_t)t * rows32 + (uint32_t)o; /* wraps mod 2^32, as on the CPU */
+        asm volatile("" : "+r"(id));
+        uint32_t b[4];
+#pragma unroll
+        for (int c = 0; c < 4; c++) b[c] = bwd_floor16<EXACT>(__fadd_rn(__fmul_rn(e[c], ri), bwd_unit(id, kxc[c], kx1)));
+        *(uint32_t *)(qrow + o) = bwd_pack4(b[0], b[1], b[2], b[3]);
+    }
+}
+template <int NV, bool V4, bool COL>
+__global__ void __launch_bounds__(RQ_W * 32, 1) k_bwd_rowq(const float *dy, const float *xs, const float *scale,
+                                                         int64_t n, int64_t rows, int8_t *q, int64_t ldq, float *qs,
+                                                         arb_rng_key kx, unsigned *col_amax, int *bad) {
+    constexpr int TK = RQ_V / NV; /* token rows per warp and round */
+    __shared__ __align__(16) float s_so[128 * NV];
+    __shared__ __align__(16) unsigned s_cm[COL ? 128 * NV : 1];
+    extern __shared__ __align__(16) float4 bwd_rowq_ring[]; /* V4: [RQ_W][2][RQ_V][32] */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    float4(*ring)[RQ_V][32] = (float4(*)[RQ_V][32])(bwd_rowq_ring + (V4 ? warp * 2 * RQ_V * 32 : 0));
+    const int nv = (int)((ldq + 127) / 128);
+    for (int i = tid; i < 128 * NV; i += RQ_W * 32) {
+        s_so[i] = i < rows ? __ldg(scale + i) : 0.0f;
+        if (COL) s_cm[i] = 0u;
+    }
+    __syncthreads();
+    uint32_t kxc[4];
+#pragma unroll
+    for (int c = 0; c < 4; c++) kxc[c] = kx.k0 + (uint32_t)c * 0x9E3779B1u;
+    const uint32_t rows32 = (uint32_t)rows;
+    unsigned cm[NV][4];
+#pragma unroll
+    for (int k = 0; k < NV; k++) cm[k][0] = cm[k][1] = cm[k][2] = cm[k][3] = 0u;
+    unsigned worst = 0u;
+    const int64_t stride = (int64_t)gridDim.x * RQ_W * TK;
+    const int64_t rounds = (n + stride - 1) / stride;
+    const int64_t tw0 = ((int64_t)blockIdx.x * RQ_W + warp) * TK; /* the warp's first row in round 0 */
+    auto issue = [&](int64_t rd) { /* round rd's rows into ring slot rd & 1 (nothing past the last) */
+        if (rd < rounds) {
+            const int64_t tw = rd * stride + tw0;
+#pragma unroll
+            for (int r = 0; r < TK; r++)
+#pragma unroll
+                for (int k = 0; k < NV; k++) {
+                    const int64_t o = 128 * k + 4 * lane;
+                    const bool in = k < nv && tw + r < n && o < rows;
+                    if (k < nv) bwd_cp16(&ring[rd & 1][r * NV + k][lane], in ? dy + (tw + r) * rows + o : dy, in);
+                }
+        }
+        bwd_cp_commit();
+    };
+    if (V4) issue(0);
+#pragma unroll 1
+    for (int64_t rd = 0; rd < rounds; rd++) {
+        const int64_t tw = rd * stride + tw0; /* the warp's first row */
+        float4 v[RQ_V];
+        if (V4) {
+            issue(rd + 1);
+            bwd_cp_wait<1>(); /* all but the newest group are in: round rd is */
+#pragma unroll
+            for (int i = 0; i < RQ_V; i++) v[i] = (i % NV) < nv ? ring[rd & 1][i][lane] : make_float4(0.f, 0.f, 0.f, 0.f);
+        } else {
+#pragma unroll
+            for (int r = 0; r < TK; r++)
+#pragma unroll
+                for (int k = 0; k < NV; k++)
+                    v[r * NV + k] = k < nv ? bwd_ld4<false>(dy, tw + r, n, rows, 128 * k + 4 * lane) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int r = 0; r < TK; r++) {
+            const int64_t t = tw + r;
+            const float x = COL && t < n ? __ldg(xs + t) : 0.0f;
+            unsigned m = 0u;
+#pragma unroll
+            for (int k = 0; k < NV; k++) {
+                if (k >= nv) continue;
+                const float4 so = *(const float4 *)&s_so[128 * k + 4 * lane];
+                float4 &e = v[r * NV + k];
+                e.x = __fmul_rn(e.x, so.x); /* v = dy·scale */
+                e.y = __fmul_rn(e.y, so.y);
+                e.z = __fmul_rn(e.z, so.z);
+                e.w = __fmul_rn(e.w, so.w);
+                m = max(max(max(m, bwd_absbits(e.x)), bwd_absbits(e.y)), max(bwd_absbits(e.z), bwd_absbits(e.w)));
+                if (COL) {
+                    cm[k][0] = max(cm[k][0], bwd_absbits(__fmul_rn(e.x, x)));
+                    cm[k][1] = max(cm[k][1], bwd_absbits(__fmul_rn(e.y, x)));
+                    cm[k][2] = max(cm[k][2], bwd_absbits(__fmul_rn(e.z, x)));
+                    cm[k][3] = max(cm[k][3], bwd_absbits(__fmul_rn(e.w, x)));
+                }
+            }
+            m = __reduce_max_sync(0xffffffffu, m);
+            worst = max(worst, m);
+            if (t >= n) continue; /* warp-uniform */
+            const float ra = __uint_as_float(m);
+            const float ri = ra > 0.0f ? __fdiv_rn(127.0f, ra) : 0.0f;
+            if (lane == 0) qs[t] = __fdiv_rn(ra, 127.0f);
+            if (ri == INFINITY) /* 127/amax overflowed: the CPU's exact floor and clamp */
+                bwd_rowq_store<NV, true>(v, r * NV, nv, t, rows32, ri, kxc, kx.k1, q + t * ldq, ldq);
+            else
+                bwd_rowq_store<NV, false>(v, r * NV, nv, t, rows32, ri, kxc, kx.k1, q + t * ldq, ldq);
+        }
+    }
+    if (COL) {
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int o = 128 * k + 4 * lane + c;
+                if (k < nv && o < rows && cm[k][c]) atomicMax(&s_cm[o], cm[k][c]);
+            }
+        __syncthreads();
+        for (int i = tid; i < rows && i < 128 * NV; i += RQ_W * 32) {
+            const unsigned m = s_cm[i];
+            if (m) atomicMax(col_amax + i, m);
+            worst = max(worst, m);
+        }
+    }
+    if (worst > 0x7f7fffffu) atomicOr(bad, 1); /* a NaN or inf (their bits exceed FLT_MAX's) */
+}
+
 /* Launch lines of linear_backward: pick the instance (V4 when every 4-column group is one aligned
  * 16-byte load; which outputs). ra / q: dX; ca / hqt: the update. */
 arb_status launch_bwd_amax(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows, unsigned *ra,
@@ -1514,17 +1660,15 @@ arb_status launch_bwd_amax(const float *dy, const float *xs, const float *scale,
 }
 arb_status launch_bwd_quant(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows,
                             const unsigned *ra, arb_rng_key kx, int8_t *q, int64_t ldq, float *qs, const unsigned *ca,
-                            arb_rng_key kg, int8_t *hqt, int64_t ldt, cudaStream_t s, int yb = 0, int ny = -1) {
+                            arb_rng_key kg, int8_t *hqt, int64_t ldt, cudaStream_t s) {
     if ((int64_t)QTW * rows >= (1ll << 31) || (int64_t)QTW * ldq >= (1ll << 31))
         return arb_error(ARB_ERR_INVALID_ARG, "k_bwd_quant: %lld rows are more than its 32-bit offsets allow",
                          (long long)rows);
     const bool v4 = rows % 4 == 0 && ((uintptr_t)dy & 15) == 0;
-    /* token blocks yb .. yb + ny − 1 (a chunk of the pipelined backward; ny < 0: all) */
-    const int64_t nyall = arb_cuda_blocks(hqt ? ldt : n, QTB);
-    const dim3 grid(arb_cuda_blocks(q ? ldq : rows, QC), (unsigned)(ny < 0 ? nyall - yb : ny));
+    const dim3 grid(arb_cuda_blocks(q ? ldq : rows, QC), arb_cuda_blocks(hqt ? ldt : n, QTB));
     if (!grid.x || !grid.y) return ARB_OK;
     const int mode = (q ? 1 : 0) | (hqt ? 2 : 0);
-#define ARB_QUANT(M, V) k_bwd_quant<M, V><<<grid, QW * 32, 0, s>>>(dy, xs, scale, n, rows, ra, kx, q, ldq, qs, ca, kg, hqt, ldt, yb)
+#define ARB_QUANT(M, V) k_bwd_quant<M, V><<<grid, QW * 32, 0, s>>>(dy, xs, scale, n, rows, ra, kx, q, ldq, qs, ca, kg, hqt, ldt)
     if (v4) {
         if (mode == 3) ARB_QUANT(3, true); else if (mode == 1) ARB_QUANT(1, true); else ARB_QUANT(2, true);
     } else {
@@ -1532,6 +1676,57 @@ arb_status launch_bwd_quant(const float *dy, const float *xs, const float *scale
     }
 #undef ARB_QUANT
     ARB_CU_LAUNCH("k_bwd_quant");
+    return ARB_OK;
+}
+
+/* The row pass replaces the maxima pass and the dX half of the quantization whenever q's rows fit
+ * the registers (rows_pad ≤ RQ_MAXC); ARB_CUDA_BWD_ROWQ=0 keeps the two-pass order (A/B runs and
+ * the tests of that order; read per call). */
+bool bwd_rowq_on(int64_t ldq) {
+    if (ldq > RQ_MAXC) return false;
+    const char *e = getenv("ARB_CUDA_BWD_ROWQ");
+    return !(e && !strcmp(e, "0"));
+}
+int device_sms();
+/* q, qs (and with ca, the column maxima for the update); the instance holds NV = 4, 8 or 16
+ * float4 columns per lane (TK = 16 / NV rows per warp), the smallest that fits; shapes without
+ * aligned 16-byte loads take NV = 16. One block per SM at most. */
+arb_status launch_bwd_rowq(const float *dy, const float *xs, const float *scale, int64_t n, int64_t rows, int8_t *q,
+                           int64_t ldq, float *qs, arb_rng_key kx, unsigned *ca, int *bad, cudaStream_t s) {
+    const bool v4 = rows % 4 == 0 && ((uintptr_t)dy & 15) == 0;
+    const int64_t nv = (ldq + 127) / 128;
+    const int NV = !v4 || nv > 8 ? 16 : (nv > 4 ? 8 : 4);
+    const int64_t per = (int64_t)RQ_W * (RQ_V / NV);
+    int64_t blocks = (n + per - 1) / per;
+    const int sms = device_sms();
+    if (sms && blocks > sms) blocks = sms;
+    if (blocks <= 0) return ARB_OK;
+    const unsigned g = (unsigned)blocks;
+    static bool attr_set[64]; /* per device: the V4 instances' 192 KB ring */
+    int dev = 0;
+    ARB_CU(cudaGetDevice(&dev));
+    if (v4 && dev >= 0 && dev < 64 && !attr_set[dev]) {
+        ARB_CU(cudaFuncSetAttribute(k_bwd_rowq<4, true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, RQ_RING_BYTES));
+        ARB_CU(cudaFuncSetAttribute(k_bwd_rowq<4, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, RQ_RING_BYTES));
+        ARB_CU(cudaFuncSetAttribute(k_bwd_rowq<8, true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, RQ_RING_BYTES));
+        ARB_CU(cudaFuncSetAttribute(k_bwd_rowq<8, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, RQ_RING_BYTES));
+        ARB_CU(cudaFuncSetAttribute(k_bwd_rowq<16, true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, RQ_RING_BYTES));
+        ARB_CU(cudaFuncSetAttribute(k_bwd_rowq<16, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, RQ_RING_BYTES));
+        attr_set[dev] = true;
+    }
+    const int smem = v4 ? RQ_RING_BYTES : 0;
+#define ARB_ROWQ(N, V, C) k_bwd_rowq<N, V, C><<<g, RQ_W * 32, smem, s>>>(dy, xs, scale, n, rows, q, ldq, qs, kx, ca, bad)
+    if (!v4) {
+        if (ca) ARB_ROWQ(16, false, true); else ARB_ROWQ(16, false, false);
+    } else if (NV == 4) {
+        if (ca) ARB_ROWQ(4, true, true); else ARB_ROWQ(4, true, false);
+    } else if (NV == 8) {
+        if (ca) ARB_ROWQ(8, true, true); else ARB_ROWQ(8, true, false);
+    } else {
+        if (ca) ARB_ROWQ(16, true, true); else ARB_ROWQ(16, true, false);
+    }
+#undef ARB_ROWQ
+    ARB_CU_LAUNCH("k_bwd_rowq");
     return ARB_OK;
 }
 
@@ -1565,6 +1760,20 @@ __global__ void __launch_bounds__(256) k_transpose_i8(const int8_t *x, int64_t n
  * products over K slices and arb_cuda_upd_dense sums them (integers: the same Gint bit for bit)
  * and applies the rule. ARB_CUDA_SPLITK=off never splits, =N forces N slices (tests). */
 int split_norm(int64_t want, int64_t nk);
+/* The current device's SM count (cached per device), or 0 when it cannot be read. */
+int device_sms() {
+    static int sms[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (!sms[dev] && cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        sms[dev] = -1;
+    }
+    return sms[dev] > 0 ? sms[dev] : 0;
+}
 int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
     const int64_t nk = (ldt + WBK - 1) / WBK;
     const char *e = getenv("ARB_CUDA_SPLITK");
@@ -1572,16 +1781,10 @@ int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
     int64_t want = 0;
     if (e && *e) want = strtol(e, nullptr, 10);
     if (want <= 0) {
-        static int sms[64];
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 1;
-        if (!sms[dev] && cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            (void)cudaGetLastError();
-            sms[dev] = -1;
-        }
-        if (sms[dev] <= 0) return 1;
+        const int sms = device_sms();
+        if (!sms) return 1;
         const int64_t tiles = ((cols + BM - 1) / BM) * ((rows + BN - 1) / BN);
-        want = sms[dev] / tiles;       /* fill the SMs once */
+        want = sms / tiles;            /* fill the SMs once */
         if (want > nk / 4) want = nk / 4; /* each slice ≥ 4 K-blocks (512 tokens) */
     }
     return split_norm(want, nk); /* slices of whole K-blocks, every slice non-empty */
@@ -1660,20 +1863,19 @@ int split_norm(int64_t want, int64_t nk) {
     return want > 1 ? (int)want : 1;
 }
 
-/* dW partial products: Gint over the tokens k0 .. k1 − 1 of hqᵀ and xqᵀ (ld ldt), as nsplit
- * int32 (rows, cols) row-major slices stride apart from out (out (n, m) = b · aᵀ with m = W col,
- * n = W row). k0 is a multiple of WBK (a chunk boundary), so the operands stay 16-byte aligned. */
-arb_status dw_gemm(const arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int64_t k0, int64_t k1,
-                   int nsplit, int32_t *out, int64_t stride) {
-    const int64_t K = k1 - k0, nk = (K + WBK - 1) / WBK, kcb = (nk + nsplit - 1) / nsplit;
+/* dW partial products: Gint over the ldt tokens of hqᵀ and xqᵀ, as nsplit int32 (rows, cols)
+ * row-major slices stride apart from out (out (n, m) = b · aᵀ with m = W col, n = W row). */
+arb_status dw_gemm(const arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int nsplit, int32_t *out,
+                   int64_t stride) {
+    const int64_t K = ldt, nk = (K + WBK - 1) / WBK, kcb = (nk + nsplit - 1) / nsplit;
     GemmArgs g;
     memset(&g, 0, sizeof g);
     g.M = (int)w->cols;
     g.N = (int)w->rows;
     g.K = (int)K;
-    g.a = (const uint8_t *)(xqt + k0);
+    g.a = (const uint8_t *)xqt;
     g.lda = ldt;
-    g.b = hqt + k0;
+    g.b = hqt;
     g.ldb = ldt;
     g.kmax = (int)K;
     g.out = out;
@@ -1684,42 +1886,6 @@ arb_status dw_gemm(const arb_ternary *w, const int8_t *hqt, const int8_t *xqt, i
     return launch_gemm<A_INT8, EPI_I32>(g, nsplit > 1 ? "k_gemm<dw,splitk>" : "k_gemm<dw>");
 }
 
-/* The pipelined backward (v17, opt-in: ARB_CUDA_BWD_CHUNKS=N, N ≤ 16 token chunks): after the
- * maxima pass, the quantization runs in token chunks on the side stream while the current stream
- * multiplies the chunks already quantized: dX rows of a chunk need only its q, and dW = Σ over
- * chunks of hqᵀ_chunk · xq_chunk is an exact int32 sum (each chunk's product is one more split-K
- * slice for k_upd_dense; ARB_CUDA_BWD_DW=whole: one dW GEMM after the last chunk instead).
- * Measured on an H100 (dev/cuda/README.md v17): slower than the serial order at both training
- * shapes (16384×2048×2048: 0.63 vs 0.53 ms with 4 chunks), also with the next chunk's
- * quantization held until the GEMMs started, the GEMMs on a high-priority stream, or their grid
- * capped: the persistent GEMM takes a whole SM (shared memory, registers), so nothing runs beside
- * it, and a quantization that starts first delays some of its CTAs, which then finish late. Kept
- * for that record and tested. Chunks are whole multiples of QTB tokens (and so of WBK). */
-struct BwdPipe {
-    int64_t tch = 0; /* tokens per chunk, 0: serial */
-    int nch = 1;
-    bool dw_chunked = true;
-};
-BwdPipe bwd_pipe(int64_t n) {
-    BwdPipe b;
-    const char *e = getenv("ARB_CUDA_BWD_CHUNKS");
-    long want = e && *e ? strtol(e, nullptr, 10) : 1; /* measured slower (v17): opt-in */
-    if (want > 16) want = 16;
-    if (want <= 1 || n <= QTB) return b;
-    int64_t tch = (n + want - 1) / want;
-    tch = (tch + QTB - 1) / QTB * QTB;
-    b.nch = (int)((n + tch - 1) / tch);
-    if (b.nch <= 1) {
-        b.nch = 1;
-        return b;
-    }
-    b.tch = tch;
-    const char *d = getenv("ARB_CUDA_BWD_DW");
-    b.dw_chunked = !(d && !strcmp(d, "whole"));
-    return b;
-}
-static_assert(QTB % WBK == 0, "chunk boundaries are whole dW K-blocks");
-
 arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, int64_t ldt, int nsplit,
                          const arb_cuda_csrc &cs, const arb_update_params *p, arb_update_state *st,
                          arb_update_stats *stats) {
@@ -1727,54 +1893,57 @@ arb_status update_splitk(arb_ternary *w, const int8_t *hqt, const int8_t *xqt, i
     const int64_t stride = rows * cols;
     arb_cuda_scratch part;
     ARB_TRY(part.alloc((size_t)(nsplit * stride) * sizeof(int32_t)));
-    ARB_TRY(dw_gemm(w, hqt, xqt, ldt, 0, ldt, nsplit, part.as<int32_t>(), stride)); /* part[s]: Gint slices */
+    ARB_TRY(dw_gemm(w, hqt, xqt, ldt, nsplit, part.as<int32_t>(), stride)); /* part[s]: Gint slices */
     arb_cuda_bwd_mark("dw");
     /* stats pass (first step), plan, update pass, finish: all on the device */
     return arb_cuda_upd_apply(w, part.as<int32_t>(), cols, nsplit, stride, cs, p, st, stats);
 }
 
-/* The thread's events for linear_backward on the current device, made once: the side stream's
- * fork, Wᵀ done, xqᵀ done and maxima done, one per pipeline chunk (≤ 16), and the non-finite
- * flag's copy. */
-constexpr int BWD_EVENTS = 4 + 16 + 1;
+/* The thread's events for linear_backward, per device, made once and destroyed with the thread
+ * (as its side streams are): the side stream's fork, Wᵀ done, xqᵀ done, the first pass over dy
+ * done, and the non-finite flag's copy. Creating and destroying them per call cost the host
+ * ~10 µs, during which the GPU idled after an immediate-mode call's final synchronize. */
+constexpr int BWD_EVENTS = 5;
+struct BwdEvents {
+    cudaEvent_t ev[64][BWD_EVENTS] = {};
+    ~BwdEvents() {
+        for (auto &d : ev)
+            for (cudaEvent_t e : d)
+                if (e) cudaEventDestroy(e);
+    }
+};
+thread_local BwdEvents g_bwd_events;
 arb_status bwd_events(cudaEvent_t **out) {
-    static thread_local cudaEvent_t ev[64][BWD_EVENTS];
     int dev = 0;
     ARB_CU(cudaGetDevice(&dev));
     if (dev < 0 || dev >= 64) return arb_error(ARB_ERR_CUDA, "linear backward: device %d", dev);
-    if (!ev[dev][0]) {
-        cudaEvent_t e[BWD_EVENTS];
-        for (int i = 0; i < BWD_EVENTS; i++) {
-            cudaError_t r = cudaEventCreateWithFlags(&e[i], cudaEventDisableTiming);
-            if (r != cudaSuccess) {
-                for (int j = 0; j < i; j++) cudaEventDestroy(e[j]);
-                return arb_error(ARB_ERR_CUDA, "%s:%d: cudaEventCreateWithFlags: %s", __FILE__, __LINE__,
-                                 cudaGetErrorString(r));
-            }
-        }
-        memcpy(ev[dev], e, sizeof e);
-    }
-    *out = ev[dev];
+    cudaEvent_t *ev = g_bwd_events.ev[dev];
+    for (int i = 0; i < BWD_EVENTS; i++)
+        if (!ev[i]) ARB_CU(cudaEventCreateWithFlags(&ev[i], cudaEventDisableTiming)); /* a failure keeps the ones made */
+    *out = ev;
     return ARB_OK;
 }
 
 /* dx (may be NULL) and/or the update (p may be NULL). Order on the current stream: one memset,
- * maxima (+ the non-finite flag to pinned memory in immediate mode), quantization, dX GEMM on
- * the pre-update trits (Wᵀ), dW GEMM into int32 Gint, then plan, update pass and finish on the
- * device (arb_cuda_upd_apply); Wᵀ and xqᵀ are made on the side stream meanwhile. With
- * ARB_CUDA_BWD_CHUNKS the quantization and GEMMs go chunk by chunk (bwd_pipe). */
+ * the first pass over dy — the row pass (q, qs, and the column maxima for the update) when
+ * rows_pad ≤ RQ_MAXC, else the maxima pass — (+ the non-finite flag to pinned memory in
+ * immediate mode), the quantization of what is left (hqᵀ; or q and hqᵀ), the dX GEMM on the
+ * pre-update trits (Wᵀ), dW GEMM into int32 Gint, then plan, update pass and finish on the
+ * device (arb_cuda_upd_apply); Wᵀ and xqᵀ are made on the side stream meanwhile. */
 arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, const float *dy, int64_t n,
                            arb_rng_key kx, float *dx, const arb_update_params *p, arb_update_state *st,
                            arb_update_stats *stats, const char *what) {
     const int64_t rows = w->rows, cols = w->cols, cp = w->cols_pad, rp = w->rows_pad;
     const int64_t ldt = n > 0 ? (n + BK - 1) / BK * BK : BK;
     cudaStream_t s = arb_cuda_cur_stream();
-    /* the non-finite flag, the row maxima and the column maxima share one buffer and one memset */
-    const int64_t nra = dx ? (n > 0 ? n : 1) : 0, nca = p ? rows : 0;
+    const bool rowq = dx && n > 0 && bwd_rowq_on(rp);
+    /* the non-finite flag, the row maxima (two-pass order only) and the column maxima share one
+     * buffer and one memset */
+    const int64_t nra = dx && !rowq ? (n > 0 ? n : 1) : 0, nca = p ? rows : 0;
     arb_cuda_scratch flags, q, qs, wt, hqt, xqt;
     ARB_TRY(flags.alloc((size_t)(4 + nra + nca) * sizeof(unsigned)));
     int *bad = flags.as<int>();
-    unsigned *ramax = dx ? flags.as<unsigned>() + 4 : nullptr, *camax = p ? flags.as<unsigned>() + 4 + nra : nullptr;
+    unsigned *ramax = nra ? flags.as<unsigned>() + 4 : nullptr, *camax = p ? flags.as<unsigned>() + 4 + nra : nullptr;
     if (dx) {
         ARB_TRY(q.alloc((size_t)(n * rp)));
         ARB_TRY(qs.alloc((size_t)(n > 0 ? n : 1) * sizeof(float)));
@@ -1785,35 +1954,25 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_TRY(xqt.alloc((size_t)(cp * ldt)));
     }
     ARB_CU(cudaMemsetAsync(flags.p, 0, (size_t)(4 + nra + nca) * sizeof(unsigned), s));
-    const BwdPipe pipe = n > 0 ? bwd_pipe(n) : BwdPipe{};
     /* Wᵀ for the dX GEMM and xqᵀ for the dW GEMM depend only on W and xq: they run on the side
-     * stream, beside the maxima pass over dy (ARB_CUDA_BWD_XT=quant: beside the quantization).
+     * stream, beside the first pass over dy (ARB_CUDA_BWD_XT=quant: beside the quantization).
      * The current stream waits for Wᵀ before the dX GEMM and for xqᵀ after the dX GEMM is queued
-     * (the update changes W only after that). Pipelined (pipe.tch > 0): the quantization chunks
-     * follow on the side stream, each ending in an event the current stream waits for before
-     * that chunk's GEMMs. The maxima pass is queued before the side stream's work so that the GPU
-     * starts on it while the host queues the rest. The guard joins on every return path before
-     * the scratch buffers above go back to the pool. The events are the thread's own, made once
-     * per device (creating and destroying five per call cost the host ~10 µs, during which the
-     * GPU idled after an immediate-mode call's final synchronize). */
+     * (the update changes W only after that). The first pass is queued before the side stream's
+     * work so that the GPU starts on it while the host queues the rest. The guard joins on every
+     * return path before the scratch buffers above go back to the pool. */
     struct SideJoin {
         cudaStream_t main;
-        cudaEvent_t *ev;      /* fork, Wᵀ done, xqᵀ done, maxima done, then one per chunk */
-        int nq;               /* chunk events in use */
+        cudaEvent_t *ev; /* fork, Wᵀ done, xqᵀ done, first pass done */
         bool joined;
         cudaError_t wait(int i) {
-            if (i == 2 && nq == 0) joined = true;
+            if (i == 2) joined = true;
             return ev ? cudaStreamWaitEvent(main, ev[i], 0) : cudaSuccess; /* no side work: nothing to wait for */
-        }
-        cudaError_t wait_q(int c) {
-            if (c + 1 == nq) joined = true;
-            return cudaStreamWaitEvent(main, ev[4 + c], 0);
         }
         ~SideJoin() {
             if (joined || !ev) return;
-            for (int i = 1; i < 4 + nq; i++) cudaStreamWaitEvent(main, ev[i], 0); /* never recorded: complete */
+            for (int i = 1; i < 3; i++) cudaStreamWaitEvent(main, ev[i], 0); /* never recorded: complete */
         }
-    } side{s, nullptr, 0, false};
+    } side{s, nullptr, false};
     const bool do_wt = dx && n > 0, do_xt = p && n > 0;
     const bool xt_late = do_xt && [] {
         const char *e = getenv("ARB_CUDA_BWD_XT");
@@ -1826,12 +1985,16 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_CU(cudaEventRecord(side.ev[0], s)); /* W and xq were written on the current stream */
     }
     arb_cuda_bwd_mark("setup");
-    if (n > 0) {
+    if (rowq) {
+        ARB_TRY(launch_bwd_rowq(dy, p ? xs : nullptr, w->scale, n, rows, q.as<int8_t>(), rp, qs.as<float>(), kx, camax,
+                                bad, s));
+        arb_cuda_bwd_mark("rowq");
+    } else if (n > 0) {
         ARB_TRY(launch_bwd_amax(dy, p ? xs : nullptr, w->scale, n, rows, ramax, camax, bad, s));
+        arb_cuda_bwd_mark("amax");
     }
-    arb_cuda_bwd_mark("amax");
     if (do_wt || do_xt) {
-        if (pipe.tch || xt_late) ARB_CU(cudaEventRecord(side.ev[3], s)); /* the maxima are in */
+        if (xt_late) ARB_CU(cudaEventRecord(side.ev[3], s)); /* the first pass is done */
         ARB_CU(cudaStreamWaitEvent(ss, side.ev[0], 0));
         if (do_wt) {
             const int64_t tr = rp / 16, tc = cp / 16;
@@ -1847,7 +2010,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         }
         ARB_CU(cudaEventRecord(side.ev[2], ss));
     }
-    /* Immediate mode (no arb_cuda_checks_defer): the non-finite flag (raised by the maxima pass)
+    /* Immediate mode (no arb_cuda_checks_defer): the non-finite flag (raised by the first pass)
      * comes back through pinned memory before the update may change state (the wait overlaps the
      * work queued below). Deferred mode: the plan kernel reads the flag, reports it to the
      * deferred check and skips the update; nothing here waits for the device. */
@@ -1859,76 +2022,36 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         ARB_CU(cudaMemcpyAsync(pin, bad, sizeof(int), cudaMemcpyDeviceToHost, s));
         cudaEvent_t *fe;
         ARB_TRY(bwd_events(&fe));
-        ev = fe[BWD_EVENTS - 1];
+        ev = fe[4];
         ARB_CU(cudaEventRecord(ev, s));
     }
     const arb_rng_key kg = p ? arb_update_key(p->seed, p->step, w->id, ARB_RNG_GRAD) : arb_rng_key{0, 0};
-    const int64_t tr = rp / 16, tc = cp / 16;
-    auto dx_gemm = [&](int64_t t0, int64_t t1) { /* dX rows t0 .. t1 − 1 from the pre-update trits (Wᵀ) */
+    /* what the first pass left: hqᵀ after the row pass, q and/or hqᵀ after the maxima pass */
+    if (!rowq || p) {
+        ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, rowq ? nullptr : ramax, kx,
+                                 rowq ? nullptr : q.as<int8_t>(), rp, rowq ? nullptr : qs.as<float>(), camax, kg,
+                                 hqt.as<int8_t>(), ldt, s));
+        arb_cuda_bwd_mark("quant");
+    }
+    if (dx && n > 0) { /* dX from the pre-update trits (Wᵀ) */
+        ARB_CU(side.wait(1)); /* Wᵀ */
+        arb_cuda_bwd_mark("wT");
         GemmArgs g;
         memset(&g, 0, sizeof g);
         g.M = (int)cols;
-        g.N = (int)(t1 - t0);
+        g.N = (int)n;
         g.K = (int)rp;
         g.a = wt.as<uint8_t>();
-        g.tiles_r = tc; /* Wᵀ: cols_pad/16 tile-rows of rows_pad/16 tiles */
-        g.tiles_c = tr;
-        g.b = q.as<int8_t>() + t0 * rp;
+        g.tiles_r = cp / 16; /* Wᵀ: cols_pad/16 tile-rows of rows_pad/16 tiles */
+        g.tiles_c = rp / 16;
+        g.b = q.as<int8_t>();
         g.ldb = rp;
         g.kmax = (int)rp;
-        g.out = dx + t0 * cols;
+        g.out = dx;
         g.ldo = cols;
-        g.rs_n = qs.as<float>() + t0;
-        return launch_gemm<A_PACKED_W, EPI_DX>(g, "k_gemm<dx>");
-    };
-    /* the update's Gint: pipelined with chunked dW, one slice (or more) per chunk */
-    const int64_t stride = rows * cols;
-    const int nsplit = p ? splitk_count(rows, cols, ldt) : 1;
-    const bool dw_in_pipe = pipe.tch && p && pipe.dw_chunked && !update_fused();
-    arb_cuda_scratch part;
-    int nparts = 0;
-    if (pipe.tch) {
-        ARB_CU(cudaStreamWaitEvent(ss, side.ev[3], 0));
-        std::vector<int> nsub((size_t)pipe.nch, 1);
-        if (dw_in_pipe) {
-            for (int c = 0; c < pipe.nch; c++) {
-                const int64_t k0 = c * pipe.tch, k1 = c + 1 < pipe.nch ? k0 + pipe.tch : ldt;
-                nsub[(size_t)c] = split_norm((nsplit + pipe.nch - 1) / pipe.nch, (k1 - k0 + WBK - 1) / WBK);
-                nparts += nsub[(size_t)c];
-            }
-            ARB_TRY(part.alloc((size_t)(nparts * stride) * sizeof(int32_t)));
-        }
-        const int nyb = (int)(pipe.tch / QTB);
-        for (int c = 0; c < pipe.nch; c++) {
-            ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax, kx, q.as<int8_t>(), rp,
-                                     qs.as<float>(), camax, kg, hqt.as<int8_t>(), ldt, ss, c * nyb,
-                                     c + 1 < pipe.nch ? nyb : -1));
-            ARB_CU(cudaEventRecord(side.ev[4 + c], ss));
-            side.nq = c + 1;
-        }
-        int slice = 0;
-        for (int c = 0; c < pipe.nch; c++) {
-            const int64_t t0 = c * pipe.tch, t1 = c + 1 < pipe.nch ? t0 + pipe.tch : n;
-            ARB_CU(side.wait_q(c)); /* also Wᵀ and xqᵀ: queued before it on the side stream */
-            if (dx) ARB_TRY(dx_gemm(t0, t1));
-            if (dw_in_pipe) {
-                const int64_t k1 = c + 1 < pipe.nch ? t1 : ldt;
-                ARB_TRY(dw_gemm(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, t0, k1, nsub[(size_t)c],
-                                part.as<int32_t>() + slice * stride, stride));
-                slice += nsub[(size_t)c];
-            }
-        }
-        arb_cuda_bwd_mark("pipe");
-    } else {
-        ARB_TRY(launch_bwd_quant(dy, p ? xs : nullptr, w->scale, n, rows, ramax, kx, q.as<int8_t>(), rp, qs.as<float>(),
-                                 camax, kg, hqt.as<int8_t>(), ldt, s));
-        arb_cuda_bwd_mark("quant");
-        if (dx && n > 0) {
-            ARB_CU(side.wait(1)); /* Wᵀ */
-            arb_cuda_bwd_mark("wT");
-            ARB_TRY(dx_gemm(0, n));
-            arb_cuda_bwd_mark("dx");
-        }
+        g.rs_n = qs.as<float>();
+        ARB_TRY((launch_gemm<A_PACKED_W, EPI_DX>(g, "k_gemm<dx>")));
+        arb_cuda_bwd_mark("dx");
     }
     if (!p) { /* dX only: report a non-finite dy (deferred: into the deferred flag) */
         if (deferred) {
@@ -1941,7 +2064,7 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
         return ARB_OK;
     }
     ARB_CU(side.wait(2)); /* xqᵀ is ready before anything queued from here on */
-    arb_cuda_bwd_mark("pipe/xqT");
+    arb_cuda_bwd_mark("xqT");
     if (n == 0) { /* no side work: ldt zero columns of xqᵀ, as k_transpose_i8 would write them */
         ARB_CU(cudaMemsetAsync(xqt.p, 0, (size_t)(cp * ldt), s));
     }
@@ -1954,12 +2077,13 @@ arb_status linear_backward(arb_ternary *w, const int8_t *xq, const float *xs, co
     /* c[o] = amax[o] / 127 forms on the device, in the plan */
     const arb_cuda_csrc cs = {ARB_CSRC_COLMAX, nullptr, camax, nullptr, bad};
     /* Default: Gint as int32 through the plain int8 GEMM (split over K when the output has few
-     * tiles, and into one slice per chunk when pipelined), then one update pass over all weights
+     * tiles), then one update pass over all weights
      * (k_upd_dense, the whole GPU at full occupancy). ARB_CUDA_UPD=fused applies the rule in the
      * GEMM's epilogue instead, where 8 warps per SM run it with nothing to hide behind. ncu on an
      * H100 at 2048 × 2048 × 16384 tokens: 112 + 37.7 µs against 180.5 fused. */
-    if (dw_in_pipe) return arb_cuda_upd_apply(w, part.as<int32_t>(), cols, nparts, stride, cs, p, st, stats);
-    if (!update_fused()) return update_splitk(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, nsplit, cs, p, st, stats);
+    if (!update_fused())
+        return update_splitk(w, hqt.as<int8_t>(), xqt.as<int8_t>(), ldt, splitk_count(rows, cols, ldt), cs, p, st,
+                             stats);
     /* The fused epilogue takes S as a launch argument: this opt-in path reads the plan's S (and,
      * when the previous norm is only on the device, that norm) back; plan and finish still run
      * on the device. */

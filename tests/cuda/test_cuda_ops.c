@@ -487,78 +487,70 @@ static void test_linear_update_fused_epilogue(void **state) {
     unsetenv("ARB_CUDA_UPD");
 }
 
-/* The pipelined backward (ARB_CUDA_BWD_CHUNKS: the gradient quantization in token chunks on the
- * side stream, each chunk's dX rows and dW slice multiplied while the next one is quantized):
- * dX equal to the documented quantized product and to the CPU backend; the state bit-identical
- * to the CPU after every step with chunked dW slices (a last chunk of a few tokens, chunks × K
- * slices, the chunks' GEMMs capped at 2 CTAs), with one whole dW GEMM after the chunks, with the
- * transposes after the maxima pass, with the fused update epilogue, in deferred mode; a
- * non-finite dy fails before the state changes. */
-static void test_linear_backward_pipelined(void **state) {
-    setenv("ARB_CUDA_BWD_CHUNKS", "3", 1);
-    test_linear_backward_x(state); /* n = 257: chunks of 128, 128, 1 tokens */
-    run_update_steps(300, 600, 700, 4, 61); /* chunks of 256, 256, 188 */
-    run_update_steps(131, 17, 1000, 3, 62); /* rows % 4 != 0: the scalar-load quantization */
-    run_update_steps(77, 150, 450, 20, 63);
-    setenv("ARB_CUDA_SPLITK", "3", 1);
-    run_update_steps(77, 150, 1000, 4, 64);
-    setenv("ARB_CUDA_GEMM_CTAS", "2", 1);
-    run_update_steps(300, 600, 900, 3, 65);
-    unsetenv("ARB_CUDA_GEMM_CTAS");
-    unsetenv("ARB_CUDA_SPLITK");
-    setenv("ARB_CUDA_BWD_DW", "whole", 1);
-    run_update_steps(300, 600, 700, 3, 66);
-    unsetenv("ARB_CUDA_BWD_DW");
-    /* the transposes beside the quantization instead of the maxima; the per-stage trace (it
-     * only prints) */
+/* The two orders of the backward's passes over dy: the row pass (default while rows_pad ≤ 2048:
+ * q, qs and the column maxima from registers, then hqᵀ) on every instance — 4, 8 and 16 float4
+ * per lane, scalar loads for rows % 4 != 0 — and past it (2100 rows: the maxima pass), and the
+ * two-pass order forced (ARB_CUDA_BWD_ROWQ=0): dX equal to the documented quantized product
+ * and to the CPU backend, the state bit-identical to the CPU after every step, in deferred mode,
+ * with the exact path, with the transposes after the first pass, with the per-stage trace (it
+ * only prints); a non-finite dy fails before the state changes, in both orders. */
+static void test_linear_backward_orders(void **state) {
+    run_update_steps(1000, 70, 300, 3, 61); /* 8 float4 per lane, 2 rows per warp */
+    run_update_steps(2048, 40, 200, 2, 62); /* 16 float4 per lane */
+    run_update_steps(1999, 33, 150, 2, 63); /* scalar loads */
+    run_update_steps(2100, 24, 130, 2, 64); /* past the row pass: the maxima pass */
+    tiny_amax_dy = 1;
+    run_update_steps(1000, 70, 300, 2, 65);
+    tiny_amax_dy = 0;
     setenv("ARB_CUDA_BWD_XT", "quant", 1);
     setenv("ARB_CUDA_BWD_TRACE", "1", 1);
     run_update_steps(77, 150, 450, 4, 75);
     unsetenv("ARB_CUDA_BWD_TRACE");
     unsetenv("ARB_CUDA_BWD_XT");
-    setenv("ARB_CUDA_UPD", "fused", 1);
-    run_update_steps(131, 17, 1000, 3, 67);
-    unsetenv("ARB_CUDA_UPD");
-    g_defer_updates = true;
-    run_update_steps(300, 600, 700, 3, 68);
-    g_defer_updates = false;
-    tiny_amax_dy = 1;
-    run_update_steps(300, 600, 700, 2, 69);
-    tiny_amax_dy = 0;
-
-    /* NaN in the last chunk: an error, and W, T_accum, E unchanged */
-    const int64_t rows = 64, cols = 96, n = 600;
-    arb_ternary h, d;
-    make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 22, 70);
-    ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
-    int8_t *xq = malloc((size_t)(n * h.cols_pad));
-    float *xs = malloc((size_t)n * sizeof(float)), *dy = malloc((size_t)(n * rows) * sizeof(float));
-    random_xq(xq, xs, n, cols, h.cols_pad, 71);
-    arb_test_fill_f32(dy, (size_t)(n * rows), 72, -1.0f, 1.0f);
-    dy[(n - 3) * rows + 5] = NAN;
-    int8_t *dxq = dev_from(xq, (size_t)(n * h.cols_pad));
-    float *dxs = dev_from(xs, (size_t)n * sizeof(float)), *ddy = dev_from(dy, (size_t)(n * rows) * sizeof(float));
-    float *ddx = dev_alloc((size_t)(n * cols) * sizeof(float));
-    arb_update_params p = arb_update_params_default();
-    arb_update_state st = {0};
-    assert_int_equal(arb_cuda_ternary_linear_backward(&d, dxq, dxs, ddy, n, arb_rng_key_make(1, 2), ddx, &p, &st, NULL),
-                     ARB_ERR_INVALID_ARG);
-    assert_int_equal(arb_cuda_ternary_linear_backward_update(&d, dxq, dxs, ddy, n, &p, &st, NULL), ARB_ERR_INVALID_ARG);
-    assert_int_equal(arb_cuda_ternary_linear_backward_x(&d, ddy, n, arb_rng_key_make(1, 2), ddx), ARB_ERR_INVALID_ARG);
-    assert_same_state(&h, &d, "pipelined backward with a NaN in dy");
-    arb_cuda_free(dxq);
-    arb_cuda_free(dxs);
-    arb_cuda_free(ddy);
-    arb_cuda_free(ddx);
-    free(xq);
-    free(xs);
-    free(dy);
-    arb_ternary_free(&d);
-    arb_ternary_free(&h);
-    unsetenv("ARB_CUDA_BWD_CHUNKS");
-    setenv("ARB_CUDA_BWD_XT", "quant", 1); /* and in the serial order */
-    run_update_steps(300, 600, 200, 3, 76);
-    unsetenv("ARB_CUDA_BWD_XT");
+    for (int order = 0; order < 2; order++) {
+        if (order == 1) {
+            setenv("ARB_CUDA_BWD_ROWQ", "0", 1);
+            test_linear_backward_x(state);
+            run_update_steps(300, 600, 700, 4, 66);
+            run_update_steps(131, 17, 1000, 3, 67); /* rows % 4 != 0: the scalar-load quantization */
+            g_defer_updates = true;
+            run_update_steps(300, 600, 700, 3, 68);
+            g_defer_updates = false;
+            tiny_amax_dy = 1;
+            run_update_steps(300, 600, 700, 2, 69);
+            tiny_amax_dy = 0;
+        }
+        /* NaN near the end: an error, and W, T_accum, E unchanged */
+        const int64_t rows = 64, cols = 96, n = 600;
+        arb_ternary h, d;
+        make_layer(&h, rows, cols, ARB_TERNARY_LINEAR, 22, 70);
+        ARB_ASSERT_OK(arb_cuda_ternary_upload(&d, &h, 0));
+        int8_t *xq = malloc((size_t)(n * h.cols_pad));
+        float *xs = malloc((size_t)n * sizeof(float)), *dy = malloc((size_t)(n * rows) * sizeof(float));
+        random_xq(xq, xs, n, cols, h.cols_pad, 71);
+        arb_test_fill_f32(dy, (size_t)(n * rows), 72, -1.0f, 1.0f);
+        dy[(n - 3) * rows + 5] = NAN;
+        int8_t *dxq = dev_from(xq, (size_t)(n * h.cols_pad));
+        float *dxs = dev_from(xs, (size_t)n * sizeof(float)), *ddy = dev_from(dy, (size_t)(n * rows) * sizeof(float));
+        float *ddx = dev_alloc((size_t)(n * cols) * sizeof(float));
+        arb_update_params p = arb_update_params_default();
+        arb_update_state st = {0};
+        assert_int_equal(arb_cuda_ternary_linear_backward(&d, dxq, dxs, ddy, n, arb_rng_key_make(1, 2), ddx, &p, &st, NULL),
+                         ARB_ERR_INVALID_ARG);
+        assert_int_equal(arb_cuda_ternary_linear_backward_update(&d, dxq, dxs, ddy, n, &p, &st, NULL), ARB_ERR_INVALID_ARG);
+        assert_int_equal(arb_cuda_ternary_linear_backward_x(&d, ddy, n, arb_rng_key_make(1, 2), ddx), ARB_ERR_INVALID_ARG);
+        assert_same_state(&h, &d, order ? "two-pass backward with a NaN in dy" : "row-pass backward with a NaN in dy");
+        arb_cuda_free(dxq);
+        arb_cuda_free(dxs);
+        arb_cuda_free(ddy);
+        arb_cuda_free(ddx);
+        free(xq);
+        free(xs);
+        free(dy);
+        arb_ternary_free(&d);
+        arb_ternary_free(&h);
+    }
+    unsetenv("ARB_CUDA_BWD_ROWQ");
 }
 
 /* The training shapes with the automatic slice count (16384 tokens: 7–22 slices of 6–19
@@ -1019,7 +1011,7 @@ int main(void) {
         cmocka_unit_test(test_linear_update_splitk_large),
         cmocka_unit_test(test_upd_plan_device),        cmocka_unit_test(test_upd_finish_device),
         cmocka_unit_test(test_deferred_updates),       cmocka_unit_test(test_upd_dense_word_per_thread),
-        cmocka_unit_test(test_linear_update_tiny_amax),   cmocka_unit_test(test_linear_backward_pipelined),
+        cmocka_unit_test(test_linear_update_tiny_amax),   cmocka_unit_test(test_linear_backward_orders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
