@@ -155,6 +155,14 @@ static void test_saturation_and_rails(void **state) {
     a = 33;
     trit = arb_trit_step(0, &a, 0, T, K);
     assert_int_equal(a, 32);
+    /* the leak (shifts in arb_trit_step) is C's truncating division by 2^k for every A and k */
+    for (int k = 0; k <= 15; k++)
+        for (int v = -127; v <= 127; v++) {
+            a = (int8_t)v;
+            trit = arb_trit_step(1, &a, 0, 128, k); /* T = 128 > any clamped A: no step, no rail */
+            assert_int_equal(trit, 1);
+            assert_int_equal(a, v - v / (1 << k));
+        }
 }
 
 static void test_pressure_unbiased(void **state) {
