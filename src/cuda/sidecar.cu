@@ -1482,7 +1482,8 @@ struct plan_t {
     cudaGraphExec_t exec = nullptr;
     double ops = 0; /* 2·multiply-adds per forward (GEMMs and attention) */
     dbuf xa; /* VAE: a 3×3 conv's activated input (implicit-GEMM path), [B·H·W][C] */
-    dbuf qc; /* DINOv2 with the row GEMMs: the MLP's quantized hidden rows [rows][F] */
+    dbuf qc; /* DINOv2: the MLP's quantized hidden rows [rows][round_up(F, 16)] */
+    int rg = 0; /* DINOv2: the linears that run as row GEMMs (dino_rowgemm's mask for this plan) */
     ~plan_t() {
         if (exec) cudaGraphExecDestroy(exec);
     }
@@ -1864,7 +1865,7 @@ static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     int P = g->P, D = g->D, F = g->F, gh = Hi / P, gw = Wi / P, hw = gh * gw, T = hw + 1;
     int rows = B * T;
     p->T = T, p->rows = rows;
-    size_t maxk = (size_t)std::max(g->patch.kp, std::max(round_up(D, 16), round_up(F, 16)));
+    size_t maxk = (size_t)std::max(g->patch.kp, round_up(D, 16)); /* qa: patches, then each layer's attention rows and o rows */
     ARB_TRY(p->in.alloc((size_t)B * 3 * Hi * Wi * sizeof(float)));
     ARB_TRY(p->x.alloc((size_t)rows * D * sizeof(float)));
     ARB_TRY(p->qa.alloc((size_t)rows * maxk));
@@ -1874,7 +1875,8 @@ static arb_status dino_plan(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     ARB_TRY(p->qkvh.alloc((size_t)rows * 3 * D * sizeof(__half)));
     ARB_TRY(p->att.alloc((size_t)rows * D * sizeof(float)));
     ARB_TRY(p->out.alloc((size_t)rows * D * sizeof(float)));
-    if (dino_rowgemm(g, rows)) ARB_TRY(p->qc.alloc((size_t)rows * round_up(F, 16)));
+    ARB_TRY(p->qc.alloc((size_t)rows * round_up(F, 16)));
+    p->rg = dino_rowgemm(g, rows);
     std::vector<float> pos((size_t)hw * D);
     if (hw == g->grid * g->grid && Hi == Wi) memcpy(pos.data(), g->pos_h.data() + D, pos.size() * sizeof(float));
     else sc_bicubic_grid(g->pos_h.data() + D, g->grid, D, pos.data(), gh, gw);
@@ -1892,13 +1894,14 @@ static arb_status dino_att_quant(cu_model *g, plan_t *p, int rows) {
     return row_launch(g, rows, a);
 }
 
-/* DINOv2's layers with row GEMMs for the linears in mask rg (after layer 0's norm1 has quantized
- * its input into qb): QKV → fp16, attention, its quantization into qa, o (+ residual, norm2,
- * quantization in place into qa), fc1 (GELU, quantization into qc), fc2 (+ residual, the next
- * norm1's quantization into qb, or the final LayerNorm into out). A linear outside rg runs as
- * cuBLASLt + the row kernel with the same stages and buffers. */
-static arb_status dino_layers_rowgemm(cu_model *g, plan_t *p, int B, int T, int rg) {
-    const int D = g->D, F = g->F, rows = B * T;
+/* DINOv2's layers (after layer 0's norm1 has quantized its input into qb): QKV → fp16,
+ * attention, its quantization into qa, o (+ residual, norm2, quantization in place into qa), fc1
+ * (GELU, quantization into qc), fc2 (+ residual, the next norm1's quantization into qb, or the
+ * final LayerNorm into out). The linears in mask rg run as row GEMMs (their row stages in the
+ * epilogue; they need kpD = D and kpF = F), the others as cuBLASLt + the row kernel with the same
+ * stages and buffers. */
+static arb_status dino_layers(cu_model *g, plan_t *p, int B, int T, int rg) {
+    const int D = g->D, F = g->F, rows = B * T, kpD = round_up(D, 16), kpF = round_up(F, 16);
     int8_t *qa = p->qa.as<int8_t>(), *qb = p->qb.as<int8_t>(), *qc = p->qc.as<int8_t>();
     float *qs = p->qs.as<float>();
     for (int li = 0; li < g->L; li++) {
@@ -1909,7 +1912,7 @@ static arb_status dino_layers_rowgemm(cu_model *g, plan_t *p, int B, int T, int 
         if (rg & RG_QKV) {
             memset(&a, 0, sizeof a);
             a.epi = SC_RG_F16, a.outh = p->qkvh.as<__half>(), a.ldh = 3 * D;
-            ARB_TRY(rowgemm(g, p, l.qkv, rows, qb, D, a));
+            ARB_TRY(rowgemm(g, p, l.qkv, rows, qb, kpD, a));
         } else {
             row_args r = row0(3 * D);
             r.outh = p->qkvh.as<__half>(), r.ld_outh = 3 * D;
@@ -1921,22 +1924,22 @@ static arb_status dino_layers_rowgemm(cu_model *g, plan_t *p, int B, int T, int 
             memset(&a, 0, sizeof a);
             a.epi = SC_RG_RES_LN, a.x = p->x.as<float>(), a.lam = l.ls1.as<float>();
             a.ln_g = l.n2w.as<float>(), a.ln_b = l.n2b.as<float>(), a.eps = g->eps;
-            a.q = qa, a.ldq = D, a.qs = qs;
-            ARB_TRY(rowgemm(g, p, l.o, rows, qa, D, a));
+            a.q = qa, a.ldq = kpD, a.qs = qs;
+            ARB_TRY(rowgemm(g, p, l.o, rows, qa, kpD, a));
         } else {
             row_args r = row0(D);
             r.res_mode = RES_ADD, r.res = p->x.as<float>(), r.ld_res = D, r.lam = l.ls1.as<float>();
             r.ln_g = l.n2w.as<float>(), r.ln_b = l.n2b.as<float>(), r.eps = g->eps;
-            r.q = qa, r.ldq = D, r.qs = qs;
+            r.q = qa, r.ldq = kpD, r.qs = qs; /* in place: the same rows and layout as the GEMM's input */
             ARB_TRY(lin(g, p, l.o, rows, qa, r));
         }
         if (rg & RG_FC1) {
             memset(&a, 0, sizeof a);
-            a.epi = SC_RG_GELU_Q, a.q = qc, a.ldq = F, a.qs = qs;
-            ARB_TRY(rowgemm(g, p, l.fc1, rows, qa, D, a));
+            a.epi = SC_RG_GELU_Q, a.q = qc, a.ldq = kpF, a.qs = qs;
+            ARB_TRY(rowgemm(g, p, l.fc1, rows, qa, kpD, a));
         } else {
             row_args r = row0(F);
-            r.act = ACT_GELU, r.q = qc, r.ldq = F, r.qs = qs;
+            r.act = ACT_GELU, r.q = qc, r.ldq = kpF, r.qs = qs;
             ARB_TRY(lin(g, p, l.fc1, rows, qa, r));
         }
         if (rg & RG_FC2) {
@@ -1944,14 +1947,14 @@ static arb_status dino_layers_rowgemm(cu_model *g, plan_t *p, int B, int T, int 
             a.epi = SC_RG_RES_LN, a.x = p->x.as<float>(), a.lam = l.ls2.as<float>(), a.eps = g->eps;
             a.ln_g = n1w.as<float>(), a.ln_b = n1b.as<float>();
             if (last) a.out = p->out.as<float>();
-            else a.q = qb, a.ldq = D, a.qs = qs;
-            ARB_TRY(rowgemm(g, p, l.fc2, rows, qc, F, a));
+            else a.q = qb, a.ldq = kpD, a.qs = qs;
+            ARB_TRY(rowgemm(g, p, l.fc2, rows, qc, kpF, a));
         } else {
             row_args r = row0(D);
             r.res_mode = RES_ADD, r.res = p->x.as<float>(), r.ld_res = D, r.lam = l.ls2.as<float>(), r.eps = g->eps;
             r.ln_g = n1w.as<float>(), r.ln_b = n1b.as<float>();
             if (last) r.out = p->out.as<float>(), r.ld_out = D;
-            else r.q = qb, r.ldq = D, r.qs = qs;
+            else r.q = qb, r.ldq = kpD, r.qs = qs;
             ARB_TRY(lin(g, p, l.fc2, rows, qc, r));
         }
     }
@@ -1959,7 +1962,7 @@ static arb_status dino_layers_rowgemm(cu_model *g, plan_t *p, int B, int T, int 
 }
 
 static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
-    int P = g->P, D = g->D, F = g->F, gw = Wi / P, hw = (Hi / P) * gw, T = hw + 1, K = 3 * P * P, rows = B * T;
+    int P = g->P, D = g->D, gw = Wi / P, hw = (Hi / P) * gw, T = hw + 1, K = 3 * P * P, rows = B * T;
     p->ops = 0;
     /* patch embedding: im2col + quantize, GEMM, + bias + position → x rows 1..hw of each image */
     int thr = 128;
@@ -1980,7 +1983,7 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
     ARB_CU(klaunch(g, k_cls, dim3((unsigned)arb_cuda_blocks((int64_t)B * D, 256)), dim3(256), 0, p->x.as<float>(),
                    (const float *)g->cls.as<float>(), (const float *)p->pos.as<float>(), D, T, B));
     ARB_CU_LAUNCH("k_cls");
-    const int kpD = round_up(D, 16), kpF = round_up(F, 16);
+    const int kpD = round_up(D, 16);
     {   /* layer 0's norm1 + quantization */
         row_args a = row0(D);
         a.in = p->x.as<float>(), a.ld_in = D;
@@ -1988,46 +1991,7 @@ static arb_status dino_record(cu_model *g, plan_t *p, int B, int Hi, int Wi) {
         a.q = p->qb.as<int8_t>(), a.ldq = kpD, a.qs = p->qs.as<float>();
         ARB_TRY(row_launch(g, rows, a));
     }
-    int8_t *qa = p->qa.as<int8_t>(), *qb = p->qb.as<int8_t>();
-    if (dino_rowgemm(g, rows)) return dino_layers_rowgemm(g, p, B, T, dino_rowgemm(g, rows));
-    for (int li = 0; li < g->L; li++) {
-        dino_layer_d &l = g->dl[(size_t)li];
-        {
-            row_args a = row0(3 * D);
-            a.outh = p->qkvh.as<__half>(), a.ld_outh = 3 * D;
-            ARB_TRY(lin(g, p, l.qkv, rows, qb, a));
-        }
-        ARB_TRY(attention(g, p, B, T, D, g->H));
-        ARB_TRY(dino_att_quant(g, p, rows));
-        {   /* x += λ1·o; norm2 + quantization (in place: the same rows and layout as the GEMM's input) */
-            row_args a = row0(D);
-            a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls1.as<float>();
-            a.ln_g = l.n2w.as<float>(), a.ln_b = l.n2b.as<float>(), a.eps = g->eps;
-            a.q = qa, a.ldq = kpD, a.qs = p->qs.as<float>();
-            ARB_TRY(lin(g, p, l.o, rows, qa, a));
-        }
-        {
-            row_args a = row0(F);
-            a.act = ACT_GELU;
-            a.q = qa, a.ldq = kpF, a.qs = p->qs.as<float>();
-            ARB_TRY(lin(g, p, l.fc1, rows, qa, a));
-        }
-        {   /* x += λ2·mlp; next layer's norm1 + quantization (into qb: qa is this GEMM's input at
-             * another row pitch), or the final LayerNorm → output */
-            row_args a = row0(D);
-            a.res_mode = RES_ADD, a.res = p->x.as<float>(), a.ld_res = D, a.lam = l.ls2.as<float>();
-            a.eps = g->eps;
-            if (li + 1 < g->L) {
-                a.ln_g = g->dl[(size_t)li + 1].n1w.as<float>(), a.ln_b = g->dl[(size_t)li + 1].n1b.as<float>();
-                a.q = qb, a.ldq = kpD, a.qs = p->qs.as<float>();
-            } else {
-                a.ln_g = g->lnw.as<float>(), a.ln_b = g->lnb.as<float>();
-                a.out = p->out.as<float>(), a.ld_out = D;
-            }
-            ARB_TRY(lin(g, p, l.fc2, rows, qa, a));
-        }
-    }
-    return ARB_OK;
+    return dino_layers(g, p, B, T, p->rg);
 }
 
 static arb_status gn_stats(cu_model *g, plan_t *p, const float *x, int B, int P, int C, int G, float eps,
