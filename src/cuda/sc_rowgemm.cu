@@ -418,6 +418,8 @@ static void rg_trace_dump(void) {
                 t.epi, t.M, t.N, t.K, t.blocks, tiles / t.blocks, s[0] / t.blocks * us, s[1] / t.blocks * us, s[2] / t.blocks * us,
                 s[3] / t.blocks * us);
     }
+    for (const rg_trace &t : g_traces) cudaFree(t.d); /* before the runtime's own exit handler: registered after it */
+    g_traces.clear();
 }
 
 arb_status sc_rowgemm(const sc_rowgemm_args &a_in, cudaStream_t st) {
@@ -427,8 +429,14 @@ arb_status sc_rowgemm(const sc_rowgemm_args &a_in, cudaStream_t st) {
     if (te && te[0] == '1') {
         const int blocks = (a.N / BN) * ((a.M + BM - 1) / BM); /* at most: the grid is never larger */
         void *d = nullptr;
-        if (cudaMalloc(&d, (size_t)blocks * 8 * sizeof(long long)) == cudaSuccess &&
-            cudaMemset(d, 0, (size_t)blocks * 8 * sizeof(long long)) == cudaSuccess) {
+        /* The plan is usually being captured into a graph here: cudaMalloc is allowed only with
+         * this thread's capture mode relaxed, and the zeroing goes on the stream (a synchronous
+         * memset invalidated the capture), so every replay starts from zeros. */
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        cudaThreadExchangeStreamCaptureMode(&mode);
+        const cudaError_t ma = cudaMalloc(&d, (size_t)blocks * 8 * sizeof(long long));
+        cudaThreadExchangeStreamCaptureMode(&mode);
+        if (ma == cudaSuccess && cudaMemsetAsync(d, 0, (size_t)blocks * 8 * sizeof(long long), st) == cudaSuccess) {
             if (g_traces.empty()) atexit(rg_trace_dump);
             a.trace = (long long *)d;
             g_traces.push_back(rg_trace{a.epi, a.M, a.N, a.K, 0, a.trace});
