@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 6's device calls (the backward's row pass, v18), run from the device copy's root with
 # .deps and .gpu-data carried:
-#   dev/call_session6.sh [tests] [memcheck] [ab] [kbench] [speed] [ncu] [sctest]   (default: tests ab kbench)
+#   dev/call_session6.sh [tests] [memcheck] [ab] [kbench] [speed] [ncu] [ncu2] [ncusrc] [abepi] [sctest]   (default: tests ab kbench)
 # tests: test_cuda_ops + test_cuda_model; memcheck: test_cuda_ops under compute-sanitizer;
 # ab: the fused backward at both training shapes, row pass against the two-pass order
 # (ARB_CUDA_BWD_ROWQ=0), alternating processes, with the per-stage trace; kbench: the full kernel
@@ -55,6 +55,25 @@ for part in ${*:-tests ab kbench}; do
               build-cuda/arbitor bench kernels --device cuda --no-torch --shape 16384x2048x2048 >"$out/ncu2-$1.txt" 2>&1
             echo "== $1 rc=$?"; grep -E "Duration|Executed Instructions|Issued Instructions|Warp Cycles Per Issued|Stall|stall_|Branch|smsp__pcsamp|Source|0x" "$out/ncu2-$1.txt" | head -60
           done ;;
+    ncusrc) # where the ternary GEMM's warps stall, per SASS instruction (ncu source counters): the
+            # int32 GEMM at a training shape (3rd k_gemm_ws launch of a --shape run: after 2 warm-ups)
+            # and at 8192^3 for comparison
+            for shp in ${ARB_SRC_SHAPES:-16384x2048x2048 8192x8192x8192}; do
+              timeout 150 ncu --clock-control none -k regex:k_gemm_ws --launch-skip 2 --launch-count 1 \
+                --section SourceCounters --page source --print-source sass --csv \
+                build-cuda/arbitor bench kernels --device cuda --no-torch --shape $shp >"$out/src-$shp.csv" 2>"$out/src-$shp.err"
+              echo "== $shp rc=$?"; python3 dev/cuda/ncu_sass_hot.py "$out/src-$shp.csv" 25 || tail -5 "$out/src-$shp.err"
+            done ;;
+    abepi) # the GEMM epilogue's whole-block path against the bounds-checked one (ARB_CUDA_EPI_GENERAL=1),
+           # alternating processes: GEMM rows and forward/backward lines of --shape runs
+           for shp in ${ARB_AB_SHAPES:-16384x2048x2048 16384x2048x8192 8192x8192x8192}; do
+             for rep in 1 2; do
+               for v in 1 0; do
+                 echo "== $shp EPI_GENERAL=$v rep $rep"
+                 ARB_CUDA_EPI_GENERAL=$v timeout 60 build-cuda/arbitor bench kernels --device cuda --no-torch --shape $shp 2>&1 | grep -E "forward|TOP/s" | tail -2
+               done
+             done
+           done 2>&1 | tee "$out/abepi.log" ;;
     sctest) timeout 120 build-cuda/tests/test_cuda_sidecars >"$out/test_sc.log" 2>&1; echo "test_cuda_sidecars rc=$?"
             grep -E "PASSED|FAILED" "$out/test_sc.log" | head -4 ;;
   esac
