@@ -11,6 +11,19 @@ set -uo pipefail
 arb_device_build . all || exit 1
 echo "build: $((SECONDS - t0)) s"
 mkdir -p data && cp .gpu-data/tinyshakespeare.txt data/
+# ab_runs VAR "V1 V2" SHAPES...: --shape bench runs with VAR set to each value in turn, twice,
+# alternating processes (the GEMM row and the forward/backward line of each)
+ab_runs() {
+  local var=$1 vals=$2 shp rep v; shift 2
+  for shp in "$@"; do
+    for rep in 1 2; do
+      for v in $vals; do
+        echo "== $shp $var=$v rep $rep"
+        env "$var=$v" timeout 60 build-cuda/arbitor bench kernels --device cuda --no-torch --shape $shp 2>&1 | grep -E "forward|TOP/s" | tail -2
+      done
+    done
+  done
+}
 for part in ${*:-tests ab kbench}; do
   case $part in
     tests) timeout 200 build-cuda/tests/test_cuda_ops >"$out/test_ops.log" 2>&1; echo "test_cuda_ops rc=$?"
@@ -20,12 +33,7 @@ for part in ${*:-tests ab kbench}; do
     memcheck) timeout 280 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build-cuda/tests/test_cuda_ops >"$out/memcheck.log" 2>&1
            echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED|Invalid" "$out/memcheck.log" | head -6 ;;
     ab) for shp in ${ARB_AB_SHAPES:-16384x2048x2048 16384x2048x8192}; do
-          for rep in 1 2; do
-            for v in 0 1; do
-              echo "== $shp ROWQ=$v rep $rep"
-              ARB_CUDA_BWD_ROWQ=$v timeout 60 build-cuda/arbitor bench kernels --device cuda --no-torch --shape $shp 2>&1 | grep -E "forward|TOP/s" | tail -2
-            done
-          done
+          ab_runs ARB_CUDA_BWD_ROWQ "0 1" $shp
           for v in 0 1; do
             ARB_CUDA_BWD_ROWQ=$v ARB_CUDA_BWD_TRACE=1 timeout 60 build-cuda/arbitor bench kernels --device cuda --no-torch --shape $shp 2>&1 |
               grep "BWDTRACE fused-deferred" | tail -1 | sed "s/^/ROWQ=$v /"
@@ -66,14 +74,8 @@ for part in ${*:-tests ab kbench}; do
             done ;;
     abepi) # the GEMM epilogue's whole-block path against the bounds-checked one (ARB_CUDA_EPI_GENERAL=1),
            # alternating processes: GEMM rows and forward/backward lines of --shape runs
-           for shp in ${ARB_AB_SHAPES:-16384x2048x2048 16384x2048x8192 8192x8192x8192}; do
-             for rep in 1 2; do
-               for v in 1 0; do
-                 echo "== $shp EPI_GENERAL=$v rep $rep"
-                 ARB_CUDA_EPI_GENERAL=$v timeout 60 build-cuda/arbitor bench kernels --device cuda --no-torch --shape $shp 2>&1 | grep -E "forward|TOP/s" | tail -2
-               done
-             done
-           done 2>&1 | tee "$out/abepi.log" ;;
+           ab_runs ARB_CUDA_EPI_GENERAL "1 0" ${ARB_AB_SHAPES:-16384x2048x2048 16384x2048x8192 8192x8192x8192} 2>&1 |
+             tee "$out/abepi.log" ;;
     sctest) timeout 120 build-cuda/tests/test_cuda_sidecars >"$out/test_sc.log" 2>&1; echo "test_cuda_sidecars rc=$?"
             grep -E "PASSED|FAILED" "$out/test_sc.log" | head -4 ;;
   esac
