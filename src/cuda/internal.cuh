@@ -44,6 +44,9 @@ arb_status arb_cuda_require_ternary(const arb_ternary *w, const char *what);
  * that may run beside the current stream; the caller orders it with events. */
 arb_status arb_cuda_side_stream(cudaStream_t *out);
 
+/* The current device's SM count (read once per device), or 0 when it cannot be read. */
+int arb_cuda_sm_count(void);
+
 /* A page-locked host buffer of at least n bytes, private to the calling thread (grows; kept). */
 arb_status arb_cuda_host_scratch(size_t n, void **p);
 

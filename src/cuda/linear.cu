@@ -917,8 +917,9 @@ arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap
     if (!ctas[dev]) {
         ARB_CU(cudaFuncSetAttribute(k_gemm_ws<AM, EPI, CL, TS>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
         if (CL > 1) ARB_CU(cudaFuncSetAttribute(k_gemm_ws<AM, EPI, CL, TS>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-        int sms = 0, nc = 0;
-        ARB_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        const int sms = arb_cuda_sm_count();
+        int nc = 0;
+        if (!sms) return arb_error(ARB_ERR_CUDA, "%s:%d: %s: the device's SM count is unknown", __FILE__, __LINE__, what);
         cfg.gridDim = dim3((unsigned)(sms / CL * CL));
         if (cudaOccupancyMaxActiveClusters(&nc, k_gemm_ws<AM, EPI, CL, TS>, &cfg) != cudaSuccess || nc <= 0) {
             (void)cudaGetLastError();
@@ -942,11 +943,12 @@ arb_status launch_ws(const GemmArgs &g, const CUtensorMap &ma, const CUtensorMap
 }
 
 template <int AM, int EPI> arb_status launch_gemm(const GemmArgs &g_in, const char *what) {
-    GemmArgs g = g_in;
-    g.epi_general = [] {
+    static const int epi_general = [] { /* read once: it is on every GEMM launch */
         const char *e = getenv("ARB_CUDA_EPI_GENERAL");
         return e && !strcmp(e, "1") ? 1 : 0;
     }();
+    GemmArgs g = g_in;
+    g.epi_general = epi_general;
     const Core core = gemm_core();
     if (core == CORE_WS || core == CORE_WS1 || core == CORE_WS2) {
         CUtensorMap ma, mb;
@@ -1735,7 +1737,6 @@ bool bwd_rowq_on(int64_t ldq) {
     const char *e = getenv("ARB_CUDA_BWD_ROWQ");
     return !(e && !strcmp(e, "0"));
 }
-int device_sms();
 /* q, qs (and with ca, the column maxima for the update); the instance holds NV = 4, 8 or 16
  * float4 columns per lane (TK = 16 / NV rows per warp), the smallest that fits; shapes without
  * aligned 16-byte loads take NV = 16. One block per SM at most. */
@@ -1746,7 +1747,7 @@ arb_status launch_bwd_rowq(const float *dy, const float *xs, const float *scale,
     const int NV = !v4 || nv > 8 ? 16 : (nv > 4 ? 8 : 4);
     const int64_t per = (int64_t)RQ_W * (RQ_V / NV);
     int64_t blocks = (n + per - 1) / per;
-    const int sms = device_sms();
+    const int sms = arb_cuda_sm_count();
     if (sms && blocks > sms) blocks = sms;
     if (blocks <= 0) return ARB_OK;
     const unsigned g = (unsigned)blocks;
@@ -1808,20 +1809,6 @@ __global__ void __launch_bounds__(256) k_transpose_i8(const int8_t *x, int64_t n
  * products over K slices and arb_cuda_upd_dense sums them (integers: the same Gint bit for bit)
  * and applies the rule. ARB_CUDA_SPLITK=off never splits, =N forces N slices (tests). */
 int split_norm(int64_t want, int64_t nk);
-/* The current device's SM count (cached per device), or 0 when it cannot be read. */
-int device_sms() {
-    static int sms[64];
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
-        (void)cudaGetLastError();
-        return 0;
-    }
-    if (!sms[dev] && cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        sms[dev] = -1;
-    }
-    return sms[dev] > 0 ? sms[dev] : 0;
-}
 int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
     const int64_t nk = (ldt + WBK - 1) / WBK;
     const char *e = getenv("ARB_CUDA_SPLITK");
@@ -1829,7 +1816,7 @@ int splitk_count(int64_t rows, int64_t cols, int64_t ldt) {
     int64_t want = 0;
     if (e && *e) want = strtol(e, nullptr, 10);
     if (want <= 0) {
-        const int sms = device_sms();
+        const int sms = arb_cuda_sm_count();
         if (!sms) return 1;
         const int64_t tiles = ((cols + BM - 1) / BM) * ((rows + BN - 1) / BN);
         want = sms / tiles;            /* fill the SMs once */

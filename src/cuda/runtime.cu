@@ -523,6 +523,20 @@ arb_status arb_cuda_side_stream(cudaStream_t *out) {
     return ARB_OK;
 }
 
+int arb_cuda_sm_count(void) {
+    static int sms[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (!sms[dev] && cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        sms[dev] = -1;
+    }
+    return sms[dev] > 0 ? sms[dev] : 0;
+}
+
 /* ------------------------------------------------------------------ copies, tensors */
 
 extern "C" arb_status arb_cuda_copy_h2d(void *dst, const void *src, size_t n) {

@@ -439,9 +439,8 @@ arb_status sc_conv3_igemm(const sc_conv3_args &a, cudaStream_t st) {
         ARB_CU(cudaFuncSetAttribute(k_conv3_wg, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cfg::SMEM));
         if (dev >= 0 && dev < 64) opted[dev] = true;
     }
-    static int nsm[64] = {0};
-    if (dev >= 0 && dev < 64 && !nsm[dev]) ARB_CU(cudaDeviceGetAttribute(&nsm[dev], cudaDevAttrMultiProcessorCount, dev));
-    const int sms = dev >= 0 && dev < 64 ? nsm[dev] : 132;
+    const int sms = arb_cuda_sm_count();
+    if (!sms) return arb_error(ARB_ERR_CUDA, "%s:%d: the device's SM count is unknown", __FILE__, __LINE__);
     const int Ho = a.up ? 2 * a.H : a.H, Wo = a.up ? 2 * a.W : a.W, nblk = (a.n + cfg::BN - 1) / cfg::BN;
     const int tx = (Wo + cfg::TW - 1) / cfg::TW, ty = (Ho + cfg::TH - 1) / cfg::TH;
     const long total = (long)a.B * tx * ty * nblk;

@@ -364,9 +364,8 @@ static arb_status launch(const sc_rowgemm_args &a, const CUtensorMap &ma, const 
         if (EPI == SC_RG_GELU_Q) ARB_CU(cudaFuncSetAttribute(k_rowgemm<EPI>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
         if (dev >= 0 && dev < 64) opted[dev] = true;
     }
-    static int nsm[64] = {0};
-    if (dev >= 0 && dev < 64 && !nsm[dev]) ARB_CU(cudaDeviceGetAttribute(&nsm[dev], cudaDevAttrMultiProcessorCount, dev));
-    const int sms = dev >= 0 && dev < 64 ? nsm[dev] : 132;
+    const int sms = arb_cuda_sm_count();
+    if (!sms) return arb_error(ARB_ERR_CUDA, "%s:%d: the device's SM count is unknown", __FILE__, __LINE__);
     /* one block per SM (shared memory, registers), persistent along M: gridDim.y ≤ SMs / nb, or
      * for clusters the clusters the device holds at once (a cluster stays within a GPC, so fewer
      * than SMs / nb: a grid sized by SMs alone ran some of them as a second wave) */

@@ -674,16 +674,9 @@ arb_status arb_cuda_upd_dense(arb_ternary *w, const int32_t *g, int64_t ld, cons
     if (!upd_dense_word_per_thread() && w->rows * kt < (1ll << 30)) { /* 32-bit thread indices */
         const int vec = ld % 4 == 0 && split_stride % 4 == 0 && w->cols % 4 == 0 && (uintptr_t)g % 16 == 0 &&
                         (uintptr_t)w->accum % 4 == 0;
-        static int sms[64]; /* a few blocks per SM: the grid strides */
-        int dev = 0;
-        ARB_CU(cudaGetDevice(&dev));
-        if (dev >= 0 && dev < 64 && !sms[dev] &&
-            cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            (void)cudaGetLastError();
-            sms[dev] = -1;
-        }
+        const int sms = arb_cuda_sm_count(); /* a few blocks per SM: the grid strides */
         unsigned blocks = arb_cuda_blocks(w->rows * kt * 4, 256);
-        const int cap = dev >= 0 && dev < 64 && sms[dev] > 0 ? sms[dev] * 8 : 1024;
+        const int cap = sms > 0 ? sms * 8 : 1024;
         if (blocks > (unsigned)cap) blocks = (unsigned)cap;
         k_upd_dense4<<<blocks, 256, 0, arb_cuda_cur_stream()>>>(
             w->trits, w->accum, w->rows, w->cols, kt, g, ld, plan, key, threshold, leak_shift, rs.abs_g(), rs.ge(),
